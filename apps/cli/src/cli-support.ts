@@ -1,0 +1,96 @@
+/**
+ * What every command shares: turning errors into one clear stderr line and an exit code,
+ * wiring record streams to stdin/stdout, and parsing option values at the boundary.
+ */
+import { Readable, Writable } from 'node:stream';
+import { AlexnetStreamError, invalidOption, RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
+
+export const PROGRAM = 'alexnet-stream';
+
+/** Print an error the way a Unix tool does; a stack trace only with ALEXNET_STREAM_DEBUG=1. */
+export function reportError(command: string, err: unknown): number {
+  const debug = process.env.ALEXNET_STREAM_DEBUG === '1';
+  if (err instanceof AlexnetStreamError) {
+    process.stderr.write(`${PROGRAM} ${command}: ${err.message}\n`);
+    if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
+    return err.exitCode;
+  }
+  const e = err as NodeJS.ErrnoException;
+  if (e && e.code === 'EPIPE') return 0; // downstream closed early (`| head`): not our failure
+  const message = e instanceof Error ? e.message : String(err);
+  process.stderr.write(`${PROGRAM} ${command}: ${message}\n`);
+  if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+  else process.stderr.write(`(set ALEXNET_STREAM_DEBUG=1 for a stack trace)\n`);
+  return 1;
+}
+
+/**
+ * Wrap a commander action: awaits it, reports any error and sets the exit code. The action
+ * may return a number to set the exit code itself (e.g. 1 under --strict after skipped files).
+ */
+export function action<A extends unknown[]>(command: string, fn: (...args: A) => Promise<number | void> | number | void) {
+  return async (...args: A): Promise<void> => {
+    try {
+      const code = await fn(...args);
+      if (typeof code === 'number') process.exitCode = code;
+    } catch (err) {
+      process.exitCode = reportError(command, err);
+    }
+  };
+}
+
+/** Records from stdin (validated, header first), refusing streams of other kinds. */
+export function stdinRecords(accept: RecordKind[], highWaterMark?: number): RecordDecoder {
+  if (process.stdin.isTTY) {
+    throw invalidOption('stdin', `a record stream piped from another ${PROGRAM} stage`, 'a terminal');
+  }
+  const decoder = new RecordDecoder({ accept, source: 'stdin', highWaterMark });
+  process.stdin.on('error', (err) => decoder.destroy(err));
+  return process.stdin.pipe(decoder);
+}
+
+/** A sink that frames records onto stdout with backpressure. */
+export function stdoutRecords(): { encoder: RecordEncoder; done: Promise<void> } {
+  const encoder = new RecordEncoder();
+  const done = new Promise<void>((resolve, reject) => {
+    encoder.on('error', reject);
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? resolve() : reject(err)));
+    encoder.on('end', () => resolve());
+  });
+  encoder.pipe(process.stdout);
+  return { encoder, done };
+}
+
+export function parseInteger(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer between ${min} and ${max}`;
+      throw invalidOption(name, range, value);
+    }
+    return n;
+  };
+}
+
+export function parseNumber(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
+      throw invalidOption(name, `a number between ${min} and ${max}`, value);
+    }
+    return n;
+  };
+}
+
+/** `--shard i/N` → { index, count } with 0 <= index < count. */
+export function parseShard(name: string) {
+  return (value: string): { index: number; count: number } => {
+    const m = /^(\d+)\/(\d+)$/.exec(value.trim());
+    const index = m ? Number(m[1]) : NaN;
+    const count = m ? Number(m[2]) : NaN;
+    if (!m || count < 1 || index >= count) throw invalidOption(name, 'i/N with 0 <= i < N (e.g. 0/4)', value);
+    return { index, count };
+  };
+}
+
+export type { Readable, Writable };

@@ -1,0 +1,9 @@
+/**
+ * Every command of the CLI, one module each. A module exports `register(program)` and keeps
+ * only wiring there: the work itself lives in a library.
+ */
+import type { Command } from 'commander';
+
+export type Register = (program: Command) => void;
+
+export const commands: Register[] = [];
