@@ -1,1 +1,2 @@
-export {};
+export * from './proto';
+export * from './graph-builder';

@@ -1,0 +1,118 @@
+/**
+ * The AlexNet family as specs. `theano-alexnet` is the seed exactly (DESIGN §7); the others
+ * exist so that their published weights import (`bvlc-alexnet`, `caffenet` from Caffe /
+ * the ONNX model zoo, `torchvision-alexnet` from PyTorch exports).
+ */
+import { InitRule, LayerSpec, ModelSpec, PresetName, PRESETS, inferShapes } from './spec';
+
+export interface PresetOptions {
+  numClasses?: number;
+  /** Network input (crop) size; default 227 (224 for torchvision-alexnet). */
+  inputSize?: number;
+  /** Dropout rate of fc6/fc7; 0 removes the dropout layers. Default 0.5. */
+  dropout?: number;
+  /** Include the LRN layers (default true where the preset has them). */
+  lrn?: boolean;
+}
+
+const normal = (std: number): InitRule => ({ dist: 'normal', std });
+const constant = (value: number): InitRule => ({ dist: 'constant', value });
+const fanIn: InitRule = { dist: 'fan-in-uniform' };
+
+function conv(name: string, outChannels: number, kernel: number, stride: number, pad: number, group: number, weightInit: InitRule, biasInit: InitRule): LayerSpec {
+  return { kind: 'conv', name, outChannels, kernel, stride, pad, group, weightInit, biasInit };
+}
+const relu = (name: string): LayerSpec => ({ kind: 'relu', name });
+const pool = (name: string): LayerSpec => ({ kind: 'maxpool', name, kernel: 3, stride: 2, pad: 0 });
+const fc = (name: string, outFeatures: number, weightInit: InitRule, biasInit: InitRule): LayerSpec => ({ kind: 'fc', name, outFeatures, weightInit, biasInit });
+const dropout = (name: string, rate: number): LayerSpec => ({ kind: 'dropout', name, rate });
+
+/**
+ * Seed (pylearn2 CrossChannelNormalization): x / (2 + 1e-4 Σ x²)^0.75, α not divided by n.
+ * ONNX divides α by size, so α_onnx = 5 · 1e-4.
+ */
+const theanoLrn = (name: string): LayerSpec => ({ kind: 'lrn', name, size: 5, alpha: 5e-4, beta: 0.75, bias: 2 });
+/** Caffe LRN: x / (1 + 1e-4/5 Σ x²)^0.75: the same convention as ONNX. */
+const caffeLrn = (name: string): LayerSpec => ({ kind: 'lrn', name, size: 5, alpha: 1e-4, beta: 0.75, bias: 1 });
+
+function layersFor(preset: PresetName, numClasses: number, rate: number): LayerSpec[] {
+  switch (preset) {
+    case 'theano-alexnet':
+      // conv -> ReLU -> pool -> LRN (seed order)
+      return [
+        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)), relu('relu1'), pool('pool1'), theanoLrn('norm1'),
+        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(0.1)), relu('relu2'), pool('pool2'), theanoLrn('norm2'),
+        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)), relu('relu3'),
+        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(0.1)), relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(0)), relu('relu5'), pool('pool5'),
+        { kind: 'flatten', name: 'flatten' },
+        fc('fc6', 4096, normal(0.005), constant(0.1)), relu('relu6'), dropout('drop6', rate),
+        fc('fc7', 4096, normal(0.005), constant(0.1)), relu('relu7'), dropout('drop7', rate),
+        fc('fc8', numClasses, normal(0.01), constant(0)),
+      ];
+    case 'bvlc-alexnet':
+      // conv -> ReLU -> LRN -> pool (Caffe's bvlc_alexnet train_val.prototxt, its fillers)
+      return [
+        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)), relu('relu1'), caffeLrn('norm1'), pool('pool1'),
+        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(0.1)), relu('relu2'), caffeLrn('norm2'), pool('pool2'),
+        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)), relu('relu3'),
+        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(0.1)), relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(0.1)), relu('relu5'), pool('pool5'),
+        { kind: 'flatten', name: 'flatten' },
+        fc('fc6', 4096, normal(0.005), constant(0.1)), relu('relu6'), dropout('drop6', rate),
+        fc('fc7', 4096, normal(0.005), constant(0.1)), relu('relu7'), dropout('drop7', rate),
+        fc('fc8', numClasses, normal(0.01), constant(0)),
+      ];
+    case 'caffenet':
+      // CaffeNet: pool before norm (as the seed), Caffe LRN constants, its fillers (biases 1)
+      return [
+        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)), relu('relu1'), pool('pool1'), caffeLrn('norm1'),
+        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(1)), relu('relu2'), pool('pool2'), caffeLrn('norm2'),
+        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)), relu('relu3'),
+        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(1)), relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(1)), relu('relu5'), pool('pool5'),
+        { kind: 'flatten', name: 'flatten' },
+        fc('fc6', 4096, normal(0.005), constant(1)), relu('relu6'), dropout('drop6', rate),
+        fc('fc7', 4096, normal(0.005), constant(1)), relu('relu7'), dropout('drop7', rate),
+        fc('fc8', numClasses, normal(0.01), constant(0)),
+      ];
+    case 'torchvision-alexnet':
+      // torchvision.models.alexnet: no LRN, no groups, dropout *before* fc6/fc7. At 224 input
+      // its AdaptiveAvgPool2d((6, 6)) is the identity, so it is not a layer here.
+      return [
+        conv('conv1', 64, 11, 4, 2, 1, fanIn, fanIn), relu('relu1'), pool('pool1'),
+        conv('conv2', 192, 5, 1, 2, 1, fanIn, fanIn), relu('relu2'), pool('pool2'),
+        conv('conv3', 384, 3, 1, 1, 1, fanIn, fanIn), relu('relu3'),
+        conv('conv4', 256, 3, 1, 1, 1, fanIn, fanIn), relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 1, fanIn, fanIn), relu('relu5'), pool('pool5'),
+        { kind: 'flatten', name: 'flatten' },
+        dropout('drop6', rate), fc('fc6', 4096, fanIn, fanIn), relu('relu6'),
+        dropout('drop7', rate), fc('fc7', 4096, fanIn, fanIn), relu('relu7'),
+        fc('fc8', numClasses, fanIn, fanIn),
+      ];
+  }
+}
+
+export function isPresetName(name: string): name is PresetName {
+  return (PRESETS as readonly string[]).includes(name);
+}
+
+/**
+ * A spec for a preset. Options are validated here (the boundary), with messages that name
+ * the option, what was expected and what was given.
+ */
+export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: PresetOptions = {}): ModelSpec {
+  if (!isPresetName(preset)) throw new Error(`Expected one of ${PRESETS.join(', ')} for preset but received ${JSON.stringify(preset)}`);
+  const numClasses = options.numClasses ?? 1000;
+  const inputSize = options.inputSize ?? (preset === 'torchvision-alexnet' ? 224 : 227);
+  const rate = options.dropout ?? 0.5;
+  if (!Number.isInteger(numClasses) || numClasses < 2) throw new Error(`Expected an integer >= 2 for numClasses but received ${numClasses}`);
+  if (!Number.isInteger(inputSize) || inputSize < 1) throw new Error(`Expected a positive integer for inputSize but received ${inputSize}`);
+  if (!(rate >= 0 && rate < 1)) throw new Error(`Expected a number in [0, 1) for dropout but received ${rate}`);
+  let layers = layersFor(preset, numClasses, rate);
+  if (rate === 0) layers = layers.filter((l) => l.kind !== 'dropout');
+  if (options.lrn === false) layers = layers.filter((l) => l.kind !== 'lrn');
+  const spec: ModelSpec = { specVersion: 1, preset, inputChannels: 3, inputSize, numClasses, layers };
+  inferShapes(spec); // throws, naming the layer, when the input size is too small
+  return spec;
+}

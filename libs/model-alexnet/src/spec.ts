@@ -1,0 +1,150 @@
+/**
+ * AlexNet as data (DESIGN §7): a spec is a plain, JSON-serialisable object listing every layer
+ * with every attribute. Lowering to ONNX (onnx-export), to a training graph (trainer) or to
+ * tfjs are pure functions of it; nothing here knows about an engine.
+ *
+ * Conventions: tensors are NCHW; conv weights OIHW `[out, in/group, kh, kw]` (one tensor even
+ * for grouped layers); fc weights `[out, in]` (PyTorch/ONNX Gemm transB=1 layout);
+ * LRN attributes in ONNX semantics: `x / (bias + alpha/size * Σ x²)^beta`.
+ */
+
+/** How a parameter tensor is initialised. `fan-in-uniform` is PyTorch's default for conv/linear (U(±1/sqrt(fan_in))). */
+export type InitRule =
+  | { dist: 'normal'; std: number; mean?: number }
+  | { dist: 'constant'; value: number }
+  | { dist: 'fan-in-uniform' };
+
+export interface ConvLayer {
+  kind: 'conv';
+  name: string;
+  outChannels: number;
+  kernel: number; // square kernels only (AlexNet has no others)
+  stride: number;
+  pad: number;
+  group: number;
+  weightInit: InitRule;
+  biasInit: InitRule;
+}
+export interface ReluLayer { kind: 'relu'; name: string }
+export interface MaxPoolLayer { kind: 'maxpool'; name: string; kernel: number; stride: number; pad: number }
+export interface LrnLayer { kind: 'lrn'; name: string; size: number; alpha: number; beta: number; bias: number }
+export interface FlattenLayer { kind: 'flatten'; name: string }
+export interface DropoutLayer { kind: 'dropout'; name: string; rate: number }
+export interface FcLayer {
+  kind: 'fc';
+  name: string;
+  outFeatures: number;
+  weightInit: InitRule;
+  biasInit: InitRule;
+}
+
+export type LayerSpec = ConvLayer | ReluLayer | MaxPoolLayer | LrnLayer | FlattenLayer | DropoutLayer | FcLayer;
+export type ParamLayer = ConvLayer | FcLayer;
+
+export const PRESETS = ['theano-alexnet', 'bvlc-alexnet', 'caffenet', 'torchvision-alexnet'] as const;
+export type PresetName = (typeof PRESETS)[number];
+
+export interface ModelSpec {
+  /** Format version of this object, for checkpoints written by older code. */
+  specVersion: 1;
+  preset: PresetName;
+  inputChannels: number;
+  /** Height = width of the (cropped) network input. */
+  inputSize: number;
+  numClasses: number;
+  /** The network up to and including the last fc (logits); softmax/loss are added by lowering. */
+  layers: LayerSpec[];
+}
+
+export interface ParamInfo {
+  /** `conv1.weight`, `conv1.bias`, … */
+  name: string;
+  layer: string;
+  role: 'weight' | 'bias';
+  shape: number[];
+  init: InitRule;
+}
+
+export type Shape = number[]; // without the batch dimension: [C, H, W] or [features]
+
+export function isParamLayer(layer: LayerSpec): layer is ParamLayer {
+  return layer.kind === 'conv' || layer.kind === 'fc';
+}
+
+/** Spatial output size of a conv/pool window (floor mode, as Caffe/Theano/ONNX default). */
+export function windowOutputSize(input: number, kernel: number, stride: number, pad: number): number {
+  return Math.floor((input + 2 * pad - kernel) / stride) + 1;
+}
+
+export interface LayerShapes {
+  layer: LayerSpec;
+  input: Shape;
+  output: Shape;
+}
+
+/**
+ * Output shape of every layer for the spec's input size. Throws with the layer's name when a
+ * layer cannot apply (spatial size < kernel, channels not divisible by group, …).
+ */
+export function inferShapes(spec: ModelSpec): LayerShapes[] {
+  let shape: Shape = [spec.inputChannels, spec.inputSize, spec.inputSize];
+  const out: LayerShapes[] = [];
+  for (const layer of spec.layers) {
+    const input = shape;
+    switch (layer.kind) {
+      case 'conv': {
+        const [c, h, w] = expectCHW(input, layer.name);
+        if (c % layer.group !== 0 || layer.outChannels % layer.group !== 0) {
+          throw new Error(`${layer.name}: channels ${c} -> ${layer.outChannels} not divisible by group ${layer.group}`);
+        }
+        shape = [layer.outChannels, windowOutputSize(h, layer.kernel, layer.stride, layer.pad), windowOutputSize(w, layer.kernel, layer.stride, layer.pad)];
+        break;
+      }
+      case 'maxpool': {
+        const [c, h, w] = expectCHW(input, layer.name);
+        shape = [c, windowOutputSize(h, layer.kernel, layer.stride, layer.pad), windowOutputSize(w, layer.kernel, layer.stride, layer.pad)];
+        break;
+      }
+      case 'flatten':
+        shape = [input.reduce((a, b) => a * b, 1)];
+        break;
+      case 'fc':
+        if (input.length !== 1) throw new Error(`${layer.name}: fc needs a flat input, got [${input.join(', ')}] (add a flatten layer)`);
+        shape = [layer.outFeatures];
+        break;
+      case 'relu':
+      case 'lrn':
+      case 'dropout':
+        break;
+    }
+    if (shape.some((d) => !(d >= 1))) {
+      throw new Error(`${layer.name}: output shape [${shape.join(', ')}] is empty for input [${input.join(', ')}] (input size ${spec.inputSize} too small?)`);
+    }
+    out.push({ layer, input, output: shape });
+  }
+  return out;
+}
+
+function expectCHW(shape: Shape, name: string): [number, number, number] {
+  if (shape.length !== 3) throw new Error(`${name}: needs a CxHxW input, got [${shape.join(', ')}]`);
+  return shape as [number, number, number];
+}
+
+/** Every parameter tensor in a fixed order (layer order, weight before bias). */
+export function parameterList(spec: ModelSpec): ParamInfo[] {
+  const params: ParamInfo[] = [];
+  for (const { layer, input } of inferShapes(spec)) {
+    if (layer.kind === 'conv') {
+      params.push({ name: `${layer.name}.weight`, layer: layer.name, role: 'weight', shape: [layer.outChannels, input[0] / layer.group, layer.kernel, layer.kernel], init: layer.weightInit });
+      params.push({ name: `${layer.name}.bias`, layer: layer.name, role: 'bias', shape: [layer.outChannels], init: layer.biasInit });
+    } else if (layer.kind === 'fc') {
+      params.push({ name: `${layer.name}.weight`, layer: layer.name, role: 'weight', shape: [layer.outFeatures, input[0]], init: layer.weightInit });
+      params.push({ name: `${layer.name}.bias`, layer: layer.name, role: 'bias', shape: [layer.outFeatures], init: layer.biasInit });
+    }
+  }
+  return params;
+}
+
+export function parameterCount(spec: ModelSpec): number {
+  return parameterList(spec).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
+}
