@@ -1,0 +1,69 @@
+/**
+ * What the trainer needs from an engine (DESIGN §5): step on a batch, evaluate a batch, and
+ * get/set weights and velocities as named Float32Arrays (names from model-alexnet's
+ * `parameterList`, e.g. `conv1.weight`). Engines: onnxruntime (default, a generated training
+ * graph) and tfjs (optional, autodiff; the reference in tests).
+ */
+import type { ModelSpec } from '@alexnet-stream/model-alexnet';
+
+/** Parameter name → float32 data, in `parameterList(spec)` order. */
+export type NamedTensors = Record<string, Float32Array>;
+
+/** The seed's optimizer (DESIGN §7). */
+export interface OptimizerConfig {
+  /** false: plain SGD (the seed's use_momentum: False). */
+  useMomentum: boolean;
+  /** Nesterov momentum (the seed's use_nesterov_momentum). */
+  nesterov: boolean;
+  /** μ, default 0.9. */
+  momentum: number;
+  /** λ on weights only (not biases), default 5e-4. */
+  weightDecay: number;
+  /** Biases learn at this multiple of lr, without decay; the seed uses 2. */
+  biasLrMultiplier: number;
+}
+
+export const DEFAULT_OPTIMIZER: OptimizerConfig = {
+  useMomentum: true,
+  nesterov: false,
+  momentum: 0.9,
+  weightDecay: 5e-4,
+  biasLrMultiplier: 2,
+};
+
+/** A batch ready for the engine: float32 NCHW (already mean-subtracted and cropped). */
+export interface EngineBatch {
+  data: Float32Array;
+  labels: Int32Array;
+  /** Number of images (data.length / (3 * inputSize²)). */
+  size: number;
+}
+
+/** Sums over the batch, so that results of several batches (and workers) add up. */
+export interface BatchMetrics {
+  /** Mean softmax cross-entropy over the batch. */
+  loss: number;
+  /** Number of images whose label is not the top-1 prediction. */
+  top1Errors: number;
+  /** Number of images whose label is not among the top-5 predictions. */
+  top5Errors: number;
+  size: number;
+}
+
+export interface TrainingEngine {
+  readonly name: string;
+  readonly spec: ModelSpec;
+  /** One SGD step (forward with dropout, loss, backward, update) at learning rate `lr`. */
+  step(batch: EngineBatch, lr: number): Promise<BatchMetrics>;
+  /** Forward without dropout; no update. */
+  evaluate(batch: EngineBatch): Promise<BatchMetrics>;
+  /** Current weights (copies: safe to keep across steps). */
+  getWeights(): NamedTensors;
+  setWeights(weights: NamedTensors): void;
+  getVelocities(): NamedTensors;
+  setVelocities(velocities: NamedTensors): void;
+  /** Dropout's random stream, so a checkpoint can resume it exactly. */
+  getRngState(): unknown;
+  setRngState(state: unknown): void;
+  dispose(): Promise<void> | void;
+}
