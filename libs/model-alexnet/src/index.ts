@@ -1,2 +1,3 @@
 export * from './spec';
 export * from './presets';
+export * from './init';
