@@ -1,0 +1,195 @@
+/**
+ * Augmentation as the seed's `proc_load.crop_and_mirror`: (uint8 image − mean image), mirrored
+ * horizontally, then cropped, as float32 NCHW.
+ *
+ * - `planCrops(n, params, rng)` draws the crop offsets and mirror flags (pure, deterministic for
+ *   a given `Rng` state): per image by default, once per batch with `perBatch` (the seed's
+ *   `batch_crop_mirror`), the fixed center crop without mirror with `center` (validation;
+ *   offset (256 − 227) >> 1 = 14).
+ * - `cropMirrorSubtract(batch, mean, plan, out?)` applies a plan, writing into a caller's
+ *   preallocated Float32Array when given (the training loader reuses its buffers).
+ * - `AugmentStage` is the stream adapter.
+ *
+ * Order of operations, exactly as the seed: `(img - img_mean)` on the full image, then mirror
+ * (`data[:, :, ::-1, :]`), then crop. So a mirrored output column x comes from source column
+ * `W − 1 − (offsetX + x)`, and the mean is taken at the same source pixel. Offsets are drawn
+ * uniformly from 0..H−crop (the seed's `round(u · 2 · margin)` gives the two end offsets half
+ * the probability of the others; a fair draw is the intended distribution).
+ * The arithmetic is `float32(uint8 − float32 mean)`: both values are exact in float64 and their
+ * difference is exact too, so the result equals NumPy's float32 subtraction bit for bit.
+ */
+import { Transform, TransformCallback } from 'node:stream';
+import { InputError, UsageError } from './errors';
+import type { MeanImage } from './mean';
+import { BatchRecord, makeHeader, StreamRecord } from './records';
+import { Rng } from './rng';
+
+export interface CropParams {
+  /** Side of the square crop (227 for AlexNet). */
+  crop: number;
+  /** Image height and width the crops are taken from. */
+  height: number;
+  width: number;
+  /** Mirror with probability 1/2 (ignored with `center`). */
+  mirror?: boolean;
+  /** Fixed center crop, no mirror: validation. */
+  center?: boolean;
+  /** One offset/mirror draw for the whole batch instead of one per image. */
+  perBatch?: boolean;
+}
+
+/** Per-image crop offsets and mirror flags for one batch. */
+export interface CropPlan {
+  crop: number;
+  offsetY: Int32Array;
+  offsetX: Int32Array;
+  /** 1 = mirror horizontally. */
+  mirror: Uint8Array;
+}
+
+/** Validate crop parameters once, at the boundary: a crop larger than the image is a usage error. */
+export function checkCropParams(params: CropParams): CropParams {
+  const { crop, height, width } = params;
+  if (!Number.isInteger(crop) || crop < 1) throw new UsageError(`Expected an integer >= 1 for --crop but received ${crop}`);
+  if (crop > height || crop > width) {
+    throw new UsageError(`Expected a --crop no larger than the ${height}x${width} images but received ${crop}`);
+  }
+  return params;
+}
+
+/** The center offset along a side: (side − crop) >> 1, 14 for 256 → 227. */
+export function centerOffset(side: number, crop: number): number {
+  return (side - crop) >> 1;
+}
+
+/**
+ * Draw crop offsets and mirror flags for `n` images. Consumes the same number of draws from
+ * `rng` for the same `n` and params, so a seeded `Rng` gives the same plan every time.
+ */
+export function planCrops(n: number, params: CropParams, rng: Rng): CropPlan {
+  const { crop, height, width } = params;
+  const plan: CropPlan = { crop, offsetY: new Int32Array(n), offsetX: new Int32Array(n), mirror: new Uint8Array(n) };
+  if (params.center) {
+    plan.offsetY.fill(centerOffset(height, crop));
+    plan.offsetX.fill(centerOffset(width, crop));
+    return plan;
+  }
+  const draw = (i: number): void => {
+    plan.offsetY[i] = rng.nextInt(height - crop + 1);
+    plan.offsetX[i] = rng.nextInt(width - crop + 1);
+    plan.mirror[i] = params.mirror ? rng.nextUint32() >>> 31 : 0;
+  };
+  if (params.perBatch) {
+    draw(0);
+    plan.offsetY.fill(plan.offsetY[0]);
+    plan.offsetX.fill(plan.offsetX[0]);
+    plan.mirror.fill(plan.mirror[0]);
+  } else {
+    for (let i = 0; i < n; i++) draw(i);
+  }
+  return plan;
+}
+
+/** Throw unless `batch` is a uint8 batch of the mean's shape. `where` names the record. */
+export function checkAugmentInput(batch: BatchRecord, mean: MeanImage, where: string): void {
+  if (batch.dtype !== 'uint8') {
+    throw new InputError(`${where}: augment reads uint8 batches, this one is ${batch.dtype} (already augmented?)`);
+  }
+  const [, c, h, w] = batch.shape;
+  if (c !== mean.channels || h !== mean.height || w !== mean.width) {
+    throw new InputError(`${where}: ${c}x${h}x${w} images but the mean image is ${mean.channels}x${mean.height}x${mean.width}; use the mean of the same data`);
+  }
+}
+
+/**
+ * out[n, c, y, x] = batch[n, c, oy+y, sx] − mean[c, oy+y, sx], with sx = ox + x, or
+ * W − 1 − (ox + x) when mirrored. Writes into `out` (length N·C·crop·crop) when given, else
+ * allocates. Inputs are trusted (see `checkAugmentInput`, `checkCropParams`).
+ */
+export function cropMirrorSubtract(batch: BatchRecord, mean: MeanImage, plan: CropPlan, out?: Float32Array): Float32Array {
+  const [n, channels, height, width] = batch.shape;
+  const crop = plan.crop;
+  const cropArea = crop * crop;
+  const length = n * channels * cropArea;
+  if (!out) out = new Float32Array(length);
+  else if (out.length < length) throw new RangeError(`cropMirrorSubtract: output holds ${out.length} values, ${length} needed`);
+  const src = batch.data as Uint8Array;
+  const meanData = mean.data;
+  const plane = height * width;
+  let o = 0;
+  for (let i = 0; i < n; i++) {
+    const oy = plan.offsetY[i];
+    const ox = plan.offsetX[i];
+    const mirror = plan.mirror[i] === 1;
+    const imageBase = i * channels * plane;
+    for (let c = 0; c < channels; c++) {
+      const planeBase = c * plane;
+      for (let y = 0; y < crop; y++) {
+        // Same index into the image and the mean: both are CxHxW.
+        const row = planeBase + (oy + y) * width;
+        if (mirror) {
+          let m = row + width - 1 - ox; // source of output column 0
+          let s = imageBase + m;
+          const end = o + crop;
+          while (o < end) out[o++] = src[s--] - meanData[m--];
+        } else {
+          let m = row + ox;
+          let s = imageBase + m;
+          const end = o + crop;
+          while (o < end) out[o++] = src[s++] - meanData[m++];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+/** The whole job for one batch: plan, crop/mirror/subtract, and wrap as a float32 batch record. */
+export function augmentBatch(batch: BatchRecord, mean: MeanImage, params: Omit<CropParams, 'height' | 'width'>, rng: Rng, out?: Float32Array): BatchRecord {
+  const [n, c, h, w] = batch.shape;
+  const plan = planCrops(n, { ...params, height: h, width: w }, rng);
+  const data = cropMirrorSubtract(batch, mean, plan, out);
+  const result: BatchRecord = { type: 'batch', dtype: 'float32', shape: [n, c, params.crop, params.crop], layout: 'NCHW', data, labels: batch.labels, keys: batch.keys };
+  if (batch.partial) result.partial = true;
+  return result;
+}
+
+export interface AugmentStageOptions extends Omit<CropParams, 'height' | 'width'> {
+  mean: MeanImage;
+  /** Seed of the crop/mirror draws (default 0). */
+  seed?: number;
+  highWaterMark?: number;
+}
+
+/**
+ * uint8 batches → float32 mean-subtracted crops. Refuses float32 input and batches whose image
+ * size differs from the mean's. A crop larger than the mean image is a `UsageError` at
+ * construction. Every output batch gets a fresh buffer (downstream may hold it).
+ */
+export class AugmentStage extends Transform {
+  private readonly rng: Rng;
+  private index = 0;
+
+  constructor(private readonly options: AugmentStageOptions) {
+    super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
+    checkCropParams({ ...options, height: options.mean.height, width: options.mean.width });
+    this.rng = new Rng(options.seed ?? 0);
+  }
+
+  override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.index += 1;
+    try {
+      if (record.type === 'header') {
+        const { type: _t, schema: _s, kind: _k, ...rest } = record;
+        const { crop, mirror, center, perBatch, seed } = this.options;
+        callback(null, makeHeader('batch', { ...rest, producer: 'alexnet-stream augment', augment: { crop, mirror: Boolean(mirror), center: Boolean(center), perBatch: Boolean(perBatch), seed: seed ?? 0 } }));
+        return;
+      }
+      if (record.type !== 'batch') throw new InputError(`record ${this.index}: augment reads batch records, not ${record.type} records`);
+      checkAugmentInput(record, this.options.mean, `record ${this.index} (batch starting with ${record.keys[0] ?? '(empty)'})`);
+      callback(null, augmentBatch(record, this.options.mean, this.options, this.rng));
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+}

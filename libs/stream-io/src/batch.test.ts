@@ -1,0 +1,48 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BatchAssembler, BatchStage } from './batch';
+import { BatchRecord, ImageRecord, makeHeader, StreamRecord } from './records';
+
+function image(i: number, c = 2, h = 1, w = 2): ImageRecord {
+  const data = new Uint8Array(c * h * w).map((_, j) => i * 10 + j);
+  return { type: 'image', key: `img${i}`, label: i % 3, channels: c, height: h, width: w, data };
+}
+
+async function run(records: StreamRecord[], batchSize: number, dropLast = false): Promise<StreamRecord[]> {
+  const out: StreamRecord[] = [];
+  await pipeline(Readable.from(records), new BatchStage({ batchSize, dropLast }), new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  return out;
+}
+
+test('images are packed in order into NCHW batches; the last partial batch is kept and marked', async () => {
+  const out = await run([makeHeader('image', { classNames: ['a', 'b', 'c'] }), ...[0, 1, 2, 3, 4].map((i) => image(i))], 2);
+  assert.equal(out[0].type, 'header');
+  assert.equal((out[0] as { kind: string }).kind, 'batch');
+  assert.deepEqual((out[0] as { classNames: string[] }).classNames, ['a', 'b', 'c']);
+  const batches = out.slice(1) as BatchRecord[];
+  assert.deepEqual(batches.map((b) => b.shape), [[2, 2, 1, 2], [2, 2, 1, 2], [1, 2, 1, 2]]);
+  assert.deepEqual(batches.map((b) => b.partial ?? false), [false, false, true]);
+  assert.deepEqual(Array.from(batches[1].data), [20, 21, 22, 23, 30, 31, 32, 33]);
+  assert.deepEqual(Array.from(batches[1].labels), [2, 0]);
+  assert.deepEqual(batches[2].keys, ['img4']);
+  assert.equal(batches[2].data.length, 4);
+});
+
+test('--drop-last drops the partial batch; an exact multiple has no partial batch', async () => {
+  const dropped = await run([0, 1, 2].map((i) => image(i)), 2, true);
+  assert.equal(dropped.length, 1);
+  const exact = await run([0, 1, 2, 3].map((i) => image(i)), 2);
+  assert.ok(exact.every((b) => !(b as BatchRecord).partial));
+  const assembler = new BatchAssembler({ batchSize: 2, dropLast: true });
+  assembler.add(image(0));
+  assert.equal(assembler.finish(), undefined);
+  assert.equal(assembler.dropped, 1);
+});
+
+test('images of another size are refused naming the record key; bad batch sizes are usage errors', async () => {
+  await assert.rejects(run([image(0), image(1, 2, 2, 2)], 4), /record 2 \(img1\): image is 2x2x2 but the batch holds 2x1x2 images/);
+  await assert.rejects(run([{ type: 'item', path: 'p', label: 0, key: 'p' }], 4), /batch reads image records, not item records/);
+  assert.throws(() => new BatchAssembler({ batchSize: 0 }), /Expected an integer >= 1 for --size but received 0/);
+});

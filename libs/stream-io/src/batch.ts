@@ -1,0 +1,126 @@
+/**
+ * Images → batches: `BatchAssembler` packs uint8 CHW images of one size into NCHW batch records
+ * (pure, no streams); `BatchStage` is the stream adapter. The last, smaller batch is kept and
+ * marked `partial: true`, or dropped with `dropLast`.
+ */
+import { Transform, TransformCallback } from 'node:stream';
+import { InputError, UsageError } from './errors';
+import { BatchRecord, ImageRecord, makeHeader, StreamRecord } from './records';
+
+export interface BatchOptions {
+  /** Images per batch (>= 1). */
+  batchSize: number;
+  /** Drop a last batch smaller than `batchSize` instead of emitting it marked `partial`. */
+  dropLast?: boolean;
+}
+
+/** Validate batch options once, at the boundary. */
+export function checkBatchSize(batchSize: number, option = '--size'): number {
+  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError(`Expected an integer >= 1 for ${option} but received ${batchSize}`);
+  return batchSize;
+}
+
+/**
+ * Packs images into batches. `add` returns a full batch when one completes; `finish` returns
+ * the last partial batch (or undefined when there is none or `dropLast`). Holds at most one
+ * batch of pixels.
+ */
+export class BatchAssembler {
+  private data: Uint8Array | undefined;
+  private labels: Int32Array | undefined;
+  private keys: string[] = [];
+  private shape: [number, number, number] | undefined;
+  /** Images dropped by `dropLast` (known after `finish`). */
+  dropped = 0;
+
+  constructor(private readonly options: BatchOptions) {
+    checkBatchSize(options.batchSize);
+  }
+
+  /** The CHW shape of the images seen so far. */
+  get imageShape(): [number, number, number] | undefined {
+    return this.shape;
+  }
+
+  /** Add one image; `where` names it in errors (default: its key). */
+  add(image: ImageRecord, where = image.key): BatchRecord | undefined {
+    const { channels: c, height: h, width: w } = image;
+    if (!this.shape) this.shape = [c, h, w];
+    else if (this.shape[0] !== c || this.shape[1] !== h || this.shape[2] !== w) {
+      throw new InputError(`${where}: image is ${c}x${h}x${w} but the batch holds ${this.shape.join('x')} images; decode every image to one size (--size)`);
+    }
+    const size = c * h * w;
+    if (!this.data) {
+      this.data = new Uint8Array(this.options.batchSize * size);
+      this.labels = new Int32Array(this.options.batchSize);
+      this.keys = [];
+    }
+    const k = this.keys.length;
+    this.data.set(image.data, k * size);
+    this.labels![k] = image.label;
+    this.keys.push(image.key);
+    return this.keys.length === this.options.batchSize ? this.take(false) : undefined;
+  }
+
+  /** The last partial batch, if any and not dropped. */
+  finish(): BatchRecord | undefined {
+    if (!this.data || this.keys.length === 0) return undefined;
+    if (this.options.dropLast) {
+      this.dropped = this.keys.length;
+      this.data = undefined;
+      return undefined;
+    }
+    return this.take(true);
+  }
+
+  private take(partial: boolean): BatchRecord {
+    const n = this.keys.length;
+    const [c, h, w] = this.shape!;
+    const data = partial ? this.data!.slice(0, n * c * h * w) : this.data!;
+    const labels = partial ? this.labels!.slice(0, n) : this.labels!;
+    const batch: BatchRecord = { type: 'batch', dtype: 'uint8', shape: [n, c, h, w], layout: 'NCHW', data, labels, keys: this.keys };
+    if (partial) batch.partial = true;
+    this.data = undefined; // the record owns its buffer now; the next batch gets a fresh one
+    this.labels = undefined;
+    this.keys = [];
+    return batch;
+  }
+}
+
+export interface BatchStageOptions extends BatchOptions {
+  /** Records buffered on each side before backpressure applies (default 4 images, 2 batches). */
+  highWaterMark?: number;
+}
+
+/**
+ * Image records → batch records. A header (if the input has one) becomes a batch-stream header
+ * with the same class names; any other record kind is refused.
+ */
+export class BatchStage extends Transform {
+  readonly assembler: BatchAssembler;
+  private index = 0;
+
+  constructor(options: BatchStageOptions) {
+    super({ writableObjectMode: true, readableObjectMode: true, writableHighWaterMark: options.highWaterMark ?? 4, readableHighWaterMark: options.highWaterMark ?? 2 });
+    this.assembler = new BatchAssembler(options);
+  }
+
+  override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.index += 1;
+    try {
+      if (record.type === 'header') {
+        const { type: _t, schema: _s, kind: _k, ...rest } = record;
+        callback(null, makeHeader('batch', { ...rest, producer: 'alexnet-stream batch' }));
+        return;
+      }
+      if (record.type !== 'image') throw new InputError(`record ${this.index}: batch reads image records, not ${record.type} records`);
+      callback(null, this.assembler.add(record, `record ${this.index} (${record.key})`));
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+
+  override _flush(callback: TransformCallback): void {
+    callback(null, this.assembler.finish());
+  }
+}

@@ -1,0 +1,177 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BatchStage } from './batch';
+import { ImageRecord, BatchRecord, makeHeader, StreamRecord } from './records';
+import {
+  planShardOrder,
+  readShardIndex,
+  ShardReader,
+  ShardWriter,
+  ShardWriterOptions,
+  shardSet,
+  updateShardIndex,
+} from './shards';
+
+function images(count: number, start = 0): ImageRecord[] {
+  return Array.from({ length: count }, (_, k) => {
+    const i = start + k;
+    return { type: 'image', key: `img${i}`, label: i % 4, channels: 3, height: 2, width: 3, data: new Uint8Array(18).map((_, j) => (i * 7 + j) & 255) };
+  });
+}
+
+async function writeShards(dir: string, records: StreamRecord[], batchSize: number, options: Partial<ShardWriterOptions> = {}): Promise<ShardWriter> {
+  const writer = new ShardWriter({ dir, prefix: 'train', batchSize, fsync: false, ...options });
+  await pipeline(Readable.from(records), new BatchStage({ batchSize }), writer);
+  return writer;
+}
+
+async function readAll(reader: ShardReader): Promise<StreamRecord[]> {
+  const out: StreamRecord[] = [];
+  await pipeline(reader, new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  return out;
+}
+
+async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'shards-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('write → read gives identical batches; index lists counts, shape, classes, checksums', () =>
+  withDir(async (dir) => {
+    const source = images(11);
+    const writer = await writeShards(dir, [makeHeader('image', { classNames: ['a', 'b', 'c', 'd'] }), ...source], 4, { batchesPerShard: 2 });
+    assert.deepEqual((await readdir(dir)).sort(), ['index.json', 'train-00000.msgpack', 'train-00001.msgpack']);
+    const index = await readShardIndex(dir);
+    const set = shardSet(index, 'train', dir);
+    assert.deepEqual(set, writer.entry);
+    assert.equal(set.images, 11);
+    assert.equal(set.batches, 3);
+    assert.equal(set.partialBatches, 1);
+    assert.equal(set.batchSize, 4);
+    assert.deepEqual(set.imageShape, [3, 2, 3]);
+    assert.equal(set.labelCount, 4);
+    assert.deepEqual(set.shards.map((s) => [s.file, s.batches, s.images]), [['train-00000.msgpack', 2, 8], ['train-00001.msgpack', 1, 3]]);
+    assert.match(set.shards[0].sha256, /^[0-9a-f]{64}$/);
+
+    const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
+    assert.equal(out[0].type, 'header');
+    assert.deepEqual((out[0] as { classNames: string[] }).classNames, ['a', 'b', 'c', 'd']);
+    const batches = out.slice(1) as BatchRecord[];
+    const keys = batches.flatMap((b) => b.keys);
+    assert.deepEqual(keys, source.map((s) => s.key));
+    const pixels = Buffer.concat(batches.map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
+    assert.deepEqual(pixels, Buffer.concat(source.map((s) => Buffer.from(s.data))));
+    assert.deepEqual(batches.flatMap((b) => Array.from(b.labels)), source.map((s) => s.label));
+    assert.equal(batches[2].partial, true);
+  }));
+
+test('the same input gives byte-identical shards', () =>
+  withDir(async (dir) => {
+    await writeShards(join(dir, 'a'), images(9), 4);
+    await writeShards(join(dir, 'b'), images(9), 4);
+    for (const name of ['train-00000.msgpack', 'train-00001.msgpack', 'train-00002.msgpack']) {
+      assert.deepEqual(await readFile(join(dir, 'a', name)), await readFile(join(dir, 'b', name)));
+    }
+  }));
+
+test('train and val prefixes coexist in one directory; rewriting one keeps the other', () =>
+  withDir(async (dir) => {
+    await writeShards(dir, images(8), 4);
+    await writeShards(dir, images(3, 100), 4, { prefix: 'val' });
+    await writeShards(dir, images(4), 4); // rewrite train with fewer shards: the stale one goes
+    const index = await readShardIndex(dir);
+    assert.deepEqual(Object.keys(index.prefixes).sort(), ['train', 'val']);
+    assert.deepEqual((await readdir(dir)).sort(), ['index.json', 'train-00000.msgpack', 'val-00000.msgpack']);
+    const val = await readAll(new ShardReader({ dir, prefix: 'val' }));
+    assert.deepEqual((val[1] as BatchRecord).keys, ['img100', 'img101', 'img102']);
+    await assert.rejects(readAll(new ShardReader({ dir, prefix: 'test' })), /no complete shard set with prefix "test" \(it has "train", "val"/);
+  }));
+
+test('concurrent index updates from several writers are all kept (lock file)', () =>
+  withDir(async (dir) => {
+    const entry = shardSet(await (async () => { await writeShards(dir, images(4), 4); return readShardIndex(dir); })(), 'train', dir);
+    await Promise.all(Array.from({ length: 12 }, (_, i) => updateShardIndex(dir, `p${i}`, entry, { fsync: false })));
+    const index = await readShardIndex(dir);
+    assert.equal(Object.keys(index.prefixes).length, 13);
+  }));
+
+test('a killed writer leaves no index entry and no temp file; a leftover temp file is never read', () =>
+  withDir(async (dir) => {
+    await writeShards(dir, images(8), 4); // a complete earlier run
+    // A rerun that dies after its first shard: its old entry is gone, nothing half-written stays.
+    const writer = new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false });
+    let written = 0;
+    const failing = Readable.from((async function* () {
+      yield* images(5); // one whole batch reaches the writer (and becomes a shard) first
+      while (written < 1) await new Promise((r) => setTimeout(r, 5));
+      throw new Error('killed');
+    })());
+    writer.on('shard', () => (written += 1));
+    await assert.rejects(pipeline(failing, new BatchStage({ batchSize: 4 }), writer), /killed/);
+    if (!writer.closed) await new Promise((resolve) => writer.once('close', resolve)); // pipeline rejects before the writer's clean-up ends
+    await assert.rejects(readShardIndex(dir).then((i) => shardSet(i, 'train', dir)), /no complete shard set with prefix "train".*interrupted writer leaves no entry/);
+    assert.ok(!(await readdir(dir)).some((n) => n.includes('.tmp-')), 'temp file removed');
+
+    // A temp file left by a process killed with SIGKILL (no cleanup) next to a complete set.
+    await writeShards(dir, images(4), 4);
+    await writeFile(join(dir, '.train-00001.msgpack.tmp-999999-abcd'), 'half a shard');
+    const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
+    assert.equal(out.length, 2);
+  }));
+
+test('a corrupt or truncated shard is refused naming the file; --no-verify still catches truncation', () =>
+  withDir(async (dir) => {
+    await writeShards(dir, images(8), 4);
+    const file = join(dir, 'train-00001.msgpack');
+    const bytes = await readFile(file);
+    bytes[bytes.length - 3] ^= 0xff;
+    await writeFile(file, bytes);
+    await assert.rejects(readAll(new ShardReader({ dir, prefix: 'train' })), /train-00001\.msgpack: sha256 checksum mismatch/);
+    await truncate(file, bytes.length - 100);
+    await assert.rejects(readAll(new ShardReader({ dir, prefix: 'train' })), /train-00001\.msgpack: \d+ bytes but the index says \d+: the shard is truncated/);
+    await assert.rejects(readAll(new ShardReader({ dir, prefix: 'train', verify: false })), /train-00001\.msgpack: (truncated|corrupt) shard/);
+    await rm(file);
+    await assert.rejects(readAll(new ShardReader({ dir, prefix: 'train' })), /train-00001\.msgpack: cannot read shard \(missing/);
+    await assert.rejects(readAll(new ShardReader({ dir: join(dir, 'nope'), prefix: 'train' })), /nope: no such directory/);
+    await writeFile(join(dir, 'index.json'), '{"schema": "something/else"}');
+    await assert.rejects(readShardIndex(dir), /not an alexnet-stream shard index/);
+  }));
+
+test('shuffle is deterministic per seed; --shard i/N parts are disjoint and cover the set', () =>
+  withDir(async (dir) => {
+    assert.deepEqual(planShardOrder(10, { shuffle: true, seed: 3 }), planShardOrder(10, { shuffle: true, seed: 3 }));
+    assert.notDeepEqual(planShardOrder(10, { shuffle: true, seed: 3 }), planShardOrder(10, { shuffle: true, seed: 4 }));
+    const parts = [0, 1, 2].map((index) => planShardOrder(10, { shuffle: true, seed: 3, shard: { index, count: 3 } }));
+    assert.deepEqual(parts.flat().sort((a, b) => a - b), [...Array(10).keys()]);
+
+    await writeShards(dir, images(20), 2);
+    const keysOf = async (o: object) => ((await readAll(new ShardReader({ dir, prefix: 'train', ...o }))).slice(1) as BatchRecord[]).map((b) => b.keys[0]);
+    const inOrder = await keysOf({});
+    const shuffled = await keysOf({ shuffle: true, seed: 9 });
+    assert.deepEqual(await keysOf({ shuffle: true, seed: 9 }), shuffled);
+    assert.notDeepEqual(shuffled, inOrder);
+    assert.deepEqual([...shuffled].sort(), [...inOrder].sort());
+    const half0 = await keysOf({ shard: { index: 0, count: 2 } });
+    const half1 = await keysOf({ shard: { index: 1, count: 2 } });
+    assert.deepEqual([...half0, ...half1].sort(), [...inOrder].sort());
+  }));
+
+test('the writer refuses float32 batches, mixed sizes, a batch after a partial one and an empty stream', () =>
+  withDir(async (dir) => {
+    const write = (records: StreamRecord[]) => pipeline(Readable.from(records), new ShardWriter({ dir, prefix: 'train', fsync: false }));
+    const b = (n: number, partial = false, h = 2): BatchRecord => ({ type: 'batch', dtype: 'uint8', shape: [n, 1, h, 1], layout: 'NCHW', data: new Uint8Array(n * h), labels: new Int32Array(n), keys: Array.from({ length: n }, (_, i) => `k${i}`), ...(partial ? { partial } : {}) });
+    await assert.rejects(write([{ ...b(2), dtype: 'float32', data: new Float32Array(4) }]), /shards hold uint8 batches, this one is float32/);
+    await assert.rejects(write([b(2), b(2, false, 3)]), /record 2 \(batch starting with k0\): 1x3x1 images, but earlier batches hold 1x2x1/);
+    await assert.rejects(write([b(2), b(1, true), b(2)]), /a batch after a partial batch/);
+    await assert.rejects(write([makeHeader('batch')]), /the dataset is empty/);
+    assert.ok(!(await readdir(dir)).some((n) => n.endsWith('.msgpack') || n.includes('.tmp-')));
+  }));
