@@ -1,3 +1,4 @@
 export * from './spec';
 export * from './presets';
 export * from './init';
+export * from './safetensors';
