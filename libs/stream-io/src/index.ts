@@ -7,3 +7,6 @@ export * from './mean';
 export * from './batch';
 export * from './shards';
 export * from './augment';
+export * from './scan';
+export * from './decode';
+export * from './demo-dataset';

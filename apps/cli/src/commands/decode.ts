@@ -1,0 +1,58 @@
+/**
+ * `decode`: item records (stdin) → image records (stdout), uint8 RGB CHW at --size.
+ */
+import type { Command } from 'commander';
+import { pipeline } from 'node:stream/promises';
+import { DecodeStage, RESIZE_MODES, ResizeMode, invalidOption } from '@alexnet-stream/stream-io';
+import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
+import { Progress } from '../progress';
+
+interface DecodeCliOptions {
+  size: number;
+  resize: ResizeMode;
+  concurrency?: number;
+  strict?: boolean;
+}
+
+function parseResize(value: string): ResizeMode {
+  if (!(RESIZE_MODES as readonly string[]).includes(value)) throw invalidOption('--resize', RESIZE_MODES.join(' or '), value);
+  return value as ResizeMode;
+}
+
+export function register(program: Command): void {
+  program
+    .command('decode')
+    .summary('decode and resize the images of an item stream (stdin) into image records (stdout)')
+    .description(
+      'Read item records on stdin, decode each file (JPEG, PNG, WebP, TIFF, GIF; EXIF orientation applied;\n' +
+        'grayscale, CMYK, palette and 16-bit become 8-bit RGB; alpha is dropped) and write uint8 RGB\n' +
+        'images in CHW order on stdout, in input order. Files that cannot be decoded (missing, empty,\n' +
+        'truncated, not an image) are skipped with one warning line each on stderr.',
+    )
+    .option('--size <n>', 'output height and width in pixels', parseInteger('--size', 1, 16384), 256)
+    .option('--resize <mode>', 'squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center', parseResize, 'squash')
+    .option('--concurrency <n>', 'files read and decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency', 1, 1024))
+    .option('--strict', 'exit with status 1 if any file was skipped')
+    .action(
+      action('decode', async (opts: DecodeCliOptions) => {
+        const input = stdinRecords(['item']);
+        const progress = new Progress({ label: 'decode', unit: 'images' });
+        const stage = new DecodeStage({
+          size: opts.size,
+          resize: opts.resize,
+          concurrency: opts.concurrency,
+          onImage: () => progress.tick(),
+          onSkip: (_key, reason, file) => process.stderr.write(`alexnet-stream decode: warning: skipped ${file}: ${reason}\n`),
+        });
+        const { encoder, done } = stdoutRecords();
+        try {
+          await pipeline(input, stage, encoder);
+          await done;
+        } finally {
+          progress.stop();
+        }
+        process.stderr.write(`alexnet-stream decode: ${stage.decoded} images decoded, ${stage.skipped} skipped\n`);
+        return opts.strict && stage.skipped > 0 ? 1 : 0;
+      }),
+    );
+}

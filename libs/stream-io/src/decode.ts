@@ -1,0 +1,233 @@
+/**
+ * decode: source image bytes → 8-bit RGB pixels, CHW, size x size (DESIGN §4 `image` records).
+ *
+ * `decodeImage` is the pure part (bytes in, pixels out, sharp/libvips underneath);
+ * `DecodeStage` is the stream adapter: item records in, image records out, in input order,
+ * with bounded concurrency and backpressure, skipping files that cannot be decoded.
+ *
+ * Conversions (what "even oddly" decodable inputs become):
+ *  - EXIF orientation is applied (`rotate()`), so a phone photo stands upright;
+ *  - grayscale, CMYK (ImageNet has ~22), palette, 16-bit and any other colour space → 8-bit sRGB;
+ *  - alpha is *dropped* (not flattened): the colour channels are kept as they are, as Pillow's
+ *    and torchvision's `convert('RGB')` do, so our pixels match models trained that way;
+ *  - a file is judged by its content, not its name (a PNG named `.JPEG` decodes as a PNG);
+ *  - a *truncated* file is an error (`failOn: 'truncated'`), not a half-grey image: libvips
+ *    would otherwise decode a truncated JPEG partially, with a warning, and we would train on
+ *    a picture that is part grey. Other decoder warnings (odd markers, extra bytes) are allowed.
+ */
+import { Transform, TransformCallback } from 'node:stream';
+import { promises as fs } from 'node:fs';
+import * as os from 'node:os';
+import sharp from 'sharp';
+import { invalidOption } from './errors';
+import { ImageRecord, ItemRecord, makeHeader, StreamHeader } from './records';
+
+export type ResizeMode = 'squash' | 'center-crop';
+export const RESIZE_MODES: readonly ResizeMode[] = ['squash', 'center-crop'];
+
+export interface DecodeOptions {
+  /** Output height and width in pixels. */
+  size: number;
+  /** squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center. */
+  resize: ResizeMode;
+}
+
+export interface DecodedImage {
+  /** CHW, uint8, RGB. */
+  data: Uint8Array;
+  height: number;
+  width: number;
+  channels: 3;
+}
+
+/**
+ * Interpolation for the resize. 'linear' (a triangle filter that widens when downscaling, so it
+ * antialiases) is Pillow's BILINEAR, what the seed's PIL-based preprocessing used; it is also
+ * cheaper than sharp's default lanczos3.
+ */
+const KERNEL = 'linear' as const;
+
+export function validateDecodeOptions(opts: DecodeOptions): void {
+  if (!Number.isInteger(opts.size) || opts.size < 1 || opts.size > 16384) throw invalidOption('--size', 'an integer between 1 and 16384', opts.size);
+  if (!RESIZE_MODES.includes(opts.resize)) throw invalidOption('--resize', `one of ${RESIZE_MODES.join(', ')}`, opts.resize);
+}
+
+/** HWC (interleaved, 3 channels) → CHW (planar), one pass over the source. */
+export function hwcToChw(hwc: Uint8Array, height: number, width: number, out = new Uint8Array(hwc.length)): Uint8Array {
+  const plane = height * width;
+  // Three output cursors, one read stream: sequential in both arrays, no multiplications.
+  for (let i = 0, j = 0; i < plane; i++, j += 3) {
+    out[i] = hwc[j];
+    out[plane + i] = hwc[j + 1];
+    out[2 * plane + i] = hwc[j + 2];
+  }
+  return out;
+}
+
+/**
+ * Decode image bytes (JPEG, PNG, WebP, TIFF, GIF, ...; BMP is not supported by libvips' loaders
+ * in sharp's prebuilt binaries) into size x size 8-bit RGB, CHW. Rejects (throws) when the bytes
+ * are not a decodable image, including truncated files; the message says why.
+ */
+export async function decodeImage(input: Buffer, opts: DecodeOptions): Promise<DecodedImage> {
+  const { size, resize } = opts;
+  const pipeline = sharp(input, { failOn: 'truncated', sequentialRead: true })
+    .rotate() // EXIF orientation
+    .toColourspace('srgb') // grayscale, CMYK, 16-bit, labs, ... → sRGB (alpha, if any, rides along)
+    .removeAlpha()
+    .resize(size, size, resize === 'squash' ? { fit: 'fill', kernel: KERNEL } : { fit: 'cover', position: 'centre', kernel: KERNEL });
+  const { data, info } = await pipeline.raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  if (info.channels !== 3 || info.width !== size || info.height !== size || data.length !== size * size * 3) {
+    // Not expected for any input libvips decodes; refuse rather than emit a wrong-shaped record.
+    throw new Error(`decoder produced ${info.width}x${info.height}x${info.channels} instead of ${size}x${size}x3`);
+  }
+  return { data: hwcToChw(data, size, size), height: size, width: size, channels: 3 };
+}
+
+/** Why a file was skipped, in a few words (sharp's messages are long and multi-line). */
+export function describeDecodeError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException;
+  if (e && typeof e.code === 'string') {
+    switch (e.code) {
+      case 'ENOENT': return 'file not found';
+      case 'EISDIR': return 'is a folder, not a file';
+      case 'EACCES': return 'permission denied';
+      default: return `cannot read file (${e.code})`;
+    }
+  }
+  const message = (e instanceof Error ? e.message : String(err)).split('\n')[0].trim();
+  if (/unsupported image format/i.test(message)) return 'not an image (unsupported or unrecognised format)';
+  if (/premature end|truncated|not enough data|unexpected end/i.test(message)) return `truncated or corrupt image (${message})`;
+  return message || 'cannot be decoded';
+}
+
+export interface DecodeStageOptions extends DecodeOptions {
+  /** Files read and decoded at once. Default: see `defaultDecodeConcurrency`. */
+  concurrency?: number;
+  /** Image records buffered on the readable side before backpressure applies (default 4). */
+  highWaterMark?: number;
+  /** Called once per image emitted, in input order (progress reporting). */
+  onImage?: (image: ImageRecord) => void;
+  /** Called once per skipped file, in input order. */
+  onSkip?: (key: string, reason: string, path: string) => void;
+  /** Injectable for tests: how a file's bytes are read (default fs.readFile). */
+  readFile?: (path: string) => Promise<Buffer>;
+  /** Injectable for tests: the pure decoder (default decodeImage). */
+  decode?: (input: Buffer, opts: DecodeOptions) => Promise<DecodedImage>;
+}
+
+/**
+ * Files in flight by default. libvips runs each image on one libuv thread-pool thread
+ * (see bench/decode.mjs), so the useful number is about the thread-pool size; twice
+ * the cores keeps the pool busy while file reads complete (bench/decode.mjs measures it).
+ */
+export function defaultDecodeConcurrency(): number {
+  const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+  return Math.max(2, 2 * cores);
+}
+
+interface Slot {
+  settled: boolean;
+  output?: ImageRecord | StreamHeader;
+  skipped?: { key: string; path: string; reason: string };
+}
+
+/**
+ * item records → image records, in input order. A header record (kind 'item') becomes an
+ * 'image' header with the same class names, so a decoded stream can go straight to the next
+ * stage. At most `concurrency` files are read/decoded at once; a new item is accepted only
+ * while fewer are in flight and the readable buffer is below its high-water mark, so a slow
+ * consumer slows the producer instead of growing a buffer.
+ */
+export class DecodeStage extends Transform {
+  decoded = 0;
+  skipped = 0;
+  readonly concurrency: number;
+  private readonly opts: DecodeOptions;
+  private readonly onSkip?: DecodeStageOptions['onSkip'];
+  private readonly onImage?: DecodeStageOptions['onImage'];
+  private readonly readFile: (path: string) => Promise<Buffer>;
+  private readonly decode: (input: Buffer, opts: DecodeOptions) => Promise<DecodedImage>;
+  private readonly queue: Slot[] = [];
+  private waiting: TransformCallback | undefined;
+  private flushing: TransformCallback | undefined;
+
+  constructor(options: DecodeStageOptions) {
+    const concurrency = options.concurrency ?? defaultDecodeConcurrency();
+    super({ objectMode: true, writableHighWaterMark: 1, readableHighWaterMark: options.highWaterMark ?? 4 });
+    validateDecodeOptions(options);
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw invalidOption('--concurrency', 'an integer >= 1', concurrency);
+    this.concurrency = concurrency;
+    this.opts = { size: options.size, resize: options.resize };
+    this.onSkip = options.onSkip;
+    this.onImage = options.onImage;
+    this.readFile = options.readFile ?? ((p) => fs.readFile(p));
+    this.decode = options.decode ?? decodeImage;
+  }
+
+  override _transform(record: ItemRecord | StreamHeader, _enc: BufferEncoding, callback: TransformCallback): void {
+    if (record.type === 'header') {
+      const { type: _t, schema: _s, kind: _k, producer: _p, ...rest } = record;
+      this.queue.push({ settled: true, output: makeHeader('image', { ...rest, imageSize: this.opts.size, resize: this.opts.resize }) });
+    } else if (record.type === 'item') {
+      const slot: Slot = { settled: false };
+      this.queue.push(slot);
+      this.work(record).then(
+        (image) => { slot.output = image; },
+        (err) => { slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err) }; },
+      ).then(() => {
+        slot.settled = true;
+        this.pump();
+      });
+    } else {
+      callback(new Error(`decode: expected item records, got a ${(record as { type?: string }).type} record`));
+      return;
+    }
+    this.waiting = callback;
+    this.pump();
+  }
+
+  private async work(item: ItemRecord): Promise<ImageRecord> {
+    const bytes = await this.readFile(item.path);
+    if (bytes.length === 0) throw new Error('empty file (0 bytes)');
+    const image = await this.decode(bytes, this.opts);
+    return { type: 'image', key: item.key, label: item.label, channels: 3, height: image.height, width: image.width, data: image.data };
+  }
+
+  /** Emit finished slots in order; accept the next input when there is room. */
+  private pump(): void {
+    while (this.queue.length > 0 && this.queue[0].settled) {
+      const slot = this.queue.shift()!;
+      if (slot.output) {
+        this.push(slot.output);
+        if (slot.output.type === 'image') {
+          this.decoded += 1;
+          this.onImage?.(slot.output);
+        }
+      } else if (slot.skipped) {
+        this.skipped += 1;
+        this.onSkip?.(slot.skipped.key, slot.skipped.reason, slot.skipped.path);
+      }
+    }
+    if (this.waiting && this.queue.length < this.concurrency && this.readableLength < this.readableHighWaterMark) {
+      const callback = this.waiting;
+      this.waiting = undefined;
+      callback();
+    }
+    if (this.flushing && this.queue.length === 0) {
+      const callback = this.flushing;
+      this.flushing = undefined;
+      callback();
+    }
+  }
+
+  override _read(size: number): void {
+    super._read(size);
+    this.pump(); // the consumer made room: maybe accept the input we held back
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.flushing = callback;
+    this.pump();
+  }
+}
