@@ -10,3 +10,5 @@ export * from './augment';
 export * from './scan';
 export * from './decode';
 export * from './demo-dataset';
+export * from './inspect';
+export * from './contact-sheet';
