@@ -2,3 +2,4 @@ export * from './spec';
 export * from './presets';
 export * from './init';
 export * from './safetensors';
+export * from './checkpoint';
