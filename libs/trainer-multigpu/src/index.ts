@@ -1,1 +1,3 @@
 export * from './engine';
+export * from './engines/tfjs/backend';
+export * from './engines/tfjs/forward';
