@@ -17,22 +17,22 @@ test('the grid puts each image, in order, in its tile (pixels checked), captions
   colours.forEach((rgb, i) => collector.add(solid(`k${i}`, i % 3, rgb)));
   assert.equal(collector.tiles.length, 3);
   assert.ok(collector.full);
-  assert.deepEqual(collector.tiles.map((t) => t.caption), ['red k0', 'green k1', 'blue k2']);
+  assert.deepEqual(collector.tiles.map((t) => [t.caption, t.detail]), [['red', 'k0'], ['green', 'k1'], ['blue', 'k2']]);
   const png = await renderContactSheet(collector.tiles, { tileSize: 32, columns: 2 });
   const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
-  // 2 columns x 2 rows of (32 + 4 gap) wide, (32 + 16 caption + 4) high, plus the outer gap.
-  assert.deepEqual([info.width, info.height], [2 * 36 + 4, 2 * 52 + 4]);
+  // 2 columns x 2 rows of (32 + 4 gap) wide, (32 + 28 caption + 4) high, plus the outer gap.
+  assert.deepEqual([info.width, info.height], [2 * 36 + 4, 2 * 64 + 4]);
   const pixel = (x: number, y: number) => Array.from(data.subarray((y * info.width + x) * info.channels, (y * info.width + x) * info.channels + 3));
   assert.deepEqual(pixel(4 + 16, 4 + 16), [255, 0, 0]);
   assert.deepEqual(pixel(4 + 36 + 16, 4 + 16), [0, 255, 0]);
-  assert.deepEqual(pixel(4 + 16, 4 + 52 + 16), [0, 0, 255]);
+  assert.deepEqual(pixel(4 + 16, 4 + 64 + 16), [0, 0, 255]);
 });
 
 test('float32 (augmented) batches are stretched to 0..255 per image', () => {
   const b: BatchRecord = { type: 'batch', dtype: 'float32', shape: [1, 1, 1, 3], layout: 'NCHW', data: Float32Array.from([-2, 0, 2]), labels: Int32Array.from([0]), keys: ['z'] };
   const [tile] = tilesFromRecord(b, undefined);
   assert.deepEqual(Array.from(tile.data), [0, 128, 255]);
-  assert.equal(tile.caption, '0 z');
+  assert.deepEqual([tile.caption, tile.detail], ['label 0', 'z']);
 });
 
 test('an empty sheet and a count below 1 are usage errors', async () => {

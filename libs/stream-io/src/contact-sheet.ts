@@ -17,7 +17,9 @@ export interface ContactTile {
   width: number;
   /** uint8 CHW */
   data: Uint8Array;
+  /** Two caption lines: the class name (or label) and the record key. */
   caption: string;
+  detail: string;
 }
 
 export interface ContactSheetOptions {
@@ -27,7 +29,8 @@ export interface ContactSheetOptions {
   columns?: number;
 }
 
-const CAPTION_HEIGHT = 16;
+const CAPTION_HEIGHT = 28;
+const CHAR_WIDTH = 6.2; // approximate advance of 10 px sans-serif
 const GAP = 4;
 
 function toUint8(values: Float32Array, start: number, length: number): Uint8Array {
@@ -45,10 +48,10 @@ function toUint8(values: Float32Array, start: number, length: number): Uint8Arra
 
 /** Tiles for the images of one record (at most `max`); `classNames` turn labels into names. */
 export function tilesFromRecord(record: StreamRecord, classNames: string[] | undefined, max = Infinity): ContactTile[] {
-  const caption = (label: number, key: string): string => `${classNames?.[label] ?? label} ${key}`;
+  const caption = (label: number): string => classNames?.[label] ?? `label ${label}`;
   if (record.type === 'image') {
     if (max < 1) return [];
-    return [{ channels: record.channels, height: record.height, width: record.width, data: record.data, caption: caption(record.label, record.key) }];
+    return [{ channels: record.channels, height: record.height, width: record.width, data: record.data, caption: caption(record.label), detail: record.key }];
   }
   if (record.type !== 'batch') return [];
   const [n, c, h, w] = record.shape;
@@ -59,7 +62,7 @@ export function tilesFromRecord(record: StreamRecord, classNames: string[] | und
       record.dtype === 'uint8'
         ? (record.data as Uint8Array).subarray(i * size, (i + 1) * size)
         : toUint8(record.data as Float32Array, i * size, size);
-    tiles.push({ channels: c, height: h, width: w, data, caption: caption(record.labels[i], record.keys[i]) });
+    tiles.push({ channels: c, height: h, width: w, data, caption: caption(record.labels[i]), detail: record.keys[i] });
   }
   return tiles;
 }
@@ -102,14 +105,19 @@ export async function renderContactSheet(tiles: ContactTile[], options: ContactS
       .png()
       .toBuffer();
     composites.push({ input: fitted, left, top });
-    const caption = tiles[i].caption.length > 24 ? `${tiles[i].caption.slice(0, 23)}…` : tiles[i].caption;
+    const maxChars = Math.max(3, Math.floor(tileSize / CHAR_WIDTH));
+    const name = tiles[i].caption.length > maxChars ? `${tiles[i].caption.slice(0, maxChars - 1)}…` : tiles[i].caption;
+    // keys are paths: keep their distinctive end
+    const key = tiles[i].detail.length > maxChars ? `…${tiles[i].detail.slice(-(maxChars - 1))}` : tiles[i].detail;
+    const x = left + tileSize / 2;
     captions.push(
-      `<text x="${left + tileSize / 2}" y="${top + tileSize + CAPTION_HEIGHT - 4}" text-anchor="middle">${escapeXml(caption)}</text>`,
+      `<text x="${x}" y="${top + tileSize + 12}" text-anchor="middle" font-weight="bold">${escapeXml(name)}</text>` +
+        `<text x="${x}" y="${top + tileSize + 24}" text-anchor="middle" fill="#a0a0a0">${escapeXml(key)}</text>`,
     );
   }
   const svg =
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">` +
-    `<g font-family="sans-serif" font-size="11" fill="#e0e0e0">${captions.join('')}</g></svg>`;
+    `<g font-family="sans-serif" font-size="10" fill="#e0e0e0">${captions.join('')}</g></svg>`;
   composites.push({ input: Buffer.from(svg), left: 0, top: 0 });
   return sharp({ create: { width, height, channels: 3, background: { r: 16, g: 16, b: 16 } } })
     .composite(composites)

@@ -6,6 +6,11 @@ import type { Command } from 'commander';
 import * as scan from './scan';
 import * as decode from './decode';
 import * as makeDemoData from './make-demo-data';
+import * as mean from './mean';
+import * as batch from './batch';
+import * as read from './read';
+import * as augment from './augment';
+import * as inspect from './inspect';
 
 export type Register = (program: Command) => void;
 
@@ -13,4 +18,9 @@ export const commands: Register[] = [
   scan.register,
   decode.register,
   makeDemoData.register,
+  mean.register,
+  batch.register,
+  read.register,
+  augment.register,
+  inspect.register,
 ];

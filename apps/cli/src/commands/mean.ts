@@ -1,0 +1,58 @@
+/**
+ * `mean --out mean.npy [<shard-dir>]`: the mean image of a stream (passed through unchanged) or
+ * of a shard directory's set, written as float32 CxHxW `.npy` when the input ends.
+ */
+import type { Command } from 'commander';
+import { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { checkPrefix, MeanStage, ShardReader, writeMeanNpy } from '@alexnet-stream/stream-io';
+import { action, stdinRecords, stdoutRecords } from '../cli-support';
+import { Progress } from '../progress';
+
+interface MeanCliOptions {
+  out: string;
+  prefix: string;
+  verify: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('mean')
+    .summary('compute the mean image of an image/batch stream (passed through) or of a shard directory')
+    .description(
+      'Without <shard-dir>: read image records (or uint8 batch records) on stdin, write them unchanged on\n' +
+        'stdout, and when the input ends write their per-pixel mean (accumulated in float64) to --out as a\n' +
+        'float32 CxHxW .npy (the seed\'s img_mean.npy layout). With <shard-dir>: the mean of the set --prefix,\n' +
+        'nothing on stdout. The file is written to a temp name and renamed, so it is never half-written.',
+    )
+    .argument('[shard-dir]', 'a shard directory written by `batch --out-dir` or `prepare`')
+    .requiredOption('--out <file>', 'where to write the mean image (.npy)')
+    .option('--prefix <name>', 'with <shard-dir>: which shard set', checkPrefix, 'train')
+    .option('--no-verify', 'with <shard-dir>: skip the sha256 check of each shard')
+    .action(
+      action('mean', async (dir: string | undefined, opts: MeanCliOptions) => {
+        const stage = new MeanStage();
+        const progress = new Progress({ label: 'mean', unit: 'images' });
+        let last = 0;
+        stage.on('data', () => {
+          progress.tick(stage.accumulator.count - last);
+          last = stage.accumulator.count;
+        });
+        try {
+          if (dir) {
+            const discard = new Writable({ objectMode: true, write: (_r, _e, cb) => cb() });
+            await pipeline(new ShardReader({ dir, prefix: opts.prefix, verify: opts.verify }), stage, discard);
+          } else {
+            const { encoder, done } = stdoutRecords();
+            await pipeline(stdinRecords(['image', 'batch']), stage, encoder);
+            await done;
+          }
+        } finally {
+          progress.stop();
+        }
+        const mean = stage.accumulator.mean();
+        await writeMeanNpy(opts.out, mean);
+        process.stderr.write(`alexnet-stream mean: ${stage.accumulator.count} images, ${mean.channels}x${mean.height}x${mean.width} mean written to ${opts.out}\n`);
+      }),
+    );
+}
