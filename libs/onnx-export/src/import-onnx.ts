@@ -55,7 +55,10 @@ function attrInts(node: onnx.INodeProto, name: string): number[] | undefined {
   return a ? (a.ints ?? []).map(Number) : undefined;
 }
 
-const nodeLabel = (node: onnx.INodeProto): string => `${node.opType} node ${JSON.stringify(node.name || node.output?.[0] || '?')}`;
+/** Exporters name nodes inconsistently (often not at all); the output value always has a name. */
+const nodeLabel = (node: onnx.INodeProto): string => `${node.opType} node ${JSON.stringify(node.output?.[0] || node.name || '?')}`;
+/** float32 attributes shown as the decimal they were written as. */
+const num = (v: number): number => Number(v.toPrecision(6));
 
 /** Side branches of the main chain: shape computations of a dynamic Reshape. */
 const SHAPE_OPS = new Set(['Shape', 'Gather', 'Unsqueeze', 'Concat', 'Constant', 'Cast', 'Slice', 'Squeeze', 'ConstantOfShape']);
@@ -104,7 +107,7 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
       throw new ImportError(`${name}: the value ${JSON.stringify(x)} feeds ${next.length} nodes (${next.map(nodeLabel).join(', ')}); an AlexNet is a single chain`);
     }
     const node = next[0];
-    const label = node.name || node.output?.[0] || '?';
+    const label = node.output?.[0] || node.name || '?';
     switch (node.opType) {
       case 'Conv': {
         const autoPad = attr(node, 'auto_pad');
@@ -206,27 +209,29 @@ function describe(l: LayerSpec | Found): string {
   switch (l.kind) {
     case 'conv': return `Conv ${l.outChannels} ${l.kernel}x${l.kernel}/${l.stride} pad ${l.pad} group ${l.group}`;
     case 'maxpool': return `MaxPool ${l.kernel}x${l.kernel}/${l.stride} pad ${l.pad}`;
-    case 'lrn': return `LRN size ${l.size} alpha ${l.alpha} beta ${l.beta} bias ${l.bias}`;
+    case 'lrn': return `LRN size ${l.size} alpha ${num(l.alpha)} beta ${num(l.beta)} bias ${num(l.bias)}`;
     case 'fc': return `fc ${l.outFeatures}`;
     default: return l.kind;
   }
 }
 
 /** The first difference between the found layers and a spec, or undefined when they match. */
-function difference(found: Found[], spec: ModelSpec): { at: number; message: string } | undefined {
+function difference(found: Found[], spec: ModelSpec): { score: number; message: string } | undefined {
   const layers = spec.layers.filter((l) => l.kind !== 'dropout');
   for (let i = 0; i < Math.max(found.length, layers.length); i++) {
     const f = found[i];
     const l = layers[i];
     const where = `layer ${i + 1}`;
-    if (!f) return { at: i, message: `the model ends after ${found.length} layers, ${spec.preset} continues with ${l.name} (${describe(l)})` };
-    if (!l) return { at: i, message: `the model has more layers than ${spec.preset}: ${where} is ${describe(f)} (node ${f.node})` };
-    const mismatch = `${where} (node ${f.node}) is ${describe(f)}, ${spec.preset} has ${l.name}: ${describe(l)}`;
-    if (f.kind !== l.kind) return { at: i, message: mismatch };
-    if (f.kind === 'conv' && l.kind === 'conv' && (f.outChannels !== l.outChannels || f.kernel !== l.kernel || f.stride !== l.stride || f.pad !== l.pad || f.group !== l.group)) return { at: i, message: mismatch };
-    if (f.kind === 'maxpool' && l.kind === 'maxpool' && (f.kernel !== l.kernel || f.stride !== l.stride || f.pad !== l.pad)) return { at: i, message: mismatch };
-    if (f.kind === 'lrn' && l.kind === 'lrn' && !(f.size === l.size && close(f.alpha, l.alpha) && close(f.beta, l.beta) && close(f.bias, l.bias))) return { at: i, message: mismatch };
-    if (f.kind === 'fc' && l.kind === 'fc' && f.outFeatures !== l.outFeatures) return { at: i, message: mismatch };
+    if (!f) return { score: 2 * i, message: `the model ends after ${found.length} layers, ${spec.preset} continues with ${l.name} (${describe(l)})` };
+    if (!l) return { score: 2 * i, message: `the model has more layers than ${spec.preset}: ${where} is ${describe(f)} (${f.node})` };
+    const mismatch = `${where} (${f.node}) is ${describe(f)}, ${spec.preset} has ${l.name}: ${describe(l)}`;
+    // Closeness: layers matched, plus one when the differing layer is at least of the same kind.
+    if (f.kind !== l.kind) return { score: 2 * i, message: mismatch };
+    const sameKind = { score: 2 * i + 1, message: mismatch };
+    if (f.kind === 'conv' && l.kind === 'conv' && (f.outChannels !== l.outChannels || f.kernel !== l.kernel || f.stride !== l.stride || f.pad !== l.pad || f.group !== l.group)) return sameKind;
+    if (f.kind === 'maxpool' && l.kind === 'maxpool' && (f.kernel !== l.kernel || f.stride !== l.stride || f.pad !== l.pad)) return sameKind;
+    if (f.kind === 'lrn' && l.kind === 'lrn' && !(f.size === l.size && close(f.alpha, l.alpha) && close(f.beta, l.beta) && close(f.bias, l.bias))) return sameKind;
+    if (f.kind === 'fc' && l.kind === 'fc' && f.outFeatures !== l.outFeatures) return sameKind;
   }
   return undefined;
 }
@@ -253,11 +258,11 @@ export function weightsFromModel(model: onnx.ModelProto, name: string): Imported
       // numClasses < 2: reported below as a mismatch against every preset
     }
   }
-  let best: { at: number; message: string } | undefined;
+  let best: { score: number; message: string } | undefined;
   for (const spec of candidates) {
     const diff = difference(found, spec);
     if (!diff) return takeWeights(found, spec, name, metadata);
-    if (!best || diff.at > best.at) best = diff;
+    if (!best || diff.score > best.score) best = diff;
   }
   throw new ImportError(`${name}: not an AlexNet of the presets (${PRESETS.join(', ')}); closest: ${best?.message ?? `${numClasses} classes`}`);
 }
