@@ -1,0 +1,3 @@
+export * from './rules';
+export * from './update';
+export * from './training-graph';

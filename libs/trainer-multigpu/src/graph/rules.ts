@@ -1,0 +1,198 @@
+/**
+ * Forward and backward rules of every layer kind, as ONNX nodes, in one table (DESIGN §5, in
+ * the spirit of tinygrad's gradient table): each entry lowers its layer's forward pass, says
+ * which forward values its backward needs (`saved`), and lowers the backward pass from the
+ * output gradient `dy` to the input gradient `dx` and the parameter gradients.
+ *
+ * Conventions: activations NCHW (or [N, F] after flatten) with a dynamic batch dimension, conv
+ * weights OIHW, fc weights [out, in] (Gemm transB=1), LRN in ONNX semantics (alpha divided by
+ * size). `dy` of the loss is `(softmax − onehot)/N` (see training-graph.ts).
+ */
+import type { ConvLayer, FcLayer, LayerSpec, LrnLayer, MaxPoolLayer, Shape, DropoutLayer } from '@alexnet-stream/model-alexnet';
+import { GraphBuilder, float, int, ints, str } from '@alexnet-stream/onnx-export';
+
+export type Mode = 'train' | 'eval';
+
+/** What a rule may use while lowering one layer. */
+export interface RuleContext {
+  b: GraphBuilder;
+  mode: Mode;
+  /** Graph values of the layer's parameters (weights, biases) by role; absent for layers without. */
+  weight?: string;
+  bias?: string;
+  /** The dropout mask input of this layer (train mode), already scaled: 0 or 1/(1 − rate). */
+  mask?: string;
+  /** Shapes without the batch dimension. */
+  inShape: Shape;
+  outShape: Shape;
+}
+
+export interface Saved {
+  [key: string]: string;
+}
+
+export interface Forward {
+  y: string;
+  saved: Saved;
+}
+
+export interface Backward {
+  /** Absent when the caller said the input needs no gradient (the network's input). */
+  dx?: string;
+  /** Gradients of the layer's weight and bias (param layers only). */
+  dWeight?: string;
+  dBias?: string;
+}
+
+export interface Rule<L extends LayerSpec> {
+  forward(ctx: RuleContext, layer: L, x: string): Forward;
+  backward(ctx: RuleContext, layer: L, dy: string, saved: Saved, needDx: boolean): Backward;
+}
+
+const pads2 = (p: number) => ints([p, p, p, p]);
+
+/** Sum over a window of `size` channels around each channel (ONNX LRN's window), as an AveragePool·size on [N, 1, C, H·W]. */
+function channelWindowMean(b: GraphBuilder, x: string, shape: Shape, size: number): string {
+  const [c, h, w] = shape;
+  const lo = Math.floor((size - 1) / 2);
+  const hi = Math.ceil((size - 1) / 2);
+  const r = b.op('Reshape', [x, b.int64s([0, 1, c, h * w])]);
+  const avg = b.op('AveragePool', [r], { kernel_shape: ints([size, 1]), pads: ints([lo, 0, hi, 0]), strides: ints([1, 1]), count_include_pad: int(1) });
+  return b.op('Reshape', [avg, b.int64s([0, c, h, w])]);
+}
+
+const conv: Rule<ConvLayer> = {
+  // Y = Conv(X, W, b)
+  forward({ b, weight, bias }, l, x) {
+    const y = b.op('Conv', [x, weight!, bias!], { kernel_shape: ints([l.kernel, l.kernel]), strides: ints([l.stride, l.stride]), pads: pads2(l.pad), group: int(l.group) });
+    return { y, saved: { x } };
+  },
+  // dX = ConvTranspose(dY, W) with output_padding restoring the input size (stride 4 / odd sizes);
+  // dW[o,c',i,j] = Σ_n Σ_yx dY[n,o,y,x]·Xpad[n, g(o)·C/g + c', s·y+i, s·x+j]: a Conv of X with
+  // the batch moved to channels ([C/g, g·N, H, W]) by the kernel dYᵀ [O, N, Ho, Wo], group g,
+  // dilation = stride, cropped to k×k, then [C/g, O] → [O, C/g]. db = ΣdY over N, H, W.
+  backward({ b, weight, inShape, outShape }, l, dy, { x }, needDx) {
+    const [c, h, w] = inShape;
+    const [o, ho] = outShape;
+    const s = l.stride, p = l.pad, k = l.kernel, g = l.group, cg = c / g;
+    const out: Backward = {};
+    if (needDx) {
+      const outputPadding = h - (s * (ho - 1) + k - 2 * p);
+      const outputPaddingW = w - (s * (outShape[2] - 1) + k - 2 * p);
+      out.dx = b.op('ConvTranspose', [dy, weight!], {
+        kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(g), output_padding: ints([outputPadding, outputPaddingW]),
+      });
+    }
+    const xt = g === 1
+      ? b.op('Transpose', [x], { perm: ints([1, 0, 2, 3]) })
+      : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [x, b.int64s([0, g, cg, h, w])])], { perm: ints([2, 1, 0, 3, 4]) }), b.int64s([cg, -1, h, w])]);
+    const dyt = b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) });
+    let dw = b.op('Conv', [xt, dyt], { dilations: ints([s, s]), pads: pads2(p), group: int(g), strides: ints([1, 1]) }); // [C/g, O, Hk, Wk]
+    const hk = h + 2 * p - s * (ho - 1);
+    const wk = w + 2 * p - s * (outShape[2] - 1);
+    if (hk !== k || wk !== k) dw = b.op('Slice', [dw, b.int64s([0, 0]), b.int64s([k, k]), b.int64s([2, 3])]);
+    out.dWeight = b.op('Transpose', [dw], { perm: ints([1, 0, 2, 3]) });
+    out.dBias = b.op('ReduceSum', [dy, b.int64s([0, 2, 3])], { keepdims: int(0) });
+    void o;
+    return out;
+  },
+};
+
+const relu: Rule<LayerSpec> = {
+  forward({ b }, _l, x) {
+    const y = b.op('Relu', [x]);
+    return { y, saved: { y } };
+  },
+  // dX = dY · (Y > 0)
+  backward({ b }, _l, dy, { y }) {
+    return { dx: b.op('Where', [b.op('Greater', [y, b.scalar(0)]), dy, b.scalar(0)]) };
+  },
+};
+
+const maxpool: Rule<MaxPoolLayer> = {
+  // Y, I = MaxPool(X) (I: flat NCHW index of each window's max)
+  forward({ b }, l, x) {
+    const [y, indices] = b.node('MaxPool', [x], { kernel_shape: ints([l.kernel, l.kernel]), strides: ints([l.stride, l.stride]), pads: pads2(l.pad) }, { outputs: 2 });
+    return { y, saved: { x, indices } };
+  },
+  // dX = ScatterElements(zeros, I, dY, reduction='add') over the flattened input: overlapping
+  // windows (3x3/2) send several gradients to one input element; they add up.
+  backward({ b }, _l, dy, { x, indices }) {
+    const shape = b.op('Shape', [x]);
+    const zeros = b.op('Reshape', [b.op('ConstantOfShape', [shape]), b.int64s([-1])]);
+    const flat = b.op('ScatterElements', [zeros, b.op('Reshape', [indices, b.int64s([-1])]), b.op('Reshape', [dy, b.int64s([-1])])], { axis: int(0), reduction: str('add') });
+    return { dx: b.op('Reshape', [flat, shape]) };
+  },
+};
+
+const lrn: Rule<LrnLayer> = {
+  // Y = X · D^−β, D = bias + α/n · Σ_window X² (ONNX LRN). Train mode lowers it by hand so that
+  // the backward can reuse D and D^−β; eval mode uses the LRN op.
+  forward({ b, mode, inShape }, l, x): Forward {
+    if (mode === 'eval') {
+      return { y: b.op('LRN', [x], { size: int(l.size), alpha: float(l.alpha), beta: float(l.beta), bias: float(l.bias) }), saved: {} };
+    }
+    // α/n · Σ = α · mean (count_include_pad: the window average always divides by n)
+    const d = b.op('Add', [b.op('Mul', [channelWindowMean(b, b.op('Mul', [x, x]), inShape, l.size), b.scalar(l.alpha)]), b.scalar(l.bias)]);
+    const dPow = b.op('Pow', [d, b.scalar(-l.beta)]);
+    const y = b.op('Mul', [x, dPow]);
+    return { y, saved: { x, y, d, dPow } };
+  },
+  // dX_j = dY_j·D_j^−β − 2αβ/n · X_j · Σ_{c: j ∈ window(c)} dY_c·Y_c/D_c; the window is
+  // symmetric, so that sum is the same channel-window sum (as a mean · n).
+  backward({ b, inShape }, l, dy, { x, y, d, dPow }) {
+    const t = channelWindowMean(b, b.op('Div', [b.op('Mul', [dy, y]), d]), inShape, l.size);
+    const correction = b.op('Mul', [b.op('Mul', [x, t]), b.scalar(2 * l.alpha * l.beta)]);
+    return { dx: b.op('Sub', [b.op('Mul', [dy, dPow]), correction]) };
+  },
+};
+
+const flatten: Rule<LayerSpec> = {
+  // Y = reshape(X, [N, C·H·W]) (channel-major, as NCHW gives)
+  forward({ b }, _l, x) {
+    return { y: b.op('Reshape', [x, b.int64s([0, -1])]), saved: {} };
+  },
+  backward({ b, inShape }, _l, dy) {
+    return { dx: b.op('Reshape', [dy, b.int64s([0, ...inShape])]) };
+  },
+};
+
+const dropout: Rule<DropoutLayer> = {
+  // Y = X · M, M = keep/(1 − rate) (inverted dropout; the mask is a graph input, drawn in JS from
+  // the seeded Rng, so a resumed run draws the same masks). Eval: identity.
+  forward({ b, mode, mask }, l, x) {
+    if (mode === 'eval' || l.rate === 0) return { y: x, saved: {} };
+    return { y: b.op('Mul', [x, mask!]), saved: {} };
+  },
+  // dX = dY · M
+  backward({ b, mask }, l, dy) {
+    if (l.rate === 0) return { dx: dy };
+    return { dx: b.op('Mul', [dy, mask!]) };
+  },
+};
+
+const fc: Rule<FcLayer> = {
+  // Y = X·Wᵀ + b
+  forward({ b, weight, bias }, _l, x) {
+    return { y: b.op('Gemm', [x, weight!, bias!], { transB: int(1) }), saved: { x } };
+  },
+  // dX = dY·W; dW = dYᵀ·X; db = Σ_n dY
+  backward({ b, weight }, _l, dy, { x }, needDx) {
+    return {
+      dx: needDx ? b.op('MatMul', [dy, weight!]) : undefined,
+      dWeight: b.op('Gemm', [dy, x], { transA: int(1) }),
+      dBias: b.op('ReduceSum', [dy, b.int64s([0])], { keepdims: int(0) }),
+    };
+  },
+};
+
+/** The table: layer kind → its forward and backward rule. */
+export const RULES: { [K in LayerSpec['kind']]: Rule<Extract<LayerSpec, { kind: K }>> } = {
+  conv,
+  relu: relu as Rule<Extract<LayerSpec, { kind: 'relu' }>>,
+  maxpool,
+  lrn,
+  flatten: flatten as Rule<Extract<LayerSpec, { kind: 'flatten' }>>,
+  dropout,
+  fc,
+};
