@@ -12,3 +12,4 @@ export * from './decode';
 export * from './demo-dataset';
 export * from './inspect';
 export * from './contact-sheet';
+export * from './prepare';

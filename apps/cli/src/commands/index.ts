@@ -11,6 +11,7 @@ import * as batch from './batch';
 import * as read from './read';
 import * as augment from './augment';
 import * as inspect from './inspect';
+import * as prepare from './prepare';
 
 export type Register = (program: Command) => void;
 
@@ -23,4 +24,5 @@ export const commands: Register[] = [
   read.register,
   augment.register,
   inspect.register,
+  prepare.register,
 ];

@@ -1,0 +1,269 @@
+/**
+ * `prepare`: the seed's whole `generate_data.sh` in one in-process pipeline. From a class-folder
+ * training set (and a validation set, or a deterministic split of the training set) to a data
+ * dir with shuffled train shards, val shards, `mean.npy` (of the training images), `classes.txt`
+ * and `prepare.json`:
+ *
+ *   items ─▶ DecodeStage ─▶ MeanStage (train only) ─▶ BatchStage ─▶ ShardWriter
+ *
+ * the same stages as the CLI's `scan | decode | mean | batch`, joined by `stream.pipeline` so
+ * backpressure bounds memory (decode concurrency + a few records per stage + one batch + one
+ * float64 mean image), never the dataset size.
+ *
+ * Completeness: everything is written into `<out>.partial/` (marked by a `.prepare-partial`
+ * file) and renamed to `<out>` only when finished, with `prepare.json` (the manifest) written
+ * last inside it. A rerun finds either a complete `<out>` (and says so; `force` rebuilds it) or
+ * a leftover `<out>.partial/` from an interrupted run, which it removes and starts over (shard
+ * order depends on every earlier image, so a clean restart is the simple, safe form of resume).
+ */
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { BatchStage, checkBatchSize } from './batch';
+import { DecodeStage, ResizeMode } from './decode';
+import { InputError, UsageError } from './errors';
+import { MeanStage, writeMeanNpy } from './mean';
+import { ItemRecord, makeHeader } from './records';
+import { Rng } from './rng';
+import { listClassFolders, readCaffeList, selectItems } from './scan';
+import { ShardSetEntry, ShardWriter, writeFileAtomic } from './shards';
+
+export const PREPARE_MANIFEST = 'prepare.json';
+const PARTIAL_MARKER = '.prepare-partial';
+
+export interface PrepareOptions {
+  /** Training set: one folder per class (sorted names are labels 0..K-1). */
+  train: string;
+  /** Validation images folder: with `valList`, the root of its paths; alone, class folders like `train`. */
+  val?: string;
+  /** Caffe-style `relative/path label` list of the validation images (relative to `val`). */
+  valList?: string;
+  /** Instead of `val`: this fraction of the training items (a seeded, deterministic choice) validates. */
+  valSplit?: number;
+  /** The data dir to create. */
+  out: string;
+  batchSize?: number;
+  /** Decoded image side (default 256). */
+  size?: number;
+  resize?: ResizeMode;
+  /** Seed of the train shuffle and the val split (default 0). */
+  seed?: number;
+  /** Decode concurrency (default: the decode stage's). */
+  concurrency?: number;
+  /** At most this many train items (and val items), for trials. */
+  limit?: number;
+  batchesPerShard?: number;
+  /** fsync shards and files before renaming (default true). */
+  fsync?: boolean;
+  /** Rebuild even if `out` is already complete. */
+  force?: boolean;
+  /** Called after each decoded image (phase, images done, items in the phase). */
+  onProgress?: (phase: 'train' | 'val', done: number, total: number) => void;
+  /** Called for each file that cannot be decoded (it is skipped). */
+  onSkip?: (key: string, reason: string, path: string) => void;
+  /** Things the user should know (a leftover partial dir removed, …). */
+  onNotice?: (message: string) => void;
+}
+
+export interface PrepareSetSummary {
+  images: number;
+  batches: number;
+  skipped: number;
+}
+
+/** Written last as `<out>/prepare.json`; its presence marks a complete data dir. */
+export interface PrepareManifest {
+  schema: 'alexnet-stream/prepare/1';
+  complete: true;
+  classNames: string[];
+  imageSize: number;
+  resize: ResizeMode;
+  batchSize: number;
+  seed: number;
+  train: PrepareSetSummary;
+  val?: PrepareSetSummary;
+  sources: { train: string; val?: string; valList?: string; valSplit?: number; limit?: number };
+  seconds: number;
+  createdAt: string;
+}
+
+export interface PrepareResult {
+  out: string;
+  /** True when `out` was already complete and nothing was done. */
+  alreadyComplete: boolean;
+  manifest: PrepareManifest;
+}
+
+/**
+ * Split items deterministically for validation: a seeded shuffle of the indices, the first
+ * round(n · fraction) (at least 1) validate, the rest train; each part keeps the input order.
+ */
+export function splitForValidation<T>(items: readonly T[], fraction: number, seed: number): { train: T[]; val: T[] } {
+  if (!(fraction > 0 && fraction < 1)) throw new UsageError(`Expected a fraction between 0 and 1 (exclusive) for --val-split but received ${fraction}`);
+  const order = new Rng((seed ^ 0x2545f491) >>> 0).shuffle(Array.from({ length: items.length }, (_, i) => i));
+  const valCount = Math.min(items.length - 1, Math.max(1, Math.round(items.length * fraction)));
+  const isVal = new Uint8Array(items.length);
+  for (let i = 0; i < valCount; i++) isVal[order[i]] = 1;
+  return { train: items.filter((_, i) => !isVal[i]), val: items.filter((_, i) => isVal[i]) };
+}
+
+function checkOptions(o: PrepareOptions): void {
+  if (o.valSplit !== undefined && (o.val || o.valList)) throw new UsageError('give either --val (with --val-list) or --val-split, not both');
+  if (o.valList && !o.val) throw new UsageError('--val-list needs --val, the folder its paths are relative to');
+  if (o.valSplit !== undefined && !(o.valSplit > 0 && o.valSplit < 1)) throw new UsageError(`Expected a fraction between 0 and 1 (exclusive) for --val-split but received ${o.valSplit}`);
+  checkBatchSize(o.batchSize ?? 256, '--batch-size');
+  if (o.limit !== undefined && !(Number.isInteger(o.limit) && o.limit >= 1)) throw new UsageError(`Expected an integer >= 1 for --limit but received ${o.limit}`);
+}
+
+async function exists(path: string): Promise<boolean> {
+  return stat(path).then(() => true, () => false);
+}
+
+/** The manifest of a complete data dir, or undefined when `dir` is not one. */
+export async function readPrepareManifest(dir: string): Promise<PrepareManifest | undefined> {
+  const text = await readFile(join(dir, PREPARE_MANIFEST), 'utf8').catch(() => undefined);
+  if (text === undefined) return undefined;
+  try {
+    const manifest = JSON.parse(text) as PrepareManifest;
+    return manifest.schema === 'alexnet-stream/prepare/1' && manifest.complete === true ? manifest : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; train: ItemRecord[]; val: ItemRecord[] | undefined }> {
+  const train = await listClassFolders(o.train);
+  if (train.classNames.length === 0) throw new InputError(`${o.train}: no class folders (expected one sub-folder of images per class)`);
+  if (train.items.length === 0) throw new InputError(`${o.train}: no images found in its ${train.classNames.length} class folders`);
+  const classNames = train.classNames;
+  let trainItems = train.items;
+  let valItems: ItemRecord[] | undefined;
+  if (o.valSplit !== undefined) {
+    if (trainItems.length < 2) throw new InputError(`${o.train}: ${trainItems.length} image cannot be split into train and val`);
+    ({ train: trainItems, val: valItems } = splitForValidation(trainItems, o.valSplit, o.seed ?? 0));
+  } else if (o.val && o.valList) {
+    valItems = (await readCaffeList(o.valList, o.val, classNames)).items;
+    if (valItems.length === 0) throw new InputError(`${o.valList}: lists no images`);
+  } else if (o.val) {
+    const val = await listClassFolders(o.val);
+    if (val.classNames.join('\n') !== classNames.join('\n')) {
+      throw new InputError(`${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use --val-list for a flat folder)`);
+    }
+    valItems = val.items;
+    if (valItems.length === 0) throw new InputError(`${o.val}: no images found`);
+  }
+  return {
+    classNames,
+    train: selectItems(trainItems, { shuffle: true, seed: o.seed ?? 0, limit: o.limit }),
+    val: valItems && selectItems(valItems, { limit: o.limit }),
+  };
+}
+
+async function writeSet(
+  o: PrepareOptions,
+  dir: string,
+  prefix: 'train' | 'val',
+  items: ItemRecord[],
+  classNames: string[],
+  mean?: MeanStage,
+): Promise<{ entry: ShardSetEntry; skipped: number }> {
+  let done = 0;
+  const decode = new DecodeStage({
+    size: o.size ?? 256,
+    resize: o.resize ?? 'squash',
+    concurrency: o.concurrency,
+    onImage: () => o.onProgress?.(prefix, ++done, items.length),
+    onSkip: o.onSkip,
+  });
+  const batchSize = o.batchSize ?? 256;
+  const writer = new ShardWriter({ dir, prefix, batchSize, batchesPerShard: o.batchesPerShard, classNames, fsync: o.fsync, producer: 'alexnet-stream prepare' });
+  const source = Readable.from([makeHeader('item', { classNames, producer: 'alexnet-stream prepare' }), ...items], { objectMode: true, highWaterMark: 16 });
+  const batch = new BatchStage({ batchSize });
+  try {
+    if (mean) await pipeline(source, decode, mean, batch, writer);
+    else await pipeline(source, decode, batch, writer);
+  } catch (err) {
+    if (err instanceof InputError && /the dataset is empty/.test(err.message)) {
+      throw new InputError(`${prefix}: none of the ${items.length} images could be decoded (${decode.skipped} skipped); nothing to write`);
+    }
+    throw err;
+  }
+  return { entry: writer.entry!, skipped: decode.skipped };
+}
+
+/**
+ * Run the whole preparation. Resolves with the manifest; `alreadyComplete` when `out` was
+ * complete before (and not `force`). Throws `UsageError`/`InputError` (exit 2) for bad options,
+ * a missing or empty dataset, or an `out` that exists but is not a complete data dir.
+ */
+export async function prepareDataDir(o: PrepareOptions): Promise<PrepareResult> {
+  checkOptions(o);
+  const startMs = Date.now();
+  const existing = await readPrepareManifest(o.out);
+  if (existing && !o.force) return { out: o.out, alreadyComplete: true, manifest: existing };
+  if (!existing && (await exists(o.out))) {
+    throw new InputError(`${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another --out`);
+  }
+  const partial = `${o.out.replace(/[\\/]+$/, '')}.partial`;
+  if (await exists(partial)) {
+    if (!(await exists(join(partial, PARTIAL_MARKER)))) {
+      throw new InputError(`${partial} exists but was not made by prepare (no ${PARTIAL_MARKER}); remove it or choose another --out`);
+    }
+    o.onNotice?.(`removing ${partial} left by an interrupted run; starting over`);
+    await rm(partial, { recursive: true, force: true });
+  }
+
+  const sets = await listSets(o);
+  await mkdir(partial, { recursive: true });
+  await writeFile(join(partial, PARTIAL_MARKER), `${process.pid}\n`);
+
+  const mean = new MeanStage();
+  const train = await writeSet(o, partial, 'train', sets.train, sets.classNames, mean);
+  const val = sets.val ? await writeSet(o, partial, 'val', sets.val, sets.classNames) : undefined;
+  const fsyncOption = { fsync: o.fsync };
+  await writeMeanNpy(join(partial, 'mean.npy'), mean.accumulator.mean());
+  await writeFileAtomic(join(partial, 'classes.txt'), `${sets.classNames.join('\n')}\n`, fsyncOption);
+  const summary = (s: { entry: ShardSetEntry; skipped: number }): PrepareSetSummary => ({ images: s.entry.images, batches: s.entry.batches, skipped: s.skipped });
+  const manifest: PrepareManifest = {
+    schema: 'alexnet-stream/prepare/1',
+    complete: true,
+    classNames: sets.classNames,
+    imageSize: o.size ?? 256,
+    resize: o.resize ?? 'squash',
+    batchSize: o.batchSize ?? 256,
+    seed: o.seed ?? 0,
+    train: summary(train),
+    ...(val ? { val: summary(val) } : {}),
+    sources: { train: o.train, ...(o.val ? { val: o.val } : {}), ...(o.valList ? { valList: o.valList } : {}), ...(o.valSplit !== undefined ? { valSplit: o.valSplit } : {}), ...(o.limit ? { limit: o.limit } : {}) },
+    seconds: (Date.now() - startMs) / 1000,
+    createdAt: new Date().toISOString(),
+  };
+  await writeFileAtomic(join(partial, PREPARE_MANIFEST), `${JSON.stringify(manifest, null, 1)}\n`, fsyncOption);
+
+  if (existing) {
+    // --force over a complete dir: swap, then remove the old one.
+    const old = `${partial}.old-${process.pid}`;
+    await rename(o.out, old);
+    await rename(partial, o.out);
+    await rm(old, { recursive: true, force: true });
+  } else {
+    await rename(partial, o.out);
+  }
+  // Removed only now: until the rename, a crash leaves a marked partial dir that a rerun clears.
+  await rm(join(o.out, PARTIAL_MARKER), { force: true });
+  return { out: o.out, alreadyComplete: false, manifest };
+}
+
+/** A one-paragraph, human summary of a prepare result (for stderr). */
+export function formatPrepareSummary(result: PrepareResult): string {
+  const m = result.manifest;
+  const set = (name: string, s: PrepareSetSummary) => `${name} ${s.images} images in ${s.batches} batches${s.skipped ? ` (${s.skipped} skipped)` : ''}`;
+  if (result.alreadyComplete) {
+    return `${result.out} is already complete (${set('train', m.train)}${m.val ? `, ${set('val', m.val)}` : ''}; made ${m.createdAt}); nothing to do (--force rebuilds it)`;
+  }
+  return (
+    `${result.out}: ${set('train', m.train)}${m.val ? `, ${set('val', m.val)}` : ', no val set'}, ` +
+    `${m.classNames.length} classes, ${m.imageSize}x${m.imageSize} images, mean.npy, classes.txt; ${m.seconds.toFixed(1)} s`
+  );
+}
