@@ -3,3 +3,4 @@ export * from './presets';
 export * from './init';
 export * from './safetensors';
 export * from './checkpoint';
+export * from './import-theano';

@@ -12,6 +12,7 @@ import * as read from './read';
 import * as augment from './augment';
 import * as inspect from './inspect';
 import * as prepare from './prepare';
+import * as importCommand from './import';
 
 export type Register = (program: Command) => void;
 
@@ -25,4 +26,5 @@ export const commands: Register[] = [
   augment.register,
   inspect.register,
   prepare.register,
+  importCommand.register,
 ];

@@ -1,0 +1,147 @@
+/**
+ * `import <source> --from <format> --out <ckpt-dir>`: weights from another layout into one of
+ * our checkpoint directories (weights.safetensors + state.json), usable with `--weights`.
+ *
+ * Each `--from` value dispatches to one function of `IMPORTERS` below that reads everything and
+ * returns `{ spec, weights, state }` (throwing an InputError naming the file on bad input); only
+ * then is anything written, atomically, so a failed import leaves nothing behind. A new format
+ * is one more entry there.
+ */
+import type { Command } from 'commander';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { encodeNpy, InputError, invalidOption, UsageError } from '@alexnet-stream/stream-io';
+import {
+  alexnetSpec, describeSpec, importMeanImage, importTheanoNpy, isPresetName, MeanImage, ModelSpec, PRESETS, saveCheckpoint,
+  theanoEpochs, theanoLearningRate, theanoNumClasses, Weights, writeFileAtomic,
+} from '@alexnet-stream/model-alexnet';
+import { importOnnxWeights } from '@alexnet-stream/onnx-export';
+import { action, parseInteger } from '../cli-support';
+
+interface ImportOptions {
+  from: string;
+  out: string;
+  epoch?: number;
+  preset?: string;
+  numClasses?: number;
+  inputSize?: number;
+  flip: boolean;
+  mean?: string;
+  meanOut?: string;
+  force?: boolean;
+}
+
+interface Imported {
+  spec: ModelSpec;
+  weights: Weights;
+  state: Record<string, unknown>;
+  /** Lines for stderr (conversions the user should know about). */
+  notes: string[];
+}
+
+type Importer = (source: string, opts: ImportOptions) => Imported;
+
+/** theano_alexnet's `save_weights` layout: W_i_N.npy / W0_i_N.npy … in one folder. */
+function fromTheanoNpy(source: string, opts: ImportOptions): Imported {
+  if (!existsSync(source) || !statSync(source).isDirectory()) throw new InputError(`${source}: not a directory (expected the seed's weights folder with W_0_N.npy …)`);
+  if (opts.epoch === undefined) {
+    const epochs = theanoEpochs(source);
+    throw new UsageError(`--from theano-npy needs --epoch N (${epochs.length ? `epochs found in ${source}: ${epochs.join(', ')}` : `no W_0_N.npy / W0_0_N.npy files in ${source}`})`);
+  }
+  const epochs = theanoEpochs(source);
+  if (!epochs.includes(opts.epoch)) {
+    throw new InputError(`${source}: no weights of epoch ${opts.epoch} (W_0_${opts.epoch}.npy or W0_0_${opts.epoch}.npy); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`);
+  }
+  const preset = opts.preset ?? 'theano-alexnet';
+  if (!isPresetName(preset)) throw invalidOption('--preset', `one of ${PRESETS.join(', ')}`, preset);
+  const numClasses = opts.numClasses ?? theanoNumClasses(source, opts.epoch);
+  let spec: ModelSpec;
+  try {
+    spec = alexnetSpec(preset, { numClasses, inputSize: opts.inputSize });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message} (from --preset ${preset}, --num-classes ${numClasses}${opts.inputSize ? `, --input-size ${opts.inputSize}` : ''})`);
+  }
+  const weights = importTheanoNpy(source, opts.epoch, spec, { flip: opts.flip });
+  const lr = theanoLearningRate(source, opts.epoch);
+  const state: Record<string, unknown> = {
+    epoch: opts.epoch,
+    ...(lr !== undefined ? { lr } : {}),
+    imported: { from: 'theano-npy', source, epoch: opts.epoch, flipped: opts.flip },
+  };
+  return { spec, weights, state, notes: [opts.flip ? 'conv kernels flipped (Theano cuDNN true convolution -> cross-correlation)' : 'conv kernels not flipped (--no-flip)'] };
+}
+
+/** Any ONNX AlexNet of the presets (ours, the Model Zoo's bvlcalexnet, torchvision exports): onnx-export recognises it by structure. */
+function fromOnnx(source: string, opts: ImportOptions): Imported {
+  for (const [flag, given] of [['--epoch', opts.epoch], ['--preset', opts.preset], ['--num-classes', opts.numClasses], ['--input-size', opts.inputSize]] as const) {
+    if (given !== undefined) throw new UsageError(`${flag} does not apply to --from onnx (the model's structure decides)`);
+  }
+  if (!existsSync(source) || !statSync(source).isFile()) throw new InputError(`${source}: no such file (expected an .onnx model)`);
+  let imported: ReturnType<typeof importOnnxWeights>;
+  try {
+    imported = importOnnxWeights(source);
+  } catch (err) {
+    // onnx-export's ImportError / OnnxFormatError carry exitCode 2 but are not our InputError.
+    if ((err as { exitCode?: number }).exitCode === 2) throw new InputError((err as Error).message);
+    throw err;
+  }
+  const state: Record<string, unknown> = {
+    imported: { from: 'onnx', source },
+    ...(imported.classNames ? { classNames: imported.classNames } : {}),
+  };
+  return { spec: imported.spec, weights: imported.weights, state, notes: imported.notes };
+}
+
+/** `--from` values. */
+export const IMPORTERS: Record<string, Importer> = {
+  'theano-npy': fromTheanoNpy,
+  onnx: fromOnnx,
+};
+
+export function register(program: Command): void {
+  program
+    .command('import')
+    .summary('import weights from the seed\'s .npy files or an ONNX model into a checkpoint')
+    .description(
+      'Read weights in another layout and write a checkpoint directory (weights.safetensors, state.json)\n' +
+        'that --weights accepts. Everything is read and checked first; nothing is written on bad input.\n\n' +
+        'Formats (--from):\n' +
+        '  theano-npy  <dir>: theano_alexnet\'s save_weights files W_i_N.npy, b_i_N.npy (W0_/W1_/b0_/b1_ for\n' +
+        '              grouped layers), conv W in c01b (in, kh, kw, out), fc W (n_in, n_out). Kernels are\n' +
+        '              flipped (Theano\'s cuDNN dnn_conv is a true convolution) unless --no-flip.\n' +
+        '  onnx        <model.onnx>: an AlexNet of the presets, recognised by structure.\n\n' +
+        'Example: alexnet-stream import ~/theano_alexnet/weights --from theano-npy --epoch 65 \\\n' +
+        '           --out weights/epoch-0065 --mean ~/data/img_mean.npy --mean-out data/mean.npy',
+    )
+    .argument('<source>', 'the seed\'s weights folder (theano-npy) or an .onnx file (onnx)')
+    .requiredOption('--from <format>', `source format: ${Object.keys(IMPORTERS).join(', ')}`)
+    .requiredOption('--out <ckpt-dir>', 'checkpoint directory to write (e.g. weights/epoch-0065)')
+    .option('--epoch <n>', 'theano-npy: the epoch N of the files to read', parseInteger('--epoch', 0))
+    .option('--preset <name>', `theano-npy: model preset (${PRESETS.join(', ')}); default theano-alexnet`)
+    .option('--num-classes <k>', 'theano-npy: class count (default: from the softmax bias b_7_N.npy)', parseInteger('--num-classes', 2))
+    .option('--input-size <n>', 'theano-npy: network input (crop) size (default: the preset\'s, 227)', parseInteger('--input-size', 1))
+    .option('--no-flip', 'theano-npy: do not flip conv kernels (weights from a cross-correlating backend, e.g. cuda-convnet)')
+    .option('--mean <file>', 'also import a mean image (the seed\'s img_mean.npy, float32 (3, H, W); (H, W, 3) is transposed)')
+    .option('--mean-out <file>', 'where to write it as our mean.npy (default: <ckpt-dir>/mean.npy)')
+    .option('--force', 'replace an existing checkpoint directory')
+    .action(
+      action('import', async (source: string, opts: ImportOptions) => {
+        const importer = IMPORTERS[opts.from];
+        if (!importer) throw invalidOption('--from', `one of ${Object.keys(IMPORTERS).join(', ')}`, opts.from);
+        if (opts.meanOut && !opts.mean) throw new UsageError('--mean-out needs --mean (the mean image to import)');
+        if (existsSync(opts.out) && !opts.force) throw new UsageError(`${opts.out} exists; choose another --out or add --force to replace it`);
+        const imported = importer(source, opts);
+        // Read and check the mean before writing anything.
+        let mean: MeanImage | undefined;
+        if (opts.mean) mean = importMeanImage(opts.mean);
+        const dir = saveCheckpoint(opts.out, { spec: imported.spec, weights: imported.weights, state: imported.state });
+        const lines = [`${opts.from} ${source} -> ${dir} (${describeSpec(imported.spec)})`, ...imported.notes];
+        if (mean) {
+          const meanOut = opts.meanOut ?? join(opts.out, 'mean.npy');
+          writeFileAtomic(meanOut, encodeNpy(mean.data, mean.shape));
+          lines.push(`mean image ${opts.mean} -> ${meanOut} (3x${mean.shape[1]}x${mean.shape[2]})${mean.notice ? `: ${mean.notice}` : ''}`);
+        }
+        for (const line of lines) process.stderr.write(`alexnet-stream import: ${line}\n`);
+      }),
+    );
+}
