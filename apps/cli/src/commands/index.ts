@@ -13,6 +13,11 @@ import * as augment from './augment';
 import * as inspect from './inspect';
 import * as prepare from './prepare';
 import * as importCommand from './import';
+import * as exportCommand from './export';
+import * as predict from './predict';
+import * as validate from './validate';
+import * as train from './train';
+import * as report from './report';
 
 export type Register = (program: Command) => void;
 
@@ -27,4 +32,9 @@ export const commands: Register[] = [
   inspect.register,
   prepare.register,
   importCommand.register,
+  exportCommand.register,
+  predict.register,
+  validate.register,
+  train.register,
+  report.register,
 ];

@@ -1,0 +1,195 @@
+/**
+ * `predict --model model.onnx <image...>`: top-k classes per image with an exported model.
+ *
+ * Preprocessing is the pipeline's own: `decodeImage` (squash to 256x256, as the shards), then
+ * `cropMirrorSubtract` with a center plan (offset 14 for 227) and the mean image from `--mean`
+ * or the model's per-channel means. Models exported `--with-preprocessing` get the decoded
+ * uint8 pixels (NHWC) and do the rest themselves.
+ *
+ * Throughput: `InferenceSession.run` blocks the JS thread, but sharp decodes on libuv's thread
+ * pool, so decodes for the next batches are started *before* each run and proceed while it
+ * computes (up to `2 x --batch-size` images in flight: bounded memory).
+ *
+ * Arguments that are not files are refused up front (nothing printed). A file that does not
+ * decode is skipped with a message on stderr naming it, the others are still predicted, and
+ * the exit code is 2: every stdout line is a complete result, and the exit code says not all
+ * arguments gave one.
+ */
+import type { Command } from 'commander';
+import { readFile, stat } from 'node:fs/promises';
+import { InferenceModel, topK } from '@alexnet-stream/onnx-export';
+import {
+  BatchRecord, centerOffset, cropMirrorSubtract, CropPlan, decodeImage, describeDecodeError, InputError, MeanImage, UsageError,
+} from '@alexnet-stream/stream-io';
+import { action, parseInteger } from '../cli-support';
+import { asInputErrors, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';
+
+interface PredictOptions {
+  model: string;
+  labels?: string;
+  topk: number;
+  json?: boolean;
+  batchSize: number;
+  mean?: string;
+  threads?: number;
+}
+
+/** The squashed image side the shards and the mean image use (DESIGN §1). */
+const DEFAULT_IMAGE_SIZE = 256;
+
+type Decoded = { ok: true; chw: Uint8Array } | { ok: false; why: string };
+
+/** Pixels CHW → HWC into `out` at `offset` (for models with the preprocessing inside). */
+function chwToHwc(chw: Uint8Array, size: number, out: Uint8Array, offset: number): void {
+  const plane = size * size;
+  for (let i = 0, j = offset; i < plane; i++, j += 3) {
+    out[j] = chw[i];
+    out[j + 1] = chw[plane + i];
+    out[j + 2] = chw[2 * plane + i];
+  }
+}
+
+export interface PredictSummary {
+  predicted: number;
+  skipped: number;
+}
+
+/** The work of `predict`, with the output sink injectable (bench/inference.mjs calls it). */
+export async function runPredict(images: string[], opts: PredictOptions, write: (text: string) => void = (t) => process.stdout.write(t)): Promise<PredictSummary> {
+  // Refuse arguments that are not files before any work, so nothing half-done is printed.
+  const notFiles: string[] = [];
+  await Promise.all(images.map(async (path) => {
+    const s = await stat(path).catch(() => undefined);
+    if (!s) notFiles.push(`${path} (no such file)`);
+    else if (!s.isFile()) notFiles.push(`${path} (not a file)`);
+  }));
+  if (notFiles.length) throw new InputError(`not image files: ${notFiles.join(', ')}`);
+
+  const model = await asInputErrors(() => InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads }));
+  const { spec, input } = model.info;
+  const classNames = opts.labels ? await loadClassNames(opts.labels, spec.numClasses, '--labels') : model.info.classNames;
+  let mean: MeanImage | undefined;
+  let imageSize: number;
+  if (input === 'image') {
+    if (opts.mean) throw new UsageError(`--mean does not apply: ${opts.model} was exported --with-preprocessing and subtracts its own mean image`);
+    imageSize = model.info.imageSize ?? DEFAULT_IMAGE_SIZE;
+  } else if (opts.mean) {
+    mean = await loadMeanImage(opts.mean, spec.inputSize);
+    imageSize = mean.height;
+  } else if (model.info.meanChannels) {
+    imageSize = model.info.imageSize ?? DEFAULT_IMAGE_SIZE;
+    mean = meanFromChannels(model.info.meanChannels, imageSize);
+  } else {
+    throw new UsageError(`${opts.model} has no mean in its metadata: give --mean <mean.npy> (the mean image of the training data)`);
+  }
+  const k = Math.min(opts.topk, spec.numClasses);
+  const c = spec.inputChannels;
+  const crop = spec.inputSize;
+  const batchSize = opts.batchSize;
+  const imageLength = c * imageSize * imageSize;
+  // Buffers reused by every batch.
+  const pixels = new Uint8Array(batchSize * imageLength);
+  const data = input === 'data' ? new Float32Array(batchSize * c * crop * crop) : undefined;
+  const offset = centerOffset(imageSize, crop);
+  const plan: CropPlan = {
+    crop,
+    offsetY: new Int32Array(batchSize).fill(offset),
+    offsetX: new Int32Array(batchSize).fill(offset),
+    mirror: new Uint8Array(batchSize),
+  };
+
+  const decodes: Promise<Decoded>[] = [];
+  let started = 0;
+  const startDecodes = (upTo: number): void => {
+    for (; started < Math.min(upTo, images.length); started++) {
+      const path = images[started];
+      decodes[started] = readFile(path)
+        .then((buf) => decodeImage(buf, { size: imageSize, resize: 'squash' }))
+        .then((img): Decoded => ({ ok: true, chw: img.data }), (err): Decoded => ({ ok: false, why: describeDecodeError(err) }));
+    }
+  };
+
+  let predicted = 0;
+  let skipped = 0;
+  try {
+    startDecodes(2 * batchSize);
+    for (let first = 0; first < images.length; first += batchSize) {
+      const last = Math.min(first + batchSize, images.length);
+      const paths: string[] = [];
+      let n = 0;
+      for (let i = first; i < last; i++) {
+        const decoded = await decodes[i];
+        delete decodes[i];
+        if (!decoded.ok) {
+          skipped++;
+          process.stderr.write(`alexnet-stream predict: skipped ${images[i]}: ${decoded.why}\n`);
+          continue;
+        }
+        if (input === 'image') chwToHwc(decoded.chw, imageSize, pixels, n * imageLength);
+        else pixels.set(decoded.chw, n * imageLength);
+        paths.push(images[i]);
+        n++;
+      }
+      // Keep the decoder busy while the session runs (it blocks this thread).
+      startDecodes(last + 2 * batchSize);
+      if (n === 0) continue;
+      let output;
+      if (input === 'image') {
+        output = await model.run(pixels, n);
+      } else {
+        const batch: BatchRecord = {
+          type: 'batch', dtype: 'uint8', shape: [n, c, imageSize, imageSize], layout: 'NCHW', data: pixels, labels: new Int32Array(0), keys: [],
+        };
+        cropMirrorSubtract(batch, mean!, plan, data);
+        output = await model.run(data!, n);
+      }
+      const { prob } = output;
+      let text = '';
+      for (let i = 0; i < n; i++) {
+        const top = topK(prob, i, spec.numClasses, k);
+        if (opts.json) {
+          const entries = top.map((j) => ({ index: j, ...(classNames ? { label: classNames[j] } : {}), prob: prob[i * spec.numClasses + j] }));
+          text += `${JSON.stringify({ path: paths[i], top: entries })}\n`;
+        } else {
+          text += `${paths[i]}: ${top.map((j) => `${classNames ? classNames[j] : `class ${j}`} ${(100 * prob[i * spec.numClasses + j]).toFixed(2)}%`).join(', ')}\n`;
+        }
+      }
+      write(text);
+      predicted += n;
+    }
+  } finally {
+    await Promise.allSettled(decodes.filter(Boolean));
+    await model.close();
+  }
+  return { predicted, skipped };
+}
+
+export function register(program: Command): void {
+  program
+    .command('predict')
+    .summary('top-k classes of images with an exported ONNX model')
+    .description(
+      'Decode each image as the pipeline does (squash to 256x256), take the center crop, subtract the\n' +
+        'mean (--mean, else the per-channel means in the model\'s metadata), run the model in batches\n' +
+        'and print the top-k classes with probabilities: one line per image, or JSON lines with --json.\n' +
+        'Files that do not decode are skipped with a message on stderr, and the exit code is then 2.\n\n' +
+        'Example: alexnet-stream predict --model alexnet.onnx --topk 5 photos/*.jpg',
+    )
+    .argument('<image...>', 'image files (JPEG, PNG, WebP, TIFF, GIF)')
+    .requiredOption('--model <model.onnx>', 'model written by `alexnet-stream export`')
+    .option('--labels <classes.txt>', 'class names, one per line (default: the model\'s)')
+    .option('--topk <k>', 'classes per image', parseInteger('--topk', 1), 5)
+    .option('--json', 'JSON lines: {"path", "top": [{"index", "label", "prob"}]}')
+    .option('--batch-size <n>', 'images per inference batch', parseInteger('--batch-size', 1, 4096), 32)
+    .option('--mean <mean.npy>', 'mean image (float32 3xSxS) of the training data')
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads', 1, 1024))
+    .action(
+      action('predict', async (images: string[], opts: PredictOptions) => {
+        const { skipped } = await runPredict(images, opts);
+        if (skipped > 0) {
+          process.stderr.write(`alexnet-stream predict: ${skipped} of ${images.length} files were not decodable images (see above)\n`);
+          return 2;
+        }
+      }),
+    );
+}

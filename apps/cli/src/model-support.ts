@@ -1,0 +1,85 @@
+/**
+ * What export, predict and validate share: loading weights (a checkpoint or a seeded random
+ * init) into a spec, mean images and class names, and turning onnx-export's errors (which
+ * carry exitCode 2 but are not stream-io errors: onnx-export does not depend on stream-io)
+ * into InputErrors so that they exit with 2 like every other bad input.
+ */
+import { alexnetSpec, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS, Weights } from '@alexnet-stream/model-alexnet';
+import { AlexnetStreamError, InputError, invalidOption, MeanImage, readClassNames, readMeanNpy, UsageError } from '@alexnet-stream/stream-io';
+
+/** Run `fn`; an error with exitCode 2 from a library that is not ours becomes an InputError. */
+export async function asInputErrors<T>(fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!(err instanceof AlexnetStreamError) && (err as { exitCode?: number })?.exitCode === 2) throw new InputError((err as Error).message);
+    throw err;
+  }
+}
+
+export interface WeightsOptions {
+  weights?: string;
+  randomInit?: boolean;
+  seed?: number;
+  preset?: string;
+  numClasses?: number;
+}
+
+export interface LoadedWeights {
+  spec: ModelSpec;
+  weights: Weights;
+  /** Class names the checkpoint knows (state.classNames), if any. */
+  classNames?: string[];
+  source: string;
+}
+
+function presetSpec(opts: WeightsOptions, fallback?: number): ModelSpec | undefined {
+  if (opts.preset === undefined && opts.numClasses === undefined) return undefined;
+  const preset = opts.preset ?? 'theano-alexnet';
+  if (!isPresetName(preset)) throw invalidOption('--preset', `one of ${PRESETS.join(', ')}`, preset);
+  try {
+    return alexnetSpec(preset, { numClasses: opts.numClasses ?? fallback });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** `--weights <ckpt>` or `--random-init --seed N`, validated once here. */
+export function loadWeights(opts: WeightsOptions): LoadedWeights {
+  if (opts.weights && opts.randomInit) throw new UsageError('give either --weights <ckpt> or --random-init, not both');
+  if (!opts.weights && !opts.randomInit) throw new UsageError('give --weights <ckpt> (a checkpoint directory or .safetensors file) or --random-init --seed N');
+  if (opts.randomInit) {
+    if (opts.seed === undefined) throw new UsageError('--random-init needs --seed N (the same seed gives the same weights)');
+    const spec = presetSpec(opts) ?? alexnetSpec('theano-alexnet');
+    return { spec, weights: initParameters(spec, opts.seed), source: `random init (seed ${opts.seed})` };
+  }
+  if (opts.seed !== undefined) throw new UsageError('--seed applies to --random-init only');
+  const ckpt = loadCheckpoint(opts.weights!, presetSpec(opts));
+  const names = ckpt.state.classNames;
+  const classNames = Array.isArray(names) && names.length === ckpt.spec.numClasses ? names.map(String) : undefined;
+  return { spec: ckpt.spec, weights: ckpt.weights, classNames, source: ckpt.weightsPath };
+}
+
+/** A class names file for a model of `numClasses` classes. */
+export async function loadClassNames(path: string, numClasses: number, option: string): Promise<string[]> {
+  const names = await readClassNames(path);
+  if (names.length !== numClasses) throw new InputError(`${path} (${option}) lists ${names.length} classes, the model has ${numClasses}`);
+  return names;
+}
+
+/** A mean image file with 3 channels and a square size at least `minSize`. */
+export async function loadMeanImage(path: string, minSize: number): Promise<MeanImage> {
+  const mean = await readMeanNpy(path);
+  if (mean.channels !== 3 || mean.height !== mean.width || mean.height < minSize) {
+    throw new InputError(`${path}: a mean image of 3xSxS with S >= ${minSize} is needed, this one is ${mean.channels}x${mean.height}x${mean.width}`);
+  }
+  return mean;
+}
+
+/** A mean image of `size` x `size` from per-channel means (what an exported model's metadata keeps). */
+export function meanFromChannels(channels: number[], size: number): MeanImage {
+  const plane = size * size;
+  const data = new Float32Array(channels.length * plane);
+  channels.forEach((m, c) => data.fill(m, c * plane, (c + 1) * plane));
+  return { channels: channels.length, height: size, width: size, data };
+}
