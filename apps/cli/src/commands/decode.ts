@@ -46,8 +46,8 @@ export function register(program: Command): void {
         });
         const { encoder, done } = stdoutRecords();
         try {
-          await pipeline(input, stage, encoder);
-          await done;
+          // together: when the pipeline fails, `done` rejects too and must not go unhandled
+          await Promise.all([pipeline(input, stage, encoder), done]);
         } finally {
           progress.stop();
         }

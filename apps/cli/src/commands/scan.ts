@@ -59,8 +59,7 @@ export function register(program: Command): void {
           producer: 'alexnet-stream scan',
         });
         const { encoder, done } = stdoutRecords();
-        await pipeline(Readable.from(records(header, items), { objectMode: true, highWaterMark: 16 }), encoder);
-        await done;
+        await Promise.all([pipeline(Readable.from(records(header, items), { objectMode: true, highWaterMark: 16 }), encoder), done]);
         process.stderr.write(`alexnet-stream scan: ${items.length} of ${list.items.length} items${list.classNames.length ? `, ${list.classNames.length} classes` : ''}\n`);
       }),
     );
