@@ -35,7 +35,8 @@ export interface TfjsForwardOptions {
 
 /**
  * Tensors for `weights`, shaped as `parameterList(spec)` says. Checks that every parameter is
- * present with the right number of elements. The caller owns (and disposes) the result.
+ * present with the right number of elements. The tensors hold copies of the data; the caller
+ * owns (and disposes) them.
  */
 export function weightsToTensors(tf: Tf, spec: ModelSpec, weights: NamedTensors): TfParams {
   const out: TfParams = {};
@@ -44,7 +45,8 @@ export function weightsToTensors(tf: Tf, spec: ModelSpec, weights: NamedTensors)
     const size = p.shape.reduce((a, b) => a * b, 1);
     if (!data) throw new Error(`weights: missing parameter ${p.name} (shape [${p.shape.join(', ')}])`);
     if (data.length !== size) throw new Error(`weights: ${p.name} has ${data.length} values, expected ${size} (shape [${p.shape.join(', ')}])`);
-    out[p.name] = tf.tensor(data, p.shape, 'float32');
+    // A copy: tfjs' cpu backend would otherwise keep (alias) the caller's array.
+    out[p.name] = tf.tensor(Float32Array.from(data), p.shape, 'float32');
   }
   return out;
 }
