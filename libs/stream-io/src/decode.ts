@@ -15,7 +15,7 @@
  *    would otherwise decode a truncated JPEG partially, with a warning, and we would train on
  *    a picture that is part grey. Other decoder warnings (odd markers, extra bytes) are allowed.
  */
-import { Transform, TransformCallback } from 'node:stream';
+import { Duplex } from 'node:stream';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import sharp from 'sharp';
@@ -136,10 +136,11 @@ interface Slot {
  * item records → image records, in input order. A header record (kind 'item') becomes an
  * 'image' header with the same class names, so a decoded stream can go straight to the next
  * stage. At most `concurrency` files are read/decoded at once; a new item is accepted only
- * while fewer are in flight and the readable buffer is below its high-water mark, so a slow
- * consumer slows the producer instead of growing a buffer.
+ * while fewer are in flight and the readable side is not backed up (the last push() returned
+ * false and no _read() came since), so a slow consumer slows the producer instead of growing
+ * a buffer.
  */
-export class DecodeStage extends Transform {
+export class DecodeStage extends Duplex {
   decoded = 0;
   skipped = 0;
   readonly concurrency: number;
@@ -149,8 +150,10 @@ export class DecodeStage extends Transform {
   private readonly readFile: (path: string) => Promise<Buffer>;
   private readonly decode: (input: Buffer, opts: DecodeOptions) => Promise<DecodedImage>;
   private readonly queue: Slot[] = [];
-  private waiting: TransformCallback | undefined;
-  private flushing: TransformCallback | undefined;
+  private waiting: ((err?: Error | null) => void) | undefined;
+  /** push() said the readable buffer is full; cleared when the consumer asks for more (_read). */
+  private backedUp = false;
+  private flushing: ((err?: Error | null) => void) | undefined;
 
   constructor(options: DecodeStageOptions) {
     const concurrency = options.concurrency ?? defaultDecodeConcurrency();
@@ -165,7 +168,7 @@ export class DecodeStage extends Transform {
     this.decode = options.decode ?? decodeImage;
   }
 
-  override _transform(record: ItemRecord | StreamHeader, _enc: BufferEncoding, callback: TransformCallback): void {
+  override _write(record: ItemRecord | StreamHeader, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
     if (record.type === 'header') {
       const { type: _t, schema: _s, kind: _k, producer: _p, ...rest } = record;
       this.queue.push({ settled: true, output: makeHeader('image', { ...rest, imageSize: this.opts.size, resize: this.opts.resize }) });
@@ -199,7 +202,7 @@ export class DecodeStage extends Transform {
     while (this.queue.length > 0 && this.queue[0].settled) {
       const slot = this.queue.shift()!;
       if (slot.output) {
-        this.push(slot.output);
+        if (!this.push(slot.output)) this.backedUp = true;
         if (slot.output.type === 'image') {
           this.decoded += 1;
           this.onImage?.(slot.output);
@@ -209,7 +212,7 @@ export class DecodeStage extends Transform {
         this.onSkip?.(slot.skipped.key, slot.skipped.reason, slot.skipped.path);
       }
     }
-    if (this.waiting && this.queue.length < this.concurrency && this.readableLength < this.readableHighWaterMark) {
+    if (this.waiting && this.queue.length < this.concurrency && !this.backedUp) {
       const callback = this.waiting;
       this.waiting = undefined;
       callback();
@@ -217,16 +220,19 @@ export class DecodeStage extends Transform {
     if (this.flushing && this.queue.length === 0) {
       const callback = this.flushing;
       this.flushing = undefined;
+      this.push(null);
       callback();
     }
   }
 
-  override _read(size: number): void {
-    super._read(size);
-    this.pump(); // the consumer made room: maybe accept the input we held back
+  override _read(): void {
+    // The consumer wants more. (Do not compare readableLength with the high-water mark here:
+    // Readable calls _read before it takes the chunk being read off the buffer.)
+    this.backedUp = false;
+    this.pump(); // maybe accept the input we held back
   }
 
-  override _flush(callback: TransformCallback): void {
+  override _final(callback: (err?: Error | null) => void): void {
     this.flushing = callback;
     this.pump();
   }
