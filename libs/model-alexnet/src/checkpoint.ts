@@ -156,7 +156,7 @@ function tempSibling(target: string, tag: string): string {
 }
 
 /** Write `data` to `path` atomically (temp file beside it, fsync, rename). */
-export function writeFileAtomic(path: string, data: Uint8Array | string): void {
+export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
   mkdirSync(dirname(resolve(path)), { recursive: true });
   const tmp = tempSibling(path, 'tmp');
   try {

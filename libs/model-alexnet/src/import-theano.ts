@@ -24,7 +24,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { decodeNpy, encodeNpy, InputError, NpyArray } from '@alexnet-stream/stream-io';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
-import { describeSpec, validateWeights, writeFileAtomic } from './checkpoint';
+import { describeSpec, validateWeights, writeFileAtomicSync } from './checkpoint';
 import type { Weights } from './init';
 
 export interface TheanoLayoutOptions {
@@ -181,7 +181,7 @@ export function exportTheanoNpy(spec: ModelSpec, weights: Weights, dir: string, 
         data = oihwToC01bGroup(w, f.groupIndex, inChannels / layer.group, layer.kernel, layer.outChannels / layer.group, flip);
       }
       const path = join(dir, f.file);
-      writeFileAtomic(path, encodeNpy(data, f.shape));
+      writeFileAtomicSync(path, encodeNpy(data, f.shape));
       written.push(path);
     }
   }
@@ -267,7 +267,7 @@ export function theanoLearningRate(dir: string, epoch: number): number | undefin
   return arr.data[0];
 }
 
-export interface MeanImage {
+export interface ImportedMeanImage {
   /** float32 CHW */
   data: Float32Array;
   shape: [number, number, number];
@@ -281,7 +281,7 @@ export interface MeanImage {
  * with PIL), transposed to CHW; float64 or uint8 data, converted to float32. A 3-row image
  * `(3, W, 3)` is ambiguous and read as CHW. Anything else is an InputError naming the file.
  */
-export function importMeanImage(path: string): MeanImage {
+export function importMeanImage(path: string): ImportedMeanImage {
   const arr = readNpy(path);
   const notices: string[] = [];
   let data: Float32Array;

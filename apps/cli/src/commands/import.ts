@@ -12,8 +12,8 @@ import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeNpy, InputError, invalidOption, UsageError } from '@alexnet-stream/stream-io';
 import {
-  alexnetSpec, describeSpec, importMeanImage, importTheanoNpy, isPresetName, MeanImage, ModelSpec, PRESETS, saveCheckpoint,
-  theanoEpochs, theanoLearningRate, theanoNumClasses, Weights, writeFileAtomic,
+  alexnetSpec, describeSpec, importMeanImage, importTheanoNpy, isPresetName, ImportedMeanImage, ModelSpec, PRESETS, saveCheckpoint,
+  theanoEpochs, theanoLearningRate, theanoNumClasses, Weights, writeFileAtomicSync,
 } from '@alexnet-stream/model-alexnet';
 import { importOnnxWeights } from '@alexnet-stream/onnx-export';
 import { action, parseInteger } from '../cli-support';
@@ -103,15 +103,23 @@ export function register(program: Command): void {
     .command('import')
     .summary('import weights from the seed\'s .npy files or an ONNX model into a checkpoint')
     .description(
-      'Read weights in another layout and write a checkpoint directory (weights.safetensors, state.json)\n' +
-        'that --weights accepts. Everything is read and checked first; nothing is written on bad input.\n\n' +
-        'Formats (--from):\n' +
-        '  theano-npy  <dir>: theano_alexnet\'s save_weights files W_i_N.npy, b_i_N.npy (W0_/W1_/b0_/b1_ for\n' +
-        '              grouped layers), conv W in c01b (in, kh, kw, out), fc W (n_in, n_out). Kernels are\n' +
-        '              flipped (Theano\'s cuDNN dnn_conv is a true convolution) unless --no-flip.\n' +
-        '  onnx        <model.onnx>: an AlexNet of the presets, recognised by structure.\n\n' +
-        'Example: alexnet-stream import ~/theano_alexnet/weights --from theano-npy --epoch 65 \\\n' +
-        '           --out weights/epoch-0065 --mean ~/data/img_mean.npy --mean-out data/mean.npy',
+      [
+        'Read weights in another layout and write a checkpoint directory',
+        '(weights.safetensors, state.json) that --weights accepts. Everything is read',
+        'and checked first: on bad input nothing is written.',
+        '',
+        'Formats (--from):',
+        '  theano-npy  <dir> of theano_alexnet save_weights files: W_i_N.npy, b_i_N.npy',
+        '              (W0_/W1_/b0_/b1_ halves for grouped layers), conv W c01b',
+        '              (in, kh, kw, out), fc W (n_in, n_out). Kernels are flipped',
+        '              (Theano\'s cuDNN dnn_conv is a true convolution) unless --no-flip.',
+        '  onnx        <model.onnx>: an AlexNet of the presets, found by structure.',
+        '',
+        'Example:',
+        '  alexnet-stream import ~/theano_alexnet/weights --from theano-npy \\',
+        '    --epoch 65 --out weights/epoch-0065 \\',
+        '    --mean ~/data/img_mean.npy --mean-out data/mean.npy',
+      ].join('\n'),
     )
     .argument('<source>', 'the seed\'s weights folder (theano-npy) or an .onnx file (onnx)')
     .requiredOption('--from <format>', `source format: ${Object.keys(IMPORTERS).join(', ')}`)
@@ -132,13 +140,13 @@ export function register(program: Command): void {
         if (existsSync(opts.out) && !opts.force) throw new UsageError(`${opts.out} exists; choose another --out or add --force to replace it`);
         const imported = importer(source, opts);
         // Read and check the mean before writing anything.
-        let mean: MeanImage | undefined;
+        let mean: ImportedMeanImage | undefined;
         if (opts.mean) mean = importMeanImage(opts.mean);
         const dir = saveCheckpoint(opts.out, { spec: imported.spec, weights: imported.weights, state: imported.state });
         const lines = [`${opts.from} ${source} -> ${dir} (${describeSpec(imported.spec)})`, ...imported.notes];
         if (mean) {
           const meanOut = opts.meanOut ?? join(opts.out, 'mean.npy');
-          writeFileAtomic(meanOut, encodeNpy(mean.data, mean.shape));
+          writeFileAtomicSync(meanOut, encodeNpy(mean.data, mean.shape));
           lines.push(`mean image ${opts.mean} -> ${meanOut} (3x${mean.shape[1]}x${mean.shape[2]})${mean.notice ? `: ${mean.notice}` : ''}`);
         }
         for (const line of lines) process.stderr.write(`alexnet-stream import: ${line}\n`);
