@@ -44,8 +44,8 @@ export function register(program: Command): void {
         stage.on('data', (r: { type: string }) => r.type === 'batch' && progress.tick());
         const { encoder, done } = stdoutRecords();
         try {
-          await pipeline(input, stage, encoder);
-          await done;
+          // together: when the pipeline fails, `done` rejects too and must not go unhandled
+          await Promise.all([pipeline(input, stage, encoder), done]);
         } finally {
           progress.stop();
         }

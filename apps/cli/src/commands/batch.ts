@@ -50,8 +50,8 @@ export function register(program: Command): void {
             process.stderr.write(`alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})\n`);
           } else {
             const { encoder, done } = stdoutRecords();
-            await pipeline(input, stage, encoder);
-            await done;
+            // together: when the pipeline fails, `done` rejects too and must not go unhandled
+            await Promise.all([pipeline(input, stage, encoder), done]);
           }
         } finally {
           progress.stop();

@@ -44,8 +44,8 @@ export function register(program: Command): void {
             await pipeline(new ShardReader({ dir, prefix: opts.prefix, verify: opts.verify }), stage, discard);
           } else {
             const { encoder, done } = stdoutRecords();
-            await pipeline(stdinRecords(['image', 'batch']), stage, encoder);
-            await done;
+            // together: when the pipeline fails, `done` rejects too and must not go unhandled
+            await Promise.all([pipeline(stdinRecords(['image', 'batch']), stage, encoder), done]);
           }
         } finally {
           progress.stop();

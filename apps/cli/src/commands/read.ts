@@ -34,8 +34,8 @@ export function register(program: Command): void {
       action('read', async (dir: string, opts: ReadCliOptions) => {
         const reader = new ShardReader({ dir, prefix: opts.prefix, shuffle: opts.shuffleBatches, seed: opts.seed, shard: opts.shard, verify: opts.verify });
         const { encoder, done } = stdoutRecords();
-        await pipeline(reader, encoder);
-        await done;
+        // together: when the pipeline fails, `done` rejects too and must not go unhandled
+        await Promise.all([pipeline(reader, encoder), done]);
       }),
     );
 }
