@@ -4,3 +4,5 @@ export * from './engines/tfjs/forward';
 export * from './engines/tfjs/loss';
 export * from './engines/tfjs/sgd-reference';
 export * from './engines/tfjs/engine';
+export * from './engines';
+export * from './train';

@@ -1,0 +1,46 @@
+/**
+ * Engines by name (DESIGN §5): `onnxruntime` (default, fast) and `tfjs` (optional; pure-JS
+ * tfjs is only practical for tiny specs, tfjs-node(-gpu) where it installs). Each engine module
+ * is loaded only when asked for, so training on onnxruntime never loads tfjs and vice versa.
+ */
+import type { ModelSpec } from '@alexnet-stream/model-alexnet';
+import { UsageError } from '@alexnet-stream/stream-io';
+import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
+
+export const ENGINES = ['onnxruntime', 'tfjs'] as const;
+export type EngineKind = (typeof ENGINES)[number];
+
+export interface CreateEngineOptions {
+  optimizer: OptimizerConfig;
+  /** Images per step (the largest batch the engine will see). */
+  batchSize: number;
+  /** Seed of the dropout mask stream. */
+  seed: number;
+  /** `cpu`, `cuda:0`, … (onnxruntime). */
+  devices?: string[];
+  /** onnxruntime intra-op threads; undefined: all cores. */
+  intraOpThreads?: number;
+  verbose?: boolean;
+}
+
+export async function createEngine(name: EngineKind, spec: ModelSpec, weights: NamedTensors, options: CreateEngineOptions): Promise<TrainingEngine> {
+  switch (name) {
+    case 'onnxruntime': {
+      const { createOrtEngine } = await import('./onnxruntime/engine');
+      return createOrtEngine(spec, weights, {
+        optimizer: options.optimizer,
+        batchSize: options.batchSize,
+        seed: options.seed,
+        devices: options.devices,
+        intraOpThreads: options.intraOpThreads,
+        verbose: options.verbose,
+      });
+    }
+    case 'tfjs': {
+      const { createTfjsEngine } = await import('./tfjs/engine');
+      return createTfjsEngine(spec, weights, { optimizer: options.optimizer, seed: options.seed, verbose: options.verbose });
+    }
+    default:
+      throw new UsageError(`Expected one of ${ENGINES.join(', ')} for engine but received ${JSON.stringify(name)}`);
+  }
+}

@@ -1,0 +1,273 @@
+/**
+ * Loaders: where the training loop gets its batches from.
+ *
+ * - `ThreadedLoader` (para_load: true, the default): a worker thread reads shards, augments and
+ *   hands over ready float32 batches. The batch buffers are transferred (zero copy) and come
+ *   back when the engine is done with them (`release`), so exactly `queueDepth` buffers exist:
+ *   memory is queueDepth x batch, and the worker stops producing when all are in use (a bounded
+ *   queue with backpressure). The training thread never touches pixels.
+ * - `InlineLoader` (para_load: false): the same producer on the training thread, for debugging
+ *   and for comparison (the worker must give identical batches).
+ * - `StdinBatchStream`: float32 batch records from a record stream (`read | augment | train --stdin`).
+ */
+import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { AlexnetStreamError, InputError, MeanImage, readMeanNpy, StreamRecord } from '@alexnet-stream/stream-io';
+import type { EngineBatch } from '../engine';
+import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
+
+export interface LoadedBatch extends EngineBatch {
+  /** Iteration index within the pass. */
+  index: number;
+}
+
+export interface BatchStream {
+  /** Batches of the pass (from its start iteration to its end); Infinity when unknown (stdin). */
+  readonly iterations: number;
+  /** The next batch, or null at the end of the pass. */
+  next(): Promise<LoadedBatch | null>;
+  /** Give a batch's buffer back once the engine is done with it (it is unusable afterwards). */
+  release(batch: LoadedBatch): void;
+  /** Stop the pass early (e.g. --max-iters); queued batches are dropped. */
+  cancel(): void;
+}
+
+export interface BatchLoader {
+  /** Batches of a whole pass for this worker (without a start offset). */
+  passIterations(request: Omit<PassRequest, 'startIteration'>): number;
+  open(request: PassRequest): BatchStream;
+  close(): Promise<void>;
+}
+
+type WorkerMessage =
+  | { type: 'batch'; passId: number; index: number; size: number; data: Float32Array; labels: Int32Array }
+  | { type: 'end'; passId: number }
+  | { type: 'error'; passId: number | null; message: string; exitCode: number };
+
+class PassStream implements BatchStream {
+  private readonly queue: LoadedBatch[] = [];
+  private ended = false;
+  private error: Error | undefined;
+  private waiter: { resolve: (b: LoadedBatch | null) => void; reject: (e: Error) => void } | undefined;
+  cancelled = false;
+
+  constructor(
+    readonly iterations: number,
+    private readonly onRelease: (batch: LoadedBatch) => void,
+    private readonly onCancel: () => void,
+  ) {}
+
+  push(batch: LoadedBatch): void {
+    if (this.cancelled) return this.onRelease(batch);
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      w.resolve(batch);
+    } else this.queue.push(batch);
+  }
+
+  end(error?: Error): void {
+    this.ended = true;
+    this.error = error;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = undefined;
+      if (error) w.reject(error);
+      else w.resolve(null);
+    }
+  }
+
+  next(): Promise<LoadedBatch | null> {
+    const queued = this.queue.shift();
+    if (queued) return Promise.resolve(queued);
+    if (this.ended) return this.error ? Promise.reject(this.error) : Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      this.waiter = { resolve, reject };
+    });
+  }
+
+  release(batch: LoadedBatch): void {
+    this.onRelease(batch);
+  }
+
+  cancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    for (const b of this.queue.splice(0)) this.onRelease(b);
+    this.onCancel();
+    this.end();
+  }
+}
+
+function workerError(message: string, exitCode: number): Error {
+  return exitCode === 2 ? new InputError(message) : new AlexnetStreamError(message, exitCode);
+}
+
+export class ThreadedLoader implements BatchLoader {
+  private readonly worker: Worker;
+  private nextPassId = 1;
+  private readonly passes = new Map<number, PassStream>();
+  private fatal: Error | undefined;
+
+  constructor(private readonly setup: LoaderSetup) {
+    this.worker = new Worker(join(__dirname, 'loader-worker.js'), { workerData: setup });
+    this.worker.on('message', (message: WorkerMessage) => this.onMessage(message));
+    this.worker.on('error', (err) => this.failAll(err));
+    this.worker.on('exit', (code) => {
+      if (code !== 0 && !this.fatal) this.failAll(new Error(`the loader thread exited with code ${code}`));
+    });
+  }
+
+  passIterations(request: Omit<PassRequest, 'startIteration'>): number {
+    return planPass(this.setup, { ...request, startIteration: 0 }).iterations;
+  }
+
+  private failAll(err: Error): void {
+    this.fatal = err;
+    for (const pass of this.passes.values()) pass.end(err);
+    this.passes.clear();
+  }
+
+  private onMessage(message: WorkerMessage): void {
+    if (message.type === 'error' && message.passId === null) return this.failAll(workerError(message.message, message.exitCode));
+    const pass = this.passes.get(message.passId!);
+    if (message.type === 'batch') {
+      const batch: LoadedBatch = { index: message.index, size: message.size, data: message.data, labels: message.labels };
+      if (!pass) return this.recycle(batch);
+      pass.push(batch);
+    } else if (pass) {
+      this.passes.delete(message.passId!);
+      pass.end(message.type === 'error' ? workerError(message.message, message.exitCode) : undefined);
+    }
+  }
+
+  private recycle(batch: LoadedBatch): void {
+    const buffer = batch.data.buffer as ArrayBuffer;
+    if (buffer.byteLength === 0) return; // already handed back
+    this.worker.postMessage({ type: 'recycle', buffer }, [buffer]);
+  }
+
+  open(request: PassRequest): BatchStream {
+    const total = this.passIterations(request);
+    const iterations = Math.max(0, total - request.startIteration);
+    const passId = this.nextPassId++;
+    const stream = new PassStream(
+      iterations,
+      (b) => this.recycle(b),
+      () => {
+        this.passes.delete(passId);
+        this.worker.postMessage({ type: 'cancel', passId });
+      },
+    );
+    if (this.fatal) {
+      stream.end(this.fatal);
+      return stream;
+    }
+    this.passes.set(passId, stream);
+    this.worker.postMessage({ type: 'pass', passId, request });
+    return stream;
+  }
+
+  async close(): Promise<void> {
+    for (const pass of this.passes.values()) pass.end();
+    this.passes.clear();
+    this.fatal = this.fatal ?? new Error('the loader is closed');
+    await this.worker.terminate();
+  }
+}
+
+/** The same batches as `ThreadedLoader`, produced on the calling thread (para_load: false). */
+export class InlineLoader implements BatchLoader {
+  private mean: Promise<MeanImage> | undefined;
+  private readonly buffers: Float32Array[] = [];
+
+  constructor(private readonly setup: LoaderSetup) {}
+
+  passIterations(request: Omit<PassRequest, 'startIteration'>): number {
+    return planPass(this.setup, { ...request, startIteration: 0 }).iterations;
+  }
+
+  open(request: PassRequest): BatchStream {
+    const plan = planPass(this.setup, request);
+    const length = BatchProducer.outputLength(this.setup.batchSize, this.setup.crop);
+    this.mean ??= readMeanNpy(this.setup.meanFile);
+    let producer: BatchProducer | undefined;
+    let j = request.startIteration;
+    let cancelled = false;
+    const buffers = this.buffers;
+    const setup = this.setup;
+    const meanPromise = this.mean;
+    return {
+      iterations: Math.max(0, plan.iterations - request.startIteration),
+      async next(): Promise<LoadedBatch | null> {
+        if (cancelled || j >= plan.iterations) return null;
+        producer ??= makeProducer(setup, await meanPromise, request, plan);
+        const data = buffers.pop() ?? new Float32Array(length);
+        const produced = await producer.produce(j++, data);
+        return { index: produced.index, size: produced.size, labels: produced.labels, data: data.subarray(0, produced.size * 3 * setup.crop * setup.crop) };
+      },
+      release(batch: LoadedBatch): void {
+        buffers.push(new Float32Array(batch.data.buffer, 0, length));
+      },
+      cancel(): void {
+        cancelled = true;
+      },
+    };
+  }
+
+  async close(): Promise<void> {}
+}
+
+export function createLoader(setup: LoaderSetup, paraLoad: boolean): BatchLoader {
+  return paraLoad ? new ThreadedLoader(setup) : new InlineLoader(setup);
+}
+
+/**
+ * float32 batch records from a decoded record stream (stdin): `read | augment | train --stdin`.
+ * Each record must be NCHW float32 with `crop`-sized images; anything else is an `InputError`
+ * naming the record.
+ */
+export class StdinBatchStream implements BatchStream {
+  readonly iterations = Infinity;
+  private readonly iterator: AsyncIterator<StreamRecord>;
+  private index = 0;
+  private recordNumber = 0;
+  private done = false;
+
+  constructor(records: Readable, private readonly crop: number, private readonly numClasses: number) {
+    this.iterator = records[Symbol.asyncIterator]() as AsyncIterator<StreamRecord>;
+  }
+
+  async next(): Promise<LoadedBatch | null> {
+    for (;;) {
+      if (this.done) return null;
+      const r = await this.iterator.next();
+      if (r.done) {
+        this.done = true;
+        return null;
+      }
+      this.recordNumber += 1;
+      const record = r.value;
+      if (record.type === 'header') continue;
+      const where = `stdin record ${this.recordNumber}`;
+      if (record.type !== 'batch') throw new InputError(`${where}: train --stdin reads batch records, not ${record.type} records`);
+      if (record.dtype !== 'float32') throw new InputError(`${where}: train --stdin reads augmented float32 batches, this one is ${record.dtype} (pipe through augment first)`);
+      const [n, c, h, w] = record.shape;
+      if (c !== 3 || h !== this.crop || w !== this.crop) {
+        throw new InputError(`${where}: ${c}x${h}x${w} images but the network takes 3x${this.crop}x${this.crop} (augment --crop ${this.crop})`);
+      }
+      for (const label of record.labels) {
+        if (!(label >= 0 && label < this.numClasses)) throw new InputError(`${where}: label ${label} outside 0..${this.numClasses - 1} (num_classes ${this.numClasses})`);
+      }
+      return { index: this.index++, size: n, data: record.data as Float32Array, labels: record.labels };
+    }
+  }
+
+  release(_batch: LoadedBatch): void {}
+
+  cancel(): void {
+    this.done = true;
+    void this.iterator.return?.();
+  }
+}

@@ -1,0 +1,395 @@
+/**
+ * `runTraining(config, options)`: everything between a validated config and the training loop.
+ * Checks the data against the config before anything is trained (image size, class count, mean),
+ * builds the spec, finds the starting point (fresh seeded init, `--init` fine-tuning, or
+ * `--resume` from a checkpoint), creates the engine and the loader, writes checkpoints and the
+ * files beside them, and cleans up whatever happens.
+ */
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import {
+  alexnetSpec,
+  checkpointDirName,
+  describeSpec,
+  initParameters,
+  latestCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  ModelSpec,
+  parameterList,
+  parseSpec,
+  saveCheckpoint,
+  Weights,
+} from '@alexnet-stream/model-alexnet';
+import { InputError, readMeanNpy, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
+import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
+import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
+import type { TrainConfig } from './config';
+import { appendTrainLog, truncateTrainLog, writeValRecord } from './files';
+import { BatchLoader, createLoader, StdinBatchStream } from './loader';
+import type { LoaderSetup } from './loader-core';
+import { initialState, runTrainingLoop, TrainEvent, TrainSource, TrainState, TrainSummary, ValSource } from './trainer';
+import { SingleProcessGroup, WorkerGroup } from './worker-group';
+
+export interface RunTrainingOptions {
+  /** Stop when the global iteration count reaches this (a checkpoint of that state is written). */
+  maxIters?: number;
+  /** Resume: true = the latest checkpoint, a number = that epoch's; default: config.resume_train / load_epoch. */
+  resume?: boolean | number;
+  /** Start from these pretrained weights (checkpoint dir or .safetensors); fc8 of another class count is re-initialised. */
+  init?: string;
+  /** Train on float32 batch records from this decoded record stream instead of data_dir's train set. */
+  stdinRecords?: Readable;
+  /** The worker group (default: a single process). The caller closes a group it passes. */
+  group?: WorkerGroup;
+  onEvent?(event: TrainEvent): void;
+  /** Notices (one line each, for stderr). */
+  onNotice?(message: string): void;
+  /** Replace the engine factory (tests). */
+  createEngine?(name: EngineKind, spec: ModelSpec, weights: NamedTensors, options: CreateEngineOptions): Promise<TrainingEngine>;
+  /** Called after every step (tests). */
+  afterStep?: Parameters<typeof runTrainingLoop>[0]['afterStep'];
+}
+
+export interface RunTrainingResult extends TrainSummary {
+  spec: ModelSpec;
+  weightsDir: string;
+}
+
+/** The saved form of the loop state plus what an exact resume must compare. */
+export interface SavedTrainState extends Record<string, unknown> {
+  epoch: number;
+  epochsCompleted: number;
+  iterationInEpoch: number;
+  iteration: number;
+  lr: number;
+  lastLrChangeEpoch: number;
+  val_record: TrainState['valRecord'];
+  config: TrainConfig;
+  rng: { dropout: unknown; loader: { seed: number; epoch: number; position: number; scheme: string } };
+  data: DataFingerprint;
+  engine: string;
+  savedAt: string;
+}
+
+interface DataFingerprint {
+  trainImages: number | null;
+  valImages: number | null;
+  batchSize: number;
+  worldSize: number;
+  iterationsPerEpoch: number | null;
+  shuffle: boolean;
+  seed: number;
+}
+
+/** The directory a state is saved in: `epoch-N` for a finished epoch N, and for a position inside epoch N. */
+export function checkpointEpoch(state: Pick<TrainState, 'epochsCompleted' | 'iterationInEpoch'>): number {
+  return state.iterationInEpoch > 0 ? state.epochsCompleted + 1 : state.epochsCompleted;
+}
+
+export function optimizerFromConfig(config: TrainConfig): OptimizerConfig {
+  return {
+    useMomentum: config.use_momentum,
+    nesterov: config.use_nesterov_momentum,
+    momentum: config.momentum,
+    weightDecay: config.weight_decay,
+    biasLrMultiplier: config.bias_lr_multiplier,
+  };
+}
+
+/** The model: `spec_file` when given (its class count checked against the data), else the preset. */
+export async function specFromConfig(config: TrainConfig, numClasses: number): Promise<ModelSpec> {
+  if (config.spec_file !== null) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(await readFile(config.spec_file, 'utf8'));
+    } catch (err) {
+      throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${(err as Error).message}`);
+    }
+    const spec = parseSpec(parsed, config.spec_file);
+    if (spec.numClasses !== numClasses) {
+      throw new InputError(`${config.spec_file}: the model has ${spec.numClasses} classes but the data has ${numClasses}`);
+    }
+    return spec;
+  }
+  try {
+    return alexnetSpec(config.preset, {
+      numClasses,
+      ...(config.input_size !== null ? { inputSize: config.input_size } : {}),
+      dropout: config.dropout,
+      lrn: config.lrn,
+    });
+  } catch (err) {
+    throw new UsageError(`the model does not fit the config: ${(err as Error).message}`);
+  }
+}
+
+interface DataInfo {
+  train?: ShardSetEntry;
+  val?: ShardSetEntry;
+  numClasses: number;
+  imageSize?: [number, number];
+}
+
+/** Read the data dir's index and check it (and the mean) against the config: before training starts. */
+export async function checkData(config: TrainConfig, needTrain: boolean): Promise<DataInfo> {
+  if (config.data_dir === null) {
+    if (needTrain) throw new UsageError('no data: set data_dir in the config or pass --data <dir> (a shard directory from `alexnet-stream prepare`), or --stdin');
+    if (config.num_classes === null) throw new UsageError('with --stdin and no data_dir, num_classes must be set in the config');
+    return { numClasses: config.num_classes };
+  }
+  const dir = config.data_dir;
+  if (!existsSync(dir)) {
+    throw new InputError(`${dir}: no such data directory (data_dir); create one with \`alexnet-stream prepare\` (or \`npm run demo\` for the demo data set)`);
+  }
+  const index = await readShardIndex(dir);
+  const train = needTrain ? shardSet(index, config.train_prefix, dir) : index.prefixes[config.train_prefix];
+  const val = index.prefixes[config.val_prefix];
+  const reference = train ?? val;
+  if (!reference) throw new InputError(`${join(dir, 'index.json')}: no "${config.train_prefix}" or "${config.val_prefix}" shard set`);
+  const [channels, height, width] = reference.imageShape;
+  const where = `${join(dir, 'index.json')}`;
+  if (channels !== 3) throw new InputError(`${where}: images have ${channels} channels, AlexNet takes 3 (RGB)`);
+  if (config.image_size !== null && (height !== config.image_size || width !== config.image_size)) {
+    throw new InputError(`${where}: the data holds ${height}x${width} images but the config says image_size ${config.image_size}; use data of that size or change image_size`);
+  }
+  if (val && train && (val.imageShape[1] !== height || val.imageShape[2] !== width)) {
+    throw new InputError(`${where}: "${config.val_prefix}" images are ${val.imageShape[1]}x${val.imageShape[2]} but "${config.train_prefix}" images are ${height}x${width}`);
+  }
+  const dataClasses = Math.max(train?.labelCount ?? 0, val?.labelCount ?? 0);
+  if (config.num_classes !== null && dataClasses > config.num_classes) {
+    throw new InputError(`${where}: the data has ${dataClasses} classes but the config says num_classes ${config.num_classes}; set num_classes: ${dataClasses} (or leave it out)`);
+  }
+  if (config.num_classes !== null && train && train.classNames && train.classNames.length !== config.num_classes) {
+    throw new InputError(`${where}: the data names ${train.classNames.length} classes but the config says num_classes ${config.num_classes}`);
+  }
+  const meanFile = config.mean_file ?? join(dir, 'mean.npy');
+  const mean = await readMeanNpy(meanFile);
+  if (mean.channels !== channels || mean.height !== height || mean.width !== width) {
+    throw new InputError(`${meanFile}: the mean image is ${mean.channels}x${mean.height}x${mean.width} but the data's images are ${channels}x${height}x${width}; use the mean of this data (mean_file)`);
+  }
+  return { train, val, numClasses: config.num_classes ?? dataClasses, imageSize: [height, width] };
+}
+
+/** Weights from a pretrained checkpoint for `spec`; layers whose shape differs only in the class count (fc8) are re-initialised. */
+export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: string) => void): Weights {
+  const loaded = loadCheckpoint(path);
+  const fresh = initParameters(spec, seed);
+  const params = parameterList(spec);
+  const lastLayer = params[params.length - 1].layer;
+  const reinit: string[] = [];
+  const problems: string[] = [];
+  for (const p of params) {
+    const have = loaded.weights[p.name];
+    if (have && have.length === fresh[p.name].length) fresh[p.name] = have;
+    else if (p.layer === lastLayer) reinit.push(p.name);
+    else problems.push(`${p.name}: ${have ? `${have.length} values` : 'missing'}, the model needs ${fresh[p.name].length}`);
+  }
+  if (problems.length) {
+    throw new InputError(`${path}: the pretrained weights (${describeSpec(loaded.spec)}) do not fit the model (${describeSpec(spec)}): ${problems.join('; ')}`);
+  }
+  if (reinit.length) {
+    notice(`--init: ${lastLayer} re-initialised for ${spec.numClasses} classes (the pretrained model has ${loaded.spec.numClasses}); every other layer is pretrained`);
+  }
+  return fresh;
+}
+
+function restoreState(saved: Record<string, unknown>, path: string): TrainState {
+  const num = (key: string): number => {
+    const v = saved[key];
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${path}: state.json lacks "${key}" (not written by alexnet-stream train?)`);
+    return v;
+  };
+  const record = saved.val_record;
+  return {
+    epochsCompleted: num('epochsCompleted'),
+    iterationInEpoch: num('iterationInEpoch'),
+    iteration: num('iteration'),
+    lr: num('lr'),
+    lastLrChangeEpoch: num('lastLrChangeEpoch'),
+    valRecord: Array.isArray(record) ? (record as TrainState['valRecord']) : [],
+  };
+}
+
+const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function runTraining(config: TrainConfig, options: RunTrainingOptions = {}): Promise<RunTrainingResult> {
+  const notice = (m: string) => options.onNotice?.(m);
+  const group = options.group ?? new SingleProcessGroup();
+  const ownGroup = !options.group;
+  const usingStdin = options.stdinRecords !== undefined;
+  const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
+  if (usingStdin && resume !== false) throw new UsageError('--resume cannot continue a --stdin run (a stream cannot be rewound to the saved position); train from the data dir instead');
+  if (options.init && resume !== false) throw new UsageError('--init and --resume exclude each other: --resume continues a run, --init starts a new one from pretrained weights');
+  const weightsDir = config.weights_dir;
+
+  // 1. The data, checked against the config before anything else.
+  const data = await checkData(config, !usingStdin);
+  const spec = await specFromConfig(config, data.numClasses);
+  if (data.imageSize && (spec.inputSize > data.imageSize[0] || spec.inputSize > data.imageSize[1])) {
+    throw new InputError(`${config.data_dir}: ${data.imageSize[0]}x${data.imageSize[1]} images are smaller than the network input ${spec.inputSize}; set input_size <= ${Math.min(...data.imageSize)}`);
+  }
+  const loaderSetup: LoaderSetup | undefined = config.data_dir
+    ? {
+        dir: config.data_dir,
+        meanFile: config.mean_file ?? join(config.data_dir, 'mean.npy'),
+        sets: { ...(data.train ? { [config.train_prefix]: data.train } : {}), ...(data.val ? { [config.val_prefix]: data.val } : {}) },
+        batchSize: config.batch_size,
+        crop: spec.inputSize,
+        seed: config.seed,
+        shuffle: config.shuffle,
+        randCrop: config.rand_crop,
+        perBatch: config.batch_crop_mirror,
+        rank: group.rank,
+        worldSize: group.worldSize,
+        verify: config.verify_shards,
+        queueDepth: config.queue_depth,
+      }
+    : undefined;
+  if (!data.val) notice(`no "${config.val_prefix}" shard set in ${config.data_dir ?? '(no data_dir)'}: epochs are not validated`);
+
+  const fingerprint: DataFingerprint = {
+    trainImages: data.train?.images ?? null,
+    valImages: data.val?.images ?? null,
+    batchSize: config.batch_size,
+    worldSize: group.worldSize,
+    iterationsPerEpoch: null,
+    shuffle: config.shuffle,
+    seed: config.seed,
+  };
+
+  // 2. The starting point.
+  let weights: Weights;
+  let state = initialState(config);
+  let momentum: Weights | undefined;
+  let dropoutRng: unknown;
+  if (resume !== false) {
+    const entry = typeof resume === 'number' ? listCheckpoints(weightsDir).find((c) => c.epoch === resume) : latestCheckpoint(weightsDir);
+    if (!entry) {
+      const have = listCheckpoints(weightsDir).map((c) => c.epoch);
+      throw new UsageError(
+        `--resume: no checkpoint${typeof resume === 'number' ? ` of epoch ${resume}` : ''} in ${weightsDir}` + (have.length ? ` (it has epochs ${have.join(', ')})` : ' (it has none; train without --resume first)'),
+      );
+    }
+    const loaded = loadCheckpoint(entry.path);
+    if (JSON.stringify(loaded.spec) !== JSON.stringify(spec)) {
+      throw new UsageError(`--resume: ${entry.path} holds ${describeSpec(loaded.spec)} but the config describes ${describeSpec(spec)}; resume with the config the run was started with`);
+    }
+    weights = loaded.weights;
+    momentum = loaded.momentum;
+    state = restoreState(loaded.state, join(entry.path, 'state.json'));
+    const saved = loaded.state as Partial<SavedTrainState>;
+    dropoutRng = saved.rng?.dropout;
+    const before = saved.data;
+    const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => before[k] !== fingerprint[k]) : [];
+    if (changed.length && state.iterationInEpoch > 0) {
+      throw new UsageError(
+        `--resume: ${entry.path} stopped inside epoch ${state.epochsCompleted + 1}, and ${changed.join(', ')} changed since (${changed.map((k) => `${before![k]} -> ${fingerprint[k]}`).join(', ')}): ` +
+          'the position in the epoch means nothing with other data order; resume from an epoch boundary (--resume <epoch>) or keep those settings',
+      );
+    }
+    if (changed.length) notice(`--resume: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`);
+    notice(`resuming from ${entry.path}: epoch ${state.epochsCompleted}${state.iterationInEpoch ? ` + ${state.iterationInEpoch} iterations` : ''}, iteration ${state.iteration}, lr ${state.lr}`);
+  } else {
+    const existing = listCheckpoints(weightsDir);
+    if (existing.length && group.rank === 0) {
+      throw new UsageError(
+        `${weightsDir} already holds checkpoints (${existing.map((c) => `epoch ${c.epoch}`).join(', ')}): --resume to continue that run, or use another weights_dir (--weights-dir) for a new one`,
+      );
+    }
+    weights = options.init ? initFromPretrained(spec, options.init, config.seed, notice) : initParameters(spec, config.seed);
+  }
+
+  // 3. Engine and loader.
+  const factory = options.createEngine ?? createEngine;
+  const engine = await factory(config.engine, spec, weights, {
+    optimizer: optimizerFromConfig(config),
+    batchSize: config.batch_size,
+    seed: config.seed,
+    devices: config.devices,
+    intraOpThreads: config.intra_op_threads > 0 ? config.intra_op_threads : undefined,
+  });
+  let loader: BatchLoader | undefined;
+  try {
+    if (momentum) engine.setVelocities(momentum);
+    if (dropoutRng !== undefined) engine.setRngState(dropoutRng);
+    loader = loaderSetup ? createLoader(loaderSetup, config.para_load) : undefined;
+    let train: TrainSource;
+    if (usingStdin) {
+      const stream = new StdinBatchStream(options.stdinRecords!, spec.inputSize, spec.numClasses);
+      train = { iterationsPerEpoch: Infinity, open: () => stream };
+    } else {
+      const l = loader!;
+      const iterationsPerEpoch = l.passIterations({ prefix: config.train_prefix, epoch: 1, train: true });
+      if (iterationsPerEpoch === 0) {
+        throw new UsageError(`batch_size ${config.batch_size}${group.worldSize > 1 ? ` x ${group.worldSize} workers` : ''} is larger than the ${data.train!.images} training images: lower batch_size`);
+      }
+      fingerprint.iterationsPerEpoch = iterationsPerEpoch;
+      train = { iterationsPerEpoch, open: (epoch, startIteration) => l.open({ prefix: config.train_prefix, epoch, startIteration, train: true }) };
+    }
+    const val: ValSource | undefined = data.val && loader ? { open: (epoch) => loader!.open({ prefix: config.val_prefix, epoch, startIteration: 0, train: false }) } : undefined;
+
+    if (group.rank === 0) {
+      // The files beside the checkpoints describe the run from its (resumed) start point on.
+      await writeValRecord(weightsDir, state.valRecord);
+      await truncateTrainLog(weightsDir, state.iteration);
+    }
+    const pauseMs = Number(process.env.ALEXNET_STREAM_TEST_PAUSE_IN_CHECKPOINT_MS ?? 0);
+
+    const writeCheckpoint = async (s: TrainState): Promise<string> => {
+      const epoch = checkpointEpoch(s);
+      const saved: SavedTrainState = {
+        epoch,
+        epochsCompleted: s.epochsCompleted,
+        iterationInEpoch: s.iterationInEpoch,
+        iteration: s.iteration,
+        lr: s.lr,
+        lastLrChangeEpoch: s.lastLrChangeEpoch,
+        val_record: s.valRecord,
+        config,
+        rng: {
+          dropout: engine.getRngState(),
+          // The loader has no running state: batch j of epoch e is a pure function of (seed, e, j).
+          loader: { seed: config.seed, epoch: s.epochsCompleted + 1, position: s.iterationInEpoch, scheme: 'deriveSeed(seed, epoch, k)' },
+        },
+        data: fingerprint,
+        engine: engine.name,
+        savedAt: new Date().toISOString(),
+      };
+      // Test hook: widen the window in which a `kill -9` lands inside a checkpoint write.
+      if (pauseMs > 0) await sleepMs(pauseMs);
+      const path = saveCheckpoint(join(weightsDir, checkpointDirName(epoch)), {
+        spec,
+        weights: engine.getWeights(),
+        ...(config.use_momentum ? { momentum: engine.getVelocities() } : {}),
+        state: saved,
+      });
+      if (pauseMs > 0) await sleepMs(pauseMs);
+      await writeValRecord(weightsDir, s.valRecord);
+      return path;
+    };
+
+    const summary = await runTrainingLoop({
+      config: usingStdin ? { ...config, n_epochs: Math.max(config.n_epochs, 1) } : config,
+      spec,
+      engine,
+      group,
+      train,
+      val,
+      state,
+      maxIters: options.maxIters,
+      writeCheckpoint,
+      appendLog: (entry) => appendTrainLog(weightsDir, entry),
+      recordValidation: (record) => writeValRecord(weightsDir, record),
+      onEvent: options.onEvent,
+      afterStep: options.afterStep,
+    });
+    return { ...summary, spec, weightsDir };
+  } finally {
+    await loader?.close();
+    await engine.dispose();
+    if (ownGroup) await group.close();
+  }
+}

@@ -1,0 +1,59 @@
+/**
+ * The seam between the training loop and multi-worker data parallelism (DESIGN §6).
+ *
+ * The loop calls, on every worker, in the same order:
+ * - `broadcastWeights(weights)` (when present) once before the first step, so that every
+ *   replica starts from rank 0's weights (they are equal anyway when seeded alike; this also
+ *   covers `--init` and `--resume` read on each host);
+ * - `averageWeights(weights)` every `sync_every` iterations, with the engine's weights
+ *   (`engine.getWeights()`, names in `parameterList(spec)` order); the group replaces each
+ *   array's contents, in place, by the mean over all workers, and the loop gives the result
+ *   to `engine.setWeights` (the seed exchanged and averaged weights after every iteration);
+ * - `averageMetrics(values)` after each validation pass, with this worker's partial sums
+ *   `[lossSum, top1Errors, top5Errors, images]`; it returns the element-wise mean over workers
+ *   (the loop multiplies by `worldSize` to get totals);
+ * - `barrier()` (when present) before rank 0 writes a checkpoint and after it, so that no
+ *   worker races ahead of a checkpoint that a resume would start from;
+ * - `close()` once, when training ends or fails.
+ *
+ * Only rank 0 prints, writes `train_log.jsonl`, `val_record.*` and checkpoints. Each rank reads
+ * the training batches `k` with `k % worldSize === rank` (see `planEpoch`), so workers see
+ * disjoint data, as the seed's two GPUs did.
+ *
+ * `SingleProcessGroup` is the one-worker group: averaging over one worker is the identity.
+ * The ZeroMQ implementation (`ZmqWorkerGroup` in src/distributed, its `DistributedGroup`
+ * interface) has this same shape, so it plugs in as `runTraining(config, { group })`.
+ */
+import type { NamedTensors } from '../engine';
+
+export interface WorkerGroup {
+  /** 0-based index of this worker; rank 0 writes files and prints. */
+  readonly rank: number;
+  /** Number of workers (>= 1). */
+  readonly worldSize: number;
+  /** Replace each tensor, in place, by its element-wise mean over all workers; returns `tensors`. */
+  averageWeights(tensors: NamedTensors): Promise<NamedTensors>;
+  /** Copy rank 0's tensors to every rank, in place; returns `tensors`. */
+  broadcastWeights?(tensors: NamedTensors): Promise<NamedTensors>;
+  /** Element-wise mean of `values` over all workers (same length on every worker). */
+  averageMetrics(values: number[]): Promise<number[]>;
+  /** Wait until every worker has reached this point. */
+  barrier?(): Promise<void>;
+  close(): Promise<void> | void;
+}
+
+export class SingleProcessGroup implements WorkerGroup {
+  readonly rank = 0;
+  readonly worldSize = 1;
+  async averageWeights(tensors: NamedTensors): Promise<NamedTensors> {
+    return tensors; // the mean over one worker is its own value
+  }
+  async broadcastWeights(tensors: NamedTensors): Promise<NamedTensors> {
+    return tensors;
+  }
+  async averageMetrics(values: number[]): Promise<number[]> {
+    return values.slice();
+  }
+  async barrier(): Promise<void> {}
+  async close(): Promise<void> {}
+}
