@@ -6,3 +6,4 @@ export * from './engines/tfjs/sgd-reference';
 export * from './engines/tfjs/engine';
 export * from './engines';
 export * from './train';
+export * from './distributed';

@@ -1,0 +1,21 @@
+import { AlexnetStreamError, UsageError } from '@alexnet-stream/stream-io';
+
+/** A peer died or went silent: the whole group stops (exit code 1), naming the lost rank. */
+export class PeerLostError extends AlexnetStreamError {
+  constructor(
+    readonly lostRank: number,
+    readonly detail: string,
+  ) {
+    super(`lost worker rank ${lostRank} (${detail}); all workers stop. The last checkpoint is intact: restart every worker with --resume to continue`, 1);
+  }
+}
+
+/** Workers that cannot form a group (mismatched config/spec, bad world size, unbindable port): exit code 2. */
+export class RendezvousError extends UsageError {}
+
+/** Ranks disagree about what they are doing (different tensor sizes or call order): a bug, exit code 1. */
+export class ProtocolError extends AlexnetStreamError {
+  constructor(message: string) {
+    super(message, 1);
+  }
+}

@@ -1,0 +1,7 @@
+export * from './errors';
+export * from './plan';
+export * from './fp16';
+export * from './identity';
+export * from './launch-env';
+export * from './checksum';
+export * from './zmq-group';
