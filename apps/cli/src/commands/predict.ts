@@ -52,6 +52,8 @@ function chwToHwc(chw: Uint8Array, size: number, out: Uint8Array, offset: number
 export interface PredictSummary {
   predicted: number;
   skipped: number;
+  /** Seconds from the first decode to the last line written (model loading excluded). */
+  seconds: number;
 }
 
 /** The work of `predict`, with the output sink injectable (bench/inference.mjs calls it). */
@@ -111,6 +113,8 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
 
   let predicted = 0;
   let skipped = 0;
+  const startNs = process.hrtime.bigint();
+  let endNs = startNs;
   try {
     startDecodes(2 * batchSize);
     for (let first = 0; first < images.length; first += batchSize) {
@@ -157,11 +161,12 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
       write(text);
       predicted += n;
     }
+    endNs = process.hrtime.bigint();
   } finally {
     await Promise.allSettled(decodes.filter(Boolean));
     await model.close();
   }
-  return { predicted, skipped };
+  return { predicted, skipped, seconds: Number(endNs - startNs) / 1e9 };
 }
 
 export function register(program: Command): void {
