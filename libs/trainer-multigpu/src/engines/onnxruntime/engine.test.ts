@@ -1,0 +1,150 @@
+/**
+ * The onnxruntime engine on a reduced-width theano-alexnet (67x67): steps against the
+ * reference path (tfjs autodiff with the same seeded dropout masks + sgdUpdateReference),
+ * double buffering across several steps, partial batches, evaluate, get/set state, exact resume,
+ * and the errors a user can hit.
+ *
+ * Tolerance: after two steps the weights' change is compared with the reference's to 1e-5 of
+ * its size (the graph tests measure ≤ 1.5e-6 for one gradient; two chained steps roughly
+ * double it), plus W's own float32 rounding.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { alexnetSpec, initParameters, inferShapes, LayerSpec, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { Rng } from '@alexnet-stream/stream-io';
+import { DEFAULT_OPTIMIZER, EngineBatch, NamedTensors } from '../../engine';
+import { loadTfjs } from '../tfjs/backend';
+import { weightsToTensors } from '../tfjs/forward';
+import { tfjsLossAndGradients } from '../tfjs/loss';
+import { sgdUpdateReference } from '../tfjs/sgd-reference';
+import { createOrtEngine, executionProvidersFor } from './engine';
+
+const WIDTHS: Record<string, number> = { conv1: 16, conv2: 24, conv3: 32, conv4: 32, conv5: 16, fc6: 48, fc7: 40 };
+
+function tinySpec(): ModelSpec {
+  const spec = alexnetSpec('theano-alexnet', { inputSize: 67, numClasses: 10 });
+  const layers = spec.layers.map((l): LayerSpec => {
+    if (l.kind === 'conv') return { ...l, outChannels: WIDTHS[l.name] };
+    if (l.kind === 'fc' && WIDTHS[l.name]) return { ...l, outFeatures: WIDTHS[l.name] };
+    return l;
+  });
+  const out = { ...spec, layers };
+  inferShapes(out);
+  return out;
+}
+
+function batchOf(spec: ModelSpec, size: number, seed: number): EngineBatch {
+  const rng = new Rng(seed);
+  const data = Float32Array.from({ length: size * 3 * spec.inputSize ** 2 }, () => 60 * (2 * rng.nextFloat() - 1));
+  return { data, labels: Int32Array.from({ length: size }, () => rng.nextInt(spec.numClasses)), size };
+}
+
+function weightsOf(spec: ModelSpec): NamedTensors {
+  const w = initParameters(spec, 3);
+  for (const p of parameterList(spec)) if (p.role === 'weight') w[p.name] = w[p.name].map((v) => v * 4);
+  return w;
+}
+
+function assertClose(got: NamedTensors, want: NamedTensors, before: NamedTensors, what: string): void {
+  for (const name of Object.keys(want)) {
+    let maxDiff = 0, maxDelta = 0, maxW = 0;
+    for (let i = 0; i < want[name].length; i++) {
+      maxDiff = Math.max(maxDiff, Math.abs(got[name][i] - want[name][i]));
+      maxDelta = Math.max(maxDelta, Math.abs(want[name][i] - before[name][i]));
+      maxW = Math.max(maxW, Math.abs(want[name][i]));
+    }
+    assert.ok(maxDiff <= 1e-5 * maxDelta + 8 * 2 ** -24 * maxW, `${what} ${name}: error ${maxDiff} for change ${maxDelta}`);
+  }
+}
+
+test('two steps with dropout equal tfjs autodiff + sgdUpdateReference (same seeded masks); metrics too', async () => {
+  const spec = tinySpec();
+  const w0 = weightsOf(spec);
+  const engine = await createOrtEngine(spec, w0, { seed: 7, intraOpThreads: 1 });
+  const { tf } = await loadTfjs();
+  const rng = new Rng(7); // the engine's mask stream, drawn in the same order by tfjsForward
+  const roles = Object.fromEntries(parameterList(spec).map((p) => [p.name, p.role]));
+  let weights = w0;
+  let velocities: NamedTensors = Object.fromEntries(parameterList(spec).map((p) => [p.name, new Float32Array(w0[p.name].length)]));
+  for (const [i, lr] of [0.01, 0.02].entries()) {
+    const batch = batchOf(spec, 3, 100 + i);
+    const metrics = await engine.step(batch, lr);
+    const params = weightsToTensors(tf, spec, weights);
+    const x = tf.tensor4d(batch.data, [3, 3, 67, 67]);
+    const ref = tfjsLossAndGradients(tf, spec, params, x, batch.labels, { training: true, rng });
+    tf.dispose([x, ...Object.values(params)]);
+    assert.ok(Math.abs(metrics.loss - ref.loss) < 1e-5 * Math.max(1, ref.loss), `step ${i}: loss ${metrics.loss} vs ${ref.loss}`);
+    assert.equal(metrics.size, 3);
+    const before = weights;
+    ({ weights, velocities } = sgdUpdateReference(weights, ref.grads, velocities, lr, DEFAULT_OPTIMIZER, roles));
+    assertClose(engine.getWeights(), weights, before, `step ${i} weights`);
+  }
+  assertClose(engine.getVelocities(), velocities, Object.fromEntries(Object.keys(velocities).map((k) => [k, new Float32Array(velocities[k].length)])), 'velocities');
+  await engine.dispose();
+});
+
+test('partial batches, evaluate, and exact resume from weights + velocities + rng state', async () => {
+  const spec = tinySpec();
+  const a = await createOrtEngine(spec, weightsOf(spec), { seed: 9, intraOpThreads: 1 });
+  await a.step(batchOf(spec, 4, 1), 0.01);
+  await a.step(batchOf(spec, 2, 2), 0.01); // a partial last batch: same session (dynamic N)
+  const saved = { weights: a.getWeights(), velocities: a.getVelocities(), rng: a.getRngState() };
+  const b = await createOrtEngine(spec, saved.weights, { seed: 12345, intraOpThreads: 1 });
+  b.setVelocities(saved.velocities);
+  b.setRngState(JSON.parse(JSON.stringify(saved.rng))); // as a checkpoint's state.json stores it
+  const next = batchOf(spec, 4, 3);
+  const ma = await a.step(next, 0.005);
+  const mb = await b.step(next, 0.005);
+  assert.deepEqual(mb, ma);
+  assert.deepEqual(b.getWeights(), a.getWeights()); // bitwise: same graph, same inputs, same masks
+  assert.deepEqual(b.getVelocities(), a.getVelocities());
+
+  const evalBatch = batchOf(spec, 5, 4);
+  const e1 = await a.evaluate(evalBatch);
+  const e2 = await a.evaluate(evalBatch);
+  assert.deepEqual(e1, e2); // no dropout, no update
+  assert.equal(e1.size, 5);
+  assert.ok(e1.top5Errors <= e1.top1Errors && e1.top1Errors <= 5);
+  assert.ok(Number.isFinite(e1.loss) && e1.loss > 0);
+  await a.dispose();
+  await b.dispose();
+});
+
+test('setWeights replaces the live buffers (not the spare ones) and getWeights returns copies', async () => {
+  const spec = tinySpec();
+  const engine = await createOrtEngine(spec, weightsOf(spec), { intraOpThreads: 1 });
+  await engine.step(batchOf(spec, 2, 1), 0.01); // buffers swapped once
+  const fresh = weightsOf(spec);
+  engine.setWeights(fresh);
+  assert.deepEqual(engine.getWeights(), fresh);
+  const copy = engine.getWeights();
+  copy['fc8.bias'][0] = 42;
+  assert.notEqual(engine.getWeights()['fc8.bias'][0], 42);
+  await engine.dispose();
+});
+
+test('bad input: clear errors naming what is wrong', async () => {
+  const spec = tinySpec();
+  const engine = await createOrtEngine(spec, weightsOf(spec), { intraOpThreads: 1, batchSize: 4 });
+  const good = batchOf(spec, 2, 1);
+  await assert.rejects(engine.step({ ...good, labels: Int32Array.of(0, 10) }, 0.01), /label 10 of image 1 is outside \[0, 10\)/);
+  await assert.rejects(engine.step({ ...good, size: 3 }, 0.01), /data has .* values, expected 3x3x67x67/);
+  await assert.rejects(engine.step(batchOf(spec, 5, 1), 0.01), /more than the engine's batchSize 4/);
+  await assert.rejects(engine.step(good, Number.NaN), /learning rate/);
+  assert.throws(() => engine.setWeights({ ...weightsOf(spec), 'conv1.weight': new Float32Array(3) }), /conv1.weight has 3 values/);
+  assert.throws(() => engine.setRngState({ s: [1, 2] }), /setRngState/);
+  await engine.dispose();
+  await assert.rejects(createOrtEngine(spec, {}, {}), /missing parameter conv1.weight/);
+});
+
+test('devices map to execution providers; CUDA without the CUDA binaries is explained', async () => {
+  assert.deepEqual(executionProvidersFor(['cpu', 'cuda:1', 'cuda']), ['cpu', { name: 'cuda', deviceId: 1 }, { name: 'cuda', deviceId: 0 }]);
+  assert.throws(() => executionProvidersFor(['gpu0']), /Expected cpu or cuda:<index> for device but received "gpu0"/);
+  const spec = tinySpec();
+  try {
+    const engine = await createOrtEngine(spec, weightsOf(spec), { devices: ['cuda:0'] });
+    await engine.dispose(); // this onnxruntime-node has CUDA: nothing to explain
+  } catch (err) {
+    assert.match((err as Error).message, /CUDA execution provider could not be loaded.*ONNXRUNTIME_NODE_INSTALL_CUDA=v12/);
+  }
+});
