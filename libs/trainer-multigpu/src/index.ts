@@ -7,3 +7,5 @@ export * from './engines/tfjs/engine';
 export * from './engines';
 export * from './train';
 export * from './distributed';
+export * from './graph';
+export * from './engines/onnxruntime/engine';
