@@ -197,7 +197,10 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
 
   if (group.worldSize > 1 && group.broadcastWeights) engine.setWeights(await group.broadcastWeights(engine.getWeights()));
   emit({ type: 'start', epochs: config.n_epochs, iterationsPerEpoch: train.iterationsPerEpoch, state: cloneState(s), worldSize: group.worldSize });
-  if (options.maxIters !== undefined && s.iteration >= options.maxIters) return finish('max-iters');
+  if (options.maxIters !== undefined && s.iteration >= options.maxIters) {
+    await checkpoint('max-iters'); // `--max-iters 0`: the initial state (e.g. after --init) as a checkpoint
+    return finish('max-iters');
+  }
 
   while (s.epochsCompleted < config.n_epochs) {
     const epoch = s.epochsCompleted + 1;

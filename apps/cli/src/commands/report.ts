@@ -1,0 +1,66 @@
+/**
+ * `report --weights-dir <dir> --out report.html [--png curves.png]`: the training curves (from
+ * val_record.json and train_log.jsonl) as a self-contained HTML page with inline SVG, and a PNG
+ * rendered from the same SVG with sharp. Both written atomically.
+ */
+import type { Command } from 'commander';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { latestCheckpoint, STATE_FILE } from '@alexnet-stream/model-alexnet';
+import { InputError, writeFileAtomic } from '@alexnet-stream/stream-io';
+import { bestEpoch, buildReportHtml, buildReportSvg, readTrainLog, readValRecord } from '@alexnet-stream/trainer-multigpu';
+import { action, PROGRAM } from '../cli-support';
+
+interface ReportCliOptions {
+  weightsDir: string;
+  out: string;
+  png?: string | false;
+  title?: string;
+}
+
+/** The config of the run, from the latest checkpoint's state.json (not its weights: no need to read them). */
+function runConfig(weightsDir: string): Record<string, unknown> | undefined {
+  const latest = latestCheckpoint(weightsDir);
+  if (!latest) return undefined;
+  try {
+    const state = JSON.parse(readFileSync(join(latest.path, STATE_FILE), 'utf8')) as { config?: Record<string, unknown> };
+    return state.config;
+  } catch {
+    return undefined;
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command('report')
+    .summary('training curves (loss, top-1/top-5 error) as a self-contained HTML page and a PNG')
+    .requiredOption('--weights-dir <dir>', 'the weights_dir of a training run (val_record.json, train_log.jsonl)')
+    .requiredOption('--out <file.html>', 'the HTML report to write')
+    .option('--png <file.png>', 'the PNG of the curves (default: --out with .png)')
+    .option('--no-png', 'write no PNG')
+    .option('--title <text>', 'page title')
+    .action(
+      action('report', async (opts: ReportCliOptions) => {
+        const valRecord = await readValRecord(opts.weightsDir);
+        const trainLog = await readTrainLog(opts.weightsDir);
+        if (valRecord.length === 0 && trainLog.length === 0) {
+          throw new InputError(`${opts.weightsDir}: no val_record.json or train_log.jsonl entries: nothing to report (train first)`);
+        }
+        const input = { valRecord, trainLog, config: runConfig(opts.weightsDir), title: opts.title };
+        const svg = buildReportSvg(input);
+        await writeFileAtomic(opts.out, buildReportHtml(input, svg));
+        let pngPath: string | undefined;
+        if (opts.png !== false) {
+          pngPath = typeof opts.png === 'string' ? opts.png : opts.out.replace(/\.html?$/i, '') + '.png';
+          const png = await sharp(Buffer.from(svg)).png().toBuffer();
+          await writeFileAtomic(pngPath, png);
+        }
+        const best = bestEpoch(valRecord);
+        process.stderr.write(
+          `${PROGRAM} report: wrote ${opts.out}${pngPath ? ` and ${pngPath}` : ''} (${valRecord.length} epochs, ${trainLog.length} log lines` +
+            `${best ? `; best epoch ${best.epoch}: top-1 error ${(100 * best.top1Error).toFixed(2)}%` : ''})\n`,
+        );
+      }),
+    );
+}

@@ -1,0 +1,219 @@
+/**
+ * `train --config config.yaml [flags]`: the seed's train.py. Wiring only: flags → config
+ * overrides (validated by the same table as the YAML file), the library's `runTraining`, and
+ * its events rendered on stderr (lines every print_freq iterations; a progress bar on a TTY).
+ * stdout gets one JSON line at the end (the summary), for scripts.
+ */
+import type { Command } from 'commander';
+import {
+  checkConfigValue,
+  ConfigKey,
+  CONFIG_KEYS,
+  readConfigFile,
+  resolveConfig,
+  runTraining,
+  suggestKey,
+  TrainConfig,
+  TrainEvent,
+  ENGINE_NAMES,
+} from '@alexnet-stream/trainer-multigpu';
+import { invalidOption, UsageError } from '@alexnet-stream/stream-io';
+import { parse as parseYaml } from 'yaml';
+import { action, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';
+import { Progress } from '../progress';
+
+interface TrainCliOptions {
+  config?: string;
+  data?: string;
+  weightsDir?: string;
+  init?: string;
+  maxIters?: number;
+  epochs?: number;
+  resume?: boolean | number;
+  engine?: string;
+  devices?: string;
+  batchSize?: number;
+  lr?: number;
+  seed?: number;
+  stdin?: boolean;
+  set: string[];
+}
+
+function parseResume(value: string): number {
+  return parseInteger('--resume', 0)(value);
+}
+
+function collectSet(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** `key=value` (value in YAML syntax) → a validated override. */
+function parseSetOption(item: string): [ConfigKey, unknown] {
+  const eq = item.indexOf('=');
+  if (eq <= 0) throw invalidOption('--set', 'key=value (a config key and a YAML value)', item);
+  const key = item.slice(0, eq).trim();
+  if (!(key in CONFIG_KEYS)) {
+    const suggestion = suggestKey(key);
+    throw new UsageError(`--set: unknown config key "${key}"${suggestion ? `; did you mean "${suggestion}"?` : ''}`);
+  }
+  let value: unknown;
+  try {
+    value = parseYaml(item.slice(eq + 1));
+  } catch {
+    value = item.slice(eq + 1);
+  }
+  return [key as ConfigKey, checkConfigValue(key as ConfigKey, value, `--set ${key}`)];
+}
+
+function overridesFrom(opts: TrainCliOptions): Partial<TrainConfig> {
+  const o: Record<string, unknown> = {};
+  for (const item of opts.set) {
+    const [key, value] = parseSetOption(item);
+    o[key] = value;
+  }
+  const flag = (key: ConfigKey, value: unknown, name: string) => {
+    if (value !== undefined) o[key] = checkConfigValue(key, value, name);
+  };
+  flag('data_dir', opts.data, '--data');
+  flag('weights_dir', opts.weightsDir, '--weights-dir');
+  flag('n_epochs', opts.epochs, '--epochs');
+  flag('engine', opts.engine, '--engine');
+  flag('devices', opts.devices, '--devices');
+  flag('batch_size', opts.batchSize, '--batch-size');
+  flag('learning_rate', opts.lr, '--lr');
+  flag('seed', opts.seed, '--seed');
+  return o as Partial<TrainConfig>;
+}
+
+/** lr is float32 (as the seed's): show it without float32's decimal tail. */
+const lrText = (lr: number): string => String(Number(lr.toPrecision(6)));
+const pct = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '-' : `${(100 * v).toFixed(2)}%`);
+
+/** Renders library events on stderr: plain lines, plus a bar for the current epoch on a TTY. */
+class TrainRenderer {
+  private bar: Progress | undefined;
+  private readonly tty = Boolean(process.stderr.isTTY);
+
+  line(text: string): void {
+    if (this.bar && this.tty) process.stderr.write('\r\x1b[K');
+    process.stderr.write(`${PROGRAM} train: ${text}\n`);
+  }
+
+  notice = (message: string): void => this.line(message);
+
+  onEvent = (e: TrainEvent): void => {
+    switch (e.type) {
+      case 'start': {
+        const per = Number.isFinite(e.iterationsPerEpoch) ? `${e.iterationsPerEpoch} iterations per epoch` : 'batches from stdin';
+        this.line(`${e.epochs} epochs, ${per}${e.worldSize > 1 ? `, ${e.worldSize} workers` : ''}; starting at iteration ${e.state.iteration}, lr ${lrText(e.state.lr)}`);
+        break;
+      }
+      case 'epoch-start':
+        this.bar?.stop();
+        this.bar = this.tty
+          ? new Progress({ label: `epoch ${e.epoch}`, unit: 'iters', total: Number.isFinite(e.iterations) ? e.iterations - e.startIteration : undefined, enabled: true })
+          : undefined;
+        break;
+      case 'step':
+        this.bar?.tick();
+        break;
+      case 'log': {
+        const l = e.entry;
+        this.line(
+          `iteration ${l.iteration} (epoch ${l.epoch}): loss ${l.loss.toFixed(4)}` +
+            (l.top1Error !== undefined ? `, train error ${pct(l.top1Error)}` : '') +
+            `, lr ${lrText(l.lr)}, ${l.imagesPerSecond.toFixed(1)} img/s, waited for data ${(100 * l.waitFraction).toFixed(1)}%`,
+        );
+        break;
+      }
+      case 'validation':
+        this.bar?.stop();
+        this.bar = undefined;
+        this.line(`epoch ${e.result.epoch} validation: top-1 error ${pct(e.result.top1Error)}, top-5 error ${pct(e.result.top5Error)}, loss ${e.result.loss.toFixed(4)} (${e.result.images} images)`);
+        break;
+      case 'lr':
+        this.line(`learning rate -> ${lrText(e.lr)} after epoch ${e.epoch} (${e.reason})`);
+        break;
+      case 'checkpoint':
+        this.line(`checkpoint ${e.path}${e.reason === 'max-iters' ? ' (--max-iters reached)' : ''}`);
+        break;
+      case 'done': {
+        this.bar?.stop();
+        this.bar = undefined;
+        const s = e.summary;
+        const rate = s.trainSeconds > 0 ? s.imagesRun / s.trainSeconds : 0;
+        this.line(
+          `${s.stopReason === 'completed' ? 'done' : `stopped (${s.stopReason})`}: ${s.iterationsRun} iterations, ${s.imagesRun} images in ${s.trainSeconds.toFixed(1)} s ` +
+            `(${rate.toFixed(1)} img/s); the engine waited for data ${(100 * s.waitFraction).toFixed(1)}% of the time`,
+        );
+        break;
+      }
+    }
+  };
+
+  stop(): void {
+    this.bar?.stop();
+  }
+}
+
+export function register(program: Command): void {
+  program
+    .command('train')
+    .summary('train AlexNet on a data dir (or float32 batches on stdin), with validation, checkpoints and resume')
+    .description(
+      'Train from a config file (the seed\'s config.yaml keys plus ours; see the README), flags override it.\n' +
+        'Every print_freq iterations a line on stderr; every epoch a validation (top-1, top-5, loss) appended\n' +
+        'to <weights_dir>/val_record.json; a checkpoint <weights_dir>/epoch-NNNN/ every snapshot_freq epochs.\n' +
+        '--max-iters stops at exactly that iteration with a checkpoint; --resume continues exactly from one.\n' +
+        'stdout: one JSON line summarising the run.',
+    )
+    .option('--config <file>', 'config.yaml (keys: see README "Training"); without it, defaults + flags')
+    .option('--data <data-dir>', 'data_dir: shard dir with train/val sets and mean.npy (from prepare)')
+    .option('--weights-dir <dir>', 'weights_dir: checkpoints, val_record, train_log')
+    .option('--init <checkpoint>', 'start from pretrained weights (checkpoint dir or .safetensors); fc8 of another class count is re-initialised')
+    .option('--max-iters <n>', 'stop when the iteration count reaches n, writing a checkpoint of that exact state', parseInteger('--max-iters', 0))
+    .option('--epochs <n>', 'n_epochs', parseInteger('--epochs', 1))
+    .option('--resume [epoch]', 'continue from the latest checkpoint in weights_dir (or that epoch\'s)', parseResume)
+    .option('--engine <name>', `engine: ${ENGINE_NAMES.join(' or ')}`)
+    .option('--devices <list>', 'devices, comma-separated: cpu, cuda:0, …')
+    .option('--batch-size <n>', 'batch_size', parseInteger('--batch-size', 1))
+    .option('--lr <x>', 'learning_rate', parseNumber('--lr', 0, 1e6))
+    .option('--seed <n>', 'seed', parseInteger('--seed', 0, 0xffffffff))
+    .option('--stdin', 'train on float32 batch records from stdin (read | augment | train --stdin)')
+    .option('--set <key=value>', 'any config key (repeatable), e.g. --set lr_policy=auto --set lr_step=[10,20]', collectSet, [])
+    .action(
+      action('train', async (opts: TrainCliOptions) => {
+        const file = opts.config ? await readConfigFile(opts.config) : {};
+        const config = resolveConfig(file, overridesFrom(opts));
+        const renderer = new TrainRenderer();
+        try {
+          const result = await runTraining(config, {
+            maxIters: opts.maxIters,
+            resume: opts.resume,
+            init: opts.init,
+            stdinRecords: opts.stdin ? stdinRecords(['batch']) : undefined,
+            onEvent: renderer.onEvent,
+            onNotice: renderer.notice,
+          });
+          const best = result.state.valRecord.reduce<(typeof result.state.valRecord)[number] | undefined>((b, r) => (!b || r.top1Error < b.top1Error ? r : b), undefined);
+          const last = result.state.valRecord[result.state.valRecord.length - 1];
+          process.stdout.write(
+            `${JSON.stringify({
+              stopReason: result.stopReason,
+              epochsCompleted: result.state.epochsCompleted,
+              iteration: result.state.iteration,
+              lr: result.state.lr,
+              checkpoint: result.lastCheckpoint ?? null,
+              weightsDir: result.weightsDir,
+              lastValidation: last ?? null,
+              bestValidation: best ?? null,
+              imagesPerSecond: result.trainSeconds > 0 ? result.imagesRun / result.trainSeconds : null,
+              waitFraction: result.waitFraction,
+            })}\n`,
+          );
+        } finally {
+          renderer.stop();
+        }
+      }),
+    );
+}
