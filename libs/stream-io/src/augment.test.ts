@@ -60,6 +60,23 @@ test('center crop: offset 14 for 256 -> 227, no mirror; values equal the referen
   assert.deepEqual(Array.from(cropMirrorSubtract(batch, mean, small)), reference(batch, mean, [1, 1], [1, 1], [0, 0], 5));
 });
 
+test('per-batch plans (one shared crop, the mean-crop path) match the reference, mirrored or not; cached center crops too', () => {
+  const batch = randomBatch(5, 3, 9, 10);
+  const mean = randomMean(3, 9, 10);
+  const seen = new Set<number>();
+  for (let seed = 0; seen.size < 2 && seed < 50; seed++) {
+    const plan = planCrops(5, { crop: 6, height: 9, width: 10, mirror: true, perBatch: true }, new Rng(seed));
+    seen.add(plan.mirror[0]);
+    const expected = reference(batch, mean, Array.from(plan.offsetY), Array.from(plan.offsetX), Array.from(plan.mirror), 6);
+    assert.deepEqual(Array.from(cropMirrorSubtract(batch, mean, plan)), expected, `seed ${seed}`);
+  }
+  assert.equal(seen.size, 2, 'both mirrored and plain per-batch plans were checked');
+  const center = planCrops(5, { crop: 6, height: 9, width: 10, center: true }, new Rng(0));
+  const first = Array.from(cropMirrorSubtract(batch, mean, center));
+  assert.deepEqual(Array.from(cropMirrorSubtract(batch, mean, center)), first); // second call: cached mean crop
+  assert.deepEqual(first, reference(batch, mean, Array(5).fill(1), Array(5).fill(2), Array(5).fill(0), 6));
+});
+
 test('per-batch draws one offset/mirror for all images; per-image varies; offsets cover 0..H-crop', () => {
   const perBatch = planCrops(64, { crop: 3, height: 8, width: 8, mirror: true, perBatch: true }, new Rng(2));
   assert.equal(new Set(perBatch.offsetY).size, 1);
