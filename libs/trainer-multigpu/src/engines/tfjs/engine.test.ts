@@ -212,6 +212,20 @@ test('top-k error counts: k = min(5, numClasses), ties in the label\'s favour', 
   assert.equal(countTopKErrors([NaN, NaN], [0], 2, 1), 1);
 });
 
+test('step and evaluate leave no tensors behind', async () => {
+  const { tf } = await loadTfjs();
+  const engine = await createTfjsEngine(tinySpec, initWeightsForTest(tinySpec, 17), { optimizer: { nesterov: true }, seed: 18 });
+  const batch = tinyBatch(19);
+  await engine.step(batch, 0.01); // first call may allocate lazily
+  const before = tf.memory().numTensors;
+  await engine.step(batch, 0.01);
+  await engine.evaluate(batch);
+  engine.getWeights();
+  engine.setVelocities(engine.getVelocities());
+  assert.equal(tf.memory().numTensors, before);
+  await engine.dispose();
+});
+
 test('createTfjsEngine validates its options', async () => {
   const w = initWeightsForTest(tinySpec, 1);
   await assert.rejects(createTfjsEngine(tinySpec, w, { optimizer: { ...DEFAULT_OPTIMIZER, momentum: 1.5 }, seed: 1 }), /optimizer\.momentum/);

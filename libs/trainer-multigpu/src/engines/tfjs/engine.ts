@@ -7,13 +7,15 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
+import { DEFAULT_OPTIMIZER } from '../../engine';
 import type { BatchMetrics, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { loadTfjs, Tf } from './backend';
 import { tfjsForward, TfParams, weightsToTensors } from './forward';
 import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } from './loss';
 
 export interface TfjsEngineOptions {
-  optimizer: OptimizerConfig;
+  /** Fields not given take DEFAULT_OPTIMIZER's values (the seed's). */
+  optimizer: Partial<OptimizerConfig>;
   /** Seeds the dropout masks' random stream. */
   seed: number;
   /** One line on stderr naming the tfjs backend chosen. */
@@ -21,10 +23,11 @@ export interface TfjsEngineOptions {
 }
 
 export async function createTfjsEngine(spec: ModelSpec, weights: NamedTensors, options: TfjsEngineOptions): Promise<TrainingEngine> {
-  validateOptimizer(options.optimizer);
+  const optimizer: OptimizerConfig = { ...DEFAULT_OPTIMIZER, ...options.optimizer };
+  validateOptimizer(optimizer);
   if (!Number.isInteger(options.seed)) throw new Error(`Expected an integer for seed but received ${options.seed}`);
   const { tf, backend } = await loadTfjs({ verbose: options.verbose });
-  return new TfjsEngine(tf, backend, spec, weights, options);
+  return new TfjsEngine(tf, backend, spec, weights, optimizer, options.seed);
 }
 
 function validateOptimizer(o: OptimizerConfig): void {
@@ -47,9 +50,9 @@ class TfjsEngine implements TrainingEngine {
   private rng: Rng;
   private disposed = false;
 
-  constructor(private readonly tf: Tf, backend: string, readonly spec: ModelSpec, weights: NamedTensors, private readonly options: TfjsEngineOptions) {
+  constructor(private readonly tf: Tf, backend: string, readonly spec: ModelSpec, weights: NamedTensors, private readonly optimizer: OptimizerConfig, seed: number) {
     this.name = `tfjs-${backend}`;
-    this.rng = new Rng(options.seed);
+    this.rng = new Rng(seed);
     const initial = weightsToTensors(tf, spec, weights); // validates names and sizes
     for (const p of parameterList(spec)) {
       this.roles[p.name] = p.role;
@@ -88,7 +91,7 @@ class TfjsEngine implements TrainingEngine {
     const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, { training: true, rng: this.rng });
     const lossValue = (await loss.data())[0];
     const logitValues = await logits.data();
-    const o = this.options.optimizer;
+    const o = this.optimizer;
     tf.tidy(() => {
       for (const name of Object.keys(this.params)) {
         const w = this.params[name], v = this.velocities[name], g = grads[name];
