@@ -24,6 +24,17 @@ test('hwcToChw transposes interleaved RGB into planes', () => {
   assert.deepEqual([...hwcToChw(hwc, 2, 2)], [1, 4, 7, 10, 2, 5, 8, 11, 3, 6, 9, 12]);
 });
 
+test('hwcToChw: the 4-pixel fast path and the byte loop agree (aligned, unaligned, odd sizes)', () => {
+  const naive = (hwc: Uint8Array, n: number) => Uint8Array.from({ length: 3 * n }, (_, i) => hwc[(i % n) * 3 + Math.floor(i / n)]);
+  for (const [h, w] of [[16, 16], [7, 5], [1, 1], [3, 4]]) {
+    const n = h * w;
+    const backing = new Uint8Array(3 * n + 1).map((_, i) => (i * 37 + 11) & 255);
+    for (const hwc of [backing.subarray(0, 3 * n), backing.subarray(1)]) {
+      assert.deepEqual([...hwcToChw(hwc, h, w)], [...naive(hwc, n)], `${h}x${w} offset ${hwc.byteOffset}`);
+    }
+  }
+});
+
 test('a 256x256 PNG decoded at size 256 is exact (no resampling), in CHW order', async () => {
   const f = (x: number, y: number, c: number) => (x * 7 + y * 13 + c * 101 + ((x * y) % 17)) & 255;
   const png = await raw(256, 256, 3, f).png().toBuffer();
@@ -176,6 +187,26 @@ test('DecodeStage: input order despite out-of-order completion, skips bad files,
     assert.match(skips[0], /^img4\.png: empty file/);
     assert.match(skips[1], /^img7\.png: not an image/);
     assert.match(skips[2], /^img9\.png: file not found/);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('DecodeStage reading files itself: missing, folder, zero-byte and text files are skipped with reasons', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'decode-files-'));
+  try {
+    writeFileSync(join(dir, 'ok.jpg'), await raw(20, 10, 3, () => 99).jpeg().toBuffer());
+    writeFileSync(join(dir, 'zero.jpg'), Buffer.alloc(0));
+    writeFileSync(join(dir, 'text.jpg'), 'hello');
+    const names = ['ok.jpg', 'missing.jpg', 'zero.jpg', 'text.jpg', '.'];
+    const items: ItemRecord[] = names.map((key) => ({ type: 'item', path: join(dir, key), label: 0, key }));
+    const skips: string[] = [];
+    const out: ImageRecord[] = [];
+    await pipeline(Readable.from(items), new DecodeStage({ size: 4, resize: 'center-crop', onSkip: (k, r) => skips.push(`${k}: ${r}`) }),
+      new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+    assert.deepEqual(out.map((r) => r.key), ['ok.jpg']);
+    assert.ok(Math.abs(out[0].data[0] - 99) <= 1);
+    assert.deepEqual(skips, ['missing.jpg: file not found', 'zero.jpg: empty file (0 bytes)', 'text.jpg: not an image (unsupported or unrecognised format)', '.: is a folder, not a file']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
