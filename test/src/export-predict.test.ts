@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import {
   alexnetSpec, encodeSafetensors, inferShapes, initParameters, loadCheckpoint, ModelSpec, parameterList, saveCheckpoint, Weights,
 } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, InferenceModel, int, ints, META, readOnnx, writeOnnx } from '@alexnet-stream/onnx-export';
+import { GraphBuilder, importOnnxWeights, InferenceModel, int, ints, META, readOnnx, writeOnnx } from '@alexnet-stream/onnx-export';
 import {
   centerOffset, cropMirrorSubtract, decodeImage, readMeanNpy, readShard, readShardIndex, shardSet,
 } from '@alexnet-stream/stream-io';
@@ -49,6 +49,13 @@ function refused(args: string[], message: RegExp) {
   return r;
 }
 
+/** The plain export with class names and channel means (made once, by whichever test needs it first). */
+function plainModel(): string {
+  const out = join(root, 'plain.onnx');
+  if (!existsSync(out)) ok(['export', '--weights', ckpt, '--out', out, '--classes', join(demo, 'classes.txt'), '--mean', join(data, 'mean.npy')]);
+  return out;
+}
+
 before(() => {
   ok(['make-demo-data', '--out', demo, '--train-per-class', '4', '--val-per-class', '3']);
   ok(['prepare', '--train', join(demo, 'train'), '--val', join(demo, 'val'), '--val-list', join(demo, 'val.txt'), '--out', data, '--batch-size', '8']);
@@ -69,8 +76,7 @@ before(() => {
 });
 
 test('export writes a model whose metadata and weights round-trip through import --from onnx bit for bit', async () => {
-  const out = join(root, 'plain.onnx');
-  ok(['export', '--weights', ckpt, '--out', out, '--classes', join(demo, 'classes.txt'), '--mean', join(data, 'mean.npy')]);
+  const out = plainModel();
   const model = await InferenceModel.load(out);
   assert.deepEqual(model.info.spec, spec);
   assert.deepEqual(model.info.classNames, readFileSync(join(demo, 'classes.txt'), 'utf8').trim().split('\n'));
@@ -86,8 +92,7 @@ test('export writes a model whose metadata and weights round-trip through import
 });
 
 test('predict: one line per image in order, top-k by probability, equal to the pipeline computed here (batches incl. a partial one)', async () => {
-  const out = join(root, 'plain.onnx');
-  if (!existsSync(out)) ok(['export', '--weights', ckpt, '--out', out, '--classes', join(demo, 'classes.txt'), '--mean', join(data, 'mean.npy')]);
+  const out = plainModel();
   const r = ok(['predict', '--model', out, '--json', '--topk', '3', '--batch-size', '4', ...valImages]);
   const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
   assert.equal(lines.length, valImages.length);
@@ -175,12 +180,14 @@ test('validate reports top-1/top-5 error and loss equal to a tfjs evaluation of 
   assert.ok(Math.abs(result.loss - loss / n) <= 1e-4 * Math.max(1, loss / n), `loss ${result.loss} vs tfjs ${loss / n}`);
 });
 
-test('export --random-init is seeded: same seed, same bytes', () => {
+test('export --random-init writes initParameters(spec, seed) of the preset', () => {
   const a = join(root, 'r1.onnx');
-  const b = join(root, 'r2.onnx');
   ok(['export', '--random-init', '--seed', '5', '--preset', 'torchvision-alexnet', '--num-classes', '3', '--out', a]);
-  ok(['export', '--random-init', '--seed', '5', '--preset', 'torchvision-alexnet', '--num-classes', '3', '--out', b]);
-  assert.ok(readFileSync(a).equals(readFileSync(b)));
+  const imported = importOnnxWeights(a);
+  const expected = alexnetSpec('torchvision-alexnet', { numClasses: 3 });
+  assert.deepEqual(imported.spec, expected);
+  const init = initParameters(expected, 5);
+  for (const p of parameterList(expected)) assert.deepEqual(imported.weights[p.name], init[p.name], p.name);
   assert.equal(readOnnx(a).metadataProps!.find((p) => p.key === META.preset)!.value, 'torchvision-alexnet');
   refused(['export', '--random-init', '--out', join(root, 'r3.onnx')], /--random-init needs --seed/);
   refused(['export', '--out', join(root, 'r3.onnx')], /give --weights <ckpt>/);
@@ -206,7 +213,7 @@ test('bad checkpoints: a missing tensor, a mis-shaped tensor, a truncated file: 
 });
 
 test('a truncated .onnx and an ONNX model of another architecture: exit 2, named, nothing written', () => {
-  const whole = readFileSync(join(root, 'r1.onnx'));
+  const whole = readFileSync(plainModel());
   const cut = join(root, 'cut.onnx');
   writeFileSync(cut, whole.subarray(0, whole.length >> 1));
   refused(['predict', '--model', cut, valImages[0]], /cut\.onnx: not a readable ONNX model/);
@@ -226,7 +233,7 @@ test('a truncated .onnx and an ONNX model of another architecture: exit 2, named
 });
 
 test('predict with non-image arguments: missing files refused up front; undecodable files skipped, named, exit 2', () => {
-  const model = join(root, 'plain.onnx');
+  const model = plainModel();
   const up = refused(['predict', '--model', model, valImages[0], join(root, 'no-such.jpg'), demo], /not image files: .*no-such\.jpg \(no such file\).*demo \(not a file\)/);
   assert.equal(up.stdout, '', 'nothing printed');
   const text = join(root, 'notes.jpg');
@@ -234,7 +241,8 @@ test('predict with non-image arguments: missing files refused up front; undecoda
   const truncated = join(root, 'truncated.jpg');
   writeFileSync(truncated, readFileSync(valImages[1]).subarray(0, 600));
   const r = refused(['predict', '--model', model, '--json', valImages[0], text, truncated, valImages[2]], /skipped .*notes\.jpg: not an image/);
-  assert.match(r.stderr, /skipped .*truncated\.jpg: truncated or corrupt/);
+  // The reason depends on where libjpeg notices the cut ("truncated or corrupt", sometimes less specific): the file must be named.
+  assert.match(r.stderr, /skipped .*truncated\.jpg: /);
   assert.match(r.stderr, /2 of 4 files were not decodable images/);
   const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
   assert.deepEqual(lines.map((l) => l.path), [valImages[0], valImages[2]]);

@@ -26,6 +26,12 @@ export interface InferenceOptions {
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** Default 'sequential'. */
   executionMode?: 'sequential' | 'parallel';
+  /**
+   * Let onnxruntime's intra-op threads spin between parallel sections (its default, true).
+   * False frees the cores as soon as a run ends: what `predict` wants, so that image decoding
+   * on libuv's threads gets the CPU between runs instead of competing with spinning threads.
+   */
+  allowSpinning?: boolean;
 }
 
 export interface InferenceOutput {
@@ -52,6 +58,7 @@ export function sessionOptions(options: InferenceOptions = {}): ort.InferenceSes
     intraOpNumThreads: options.intraOpNumThreads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
     interOpNumThreads: 1,
     executionMode: options.executionMode ?? 'sequential',
+    ...(options.allowSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
   };
 }
 
