@@ -161,10 +161,12 @@ test('a writer killed mid-run leaves nothing a reader takes as a complete set', 
 test('foreign or inconsistent input and bad options exit 2 with a clear message', () => {
   const mixed = Buffer.concat([imageStream(2, 16).bytes, packRecord(imageStream(1, 8).images[0])]);
   writeFileSync(join(dir, 'mixed.msgpack'), mixed);
+  const f32: BatchRecord = { type: 'batch', dtype: 'float32', shape: [1, 3, 16, 16], layout: 'NCHW', data: new Float32Array(768), labels: new Int32Array(1), keys: ['f'] };
+  writeFileSync(join(dir, 'float32.msgpack'), Buffer.concat([packRecord(makeHeader('batch')), packRecord(f32)]));
   const cases: [string, RegExp][] = [
     [`${cli} batch --size 4 < mixed.msgpack > /dev/null`, /batch: record 4 \(c0\/img0\.jpg\): image is 3x8x8 but the batch holds 3x16x16 images/],
-    [`${cli} read shards | ${cli} augment --mean mean.npy --crop 12 | ${cli} augment --mean mean.npy --crop 12 > /dev/null`, /augment: record 2 \(batch starting with .*\): augment reads uint8 batches, this one is float32/],
-    [`${cli} read shards | ${cli} augment --mean mean.npy --crop 17 > /dev/null`, /augment: Expected a --crop no larger than the 16x16 images but received 17/],
+    [`${cli} augment --mean mean.npy --crop 12 < float32.msgpack > /dev/null`, /augment: record 2 \(batch starting with f\): augment reads uint8 batches, this one is float32 \(already augmented\?\)/],
+    [`${cli} augment --mean mean.npy --crop 17 < float32.msgpack > /dev/null`, /augment: Expected a --crop no larger than the 16x16 images but received 17/],
     [`${cli} batch --size 0 < images.msgpack`, /Expected an integer >= 1 for --size but received "0"/],
     [`${cli} read no-such-dir`, /read: no-such-dir: no such directory/],
     [`${cli} read shards --prefix val`, /no complete shard set with prefix "val" \(it has "train"/],
