@@ -18,6 +18,7 @@ import * as predict from './predict';
 import * as validate from './validate';
 import * as train from './train';
 import * as report from './report';
+import * as worker from './worker';
 
 export type Register = (program: Command) => void;
 
@@ -37,4 +38,5 @@ export const commands: Register[] = [
   validate.register,
   train.register,
   report.register,
+  worker.register,
 ];

@@ -21,6 +21,7 @@ import { invalidOption, UsageError } from '@alexnet-stream/stream-io';
 import { parse as parseYaml } from 'yaml';
 import { action, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';
+import { currentTrainWorker, launchLocalWorkers, localWorkerCount } from '../multi-worker';
 
 interface TrainCliOptions {
   config?: string;
@@ -37,6 +38,7 @@ interface TrainCliOptions {
   seed?: number;
   stdin?: boolean;
   set: string[];
+  workers?: number;
 }
 
 function parseResume(value: string): number {
@@ -181,20 +183,29 @@ export function register(program: Command): void {
     .option('--seed <n>', 'seed', parseInteger('--seed', 0, 0xffffffff))
     .option('--stdin', 'train on float32 batch records from stdin (read | augment | train --stdin)')
     .option('--set <key=value>', 'any config key (repeatable), e.g. --set lr_policy=auto --set lr_step=[10,20]', collectSet, [])
+    .option('--workers <n>', 'n local worker processes averaging weights over ZeroMQ (default: one per --devices entry); README "Multi-worker training"', parseInteger('--workers', 1))
     .action(
       action('train', async (opts: TrainCliOptions) => {
         const file = opts.config ? await readConfigFile(opts.config) : {};
-        const config = resolveConfig(file, overridesFrom(opts));
+        const resolved = resolveConfig(file, overridesFrom(opts));
+        // Multi-worker (README "Multi-worker training"): launch local workers, or be one.
+        const worker = currentTrainWorker();
+        const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
+        if (workers > 1) return launchLocalWorkers({ workers, devices: resolved.devices, trainArgs: process.argv.slice(3) });
+        const config = worker ? worker.adjust(resolved) : resolved;
+        const group = worker ? await worker.join(config) : undefined;
         const renderer = new TrainRenderer();
         try {
           const result = await runTraining(config, {
+            group,
             maxIters: opts.maxIters,
             resume: opts.resume,
             init: opts.init,
             stdinRecords: opts.stdin ? stdinRecords(['batch']) : undefined,
-            onEvent: renderer.onEvent,
-            onNotice: renderer.notice,
+            onEvent: worker?.quiet ? undefined : renderer.onEvent,
+            onNotice: worker?.quiet ? undefined : renderer.notice,
           });
+          if (worker?.quiet) return;
           const best = result.state.valRecord.reduce<(typeof result.state.valRecord)[number] | undefined>((b, r) => (!b || r.top1Error < b.top1Error ? r : b), undefined);
           const last = result.state.valRecord[result.state.valRecord.length - 1];
           process.stdout.write(

@@ -66,6 +66,8 @@ export interface DistributedGroup {
   broadcastWeights(tensors: NamedTensors): Promise<NamedTensors>;
   barrier(): Promise<void>;
   close(): Promise<void>;
+  /** This rank failed on its own: the others stop, naming it. */
+  abort(reason: string): Promise<void>;
 }
 
 const DEFAULT_PEER_TIMEOUT_MS = 30_000;
@@ -486,7 +488,7 @@ export class ZmqWorkerGroup implements DistributedGroup {
 
   /** Rank 0: a worker's report. The first report names the culprit; later ones are the cascade. */
   private onReport(rank: number, detail: string, reporter: number): void {
-    this.firstReport ??= { rank, detail: `${detail}, reported by rank ${reporter}` };
+    this.firstReport ??= { rank, detail: reporter === rank ? detail : `${detail}, reported by rank ${reporter}` };
     if (!this.failing) void this.decide(rank, detail);
   }
 
@@ -714,6 +716,30 @@ export class ZmqWorkerGroup implements DistributedGroup {
       this.closeSockets();
     }
     if (this.failure) throw this.failure;
+  }
+
+  /**
+   * This rank cannot go on (an error of its own): tell the others, who stop with a
+   * PeerLostError naming this rank and `reason`, then close. Never waits for the others.
+   */
+  async abort(reason: string): Promise<void> {
+    if (this.closed || this.failure || this.worldSize === 1) {
+      this.closed = true;
+      this.closeSockets();
+      return;
+    }
+    const detail = `it stopped: ${reason}`;
+    this.failure = new PeerLostError(this.rank, detail);
+    this.rejectFailed(this.failure);
+    if (this.rank === 0) {
+      for (let r = 1; r < this.worldSize; r++) this.controlSend!.push([this.workerIds[r], JSON.stringify({ t: 'abort', rank: 0, detail })]);
+    } else {
+      this.controlSend!.push([JSON.stringify({ t: 'lost', rank: this.rank, detail, reporter: this.rank })]);
+    }
+    await this.controlSend!.drained().catch(() => undefined);
+    await sleep(200); // on the wire before the sockets go
+    this.closed = true;
+    this.closeSockets();
   }
 
   private closeSockets(): void {

@@ -1,0 +1,96 @@
+/**
+ * `worker --rank r --world-size n --coordinator tcp://host:port <train options>`: one worker of
+ * a multi-worker (multi-host) training run. Rank 0 binds the coordinator endpoint, the others
+ * connect; every `sync_every` iterations they average their weights over ZeroMQ. Rank, world
+ * size and coordinator may instead come from a launcher's environment (mpirun, srun, torchrun
+ * style RANK/WORLD_SIZE, MASTER_ADDR/MASTER_PORT, ALEXNET_STREAM_COORDINATOR). Every other
+ * option is `train`'s, with the same meaning.
+ */
+import type { Command } from 'commander';
+import { AlexnetStreamError } from '@alexnet-stream/stream-io';
+import { resolveLaunch } from '@alexnet-stream/trainer-multigpu';
+import { action, parseInteger, PROGRAM } from '../cli-support';
+import { defaultPeerTimeoutMs, makeTrainWorker, setTrainWorker } from '../multi-worker';
+
+interface WorkerCliOptions {
+  rank?: number;
+  worldSize?: number;
+  coordinator?: string;
+  peerTimeoutMs: number;
+  rendezvousTimeoutMs: number;
+  transfer: 'fp32' | 'fp16';
+  frameKb: number;
+  advertiseHost?: string;
+  localWorldSize?: number;
+  device?: string;
+}
+
+function parseTransfer(value: string): 'fp32' | 'fp16' {
+  if (value !== 'fp32' && value !== 'fp16') throw new AlexnetStreamError(`Expected fp32 or fp16 for --transfer but received ${JSON.stringify(value)}`, 2);
+  return value;
+}
+
+export function register(program: Command): void {
+  program
+    .command('worker')
+    .summary('one worker of a multi-worker / multi-host training run (train options + rank, world size, coordinator)')
+    .description(
+      'Start one of N training workers; rank 0 binds --coordinator, the others connect to it. All workers\n' +
+        'must be started with the same config and model (checked at start). Weights are averaged over a\n' +
+        'ZeroMQ ring every sync_every iterations; only rank 0 prints and writes checkpoints. A lost worker\n' +
+        'stops all within --peer-timeout-ms (exit 1, naming it); restart all with --resume to continue.\n' +
+        'Rank/world size also from OMPI_COMM_WORLD_RANK/SIZE (mpirun), SLURM_PROCID/NTASKS (srun), RANK/WORLD_SIZE;\n' +
+        'the coordinator from ALEXNET_STREAM_COORDINATOR or MASTER_ADDR + MASTER_PORT.\n' +
+        `Example: ${PROGRAM} worker --rank 1 --world-size 2 --coordinator tcp://10.0.0.1:5555 --config config.yaml`,
+    )
+    .option('--rank <r>', 'this worker\'s rank, 0..n-1', parseInteger('--rank', 0))
+    .option('--world-size <n>', 'number of workers', parseInteger('--world-size', 1))
+    .option('--coordinator <endpoint>', 'tcp://HOST:PORT (rank 0 binds it; HOST must reach rank 0) or ipc:///path (one host)')
+    .option('--peer-timeout-ms <ms>', 'a silent or dead peer stops the run within this bound (default: ALEXNET_STREAM_PEER_TIMEOUT_MS, else 30000)', parseInteger('--peer-timeout-ms', 200), defaultPeerTimeoutMs())
+    .option('--rendezvous-timeout-ms <ms>', 'how long to wait for all workers to start', parseInteger('--rendezvous-timeout-ms', 100), 120_000)
+    .option('--transfer <precision>', 'weights on the wire: fp32 (exact) or fp16 (half the bytes; rounds weights to float16 at each sync)', parseTransfer, 'fp32')
+    .option('--frame-kb <kb>', 'ZeroMQ message size for weight frames', parseInteger('--frame-kb', 4, 1 << 20), 1024)
+    .option('--advertise-host <host>', 'address other hosts reach this worker at (default: ALEXNET_STREAM_HOST, else the first non-loopback IPv4)')
+    .option('--local-world-size <n>', 'workers on this host, to split its cores (default: from the launcher, else 1)', parseInteger('--local-world-size', 1))
+    .option('--device <device>', 'this worker\'s device (cpu, cuda:0, …), overriding the config\'s devices')
+    .allowUnknownOption()
+    .allowExcessArguments()
+    .argument('[train-options...]', 'the train command\'s options (see train --help)')
+    .action(
+      action('worker', async (trainArgs: string[], opts: WorkerCliOptions) => {
+        const launch = resolveLaunch({ rank: opts.rank, worldSize: opts.worldSize, coordinator: opts.coordinator });
+        const worker = makeTrainWorker({
+          rank: launch.rank,
+          worldSize: launch.worldSize,
+          coordinator: launch.coordinator,
+          peerTimeoutMs: opts.peerTimeoutMs,
+          rendezvousTimeoutMs: opts.rendezvousTimeoutMs,
+          transfer: opts.transfer,
+          frameElements: (opts.frameKb * 1024) / 4,
+          advertiseHost: opts.advertiseHost,
+          localWorldSize: opts.localWorldSize ?? launch.localWorldSize,
+          device: opts.device,
+          onFatal: (err) => {
+            // The loop may be inside an engine step that will not return soon: stop now.
+            // Checkpoints are written to a temp dir and renamed, so the last one is whole.
+            // (When the loop saw the failure first, train has reported it already.)
+            if (!process.exitCode) process.stderr.write(`${PROGRAM} worker: rank ${launch.rank}: ${err.message}\n`);
+            process.exit(process.exitCode || (err instanceof AlexnetStreamError ? err.exitCode : 1));
+          },
+        });
+        setTrainWorker(worker);
+        // Lazy: main.ts imports the command list, which imports this module.
+        const { buildProgram } = await import('../main');
+        const train = buildProgram();
+        train.exitOverride((err) => {
+          throw new AlexnetStreamError(`invalid train options for worker: ${err.message}`, 2);
+        });
+        try {
+          await train.parseAsync(['train', ...trainArgs], { from: 'user' });
+        } finally {
+          // train reports its own errors and sets the exit code; the group must still be left.
+          await worker.finish(!process.exitCode);
+        }
+      }),
+    );
+}
