@@ -175,3 +175,16 @@ test('the writer refuses float32 batches, mixed sizes, a batch after a partial o
     await assert.rejects(write([makeHeader('batch')]), /the dataset is empty/);
     assert.ok(!(await readdir(dir)).some((n) => n.endsWith('.msgpack') || n.includes('.tmp-')));
   }));
+
+test('a reader with a stalled consumer reads ahead only a bounded number of shards', () =>
+  withDir(async (dir) => {
+    await writeShards(dir, images(40), 2); // 20 one-batch shards
+    const reader = new ShardReader({ dir, prefix: 'train', highWaterMark: 2 });
+    reader.pause();
+    reader.read(0); // start it, then consume nothing
+    await new Promise((r) => setTimeout(r, 200));
+    // header + highWaterMark records buffered, one shard decoded: nowhere near the 20 shards
+    assert.ok(reader.readableLength <= 3, `buffered ${reader.readableLength} records`);
+    assert.ok((reader as unknown as { position: number }).position <= 3, 'shards read so far');
+    assert.equal((await readAll(reader)).length, 21, 'resuming delivers the header and all 20 batches');
+  }));
