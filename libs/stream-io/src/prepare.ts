@@ -24,7 +24,7 @@ import { BatchStage, checkBatchSize } from './batch';
 import { DecodeStage, ResizeMode } from './decode';
 import { InputError, UsageError } from './errors';
 import { MeanStage, writeMeanNpy } from './mean';
-import { ItemRecord, makeHeader } from './records';
+import { ItemRecord, makeHeader, StreamRecord } from './records';
 import { Rng } from './rng';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
 import { ShardSetEntry, ShardWriter, writeFileAtomic } from './shards';
@@ -178,7 +178,11 @@ async function writeSet(
   });
   const batchSize = o.batchSize ?? 256;
   const writer = new ShardWriter({ dir, prefix, batchSize, batchesPerShard: o.batchesPerShard, classNames, fsync: o.fsync, producer: 'alexnet-stream prepare' });
-  const source = Readable.from([makeHeader('item', { classNames, producer: 'alexnet-stream prepare' }), ...items], { objectMode: true, highWaterMark: 16 });
+  function* records(): Generator<StreamRecord> {
+    yield makeHeader('item', { classNames, producer: 'alexnet-stream prepare' });
+    yield* items;
+  }
+  const source = Readable.from(records(), { objectMode: true, highWaterMark: 16 });
   const batch = new BatchStage({ batchSize });
   try {
     if (mean) await pipeline(source, decode, mean, batch, writer);
