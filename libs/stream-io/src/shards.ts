@@ -381,6 +381,10 @@ export interface ShardReaderOptions extends ShardOrderOptions {
 export class ShardReader extends Readable {
   /** The set being read (after the index is read). */
   set: ShardSetEntry | undefined;
+  /** How many shards the order/selection kept (after the index is read). */
+  get selectedShards(): number {
+    return this.order?.length ?? 0;
+  }
   private order: number[] | undefined;
   private position = 0;
   private queue: BatchRecord[] = [];
