@@ -121,6 +121,15 @@ test('a killed writer leaves no index entry and no temp file; a leftover temp fi
     await assert.rejects(readShardIndex(dir).then((i) => shardSet(i, 'train', dir)), /no complete shard set with prefix "train".*interrupted writer leaves no entry/);
     assert.ok(!(await readdir(dir)).some((n) => n.includes('.tmp-')), 'temp file removed');
 
+    // A run that fails before its first shard is complete leaves the previous set whole.
+    await writeShards(dir, images(4), 4);
+    const early = Readable.from((async function* () {
+      yield* images(2);
+      throw new Error('killed early');
+    })());
+    await assert.rejects(pipeline(early, new BatchStage({ batchSize: 4 }), new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false })), /killed early/);
+    assert.equal((await readAll(new ShardReader({ dir, prefix: 'train' }))).length, 2);
+
     // A temp file left by a process killed with SIGKILL (no cleanup) next to a complete set.
     await writeShards(dir, images(4), 4);
     await writeFile(join(dir, '.train-00001.msgpack.tmp-999999-abcd'), 'half a shard');

@@ -16,8 +16,8 @@
  * ```
  *
  * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-PID-…`)
- * and renamed when complete; a writer first removes its prefix's entry from `index.json` and
- * adds the new entry only after its last shard is renamed (index updates are serialised by an
+ * and renamed when complete; a writer removes its prefix's entry from `index.json` before its
+ * first rename and adds the new entry only after its last shard is renamed (index updates are serialised by an
  * `index.json.lock` file and are themselves temp + rename). Readers read only the files an
  * index entry lists and verify each one's sha256, so a killed writer, a leftover temp file or a
  * damaged shard is never taken as whole.
@@ -482,6 +482,7 @@ export class ShardWriter extends Writable {
   private readonly batchesPerShard: number;
   /** The write in flight, so that `_destroy` can wait for it before cleaning up. */
   private busy: Promise<void> = Promise.resolve();
+  private oldEntryDropped = false;
 
   constructor(private readonly options: ShardWriterOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
@@ -493,10 +494,7 @@ export class ShardWriter extends Writable {
   }
 
   override _construct(callback: (err?: Error | null) => void): void {
-    // Drop the prefix's old entry first: from now until _final, the set is incomplete.
-    mkdir(this.options.dir, { recursive: true })
-      .then(() => updateShardIndex(this.options.dir, this.options.prefix, null, this.options))
-      .then(() => callback(), (err) => callback(err as Error));
+    mkdir(this.options.dir, { recursive: true }).then(() => callback(), (err) => callback(err as Error));
   }
 
   override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
@@ -565,6 +563,12 @@ export class ShardWriter extends Writable {
     if (this.destroyed) {
       await unlink(shard.temp).catch(() => undefined);
       return;
+    }
+    if (!this.oldEntryDropped) {
+      // The first rename replaces a file of the old set: drop its entry first. From now until
+      // _final the prefix has no entry (incomplete); a run that fails earlier leaves the old set whole.
+      await updateShardIndex(this.options.dir, this.options.prefix, null, this.options);
+      this.oldEntryDropped = true;
     }
     await rename(shard.temp, shard.final);
     const file: ShardFileEntry = { file: basename(shard.final), batches: shard.batches, images: shard.images, bytes: shard.bytes, sha256: shard.hash.digest('hex') };
