@@ -262,7 +262,7 @@ export async function prepareDataDir(o: PrepareOptions): Promise<PrepareResult> 
 /** A one-paragraph, human summary of a prepare result (for stderr). */
 export function formatPrepareSummary(result: PrepareResult): string {
   const m = result.manifest;
-  const set = (name: string, s: PrepareSetSummary) => `${name} ${s.images} images in ${s.batches} batches${s.skipped ? ` (${s.skipped} skipped)` : ''}`;
+  const set = (name: string, s: PrepareSetSummary) => `${name} ${s.images} images in ${s.batches} batch${s.batches === 1 ? '' : 'es'}${s.skipped ? ` (${s.skipped} skipped)` : ''}`;
   if (result.alreadyComplete) {
     return `${result.out} is already complete (${set('train', m.train)}${m.val ? `, ${set('val', m.val)}` : ''}; made ${m.createdAt}); nothing to do (--force rebuilds it)`;
   }
