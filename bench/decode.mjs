@@ -23,7 +23,8 @@ import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const CLI = join(ROOT, 'apps/cli/bin/alexnet-stream.js');
+// BENCH_CLI: another launcher of the same commands (for machines without the trainer's dependencies)
+const CLI = process.env.BENCH_CLI ? resolve(process.env.BENCH_CLI) : join(ROOT, 'apps/cli/bin/alexnet-stream.js');
 const SIZE = 256;
 
 function arg(name, fallback) {
@@ -105,6 +106,9 @@ function listFiles(dir) {
 // {"imagesPerSecond": x} for the timed part (after a warm-up).
 async function worker(variant, dir) {
   const sharp = require('sharp');
+  // knobs for exploring (process-wide sharp settings)
+  if (process.env.BENCH_SHARP_CACHE === '0') sharp.cache(false);
+  if (process.env.BENCH_SHARP_CONCURRENCY) sharp.concurrency(Number(process.env.BENCH_SHARP_CONCURRENCY));
   const files = listFiles(dir);
   const inFlight = Number(process.env.BENCH_IN_FLIGHT ?? 4);
   const pool = async (op) => {
@@ -125,6 +129,26 @@ async function worker(variant, dir) {
     'sharp-linear-c1': () => { sharp.concurrency(1); return pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()); },
     'sharp-linear-c1-nocache': () => { sharp.concurrency(1); sharp.cache(false); return pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()); },
     'sharp-linear-file': () => pool((f) => sharp(f).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()),
+    'sharp-nearest': () => pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'nearest' }).raw().toBuffer()),
+    // bilinear interpolation by an affine transform (no antialiasing, unlike Pillow's BILINEAR)
+    'sharp-affine': () => pool(async (f) => {
+      const buf = await fs.readFile(f);
+      const { width, height } = await sharp(buf).metadata();
+      return sharp(buf).affine([SIZE / width, 0, 0, SIZE / height], { interpolator: sharp.interpolators.bilinear }).extract({ left: 0, top: 0, width: SIZE, height: SIZE }).raw().toBuffer();
+    }),
+    // decode in one libvips pipeline, resize the raw pixels in a second
+    'sharp-2pass': () => pool(async (f) => {
+      const { data, info } = await sharp(await fs.readFile(f)).raw().toBuffer({ resolveWithObject: true });
+      return sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } }).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
+    }),
+    // this process does every other file; run two of these at once (see 'sharp-linear-2proc')
+    'sharp-linear-half': () => {
+      const part = Number(process.env.BENCH_PART);
+      const mine = files.filter((_, i) => i % 2 === part);
+      files.length = 0;
+      files.push(...mine);
+      return pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer());
+    },
     'decodeImage': () => {
       const { decodeImage } = require(join(ROOT, 'libs/stream-io/dist/decode.js'));
       return pool(async (f) => decodeImage(await fs.readFile(f), { size: SIZE, resize: 'squash' }));
@@ -144,6 +168,7 @@ async function worker(variant, dir) {
         );
         return items.length / ((performance.now() - t) / 1000);
       };
+      io.tuneSharpForDecoding(); // as the CLI's decode does
       const { items } = await io.listClassFolders(dir);
       await run(items.slice(0, 16));
       return run(items);
@@ -185,6 +210,15 @@ function measure(variant, dir, python, env = {}) {
     if (r.status !== 0) throw new Error(`pillow failed: ${r.stderr}`);
     return Number(r.stdout.trim());
   }
+  if (variant === 'sharp-linear-2proc') {
+    // two node processes, each with its own libvips, splitting the files like Pillow's Pool(2)
+    const { spawn } = require('node:child_process');
+    const t = performance.now();
+    return Promise.all([0, 1].map((part) => new Promise((done, fail) => {
+      const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--worker', 'sharp-linear-half', '--dir', dir], { env: { ...process.env, ...env, BENCH_PART: String(part), BENCH_IN_FLIGHT: '2' }, stdio: ['ignore', 'ignore', 'inherit'] });
+      child.on('exit', (code) => (code === 0 ? done() : fail(new Error(`sharp-linear-half exited ${code}`))));
+    }))).then(() => listFiles(dir).length / ((performance.now() - t) / 1000));
+  }
   if (variant === 'cli') {
     // real processes and pipes; wall time includes three node start-ups
     const out = join(tmpdir(), `alexnet-stream-bench-decode-shards-${process.pid}`);
@@ -198,6 +232,7 @@ function measure(variant, dir, python, env = {}) {
     return listFiles(dir).length / seconds;
   }
   const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--worker', variant, '--dir', dir], { encoding: 'utf8', env: { ...process.env, ...env } });
+  // (env carries UV_THREADPOOL_SIZE and the BENCH_* knobs of --explore)
   if (r.status !== 0) throw new Error(`${variant} failed: ${r.stderr}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()).imagesPerSecond;
 }
@@ -226,14 +261,27 @@ async function main() {
       ['sharp-linear-c1', 'sharp, kernel linear, sharp.concurrency(1)'],
       ['sharp-linear-c1-nocache', 'sharp, kernel linear, concurrency(1), cache(false)'],
       ['sharp-linear-file', 'sharp, kernel linear, libvips reads the file'],
+      ['sharp-nearest', 'sharp, kernel nearest'],
+      ['sharp-affine', 'sharp, metadata + affine bilinear (no antialias)'],
+      ['sharp-2pass', 'sharp, decode to raw, then resize raw (2 pipelines)'],
+      ['sharp-linear-2proc', 'sharp, kernel linear, 2 processes x 2 in flight (incl. start-up)'],
+      ['sharp-linear uv2 f2', 'sharp, kernel linear, UV_THREADPOOL_SIZE=2, 2 in flight', { UV_THREADPOOL_SIZE: '2', BENCH_IN_FLIGHT: '2' }],
+      ['sharp-linear c2 uv2 f2', 'sharp, kernel linear, concurrency(2), UV 2, 2 in flight', { BENCH_SHARP_CONCURRENCY: '2', UV_THREADPOOL_SIZE: '2', BENCH_IN_FLIGHT: '2' }],
       ['decodeImage', 'decodeImage (ours, pure function), 4 in flight'],
     );
   }
-  variants.push(['stages', 'ours in-process: DecodeStage → BatchStage(256)']);
-  variants.push(['cli', 'ours end to end: scan | decode | batch --size 256 --out-dir (3 processes)']);
+  variants.push(['stages', 'ours in-process: DecodeStage → BatchStage(256), sharp.cache(false)']);
+  if (process.argv.includes('--explore')) {
+    for (const [uv, conc] of [[2, 2], [4, 8], [8, 8], [8, 16]]) {
+      variants.push([`stages uv${uv} c${conc}`, `  same, UV_THREADPOOL_SIZE=${uv}, concurrency ${conc}`, { UV_THREADPOOL_SIZE: String(uv), BENCH_CONCURRENCY: String(conc) }]);
+    }
+  }
+  const withCli = !process.env.BENCH_SKIP_CLI;
+  if (withCli) variants.push(['cli', 'ours end to end: scan | decode | batch --size 256 --out-dir (3 processes)']);
+  else console.log('end-to-end CLI pipeline skipped (BENCH_SKIP_CLI)');
   const results = Object.fromEntries(variants.map(([v]) => [v, []]));
   for (let rep = 0; rep < reps; rep++) {
-    for (const [v] of variants) results[v].push(measure(v, dir, python));
+    for (const [v, , env] of variants) results[v].push(await measure(v.split(' ')[0], dir, python, env));
   }
   const base = python ? median(results['pillow-2proc']) : undefined;
   const plain = median(results['sharp-plain']);
@@ -242,9 +290,9 @@ async function main() {
     const ratios = `${base ? `${(m / base).toFixed(2)}x Pillow-2proc, ` : ''}${(m / plain).toFixed(2)}x plain sharp`;
     console.log(`  ${label.padEnd(78)} ${m.toFixed(0).padStart(5)} img/s  (${ratios})  [${results[v].map((x) => x.toFixed(0)).join(', ')}]`);
   }
-  const ours = median(results.cli);
-  if (base) console.log(`end-to-end ratio: ${(ours / base).toFixed(2)}x Pillow-2-process (target >= 0.8x)`);
-  console.log(`end-to-end ratio: ${(ours / plain).toFixed(2)}x plain sharp`);
+  const [oursName, ours] = withCli ? ['end-to-end', median(results.cli)] : ['in-process stages', median(results.stages)];
+  if (base) console.log(`${oursName} ratio: ${(ours / base).toFixed(2)}x Pillow-2-process (target >= 0.8x)`);
+  console.log(`${oursName} ratio: ${(ours / plain).toFixed(2)}x plain sharp`);
 }
 
 main().catch((err) => {

@@ -3,7 +3,7 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { DecodeStage, RESIZE_MODES, ResizeMode, invalidOption } from '@alexnet-stream/stream-io';
+import { DecodeStage, RESIZE_MODES, ResizeMode, invalidOption, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -35,6 +35,7 @@ export function register(program: Command): void {
     .option('--strict', 'exit with status 1 if any file was skipped')
     .action(
       action('decode', async (opts: DecodeCliOptions) => {
+        tuneSharpForDecoding(); // this process only decodes: no libvips operation cache
         const input = stdinRecords(['item']);
         const progress = new Progress({ label: 'decode', unit: 'images' });
         const stage = new DecodeStage({
