@@ -6,7 +6,8 @@ import * as ort from 'onnxruntime-node';
 import type { LayerSpec, Shape } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, encodeModel, ModelProto } from '@alexnet-stream/onnx-export';
 import { Rng } from '@alexnet-stream/stream-io';
-import { RULES, Rule, RuleContext } from './rules';
+import { gemmGradient } from './update';
+import { DEFAULT_LOWERING, LoweringOptions, RULES, Rule, RuleContext } from './rules';
 
 export const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
@@ -46,10 +47,10 @@ export interface OneLayer {
  * A graph of one layer's rule: inputs `x` [N, …inShape], `dy` [N, …outShape] (and `weight`,
  * `bias`, `mask` as the layer needs); outputs `y` and the rule's `dx`, `dWeight`, `dBias`.
  */
-export function oneLayerGraph(layer: LayerSpec, n: number, inShape: Shape, outShape: Shape, paramShapes?: { weight: number[]; bias: number[] }): OneLayer {
+export function oneLayerGraph(layer: LayerSpec, n: number, inShape: Shape, outShape: Shape, paramShapes?: { weight: number[]; bias: number[] }, lowering: LoweringOptions = DEFAULT_LOWERING): OneLayer {
   const b = new GraphBuilder(`rule-${layer.kind}`);
   const inputs: Record<string, number[]> = { x: [n, ...inShape], dy: [n, ...outShape] };
-  const ctx: RuleContext = { b, mode: 'train', inShape, outShape };
+  const ctx: RuleContext = { b, mode: 'train', lowering, inShape, outShape };
   b.input('x', 'float32', inputs.x);
   b.input('dy', 'float32', inputs.dy);
   if (paramShapes) {
@@ -63,6 +64,7 @@ export function oneLayerGraph(layer: LayerSpec, n: number, inShape: Shape, outSh
   b.output(f.y, 'float32', inputs.dy, 'y');
   b.output(r.dx!, 'float32', inputs.x, 'dx');
   if (r.dWeight) b.output(r.dWeight, 'float32', inputs.weight, 'dWeight');
+  if (r.dWeightGemm) b.output(gemmGradient(b, r.dWeightGemm), 'float32', inputs.weight, 'dWeight');
   if (r.dBias) b.output(r.dBias, 'float32', inputs.bias, 'dBias');
   return { model: b.model(), inputs };
 }

@@ -21,6 +21,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { ConvLayer, LayerSpec, Shape } from '@alexnet-stream/model-alexnet';
 import { windowOutputSize } from '@alexnet-stream/model-alexnet';
 import { Rng } from '@alexnet-stream/stream-io';
+import { DEFAULT_LOWERING, LoweringOptions } from './rules';
 import { convF64, directionalDerivative, dot, lrnF64, maxRelativeError, oneLayerGraph, randomArray, runModel, sizeOf } from './graph.test-util';
 
 const TF_TOLERANCE = 2e-5;
@@ -28,8 +29,8 @@ const FD_TOLERANCE = 1e-4;
 
 type Tensors = Record<string, Float32Array>;
 
-async function runRule(layer: LayerSpec, n: number, inShape: Shape, outShape: Shape, values: Tensors, paramShapes?: { weight: number[]; bias: number[] }) {
-  const { model, inputs } = oneLayerGraph(layer, n, inShape, outShape, paramShapes);
+async function runRule(layer: LayerSpec, n: number, inShape: Shape, outShape: Shape, values: Tensors, paramShapes?: { weight: number[]; bias: number[] }, lowering: LoweringOptions = DEFAULT_LOWERING) {
+  const { model, inputs } = oneLayerGraph(layer, n, inShape, outShape, paramShapes, lowering);
   const feeds = Object.fromEntries(Object.entries(inputs).map(([name, shape]) => [name, new ort.Tensor('float32', values[name], shape)]));
   return runModel(model, feeds);
 }
@@ -62,9 +63,16 @@ const convCases = [
   { name: '7x7 stride 4 pad 0 on 21x21 (output_padding 2, dW cropped)', c: 3, size: 21, out: 4, k: 7, s: 4, p: 0, g: 1 },
   { name: '5x5 stride 1 pad 2 group 2', c: 4, size: 7, out: 6, k: 5, s: 1, p: 2, g: 2 },
   { name: '3x3 stride 2 pad 1 group 2 on 8x8 (even size, output_padding 1)', c: 4, size: 8, out: 4, k: 3, s: 2, p: 1, g: 2 },
+  { name: '11x11 stride 4 pad 0 on 27x27 (conv1-like: SpaceToDepth im2col, input cropped)', c: 3, size: 27, out: 5, k: 11, s: 4, p: 0, g: 1 },
+  { name: '5x5 stride 2 pad 2 on 10x10 (SpaceToDepth im2col, input padded at the end)', c: 2, size: 10, out: 3, k: 5, s: 2, p: 2, g: 1 },
 ];
 
-for (const cc of convCases) {
+const loweringVariants: [string, LoweringOptions][] = [
+  ['fast lowering: dX by flipped-kernel Conv, dW by im2col Gemm', DEFAULT_LOWERING],
+  ['DESIGN lowering: dX by ConvTranspose, dW by dilated Conv', { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv' }],
+];
+
+for (const cc of convCases) for (const [variant, lowering] of loweringVariants) {
   const layer: ConvLayer = { kind: 'conv', name: 'c', outChannels: cc.out, kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } };
   const n = 2;
   const o = windowOutputSize(cc.size, cc.k, cc.s, cc.p);
@@ -78,8 +86,8 @@ for (const cc of convCases) {
     dy: randomArray(rng, n * sizeOf(outShape)),
   };
 
-  test(`conv ${cc.name}: dX, dW, db equal tfjs autodiff`, async () => {
-    const got = await runRule(layer, n, inShape, outShape, values, paramShapes);
+  test(`conv ${cc.name} (${variant}): dX, dW, db equal tfjs autodiff`, async () => {
+    const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
     const want = tfGrads(tfConv(layer), [{ data: values.x, shape: [n, ...inShape] }, { data: values.weight, shape: paramShapes.weight }, { data: values.bias, shape: [cc.out] }], values.dy);
     assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE, `y: ${maxRelativeError(got.y, want.y)}`);
     for (const [i, name] of (['dx', 'dWeight', 'dBias'] as const).entries()) {
@@ -88,8 +96,8 @@ for (const cc of convCases) {
     }
   });
 
-  test(`conv ${cc.name}: dX, dW, db equal float64 central differences`, async () => {
-    const got = await runRule(layer, n, inShape, outShape, values, paramShapes);
+  test(`conv ${cc.name} (${variant}): dX, dW, db equal float64 central differences`, async () => {
+    const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
     const xShape = [n, ...inShape];
     const objective = (x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number>) => dot(convF64(x, xShape, w, b, cc.out, cc.k, cc.s, cc.p, cc.g), values.dy);
     const dirRng = new Rng(2);

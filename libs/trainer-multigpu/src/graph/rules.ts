@@ -13,10 +13,27 @@ import { GraphBuilder, float, int, ints, str } from '@alexnet-stream/onnx-export
 
 export type Mode = 'train' | 'eval';
 
+/**
+ * Lowering choices that change speed, not results (both variants of each are tested):
+ * - `convInputGrad`: 'conv' lowers dX of a stride-1 conv as a plain Conv of dY with the
+ *   spatially flipped, in/out-swapped kernel (onnxruntime's fast conv kernels);
+ *   'convTranspose' uses ConvTranspose(dY, W) for every conv (DESIGN §5's rule as written).
+ * - `convWeightGrad`: 'gemm' lowers dW as one Gemm per group over an explicit im2col of X
+ *   (k² strided Slices; the batch and output pixels form the long K dimension);
+ *   'dilatedConv' is DESIGN §5's Conv over batch-transposed X and dY with dilation = stride.
+ */
+export interface LoweringOptions {
+  convInputGrad: 'conv' | 'convTranspose';
+  convWeightGrad: 'gemm' | 'dilatedConv';
+}
+
+export const DEFAULT_LOWERING: LoweringOptions = { convInputGrad: 'conv', convWeightGrad: 'gemm' };
+
 /** What a rule may use while lowering one layer. */
 export interface RuleContext {
   b: GraphBuilder;
   mode: Mode;
+  lowering: LoweringOptions;
   /** Graph values of the layer's parameters (weights, biases) by role; absent for layers without. */
   weight?: string;
   bias?: string;
@@ -41,6 +58,11 @@ export interface Backward {
   dx?: string;
   /** Gradients of the layer's weight and bias (param layers only). */
   dWeight?: string;
+  /**
+   * Instead of `dWeight`, a weight gradient of the form dW = dYᵀ·X (fc): the update then folds
+   * the momentum term into the same Gemm (Gemm's C input), saving passes over a big tensor.
+   */
+  dWeightGemm?: { dy: string; x: string };
   dBias?: string;
 }
 
@@ -71,29 +93,83 @@ const conv: Rule<ConvLayer> = {
   // dW[o,c',i,j] = Σ_n Σ_yx dY[n,o,y,x]·Xpad[n, g(o)·C/g + c', s·y+i, s·x+j]: a Conv of X with
   // the batch moved to channels ([C/g, g·N, H, W]) by the kernel dYᵀ [O, N, Ho, Wo], group g,
   // dilation = stride, cropped to k×k, then [C/g, O] → [O, C/g]. db = ΣdY over N, H, W.
-  backward({ b, weight, inShape, outShape }, l, dy, { x }, needDx) {
+  backward({ b, weight, inShape, outShape, lowering }, l, dy, { x }, needDx) {
     const [c, h, w] = inShape;
-    const [o, ho] = outShape;
-    const s = l.stride, p = l.pad, k = l.kernel, g = l.group, cg = c / g;
+    const [o, ho, wo] = outShape;
+    const s = l.stride, p = l.pad, k = l.kernel, g = l.group, cg = c / g, og = o / g;
     const out: Backward = {};
     if (needDx) {
-      const outputPadding = h - (s * (ho - 1) + k - 2 * p);
-      const outputPaddingW = w - (s * (outShape[2] - 1) + k - 2 * p);
-      out.dx = b.op('ConvTranspose', [dy, weight!], {
-        kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(g), output_padding: ints([outputPadding, outputPaddingW]),
-      });
+      if (lowering.convInputGrad === 'conv' && s === 1 && p <= k - 1) {
+        // Stride 1: dX = Conv(dY, W'), W'[g·Cg + c', o', i, j] = W[g·Og + o', c', k−1−i, k−1−j],
+        // padding k−1−p: a plain (fast) convolution.
+        const swapped = g === 1
+          ? b.op('Transpose', [weight!], { perm: ints([1, 0, 2, 3]) })
+          : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [weight!, b.int64s([g, og, cg, k, k])])], { perm: ints([0, 2, 1, 3, 4]) }), b.int64s([c, og, k, k])]);
+        const flipped = b.op('Slice', [swapped, b.int64s([-1, -1]), b.int64s([-(k + 1), -(k + 1)]), b.int64s([2, 3]), b.int64s([-1, -1])]);
+        out.dx = b.op('Conv', [dy, flipped], { kernel_shape: ints([k, k]), pads: pads2(k - 1 - p), group: int(g) });
+      } else {
+        const outputPadding = [h - (s * (ho - 1) + k - 2 * p), w - (s * (wo - 1) + k - 2 * p)];
+        out.dx = b.op('ConvTranspose', [dy, weight!], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(g), output_padding: ints(outputPadding) });
+      }
     }
-    const xt = g === 1
-      ? b.op('Transpose', [x], { perm: ints([1, 0, 2, 3]) })
-      : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [x, b.int64s([0, g, cg, h, w])])], { perm: ints([2, 1, 0, 3, 4]) }), b.int64s([cg, -1, h, w])]);
-    const dyt = b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) });
-    let dw = b.op('Conv', [xt, dyt], { dilations: ints([s, s]), pads: pads2(p), group: int(g), strides: ints([1, 1]) }); // [C/g, O, Hk, Wk]
-    const hk = h + 2 * p - s * (ho - 1);
-    const wk = w + 2 * p - s * (outShape[2] - 1);
-    if (hk !== k || wk !== k) dw = b.op('Slice', [dw, b.int64s([0, 0]), b.int64s([k, k]), b.int64s([2, 3])]);
-    out.dWeight = b.op('Transpose', [dw], { perm: ints([1, 0, 2, 3]) });
+    if (lowering.convWeightGrad === 'gemm' && s > 1 && g === 1) {
+      // Strided (conv1: 11x11/4): im2col through SpaceToDepth, so that the k² strided gathers
+      // become ⌈k/s⌉² contiguous Slices. Blocks: Xb[(di, dj, c), n, Y, X] = Xpad[n, c, s·Y + di,
+      // s·X + dj]; then the conv is a ⌈k/s⌉² stride-1 conv over blocks with a kernel zero-padded
+      // to s·⌈k/s⌉, and dW is the first k×k of that kernel's gradient.
+      const kb = Math.ceil(k / s);
+      const hb = ho - 1 + kb, wb = wo - 1 + kb; // blocks the windows touch
+      const padEnd = [s * hb - h - p, s * wb - w - p];
+      let xp = b.op('Pad', [x, b.int64s([0, 0, p, p, 0, 0, Math.max(0, padEnd[0]), Math.max(0, padEnd[1])])]);
+      if (padEnd[0] < 0 || padEnd[1] < 0) xp = b.op('Slice', [xp, b.int64s([0, 0]), b.int64s([s * hb, s * wb]), b.int64s([2, 3])]);
+      const blocks = b.op('Transpose', [b.op('SpaceToDepth', [xp], { blocksize: int(s) })], { perm: ints([1, 0, 2, 3]) }); // [s²C, N, hb, wb]
+      const dyt = b.op('Reshape', [b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) }), b.int64s([o, -1])]);
+      const taps: string[] = [];
+      for (let bi = 0; bi < kb; bi++) {
+        for (let bj = 0; bj < kb; bj++) {
+          const slice = b.op('Reshape', [b.op('Slice', [blocks, b.int64s([bi, bj]), b.int64s([bi + ho, bj + wo]), b.int64s([2, 3])]), b.int64s([s * s * c, -1])]);
+          taps.push(b.op('Gemm', [dyt, slice], { transB: int(1) })); // [O, s²C]: this block offset's kernel taps
+        }
+      }
+      const dwBlocks = b.op('Reshape', [b.op('Concat', taps, { axis: int(1) }), b.int64s([o, kb, kb, s, s, c])]); // (bi, bj, di, dj, c)
+      const dwPadded = b.op('Reshape', [b.op('Transpose', [dwBlocks], { perm: ints([0, 5, 1, 3, 2, 4]) }), b.int64s([o, c, kb * s, kb * s])]); // (c, bi, di, bj, dj)
+      out.dWeight = kb * s === k ? dwPadded : b.op('Slice', [dwPadded, b.int64s([0, 0]), b.int64s([k, k]), b.int64s([2, 3])]);
+    } else if (lowering.convWeightGrad === 'gemm') {
+      // im2col of X with the batch inside, one kernel tap at a time: for tap (i, j) the Slice
+      // X_ij[c, (n, y, x)] = Xpad[n, c, s·y + i, s·x + j] of the channel-major, zero-padded X, and
+      // dW[o, c', i, j] = Σ_(n,y,x) dY[n, o, y, x] · X_ij[g·Cg + c', (n, y, x)]: per group and tap
+      // one Gemm (M = O/g, N = Cg, K = N·Ho·Wo, transB); no k²-times-larger col matrix is built.
+      const xt = b.op('Transpose', [x], { perm: ints([1, 0, 2, 3]) }); // [C, N, H, W]
+      const xp = p > 0 ? b.op('Pad', [xt, b.int64s([0, 0, p, p, 0, 0, p, p])]) : xt;
+      const dyt = b.op('Reshape', [b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) }), b.int64s([o, -1])]); // [O, N·Ho·Wo]
+      const groupGrads: string[] = [];
+      for (let gi = 0; gi < g; gi++) {
+        const dyg = g === 1 ? dyt : b.op('Slice', [dyt, b.int64s([gi * og]), b.int64s([(gi + 1) * og]), b.int64s([0])]);
+        const taps: string[] = [];
+        for (let i = 0; i < k; i++) {
+          for (let j = 0; j < k; j++) {
+            const starts = [gi * cg, i, j], ends = [(gi + 1) * cg, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1];
+            const slice = b.op('Reshape', [b.op('Slice', [xp, b.int64s(starts), b.int64s(ends), b.int64s([0, 2, 3]), b.int64s([1, s, s])]), b.int64s([cg, -1])]);
+            taps.push(b.op('Gemm', [dyg, slice], { transB: int(1) })); // [O/g, Cg]: kernel tap (i, j)
+          }
+        }
+        // [O/g, k², Cg] → [O/g, Cg, k²]
+        groupGrads.push(b.op('Transpose', [b.op('Reshape', [b.op('Concat', taps, { axis: int(1) }), b.int64s([og, k * k, cg])])], { perm: ints([0, 2, 1]) }));
+      }
+      const dw = g === 1 ? groupGrads[0] : b.op('Concat', groupGrads, { axis: int(0) });
+      out.dWeight = b.op('Reshape', [dw, b.int64s([o, cg, k, k])]);
+    } else {
+      const xt = g === 1
+        ? b.op('Transpose', [x], { perm: ints([1, 0, 2, 3]) })
+        : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [x, b.int64s([0, g, cg, h, w])])], { perm: ints([2, 1, 0, 3, 4]) }), b.int64s([cg, -1, h, w])]);
+      const dyt = b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) });
+      let dw = b.op('Conv', [xt, dyt], { dilations: ints([s, s]), pads: pads2(p), group: int(g), strides: ints([1, 1]) }); // [C/g, O, Hk, Wk]
+      const hk = h + 2 * p - s * (ho - 1);
+      const wk = w + 2 * p - s * (wo - 1);
+      if (hk !== k || wk !== k) dw = b.op('Slice', [dw, b.int64s([0, 0]), b.int64s([k, k]), b.int64s([2, 3])]);
+      out.dWeight = b.op('Transpose', [dw], { perm: ints([1, 0, 2, 3]) });
+    }
     out.dBias = b.op('ReduceSum', [dy, b.int64s([0, 2, 3])], { keepdims: int(0) });
-    void o;
     return out;
   },
 };
@@ -180,7 +256,7 @@ const fc: Rule<FcLayer> = {
   backward({ b, weight }, _l, dy, { x }, needDx) {
     return {
       dx: needDx ? b.op('MatMul', [dy, weight!]) : undefined,
-      dWeight: b.op('Gemm', [dy, x], { transA: int(1) }),
+      dWeightGemm: { dy, x }, // dW = Gemm(dY, X, transA=1), emitted by the caller (maybe fused with the update)
       dBias: b.op('ReduceSum', [dy, b.int64s([0])], { keepdims: int(0) }),
     };
   },

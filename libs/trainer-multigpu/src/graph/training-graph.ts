@@ -15,8 +15,8 @@
 import { inferShapes, isParamLayer, LayerShapes, ModelSpec, parameterList, ParamInfo } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, ModelProto, int } from '@alexnet-stream/onnx-export';
 import type { OptimizerConfig } from '../engine';
-import { Mode, RULES, Rule, RuleContext, Saved } from './rules';
-import { lowerUpdate } from './update';
+import { DEFAULT_LOWERING, LoweringOptions, Mode, RULES, Rule, RuleContext, Saved } from './rules';
+import { gemmGradient, lowerUpdate } from './update';
 
 export type GraphKind = 'train' | 'gradients' | 'eval';
 
@@ -49,7 +49,7 @@ interface TapeEntry {
   needDx: boolean;
 }
 
-export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: OptimizerConfig): BuiltGraph {
+export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: OptimizerConfig, lowering: LoweringOptions = DEFAULT_LOWERING): BuiltGraph {
   if (kind === 'train' && !optimizer) throw new Error('buildGraph: a train graph needs an optimizer config');
   const b = new GraphBuilder(`${spec.preset}-${kind}`);
   const mode: Mode = kind === 'eval' ? 'eval' : 'train';
@@ -70,7 +70,7 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
   let seenParams = false;
   for (const shapes of inferShapes(spec)) {
     const { layer, input, output } = shapes;
-    const ctx: RuleContext = { b, mode, inShape: input, outShape: output };
+    const ctx: RuleContext = { b, mode, lowering, inShape: input, outShape: output };
     if (isParamLayer(layer)) {
       ctx.weight = `${layer.name}.weight`;
       ctx.bias = `${layer.name}.bias`;
@@ -110,13 +110,16 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
   }
 
   // Backward: d loss / d logits = (softmax − onehot)/N, then the tape in reverse.
-  let dy = b.op('Div', [b.op('Sub', [b.op('Exp', [logp]), onehot]), batch]);
-  const grads: Record<string, string> = {};
+  // A train graph seeds it with lr·dLoss so that every gradient arrives scaled by lr (update.ts).
+  const dLogits = b.op('Div', [b.op('Sub', [b.op('Exp', [logp]), onehot]), batch]);
+  let dy = kind === 'train' ? b.op('Mul', [dLogits, lr]) : dLogits;
+  const grads: Record<string, string | { dy: string; x: string }> = {};
   for (let i = tape.length - 1; i >= 0; i--) {
     const { shapes, ctx, saved, needDx } = tape[i];
     const rule = RULES[shapes.layer.kind] as Rule<typeof shapes.layer>;
     const r = rule.backward(ctx, shapes.layer, dy, saved, needDx);
     if (r.dWeight) grads[ctx.weight!] = r.dWeight;
+    if (r.dWeightGemm) grads[ctx.weight!] = r.dWeightGemm;
     if (r.dBias) grads[ctx.bias!] = r.dBias;
     if (!needDx) break; // nothing before this layer has parameters
     dy = r.dx!;
@@ -124,13 +127,16 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
   for (const p of params) if (!grads[p.name]) throw new Error(`buildGraph: no gradient for ${p.name} (rule table incomplete?)`);
 
   if (kind === 'gradients') {
-    for (const p of params) b.output(grads[p.name], 'float32', p.shape, gradName(p.name));
+    for (const p of params) {
+      const g = grads[p.name];
+      b.output(typeof g === 'string' ? g : gemmGradient(b, g), 'float32', p.shape, gradName(p.name));
+    }
     return { kind, model: b.model({ docString: `${spec.preset} gradient graph` }), params, masks, hasVelocities };
   }
 
   for (const p of params) {
     const out = { weight: newName(p.name), velocity: hasVelocities ? newName(velocityName(p.name)) : undefined };
-    lowerUpdate(b, optimizer!, p, { weight: p.name, grad: grads[p.name], velocity: hasVelocities ? velocityName(p.name) : undefined, lr }, out);
+    lowerUpdate(b, optimizer!, p, { weight: p.name, lrGrad: grads[p.name], velocity: hasVelocities ? velocityName(p.name) : undefined, lr }, out);
     b.output(out.weight, 'float32', p.shape);
     if (out.velocity) b.output(out.velocity, 'float32', p.shape);
   }

@@ -22,6 +22,7 @@ import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
 import { encodeModel } from '@alexnet-stream/onnx-export';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
 import { BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { DEFAULT_LOWERING, LoweringOptions } from '../../graph/rules';
 import { buildGraph, BuiltGraph, MaskInput, newName, velocityName } from '../../graph/training-graph';
 
 export interface OrtEngineOptions {
@@ -36,10 +37,17 @@ export interface OrtEngineOptions {
   executionProviders?: ort.InferenceSession.ExecutionProviderConfig[];
   /** Threads of onnxruntime's intra-op pool (the cores this worker owns). Default: all cores. */
   intraOpThreads?: number;
+  /**
+   * Whether idle intra-op threads spin (onnxruntime's default: yes). Spinning saves wake-up
+   * latency on cores the worker owns; on an oversubscribed machine it burns CPU others need.
+   */
+  allowSpinning?: boolean;
   /** onnxruntime's profiler: writes `<prefix>_<date>.json` when the engine is disposed. */
   profilePrefix?: string;
   /** One line on stderr about the sessions created. */
   verbose?: boolean;
+  /** Lowering variants (graph/rules.ts): same results, different speed; for benchmarks. */
+  lowering?: Partial<LoweringOptions>;
 }
 
 /** `cpu` → 'cpu'; `cuda:N` → { name: 'cuda', deviceId: N }. */
@@ -283,6 +291,7 @@ export function sessionOptionsFor(options: OrtEngineOptions): ort.InferenceSessi
     enableProfiling: options.profilePrefix !== undefined,
     profileFilePrefix: options.profilePrefix,
     logSeverityLevel: 3,
+    ...(options.allowSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
   };
 }
 
@@ -295,7 +304,7 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
     throw new Error(`Expected a positive integer for batchSize but received ${options.batchSize}`);
   }
   const sessionOptions = sessionOptionsFor(options);
-  const trainGraph = buildGraph(spec, 'train', optimizer);
+  const trainGraph = buildGraph(spec, 'train', optimizer, { ...DEFAULT_LOWERING, ...options.lowering });
   const evalGraph = buildGraph(spec, 'eval');
   const t0 = Date.now();
   const trainSession = await createSession(trainGraph, sessionOptions);

@@ -1,0 +1,190 @@
+#!/usr/bin/env node
+// Training throughput of the onnxruntime engine on full AlexNet (theano-alexnet, 1000 classes,
+// 227x227), against baselines measured in the same run:
+//   - the engine's own inference (its evaluation graph: forward + loss) at the same batch: the
+//     ceiling; a training step costs ~3x a forward pass, so train/eval ≈ 0.25-0.35 is the ideal;
+//   - the same engine with DESIGN §5's rules as first written (dX by ConvTranspose, dW by a
+//     dilated Conv): what the lowering work bought;
+//   - Debian's PyTorch (python3-torch: same net, SGD momentum + decay, same threads) when
+//     `python3 -c "import torch"` works; otherwise the bench says how to install it.
+// Measurements alternate round by round (ours, baseline, ceiling, PyTorch, ours, ...) and each
+// figure is the median of its rounds, so that load from other processes hits all sides alike.
+// Then: a per-op kernel-time profile of one training step (onnxruntime's profiler), and peak RSS
+// at batch 128 with RSS at an early and a late iteration (they must not grow: weights and
+// velocities are double-buffered in preallocated outputs).
+//
+// Run: npm run bench:train (builds first). Options (environment):
+//   BENCH_BATCH (default 32), BENCH_ROUNDS (3), BENCH_STEPS (2 steps per round per side),
+//   BENCH_THREADS (all cores), BENCH_RSS_ITERS ("3,8"; "10,50" for the long memory check),
+//   BENCH_BIG_BATCH (128), BENCH_TORCH=0 to skip PyTorch, BENCH_BASELINE=0 to skip the DESIGN-rules engine.
+import { createRequire } from 'node:module';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+const require = createRequire(import.meta.url);
+const { alexnetSpec, initParameters } = require('../libs/model-alexnet/dist/index.js');
+const { createOrtEngine } = require('../libs/trainer-multigpu/dist/engines/onnxruntime/engine.js');
+const { Rng } = require('../libs/stream-io/dist/index.js');
+
+const batch = Number(process.env.BENCH_BATCH ?? 32);
+const bigBatch = Number(process.env.BENCH_BIG_BATCH ?? 128);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const steps = Number(process.env.BENCH_STEPS ?? 2);
+const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
+const [rssEarly, rssLate] = (process.env.BENCH_RSS_ITERS ?? '3,8').split(',').map(Number);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const mb = (bytes) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+const log = (s) => process.stdout.write(`${s}\n`);
+
+const spec = alexnetSpec('theano-alexnet');
+const weights = initParameters(spec, 1);
+function makeBatch(size, seed) {
+  const rng = new Rng(seed);
+  const data = new Float32Array(size * 3 * 227 * 227);
+  for (let i = 0; i < data.length; i++) data[i] = 120 * (2 * rng.nextFloat() - 1); // mean-subtracted pixel range
+  return { data, labels: Int32Array.from({ length: size }, () => rng.nextInt(1000)), size };
+}
+const data = makeBatch(batch, 1);
+const lr = 0.01;
+
+/** Debian's PyTorch as a child process that runs N training steps per request. */
+const TORCH_SCRIPT = String.raw`
+import sys, time, json, torch, torch.nn as nn
+threads, batch = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+net = nn.Sequential(
+  nn.Conv2d(3, 96, 11, 4), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2),
+  nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2),
+  nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+  nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+  nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
+  nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
+  nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
+  nn.Linear(4096, 1000))
+opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+x = torch.randn(batch, 3, 227, 227) * 60
+y = torch.randint(0, 1000, (batch,))
+lossf = nn.CrossEntropyLoss()
+def step():
+  opt.zero_grad(); loss = lossf(net(x), y); loss.backward(); opt.step()
+step()
+print(json.dumps({"ready": torch.__version__}), flush=True)
+for line in sys.stdin:
+  n = int(line); t0 = time.perf_counter()
+  for _ in range(n): step()
+  print(json.dumps({"seconds": time.perf_counter() - t0}), flush=True)
+`;
+
+function findTorchPython() {
+  for (const py of ['/usr/bin/python3', 'python3']) {
+    const r = spawnSync(py, ['-c', 'import torch'], { stdio: 'ignore' });
+    if (r.status === 0) return py;
+  }
+  return undefined;
+}
+
+async function startTorch(python) {
+  const child = spawn(python, ['-c', TORCH_SCRIPT, String(threads), String(batch)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = [];
+  let waiting;
+  let buffered = '';
+  child.stdout.on('data', (chunk) => {
+    buffered += chunk;
+    let nl;
+    while ((nl = buffered.indexOf('\n')) >= 0) {
+      const line = JSON.parse(buffered.slice(0, nl));
+      buffered = buffered.slice(nl + 1);
+      if (waiting) { const w = waiting; waiting = undefined; w(line); } else lines.push(line);
+    }
+  });
+  const next = () => (lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => { waiting = r; }));
+  const ready = await next();
+  return {
+    version: ready.ready,
+    async run(n) { child.stdin.write(`${n}\n`); return (await next()).seconds; },
+    stop() { child.stdin.end(); },
+  };
+}
+
+async function timeSteps(fn, n) {
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await fn();
+  return (performance.now() - t0) / 1000;
+}
+
+/** Kernel time per op type over the last `model_run` in an onnxruntime profile. */
+function summarizeProfile(path) {
+  const events = JSON.parse(readFileSync(path, 'utf8'));
+  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const last = runs[runs.length - 1];
+  const byOp = new Map();
+  let total = 0;
+  for (const e of events) {
+    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < last.ts || e.ts > last.ts + last.dur) continue;
+    byOp.set(e.args.op_name, (byOp.get(e.args.op_name) ?? 0) + e.dur);
+    total += e.dur;
+  }
+  return { stepMs: last.dur / 1000, kernelMs: total / 1000, ops: [...byOp].sort((a, b) => b[1] - a[1]).map(([op, us]) => ({ op, ms: us / 1000, share: us / total })) };
+}
+
+const tmp = mkdtempSync(join(tmpdir(), 'bench-train-'));
+try {
+  log(`bench:train theano-alexnet 227x227, 1000 classes, batch ${batch}, ${threads} intra-op threads, ${rounds} rounds x ${steps} steps per side`);
+  const ours = await createOrtEngine(spec, weights, { intraOpThreads: threads, batchSize: Math.max(batch, bigBatch) });
+  const baseline = process.env.BENCH_BASELINE === '0' ? undefined
+    : await createOrtEngine(spec, weights, { intraOpThreads: threads, lowering: { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv' } });
+  const python = process.env.BENCH_TORCH === '0' ? undefined : findTorchPython();
+  const torch = python ? await startTorch(python) : undefined;
+  if (!torch) log(process.env.BENCH_TORCH === '0' ? 'PyTorch: skipped (BENCH_TORCH=0)' : 'PyTorch: not measured: no python3 with torch here (Debian: apt-get install -y python3-torch)');
+
+  // Warm-up: one step / evaluation each (memory planning, thread pools).
+  await ours.step(data, lr);
+  await ours.evaluate(data);
+  if (baseline) await baseline.step(data, lr);
+
+  const rates = { ours: [], eval: [], baseline: [], torch: [] };
+  for (let r = 0; r < rounds; r++) {
+    rates.ours.push((batch * steps) / (await timeSteps(() => ours.step(data, lr), steps)));
+    if (baseline) rates.baseline.push((batch * steps) / (await timeSteps(() => baseline.step(data, lr), steps)));
+    rates.eval.push((batch * steps) / (await timeSteps(() => ours.evaluate(data), steps)));
+    if (torch) rates.torch.push((batch * steps) / (await torch.run(steps)));
+    log(`  round ${r + 1}: ours ${rates.ours[r].toFixed(2)} img/s` + (baseline ? `, DESIGN rules ${rates.baseline[r].toFixed(2)}` : '') + `, inference ${rates.eval[r].toFixed(2)}` + (torch ? `, PyTorch ${rates.torch[r].toFixed(2)}` : ''));
+  }
+  torch?.stop();
+  await baseline?.dispose();
+  const m = Object.fromEntries(Object.entries(rates).map(([k, v]) => [k, v.length ? median(v) : undefined]));
+  log(`training, batch ${batch}: ${m.ours.toFixed(2)} img/s (median of ${rounds})`);
+  log(`  vs the engine's inference (ceiling) ${m.eval.toFixed(2)} img/s: ratio ${(m.ours / m.eval).toFixed(3)}`);
+  if (m.baseline) log(`  vs DESIGN §5 rules as first written ${m.baseline.toFixed(2)} img/s: ${(m.ours / m.baseline).toFixed(2)}x`);
+  if (m.torch) log(`  vs Debian PyTorch ${torch.version} ${m.torch.toFixed(2)} img/s: ${(m.ours / m.torch).toFixed(2)}x`);
+
+  // Batch 128: throughput, peak RSS, and RSS early vs late (no growth).
+  const big = makeBatch(bigBatch, 2);
+  const rss = [];
+  let bigSeconds = 0;
+  for (let i = 1; i <= rssLate; i++) {
+    const t0 = performance.now();
+    await ours.step(big, lr);
+    if (i > 1) bigSeconds += (performance.now() - t0) / 1000; // the first step plans memory for the new shape
+    rss[i] = process.memoryUsage().rss;
+  }
+  log(`training, batch ${bigBatch}: ${((bigBatch * (rssLate - 1)) / bigSeconds).toFixed(2)} img/s over ${rssLate - 1} steps; vs batch ${batch}: ${(((bigBatch * (rssLate - 1)) / bigSeconds) / m.ours).toFixed(2)}x`);
+  log(`memory, batch ${bigBatch}: RSS at iteration ${rssEarly} ${mb(rss[rssEarly])}, at iteration ${rssLate} ${mb(rss[rssLate])} (growth ${mb(rss[rssLate] - rss[rssEarly])}); peak RSS of the process ${mb(process.resourceUsage().maxRSS * 1024)}`);
+  await ours.dispose();
+
+  // Profile of one training step at the bench batch.
+  const prefix = join(tmp, 'train');
+  const profiled = await createOrtEngine(spec, weights, { intraOpThreads: threads, profilePrefix: prefix });
+  await profiled.step(data, lr);
+  await profiled.step(data, lr);
+  profiled.endProfiling();
+  await profiled.dispose();
+  const file = readdirSync(tmp).find((f) => f.startsWith('train') && f.endsWith('.json'));
+  const profile = summarizeProfile(join(tmp, file));
+  log(`profile of one step at batch ${batch}: ${profile.stepMs.toFixed(0)} ms, kernel time ${profile.kernelMs.toFixed(0)} ms by op type:`);
+  for (const { op, ms, share } of profile.ops.slice(0, 14)) log(`  ${op.padEnd(16)} ${ms.toFixed(0).padStart(7)} ms  ${(100 * share).toFixed(1).padStart(5)}%`);
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
