@@ -390,17 +390,24 @@ export class ShardReader extends Readable {
   private queue: BatchRecord[] = [];
   private rng: Rng | undefined;
   private reading = false;
+  private readAgain = false;
+  private exhausted = false;
 
   constructor(private readonly options: ShardReaderOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
   }
 
   override _read(): void {
-    if (this.reading) return;
+    if (this.reading) {
+      this.readAgain = true; // asked for more while a pump runs: pump again when it ends
+      return;
+    }
     this.reading = true;
+    this.readAgain = false;
     this.pump().then(
       () => {
         this.reading = false;
+        if (this.readAgain && !this.destroyed && !this.exhausted) this._read();
       },
       (err) => this.destroy(err as Error),
     );
@@ -421,6 +428,7 @@ export class ShardReader extends Readable {
         if (!this.push(this.queue.shift())) return;
       }
       if (this.position >= this.order.length) {
+        this.exhausted = true;
         this.push(null);
         return;
       }
