@@ -53,6 +53,10 @@ try {
     images.push(path);
   }
 
+  // CPU time per image (all threads of this process: onnxruntime's and sharp's): on a machine
+  // shared with other work, wall-clock rates depend on the others; CPU time per image much less.
+  const cpuMs = { ceiling1: [], ceiling32: [], predict32: [] };
+  const cpuMsSince = (start) => { const d = process.cpuUsage(start); return (d.user + d.system) / 1000; };
   const options = sessionOptions();
   const session = await ort.InferenceSession.create(modelPath, options);
   const ceilingRound = async (n) => {
@@ -60,12 +64,14 @@ try {
     await session.run({ data: input }); // warm up
     let count = 0;
     const start = process.hrtime.bigint();
+    const cpu0 = process.cpuUsage();
     let elapsed = 0;
     while (elapsed < seconds) {
       await session.run({ data: input });
       count += n;
       elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     }
+    cpuMs[`ceiling${n}`].push(cpuMsSince(cpu0) / count);
     return count / elapsed;
   };
   const model = await InferenceModel.load(modelPath);
@@ -82,20 +88,22 @@ try {
     }
     return count / elapsed;
   };
-  const predictRound = async () => {
+  const predictRound = async (allowSpinning) => {
     let lines = 0;
-    const summary = await runPredict(images, { model: modelPath, topk: 5, batchSize: 32 }, (text) => { lines += text.split('\n').length - 1; });
+    const summary = await runPredict(images, { model: modelPath, topk: 5, batchSize: 32, allowSpinning }, (text) => { lines += text.split('\n').length - 1; });
     if (lines !== images.length || summary.predicted !== images.length) throw new Error(`predict printed ${lines} lines for ${images.length} images`);
+    if (allowSpinning === undefined) cpuMs.predict32.push((1000 * summary.cpuSeconds) / summary.predicted);
     return summary.predicted / summary.seconds;
   };
 
-  const results = { ceiling1: [], ours1: [], ceiling32: [], ours32: [], predict32: [] };
+  const results = { ceiling1: [], ours1: [], ceiling32: [], ours32: [], predict32: [], predict32spinning: [] };
   for (let r = 0; r < rounds; r++) {
     results.ceiling1.push(await ceilingRound(1));
     results.ours1.push(await oursRound(1));
     results.ceiling32.push(await ceilingRound(32));
     results.ours32.push(await oursRound(32));
-    results.predict32.push(await predictRound());
+    results.predict32.push(await predictRound(undefined)); // predict's default: no spinning
+    results.predict32spinning.push(await predictRound(true));
     results.ceiling32.push(await ceilingRound(32));
   }
   await model.close();
@@ -110,8 +118,13 @@ try {
   console.log(`${'raw session.run ceiling, batch 32'.padEnd(46)} ${m.ceiling32.toFixed(1).padStart(7)} img/s`);
   console.log(line('InferenceModel.run, batch 32', m.ours32, m.ceiling32));
   console.log(line(`predict end to end, ${imageCount} JPEGs 500x375, batch 32`, m.predict32, m.ceiling32));
+  console.log(line('  the same with onnxruntime threads spinning', m.predict32spinning, m.ceiling32));
   const ratio = m.predict32 / m.ceiling32;
   console.log(`predict / ceiling at batch 32: ${ratio.toFixed(2)} (target >= ${TARGET.toFixed(2)}): ${ratio >= TARGET ? 'met' : 'NOT met'}`);
+  const c = Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, median(v)]));
+  console.log(`CPU time per image (ms): ceiling batch 32 ${c.ceiling32.toFixed(1)}, predict batch 32 ${c.predict32.toFixed(1)}; ` +
+    `CPU-bound estimate of predict / ceiling: ${(c.ceiling32 / c.predict32).toFixed(2)}`);
+  console.log(`load average at the end: ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cores} cores`);
   console.log(`per round (img/s): ${Object.entries(results).map(([k, v]) => `${k} [${v.map((x) => x.toFixed(0)).join(', ')}]`).join('; ')}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });

@@ -32,6 +32,8 @@ interface PredictOptions {
   batchSize: number;
   mean?: string;
   threads?: number;
+  /** onnxruntime thread spinning (see InferenceOptions.allowSpinning); not a CLI flag. */
+  allowSpinning?: boolean;
 }
 
 /** The squashed image side the shards and the mean image use (DESIGN §1). */
@@ -54,6 +56,8 @@ export interface PredictSummary {
   skipped: number;
   /** Seconds from the first decode to the last line written (model loading excluded). */
   seconds: number;
+  /** CPU seconds of this process (all threads) over the same span. */
+  cpuSeconds: number;
 }
 
 /** The work of `predict`, with the output sink injectable (bench/inference.mjs calls it). */
@@ -67,7 +71,7 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
   }));
   if (notFiles.length) throw new InputError(`not image files: ${notFiles.join(', ')}`);
 
-  const model = await asInputErrors(() => InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads }));
+  const model = await asInputErrors(() => InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads, allowSpinning: opts.allowSpinning ?? false }));
   const { spec, input } = model.info;
   const classNames = opts.labels ? await loadClassNames(opts.labels, spec.numClasses, '--labels') : model.info.classNames;
   let mean: MeanImage | undefined;
@@ -90,15 +94,12 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
   const batchSize = opts.batchSize;
   const imageLength = c * imageSize * imageSize;
   // Buffers reused by every batch.
-  const pixels = new Uint8Array(batchSize * imageLength);
-  const data = input === 'data' ? new Float32Array(batchSize * c * crop * crop) : undefined;
+  const pixels = input === 'image' ? new Uint8Array(batchSize * imageLength) : undefined;
+  const cropLength = c * crop * crop;
+  const data = input === 'data' ? new Float32Array(batchSize * cropLength) : undefined;
   const offset = centerOffset(imageSize, crop);
-  const plan: CropPlan = {
-    crop,
-    offsetY: new Int32Array(batchSize).fill(offset),
-    offsetX: new Int32Array(batchSize).fill(offset),
-    mirror: new Uint8Array(batchSize),
-  };
+  const plan: CropPlan = { crop, offsetY: Int32Array.of(offset), offsetX: Int32Array.of(offset), mirror: new Uint8Array(1) };
+  const one: BatchRecord = { type: 'batch', dtype: 'uint8', shape: [1, c, imageSize, imageSize], layout: 'NCHW', data: new Uint8Array(0), labels: new Int32Array(1), keys: [''] };
 
   const decodes: Promise<Decoded>[] = [];
   let started = 0;
@@ -114,7 +115,9 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
   let predicted = 0;
   let skipped = 0;
   const startNs = process.hrtime.bigint();
+  const startCpu = process.cpuUsage();
   let endNs = startNs;
+  let cpu = { user: 0, system: 0 };
   try {
     startDecodes(2 * batchSize);
     for (let first = 0; first < images.length; first += batchSize) {
@@ -129,25 +132,20 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
           process.stderr.write(`alexnet-stream predict: skipped ${images[i]}: ${decoded.why}\n`);
           continue;
         }
-        if (input === 'image') chwToHwc(decoded.chw, imageSize, pixels, n * imageLength);
-        else pixels.set(decoded.chw, n * imageLength);
+        if (input === 'image') {
+          chwToHwc(decoded.chw, imageSize, pixels!, n * imageLength);
+        } else {
+          // Crop and subtract straight from the decoded image into its slot of the batch.
+          one.data = decoded.chw;
+          cropMirrorSubtract(one, mean!, plan, data!.subarray(n * cropLength, (n + 1) * cropLength));
+        }
         paths.push(images[i]);
         n++;
       }
       // Keep the decoder busy while the session runs (it blocks this thread).
       startDecodes(last + 2 * batchSize);
       if (n === 0) continue;
-      let output;
-      if (input === 'image') {
-        output = await model.run(pixels, n);
-      } else {
-        const batch: BatchRecord = {
-          type: 'batch', dtype: 'uint8', shape: [n, c, imageSize, imageSize], layout: 'NCHW', data: pixels, labels: new Int32Array(0), keys: [],
-        };
-        cropMirrorSubtract(batch, mean!, plan, data);
-        output = await model.run(data!, n);
-      }
-      const { prob } = output;
+      const { prob } = await model.run(input === 'image' ? pixels! : data!, n);
       let text = '';
       for (let i = 0; i < n; i++) {
         const top = topK(prob, i, spec.numClasses, k);
@@ -162,11 +160,12 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
       predicted += n;
     }
     endNs = process.hrtime.bigint();
+    cpu = process.cpuUsage(startCpu);
   } finally {
     await Promise.allSettled(decodes.filter(Boolean));
     await model.close();
   }
-  return { predicted, skipped, seconds: Number(endNs - startNs) / 1e9 };
+  return { predicted, skipped, seconds: Number(endNs - startNs) / 1e9, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
 export function register(program: Command): void {
