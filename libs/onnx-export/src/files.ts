@@ -6,6 +6,11 @@ import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, write
 import { basename, dirname, join } from 'node:path';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
 
+/** An output that cannot be written (missing directory, no permission, disk full): exit code 2. */
+export class OutputError extends Error {
+  readonly exitCode = 2;
+}
+
 /** Write `bytes` to `path` through a temp file + rename; the temp file is removed on failure. */
 export function writeFileAtomicSync(path: string, bytes: Uint8Array): void {
   const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
@@ -21,7 +26,9 @@ export function writeFileAtomicSync(path: string, bytes: Uint8Array): void {
     renameSync(temp, path);
   } catch (err) {
     rmSync(temp, { force: true });
-    throw err;
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'ENOENT' ? `no directory ${dirname(path)}` : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'ENOSPC' ? 'disk full' : e.message;
+    throw new OutputError(`${path}: cannot write (${why}); nothing was written`);
   }
 }
 

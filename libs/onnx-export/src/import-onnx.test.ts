@@ -11,8 +11,16 @@ import { writeOnnx } from './files';
 
 const dir = mkdtempSync(join(tmpdir(), 'import-onnx-'));
 
-/** Distinct values per tensor so that a swapped or transposed tensor cannot pass. */
+const made = new Map<string, NamedWeights>();
+
+/** Distinct values per tensor so that a swapped or transposed tensor cannot pass (made once per spec). */
 function weightsFor(spec: ModelSpec): NamedWeights {
+  const key = JSON.stringify(spec);
+  if (!made.has(key)) made.set(key, makeWeights(spec));
+  return made.get(key)!;
+}
+
+function makeWeights(spec: ModelSpec): NamedWeights {
   const w: NamedWeights = {};
   parameterList(spec).forEach((p, k) => {
     const n = p.shape.reduce((a, b) => a * b, 1);

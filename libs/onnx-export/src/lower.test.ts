@@ -21,7 +21,7 @@ function randoms(n: number, seed: number, scale = 1): Float32Array {
 }
 
 /** A preset with its widths divided (structure, groups, LRN and order kept) at a small input. */
-export function reducedSpec(preset: (typeof PRESETS)[number], numClasses = 7): ModelSpec {
+function reducedSpec(preset: (typeof PRESETS)[number], numClasses = 7): ModelSpec {
   const spec = alexnetSpec(preset, { numClasses, inputSize: 67 });
   spec.layers = spec.layers.map((l) => {
     if (l.kind === 'conv') return { ...l, outChannels: l.outChannels / 8 };
@@ -221,4 +221,5 @@ test('writeOnnx is atomic and readOnnx names a truncated or missing file', () =>
   writeFileSync(join(dir, 'cut.onnx'), readFileSync(path).subarray(0, bytes >> 1));
   assert.throws(() => readOnnx(join(dir, 'cut.onnx')), (e: Error & { exitCode?: number }) => /cut\.onnx: not a readable ONNX model/.test(e.message) && e.exitCode === 2);
   assert.throws(() => readOnnx(join(dir, 'nope.onnx')), /nope\.onnx: cannot read the ONNX model \(no such file\)/);
+  assert.throws(() => writeOnnx(join(dir, 'no-dir', 'm.onnx'), lowerInference(spec, randomWeights(spec, 1))), (e: Error & { exitCode?: number }) => e.exitCode === 2 && /no-dir\/m\.onnx: cannot write \(no directory/.test(e.message));
 });
