@@ -211,3 +211,11 @@ test('DecodeStage reading files itself: missing, folder, zero-byte and text file
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('DecodeStage refuses records that are not items, naming what it got', async () => {
+  const image = { type: 'image', key: 'a', label: 0, channels: 3, height: 1, width: 1, data: new Uint8Array(3) };
+  await assert.rejects(
+    pipeline(Readable.from([image]), new DecodeStage({ size: 4, resize: 'squash' }), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })),
+    (e: Error) => e.name === 'InputError' && /reads item records, not image records/.test(e.message),
+  );
+});
