@@ -44,5 +44,6 @@ test('--drop-last drops the partial batch; an exact multiple has no partial batc
 test('images of another size are refused naming the record key; bad batch sizes are usage errors', async () => {
   await assert.rejects(run([image(0), image(1, 2, 2, 2)], 4), /record 2 \(img1\): image is 2x2x2 but the batch holds 2x1x2 images/);
   await assert.rejects(run([{ type: 'item', path: 'p', label: 0, key: 'p' }], 4), /batch reads image records, not item records/);
+  await assert.rejects(run([makeHeader('image', { classNames: ['a', 'b'] }), image(2)], 4), /record 2 \(img2\): label 2 is out of range for the stream's 2 class names/);
   assert.throws(() => new BatchAssembler({ batchSize: 0 }), /Expected an integer >= 1 for --size but received 0/);
 });

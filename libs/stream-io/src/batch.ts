@@ -99,6 +99,8 @@ export interface BatchStageOptions extends BatchOptions {
 export class BatchStage extends Transform {
   readonly assembler: BatchAssembler;
   private index = 0;
+  /** Number of class names in the input header, when it names them (labels are checked against it). */
+  private classCount: number | undefined;
 
   constructor(options: BatchStageOptions) {
     super({ writableObjectMode: true, readableObjectMode: true, writableHighWaterMark: options.highWaterMark ?? 4, readableHighWaterMark: options.highWaterMark ?? 2 });
@@ -110,11 +112,16 @@ export class BatchStage extends Transform {
     try {
       if (record.type === 'header') {
         const { type: _t, schema: _s, kind: _k, ...rest } = record;
+        this.classCount = record.classNames?.length;
         callback(null, makeHeader('batch', { ...rest, producer: 'alexnet-stream batch' }));
         return;
       }
       if (record.type !== 'image') throw new InputError(`record ${this.index}: batch reads image records, not ${record.type} records`);
-      callback(null, this.assembler.add(record, `record ${this.index} (${record.key})`));
+      const where = `record ${this.index} (${record.key})`;
+      if (this.classCount !== undefined && record.label >= this.classCount) {
+        throw new InputError(`${where}: label ${record.label} is out of range for the stream's ${this.classCount} class names`);
+      }
+      callback(null, this.assembler.add(record, where));
     } catch (err) {
       callback(err as Error);
     }
