@@ -10,15 +10,16 @@ export const PROGRAM = 'alexnet-stream';
 /** Print an error the way a Unix tool does; a stack trace only with ALEXNET_STREAM_DEBUG=1. */
 export function reportError(command: string, err: unknown): number {
   const debug = process.env.ALEXNET_STREAM_DEBUG === '1';
+  const who = command ? `${PROGRAM} ${command}` : PROGRAM;
   if (err instanceof AlexnetStreamError) {
-    process.stderr.write(`${PROGRAM} ${command}: ${err.message}\n`);
+    process.stderr.write(`${who}: ${err.message}\n`);
     if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
     return err.exitCode;
   }
   const e = err as NodeJS.ErrnoException;
   if (e && e.code === 'EPIPE') return 0; // downstream closed early (`| head`): not our failure
   const message = e instanceof Error ? e.message : String(err);
-  process.stderr.write(`${PROGRAM} ${command}: ${message}\n`);
+  process.stderr.write(`${who}: ${message}\n`);
   if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
   else process.stderr.write(`(set ALEXNET_STREAM_DEBUG=1 for a stack trace)\n`);
   return 1;
