@@ -9,7 +9,7 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from './errors';
-import { BatchRecord, ImageRecord, StreamHeader, StreamRecord } from './records';
+import { StreamHeader, StreamRecord } from './records';
 import { readShardIndex, ShardReader, ShardSetEntry } from './shards';
 
 export interface ChannelStats {
@@ -219,5 +219,3 @@ export function formatShardDirSummary(result: ShardDirSummary): string {
   }
   return text;
 }
-
-export type { BatchRecord, ImageRecord };
