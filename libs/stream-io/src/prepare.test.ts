@@ -104,6 +104,21 @@ test('an interrupted run (a marked .partial dir) is cleared and redone; foreign 
     await assert.rejects(prepareDataDir({ train: join(dir, 'train'), out: foreign, fsync: false }), /mine exists and is not a complete prepare output/);
   }));
 
+test('--val as class folders: labels by the same class names; different classes are refused', () =>
+  withDir(async (dir) => {
+    await makeDataset(join(dir, 'train'), ['a', 'b'], 3);
+    await makeDataset(join(dir, 'val'), ['a', 'b'], 1);
+    const result = await prepareDataDir({ train: join(dir, 'train'), val: join(dir, 'val'), out: join(dir, 'data'), batchSize: 4, size: 4, fsync: false });
+    assert.equal(result.manifest.val!.images, 2);
+    const index = await readShardIndex(join(dir, 'data'));
+    const val = shardSet(index, 'val', dir);
+    const [batch] = (await readShard(join(dir, 'data'), val, val.shards[0])).batches;
+    assert.deepEqual(batch.keys, ['a/0.png', 'b/0.png']);
+    assert.deepEqual(Array.from(batch.labels), [0, 1]);
+    await makeDataset(join(dir, 'val2'), ['a', 'c'], 1);
+    await assert.rejects(prepareDataDir({ train: join(dir, 'train'), val: join(dir, 'val2'), out: join(dir, 'data2'), fsync: false }), /val2: its class folders \(2\) differ from .*train's \(2\); labels would not match/);
+  }));
+
 test('bad options, a missing or empty dataset are clear errors (exit code 2)', () =>
   withDir(async (dir) => {
     const out = join(dir, 'data');
