@@ -16,10 +16,13 @@ export function reportError(command: string, err: unknown): number {
     if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
     return err.exitCode;
   }
-  const e = err as NodeJS.ErrnoException;
+  const e = err as NodeJS.ErrnoException & { exitCode?: unknown };
   if (e && e.code === 'EPIPE') return 0; // downstream closed early (`| head`): not our failure
   const message = e instanceof Error ? e.message : String(err);
   process.stderr.write(`${who}: ${message}\n`);
+  // Libraries that cannot depend on stream-io (onnx-export's format errors) still carry an
+  // exitCode: their message is already the whole story, as for AlexnetStreamError.
+  if (typeof e?.exitCode === 'number') return e.exitCode;
   if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
   else process.stderr.write(`(set ALEXNET_STREAM_DEBUG=1 for a stack trace)\n`);
   return 1;

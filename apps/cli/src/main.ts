@@ -10,18 +10,19 @@ export function buildProgram(): Command {
     )
     .version(require('../package.json').version)
     .showHelpAfterError('(add --help for usage)')
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    // Set before the subcommands exist: commander copies it to each one as it is created.
+    // Its usage errors would exit 1; ours exit 2, the Unix convention for bad usage.
+    .exitOverride((err) => {
+      const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
+      process.exit(ok ? 0 : 2);
+    });
   for (const register of commands) register(program);
   return program;
 }
 
 export function main(argv: string[]): void {
-  // commander reports its own usage errors with exit code 1; we use 2 for usage (Unix tradition).
   const program = buildProgram();
-  program.exitOverride((err) => {
-    if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
-    process.exit(2);
-  });
   program.parseAsync(argv).catch((err) => {
     process.exitCode = reportError('', err);
   });
