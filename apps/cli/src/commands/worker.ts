@@ -49,7 +49,7 @@ export function register(program: Command): void {
     .option('--peer-timeout-ms <ms>', 'a silent or dead peer stops the run within this bound (default: ALEXNET_STREAM_PEER_TIMEOUT_MS, else 30000)', parseInteger('--peer-timeout-ms', 200), defaultPeerTimeoutMs())
     .option('--rendezvous-timeout-ms <ms>', 'how long to wait for all workers to start', parseInteger('--rendezvous-timeout-ms', 100), 120_000)
     .option('--transfer <precision>', 'weights on the wire: fp32 (exact) or fp16 (half the bytes; rounds weights to float16 at each sync)', parseTransfer, 'fp32')
-    .option('--frame-kb <kb>', 'ZeroMQ message size for weight frames', parseInteger('--frame-kb', 4, 1 << 20), 1024)
+    .option('--frame-kb <kb>', 'ZeroMQ message size for weight frames', parseInteger('--frame-kb', 4, 1 << 20), 4096)
     .option('--advertise-host <host>', 'address other hosts reach this worker at (default: ALEXNET_STREAM_HOST, else the first non-loopback IPv4)')
     .option('--local-world-size <n>', 'workers on this host, to split its cores (default: from the launcher, else 1)', parseInteger('--local-world-size', 1))
     .option('--device <device>', 'this worker\'s device (cpu, cuda:0, …), overriding the config\'s devices')

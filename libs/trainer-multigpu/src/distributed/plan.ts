@@ -19,8 +19,9 @@ export interface RingPlan {
   totalElements: number;
 }
 
-/** 1 MiB of float32: large enough to amortise per-message cost, small enough to pipeline. */
-export const DEFAULT_FRAME_ELEMENTS = 256 * 1024;
+/** 4 MiB of float32: large enough to amortise per-message cost (measured: 4 MiB frames beat 1 MiB
+ * on 2 loaded cores), small enough to pipeline (~60 frames for AlexNet). */
+export const DEFAULT_FRAME_ELEMENTS = 1024 * 1024;
 
 export function planFrames(tensorLengths: readonly number[], frameElements: number): Frame[] {
   if (!Number.isInteger(frameElements) || frameElements < 1) throw new RangeError(`frameElements must be a positive integer, got ${frameElements}`);
