@@ -97,7 +97,9 @@ class DoubleBuffer {
   constructor(params: ParamInfo[], init: (p: ParamInfo) => Float32Array) {
     for (const p of params) {
       const a = init(p);
-      const b = new Float32Array(a.length);
+      // fill(0) touches every page now: a fresh Float32Array is lazily mapped zero pages, and the
+      // first step writing into it would pay ~60k page faults for fc6 alone (and RSS would creep).
+      const b = new Float32Array(a.length).fill(0);
       this.current[p.name] = { data: a, tensor: new ort.Tensor('float32', a, p.shape) };
       this.spare[p.name] = { data: b, tensor: new ort.Tensor('float32', b, p.shape) };
     }
@@ -132,7 +134,7 @@ export class OrtEngine implements TrainingEngine {
     const params = trainGraph.params;
     checkNamed('weights', params, weights);
     this.weights = new DoubleBuffer(params, (p) => Float32Array.from(weights[p.name]));
-    this.velocities = trainGraph.hasVelocities ? new DoubleBuffer(params, (p) => new Float32Array(sizeOf(p.shape))) : undefined;
+    this.velocities = trainGraph.hasVelocities ? new DoubleBuffer(params, (p) => new Float32Array(sizeOf(p.shape)).fill(0)) : undefined;
     this.rng = new Rng(seed);
     this.imageSize = spec.inputChannels * spec.inputSize * spec.inputSize;
   }
