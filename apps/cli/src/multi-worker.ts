@@ -140,6 +140,9 @@ export interface LaunchOptions {
  */
 export async function launchLocalWorkers(options: LaunchOptions): Promise<number> {
   const { workers } = options;
+  if (options.trainArgs.includes('--stdin')) {
+    throw new UsageError(`--stdin feeds one process; with ${workers} workers each reads its own part of data_dir: drop --stdin or train with one worker`);
+  }
   const dir = mkdtempSync(join(tmpdir(), 'alexnet-stream-workers-'));
   const coordinator = `ipc://${join(dir, 'coordinator')}`;
   const bin = options.binPath ?? process.argv[1];
