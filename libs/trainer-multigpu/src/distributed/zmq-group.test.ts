@@ -181,6 +181,25 @@ describe('ZmqWorkerGroup (real sockets, one process per rank)', { concurrency: 2
     }
   });
 
+  it('a worker stopped with SIGSTOP (silent, connections open): heartbeats time out and the others stop, naming it', TIMEOUT, async () => {
+    const peerTimeoutMs = 3000;
+    const coordinator = ipcEndpoint();
+    const workers = [0, 1, 2].map((rank) => startWorker({ rank, worldSize: 3, coordinator, scenario: 'forever', sizes: [1000], peerTimeoutMs }));
+    await Promise.all(workers.map((w) => w.waitFor((l) => l.event === 'synced')));
+    const stoppedAt = Date.now();
+    workers[1].child.kill('SIGSTOP');
+    try {
+      const exits = await Promise.all([workers[0].exit, workers[2].exit]);
+      for (const [i, r] of [0, 2].entries()) {
+        assert.equal(exits[i].code, 1, `rank ${r}: ${workers[r].stderr}`);
+        assert.match(workers[r].stderr, /lost worker rank 1\b/);
+        assert.ok(exits[i].atMs - stoppedAt < peerTimeoutMs + 5000, `rank ${r} took ${exits[i].atMs - stoppedAt} ms`);
+      }
+    } finally {
+      workers[1].child.kill('SIGKILL'); // a stopped process still takes SIGKILL
+    }
+  });
+
   it('rank 0 killed: the workers notice the coordinator is gone and name rank 0', TIMEOUT, async () => {
     const peerTimeoutMs = 3000;
     const coordinator = ipcEndpoint();

@@ -320,8 +320,10 @@ export class ZmqWorkerGroup implements DistributedGroup {
     this.dataSend = new SendQueue(this.push);
     const successor = (this.rank + 1) % this.worldSize;
     const predecessor = (this.rank + this.worldSize - 1) % this.worldSize;
-    onDisconnect(this.push, () => this.onNeighbourGone(successor, 'its connection closed'));
-    onDisconnect(this.pull, () => this.onNeighbourGone(predecessor, 'its connection closed'));
+    // A connection drops when the peer dies (at once) or stays silent past the heartbeat timeout.
+    const why = 'its connection dropped: killed, or silent past the heartbeat timeout';
+    onDisconnect(this.push, () => this.onNeighbourGone(successor, why));
+    onDisconnect(this.pull, () => this.onNeighbourGone(predecessor, why));
     if (this.dealer) onDisconnect(this.dealer, () => this.onCoordinatorGone());
     this.push.connect(endpoints[successor]);
     await this.barrier();
