@@ -158,7 +158,14 @@ function addInto(dst: Float32Array, src: Float32Array): void {
 
 /** dst = (dst + src) / n: the owner's last addition and the mean, in one pass. */
 function addAndDivide(dst: Float32Array, src: Float32Array, n: number): void {
-  for (let i = 0; i < dst.length; i++) dst[i] = (dst[i] + src[i]) / n;
+  // For n a power of two, x * (1/n) is exactly x / n (1/n is exact), and a multiply is
+  // cheaper than a divide; otherwise divide, so that the mean is the correctly rounded sum / n.
+  if ((n & (n - 1)) === 0) {
+    const inverse = 1 / n;
+    for (let i = 0; i < dst.length; i++) dst[i] = (dst[i] + src[i]) * inverse;
+  } else {
+    for (let i = 0; i < dst.length; i++) dst[i] = (dst[i] + src[i]) / n;
+  }
 }
 
 /**
