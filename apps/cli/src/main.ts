@@ -18,7 +18,17 @@ export function buildProgram(): Command {
       process.exit(ok ? 0 : 2);
     });
   for (const register of commands) register(program);
+  for (const command of program.commands) command.description(reflow(command.description()));
   return program;
+}
+
+/**
+ * Descriptions are written as source-wrapped prose; commander wraps to the terminal width
+ * itself, so join wrapped lines. Blank lines (paragraphs) and lines that start with
+ * indentation or a list marker (examples, lists) keep their breaks.
+ */
+export function reflow(text: string): string {
+  return text.replace(/([^\n:])\n(?=[^\s\-*•])/g, '$1 ');
 }
 
 export function main(argv: string[]): void {
