@@ -35,6 +35,12 @@ export function register(program: Command): void {
   program
     .command('report')
     .summary('training curves (loss, top-1/top-5 error) as a self-contained HTML page and a PNG')
+    .description(
+      'Draw the curves of a training run from <weights-dir>/train_log.jsonl (training loss and error\n' +
+        'every print_freq iterations) and val_record.json (validation top-1/top-5 error and loss every\n' +
+        'epoch) as inline SVG in one self-contained HTML page, with the config and the best epoch, plus a\n' +
+        'PNG of the same curves.',
+    )
     .requiredOption('--weights-dir <dir>', 'the weights_dir of a training run (val_record.json, train_log.jsonl)')
     .requiredOption('--out <file.html>', 'the HTML report to write')
     .option('--png <file.png>', 'the PNG of the curves (default: --out with .png)')
