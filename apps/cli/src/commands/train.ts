@@ -39,6 +39,7 @@ interface TrainCliOptions {
   stdin?: boolean;
   set: string[];
   workers?: number;
+  syncMomentum?: boolean;
 }
 
 function parseResume(value: string): number {
@@ -84,6 +85,7 @@ function overridesFrom(opts: TrainCliOptions): Partial<TrainConfig> {
   flag('batch_size', opts.batchSize, '--batch-size');
   flag('learning_rate', opts.lr, '--lr');
   flag('seed', opts.seed, '--seed');
+  flag('sync_momentum', opts.syncMomentum, '--sync-momentum');
   return o as Partial<TrainConfig>;
 }
 
@@ -184,6 +186,7 @@ export function register(program: Command): void {
     .option('--stdin', 'train on float32 batch records from stdin (read | augment | train --stdin)')
     .option('--set <key=value>', 'any config key (repeatable), e.g. --set lr_policy=auto --set lr_step=[10,20]', collectSet, [])
     .option('--workers <n>', 'n local worker processes averaging weights over ZeroMQ (default: one per --devices entry); README "Multi-worker training"', parseInteger('--workers', 1))
+    .option('--sync-momentum', 'sync_momentum: with several workers, average the momentum velocities too at each sync (default: they stay local, as in the seed)')
     .action(
       action('train', async (opts: TrainCliOptions) => {
         const file = opts.config ? await readConfigFile(opts.config) : {};

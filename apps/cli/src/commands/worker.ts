@@ -37,7 +37,8 @@ export function register(program: Command): void {
     .description(
       'Start one of N training workers; rank 0 binds --coordinator, the others connect to it. All workers\n' +
         'must be started with the same config and model (checked at start). Weights are averaged over a\n' +
-        'ZeroMQ ring every sync_every iterations; only rank 0 prints and writes checkpoints. A lost worker\n' +
+        'ZeroMQ ring every sync_every iterations (velocities too with --sync-momentum), as are the training\n' +
+        'and validation metrics; only rank 0 prints and writes checkpoints. A lost worker\n' +
         'stops all within --peer-timeout-ms (exit 1, naming it); restart all with --resume to continue.\n' +
         'Rank/world size also from OMPI_COMM_WORLD_RANK/SIZE (mpirun), SLURM_PROCID/NTASKS (srun), RANK/WORLD_SIZE;\n' +
         'the coordinator from ALEXNET_STREAM_COORDINATOR or MASTER_ADDR + MASTER_PORT.\n' +

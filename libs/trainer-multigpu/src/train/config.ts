@@ -58,6 +58,7 @@ export interface TrainConfig {
   engine: EngineName;
   devices: string[];
   sync_every: number;
+  sync_momentum: boolean;
   intra_op_threads: number;
   queue_depth: number;
   verify_shards: boolean;
@@ -119,6 +120,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   engine: { type: { kind: 'enum', values: ENGINE_NAMES }, default: 'onnxruntime', doc: 'training engine' },
   devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `cuda:0`)' },
   sync_every: { type: { kind: 'integer', min: 1 }, default: 1, doc: 'multi-worker: average weights every this many iterations' },
+  sync_momentum: { type: { kind: 'boolean' }, default: false, doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed)' },
   intra_op_threads: { type: { kind: 'integer', min: 0 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
   queue_depth: { type: { kind: 'integer', min: 2, max: 64 }, default: 3, doc: 'batch buffers between loader and engine (memory = queue_depth x batch)' },
   verify_shards: { type: { kind: 'boolean' }, default: true, doc: 'check each shard\'s sha256 against index.json when reading it' },
@@ -282,6 +284,10 @@ export function resolveConfig(file: Partial<TrainConfig>, overrides: Partial<Tra
   const c = config as unknown as TrainConfig;
   if (c.use_nesterov_momentum && !c.use_momentum) {
     throw new UsageError('use_nesterov_momentum: true needs use_momentum: true (Nesterov is a kind of momentum)');
+  }
+  if (c.sync_momentum && !c.use_momentum) {
+    // Plain SGD has no velocities: the all-reduce would average zeros, doubling each sync's traffic.
+    throw new UsageError('sync_momentum: true needs use_momentum: true (plain SGD has no velocities to average)');
   }
   if (c.mean_file === null && c.data_dir !== null) c.mean_file = join(c.data_dir, 'mean.npy');
   c.lr_step = [...c.lr_step].sort((a, b) => a - b);

@@ -55,10 +55,12 @@ export function initialState(config: Pick<TrainConfig, 'learning_rate'>): TrainS
 export interface TrainLogEntry {
   iteration: number;
   epoch: number;
-  /** Mean loss over the iterations since the previous line. */
+  /** Mean loss over the images of all workers since the previous line. */
   loss: number;
   /** Top-1 error over the same images (when print_train_error). */
   top1Error?: number;
+  /** Images trained on since the previous line, by all workers together (absent in older logs). */
+  images?: number;
   lr: number;
   imagesPerSecond: number;
   /** Fraction of the window's time the engine waited for data. */
@@ -110,7 +112,7 @@ export interface ValSource {
 }
 
 export interface TrainLoopOptions {
-  config: Pick<TrainConfig, 'n_epochs' | 'print_freq' | 'print_train_error' | 'snapshot_freq' | 'sync_every' | 'lr_policy' | 'lr_step' | 'lr_adapt_threshold'>;
+  config: Pick<TrainConfig, 'n_epochs' | 'print_freq' | 'print_train_error' | 'snapshot_freq' | 'sync_every' | 'sync_momentum' | 'lr_policy' | 'lr_step' | 'lr_adapt_threshold'>;
   spec: ModelSpec;
   engine: TrainingEngine;
   group: WorkerGroup;
@@ -193,6 +195,8 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
   };
   const syncWeights = async (): Promise<void> => {
     engine.setWeights(await group.averageWeights(engine.getWeights()));
+    // Velocities stay local as in the seed, unless sync_momentum: then the same all-reduce.
+    if (config.sync_momentum) engine.setVelocities(await group.averageWeights(engine.getVelocities()));
   };
 
   if (group.worldSize > 1 && group.broadcastWeights) engine.setWeights(await group.broadcastWeights(engine.getWeights()));
@@ -253,14 +257,17 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
         windowImages += metrics.size;
         emit({ type: 'step', epoch, iteration: s.iteration, iterationInEpoch: s.iterationInEpoch, images: metrics.size });
         if (s.iteration % config.print_freq === 0) {
+          // The window's sums over all workers (a collective: every rank reaches this iteration).
+          const [lossSum, errors, images] = (await group.averageMetrics([windowLoss, windowErrors, windowImages])).map((v) => v * group.worldSize);
           const elapsedMs = now() - windowStart;
           const entry: TrainLogEntry = {
             iteration: s.iteration,
             epoch,
-            loss: windowLoss / windowImages,
-            ...(config.print_train_error ? { top1Error: windowErrors / windowImages } : {}),
+            loss: lossSum / images,
+            ...(config.print_train_error ? { top1Error: errors / images } : {}),
+            images: Math.round(images),
             lr: s.lr,
-            imagesPerSecond: windowImages / Math.max(1e-9, elapsedMs / 1000),
+            imagesPerSecond: images / Math.max(1e-9, elapsedMs / 1000),
             waitFraction: elapsedMs > 0 ? Math.min(1, windowWaitMs / elapsedMs) : 0,
             time: new Date().toISOString(),
           };

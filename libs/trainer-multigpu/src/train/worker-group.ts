@@ -9,9 +9,12 @@
  *   (`engine.getWeights()`, names in `parameterList(spec)` order); the group replaces each
  *   array's contents, in place, by the mean over all workers, and the loop gives the result
  *   to `engine.setWeights` (the seed exchanged and averaged weights after every iteration);
+ *   with `sync_momentum`, right after it, `averageWeights(engine.getVelocities())` likewise
+ *   (to `engine.setVelocities`);
  * - `averageMetrics(values)` after each validation pass, with this worker's partial sums
  *   `[lossSum, top1Errors, top5Errors, images]`; it returns the element-wise mean over workers
- *   (the loop multiplies by `worldSize` to get totals);
+ *   (the loop multiplies by `worldSize` to get totals); and every `print_freq` iterations with
+ *   the print window's `[lossSum, top1Errors, images]`, so that rank 0 logs the group's figures;
  * - `barrier()` (when present) before rank 0 writes a checkpoint and after it, so that no
  *   worker races ahead of a checkpoint that a resume would start from;
  * - `close()` once, when training ends or fails.
