@@ -16,9 +16,9 @@
  * Reading and writing are synchronous: they run at epoch boundaries, where the trainer's thread
  * has nothing else to do, and callers may `await` them all the same.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { InputError } from '@alexnet-stream/stream-io';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fsyncDir, InputError, tempPathFor, writeFileSynced } from '@alexnet-stream/stream-io';
 import { inferShapes, ModelSpec, parameterList } from './spec';
 import { decodeSafetensors, encodeSafetensors, float16ToFloat32, SafeTensor } from './safetensors';
 import type { Weights } from './init';
@@ -130,45 +130,6 @@ export function encodeWeights(spec: ModelSpec, weights: Weights, content: 'weigh
   return encodeSafetensors(tensors, metadataFor(spec, content));
 }
 
-function writeFileSynced(path: string, data: Uint8Array | string): void {
-  const fd = openSync(path, 'w');
-  try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function fsyncDir(path: string): void {
-  try {
-    const fd = openSync(path, 'r');
-    try { fsyncSync(fd); } finally { closeSync(fd); }
-  } catch {
-    // Some platforms (Windows) cannot open or fsync a directory; the rename is still atomic.
-  }
-}
-
-function tempSibling(target: string, tag: string): string {
-  return join(dirname(target), `.${basename(target)}.${tag}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
-}
-
-/** Write `data` to `path` atomically (temp file beside it, fsync, rename). */
-export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
-  mkdirSync(dirname(resolve(path)), { recursive: true });
-  const tmp = tempSibling(path, 'tmp');
-  try {
-    writeFileSynced(tmp, data);
-    renameSync(tmp, path);
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw err;
-  }
-  fsyncDir(dirname(resolve(path)));
-}
-
 /**
  * Write a checkpoint directory atomically and return its path. An existing `dir` is replaced
  * (moved aside, new one renamed in, old one removed). Throws an InputError when the weights or
@@ -184,7 +145,7 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint): string {
   const stateText = JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...ckpt.state }, null, 2) + '\n';
 
   mkdirSync(dirname(target), { recursive: true });
-  const tmp = tempSibling(target, 'tmp');
+  const tmp = tempPathFor(target, 'tmp');
   try {
     mkdirSync(tmp);
     writeFileSynced(join(tmp, WEIGHTS_FILE), encodeWeights(ckpt.spec, ckpt.weights, 'weights'));
@@ -193,7 +154,7 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint): string {
     writeFileSynced(join(tmp, STATE_FILE), stateText);
     fsyncDir(tmp);
     if (existsSync(target)) {
-      const old = tempSibling(target, 'old');
+      const old = tempPathFor(target, 'old');
       renameSync(target, old);
       renameSync(tmp, target);
       rmSync(old, { recursive: true, force: true });

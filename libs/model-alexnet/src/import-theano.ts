@@ -20,11 +20,11 @@
  * The mapping is by parameter-layer index, so any spec whose conv/fc layers match the files
  * (the seed's is `theano-alexnet`) imports; groups other than 1 and 2 have no seed layout.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeNpy, encodeNpy, InputError, NpyArray } from '@alexnet-stream/stream-io';
+import { decodeNpy, encodeNpy, InputError, NpyArray, writeFileAtomicSync } from '@alexnet-stream/stream-io';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
-import { describeSpec, validateWeights, writeFileAtomicSync } from './checkpoint';
+import { describeSpec, validateWeights } from './checkpoint';
 import type { Weights } from './init';
 
 export interface TheanoLayoutOptions {
@@ -165,6 +165,7 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
 export function exportTheanoNpy(spec: ModelSpec, weights: Weights, dir: string, epoch: number, options: TheanoLayoutOptions = {}): string[] {
   const flip = options.flip ?? true;
   validateWeights(spec, weights, 'weights to export');
+  mkdirSync(dir, { recursive: true });
   const written: string[] = [];
   const files = theanoFiles(spec, epoch);
   for (const { layer, inChannels } of paramLayers(spec)) {

@@ -2,8 +2,9 @@
  * `.onnx` files: written atomically (temp file in the same directory, fsync, rename), so a
  * killed export never leaves a half model that looks whole; read with errors naming the file.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { writeFileAtomicSync } from '@alexnet-stream/stream-io';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
 
 /** An output that cannot be written (missing directory, no permission, disk full): exit code 2. */
@@ -11,21 +12,11 @@ export class OutputError extends Error {
   readonly exitCode = 2;
 }
 
-/** Write `bytes` to `path` through a temp file + rename; the temp file is removed on failure. */
-export function writeFileAtomicSync(path: string, bytes: Uint8Array): void {
-  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
+/** Write `bytes` to `path` atomically; a failure becomes an OutputError that says why, in words. */
+function writeOutput(path: string, bytes: Uint8Array): void {
   try {
-    const fd = openSync(temp, 'w');
-    try {
-      let offset = 0;
-      while (offset < bytes.length) offset += writeSync(fd, bytes, offset, bytes.length - offset);
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
-    renameSync(temp, path);
+    writeFileAtomicSync(path, bytes);
   } catch (err) {
-    rmSync(temp, { force: true });
     const e = err as NodeJS.ErrnoException;
     const why = e.code === 'ENOENT' ? `no directory ${dirname(path)}` : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'ENOSPC' ? 'disk full' : e.message;
     throw new OutputError(`${path}: cannot write (${why}); nothing was written`);
@@ -35,7 +26,7 @@ export function writeFileAtomicSync(path: string, bytes: Uint8Array): void {
 /** Encode and write a model atomically; returns the byte count. */
 export function writeOnnx(path: string, model: ModelProto): number {
   const bytes = encodeModel(model);
-  writeFileAtomicSync(path, bytes);
+  writeOutput(path, bytes);
   return bytes.length;
 }
 

@@ -3,6 +3,7 @@ export * from './records';
 export * from './framing';
 export * from './rng';
 export * from './npy';
+export * from './atomic-file';
 export * from './mean';
 export * from './batch';
 export * from './shards';

@@ -11,7 +11,7 @@ import { Transform, TransformCallback } from 'node:stream';
 import { InputError } from './errors';
 import { decodeNpy, encodeNpy } from './npy';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
-import { writeFileAtomic } from './shards';
+import { writeFileAtomic } from './atomic-file';
 
 /** A mean image: float32 values in CHW order. */
 export interface MeanImage {

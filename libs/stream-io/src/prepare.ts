@@ -27,7 +27,8 @@ import { MeanStage, writeMeanNpy } from './mean';
 import { ItemRecord, makeHeader, StreamRecord } from './records';
 import { Rng } from './rng';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
-import { ShardSetEntry, ShardWriter, writeFileAtomic } from './shards';
+import { ShardSetEntry, ShardWriter } from './shards';
+import { writeFileAtomic } from './atomic-file';
 
 export const PREPARE_MANIFEST = 'prepare.json';
 const PARTIAL_MARKER = '.prepare-partial';

@@ -26,7 +26,7 @@
  * `decodeShard`, `verifyShard`, `readShard`. Streams: `ShardWriter` (batches → dir) and
  * `ShardReader` (dir → header + batches).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
@@ -36,6 +36,7 @@ import { InputError, UsageError } from './errors';
 import { decodeRecord, packRecord } from './framing';
 import { BatchRecord, makeHeader, StreamHeader, StreamRecord } from './records';
 import { Rng } from './rng';
+import { tempPathFor, writeFileAtomic } from './atomic-file';
 
 export const SHARD_INDEX_SCHEMA = 'alexnet-stream/shards/1';
 export const SHARD_INDEX_FILE = 'index.json';
@@ -73,32 +74,6 @@ export interface ShardSetEntry {
 export interface ShardIndex {
   schema: typeof SHARD_INDEX_SCHEMA;
   prefixes: Record<string, ShardSetEntry>;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Atomic file writes
-
-/** A hidden temp name beside `path`, unique to this process and call. */
-export function tempPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
-}
-
-/** Write `data` to `path` via a temp file + fsync + rename: readers see the old file or the whole new one. */
-export async function writeFileAtomic(path: string, data: Uint8Array | string, options: { fsync?: boolean } = {}): Promise<void> {
-  const temp = tempPathFor(path);
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(temp, 'wx');
-    await handle.writeFile(data);
-    if (options.fsync ?? true) await handle.sync();
-    await handle.close();
-    handle = undefined;
-    await rename(temp, path);
-  } catch (err) {
-    await handle?.close().catch(() => undefined);
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,10 +10,10 @@
 import type { Command } from 'commander';
 import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeNpy, InputError, invalidOption, UsageError } from '@alexnet-stream/stream-io';
+import { encodeNpy, InputError, invalidOption, UsageError, writeFileAtomicSync } from '@alexnet-stream/stream-io';
 import {
   alexnetSpec, describeSpec, importMeanImage, importTheanoNpy, isPresetName, ImportedMeanImage, ModelSpec, PRESETS, saveCheckpoint,
-  theanoEpochs, theanoLearningRate, theanoNumClasses, Weights, writeFileAtomicSync,
+  theanoEpochs, theanoLearningRate, theanoNumClasses, Weights,
 } from '@alexnet-stream/model-alexnet';
 import { importOnnxWeights } from '@alexnet-stream/onnx-export';
 import { action, parseInteger } from '../cli-support';

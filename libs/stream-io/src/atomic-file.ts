@@ -1,0 +1,76 @@
+/**
+ * Atomic file writes, shared by every writer of the project (shards, mean.npy, checkpoints,
+ * .onnx files, reports): data goes to a hidden temp file beside the target, is fsynced, then
+ * renamed over it, so a reader sees the old file or the whole new one, never a half-written
+ * file that looks whole — even when the writer is killed with SIGKILL.
+ */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
+
+/** A hidden temp name beside `path`, unique to this process and call (`tag` says what it is). */
+export function tempPathFor(path: string, tag = 'tmp'): string {
+  return join(dirname(path), `.${basename(path)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/** Write `data` to `path` via a temp file + fsync + rename: readers see the old file or the whole new one. */
+export async function writeFileAtomic(path: string, data: Uint8Array | string, options: { fsync?: boolean } = {}): Promise<void> {
+  const temp = tempPathFor(path);
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(temp, 'wx');
+    await handle.writeFile(data);
+    if (options.fsync ?? true) await handle.sync();
+    await handle.close();
+    handle = undefined;
+    await rename(temp, path);
+  } catch (err) {
+    await handle?.close().catch(() => undefined);
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
+}
+
+/** Write a whole file and fsync it (no rename: for files inside a temp dir that is renamed later). */
+export function writeFileSynced(path: string, data: Uint8Array | string): void {
+  const fd = openSync(path, 'w');
+  try {
+    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+    let done = 0;
+    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** fsync a directory so that a rename inside it survives a crash. */
+export function fsyncDir(path: string): void {
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Some platforms (Windows) cannot open or fsync a directory; the rename is still atomic.
+  }
+}
+
+/**
+ * Synchronous `writeFileAtomic` (temp file beside it, fsync, rename, fsync the directory). Like
+ * `cp`, it does not create the directory: a missing one is the caller's ENOENT to report.
+ */
+export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
+  const temp = tempPathFor(path);
+  try {
+    writeFileSynced(temp, data);
+    renameSync(temp, path);
+  } catch (err) {
+    rmSync(temp, { force: true });
+    throw err;
+  }
+  fsyncDir(dirname(resolve(path)));
+}
