@@ -86,6 +86,14 @@ export function parseNumber(name: string, min: number, max: number) {
   };
 }
 
+/** One of a fixed set of words (`--resize squash|center-crop`). */
+export function parseChoice<T extends string>(name: string, choices: readonly T[]) {
+  return (value: string): T => {
+    if (!(choices as readonly string[]).includes(value)) throw invalidOption(name, choices.join(' or '), value);
+    return value as T;
+  };
+}
+
 /** `--shard i/N` → { index, count } with 0 <= index < count. */
 export function parseShard(name: string) {
   return (value: string): { index: number; count: number } => {

@@ -3,8 +3,8 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { DecodeStage, RESIZE_MODES, ResizeMode, invalidOption, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
-import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
+import { DecodeStage, RESIZE_MODES, ResizeMode, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
+import { action, parseChoice, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 
 interface DecodeCliOptions {
@@ -14,10 +14,6 @@ interface DecodeCliOptions {
   strict?: boolean;
 }
 
-function parseResize(value: string): ResizeMode {
-  if (!(RESIZE_MODES as readonly string[]).includes(value)) throw invalidOption('--resize', RESIZE_MODES.join(' or '), value);
-  return value as ResizeMode;
-}
 
 export function register(program: Command): void {
   program
@@ -30,7 +26,7 @@ export function register(program: Command): void {
         'truncated, not an image) are skipped with one warning line each on stderr.',
     )
     .option('--size <n>', 'output height and width in pixels', parseInteger('--size', 1, 16384), 256)
-    .option('--resize <mode>', 'squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center', parseResize, 'squash')
+    .option('--resize <mode>', 'squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center', parseChoice('--resize', RESIZE_MODES), 'squash')
     .option('--concurrency <n>', 'files read and decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency', 1, 1024))
     .option('--strict', 'exit with status 1 if any file was skipped')
     .action(

@@ -3,8 +3,8 @@
  * seed's generate_data.sh in one command (an in-process pipeline of the same stages).
  */
 import type { Command } from 'commander';
-import { formatPrepareSummary, invalidOption, prepareDataDir, RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
-import { action, parseInteger, parseNumber } from '../cli-support';
+import { formatPrepareSummary, prepareDataDir, RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
+import { action, parseChoice, parseInteger, parseNumber } from '../cli-support';
 import { Progress } from '../progress';
 
 interface PrepareCliOptions {
@@ -25,10 +25,6 @@ interface PrepareCliOptions {
   strict?: boolean;
 }
 
-function parseResize(value: string): ResizeMode {
-  if (!(RESIZE_MODES as readonly string[]).includes(value)) throw invalidOption('--resize', RESIZE_MODES.join(' or '), value);
-  return value as ResizeMode;
-}
 
 export function register(program: Command): void {
   program
@@ -50,7 +46,7 @@ export function register(program: Command): void {
     .requiredOption('--out <data-dir>', 'the data dir to create')
     .option('--batch-size <n>', 'images per batch', parseInteger('--batch-size', 1), 256)
     .option('--size <n>', 'decoded image height and width', parseInteger('--size', 1, 16384), 256)
-    .option('--resize <mode>', 'squash (the seed) or center-crop', parseResize, 'squash')
+    .option('--resize <mode>', 'squash (the seed) or center-crop', parseChoice('--resize', RESIZE_MODES), 'squash')
     .option('--seed <n>', 'seed of the train shuffle and the val split', parseInteger('--seed', 0, 0xffffffff), 0)
     .option('--concurrency <n>', 'images decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency', 1, 1024))
     .option('--limit <n>', 'use at most n train images (and n val images), for a trial run', parseInteger('--limit', 1))
