@@ -159,7 +159,11 @@ export function describeDecodeError(err: unknown): string {
   const message = (e instanceof Error ? e.message : String(err)).split('\n')[0].trim();
   if (/unsupported image format/i.test(message)) return 'not an image (unsupported or unrecognised format)';
   if (/premature end|truncated|not enough data|unexpected end/i.test(message)) return `truncated or corrupt image (${message})`;
-  return message || 'cannot be decoded';
+  // With several decodes in flight, libvips sometimes loses the message of a failed decode
+  // (its error buffer is per thread) and sharp reports "Unknown error": the format was
+  // recognised (else the check above), so the data itself is bad.
+  if (message === '' || /^unknown error$/i.test(message)) return 'truncated or corrupt image (the decoder gave no details)';
+  return message;
 }
 
 export interface DecodeStageOptions extends DecodeOptions {
