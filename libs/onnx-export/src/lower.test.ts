@@ -141,7 +141,7 @@ test('the graph has the parameters as named initializers, a dynamic batch and ou
   const spec = reducedSpec('theano-alexnet', 3);
   const weights = randomWeights(spec, 1);
   const classNames = ['cat', 'dog', 'eel'];
-  const model = decodeModel(encodeModel(lowerInference(spec, weights, { classNames, meanChannels: [1, 2, 3] })));
+  const model = decodeModel(encodeModel(lowerInference(spec, weights, { classNames, meanChannels: [1, 2, 3], imageSize: 128 })));
   const names = model.graph!.initializer!.map((t) => t.name);
   for (const p of parameterList(spec)) assert.ok(names.includes(p.name), p.name);
   assert.equal(model.graph!.input![0].name, 'data');
@@ -152,6 +152,9 @@ test('the graph has the parameters as named initializers, a dynamic batch and ou
   assert.deepEqual(JSON.parse(meta[META.spec]), spec);
   assert.deepEqual(JSON.parse(meta[META.classNames]), classNames);
   assert.deepEqual(JSON.parse(meta[META.meanChannels]), [1, 2, 3]);
+  // predict decodes to this size before the center crop: without it a model trained on 128x128
+  // images would be fed crops of 256x256 ones (a different scale)
+  assert.equal(meta[META.imageSize], '128');
   assert.equal(meta[META.preset], 'theano-alexnet');
   assert.equal(meta[META.configHash], configHash(spec, classNames));
   assert.notEqual(configHash(spec, classNames), configHash(spec, ['cat', 'dog', 'fox']));

@@ -44,6 +44,12 @@ export interface LowerOptions {
   classNames?: string[];
   /** Per-channel means of the mean image (what `predict` subtracts when no mean file is given). */
   meanChannels?: number[];
+  /**
+   * Side of the squashed images the model was trained on, before the crop (the data dir's image
+   * size, 256 for the seed): `predict` decodes to this size, so that a center crop of inputSize
+   * sees the same scale as in training.
+   */
+  imageSize?: number;
   /** Extra metadata_props. */
   metadata?: Record<string, string>;
   opset?: number;
@@ -161,7 +167,7 @@ export function lowerInference(spec: ModelSpec, weights: NamedWeights, options: 
   checkWeights(spec, weights);
   const g = new GraphBuilder(`alexnet_${spec.preset.replace(/-/g, '_')}`);
   const data = g.input('data', 'float32', ['N', spec.inputChannels, spec.inputSize, spec.inputSize]);
-  return finish(g, spec, emitNetwork(g, spec, weights, data), metadataFor(spec, options, 'data'), options.opset);
+  return finish(g, spec, emitNetwork(g, spec, weights, data), metadataFor(spec, options, 'data', options.imageSize), options.opset);
 }
 
 /** The per-channel means of a CxHxW mean image (float64 sums). */

@@ -58,7 +58,7 @@ export function register(program: Command): void {
           const metadata = { 'alexnet_stream.source': loaded.source };
           const model = opts.withPreprocessing
             ? lowerWithPreprocessing(spec, loaded.weights, { meanImage: mean!.data, imageSize: mean!.height, classNames, meanChannels, metadata })
-            : lowerInference(spec, loaded.weights, { classNames, meanChannels, metadata });
+            : lowerInference(spec, loaded.weights, { classNames, meanChannels, imageSize: mean?.height, metadata });
           const bytes = writeOnnx(opts.out, model);
           process.stderr.write(
             `alexnet-stream export: ${loaded.source} -> ${opts.out} (${describeSpec(spec)}${opts.withPreprocessing ? `, preprocessing for ${mean!.height}x${mean!.width} images` : ''}` +
