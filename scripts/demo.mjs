@@ -1,0 +1,79 @@
+#!/usr/bin/env node
+// `npm run demo`: the whole job end to end on the embedded demo data set, as a user would run
+// it from a shell: generate JPEGs → prepare shards + mean → train (validating every epoch)
+// → report → export ONNX → predict held-out images. Everything goes to demo-out/ (rebuilt on
+// every run). Each step's command line is printed before it runs.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const cli = join(root, 'apps/cli/bin/alexnet-stream.js');
+const out = join(root, 'demo-out');
+const config = join(root, 'libs/trainer-multigpu/config/demo.yaml');
+const timings = [];
+
+function run(title, args, { capture = false } = {}) {
+  process.stderr.write(`\n== ${title}\n$ alexnet-stream ${args.join(' ')}\n`);
+  const started = Date.now();
+  const result = spawnSync(process.execPath, [cli, ...args], {
+    cwd: root,
+    stdio: ['ignore', capture ? 'pipe' : 'inherit', 'inherit'],
+    encoding: 'utf8',
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  const seconds = (Date.now() - started) / 1000;
+  timings.push([title, seconds]);
+  if (result.status !== 0) {
+    process.stderr.write(`\ndemo: step "${title}" failed (exit ${result.status ?? result.signal})\n`);
+    process.exit(result.status || 1);
+  }
+  return result.stdout;
+}
+
+const demoStarted = Date.now();
+rmSync(out, { recursive: true, force: true });
+
+run('generate the demo data set (JPEGs, Caffe-style val list)', ['make-demo-data', '--out', 'demo-out/images', '--seed', '1']);
+run('prepare: shuffled train shards, val shards, mean.npy, classes.txt', [
+  'prepare', '--train', 'demo-out/images/train', '--val', 'demo-out/images/val', '--val-list', 'demo-out/images/val.txt',
+  '--out', 'demo-out/data', '--size', '128', '--batch-size', '32', '--seed', '1',
+]);
+process.stdout.write(run('inspect the training shards (+ contact sheet)', [
+  'inspect', 'demo-out/data', '--prefix', 'train', '--contact-sheet', 'demo-out/contact-sheet.png', '--count', '36',
+], { capture: true }));
+const trainSummary = run('train (onnxruntime engine; validation every epoch)', ['train', '--config', config], { capture: true });
+run('report: loss and error curves', ['report', '--weights-dir', 'demo-out/weights', '--out', 'demo-out/report.html']);
+
+const summary = JSON.parse(trainSummary.trim().split('\n').pop());
+run('export the last checkpoint to ONNX', [
+  'export', '--weights', summary.checkpoint, '--out', 'demo-out/model.onnx', '--classes', 'demo-out/data/classes.txt', '--mean', 'demo-out/data/mean.npy',
+]);
+
+// Held-out images: the val split, which training never sees (it only validates on it).
+const valList = readFileSync(join(out, 'images/val.txt'), 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/));
+const classes = readFileSync(join(out, 'data/classes.txt'), 'utf8').trim().split('\n');
+const picks = valList.filter((_, i) => i % 6 === 0).slice(0, 10);
+const predictions = run('predict held-out images', [
+  'predict', '--model', 'demo-out/model.onnx', '--topk', '3', '--json', ...picks.map(([p]) => join('demo-out/images/val', p)),
+], { capture: true }).trim().split('\n').map((l) => JSON.parse(l));
+
+let correct = 0;
+process.stdout.write('\nPredictions on held-out images:\n');
+predictions.forEach((p, i) => {
+  const truth = classes[Number(picks[i][1])];
+  const top = p.top[0];
+  if (top.label === truth) correct++;
+  process.stdout.write(`  ${picks[i][0].padEnd(16)} truth ${truth.padEnd(20)} predicted ${top.label.padEnd(20)} ${(top.prob * 100).toFixed(1)}%\n`);
+});
+
+const v = summary.lastValidation;
+process.stdout.write(`\nTraining: ${summary.epochsCompleted} epochs, ${summary.iteration} iterations, ${summary.imagesPerSecond?.toFixed(1)} img/s, engine waited for data ${(100 * summary.waitFraction).toFixed(1)}% of the time\n`);
+process.stdout.write(`Validation after the last epoch: top-1 accuracy ${(100 * (1 - v.top1Error)).toFixed(1)}%, top-5 error ${(100 * v.top5Error).toFixed(1)}%, loss ${v.loss.toFixed(3)}\n`);
+process.stdout.write(`Held-out predictions correct: ${correct}/${predictions.length}\n`);
+process.stdout.write('\nTime per step:\n');
+for (const [title, seconds] of timings) process.stdout.write(`  ${seconds.toFixed(1).padStart(7)} s  ${title}\n`);
+process.stdout.write(`  ${((Date.now() - demoStarted) / 1000).toFixed(1).padStart(7)} s  total\n`);
+process.stdout.write(`\nOutputs in demo-out/: contact-sheet.png, report.html (+ .png), model.onnx, weights/, data/\n`);
+if (!existsSync(join(out, 'model.onnx'))) process.exit(1);
