@@ -1,8 +1,12 @@
 import { Command } from 'commander';
-import { commands } from './commands';
+import { COMMAND_NAMES, loadCommand } from './commands';
 import { PROGRAM, reportError } from './cli-support';
 
-export function buildProgram(): Command {
+/**
+ * The program with every command, or only `only` when given (what `main` does when argv names
+ * a command, so that a stage loads just the libraries it uses).
+ */
+export function buildProgram(only?: string): Command {
   const program = new Command(PROGRAM)
     .description(
       'AlexNet as composable streaming dataflow: JPEGs -> msgpack batches -> training on onnxruntime -> ONNX.\n' +
@@ -17,7 +21,8 @@ export function buildProgram(): Command {
       const ok = err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help';
       process.exit(ok ? 0 : 2);
     });
-  for (const register of commands) register(program);
+  const names = COMMAND_NAMES.filter((name) => only === undefined || name === only);
+  for (const name of names.length > 0 ? names : COMMAND_NAMES) loadCommand(name)(program);
   for (const command of program.commands) command.description(reflow(command.description()));
   return program;
 }
@@ -32,7 +37,7 @@ export function reflow(text: string): string {
 }
 
 export function main(argv: string[]): void {
-  const program = buildProgram();
+  const program = buildProgram(argv[2]);
   program.parseAsync(argv).catch((err) => {
     process.exitCode = reportError('', err);
   });

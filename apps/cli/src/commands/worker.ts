@@ -80,9 +80,9 @@ export function register(program: Command): void {
           },
         });
         setTrainWorker(worker);
-        // Lazy: main.ts imports the command list, which imports this module.
+        // Imported here, not at the top: main.ts loads this module.
         const { buildProgram } = await import('../main');
-        const train = buildProgram();
+        const train = buildProgram('train');
         train.exitOverride((err) => {
           throw new AlexnetStreamError(`invalid train options for worker: ${err.message}`, 2);
         });
