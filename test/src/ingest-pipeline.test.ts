@@ -9,29 +9,18 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
+import { decodeRecords, PipelineRun, runPipeline } from './pipeline-helpers';
 import sharp from 'sharp';
-import { ImageRecord, ItemRecord, RecordDecoder, StreamRecord } from '@alexnet-stream/stream-io';
+import { ImageRecord, ItemRecord } from '@alexnet-stream/stream-io';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const cli = `"${process.execPath}" "${CLI}"`;
 let dir: string;
 let data: string;
 
-interface Run { status: number[]; stdout: Buffer; stderr: string }
+const sh = (script: string, input?: Buffer) => runPipeline(dir, script, input);
 
-/** Run a shell pipeline; returns every stage's exit status (PIPESTATUS), stdout bytes and stderr. */
-function sh(script: string): Run {
-  const r = spawnSync('bash', ['-c', `${script}; echo "\${PIPESTATUS[*]}" > "${dir}/status"`], { cwd: dir, maxBuffer: 1 << 28, env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' } });
-  const status = readFileSync(join(dir, 'status'), 'utf8').trim().split(' ').map(Number);
-  return { status, stdout: r.stdout, stderr: r.stderr.toString() };
-}
-
-async function records(bytes: Buffer): Promise<StreamRecord[]> {
-  const out: StreamRecord[] = [];
-  for await (const r of Readable.from([bytes]).pipe(new RecordDecoder({ source: 'test' }))) out.push(r as StreamRecord);
-  return out;
-}
+const records = decodeRecords;
 
 const BAD = ['disk/zero-bytes.jpg', 'disk/notes.jpg', 'square/truncated.JPEG'];
 const ODD = ['disk/png-named.JPEG', 'square/cmyk.jpg', 'triangle/gray.jpeg', 'triangle/rgba.png', 'vertical-stripes/rotated.jpg'];
@@ -96,7 +85,7 @@ test('--shard 0/2 and 1/2 split the items exactly; the same seed gives identical
   assert.ok(all.stdout.equals(again.stdout), 'same seed, same bytes (also with another --concurrency)');
   const other = sh(`${cli} scan data/train --shuffle --seed 10 2>/dev/null | ${cli} decode --size 8 2>/dev/null`);
   assert.ok(!all.stdout.equals(other.stdout));
-  const keys = async (r: Run) => (await records(r.stdout)).slice(1).map((x) => (x as ImageRecord | ItemRecord).key);
+  const keys = async (r: PipelineRun) => (await records(r.stdout)).slice(1).map((x) => (x as ImageRecord | ItemRecord).key);
   const s0 = await keys(sh(`${cli} scan data/train --shuffle --seed 9 --shard 0/2 2>/dev/null`));
   const s1 = await keys(sh(`${cli} scan data/train --shuffle --seed 9 --shard 1/2 2>/dev/null`));
   const full = await keys(sh(`${cli} scan data/train --shuffle --seed 9 2>/dev/null`));

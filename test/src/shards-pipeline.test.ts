@@ -5,44 +5,20 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
-import {
-  BatchRecord,
-  centerOffset,
-  cropMirrorSubtract,
-  decodeNpy,
-  ImageRecord,
-  makeHeader,
-  packRecord,
-  planCrops,
-  readShardIndex,
-  RecordDecoder,
-  Rng,
-  StreamRecord,
-} from '@alexnet-stream/stream-io';
+import { decodeRecords, runPipeline } from './pipeline-helpers';
+import { BatchRecord, centerOffset, cropMirrorSubtract, decodeNpy, ImageRecord, makeHeader, packRecord, planCrops, readShardIndex, Rng } from '@alexnet-stream/stream-io';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const cli = `"${process.execPath}" "${CLI}"`;
 let dir: string;
 
-interface Run { status: number[]; stdout: Buffer; stderr: string }
+const sh = (script: string, input?: Buffer) => runPipeline(dir, script, input);
 
-/** Run a bash pipeline in `dir`; every stage's exit status (PIPESTATUS), stdout bytes, stderr. */
-function sh(script: string, input?: Buffer): Run {
-  const r = spawnSync('bash', ['-c', `${script}; echo "\${PIPESTATUS[*]}" > "${dir}/status"`], { cwd: dir, input, maxBuffer: 1 << 28, env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' } });
-  const status = readFileSync(join(dir, 'status'), 'utf8').trim().split(' ').map(Number);
-  return { status, stdout: r.stdout, stderr: r.stderr.toString() };
-}
-
-async function records(bytes: Buffer): Promise<StreamRecord[]> {
-  const out: StreamRecord[] = [];
-  for await (const r of Readable.from([bytes]).pipe(new RecordDecoder({ source: 'test' }))) out.push(r as StreamRecord);
-  return out;
-}
+const records = decodeRecords;
 
 /** An image stream built in the test: `count` seeded 3xSxS images. */
 function imageStream(count: number, size: number, seed = 1): { bytes: Buffer; images: ImageRecord[] } {
