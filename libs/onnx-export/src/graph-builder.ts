@@ -78,6 +78,8 @@ export class GraphBuilder {
   private readonly valueInfos: onnx.IValueInfoProto[] = [];
   private readonly used = new Set<string>();
   private readonly constCache = new Map<string, string>();
+  /** Operator domains other than ONNX's own that nodes use (each needs an opset import). */
+  private readonly domains = new Set<string>();
   private counter = 0;
 
   constructor(readonly name: string) {}
@@ -145,6 +147,7 @@ export class GraphBuilder {
       Array.isArray(options.outputs)
         ? options.outputs.map((o) => (o === '' ? '' : this.claim(o)))
         : Array.from({ length: options.outputs ?? 1 }, () => this.fresh(opType.toLowerCase()));
+    if (options.domain) this.domains.add(options.domain);
     this.nodes.push({
       opType,
       domain: options.domain ?? '',
@@ -179,7 +182,8 @@ export class GraphBuilder {
   model(options: { opset?: number; producer?: string; metadata?: Record<string, string>; docString?: string } = {}): ModelProto {
     return {
       irVersion: IR_VERSION,
-      opsetImport: [{ domain: '', version: options.opset ?? DEFAULT_OPSET }],
+      // Every other domain used (onnxruntime's contrib domains) is at version 1, the only one they have.
+      opsetImport: [{ domain: '', version: options.opset ?? DEFAULT_OPSET }, ...[...this.domains].map((domain) => ({ domain, version: 1 }))],
       producerName: options.producer ?? 'alexnet-stream',
       producerVersion: '0.1.0',
       docString: options.docString,

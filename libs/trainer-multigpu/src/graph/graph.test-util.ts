@@ -3,13 +3,30 @@
  * graphs in onnxruntime, float64 reference ops for finite differences, error measures.
  */
 import * as ort from 'onnxruntime-node';
-import type { LayerSpec, Shape } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, inferShapes, LayerSpec, ModelSpec, PresetName, Shape } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, encodeModel, ModelProto } from '@alexnet-stream/onnx-export';
 import { Rng } from '@alexnet-stream/stream-io';
 import { gemmGradient } from './update';
 import { DEFAULT_LOWERING, LoweringOptions, RULES, Rule, RuleContext } from './rules';
 
 export const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+// Multiples of 16 per group, so that the NCHWc lowering (blocks of 8 or 16 channels) takes
+// every convolution it can on any x86 CPU, as on the full AlexNet.
+const REDUCED_WIDTHS: Record<string, number> = { conv1: 16, conv2: 32, conv3: 32, conv4: 32, conv5: 32, fc6: 48, fc7: 40 };
+
+/** A preset with every layer narrowed (the spec is data), so that tfjs' pure-JS backward is quick. */
+export function reducedSpec(preset: PresetName, inputSize = 67, numClasses = 10): ModelSpec {
+  const spec = alexnetSpec(preset, { inputSize, numClasses });
+  const layers = spec.layers.map((l): LayerSpec => {
+    if (l.kind === 'conv' && REDUCED_WIDTHS[l.name]) return { ...l, outChannels: REDUCED_WIDTHS[l.name] };
+    if (l.kind === 'fc' && REDUCED_WIDTHS[l.name]) return { ...l, outFeatures: REDUCED_WIDTHS[l.name] };
+    return l;
+  });
+  const out = { ...spec, layers };
+  inferShapes(out);
+  return out;
+}
 
 export function randomArray(rng: Rng, size: number, scale = 1): Float32Array {
   const a = new Float32Array(size);

@@ -21,7 +21,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { ConvLayer, LayerSpec, Shape } from '@alexnet-stream/model-alexnet';
 import { windowOutputSize } from '@alexnet-stream/model-alexnet';
 import { Rng } from '@alexnet-stream/stream-io';
-import { DEFAULT_LOWERING, LoweringOptions } from './rules';
+import { DEFAULT_LOWERING, LoweringOptions, NCHWC_DOMAIN } from './rules';
+import { nchwcBlockSize } from '../engines/onnxruntime/nchwc';
 import { convF64, directionalDerivative, dot, lrnF64, maxRelativeError, oneLayerGraph, randomArray, runModel, sizeOf } from './graph.test-util';
 
 const TF_TOLERANCE = 2e-5;
@@ -69,7 +70,7 @@ const convCases = [
 
 const loweringVariants: [string, LoweringOptions][] = [
   ['fast lowering: dX by flipped-kernel Conv, dW by im2col Gemm', DEFAULT_LOWERING],
-  ['DESIGN lowering: dX by ConvTranspose, dW by dilated Conv', { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv' }],
+  ['DESIGN lowering: dX by ConvTranspose, dW by dilated Conv', { ...DEFAULT_LOWERING, convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv' }],
 ];
 
 for (const cc of convCases) for (const [variant, lowering] of loweringVariants) {
@@ -111,6 +112,39 @@ for (const cc of convCases) for (const [variant, lowering] of loweringVariants) 
       const fd = directionalDerivative(f, theta, v);
       const scale = grad.reduce((s, g, i) => s + Math.abs(g * v[i]), 0);
       assert.ok(Math.abs(dot(grad, v) - fd) < FD_TOLERANCE * scale, `${name}: ⟨g,v⟩ ${dot(grad, v)} vs finite difference ${fd}`);
+    }
+  });
+}
+
+// onnxruntime's NCHWc kernels (forward and stride-1 dX) need channel counts in whole blocks of 8
+// (AVX2) or 16 (AVX-512): these cases fit both, one per path of `convolve` (image input not
+// blocked; blocked input; grouped).
+const nchwcCases = [
+  { name: '11x11 stride 4 on a 3-channel 27x27 image (input not blocked)', c: 3, size: 27, out: 16, k: 11, s: 4, p: 0, g: 1 },
+  { name: '3x3 stride 1 pad 1, 16 -> 32 channels', c: 16, size: 6, out: 32, k: 3, s: 1, p: 1, g: 1 },
+  { name: '5x5 stride 1 pad 2 group 2, 32 -> 32 channels', c: 32, size: 7, out: 32, k: 5, s: 1, p: 2, g: 2 },
+];
+for (const cc of nchwcCases) {
+  test(`conv ${cc.name} on NCHWc kernels: y, dX, dW, db equal tfjs autodiff`, async (t) => {
+    const block = await nchwcBlockSize();
+    if (!block) return t.skip('this onnxruntime build has no NCHWc kernels for this CPU');
+    const layer: ConvLayer = { kind: 'conv', name: 'c', outChannels: cc.out, kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } };
+    const n = 2;
+    const o = windowOutputSize(cc.size, cc.k, cc.s, cc.p);
+    const inShape = [cc.c, cc.size, cc.size], outShape = [cc.out, o, o];
+    const paramShapes = { weight: [cc.out, cc.c / cc.g, cc.k, cc.k], bias: [cc.out] };
+    const rng = new Rng(3);
+    const values: Tensors = { x: randomArray(rng, n * sizeOf(inShape)), weight: randomArray(rng, sizeOf(paramShapes.weight), 0.3), bias: randomArray(rng, cc.out), dy: randomArray(rng, n * sizeOf(outShape)) };
+    const lowering = { ...DEFAULT_LOWERING, nchwcBlock: block };
+    const { model } = oneLayerGraph(layer, n, inShape, outShape, paramShapes, lowering);
+    const nchwcConvs = model.graph!.node!.filter((node) => node.domain === NCHWC_DOMAIN && node.opType === 'Conv').length;
+    assert.equal(nchwcConvs, cc.s === 1 ? 2 : 1, 'forward (and stride-1 dX) convolutions lowered to NCHWc kernels');
+    const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
+    const want = tfGrads(tfConv(layer), [{ data: values.x, shape: [n, ...inShape] }, { data: values.weight, shape: paramShapes.weight }, { data: values.bias, shape: [cc.out] }], values.dy);
+    assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE, `y: ${maxRelativeError(got.y, want.y)}`);
+    for (const [i, name] of (['dx', 'dWeight', 'dBias'] as const).entries()) {
+      const err = maxRelativeError(got[name], want.grads[i]);
+      assert.ok(err < TF_TOLERANCE, `${name}: relative error ${err}`);
     }
   });
 }

@@ -23,13 +23,21 @@ export type Mode = 'train' | 'eval';
  *   convs go through SpaceToDepth first); 'dilatedConv' is DESIGN §5's Conv over
  *   batch-transposed X and dY with dilation = stride.
  * The fast pair is the default: on the full AlexNet it made a step ~1.45x faster (bench/train.mjs).
+ * - `nchwcBlock`: onnxruntime's NCHWc block size (8 with AVX2, 16 with AVX-512: the engine
+ *   probes it, engines/onnxruntime/nchwc.ts), or 0. When set, forward convolutions and the
+ *   stride-1 dX convolutions run on onnxruntime's blocked-layout direct-convolution kernels
+ *   (`com.microsoft.nchwc` Conv). onnxruntime only switches a model to them by itself for
+ *   constant weights (an exported model); ours are graph inputs, so the graph asks for them
+ *   and blocks the weights itself. 1.1-1.5x per AlexNet conv layer, reorders included.
  */
 export interface LoweringOptions {
   convInputGrad: 'conv' | 'convTranspose';
   convWeightGrad: 'gemm' | 'dilatedConv';
+  nchwcBlock: number;
 }
 
-export const DEFAULT_LOWERING: LoweringOptions = { convInputGrad: 'conv', convWeightGrad: 'gemm' };
+/** Portable ONNX (any runtime); the onnxruntime engine adds its CPU's `nchwcBlock`. */
+export const DEFAULT_LOWERING: LoweringOptions = { convInputGrad: 'conv', convWeightGrad: 'gemm', nchwcBlock: 0 };
 
 /** What a rule may use while lowering one layer. */
 export interface RuleContext {
@@ -85,10 +93,47 @@ function channelWindowMean(b: GraphBuilder, x: string, shape: Shape, size: numbe
   return b.op('Reshape', [avg, b.int64s([0, c, h, w])]);
 }
 
+export const NCHWC_DOMAIN = 'com.microsoft.nchwc';
+
+interface ConvGeometry {
+  /** Input and output channels, square kernel size, groups. */
+  c: number;
+  o: number;
+  k: number;
+  g: number;
+  stride: number;
+  pad: number;
+}
+
+/**
+ * Y = Conv(X, W[, bias]) (NCHW in and out, W as OIHW), on onnxruntime's NCHWc kernels when
+ * `nchwcBlock` is set and the channels fit its blocks: X → ReorderInput (blocks of B channels)
+ * → nchwc Conv with W reordered in the graph to MLAS's blocked filter layout → ReorderOutput.
+ * Filter layouts (onnxruntime's MlasReorderFilterOIHWBiBo / OIHWBo): for blocked inputs
+ * W'[O/B, I/B, kh, kw, Bi, Bo] = W[ob·B + bo, ib·B + bi, kh, kw]; for an input of fewer than B
+ * channels (the image, NCHW as is) W'[O/B, I, kh, kw, Bo] = W[ob·B + bo, i, kh, kw]; both
+ * keep W's OIHW shape, which the kernel reads its geometry from.
+ */
+function convolve(b: GraphBuilder, nchwcBlock: number, x: string, w: string, bias: string | undefined, geo: ConvGeometry): string {
+  const { c, o, k, g } = geo;
+  const cg = c / g, og = o / g, B = nchwcBlock;
+  const attrs = { kernel_shape: ints([k, k]), strides: ints([geo.stride, geo.stride]), pads: pads2(geo.pad), group: int(g) };
+  const inputs = (xIn: string, wIn: string) => (bias ? [xIn, wIn, bias] : [xIn, wIn]);
+  const imageInput = g === 1 && c < B; // MLAS' "NCHW convolution": input not blocked
+  if (B < 2 || og % B !== 0 || !(imageInput || cg % B === 0)) return b.op('Conv', inputs(x, w), attrs);
+  const blockedW = imageInput
+    ? b.op('Transpose', [b.op('Reshape', [w, b.int64s([o / B, B, cg, k, k])])], { perm: ints([0, 2, 3, 4, 1]) })
+    : b.op('Transpose', [b.op('Reshape', [w, b.int64s([o / B, B, cg / B, B, k, k])])], { perm: ints([0, 2, 4, 5, 3, 1]) });
+  const wIn = b.op('Reshape', [blockedW, b.int64s([o, cg, k, k])]);
+  const xIn = imageInput ? x : b.node('ReorderInput', [x], {}, { domain: NCHWC_DOMAIN })[0];
+  const y = b.node('Conv', inputs(xIn, wIn), attrs, { domain: NCHWC_DOMAIN })[0];
+  return b.node('ReorderOutput', [y], { channels: int(o) }, { domain: NCHWC_DOMAIN })[0];
+}
+
 const conv: Rule<ConvLayer> = {
   // Y = Conv(X, W, b)
-  forward({ b, weight, bias }, l, x) {
-    const y = b.op('Conv', [x, weight!, bias!], { kernel_shape: ints([l.kernel, l.kernel]), strides: ints([l.stride, l.stride]), pads: pads2(l.pad), group: int(l.group) });
+  forward({ b, weight, bias, inShape, lowering }, l, x) {
+    const y = convolve(b, lowering.nchwcBlock, x, weight!, bias!, { c: inShape[0], o: l.outChannels, k: l.kernel, g: l.group, stride: l.stride, pad: l.pad });
     return { y, saved: { x } };
   },
   // dX = ConvTranspose(dY, W) with output_padding restoring the input size (stride 4 / odd
@@ -110,7 +155,7 @@ const conv: Rule<ConvLayer> = {
           ? b.op('Transpose', [weight!], { perm: ints([1, 0, 2, 3]) })
           : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [weight!, b.int64s([g, og, cg, k, k])])], { perm: ints([0, 2, 1, 3, 4]) }), b.int64s([c, og, k, k])]);
         const flipped = b.op('Slice', [swapped, b.int64s([-1, -1]), b.int64s([-(k + 1), -(k + 1)]), b.int64s([2, 3]), b.int64s([-1, -1])]);
-        out.dx = b.op('Conv', [dy, flipped], { kernel_shape: ints([k, k]), pads: pads2(k - 1 - p), group: int(g) });
+        out.dx = convolve(b, lowering.nchwcBlock, dy, flipped, undefined, { c: o, o: c, k, g, stride: 1, pad: k - 1 - p });
       } else {
         const outputPadding = [h - (s * (ho - 1) + k - 2 * p), w - (s * (wo - 1) + k - 2 * p)];
         out.dx = b.op('ConvTranspose', [dy, weight!], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(g), output_padding: ints(outputPadding) });

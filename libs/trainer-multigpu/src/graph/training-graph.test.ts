@@ -21,7 +21,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as ort from 'onnxruntime-node';
 import type * as tfjs from '@tensorflow/tfjs';
-import { alexnetSpec, initParameters, inferShapes, LayerSpec, ModelSpec, PresetName, parameterList } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, initParameters, inferShapes, ModelSpec, PresetName, parameterList } from '@alexnet-stream/model-alexnet';
 import { encodeModel } from '@alexnet-stream/onnx-export';
 import { Rng } from '@alexnet-stream/stream-io';
 import { DEFAULT_OPTIMIZER, NamedTensors, OptimizerConfig } from '../engine';
@@ -30,25 +30,10 @@ import { tfjsForward, weightsToTensors } from '../engines/tfjs/forward';
 import { countTopKErrors, tfjsLossAndGradients, tfjsSoftmaxCrossEntropy } from '../engines/tfjs/loss';
 import { sgdUpdateReference } from '../engines/tfjs/sgd-reference';
 import { buildGraph, gradName, maskName, newName, velocityName } from './training-graph';
-import { maxRelativeError, randomArray, runModel, sizeOf } from './graph.test-util';
+import { maxRelativeError, randomArray, reducedSpec, runModel, sizeOf } from './graph.test-util';
 
 const GRAD_TOLERANCE = 1e-5;
 const LOSS_TOLERANCE = 1e-5;
-
-const WIDTHS: Record<string, number> = { conv1: 16, conv2: 24, conv3: 32, conv4: 32, conv5: 16, fc6: 48, fc7: 40 };
-
-/** A preset with every layer narrowed (the spec is data), so that tfjs' pure-JS backward is quick. */
-function reducedSpec(preset: PresetName, inputSize = 67, numClasses = 10): ModelSpec {
-  const spec = alexnetSpec(preset, { inputSize, numClasses });
-  const layers = spec.layers.map((l): LayerSpec => {
-    if (l.kind === 'conv' && WIDTHS[l.name]) return { ...l, outChannels: WIDTHS[l.name] };
-    if (l.kind === 'fc' && WIDTHS[l.name]) return { ...l, outFeatures: WIDTHS[l.name] };
-    return l;
-  });
-  const out = { ...spec, layers };
-  inferShapes(out);
-  return out;
-}
 
 interface Case {
   spec: ModelSpec;

@@ -10,28 +10,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { alexnetSpec, initParameters, inferShapes, LayerSpec, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { initParameters, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { Rng } from '@alexnet-stream/stream-io';
 import { DEFAULT_OPTIMIZER, EngineBatch, NamedTensors } from '../../engine';
 import { loadTfjs } from '../tfjs/backend';
 import { weightsToTensors } from '../tfjs/forward';
 import { tfjsLossAndGradients } from '../tfjs/loss';
 import { sgdUpdateReference } from '../tfjs/sgd-reference';
+import { reducedSpec } from '../../graph/graph.test-util';
 import { createOrtEngine, executionProvidersFor } from './engine';
 
-const WIDTHS: Record<string, number> = { conv1: 16, conv2: 24, conv3: 32, conv4: 32, conv5: 16, fc6: 48, fc7: 40 };
-
-function tinySpec(): ModelSpec {
-  const spec = alexnetSpec('theano-alexnet', { inputSize: 67, numClasses: 10 });
-  const layers = spec.layers.map((l): LayerSpec => {
-    if (l.kind === 'conv') return { ...l, outChannels: WIDTHS[l.name] };
-    if (l.kind === 'fc' && WIDTHS[l.name]) return { ...l, outFeatures: WIDTHS[l.name] };
-    return l;
-  });
-  const out = { ...spec, layers };
-  inferShapes(out);
-  return out;
-}
+const tinySpec = (): ModelSpec => reducedSpec('theano-alexnet', 67, 10);
 
 function batchOf(spec: ModelSpec, size: number, seed: number): EngineBatch {
   const rng = new Rng(seed);

@@ -24,6 +24,7 @@ import { Rng, RngState } from '@alexnet-stream/stream-io';
 import { BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions } from '../../graph/rules';
 import { buildGraph, BuiltGraph, MaskInput, newName, velocityName } from '../../graph/training-graph';
+import { nchwcBlockSize } from './nchwc';
 
 export interface OrtEngineOptions {
   optimizer?: Partial<OptimizerConfig>;
@@ -308,8 +309,12 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
     throw new Error(`Expected a positive integer for batchSize but received ${options.batchSize}`);
   }
   const sessionOptions = sessionOptionsFor(options);
-  const trainGraph = buildGraph(spec, 'train', optimizer, { ...DEFAULT_LOWERING, ...options.lowering });
-  const evalGraph = buildGraph(spec, 'eval');
+  // NCHWc kernels are onnxruntime's CPU kernels: with a GPU provider the graph stays plain ONNX.
+  const eps = sessionOptions.executionProviders ?? [];
+  const cpuOnly = eps.every((e) => (typeof e === 'string' ? e : e.name) === 'cpu');
+  const lowering: LoweringOptions = { ...DEFAULT_LOWERING, nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0, ...options.lowering };
+  const trainGraph = buildGraph(spec, 'train', optimizer, lowering);
+  const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const t0 = Date.now();
   const trainSession = await createSession(trainGraph, sessionOptions);
   const evalSession = await createSession(evalGraph, { ...sessionOptions, enableProfiling: false });
