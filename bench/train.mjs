@@ -9,9 +9,11 @@
 //     `python3 -c "import torch"` works; otherwise the bench says how to install it.
 // Measurements alternate round by round (ours, baseline, ceiling, PyTorch, ours, ...) and each
 // figure is the median of its rounds, so that load from other processes hits all sides alike.
-// Then: a per-op kernel-time profile of one training step (onnxruntime's profiler), and peak RSS
-// at batch 128 with RSS at an early and a late iteration (they must not grow: weights and
-// velocities are double-buffered in preallocated outputs).
+// Then: the step's GFLOPS against onnxruntime's SGEMM peak on this machine (the ceiling no
+// lowering can pass without doing fewer multiply-adds), a per-op kernel-time profile of one
+// training step (onnxruntime's profiler), and peak RSS at batch 128 with RSS at an early and a
+// late iteration (they must not grow: weights and velocities are double-buffered in
+// preallocated outputs).
 //
 // Run: npm run bench:train (builds first). Options (environment):
 //   BENCH_BATCH (default 32), BENCH_ROUNDS (3), BENCH_STEPS (2 steps per round per side),
@@ -23,7 +25,9 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 const require = createRequire(import.meta.url);
-const { alexnetSpec, initParameters } = require('../libs/model-alexnet/dist/index.js');
+const { alexnetSpec, initParameters, trainingMacs } = require('../libs/model-alexnet/dist/index.js');
+const ort = require('onnxruntime-node');
+const { GraphBuilder, encodeModel } = require('../libs/onnx-export/dist/index.js');
 const { createOrtEngine } = require('../libs/trainer-multigpu/dist/engines/onnxruntime/engine.js');
 const { Rng } = require('../libs/stream-io/dist/index.js');
 
@@ -120,6 +124,28 @@ async function timeSteps(fn, n) {
   return { seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
+/**
+ * This machine's compute ceiling as onnxruntime sees it: GFLOPS of a large square MatMul (MLAS'
+ * SGEMM, the kernel most of a step runs on) with the same threads, best of `reps`.
+ */
+async function gemmPeakGflops(reps = 4, size = 1536) {
+  const b = new GraphBuilder('gemm-peak');
+  b.input('a', 'float32', [size, size]);
+  b.input('b', 'float32', [size, size]);
+  b.output(b.op('MatMul', ['a', 'b']), 'float32', [size, size]);
+  const session = await ort.InferenceSession.create(encodeModel(b.model()), { intraOpNumThreads: threads, extra: { session: { intra_op: { allow_spinning: '0' } } } });
+  const feeds = { a: new ort.Tensor('float32', new Float32Array(size * size).fill(0.5), [size, size]), b: new ort.Tensor('float32', new Float32Array(size * size).fill(0.25), [size, size]) };
+  let best = Infinity;
+  await session.run(feeds);
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now();
+    await session.run(feeds);
+    best = Math.min(best, performance.now() - t0);
+  }
+  await session.release();
+  return (2 * size ** 3) / (best / 1000) / 1e9;
+}
+
 /** Kernel time per op type over the last `model_run` in an onnxruntime profile. */
 function summarizeProfile(path) {
   const events = JSON.parse(readFileSync(path, 'utf8'));
@@ -140,7 +166,7 @@ try {
   log(`bench:train theano-alexnet 227x227, 1000 classes, batch ${batch}, ${threads} intra-op threads, ${rounds} rounds x ${steps} steps per side`);
   const ours = await createOrtEngine(spec, weights, { intraOpThreads: threads, batchSize: Math.max(batch, bigBatch) });
   const baseline = process.env.BENCH_BASELINE === '0' ? undefined
-    : await createOrtEngine(spec, weights, { intraOpThreads: threads, lowering: { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv' } });
+    : await createOrtEngine(spec, weights, { intraOpThreads: threads, lowering: { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv', nchwcBlock: 0 } });
   const python = process.env.BENCH_TORCH === '0' ? undefined : findTorchPython();
   const torch = python ? await startTorch(python) : undefined;
   if (!torch) log(process.env.BENCH_TORCH === '0' ? 'PyTorch: skipped (BENCH_TORCH=0)' : 'PyTorch: not measured: no python3 with torch here (Debian: apt-get install -y python3-torch)');
@@ -172,6 +198,12 @@ try {
   log(`  vs the engine's inference (ceiling) ${m.eval.toFixed(2)} img/s: ${ratio('eval')}`);
   if (m.baseline) log(`  vs DESIGN §5 rules as first written ${m.baseline.toFixed(2)} img/s: ${ratio('baseline')}`);
   if (m.torch) log(`  vs Debian PyTorch ${torch.version} ${m.torch.toFixed(2)} img/s: ${ratio('torch')}`);
+  // How close to the hardware: a step's multiply-adds against the machine's SGEMM peak.
+  const peak = await gemmPeakGflops();
+  const stepGflopPerImage = (2 * trainingMacs(spec)) / 1e9;
+  log(`  compute: a training step is ${stepGflopPerImage.toFixed(2)} GFLOP per image (forward + dX + dW of conv/fc); ours runs at ${(m.ours * stepGflopPerImage).toFixed(1)} GFLOPS ` +
+    `= ${((100 * m.ours * stepGflopPerImage) / peak).toFixed(0)}% of onnxruntime's SGEMM peak here (${peak.toFixed(1)} GFLOPS, ${threads} threads, measured now); ` +
+    `at 100% of that peak a step could reach ${(peak / stepGflopPerImage).toFixed(1)} img/s`);
   const load = (await import('node:os')).loadavg()[0];
   log(`  (1-minute load average ${load.toFixed(1)} on ${availableParallelism()} cores: above the core count, other processes share these cores and wall-clock figures drop)`);
 

@@ -148,3 +148,25 @@ export function parameterList(spec: ModelSpec): ParamInfo[] {
 export function parameterCount(spec: ModelSpec): number {
   return parameterList(spec).reduce((n, p) => n + p.shape.reduce((a, b) => a * b, 1), 0);
 }
+
+/**
+ * Multiply-accumulates of one image's forward pass through each conv and fc layer (the work of
+ * a network; pooling, LRN and ReLU are memory-bound and left out). A training step does about
+ * three times this per image: forward, input gradients (none for the first layer), weight
+ * gradients.
+ */
+export function forwardMacs(spec: ModelSpec): { layer: string; macs: number }[] {
+  const out: { layer: string; macs: number }[] = [];
+  for (const { layer, input, output } of inferShapes(spec)) {
+    if (layer.kind === 'conv') out.push({ layer: layer.name, macs: output[0] * output[1] * output[2] * (input[0] / layer.group) * layer.kernel * layer.kernel });
+    if (layer.kind === 'fc') out.push({ layer: layer.name, macs: input.reduce((a, b) => a * b, 1) * layer.outFeatures });
+  }
+  return out;
+}
+
+/** Multiply-accumulates of one image's training step: forward + dX (all but the first layer) + dW. */
+export function trainingMacs(spec: ModelSpec): number {
+  const layers = forwardMacs(spec);
+  const forward = layers.reduce((s, l) => s + l.macs, 0);
+  return 3 * forward - (layers[0]?.macs ?? 0);
+}
