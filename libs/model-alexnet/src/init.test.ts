@@ -80,6 +80,30 @@ test('fan-in-uniform (torchvision preset) stays within ±1/sqrt(fan_in) and has 
   }
 });
 
+test('init kaiming: conv1 keeps N(0, 0.01), the layers after it N(0, 2/fan_in), the classifier N(0, 1/fan_in); biases unchanged', () => {
+  const spec = alexnetSpec('theano-alexnet', { numClasses: 10, inputSize: 67, init: 'kaiming' });
+  const w = initParameters(spec, 5);
+  // fan_in: in/group · k² for conv, the flattened input for fc (256·1·1 at 67: pool5 is 1x1)
+  const want: [string, number][] = [
+    ['conv1.weight', 0.01],
+    ['conv2.weight', Math.sqrt(2 / (48 * 25))],
+    ['conv3.weight', Math.sqrt(2 / (256 * 9))],
+    ['conv5.weight', Math.sqrt(2 / (192 * 9))],
+    ['fc6.weight', Math.sqrt(2 / 256)],
+    ['fc7.weight', Math.sqrt(2 / 4096)],
+    ['fc8.weight', Math.sqrt(1 / 4096)],
+  ];
+  for (const [name, std] of want) {
+    // n >= 34848 values: the sample std's relative standard error is < 0.4%; 3% is > 7 sigma.
+    const m = moments(w[name]);
+    assert.ok(Math.abs(m.std / std - 1) < 0.03, `${name}: std ${m.std}, expected ${std}`);
+    assert.ok(Math.abs(m.mean) < 0.03 * std, `${name}: mean ${m.mean}`);
+  }
+  assert.deepEqual(w['conv1.weight'], only(['conv1'], 5)['conv1.weight'], 'conv1: the preset\'s values, bit for bit');
+  assert.ok(w['conv2.bias'].every((v) => v === Math.fround(0.1)));
+  assert.throws(() => alexnetSpec('theano-alexnet', { init: 'xavier' as never }), /preset, kaiming for init but received "xavier"/);
+});
+
 test('reinitParameters replaces only the named layer, with the spec\'s shape, as initParameters would', () => {
   const spec5 = alexnetSpec('theano-alexnet', { numClasses: 5, inputSize: 67 });
   const w = { ...only(['conv1', 'fc8'], 9) };

@@ -56,6 +56,11 @@ export function sampleInit(rule: InitRule, count: number, rng: Rng, fanInValue: 
     case 'constant':
       out.fill(rule.value);
       break;
+    case 'fan-in-normal': {
+      const std = rule.gain / Math.sqrt(fanInValue);
+      for (let i = 0; i < count; i++) out[i] = std * rng.nextNormal();
+      break;
+    }
     case 'fan-in-uniform': {
       // kaiming_uniform_(a=sqrt(5)) = U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default.
       const bound = 1 / Math.sqrt(fanInValue);

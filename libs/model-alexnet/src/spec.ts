@@ -8,11 +8,17 @@
  * LRN attributes in ONNX semantics: `x / (bias + alpha/size * Σ x²)^beta`.
  */
 
-/** How a parameter tensor is initialised. `fan-in-uniform` is PyTorch's default for conv/linear (U(±1/sqrt(fan_in))). */
+/**
+ * How a parameter tensor is initialised. `fan-in-uniform` is PyTorch's default for conv/linear
+ * (U(±1/sqrt(fan_in))); `fan-in-normal` is N(0, (gain/sqrt(fan_in))²): with gain sqrt(2) He et
+ * al.'s rule (PyTorch's kaiming_normal_ for ReLU), which keeps activations at a constant scale
+ * through ReLU layers; with gain 1 the same for a layer no ReLU follows.
+ */
 export type InitRule =
   | { dist: 'normal'; std: number; mean?: number }
   | { dist: 'constant'; value: number }
-  | { dist: 'fan-in-uniform' };
+  | { dist: 'fan-in-uniform' }
+  | { dist: 'fan-in-normal'; gain: number };
 
 export interface ConvLayer {
   kind: 'conv';

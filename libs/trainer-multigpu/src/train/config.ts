@@ -12,7 +12,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { UsageError } from '@alexnet-stream/stream-io';
-import { PRESETS } from '@alexnet-stream/model-alexnet';
+import { INIT_SCHEMES, PRESETS } from '@alexnet-stream/model-alexnet';
 
 export const ENGINE_NAMES = ['onnxruntime', 'tfjs'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
@@ -53,6 +53,7 @@ export interface TrainConfig {
   input_size: number | null;
   dropout: number;
   lrn: boolean;
+  init: (typeof INIT_SCHEMES)[number];
   bias_lr_multiplier: number;
   seed: number;
   engine: EngineName;
@@ -115,6 +116,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   input_size: { type: { kind: 'integer', min: 1, nullable: true }, default: null, doc: 'crop / network input side; null = the preset\'s (227)' },
   dropout: { type: { kind: 'number', min: 0, max: 0.99 }, default: 0.5, doc: 'dropout rate of fc6/fc7 (0 removes dropout)' },
   lrn: { type: { kind: 'boolean' }, default: true, doc: 'keep the LRN layers of the preset' },
+  init: { type: { kind: 'enum', values: INIT_SCHEMES }, default: 'preset', doc: 'weight init: `preset` (the seed\'s fixed stds), or `kaiming`: He-normal after the first layer, for training from scratch in fewer epochs' },
   bias_lr_multiplier: { type: { kind: 'number', min: 0 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
   seed: { type: { kind: 'integer', min: 0, max: 0xffffffff }, default: 1234, doc: 'seeds weight init, data order, crops and dropout' },
   engine: { type: { kind: 'enum', values: ENGINE_NAMES }, default: 'onnxruntime', doc: 'training engine' },

@@ -120,6 +120,7 @@ export async function specFromConfig(config: TrainConfig, numClasses: number): P
       ...(config.input_size !== null ? { inputSize: config.input_size } : {}),
       dropout: config.dropout,
       lrn: config.lrn,
+      init: config.init,
     });
   } catch (err) {
     throw new UsageError(`the model does not fit the config: ${(err as Error).message}`);
