@@ -153,6 +153,7 @@ test('decode options are validated with a message naming the option', () => {
   assert.throws(() => new DecodeStage({ size: 0, resize: 'squash' }), (e: Error) => e instanceof UsageError && /--size/.test(e.message));
   assert.throws(() => new DecodeStage({ size: 8, resize: 'stretch' as never }), (e: Error) => e instanceof UsageError && /--resize/.test(e.message));
   assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', concurrency: 0 }), /--concurrency/);
+  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', workers: -1 }), /--workers/);
 });
 
 test('DecodeStage: input order despite out-of-order completion, skips bad files, header becomes image header', async () => {
@@ -218,4 +219,73 @@ test('DecodeStage refuses records that are not items, naming what it got', async
     pipeline(Readable.from([image]), new DecodeStage({ size: 4, resize: 'squash' }), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })),
     (e: Error) => e.name === 'InputError' && /reads item records, not image records/.test(e.message),
   );
+});
+
+/** A photo-like RGB image: gradients, waves, a little texture (no hard noise). */
+function photoLike(width: number, height: number): ReturnType<typeof sharp> {
+  return raw(width, height, 3, (x, y, c) => Math.max(0, Math.min(255, Math.round(
+    120 + 50 * Math.sin(x * 0.05 + c) + 40 * Math.cos(y * 0.07 - 2 * c) + 15 * Math.sin((x * 3 + y * 2) * 0.4) + (x * 40) / width))));
+}
+
+test('plain JPEGs (libjpeg-turbo + JS/WASM resize) match the libvips path closely', async () => {
+  // The fast path's pixels differ from libvips' (= Pillow's, bit for bit) mainly by the IDCT:
+  // the binding always selects libjpeg-turbo's fast integer IDCT (TJFLAG_FASTDCT, also
+  // TensorFlow's default), which truncates instead of rounding: about -0.45 of a level on Y, Cb
+  // and Cr, i.e. about -1.1 on red and blue and 0 on green after the colour conversion. The
+  // resize adds ~0.1 (decode-resample.test.ts). Measured on this image: mean 0.88-0.92, max 4.
+  // Tolerance: mean <= 1.25 levels, at most 0.1% of samples off by more than 4.
+  const { decodeWithLibvips } = await import('./decode');
+  for (const [w, h] of [[500, 375], [333, 500]]) {
+    const jpeg = await photoLike(w, h).jpeg({ quality: 90 }).toBuffer();
+    for (const resize of ['squash', 'center-crop'] as const) {
+      const fast = await decodeImage(jpeg, { size: 256, resize });
+      const vips = await decodeWithLibvips(jpeg, { size: 256, resize });
+      let sum = 0, over4 = 0;
+      for (let i = 0; i < fast.data.length; i++) {
+        const e = Math.abs(fast.data[i] - vips.data[i]);
+        sum += e;
+        if (e > 4) over4++;
+      }
+      const mean = sum / fast.data.length;
+      assert.ok(mean <= 1.25 && over4 <= fast.data.length / 1000, `${w}x${h} ${resize}: mean ${mean.toFixed(3)}, ${over4} samples off by more than 4`);
+    }
+  }
+});
+
+test('a true 1-component grayscale JPEG becomes R = G = B', async () => {
+  const jpeg = await raw(40, 30, 1, (x, y) => (x * 6 + y * 3) & 255).toColourspace('b-w').jpeg().toBuffer();
+  const img = await decodeImage(jpeg, { size: 16, resize: 'squash' });
+  for (let i = 0; i < 256; i++) assert.ok(img.data[i] === img.data[256 + i] && img.data[i] === img.data[512 + i], `pixel ${i}`);
+  assert.ok(img.data[255] > img.data[0], 'the gradient survives');
+});
+
+test('DecodeStage with worker threads: same images and skip reasons as without', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'decode-workers-'));
+  try {
+    const jpeg = await photoLike(120, 90).jpeg({ quality: 85 }).toBuffer();
+    writeFileSync(join(dir, 'a.jpg'), jpeg);
+    writeFileSync(join(dir, 'b.png'), await photoLike(50, 60).png().toBuffer()); // libvips path
+    writeFileSync(join(dir, 'c.jpg'), jpeg.subarray(0, Math.floor(jpeg.length * 0.6))); // truncated
+    writeFileSync(join(dir, 'd.jpg'), Buffer.alloc(0));
+    writeFileSync(join(dir, 'e.jpg'), await photoLike(90, 120).jpeg().withMetadata({ orientation: 6 }).toBuffer()); // rotated: libvips
+    writeFileSync(join(dir, 'f.jpg'), jpeg);
+    const names = ['a.jpg', 'b.png', 'c.jpg', 'd.jpg', 'missing.jpg', 'e.jpg', '.', 'f.jpg'];
+    const run = async (workers: number) => {
+      const items: ItemRecord[] = names.map((key) => ({ type: 'item', path: join(dir, key), label: 0, key }));
+      const skips: string[] = [];
+      const out: ImageRecord[] = [];
+      await pipeline(Readable.from(items), new DecodeStage({ size: 32, resize: 'squash', workers, onSkip: (k, r) => skips.push(`${k}: ${r.replace(/ \(.*/, '')}`) }),
+        new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+      return { out, skips };
+    };
+    const plain = await run(0);
+    const threaded = await run(2);
+    assert.deepEqual(threaded.out.map((r) => r.key), ['a.jpg', 'b.png', 'e.jpg', 'f.jpg']);
+    assert.deepEqual(threaded.out.map((r) => r.key), plain.out.map((r) => r.key));
+    for (let i = 0; i < plain.out.length; i++) assert.deepEqual(threaded.out[i].data, plain.out[i].data, plain.out[i].key);
+    assert.deepEqual(threaded.skips, plain.skips);
+    assert.deepEqual(threaded.skips, ['c.jpg: truncated or corrupt image', 'd.jpg: empty file', 'missing.jpg: file not found', '.: is a folder, not a file']);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

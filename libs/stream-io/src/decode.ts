@@ -1,9 +1,15 @@
 /**
  * decode: source image bytes → 8-bit RGB pixels, CHW, size x size (DESIGN §4 `image` records).
  *
- * `decodeImage` is the pure part (bytes in, pixels out, sharp/libvips underneath);
- * `DecodeStage` is the stream adapter: item records in, image records out, in input order,
- * with bounded concurrency and backpressure, skipping files that cannot be decoded.
+ * `decodeImage` is the pure part (bytes in, pixels out); `DecodeStage` is the stream adapter:
+ * item records in, image records out, in input order, with bounded concurrency and
+ * backpressure, skipping files that cannot be decoded.
+ *
+ * Two decoders, one result (decode.test.ts compares them): plain JPEGs (8-bit gray or YCbCr,
+ * no EXIF rotation, no ICC profile, at most 3x the output size: most of a photo data set) are
+ * decoded by libjpeg-turbo and resized + transposed by WebAssembly kernels (decode-fast.ts), at
+ * about half the CPU of libvips, whose per-image pipeline set-up alone costs ~1.2 ms; everything
+ * else, and any JPEG libjpeg-turbo complains about, goes through sharp/libvips as below.
  *
  * Conversions (what "even oddly" decodable inputs become):
  *  - EXIF orientation is applied (`rotate()`), so a phone photo stands upright;
@@ -19,6 +25,8 @@ import { Duplex } from 'node:stream';
 import { promises as fs } from 'node:fs';
 import * as os from 'node:os';
 import sharp from 'sharp';
+import { decodePlainJpeg, uninitialised } from './decode-fast';
+import { DecodePool } from './decode-pool';
 import { InputError, invalidOption } from './errors';
 import { ImageRecord, ItemRecord, makeHeader, StreamHeader } from './records';
 
@@ -83,13 +91,7 @@ export function hwcToChw(hwc: Uint8Array, height: number, width: number, out: Ui
   return out;
 }
 
-/** A Uint8Array without zero-filling (every byte is written by hwcToChw). */
-function uninitialised(length: number): Uint8Array {
-  const b = Buffer.allocUnsafeSlow(length);
-  return new Uint8Array(b.buffer, b.byteOffset, length);
-}
-
-function pipelineFor(input: Buffer | string, opts: DecodeOptions): ReturnType<typeof sharp> {
+function pipelineFor(input: Buffer, opts: DecodeOptions): ReturnType<typeof sharp> {
   const { size, resize } = opts;
   return sharp(input, { failOn: 'truncated', sequentialRead: true })
     .rotate() // EXIF orientation
@@ -98,7 +100,8 @@ function pipelineFor(input: Buffer | string, opts: DecodeOptions): ReturnType<ty
     .resize(size, size, resize === 'squash' ? { fit: 'fill', kernel: KERNEL } : { fit: 'cover', position: 'centre', kernel: KERNEL });
 }
 
-async function run(input: Buffer | string, opts: DecodeOptions): Promise<DecodedImage> {
+/** Decode and resize by libvips alone (what `decodeImage` does for all but plain JPEGs). */
+export async function decodeWithLibvips(input: Buffer, opts: DecodeOptions): Promise<DecodedImage> {
   const { size } = opts;
   const { data, info } = await pipelineFor(input, opts).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   if (info.channels !== 3 || info.width !== size || info.height !== size || data.length !== size * size * 3) {
@@ -112,26 +115,20 @@ async function run(input: Buffer | string, opts: DecodeOptions): Promise<Decoded
  * Decode image bytes (JPEG, PNG, WebP, TIFF, GIF, ...; BMP is not supported by libvips' loaders
  * in sharp's prebuilt binaries) into size x size 8-bit RGB, CHW. Rejects (throws) when the bytes
  * are not a decodable image, including truncated files; the message says why.
+ *
+ * Plain JPEGs (most of a photo data set) are decoded by libjpeg-turbo and resized in JS
+ * (decode-resample.ts, the same triangle filter); the rest, and any JPEG libjpeg-turbo
+ * complains about, by libvips.
  */
-export function decodeImage(input: Buffer, opts: DecodeOptions): Promise<DecodedImage> {
-  return run(input, opts);
+export async function decodeImage(input: Buffer, opts: DecodeOptions): Promise<DecodedImage> {
+  return (await decodePlainJpeg(input, opts)) ?? decodeWithLibvips(input, opts);
 }
 
-/**
- * `decodeImage` of a file that libvips opens and reads itself: no JS copy of the bytes and no
- * extra trips through libuv's thread pool (fs.readFile costs four: open, stat, read, close,
- * competing with the decodes for the same threads). Errors say what is wrong with the file.
- */
+/** `decodeImage` of a file; errors say what is wrong with the file. */
 export async function decodeImageFile(path: string, opts: DecodeOptions): Promise<DecodedImage> {
-  try {
-    return await run(path, opts);
-  } catch (err) {
-    // Only on the error path: find out whether the file itself is the problem.
-    const stat = await fs.stat(path); // throws ENOENT, EACCES, ...: described by describeDecodeError
-    if (stat.isDirectory()) throw Object.assign(new Error('is a folder'), { code: 'EISDIR' });
-    if (stat.size === 0) throw new Error('empty file (0 bytes)');
-    throw err;
-  }
+  const bytes = await fs.readFile(path); // ENOENT, EISDIR, EACCES, ...: described by describeDecodeError
+  if (bytes.length === 0) throw new Error('empty file (0 bytes)');
+  return decodeImage(bytes, opts);
 }
 
 /**
@@ -169,13 +166,19 @@ export function describeDecodeError(err: unknown): string {
 export interface DecodeStageOptions extends DecodeOptions {
   /** Files read and decoded at once. Default: see `defaultDecodeConcurrency`. */
   concurrency?: number;
+  /**
+   * Worker threads that read and decode plain JPEGs (the fast path) beside the stage's thread;
+   * 0 (the default): all on the stage's thread (libjpeg-turbo and libvips still decode on
+   * libuv's thread pool, but the JS resize does not). The CLI uses one per core.
+   */
+  workers?: number;
   /** Image records buffered on the readable side before backpressure applies (default 4). */
   highWaterMark?: number;
   /** Called once per image emitted, in input order (progress reporting). */
   onImage?: (image: ImageRecord) => void;
   /** Called once per skipped file, in input order. */
   onSkip?: (key: string, reason: string, path: string) => void;
-  /** Injectable for tests: how a file's bytes are read (default: libvips opens the file itself). */
+  /** Injectable for tests: how a file's bytes are read (default: fs.readFile). */
   readFile?: (path: string) => Promise<Buffer>;
   /** Injectable for tests: the pure decoder (default decodeImage). */
   decode?: (input: Buffer, opts: DecodeOptions) => Promise<DecodedImage>;
@@ -215,6 +218,7 @@ export class DecodeStage extends Duplex {
   private readonly onImage?: DecodeStageOptions['onImage'];
   private readonly readFile?: (path: string) => Promise<Buffer>;
   private readonly decode?: (input: Buffer, opts: DecodeOptions) => Promise<DecodedImage>;
+  private readonly pool?: DecodePool;
   private readonly queue: Slot[] = [];
   private waiting: ((err?: Error | null) => void) | undefined;
   /** push() said the readable buffer is full; cleared when the consumer asks for more (_read). */
@@ -226,12 +230,15 @@ export class DecodeStage extends Duplex {
     super({ objectMode: true, writableHighWaterMark: 1, readableHighWaterMark: options.highWaterMark ?? 4 });
     validateDecodeOptions(options);
     if (!Number.isInteger(concurrency) || concurrency < 1) throw invalidOption('--concurrency', 'an integer >= 1', concurrency);
+    const workers = options.workers ?? 0;
+    if (!Number.isInteger(workers) || workers < 0 || workers > 256) throw invalidOption('--workers', 'an integer between 0 and 256', workers);
     this.concurrency = concurrency;
     this.opts = { size: options.size, resize: options.resize };
     this.onSkip = options.onSkip;
     this.onImage = options.onImage;
     this.readFile = options.readFile;
     this.decode = options.decode;
+    if (workers > 0 && !this.readFile && !this.decode) this.pool = new DecodePool(workers);
   }
 
   override _write(record: ItemRecord | StreamHeader, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
@@ -263,6 +270,11 @@ export class DecodeStage extends Duplex {
       const bytes = await (this.readFile ?? ((p: string) => fs.readFile(p)))(item.path);
       if (bytes.length === 0) throw new Error('empty file (0 bytes)');
       image = await (this.decode ?? decodeImage)(bytes, this.opts);
+    } else if (this.pool) {
+      const result = await this.pool.decode(item.path, this.opts);
+      image = result.kind === 'image'
+        ? { data: result.data, height: this.opts.size, width: this.opts.size, channels: 3 }
+        : await decodeWithLibvips(result.bytes, this.opts);
     } else {
       image = await decodeImageFile(item.path, this.opts);
     }
@@ -293,7 +305,8 @@ export class DecodeStage extends Duplex {
       const callback = this.flushing;
       this.flushing = undefined;
       this.push(null);
-      callback();
+      if (this.pool) this.pool.close().then(() => callback(), callback);
+      else callback();
     }
   }
 
@@ -302,6 +315,11 @@ export class DecodeStage extends Duplex {
     // Readable calls _read before it takes the chunk being read off the buffer.)
     this.backedUp = false;
     this.pump(); // maybe accept the input we held back
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    if (this.pool) this.pool.close().then(() => callback(err), () => callback(err));
+    else callback(err);
   }
 
   override _final(callback: (err?: Error | null) => void): void {

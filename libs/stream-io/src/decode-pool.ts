@@ -1,0 +1,80 @@
+/**
+ * A pool of worker threads that run the fast decode path (decode-worker.ts) on files: on 2
+ * cores the JS resize of one image costs about as much as its decode, and on the stage's single
+ * thread it capped throughput; in workers it runs in parallel, beside the stage's framing and IO.
+ */
+import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import type { DecodeOptions } from './decode';
+import type { DecodeReply, DecodeTask } from './decode-worker';
+
+export type PoolResult = { kind: 'image'; data: Uint8Array } | { kind: 'other'; bytes: Buffer };
+
+interface Pending {
+  resolve: (result: PoolResult) => void;
+  reject: (err: Error) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  pending: Map<number, Pending>;
+}
+
+export class DecodePool {
+  private readonly slots: Slot[];
+  private nextId = 0;
+  private closed = false;
+
+  constructor(readonly size: number) {
+    this.slots = Array.from({ length: size }, () => this.start());
+  }
+
+  private start(): Slot {
+    const worker = new Worker(join(__dirname, 'decode-worker.js'));
+    const slot: Slot = { worker, pending: new Map() };
+    worker.unref(); // referenced only while it has work (see decode())
+    worker.on('message', (reply: DecodeReply) => {
+      const task = slot.pending.get(reply.id);
+      if (!task) return;
+      slot.pending.delete(reply.id);
+      if (slot.pending.size === 0) worker.unref();
+      if (reply.kind === 'image') task.resolve({ kind: 'image', data: reply.data });
+      else if (reply.kind === 'other') task.resolve({ kind: 'other', bytes: Buffer.from(reply.bytes.buffer, reply.bytes.byteOffset, reply.bytes.length) });
+      else task.reject(Object.assign(new Error(reply.message), reply.code ? { code: reply.code } : {}));
+    });
+    const fail = (err: Error) => {
+      for (const task of slot.pending.values()) task.reject(err);
+      slot.pending.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => {
+      if (!this.closed) fail(new Error(`decode worker exited with code ${code}`));
+    });
+    return slot;
+  }
+
+  /** Read and decode the file at `path` in the least busy worker. */
+  decode(path: string, opts: DecodeOptions): Promise<PoolResult> {
+    if (this.closed) return Promise.reject(new Error('decode pool is closed'));
+    let slot = this.slots[0];
+    for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
+    const id = this.nextId++;
+    return new Promise<PoolResult>((resolve, reject) => {
+      if (slot.pending.size === 0) slot.worker.ref();
+      slot.pending.set(id, { resolve, reject });
+      const task: DecodeTask = { id, path, opts };
+      slot.worker.postMessage(task);
+    });
+  }
+
+  /** Stop the workers (pending decodes are rejected). */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.slots.map(async (slot) => {
+      for (const task of slot.pending.values()) task.reject(new Error('decode pool closed'));
+      slot.pending.clear();
+      await slot.worker.terminate();
+    }));
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * decode-resample.wat's kernels, instantiated once per thread (each worker has its own), with
+ * the memory laid out per call: the two tables, the source pixels, the vertical pass's rows and
+ * the planes out.
+ */
+import { DECODE_RESAMPLE_WASM_BASE64 } from './decode-resample-wasm.generated';
+import type { AxisTable } from './decode-resample';
+
+/** The little of the WebAssembly API used here (the project's TS lib has no WebAssembly types). */
+interface WasmMemory {
+  buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: unknown };
+}
+const WebAssembly = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+interface Kernels {
+  memory: WasmMemory;
+  vertical(src: number, stride: number, outH: number, taps: number, starts: number, weights: number, dst: number): void;
+  horizontal(src: number, stride: number, rows: number, outW: number, taps: number, starts: number, weights: number, dst: number): void;
+}
+
+let kernels: Kernels | null | undefined;
+
+/** The kernels, or null where WebAssembly SIMD is not available (then the JS loops run). */
+function load(): Kernels | null {
+  if (kernels === undefined) {
+    try {
+      const module = new WebAssembly.Module(Buffer.from(DECODE_RESAMPLE_WASM_BASE64, 'base64'));
+      kernels = new WebAssembly.Instance(module, {}).exports as unknown as Kernels;
+    } catch {
+      kernels = null;
+    }
+  }
+  return kernels;
+}
+
+const align16 = (n: number) => (n + 15) & ~15;
+
+/**
+ * `resampleRgbToChwJs` by the WebAssembly kernels, or undefined when they cannot run it
+ * (no WebAssembly SIMD here, or rows shorter than the 8-byte SIMD block).
+ */
+export function resampleRgbToChwWasm(hwc: Uint8Array, width: number, xs: AxisTable, ys: AxisTable, out: Uint8Array): Uint8Array | undefined {
+  const k = load();
+  const stride = width * 3;
+  if (!k || stride < 8) return undefined;
+  const outW = xs.outLength, outH = ys.outLength;
+  const xStarts = 0;
+  const xWeights = align16(xStarts + 4 * outW);
+  const yStarts = align16(xWeights + 4 * xs.weights.length);
+  const yWeights = align16(yStarts + 4 * outH);
+  const src = align16(yWeights + 4 * ys.weights.length);
+  const mid = align16(src + hwc.length);
+  const dst = align16(mid + outH * stride);
+  const end = dst + 3 * outW * outH;
+  const missing = end - k.memory.buffer.byteLength;
+  if (missing > 0) k.memory.grow(Math.ceil(missing / 65536));
+  const bytes = new Uint8Array(k.memory.buffer);
+  const ints = new Int32Array(k.memory.buffer);
+  ints.set(xs.starts, xStarts >> 2);
+  ints.set(xs.weights, xWeights >> 2);
+  ints.set(ys.starts, yStarts >> 2);
+  ints.set(ys.weights, yWeights >> 2);
+  bytes.set(hwc, src);
+  k.vertical(src, stride, outH, ys.taps, yStarts, yWeights, mid);
+  k.horizontal(mid, stride, outH, outW, xs.taps, xStarts, xWeights, dst);
+  out.set(bytes.subarray(dst, end));
+  return out;
+}

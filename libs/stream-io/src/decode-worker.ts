@@ -1,0 +1,40 @@
+/**
+ * Worker-thread side of DecodePool (decode-pool.ts): reads a file and decodes it by the fast
+ * path (TurboJPEG + JS resize) on this thread, so that several images are resized at once and
+ * the stage's own thread is left to order, frame and write records.
+ */
+import { parentPort } from 'node:worker_threads';
+import { readFileSync } from 'node:fs';
+import { decodePlainJpegSync } from './decode-fast';
+import type { DecodeOptions } from './decode';
+
+export interface DecodeTask {
+  id: number;
+  path: string;
+  opts: DecodeOptions;
+}
+
+export type DecodeReply =
+  | { id: number; kind: 'image'; data: Uint8Array }
+  /** Not a plain JPEG (or libjpeg complained): the bytes, for libvips on the main thread. */
+  | { id: number; kind: 'other'; bytes: Uint8Array }
+  | { id: number; kind: 'error'; message: string; code?: string };
+
+function handle(task: DecodeTask): { reply: DecodeReply; transfer: ArrayBuffer[] } {
+  const { id } = task;
+  try {
+    const bytes = readFileSync(task.path); // a worker may block: that is what it is for
+    if (bytes.length === 0) return { reply: { id, kind: 'error', message: 'empty file (0 bytes)' }, transfer: [] };
+    const image = decodePlainJpegSync(bytes, task.opts);
+    if (image) return { reply: { id, kind: 'image', data: image.data }, transfer: [image.data.buffer as ArrayBuffer] };
+    return { reply: { id, kind: 'other', bytes }, transfer: [] }; // copied: rare, and small
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    return { reply: { id, kind: 'error', message: e instanceof Error ? e.message : String(err), code: typeof e?.code === 'string' ? e.code : undefined }, transfer: [] };
+  }
+}
+
+parentPort?.on('message', (task: DecodeTask) => {
+  const { reply, transfer } = handle(task);
+  parentPort!.postMessage(reply, transfer);
+});
