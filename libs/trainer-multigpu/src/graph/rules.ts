@@ -18,9 +18,9 @@ export type Mode = 'train' | 'eval';
  * - `convInputGrad`: 'conv' lowers dX of a stride-1 conv as a plain Conv of dY with the
  *   spatially flipped, in/out-swapped kernel (onnxruntime's fast conv kernels);
  *   'convTranspose' uses ConvTranspose(dY, W) for every conv (DESIGN §5's rule as written).
- * - `convWeightGrad`: 'gemm' lowers dW as one Gemm per group and kernel tap over a Slice of X
- *   (an im2col one tap at a time; batch and output pixels form the long K dimension; strided
- *   convs go through SpaceToDepth first); 'dilatedConv' is DESIGN §5's Conv over
+ * - `convWeightGrad`: 'gemm' lowers dW as Gemms over Slices of X, one Slice per kernel tap,
+ *   a few taps stacked per Gemm (an im2col in chunks; batch and output pixels form the long K
+ *   dimension; strided convs go through SpaceToDepth first); 'dilatedConv' is DESIGN §5's Conv over
  *   batch-transposed X and dY with dilation = stride.
  * The fast pair is the default: on the full AlexNet it made a step ~1.45x faster (bench/train.mjs).
  * - `nchwcBlock`: onnxruntime's NCHWc block size (8 with AVX2, 16 with AVX-512: the engine
@@ -130,6 +130,30 @@ function convolve(b: GraphBuilder, nchwcBlock: number, x: string, w: string, bia
   return b.node('ReorderOutput', [y], { channels: int(o) }, { domain: NCHWC_DOMAIN })[0];
 }
 
+/**
+ * Columns a dW Gemm should have at least. MLAS packs the B operand for each Gemm call, so a
+ * narrow B (a group of conv2's 48 channels, one kernel tap) is dominated by packing and
+ * threading overhead: 25 Gemms of [128, K]·[K, 48] took 2.5x the time of one [128, K]·[K, 1200].
+ */
+const MIN_GEMM_COLUMNS = 256;
+
+/**
+ * dW for a list of kernel taps: Σ over K of dY[o, K]·tap[t][c, K], as [O', taps·C'] in tap
+ * order. Consecutive taps are stacked (Concat) into Gemms of at least MIN_GEMM_COLUMNS columns
+ * each, in chunks of equal size; stacking all of them would build the whole k²-times-larger
+ * im2col matrix at once.
+ */
+function tapGemms(b: GraphBuilder, dy: string, taps: string[], tapWidth: number): string {
+  const perGemm = Math.ceil(taps.length / Math.ceil(taps.length / Math.ceil(MIN_GEMM_COLUMNS / tapWidth)));
+  const gemms: string[] = [];
+  for (let t = 0; t < taps.length; t += perGemm) {
+    const chunk = taps.slice(t, t + perGemm);
+    const cols = chunk.length === 1 ? chunk[0] : b.op('Concat', chunk, { axis: int(0) });
+    gemms.push(b.op('Gemm', [dy, cols], { transB: int(1) })); // [O', chunk·C']
+  }
+  return gemms.length === 1 ? gemms[0] : b.op('Concat', gemms, { axis: int(1) });
+}
+
 const conv: Rule<ConvLayer> = {
   // Y = Conv(X, W, b)
   forward({ b, weight, bias, inShape, lowering }, l, x) {
@@ -138,7 +162,7 @@ const conv: Rule<ConvLayer> = {
   },
   // dX = ConvTranspose(dY, W) with output_padding restoring the input size (stride 4 / odd
   // sizes), or for stride 1 the equivalent Conv with the flipped kernel;
-  // dW[o,c',i,j] = Σ_n Σ_yx dY[n,o,y,x]·Xpad[n, g(o)·C/g + c', s·y+i, s·x+j]: per-tap Gemms over
+  // dW[o,c',i,j] = Σ_n Σ_yx dY[n,o,y,x]·Xpad[n, g(o)·C/g + c', s·y+i, s·x+j]: Gemms over per-tap
   // Slices of X, or a Conv of X with the batch moved to channels ([C/g, g·N, H, W]) by the kernel
   // dYᵀ [O, N, Ho, Wo], group g, dilation = stride, cropped to k×k, then [C/g, O] → [O, C/g].
   // db = ΣdY over N, H, W. (The input of the first conv needs no dX: the walk skips it.)
@@ -173,37 +197,35 @@ const conv: Rule<ConvLayer> = {
       if (padEnd[0] < 0 || padEnd[1] < 0) xp = b.op('Slice', [xp, b.int64s([0, 0]), b.int64s([s * hb, s * wb]), b.int64s([2, 3])]);
       const blocks = b.op('Transpose', [b.op('SpaceToDepth', [xp], { blocksize: int(s) })], { perm: ints([1, 0, 2, 3]) }); // [s²C, N, hb, wb]
       const dyt = b.op('Reshape', [b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) }), b.int64s([o, -1])]);
-      const taps: string[] = [];
+      const slices: string[] = [];
       for (let bi = 0; bi < kb; bi++) {
         for (let bj = 0; bj < kb; bj++) {
-          const slice = b.op('Reshape', [b.op('Slice', [blocks, b.int64s([bi, bj]), b.int64s([bi + ho, bj + wo]), b.int64s([2, 3])]), b.int64s([s * s * c, -1])]);
-          taps.push(b.op('Gemm', [dyt, slice], { transB: int(1) })); // [O, s²C]: this block offset's kernel taps
+          slices.push(b.op('Reshape', [b.op('Slice', [blocks, b.int64s([bi, bj]), b.int64s([bi + ho, bj + wo]), b.int64s([2, 3])]), b.int64s([s * s * c, -1])]));
         }
       }
-      const dwBlocks = b.op('Reshape', [b.op('Concat', taps, { axis: int(1) }), b.int64s([o, kb, kb, s, s, c])]); // (bi, bj, di, dj, c)
+      const dwBlocks = b.op('Reshape', [tapGemms(b, dyt, slices, s * s * c), b.int64s([o, kb, kb, s, s, c])]); // (bi, bj, di, dj, c)
       const dwPadded = b.op('Reshape', [b.op('Transpose', [dwBlocks], { perm: ints([0, 5, 1, 3, 2, 4]) }), b.int64s([o, c, kb * s, kb * s])]); // (c, bi, di, bj, dj)
       out.dWeight = kb * s === k ? dwPadded : b.op('Slice', [dwPadded, b.int64s([0, 0]), b.int64s([k, k]), b.int64s([2, 3])]);
     } else if (lowering.convWeightGrad === 'gemm') {
-      // im2col of X with the batch inside, one kernel tap at a time: for tap (i, j) the Slice
+      // im2col of X with the batch inside, one kernel tap per Slice: for tap (i, j) the Slice
       // X_ij[c, (n, y, x)] = Xpad[n, c, s·y + i, s·x + j] of the channel-major, zero-padded X, and
-      // dW[o, c', i, j] = Σ_(n,y,x) dY[n, o, y, x] · X_ij[g·Cg + c', (n, y, x)]: per group and tap
-      // one Gemm (M = O/g, N = Cg, K = N·Ho·Wo, transB); no k²-times-larger col matrix is built.
+      // dW[o, c', i, j] = Σ_(n,y,x) dY[n, o, y, x] · X_ij[g·Cg + c', (n, y, x)]: per group, Gemms
+      // (M = O/g, K = N·Ho·Wo, transB) over a few taps' Slices stacked (tapGemms).
       const xt = b.op('Transpose', [x], { perm: ints([1, 0, 2, 3]) }); // [C, N, H, W]
       const xp = p > 0 ? b.op('Pad', [xt, b.int64s([0, 0, p, p, 0, 0, p, p])]) : xt;
       const dyt = b.op('Reshape', [b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) }), b.int64s([o, -1])]); // [O, N·Ho·Wo]
       const groupGrads: string[] = [];
       for (let gi = 0; gi < g; gi++) {
         const dyg = g === 1 ? dyt : b.op('Slice', [dyt, b.int64s([gi * og]), b.int64s([(gi + 1) * og]), b.int64s([0])]);
-        const taps: string[] = [];
+        const slices: string[] = [];
         for (let i = 0; i < k; i++) {
           for (let j = 0; j < k; j++) {
             const starts = [gi * cg, i, j], ends = [(gi + 1) * cg, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1];
-            const slice = b.op('Reshape', [b.op('Slice', [xp, b.int64s(starts), b.int64s(ends), b.int64s([0, 2, 3]), b.int64s([1, s, s])]), b.int64s([cg, -1])]);
-            taps.push(b.op('Gemm', [dyg, slice], { transB: int(1) })); // [O/g, Cg]: kernel tap (i, j)
+            slices.push(b.op('Reshape', [b.op('Slice', [xp, b.int64s(starts), b.int64s(ends), b.int64s([0, 2, 3]), b.int64s([1, s, s])]), b.int64s([cg, -1])]));
           }
         }
         // [O/g, k², Cg] → [O/g, Cg, k²]
-        groupGrads.push(b.op('Transpose', [b.op('Reshape', [b.op('Concat', taps, { axis: int(1) }), b.int64s([og, k * k, cg])])], { perm: ints([0, 2, 1]) }));
+        groupGrads.push(b.op('Transpose', [b.op('Reshape', [tapGemms(b, dyg, slices, cg), b.int64s([og, k * k, cg])])], { perm: ints([0, 2, 1]) }));
       }
       const dw = g === 1 ? groupGrads[0] : b.op('Concat', groupGrads, { axis: int(0) });
       out.dWeight = b.op('Reshape', [dw, b.int64s([o, cg, k, k])]);
