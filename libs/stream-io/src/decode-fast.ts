@@ -4,8 +4,8 @@
  * back to libvips whenever these answer undefined.
  */
 import { readJpegHeader, JpegHeader } from './decode-jpeg-header';
-import { decodeJpegRgb, decodeJpegRgbSync, RgbImage } from './decode-jpeg-turbo';
-import { resampleRgbToChw, resizeTables } from './decode-resample';
+import { decodeJpegRgb, decodeJpegRgbSync, releaseRgb, RgbImage } from './decode-jpeg-turbo';
+import { resampleRgbToChw, resizeTablesCached } from './decode-resample';
 import type { DecodedImage, DecodeOptions } from './decode';
 
 /**
@@ -36,12 +36,17 @@ export function uninitialised(length: number): Uint8Array {
   return new Uint8Array(b.buffer, b.byteOffset, length);
 }
 
+/** Resize + transpose decoded pixels; their buffer goes back for reuse. */
 function resizeToChw(rgb: RgbImage, header: JpegHeader, opts: DecodeOptions): DecodedImage | undefined {
-  if (rgb.width !== header.width || rgb.height !== header.height || rgb.data.length !== rgb.width * rgb.height * 3) return undefined;
-  const { size } = opts;
-  const { xs, ys } = resizeTables(rgb.width, rgb.height, size, opts.resize);
-  const data = resampleRgbToChw(rgb.data, rgb.width, xs, ys, uninitialised(3 * size * size));
-  return { data, height: size, width: size, channels: 3 };
+  try {
+    if (rgb.width !== header.width || rgb.height !== header.height || rgb.data.length !== rgb.width * rgb.height * 3) return undefined;
+    const { size } = opts;
+    const { xs, ys } = resizeTablesCached(rgb.width, rgb.height, size, opts.resize);
+    const data = resampleRgbToChw(rgb.data, rgb.width, xs, ys, uninitialised(3 * size * size));
+    return { data, height: size, width: size, channels: 3 };
+  } finally {
+    releaseRgb(rgb);
+  }
 }
 
 /**
@@ -53,7 +58,7 @@ export async function decodePlainJpeg(bytes: Buffer, opts: DecodeOptions): Promi
   if (!header) return undefined;
   let rgb;
   try {
-    rgb = await decodeJpegRgb(bytes);
+    rgb = await decodeJpegRgb(bytes, header.width, header.height);
   } catch {
     return undefined;
   }
@@ -66,7 +71,7 @@ export function decodePlainJpegSync(bytes: Buffer, opts: DecodeOptions): Decoded
   if (!header) return undefined;
   let rgb;
   try {
-    rgb = decodeJpegRgbSync(bytes);
+    rgb = decodeJpegRgbSync(bytes, header.width, header.height);
   } catch {
     return undefined;
   }

@@ -20,7 +20,7 @@ const WebAssembly = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssem
 interface Kernels {
   memory: WasmMemory;
   vertical(src: number, stride: number, outH: number, taps: number, starts: number, weights: number, dst: number): void;
-  horizontal(src: number, stride: number, rows: number, outW: number, taps: number, starts: number, weights: number, dst: number): void;
+  horizontal(src: number, stride: number, rows: number, outW: number, pairs: number, starts: number, weights: number, dst: number): void;
 }
 
 let kernels: Kernels | null | undefined;
@@ -40,6 +40,28 @@ function load(): Kernels | null {
 
 const align16 = (n: number) => (n + 15) & ~15;
 
+const pairWeights = new WeakMap<AxisTable, Int16Array>();
+
+/**
+ * The horizontal kernel's weights: per output pixel, per pair of taps, [w0 w1 w0 w1 w0 w1 0 0]
+ * as 16-bit lanes (w1 = 0 past an odd tap count). Built once per table.
+ */
+function horizontalWeights(xs: AxisTable): Int16Array {
+  let lanes = pairWeights.get(xs);
+  if (!lanes) {
+    const pairs = Math.ceil(xs.taps / 2);
+    lanes = new Int16Array(xs.outLength * pairs * 8);
+    for (let i = 0; i < xs.outLength; i++) {
+      for (let k = 0; k < xs.taps; k++) {
+        const at = (i * pairs + (k >> 1)) * 8 + (k & 1);
+        lanes[at] = lanes[at + 2] = lanes[at + 4] = xs.weights[i * xs.taps + k];
+      }
+    }
+    pairWeights.set(xs, lanes);
+  }
+  return lanes;
+}
+
 /**
  * `resampleRgbToChwJs` by the WebAssembly kernels, or undefined when they cannot run it
  * (no WebAssembly SIMD here, or rows shorter than the 8-byte SIMD block).
@@ -49,25 +71,26 @@ export function resampleRgbToChwWasm(hwc: Uint8Array, width: number, xs: AxisTab
   const stride = width * 3;
   if (!k || stride < 8) return undefined;
   const outW = xs.outLength, outH = ys.outLength;
+  const xLanes = horizontalWeights(xs);
   const xStarts = 0;
   const xWeights = align16(xStarts + 4 * outW);
-  const yStarts = align16(xWeights + 4 * xs.weights.length);
+  const yStarts = align16(xWeights + 2 * xLanes.length);
   const yWeights = align16(yStarts + 4 * outH);
   const src = align16(yWeights + 4 * ys.weights.length);
   const mid = align16(src + hwc.length);
   const dst = align16(mid + outH * stride);
-  const end = dst + 3 * outW * outH;
+  const end = dst + 3 * outW * outH; // the last pixel pair of a mid row may read 8 bytes past it: into dst
   const missing = end - k.memory.buffer.byteLength;
   if (missing > 0) k.memory.grow(Math.ceil(missing / 65536));
   const bytes = new Uint8Array(k.memory.buffer);
   const ints = new Int32Array(k.memory.buffer);
   ints.set(xs.starts, xStarts >> 2);
-  ints.set(xs.weights, xWeights >> 2);
+  new Int16Array(k.memory.buffer).set(xLanes, xWeights >> 1);
   ints.set(ys.starts, yStarts >> 2);
   ints.set(ys.weights, yWeights >> 2);
   bytes.set(hwc, src);
   k.vertical(src, stride, outH, ys.taps, yStarts, yWeights, mid);
-  k.horizontal(mid, stride, outH, outW, xs.taps, xStarts, xWeights, dst);
+  k.horizontal(mid, stride, outH, outW, Math.ceil(xs.taps / 2), xStarts, xWeights, dst);
   out.set(bytes.subarray(dst, end));
   return out;
 }

@@ -22,7 +22,7 @@
  *    a picture that is part grey. Other decoder warnings (odd markers, extra bytes) are allowed.
  */
 import { Duplex } from 'node:stream';
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFile } from 'node:fs';
 import * as os from 'node:os';
 import sharp from 'sharp';
 import { decodePlainJpeg, uninitialised } from './decode-fast';
@@ -126,7 +126,10 @@ export async function decodeImage(input: Buffer, opts: DecodeOptions): Promise<D
 
 /** `decodeImage` of a file; errors say what is wrong with the file. */
 export async function decodeImageFile(path: string, opts: DecodeOptions): Promise<DecodedImage> {
-  const bytes = await fs.readFile(path); // ENOENT, EISDIR, EACCES, ...: described by describeDecodeError
+  // ENOENT, EISDIR, EACCES, ...: described by describeDecodeError. The callback readFile: it
+  // costs the stage's thread about half of what fs.promises.readFile does (open, fstat, read
+  // and close each a promise there).
+  const bytes = await new Promise<Buffer>((resolve, reject) => readFile(path, (err, data) => (err ? reject(err) : resolve(data))));
   if (bytes.length === 0) throw new Error('empty file (0 bytes)');
   return decodeImage(bytes, opts);
 }
