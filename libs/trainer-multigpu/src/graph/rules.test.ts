@@ -73,29 +73,42 @@ const loweringVariants: [string, LoweringOptions][] = [
   ['DESIGN lowering: dX by ConvTranspose, dW by dilated Conv', { ...DEFAULT_LOWERING, convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv' }],
 ];
 
-for (const cc of convCases) for (const [variant, lowering] of loweringVariants) {
+type ConvCase = (typeof convCases)[number];
+
+/** One conv layer of `cc`, batch 2, with seeded random input, weights, bias and output gradient. */
+function convSetup(cc: ConvCase, seed: number) {
   const layer: ConvLayer = { kind: 'conv', name: 'c', outChannels: cc.out, kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } };
   const n = 2;
   const o = windowOutputSize(cc.size, cc.k, cc.s, cc.p);
   const inShape = [cc.c, cc.size, cc.size], outShape = [cc.out, o, o];
   const paramShapes = { weight: [cc.out, cc.c / cc.g, cc.k, cc.k], bias: [cc.out] };
-  const rng = new Rng(1);
+  const rng = new Rng(seed);
   const values: Tensors = {
     x: randomArray(rng, n * sizeOf(inShape)),
     weight: randomArray(rng, sizeOf(paramShapes.weight), 0.3),
     bias: randomArray(rng, cc.out),
     dy: randomArray(rng, n * sizeOf(outShape)),
   };
+  return { layer, n, inShape, outShape, paramShapes, values };
+}
 
-  test(`conv ${cc.name} (${variant}): dX, dW, db equal tfjs autodiff`, async () => {
-    const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
-    const want = tfGrads(tfConv(layer), [{ data: values.x, shape: [n, ...inShape] }, { data: values.weight, shape: paramShapes.weight }, { data: values.bias, shape: [cc.out] }], values.dy);
-    assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE, `y: ${maxRelativeError(got.y, want.y)}`);
-    for (const [i, name] of (['dx', 'dWeight', 'dBias'] as const).entries()) {
-      const err = maxRelativeError(got[name], want.grads[i]);
-      assert.ok(err < TF_TOLERANCE, `${name}: relative error ${err}`);
-    }
-  });
+/** y, dX, dW, db of the lowered rule against tfjs autodiff. */
+async function assertConvMatchesTfjs(cc: ConvCase, setup: ReturnType<typeof convSetup>, lowering: LoweringOptions) {
+  const { layer, n, inShape, outShape, paramShapes, values } = setup;
+  const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
+  const want = tfGrads(tfConv(layer), [{ data: values.x, shape: [n, ...inShape] }, { data: values.weight, shape: paramShapes.weight }, { data: values.bias, shape: [cc.out] }], values.dy);
+  assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE, `y: ${maxRelativeError(got.y, want.y)}`);
+  for (const [i, name] of (['dx', 'dWeight', 'dBias'] as const).entries()) {
+    const err = maxRelativeError(got[name], want.grads[i]);
+    assert.ok(err < TF_TOLERANCE, `${name}: relative error ${err}`);
+  }
+}
+
+for (const cc of convCases) for (const [variant, lowering] of loweringVariants) {
+  const setup = convSetup(cc, 1);
+  const { layer, n, inShape, outShape, paramShapes, values } = setup;
+
+  test(`conv ${cc.name} (${variant}): dX, dW, db equal tfjs autodiff`, () => assertConvMatchesTfjs(cc, setup, lowering));
 
   test(`conv ${cc.name} (${variant}): dX, dW, db equal float64 central differences`, async () => {
     const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
@@ -128,24 +141,13 @@ for (const cc of nchwcCases) {
   test(`conv ${cc.name} on NCHWc kernels: y, dX, dW, db equal tfjs autodiff`, async (t) => {
     const block = await nchwcBlockSize();
     if (!block) return t.skip('this onnxruntime build has no NCHWc kernels for this CPU');
-    const layer: ConvLayer = { kind: 'conv', name: 'c', outChannels: cc.out, kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } };
-    const n = 2;
-    const o = windowOutputSize(cc.size, cc.k, cc.s, cc.p);
-    const inShape = [cc.c, cc.size, cc.size], outShape = [cc.out, o, o];
-    const paramShapes = { weight: [cc.out, cc.c / cc.g, cc.k, cc.k], bias: [cc.out] };
-    const rng = new Rng(3);
-    const values: Tensors = { x: randomArray(rng, n * sizeOf(inShape)), weight: randomArray(rng, sizeOf(paramShapes.weight), 0.3), bias: randomArray(rng, cc.out), dy: randomArray(rng, n * sizeOf(outShape)) };
+    const setup = convSetup(cc, 3);
+    const { layer, n, inShape, outShape, paramShapes } = setup;
     const lowering = { ...DEFAULT_LOWERING, nchwcBlock: block };
     const { model } = oneLayerGraph(layer, n, inShape, outShape, paramShapes, lowering);
     const nchwcConvs = model.graph!.node!.filter((node) => node.domain === NCHWC_DOMAIN && node.opType === 'Conv').length;
     assert.equal(nchwcConvs, cc.s === 1 ? 2 : 1, 'forward (and stride-1 dX) convolutions lowered to NCHWc kernels');
-    const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
-    const want = tfGrads(tfConv(layer), [{ data: values.x, shape: [n, ...inShape] }, { data: values.weight, shape: paramShapes.weight }, { data: values.bias, shape: [cc.out] }], values.dy);
-    assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE, `y: ${maxRelativeError(got.y, want.y)}`);
-    for (const [i, name] of (['dx', 'dWeight', 'dBias'] as const).entries()) {
-      const err = maxRelativeError(got[name], want.grads[i]);
-      assert.ok(err < TF_TOLERANCE, `${name}: relative error ${err}`);
-    }
+    await assertConvMatchesTfjs(cc, setup, lowering);
   });
 }
 
