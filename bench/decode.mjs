@@ -7,8 +7,11 @@
  *   - Pillow, 2 processes (multiprocessing.Pool(2)), draft mode + BILINEAR resize: the
  *     classic Python preprocessing; measured when a python3 with PIL is found;
  *   - plain sharp: `sharp(buf).resize(256, 256, { fit: 'fill' }).raw().toBuffer()`, 4 in flight.
+ * Ours decodes plain JPEGs with libjpeg-turbo and resizes them with WebAssembly kernels, and
+ * everything else with libvips (libs/stream-io/src/decode.ts); --explore also times the parts.
  * Every variant runs --reps times, interleaved (so load drifts hit all alike); the median is
- * reported. Target: ours >= 0.8x Pillow-2-process.
+ * reported, with the CPU time per image of every process the variant started (start-ups and
+ * warm-ups included), which does not depend on what else the machine runs. Target: ours >= 0.8x Pillow-2-process.
  *
  *   node bench/decode.mjs [--images 800] [--reps 3] [--explore]
  *
@@ -124,6 +127,11 @@ async function worker(variant, dir) {
     // the straightforward call everyone writes first
     'sharp-plain': () => pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill' }).raw().toBuffer()),
     'sharp-decode-only': () => pool(async (f) => sharp(await fs.readFile(f)).raw().toBuffer()),
+    // libjpeg-turbo (TurboJPEG) decode alone, what decode's fast path starts with
+    'turbo-decode-only': () => {
+      const turbo = require(require.resolve('@julusian/jpeg-turbo', { paths: [join(ROOT, 'libs/stream-io')] }));
+      return pool(async (f) => turbo.decompress(await fs.readFile(f), { format: turbo.FORMAT_RGB }));
+    },
     'sharp-linear': () => pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()),
     'sharp-linear-seq': () => pool(async (f) => sharp(await fs.readFile(f), { sequentialRead: true }).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()),
     'sharp-linear-c1': () => { sharp.concurrency(1); return pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()); },
@@ -152,6 +160,11 @@ async function worker(variant, dir) {
     'decodeImage': () => {
       const { decodeImage } = require(join(ROOT, 'libs/stream-io/dist/decode.js'));
       return pool(async (f) => decodeImage(await fs.readFile(f), { size: SIZE, resize: 'squash' }));
+    },
+    'decodeWithLibvips': () => {
+      const { decodeWithLibvips } = require(join(ROOT, 'libs/stream-io/dist/decode.js'));
+      sharp.cache(false);
+      return pool(async (f) => decodeWithLibvips(await fs.readFile(f), { size: SIZE, resize: 'squash' }));
     },
     // the library stages in one process: scan → DecodeStage → BatchStage → discard
     'stages': async () => {
@@ -204,10 +217,26 @@ function findPython() {
   return undefined;
 }
 
+/**
+ * spawnSync of `script` in bash, with the CPU time (user + system) of everything it started,
+ * from bash's `times` (start-ups and warm-ups included): on a machine shared with other work,
+ * CPU per image is the load-independent figure, images per second the one that counts.
+ */
+function spawnWithCpu(script, args, options) {
+  const r = spawnSync('bash', ['-o', 'pipefail', '-c', `${script}; s=$?; times >&2; exit $s`, 'bench', ...args], options);
+  const last = r.stderr.trim().split('\n').pop().match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/);
+  const cpuSeconds = last ? Number(last[1]) * 60 + Number(last[2]) + Number(last[3]) * 60 + Number(last[4]) : NaN;
+  return { ...r, cpuSeconds };
+}
+
+let lastCpuSeconds = NaN; // of the last measure(), NaN where not measured
+
 function measure(variant, dir, python, env = {}) {
+  lastCpuSeconds = NaN;
   if (variant === 'pillow-2proc') {
-    const r = spawnSync(python.py, ['-c', PILLOW, ...listFiles(dir)], { encoding: 'utf8' });
+    const r = spawnWithCpu('"$@"', [python.py, '-c', PILLOW, ...listFiles(dir)], { encoding: 'utf8', maxBuffer: 1 << 26 });
     if (r.status !== 0) throw new Error(`pillow failed: ${r.stderr}`);
+    lastCpuSeconds = r.cpuSeconds;
     return Number(r.stdout.trim());
   }
   if (variant === 'sharp-linear-2proc') {
@@ -225,15 +254,18 @@ function measure(variant, dir, python, env = {}) {
     rmSync(out, { recursive: true, force: true });
     const node = `"${process.execPath}" "${CLI}"`;
     const t = performance.now();
-    const r = spawnSync('bash', ['-o', 'pipefail', '-c', `${node} scan "${dir}" | ${node} decode --size ${SIZE} | ${node} batch --size 256 --out-dir "${out}" --no-fsync`], { encoding: 'utf8', env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0', ...env } });
+    const decodeFlags = env.BENCH_DECODE_FLAGS ?? '';
+    const r = spawnWithCpu(`${node} scan "${dir}" | ${node} decode --size ${SIZE} ${decodeFlags} | ${node} batch --size 256 --out-dir "${out}" --no-fsync`, [], { encoding: 'utf8', env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0', ...env } });
     const seconds = (performance.now() - t) / 1000;
     if (r.status !== 0) throw new Error(`cli pipeline failed: ${r.stderr}`);
+    lastCpuSeconds = r.cpuSeconds;
     rmSync(out, { recursive: true, force: true });
     return listFiles(dir).length / seconds;
   }
-  const r = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--worker', variant, '--dir', dir], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const r = spawnWithCpu('"$@"', [process.execPath, fileURLToPath(import.meta.url), '--worker', variant, '--dir', dir], { encoding: 'utf8', env: { ...process.env, ...env } });
   // (env carries UV_THREADPOOL_SIZE and the BENCH_* knobs of --explore)
   if (r.status !== 0) throw new Error(`${variant} failed: ${r.stderr}`);
+  lastCpuSeconds = r.cpuSeconds;
   return JSON.parse(r.stdout.trim().split('\n').pop()).imagesPerSecond;
 }
 
@@ -256,6 +288,7 @@ async function main() {
   if (process.argv.includes('--explore')) {
     variants.push(
       ['sharp-decode-only', 'sharp decode only (no resize), 4 in flight'],
+      ['turbo-decode-only', 'libjpeg-turbo (TurboJPEG) decode only (no resize), 4 in flight'],
       ['sharp-linear', 'sharp, kernel linear'],
       ['sharp-linear-seq', 'sharp, kernel linear, sequentialRead'],
       ['sharp-linear-c1', 'sharp, kernel linear, sharp.concurrency(1)'],
@@ -268,6 +301,7 @@ async function main() {
       ['sharp-linear uv2 f2', 'sharp, kernel linear, UV_THREADPOOL_SIZE=2, 2 in flight', { UV_THREADPOOL_SIZE: '2', BENCH_IN_FLIGHT: '2' }],
       ['sharp-linear c2 uv2 f2', 'sharp, kernel linear, concurrency(2), UV 2, 2 in flight', { BENCH_SHARP_CONCURRENCY: '2', UV_THREADPOOL_SIZE: '2', BENCH_IN_FLIGHT: '2' }],
       ['decodeImage', 'decodeImage (ours, pure function), 4 in flight'],
+      ['decodeWithLibvips', 'decodeWithLibvips (ours before the JPEG fast path), 4 in flight'],
     );
   }
   variants.push(['stages', 'ours in-process: DecodeStage → BatchStage(256), sharp.cache(false)']);
@@ -279,16 +313,23 @@ async function main() {
   const withCli = !process.env.BENCH_SKIP_CLI;
   if (withCli) variants.push(['cli', 'ours end to end: scan | decode | batch --size 256 --out-dir (3 processes)']);
   else console.log('end-to-end CLI pipeline skipped (BENCH_SKIP_CLI)');
+  if (withCli && process.argv.includes('--explore')) variants.push(['cli workers2', '  same, decode --workers 2', { BENCH_DECODE_FLAGS: '--workers 2' }]);
   const results = Object.fromEntries(variants.map(([v]) => [v, []]));
+  const cpu = Object.fromEntries(variants.map(([v]) => [v, []]));
   for (let rep = 0; rep < reps; rep++) {
-    for (const [v, , env] of variants) results[v].push(await measure(v.split(' ')[0], dir, python, env));
+    for (const [v, , env] of variants) {
+      results[v].push(await measure(v.split(' ')[0], dir, python, env));
+      cpu[v].push((lastCpuSeconds * 1000) / files.length);
+    }
   }
   const base = python ? median(results['pillow-2proc']) : undefined;
   const plain = median(results['sharp-plain']);
   for (const [v, label] of variants) {
     const m = median(results[v]);
     const ratios = `${base ? `${(m / base).toFixed(2)}x Pillow-2proc, ` : ''}${(m / plain).toFixed(2)}x plain sharp`;
-    console.log(`  ${label.padEnd(78)} ${m.toFixed(0).padStart(5)} img/s  (${ratios})  [${results[v].map((x) => x.toFixed(0)).join(', ')}]`);
+    const cpuMs = median(cpu[v]);
+    const cpuText = Number.isNaN(cpuMs) ? '' : `  ${cpuMs.toFixed(1)} CPU-ms/img`;
+    console.log(`  ${label.padEnd(78)} ${m.toFixed(0).padStart(5)} img/s  (${ratios})  [${results[v].map((x) => x.toFixed(0)).join(', ')}]${cpuText}`);
   }
   const [oursName, ours] = withCli ? ['end-to-end', median(results.cli)] : ['in-process stages', median(results.stages)];
   if (base) console.log(`${oursName} ratio: ${(ours / base).toFixed(2)}x Pillow-2-process (target >= 0.8x)`);
