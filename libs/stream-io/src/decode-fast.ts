@@ -17,6 +17,12 @@ import type { DecodedImage, DecodeOptions } from './decode';
 const FAST_PATH_MAX_REDUCTION = 3;
 
 /**
+ * sharp's default `limitInputPixels` (0x3FFF squared): libvips refuses larger images, so the
+ * fast path must not allocate for them either (a header can claim any size).
+ */
+const MAX_INPUT_PIXELS = 0x3fff * 0x3fff;
+
+/**
  * A JPEG that TurboJPEG + the JS resize turn into what libvips would (up to rounding and
  * IDCT differences): 8-bit grayscale or YCbCr, no EXIF rotation, no ICC profile to apply, not
  * large. Everything else (CMYK, 12-bit, rotated, colour-managed, big, not a JPEG) goes to libvips.
@@ -26,6 +32,7 @@ export function plainJpegHeader(bytes: Buffer, opts: DecodeOptions): JpegHeader 
   if (!header || header.precision !== 8 || (header.components !== 1 && header.components !== 3)) return undefined;
   if (header.orientation !== 1 || header.hasIccProfile) return undefined;
   const { width, height } = header;
+  if (width * height > MAX_INPUT_PIXELS) return undefined;
   const reduction = opts.resize === 'squash' ? Math.max(width, height) / opts.size : Math.min(width, height) / opts.size;
   return reduction <= FAST_PATH_MAX_REDUCTION ? header : undefined;
 }

@@ -289,3 +289,23 @@ test('DecodeStage with worker threads: same images and skip reasons as without',
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('the fast path takes only plain JPEGs of a sensible size; the rest is left to libvips', async () => {
+  const { plainJpegHeader } = await import('./decode-fast');
+  const jpeg = await photoLike(64, 48).jpeg().toBuffer();
+  const opts = { size: 32, resize: 'squash' as const };
+  assert.ok(plainJpegHeader(jpeg, opts));
+  assert.equal(plainJpegHeader(jpeg, { size: 16, resize: 'squash' }), undefined, 'reduction over 3x: libvips shrinks on load');
+  assert.ok(plainJpegHeader(jpeg, { size: 16, resize: 'center-crop' }), 'center-crop reduces the shorter side 3x');
+  assert.equal(plainJpegHeader(await photoLike(64, 48).png().toBuffer(), opts), undefined);
+  assert.equal(plainJpegHeader(await photoLike(64, 48).jpeg().withMetadata({ orientation: 3 }).toBuffer(), opts), undefined);
+  assert.equal(plainJpegHeader(await photoLike(64, 48).jpeg().withIccProfile('p3').toBuffer(), opts), undefined);
+  assert.equal(plainJpegHeader(await photoLike(64, 48).toColourspace('cmyk').jpeg().toBuffer(), opts), undefined);
+  // a header that claims 17000 x 17000 (289M pixels, over libvips' limit) is not trusted with an allocation
+  const huge = Buffer.from(jpeg);
+  const sof = huge.indexOf(Buffer.from([0xff, 0xc0]));
+  huge.writeUInt16BE(17000, sof + 5);
+  huge.writeUInt16BE(17000, sof + 7);
+  assert.equal(plainJpegHeader(huge, { size: 8192, resize: 'squash' }), undefined);
+  await assert.rejects(decodeImage(huge, { size: 8192, resize: 'squash' }));
+});
