@@ -8,7 +8,8 @@
  * project machine). Only plain JPEGs come here (decode.ts decides, from the header); libvips
  * keeps everything that needs colour management, rotation or another format.
  *
- * Version 2.3.0 is pinned: 3.x ships only a Node-API 10 binary, which crashes Node 20 (Node-API 9)
+ * An optional dependency: where it is not installed or does not load, libvips decodes everything
+ * (same pixels up to the IDCT difference below, about half the speed). Version 2.3.0 is pinned: 3.x ships only a Node-API 10 binary, which crashes Node 20 (Node-API 9)
  * at load. The binding uses TurboJPEG's fast integer IDCT (TJFLAG_FASTDCT, not selectable):
  * it differs from libvips' (accurate) IDCT by about a level on photographs; see decode.test.ts.
  */
