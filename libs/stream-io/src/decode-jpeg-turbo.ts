@@ -26,7 +26,6 @@ let binding: TurboBinding | null | undefined;
 function turbo(): TurboBinding | null {
   if (binding === undefined) {
     try {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
       binding = require('@julusian/jpeg-turbo') as TurboBinding;
     } catch {
       binding = null;
