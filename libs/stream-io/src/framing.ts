@@ -6,6 +6,7 @@
 import { Transform, TransformCallback } from 'node:stream';
 import { Packr, Unpackr } from 'msgpackr';
 import { InputError } from './errors';
+import { ChunkList, msgpackValueEnd } from './msgpack-extent';
 import {
   BatchRecord,
   DataRecord,
@@ -161,7 +162,8 @@ export interface RecordDecoderOptions {
  */
 export class RecordDecoder extends Transform {
   header: StreamHeader | undefined;
-  private pending: Buffer | undefined;
+  /** Bytes received and not yet decoded: the start of the next record. */
+  private readonly buffered = new ChunkList();
   private count = 0;
   private readonly accept?: RecordKind[];
   private readonly source: string;
@@ -172,32 +174,32 @@ export class RecordDecoder extends Transform {
     this.source = options.source ?? 'input';
   }
 
+  // Each record is decoded once, when all its bytes are here (msgpackValueEnd says where it
+  // ends without decoding it); a record that lies inside one chunk is decoded in place.
   override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
-    const buffer = this.pending ? Buffer.concat([this.pending, chunk]) : chunk;
-    const values: unknown[] = [];
-    let consumed = 0; // end offset of the last complete value
+    this.buffered.push(chunk);
     try {
-      unpackr.unpackMultiple(buffer, (value: unknown, _start?: number, end?: number) => {
-        values.push(value);
-        consumed = end ?? buffer.length;
-        return true;
-      });
-    } catch (err) {
-      // An incomplete trailing value is normal at a chunk boundary: keep its bytes for later.
-      const e = err as Error & { incomplete?: boolean };
-      if (!e.incomplete) {
-        callback(new InputError(`${this.source}: not a valid msgpack record stream near record ${this.count + values.length + 1} (${e.message})`));
-        return;
+      for (;;) {
+        const end = msgpackValueEnd(this.buffered);
+        if (end === undefined) break; // the rest of this record is still on its way
+        if (end === -1) throw this.invalid('byte 0xc1 starts no msgpack value');
+        const bytes = this.buffered.take(end);
+        let value: unknown;
+        try {
+          value = unpackr.unpack(bytes);
+        } catch (err) {
+          throw this.invalid((err as Error).message);
+        }
+        this.pushValue(value);
       }
-    }
-    this.pending = consumed < buffer.length ? buffer.subarray(consumed) : undefined;
-    if (this.pending && consumed > 0) this.pending = Buffer.from(this.pending); // don't pin the big chunk
-    try {
-      for (const value of values) this.pushValue(value);
       callback();
     } catch (err) {
       callback(err as Error);
     }
+  }
+
+  private invalid(reason: string): InputError {
+    return new InputError(`${this.source}: not a valid msgpack record stream near record ${this.count + 1} (${reason})`);
   }
 
   private pushValue(value: unknown): void {
@@ -221,8 +223,8 @@ export class RecordDecoder extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    if (this.pending && this.pending.length > 0) {
-      callback(new InputError(`${this.source}: stream ends in the middle of record ${this.count + 1} (${this.pending.length} trailing bytes); was the producer killed?`));
+    if (this.buffered.length > 0) {
+      callback(new InputError(`${this.source}: stream ends in the middle of record ${this.count + 1} (${this.buffered.length} trailing bytes); was the producer killed?`));
     } else if (this.count === 0) {
       callback(new InputError(`${this.source}: empty stream (no header); pipe the output of an alexnet-stream stage`));
     } else callback();
