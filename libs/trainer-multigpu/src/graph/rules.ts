@@ -132,8 +132,10 @@ function convolve(b: GraphBuilder, nchwcBlock: number, x: string, w: string, bia
 
 /**
  * Columns a dW Gemm should have at least. MLAS packs the B operand for each Gemm call, so a
- * narrow B (a group of conv2's 48 channels, one kernel tap) is dominated by packing and
- * threading overhead: 25 Gemms of [128, K]·[K, 48] took 2.5x the time of one [128, K]·[K, 1200].
+ * narrow B (a group of conv2's 48 channels, one kernel tap) pays packing and threading overhead
+ * per call: 25 Gemms of [128, K]·[K, 48] took 1.2-1.35x the time of one [128, K]·[K, 1200]
+ * (K = 4608..23328, quiet machine; 2.5x on a loaded one). The Concat that stacks the taps
+ * costs a copy, so in a whole step the gain is small.
  */
 const MIN_GEMM_COLUMNS = 256;
 
