@@ -64,8 +64,10 @@ export function executionProvidersFor(devices: string[]): ort.InferenceSession.E
   });
 }
 
+const providerName = (e: ort.InferenceSession.ExecutionProviderConfig) => (typeof e === 'string' ? e : e.name);
+
 function usesCuda(eps: readonly ort.InferenceSession.ExecutionProviderConfig[]): boolean {
-  return eps.some((e) => (typeof e === 'string' ? e : e.name) === 'cuda');
+  return eps.some((e) => providerName(e) === 'cuda');
 }
 
 async function createSession(graph: BuiltGraph, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
@@ -310,8 +312,7 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
   }
   const sessionOptions = sessionOptionsFor(options);
   // NCHWc kernels are onnxruntime's CPU kernels: with a GPU provider the graph stays plain ONNX.
-  const eps = sessionOptions.executionProviders ?? [];
-  const cpuOnly = eps.every((e) => (typeof e === 'string' ? e : e.name) === 'cpu');
+  const cpuOnly = (sessionOptions.executionProviders ?? []).every((e) => providerName(e) === 'cpu');
   const lowering: LoweringOptions = { ...DEFAULT_LOWERING, nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0, ...options.lowering };
   const trainGraph = buildGraph(spec, 'train', optimizer, lowering);
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
