@@ -12,7 +12,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { alexnetSpec, inferShapes, ModelSpec, parameterList, PRESETS, PresetName } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, ModelSpec, narrowSpec, parameterList, PRESETS, PresetName } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, lowerInference } from '@alexnet-stream/onnx-export';
 import { loadTfjs, tfjsForward, weightsToTensors } from '@alexnet-stream/trainer-multigpu';
 import { Rng } from '@alexnet-stream/stream-io';
@@ -32,16 +32,7 @@ function heWeights(spec: ModelSpec, seed: number): Record<string, Float32Array> 
 }
 
 /** A preset with widths divided (order, groups, LRN constants kept) at a 67x67 input. */
-function reducedSpec(preset: PresetName): ModelSpec {
-  const spec = alexnetSpec(preset, { numClasses: 9, inputSize: 67 });
-  spec.layers = spec.layers.map((l) => {
-    if (l.kind === 'conv') return { ...l, outChannels: l.outChannels / 8 };
-    if (l.kind === 'fc' && l.name !== 'fc8') return { ...l, outFeatures: l.outFeatures / 64 };
-    return l;
-  });
-  inferShapes(spec);
-  return spec;
-}
+const reducedSpec = (preset: PresetName): ModelSpec => narrowSpec(alexnetSpec(preset, { numClasses: 9, inputSize: 67 }), 8, 64);
 
 function input(n: number, spec: ModelSpec, seed: number): Float32Array {
   const rng = new Rng(seed);

@@ -145,3 +145,26 @@ export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: Pres
   inferShapes(spec); // throws, naming the layer, when the input size is too small
   return spec;
 }
+
+/**
+ * `spec` with its widths divided: every conv's channels by `convDivisor`, every fc's features by
+ * `fcDivisor` except the classifier's (the last layer keeps the class count). Order, kernels,
+ * groups and LRN constants stay, so a narrowed preset exercises the same structure at a
+ * fraction of the cost (tests, quick experiments). Throws, naming the layer, when a width does
+ * not divide or groups no longer fit.
+ */
+export function narrowSpec(spec: ModelSpec, convDivisor: number, fcDivisor: number): ModelSpec {
+  const lastFc = [...spec.layers].reverse().find((l) => l.kind === 'fc');
+  const divide = (name: string, width: number, divisor: number) => {
+    if (!Number.isInteger(divisor) || divisor < 1 || width % divisor !== 0) throw new Error(`${name}: width ${width} is not divisible by ${divisor}`);
+    return width / divisor;
+  };
+  const layers = spec.layers.map((l): LayerSpec => {
+    if (l.kind === 'conv') return { ...l, outChannels: divide(l.name, l.outChannels, convDivisor) };
+    if (l.kind === 'fc' && l !== lastFc) return { ...l, outFeatures: divide(l.name, l.outFeatures, fcDivisor) };
+    return l;
+  });
+  const out = { ...spec, layers };
+  inferShapes(out);
+  return out;
+}

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { alexnetSpec } from './presets';
+import { alexnetSpec, narrowSpec } from './presets';
 import { forwardMacs, trainingMacs } from './spec';
 
 test('forwardMacs: theano-alexnet 227x227, layer by layer, computed by hand', () => {
@@ -20,4 +20,13 @@ test('forwardMacs: theano-alexnet 227x227, layer by layer, computed by hand', ()
   assert.equal(got.reduce((s, l) => s + l.macs, 0), 724_406_816);
   // forward + dX of all but conv1 + dW
   assert.equal(trainingMacs(alexnetSpec('theano-alexnet')), 3 * 724_406_816 - 105_415_200);
+});
+
+test('narrowSpec divides conv and hidden fc widths, keeps the classifier and the structure; refuses widths that do not divide', () => {
+  const full = alexnetSpec('theano-alexnet', { numClasses: 9, inputSize: 67 });
+  const narrow = narrowSpec(full, 8, 64);
+  const widths = (s: typeof full) => s.layers.map((l) => (l.kind === 'conv' ? l.outChannels : l.kind === 'fc' ? l.outFeatures : l.kind));
+  assert.deepEqual(widths(narrow), widths(full).map((w, i) => (typeof w !== 'number' ? w : full.layers[i].name === 'fc8' ? w : full.layers[i].kind === 'conv' ? w / 8 : w / 64)));
+  assert.deepEqual(narrow.layers.map((l) => (l.kind === 'conv' ? l.group : 0)), full.layers.map((l) => (l.kind === 'conv' ? l.group : 0)));
+  assert.throws(() => narrowSpec(full, 5, 1), /conv1: width 96 is not divisible by 5/);
 });

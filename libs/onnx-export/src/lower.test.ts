@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { alexnetSpec, inferShapes, ModelSpec, parameterList, PRESETS } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, inferShapes, ModelSpec, narrowSpec, parameterList, PRESETS } from '@alexnet-stream/model-alexnet';
 import { canonicalJson, channelMeans, configHash, lowerInference, lowerWithPreprocessing, META, NamedWeights } from './lower';
 import { modelMetadata, readOnnx, writeOnnx } from './files';
 import { InferenceModel, topK } from './inference';
@@ -21,16 +21,7 @@ function randoms(n: number, seed: number, scale = 1): Float32Array {
 }
 
 /** A preset with its widths divided (structure, groups, LRN and order kept) at a small input. */
-function reducedSpec(preset: (typeof PRESETS)[number], numClasses = 7): ModelSpec {
-  const spec = alexnetSpec(preset, { numClasses, inputSize: 67 });
-  spec.layers = spec.layers.map((l) => {
-    if (l.kind === 'conv') return { ...l, outChannels: l.outChannels / 8 };
-    if (l.kind === 'fc' && l.name !== 'fc8') return { ...l, outFeatures: l.outFeatures / 64 };
-    return l;
-  });
-  inferShapes(spec);
-  return spec;
-}
+const reducedSpec = (preset: (typeof PRESETS)[number], numClasses = 7): ModelSpec => narrowSpec(alexnetSpec(preset, { numClasses, inputSize: 67 }), 8, 64);
 
 function randomWeights(spec: ModelSpec, seed: number): NamedWeights {
   const w: NamedWeights = {};
