@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { RecordDecoder, RecordEncoder, packRecord } from './framing';
+import { Unpackr } from 'msgpackr';
+import { decodeRecord, RecordDecoder, RecordEncoder, packRecord, recordPieces } from './framing';
 import { BatchRecord, ImageRecord, makeHeader, StreamRecord } from './records';
 
 async function roundTrip(records: StreamRecord[], chunkSize: number): Promise<StreamRecord[]> {
@@ -64,4 +65,57 @@ test('encoder output decodes as plain msgpack (no msgpackr extensions)', async (
   // 0xd4..0xd8 / 0xc7..0xc9 are msgpack ext types; none may appear as a top-level value type.
   assert.notEqual(bytes[0], 0xd4);
   assert.ok(bytes.length > image.data.length);
+});
+
+test('recordPieces: the pixel payload is written from the record itself, not copied; the pieces are one msgpack map', () => {
+  for (const record of [image, batch, { ...batch, partial: true }] as (ImageRecord | BatchRecord)[]) {
+    const pieces = recordPieces(record);
+    assert.equal(pieces.length, 2);
+    const payload = pieces[1];
+    assert.equal(payload.buffer, record.data.buffer, 'the payload piece is a view of the record data');
+    assert.equal(payload.byteOffset, record.data.byteOffset);
+    assert.equal(payload.byteLength, record.data.byteLength);
+    // a plain msgpack reader sees one map with every field, typed arrays as bin
+    const plain = new Unpackr({ useRecords: false }).unpack(Buffer.concat(pieces)) as Record<string, unknown>;
+    const { data, labels, ...meta } = record as BatchRecord;
+    for (const [key, value] of Object.entries(meta)) assert.deepEqual(plain[key], value, key);
+    assert.deepEqual(new Uint8Array(plain.data as Uint8Array), new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    if (labels) assert.deepEqual(new Uint8Array(plain.labels as Uint8Array), new Uint8Array(labels.buffer));
+    assert.deepEqual(packRecord(record), Buffer.concat(pieces));
+  }
+  // items and headers are small: one piece
+  assert.equal(recordPieces(makeHeader('item')).length, 1);
+});
+
+test('bin header sizes: payloads of 0, 255, 256, 65535 and 65536 bytes round-trip', async () => {
+  for (const n of [0, 255, 256, 65535, 65536]) {
+    const record: ImageRecord = { type: 'image', key: `n${n}`, label: 0, channels: 1, height: 1, width: n, data: new Uint8Array(n).map((_, j) => j & 255) };
+    const [, back] = await roundTrip([makeHeader('image'), record], 4096);
+    assert.deepEqual((back as ImageRecord).data, record.data, `${n} bytes`);
+  }
+});
+
+test('decoded payloads: a view where the payload is most of its buffer and aligned, else a copy', () => {
+  // a record assembled into a buffer of its own (several pipe chunks): the pixels are a view
+  const own = Buffer.concat([packRecord(image)]);
+  const unpackr = new Unpackr({ useRecords: false });
+  const big = { ...image, width: 64, height: 64, data: new Uint8Array(3 * 64 * 64).fill(7) };
+  const bigBytes = Buffer.from(packRecord(big));
+  const viewed = decodeRecord(unpackr.unpack(bigBytes), 'r') as ImageRecord;
+  assert.equal(viewed.data.buffer, bigBytes.buffer, 'view of the record buffer');
+  // a small record inside a big read buffer is copied out, so it does not pin the buffer
+  const inChunk = Buffer.concat([own, Buffer.alloc(64 * 1024)]);
+  const copied = decodeRecord(unpackr.unpack(inChunk.subarray(0, own.length)), 'r') as ImageRecord;
+  assert.notEqual(copied.data.buffer, inChunk.buffer);
+  assert.equal(copied.data.buffer.byteLength, copied.data.byteLength);
+  assert.deepEqual(copied.data, image.data);
+  // float32 data at an odd offset is copied to an aligned buffer, values intact
+  const f32 = { ...batch, shape: [1, 1, 64, 64] as [number, number, number, number], labels: new Int32Array([1]), keys: ['k'], data: new Float32Array(4096).map((_, j) => j / 3) };
+  const bytes = packRecord(f32);
+  const odd = Buffer.alloc(bytes.length + 1);
+  bytes.copy(odd, 1);
+  const back = decodeRecord(unpackr.unpack(odd.subarray(1)), 'r') as BatchRecord;
+  assert.equal(back.data.byteOffset % 4, 0);
+  assert.deepEqual(back.data, f32.data);
+  assert.deepEqual(Array.from(back.labels), [1]);
 });
