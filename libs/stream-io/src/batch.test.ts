@@ -47,3 +47,20 @@ test('images of another size are refused naming the record key; bad batch sizes 
   await assert.rejects(run([makeHeader('image', { classNames: ['a', 'b'] }), image(2)], 4), /record 2 \(img2\): label 2 is out of range for the stream's 2 class names/);
   assert.throws(() => new BatchAssembler({ batchSize: 0 }), /Expected an integer >= 1 for --size but received 0/);
 });
+
+test('a recycled batch buffer is packed again (same memory, new contents); one of another size is not used', () => {
+  const assembler = new BatchAssembler({ batchSize: 2 });
+  assembler.add(image(0));
+  const first = assembler.add(image(1))!;
+  assembler.recycle(first.data);
+  assembler.add(image(2));
+  const second = assembler.add(image(3))!;
+  assert.equal(second.data, first.data, 'the given-back buffer was reused');
+  assert.deepEqual(Array.from(second.data), [20, 21, 22, 23, 30, 31, 32, 33]);
+  assert.deepEqual(Array.from(second.labels), [2, 0]);
+  assembler.recycle(new Uint8Array(3)); // wrong length: ignored
+  assembler.add(image(4));
+  const third = assembler.add(image(5))!;
+  assert.equal(third.data.length, 8);
+  assert.deepEqual(Array.from(third.data), [40, 41, 42, 43, 50, 51, 52, 53]);
+});

@@ -30,6 +30,8 @@ export class BatchAssembler {
   private labels: Int32Array | undefined;
   private keys: string[] = [];
   private shape: [number, number, number] | undefined;
+  /** A finished batch's pixel buffer, given back by its consumer (see `recycle`). */
+  private spare: Uint8Array | undefined;
   /** Images dropped by `dropLast` (known after `finish`). */
   dropped = 0;
 
@@ -51,7 +53,9 @@ export class BatchAssembler {
     }
     const size = c * h * w;
     if (!this.data) {
-      this.data = new Uint8Array(this.options.batchSize * size);
+      const length = this.options.batchSize * size;
+      this.data = this.spare?.length === length ? this.spare : new Uint8Array(length);
+      this.spare = undefined;
       this.labels = new Int32Array(this.options.batchSize);
       this.keys = [];
     }
@@ -60,6 +64,15 @@ export class BatchAssembler {
     this.labels![k] = image.label;
     this.keys.push(image.key);
     return this.keys.length === this.options.batchSize ? this.take(false) : undefined;
+  }
+
+  /**
+   * Give back the pixel buffer of a batch this assembler made, once nothing reads it any more
+   * (a shard writer has written it): the next batch is packed into it. A fresh 50 MB buffer
+   * per batch costs ~12k page faults, as much CPU as copying the pixels into it.
+   */
+  recycle(data: Uint8Array | Float32Array): void {
+    if (data instanceof Uint8Array && data.byteOffset === 0 && data.length === data.buffer.byteLength) this.spare = data;
   }
 
   /** The last partial batch, if any and not dropped. */

@@ -74,6 +74,24 @@ test('write → read gives identical batches; index lists counts, shape, classes
     assert.equal(batches[2].partial, true);
   }));
 
+test("the writer announces each batch once written ('written'), so its buffer can be reused", () =>
+  withDir(async (dir) => {
+    const stage = new BatchStage({ batchSize: 4 });
+    const writer = new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false });
+    const written: BatchRecord[] = [];
+    writer.on('written', (b: BatchRecord) => {
+      written.push(b);
+      stage.assembler.recycle(b.data);
+    });
+    const source = images(13);
+    await pipeline(Readable.from(source), stage, writer);
+    assert.deepEqual(written.map((b) => b.keys[0]), ['img0', 'img4', 'img8', 'img12']);
+    // recycled buffers were overwritten only after their batch was in its file
+    const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
+    const pixels = Buffer.concat((out.slice(1) as BatchRecord[]).map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
+    assert.deepEqual(pixels, Buffer.concat(source.map((s) => Buffer.from(s.data))));
+  }));
+
 test('the same input gives byte-identical shards', () =>
   withDir(async (dir) => {
     await writeShards(join(dir, 'a'), images(9), 4);

@@ -33,7 +33,7 @@ import { basename, dirname, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { Unpackr } from 'msgpackr';
 import { InputError, UsageError } from './errors';
-import { decodeRecord, packRecord } from './framing';
+import { decodeRecord, recordPieces } from './framing';
 import { BatchRecord, makeHeader, StreamHeader, StreamRecord } from './records';
 import { Rng } from './rng';
 import { tempPathFor, writeFileAtomic } from './atomic-file';
@@ -433,6 +433,22 @@ export interface ShardWriterOptions {
   highWaterMark?: number;
 }
 
+/** `pieces` without their first `count` bytes. */
+function dropBytes(pieces: Uint8Array[], count: number): Uint8Array[] {
+  const rest = [...pieces];
+  while (count > 0 && rest.length > 0) {
+    const first = rest[0];
+    if (first.byteLength <= count) {
+      count -= first.byteLength;
+      rest.shift();
+    } else {
+      rest[0] = first.subarray(count);
+      count = 0;
+    }
+  }
+  return rest;
+}
+
 interface OpenShard {
   temp: string;
   final: string;
@@ -445,7 +461,8 @@ interface OpenShard {
 
 /**
  * A sink: batch records (a header first, optionally) → shard files + the prefix's index entry.
- * Emits `shard` (a `ShardFileEntry`) after each shard file is complete.
+ * Emits `written` (the batch record) once a batch's bytes are in its file, so that its
+ * producer may reuse the buffer, and `shard` (a `ShardFileEntry`) after each shard file is complete.
  * `entry` holds the index entry once the stream has finished. An empty stream is an error
  * (an empty dataset), so is a batch after a partial one, a float32 batch, or a batch whose
  * image shape differs from the first.
@@ -511,10 +528,8 @@ export class ShardWriter extends Writable {
 
     if (!this.current) await this.openShard();
     const shard = this.current!;
-    const bytes = packRecord(record);
-    await shard.handle.write(bytes);
-    shard.hash.update(bytes);
-    shard.bytes += bytes.length;
+    await this.writePieces(shard, recordPieces(record));
+    this.emit('written', record);
     shard.batches += 1;
     shard.images += n;
     this.batches += 1;
@@ -532,10 +547,21 @@ export class ShardWriter extends Writable {
       shard: { prefix: this.options.prefix, index: this.files.length },
       ...(this.classNames ? { classNames: this.classNames } : {}),
     });
-    const bytes = packRecord(header);
-    await handle.write(bytes);
-    this.current.hash.update(bytes);
-    this.current.bytes += bytes.length;
+    await this.writePieces(this.current, recordPieces(header));
+  }
+
+  /** Append a record's pieces to the shard and its hash (one writev, nothing concatenated). */
+  private async writePieces(shard: OpenShard, pieces: Uint8Array[]): Promise<void> {
+    for (const piece of pieces) {
+      shard.hash.update(piece);
+      shard.bytes += piece.byteLength;
+    }
+    let rest = pieces.filter((p) => p.byteLength > 0);
+    while (rest.length > 0) {
+      // writev may write less than asked (a signal; more than 2 GB at once): go on from there
+      const { bytesWritten } = await shard.handle.writev(rest);
+      rest = dropBytes(rest, bytesWritten);
+    }
   }
 
   private async closeShard(): Promise<void> {

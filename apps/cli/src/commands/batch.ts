@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { BatchStage, checkPrefix, ShardWriter } from '@alexnet-stream/stream-io';
+import { BatchRecord, BatchStage, checkPrefix, ShardWriter } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -45,6 +45,7 @@ export function register(program: Command): void {
         try {
           if (opts.outDir) {
             const writer = new ShardWriter({ dir: opts.outDir, prefix: opts.prefix, batchSize: opts.size, batchesPerShard: opts.batchesPerShard, fsync: opts.fsync });
+            writer.on('written', (batch: BatchRecord) => stage.assembler.recycle(batch.data));
             await pipeline(input, stage, writer);
             const e = writer.entry!;
             process.stderr.write(`alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})\n`);
