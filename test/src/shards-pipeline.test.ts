@@ -37,6 +37,19 @@ before(() => {
 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
+test('a stage writing to a slow reader delivers every byte before it exits (stdout is an asynchronous pipe)', async () => {
+  // 3 MB of batches through a 64 KB pipe whose reader starts a second late: the stage must
+  // wait for it, and must not exit with records still queued in its own stdout buffer.
+  const { bytes, images } = imageStream(250, 64, 7);
+  writeFileSync(join(dir, 'slow-in.msgpack'), bytes);
+  const r = sh(`${cli} batch --size 16 < slow-in.msgpack | (sleep 1; cat) > slow-out.msgpack`);
+  assert.deepEqual(r.status, [0, 0], r.stderr);
+  const batches = (await records(readFileSync(join(dir, 'slow-out.msgpack')))).slice(1) as BatchRecord[];
+  assert.equal(batches.length, 16);
+  const pixels = Buffer.concat(batches.map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
+  assert.deepEqual(pixels, Buffer.concat(images.map((i) => Buffer.from(i.data))));
+});
+
 test('batch --out-dir | read round trip gives back every image; mean passes the stream through', async () => {
   const { bytes, images } = imageStream(10, 16);
   writeFileSync(join(dir, 'images.msgpack'), bytes);
