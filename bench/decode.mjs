@@ -13,9 +13,11 @@
  * reported, with the CPU time per image of every process the variant started (start-ups and
  * warm-ups included), which does not depend on what else the machine runs. Target: ours >= 0.8x Pillow-2-process.
  *
- *   node bench/decode.mjs [--images 800] [--reps 3] [--explore]
+ *   node bench/decode.mjs [--images 800] [--reps 3] [--workers] [--explore]
  *
- * --explore adds the sharp configurations tried while tuning (see the README's decode notes).
+ * --workers adds the end-to-end pipeline with 0 and 1 decode worker threads (the default is one
+ * per core); --explore adds those and the sharp configurations tried while tuning (see the
+ * README's decode notes).
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -313,7 +315,10 @@ async function main() {
   const withCli = !process.env.BENCH_SKIP_CLI;
   if (withCli) variants.push(['cli', 'ours end to end: scan | decode | batch --size 256 --out-dir (3 processes)']);
   else console.log('end-to-end CLI pipeline skipped (BENCH_SKIP_CLI)');
-  if (withCli && process.argv.includes('--explore')) variants.push(['cli workers2', '  same, decode --workers 2', { BENCH_DECODE_FLAGS: '--workers 2' }]);
+  if (withCli && (process.argv.includes('--explore') || process.argv.includes('--workers'))) {
+    variants.push(['cli workers0', '  same, decode --workers 0 (no worker threads)', { BENCH_DECODE_FLAGS: '--workers 0' }]);
+    variants.push(['cli workers1', '  same, decode --workers 1', { BENCH_DECODE_FLAGS: '--workers 1' }]);
+  }
   const results = Object.fromEntries(variants.map(([v]) => [v, []]));
   const cpu = Object.fromEntries(variants.map(([v]) => [v, []]));
   for (let rep = 0; rep < reps; rep++) {

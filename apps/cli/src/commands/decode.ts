@@ -11,7 +11,7 @@ interface DecodeCliOptions {
   size: number;
   resize: ResizeMode;
   concurrency?: number;
-  workers: number;
+  workers?: number;
   strict?: boolean;
 }
 
@@ -29,7 +29,7 @@ export function register(program: Command): void {
     .option('--size <n>', 'output height and width in pixels', parseInteger('--size', 1, 16384), 256)
     .option('--resize <mode>', 'squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center', parseChoice('--resize', RESIZE_MODES), 'squash')
     .option('--concurrency <n>', 'files read and decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency', 1, 1024))
-    .option('--workers <n>', 'worker threads that decode and resize plain JPEGs beside the main thread (0: none; on 2 cores none was fastest)', parseInteger('--workers', 0, 256), 0)
+    .option('--workers <n>', 'worker threads that read, decode and resize plain JPEGs beside the main thread (0: none; default: one per core)', parseInteger('--workers', 0, 256))
     .option('--strict', 'exit with status 1 if any file was skipped')
     .action(
       action('decode', async (opts: DecodeCliOptions) => {
