@@ -81,7 +81,7 @@ test('a 1-px checker in 2x2 blocks squashed by 2 gives the hand-computed 0.625 /
 test('the WebAssembly kernels give exactly the bytes of the JS loops (tap counts 1-7, odd row lengths, crops)', () => {
   const cases: Array<[number, number, number, 'squash' | 'center-crop']> = [
     [500, 375, 256, 'squash'], [375, 500, 256, 'center-crop'], [500, 333, 256, 'center-crop'],
-    [7, 5, 16, 'squash'], [3, 9, 4, 'squash'], [700, 700, 256, 'squash'], [100, 80, 256, 'squash'], [33, 17, 8, 'center-crop'],
+    [7, 5, 16, 'squash'], [6, 9, 4, 'squash'], [700, 700, 256, 'squash'], [100, 80, 256, 'squash'], [33, 17, 8, 'center-crop'],
   ];
   for (const [w, h, size, mode] of cases) {
     const hwc = pseudoRandom(w * h * 3);
@@ -90,6 +90,11 @@ test('the WebAssembly kernels give exactly the bytes of the JS loops (tap counts
     assert.ok(wasm, 'WebAssembly SIMD runs in Node 20');
     assert.deepEqual(wasm, resampleRgbToChwJs(hwc, w, xs, ys), `${w}x${h} → ${size} ${mode}`);
   }
+  // rows under one 16-byte block: the kernels decline, resampleRgbToChw falls back to JS
+  const narrow = pseudoRandom(5 * 9 * 3);
+  const { xs, ys } = resizeTables(5, 9, 4, 'squash');
+  assert.equal(resampleRgbToChwWasm(narrow, 5, xs, ys, new Uint8Array(48)), undefined);
+  assert.deepEqual(resampleRgbToChw(narrow, 5, xs, ys), resampleRgbToChwJs(narrow, 5, xs, ys));
 });
 
 test('squash and center-crop agree with sharp/libvips (kernel linear) when reducing', async () => {
