@@ -6,7 +6,8 @@
  * are stretched per image from their min..max to 0..255 so they stay visible);
  * `renderContactSheet` draws them. A collector keeps at most `count` tiles.
  */
-import sharp, { OverlayOptions } from 'sharp';
+import type { OverlayOptions } from 'sharp';
+import { loadSharp } from './sharp-lazy';
 import { UsageError } from './errors';
 import { StreamRecord } from './records';
 
@@ -99,7 +100,7 @@ export async function renderContactSheet(tiles: ContactTile[], options: ContactS
     const left = GAP + (i % columns) * cellWidth;
     const top = GAP + Math.floor(i / columns) * cellHeight;
     const { data, channels } = chwToHwc(tiles[i]);
-    const fitted = await sharp(data, { raw: { width: tiles[i].width, height: tiles[i].height, channels } })
+    const fitted = await loadSharp()(data, { raw: { width: tiles[i].width, height: tiles[i].height, channels } })
       .resize(tileSize, tileSize, { fit: 'contain', background: { r: 32, g: 32, b: 32 }, kernel: 'nearest' })
       .toColorspace('srgb')
       .png()
@@ -119,7 +120,7 @@ export async function renderContactSheet(tiles: ContactTile[], options: ContactS
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}">` +
     `<g font-family="sans-serif" font-size="10" fill="#e0e0e0">${captions.join('')}</g></svg>`;
   composites.push({ input: Buffer.from(svg), left: 0, top: 0 });
-  return sharp({ create: { width, height, channels: 3, background: { r: 16, g: 16, b: 16 } } })
+  return loadSharp()({ create: { width, height, channels: 3, background: { r: 16, g: 16, b: 16 } } })
     .composite(composites)
     .png()
     .toBuffer();

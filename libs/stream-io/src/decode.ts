@@ -24,7 +24,8 @@
 import { Duplex } from 'node:stream';
 import { promises as fs, readFile } from 'node:fs';
 import * as os from 'node:os';
-import sharp from 'sharp';
+import type { Sharp } from 'sharp';
+import { loadSharp } from './sharp-lazy';
 import { decodePlainJpeg, uninitialised } from './decode-fast';
 import { jpegTurboAvailable } from './decode-jpeg-turbo';
 import { DecodePool } from './decode-pool';
@@ -92,9 +93,9 @@ export function hwcToChw(hwc: Uint8Array, height: number, width: number, out: Ui
   return out;
 }
 
-function pipelineFor(input: Buffer, opts: DecodeOptions): ReturnType<typeof sharp> {
+function pipelineFor(input: Buffer, opts: DecodeOptions): Sharp {
   const { size, resize } = opts;
-  return sharp(input, { failOn: 'truncated', sequentialRead: true })
+  return loadSharp()(input, { failOn: 'truncated', sequentialRead: true })
     .rotate() // EXIF orientation
     .toColourspace('srgb') // grayscale, CMYK, 16-bit, labs, ... → sRGB (alpha, if any, rides along)
     .removeAlpha()
@@ -143,7 +144,7 @@ export async function decodeImageFile(path: string, opts: DecodeOptions): Promis
  * opt-in, called by the process owner.
  */
 export function tuneSharpForDecoding(): void {
-  sharp.cache(false);
+  loadSharp().cache(false);
 }
 
 /** Why a file was skipped, in a few words (sharp's messages are long and multi-line). */

@@ -18,7 +18,7 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import sharp from 'sharp';
+import { loadSharp } from './sharp-lazy';
 import { invalidOption } from './errors';
 import { Rng } from './rng';
 
@@ -136,7 +136,7 @@ function clamp(v: number): number {
 }
 
 export function encodeDemoJpeg(image: RenderedImage): Promise<Buffer> {
-  return sharp(image.pixels, { raw: { width: image.width, height: image.height, channels: 3 } })
+  return loadSharp()(image.pixels, { raw: { width: image.width, height: image.height, channels: 3 } })
     .jpeg({ quality: image.quality, chromaSubsampling: '4:2:0' })
     .toBuffer();
 }
