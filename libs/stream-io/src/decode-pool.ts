@@ -22,10 +22,15 @@ interface Slot {
   pending: Map<number, Pending>;
 }
 
+/** A decode worker thread died: the pool cannot go on (not a fault of the file being decoded). */
+export class DecodePoolError extends Error {}
+
 export class DecodePool {
   private readonly slots: Slot[];
   private nextId = 0;
   private closed = false;
+  /** Set when a worker died unexpectedly; every later decode() rejects with it. */
+  private failure: DecodePoolError | undefined;
 
   constructor(readonly size: number) {
     this.slots = Array.from({ length: size }, () => this.start());
@@ -44,13 +49,14 @@ export class DecodePool {
       else if (reply.kind === 'other') task.resolve({ kind: 'other', bytes: Buffer.from(reply.bytes.buffer, reply.bytes.byteOffset, reply.bytes.length) });
       else task.reject(Object.assign(new Error(reply.message), reply.code ? { code: reply.code } : {}));
     });
-    const fail = (err: Error) => {
-      for (const task of slot.pending.values()) task.reject(err);
+    const fail = (reason: string) => {
+      this.failure ??= new DecodePoolError(`a decode worker thread died (${reason})`);
+      for (const task of slot.pending.values()) task.reject(this.failure);
       slot.pending.clear();
     };
-    worker.on('error', fail);
+    worker.on('error', (err) => fail(err.message));
     worker.on('exit', (code) => {
-      if (!this.closed) fail(new Error(`decode worker exited with code ${code}`));
+      if (!this.closed) fail(`exit code ${code}`);
     });
     return slot;
   }
@@ -58,6 +64,7 @@ export class DecodePool {
   /** Read and decode the file at `path` in the least busy worker. */
   decode(path: string, opts: DecodeOptions): Promise<PoolResult> {
     if (this.closed) return Promise.reject(new Error('decode pool is closed'));
+    if (this.failure) return Promise.reject(this.failure);
     let slot = this.slots[0];
     for (const s of this.slots) if (s.pending.size < slot.pending.size) slot = s;
     const id = this.nextId++;

@@ -290,6 +290,30 @@ test('DecodeStage with worker threads: same images and skip reasons as without',
   }
 });
 
+test('a decode worker thread that dies stops the stage with an error, instead of hanging or skipping every file', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'decode-dead-worker-'));
+  try {
+    const jpeg = await photoLike(120, 90).jpeg({ quality: 85 }).toBuffer();
+    for (let i = 0; i < 6; i++) writeFileSync(join(dir, `${i}.jpg`), jpeg);
+    const stage = new DecodeStage({ size: 32, resize: 'squash', workers: 1, concurrency: 2 });
+    const pool = (stage as unknown as { pool: { slots: { worker: { terminate(): Promise<number> } }[] } }).pool;
+    let emitted = 0;
+    const items: ItemRecord[] = [0, 1, 2, 3, 4, 5].map((i) => ({ type: 'item', path: join(dir, `${i}.jpg`), label: 0, key: `${i}` }));
+    const run = pipeline(Readable.from(items), stage, new Writable({
+      objectMode: true,
+      write(_r, _e, cb) {
+        // the worker dies (as on an uncaught error in it) after the first image
+        if (++emitted === 1) void pool.slots[0].worker.terminate();
+        cb();
+      },
+    }));
+    await assert.rejects(run, /a decode worker thread died \(exit code 1\); stopped at .*\.jpg/);
+    assert.ok(stage.skipped === 0, 'no file was reported as skipped');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('the fast path takes only plain JPEGs of a sensible size; the rest is left to libvips', async () => {
   const { plainJpegHeader } = await import('./decode-fast');
   const jpeg = await photoLike(64, 48).jpeg().toBuffer();

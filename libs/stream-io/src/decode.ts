@@ -28,7 +28,7 @@ import type { Sharp } from 'sharp';
 import { loadSharp } from './sharp-lazy';
 import { decodePlainJpeg, uninitialised } from './decode-fast';
 import { jpegTurboAvailable } from './decode-jpeg-turbo';
-import { DecodePool } from './decode-pool';
+import { DecodePool, DecodePoolError } from './decode-pool';
 import { InputError, invalidOption } from './errors';
 import { ImageRecord, ItemRecord, makeHeader, StreamHeader } from './records';
 
@@ -267,7 +267,11 @@ export class DecodeStage extends Duplex {
       this.queue.push(slot);
       this.work(record).then(
         (image) => { slot.output = image; },
-        (err) => { slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err) }; },
+        (err) => {
+          // a dead worker thread is the stage's failure, not this file's: stop, do not skip the rest
+          if (err instanceof DecodePoolError) this.destroy(new Error(`${err.message}; stopped at ${record.path}`));
+          else slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err) };
+        },
       ).then(() => {
         slot.settled = true;
         this.pump();
