@@ -37,7 +37,7 @@ before(() => {
 
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-test('a stage writing to a slow reader delivers every byte before it exits (stdout is an asynchronous pipe)', async () => {
+test('a stage writing to a slow reader waits for it and delivers every byte before it exits', async () => {
   // 3 MB of batches through a 64 KB pipe whose reader starts a second late: the stage must
   // wait for it, and must not exit with records still queued in its own stdout buffer.
   const { bytes, images } = imageStream(250, 64, 7);

@@ -53,21 +53,8 @@ export function stdinRecords(accept: RecordKind[], highWaterMark?: number): Reco
   return process.stdin.pipe(decoder);
 }
 
-/**
- * Node makes a stdout pipe blocking on Linux (so that console output is not lost at exit): a
- * write of a 196 KB image record then stalls this stage until the next stage has read all but
- * 64 KB of it, and two stages of a pipeline take turns instead of running side by side. A
- * stage's records are written through the stream machinery (backpressure, 'finish'), and the
- * CLI never calls process.exit() with output pending, so the pipe can be asynchronous.
- */
-function unblockStdoutPipe(): void {
-  const handle = (process.stdout as unknown as { _handle?: { setBlocking?: (blocking: boolean) => number } })._handle;
-  if (!process.stdout.isTTY && typeof handle?.setBlocking === 'function') handle.setBlocking(false);
-}
-
 /** A sink that frames records onto stdout with backpressure. */
 export function stdoutRecords(): { encoder: RecordEncoder; done: Promise<void> } {
-  unblockStdoutPipe();
   const encoder = new RecordEncoder();
   const done = new Promise<void>((resolve, reject) => {
     encoder.on('error', reject);
