@@ -3,6 +3,8 @@
 // 227x227), against baselines measured in the same run:
 //   - the engine's own inference (its evaluation graph: forward + loss) at the same batch: the
 //     ceiling; a training step costs ~3x a forward pass, so train/eval ≈ 0.25-0.35 is the ideal;
+//   - the same engine at one step per onnxruntime run (the trainer runs stepsPerRun steps per
+//     run, an ONNX Loop): what the Loop saves, onnxruntime-node's copy of 488 MB of state per run;
 //   - the same engine with DESIGN §5's rules as first written (dX by ConvTranspose, dW by a
 //     dilated Conv): what the lowering work bought;
 //   - Debian's PyTorch (python3-torch: same net, SGD momentum + decay, same threads) when
@@ -16,7 +18,8 @@
 // preallocated outputs).
 //
 // Run: npm run bench:train (builds first). Options (environment):
-//   BENCH_BATCH (default 32), BENCH_ROUNDS (3), BENCH_STEPS (2 steps per round per side),
+//   BENCH_BATCH (default 32), BENCH_ROUNDS (3), BENCH_STEPS (2 steps per round per side; ours
+//   runs one group of its stepsPerRun steps per round, as the trainer does),
 //   BENCH_THREADS (all cores), BENCH_RSS_ITERS ("3,8"; "10,50" for the long memory check),
 //   BENCH_BIG_BATCH (128), BENCH_TORCH=0 to skip PyTorch, BENCH_BASELINE=0 to skip the DESIGN-rules engine.
 import { createRequire } from 'node:module';
@@ -53,6 +56,12 @@ function makeBatch(size, seed) {
   return { data, labels: Int32Array.from({ length: size }, () => rng.nextInt(1000)), size };
 }
 const data = makeBatch(batch, 1);
+/** `count` copies of a batch stacked, as the trainer hands a group of steps to stepGroup. */
+function stack(b, count) {
+  const group = { data: new Float32Array(count * b.data.length), labels: new Int32Array(count * b.size), size: b.size, count };
+  for (let k = 0; k < count; k++) { group.data.set(b.data, k * b.data.length); group.labels.set(b.labels, k * b.size); }
+  return group;
+}
 const lr = 0.01;
 
 /** Debian's PyTorch as a child process that runs N training steps per request. */
@@ -155,6 +164,7 @@ function summarizeProfile(path) {
   let total = 0;
   for (const e of events) {
     if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < last.ts || e.ts > last.ts + last.dur) continue;
+    if (e.args.op_name === 'Loop') continue; // the steps' Loop node: its time is its body's ops, counted one by one
     byOp.set(e.args.op_name, (byOp.get(e.args.op_name) ?? 0) + e.dur);
     total += e.dur;
   }
@@ -174,23 +184,28 @@ try {
   const torch = python ? await startTorch(python) : undefined;
   if (!torch) log(process.env.BENCH_TORCH === '0' ? 'PyTorch: skipped (BENCH_TORCH=0)' : 'PyTorch: not measured: no python3 with torch here (Debian: apt-get install -y python3-torch)');
 
+  // Ours as the trainer runs it: stepsPerRun steps per onnxruntime run (stepGroup, an ONNX Loop).
+  const perRun = ours.stepsPerRun;
+  const group = stack(data, perRun);
   // Warm-up: one step / evaluation each (memory planning, thread pools).
+  await ours.stepGroup(group, lr);
   await ours.step(data, lr);
   await ours.evaluate(data);
   if (baseline) await baseline.step(data, lr);
 
   // img/s (wall) and img per CPU-second (CPU time of all threads: robust to load from other
   // processes, which steals wall time but not CPU time; spinning thread pools inflate it a little).
-  const rates = { ours: [], eval: [], baseline: [], torch: [] };
-  const perCpu = { ours: [], eval: [], baseline: [], torch: [] };
-  const record = (key, t) => { rates[key].push((batch * steps) / t.seconds); perCpu[key].push((batch * steps) / t.cpuSeconds); };
+  const rates = { ours: [], single: [], eval: [], baseline: [], torch: [] };
+  const perCpu = { ours: [], single: [], eval: [], baseline: [], torch: [] };
+  const record = (key, t, n = steps) => { rates[key].push((batch * n) / t.seconds); perCpu[key].push((batch * n) / t.cpuSeconds); };
   for (let r = 0; r < rounds; r++) {
-    record('ours', await timeSteps(() => ours.step(data, lr), steps));
+    record('ours', await timeSteps(() => ours.stepGroup(group, lr), 1), perRun);
+    record('single', await timeSteps(() => ours.step(data, lr), steps));
     if (baseline) record('baseline', await timeSteps(() => baseline.step(data, lr), steps));
     record('eval', await timeSteps(() => ours.evaluate(data), steps));
     if (torch) record('torch', await torch.run(steps));
     const show = (k) => `${rates[k][r].toFixed(2)} img/s (${perCpu[k][r].toFixed(2)}/cpu-s)`;
-    log(`  round ${r + 1}: ours ${show('ours')}` + (baseline ? `, DESIGN rules ${show('baseline')}` : '') + `, inference ${show('eval')}` + (torch ? `, PyTorch ${show('torch')}` : ''));
+    log(`  round ${r + 1}: ours ${show('ours')}, one step per run ${show('single')}` + (baseline ? `, DESIGN rules ${show('baseline')}` : '') + `, inference ${show('eval')}` + (torch ? `, PyTorch ${show('torch')}` : ''));
   }
   torch?.stop();
   await baseline?.dispose();
@@ -199,6 +214,7 @@ try {
   const ratio = (k) => `${(m.ours / m[k]).toFixed(2)}x wall, ${(c.ours / c[k]).toFixed(2)}x per CPU-second`;
   log(`training, batch ${batch}: ${m.ours.toFixed(2)} img/s, ${c.ours.toFixed(2)} img per CPU-second (medians of ${rounds})`);
   log(`  vs the engine's inference (ceiling) ${m.eval.toFixed(2)} img/s: ${ratio('eval')}`);
+  log(`  vs the same engine at one step per run ${m.single.toFixed(2)} img/s: ${ratio('single')} (what ${perRun} steps per run save: onnxruntime-node's copy of every output, 488 MB of state, after each run)`);
   if (m.baseline) log(`  vs DESIGN §5 rules as first written ${m.baseline.toFixed(2)} img/s: ${ratio('baseline')}`);
   if (m.torch) log(`  vs Debian PyTorch ${torch.version} ${m.torch.toFixed(2)} img/s: ${ratio('torch')}`);
   // How close to the hardware: a step's multiply-adds against the machine's SGEMM peak.
@@ -210,18 +226,22 @@ try {
   const load = (await import('node:os')).loadavg()[0];
   log(`  (1-minute load average ${load.toFixed(1)} on ${availableParallelism()} cores: above the core count, other processes share these cores and wall-clock figures drop)`);
 
-  // Batch 128: throughput, peak RSS, and RSS early vs late (no growth).
-  const big = makeBatch(bigBatch, 2);
+  // Batch 128, in groups of stepsPerRun steps as the trainer runs it: throughput, peak RSS, and
+  // RSS early vs late (no growth). RSS is read after each run: at iterations perRun, 2·perRun, …
+  const bigGroup = stack(makeBatch(bigBatch, 2), perRun);
   const rss = [];
-  let bigSeconds = 0, bigCpuSeconds = 0;
-  for (let i = 1; i <= rssLate; i++) {
-    const t = await timeSteps(() => ours.step(big, lr), 1);
-    if (i > 1) { bigSeconds += t.seconds; bigCpuSeconds += t.cpuSeconds; } // the first step plans memory for the new shape
-    rss[i] = process.memoryUsage().rss;
+  let bigSeconds = 0, bigCpuSeconds = 0, bigSteps = 0;
+  const runs = Math.ceil(rssLate / perRun);
+  for (let i = 1; i <= runs; i++) {
+    const t = await timeSteps(() => ours.stepGroup(bigGroup, lr), 1);
+    if (i > 1) { bigSeconds += t.seconds; bigCpuSeconds += t.cpuSeconds; bigSteps += perRun; } // the first run plans memory for the new shape
+    rss[i * perRun] = process.memoryUsage().rss;
   }
-  const bigRate = (bigBatch * (rssLate - 1)) / bigSeconds, bigPerCpu = (bigBatch * (rssLate - 1)) / bigCpuSeconds;
-  log(`training, batch ${bigBatch}: ${bigRate.toFixed(2)} img/s, ${bigPerCpu.toFixed(2)} img per CPU-second over ${rssLate - 1} steps; vs batch ${batch}: ${(bigRate / m.ours).toFixed(2)}x wall, ${(bigPerCpu / c.ours).toFixed(2)}x per CPU-second`);
-  log(`memory, batch ${bigBatch}: RSS at iteration ${rssEarly} ${mb(rss[rssEarly])}, at iteration ${rssLate} ${mb(rss[rssLate])} (growth ${mb(rss[rssLate] - rss[rssEarly])}); peak RSS of the process ${mb(process.resourceUsage().maxRSS * 1024)}`);
+  const at = (iteration) => Math.ceil(iteration / perRun) * perRun;
+  const [early, late] = [at(rssEarly), at(rssLate)];
+  const bigRate = (bigBatch * bigSteps) / bigSeconds, bigPerCpu = (bigBatch * bigSteps) / bigCpuSeconds;
+  log(`training, batch ${bigBatch}: ${bigRate.toFixed(2)} img/s, ${bigPerCpu.toFixed(2)} img per CPU-second over ${bigSteps} steps; vs batch ${batch}: ${(bigRate / m.ours).toFixed(2)}x wall, ${(bigPerCpu / c.ours).toFixed(2)}x per CPU-second`);
+  log(`memory, batch ${bigBatch}: RSS at iteration ${early} ${mb(rss[early])}, at iteration ${late} ${mb(rss[late])} (growth ${mb(rss[late] - rss[early])}); peak RSS of the process ${mb(process.resourceUsage().maxRSS * 1024)}`);
   await ours.dispose();
 
   // Profile of one training step at the bench batch.

@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import { initParameters, listCheckpoints, loadCheckpoint } from '@alexnet-stream/model-alexnet';
 import { encodeNpy, InputError } from '@alexnet-stream/stream-io';
 import {
+  BatchGroup,
+  BatchMetrics,
   createEngine,
+  EngineBatch,
   readTrainLog,
   readValRecord,
   resolveConfig,
@@ -20,6 +23,7 @@ import {
   TrainConfig,
   TrainingDivergedError,
   TrainingEngine,
+  TrainLogEntry,
 } from '@alexnet-stream/trainer-multigpu';
 import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
 
@@ -103,6 +107,41 @@ test('--max-iters mid-epoch then --resume gives bit-identical weights, momentum,
   assert.ok(whole.state.valRecord[2].loss < whole.state.valRecord[0].loss + 0.5, 'loss does not blow up');
 });
 
+test('steps_per_run: groups of steps give bit-identical checkpoints, logs and validation to one step per run, across --max-iters and --resume', async () => {
+  await data();
+  // Epochs of 6 iterations, print_freq 5, groups of 4: groups are cut at progress lines (5, 10),
+  // epoch ends (6, 12) and --max-iters (7), so every kind of boundary falls inside a would-be group.
+  const over = { n_epochs: 2, print_freq: 5 };
+  const single = await runTraining(config('spr-1', { ...over, steps_per_run: 1 }));
+  const runs: number[] = []; // steps per engine call
+  const recording = async (...args: Parameters<typeof createEngine>): Promise<TrainingEngine> => {
+    const engine = await createEngine(...args);
+    return Object.assign(Object.create(engine) as TrainingEngine, {
+      step: (batch: EngineBatch, lr: number) => (runs.push(1), engine.step(batch, lr)),
+      stepGroup: (group: BatchGroup, lr: number) => (runs.push(group.count), engine.stepGroup!(group, lr)),
+    });
+  };
+  const grouped = await runTraining(config('spr-4', { ...over, steps_per_run: 4 }), { createEngine: recording });
+  assert.deepEqual(runs, [4, 1, 1, 4, 2]); // cut at iterations 5 (log), 6 (epoch), 10 (log), 12 (epoch)
+  const part = await runTraining(config('spr-4-parts', { ...over, steps_per_run: 4 }), { maxIters: 7 });
+  assert.equal(part.state.iteration, 7);
+  const rest = await runTraining(config('spr-4-parts', { ...over, steps_per_run: 4 }), { resume: true });
+  assert.equal(single.state.iteration, 12);
+  assert.equal(grouped.state.iteration, 12);
+  assert.equal(rest.state.iteration, 12);
+  const a = loadCheckpoint(join(root, 'spr-1', 'epoch-0002'));
+  for (const dir of ['spr-4', 'spr-4-parts']) {
+    const b = loadCheckpoint(join(root, dir, 'epoch-0002'));
+    assertSameTensors(a.weights, b.weights, `${dir} weights`);
+    assertSameTensors(a.momentum!, b.momentum!, `${dir} momentum`);
+    assert.deepEqual(b.state.rng, a.state.rng, `${dir}: the dropout and loader streams end in the same place`);
+    assert.deepEqual(await readValRecord(join(root, dir)), await readValRecord(join(root, 'spr-1')));
+    // A resumed run's first line only spans the iterations since the resume: compare the lines' iterations there.
+    const fields = (e: TrainLogEntry) => (dir === 'spr-4' ? [e.iteration, e.loss, e.images] : [e.iteration]);
+    assert.deepEqual((await readTrainLog(join(root, dir))).map(fields), (await readTrainLog(join(root, 'spr-1'))).map(fields));
+  }
+});
+
 test('resuming a specific epoch re-writes val_record from that checkpoint, and refuses a fresh run over existing checkpoints', async () => {
   await data();
   const dir = join(root, 'epochs');
@@ -118,15 +157,15 @@ test('resuming a specific epoch re-writes val_record from that checkpoint, and r
 test('a NaN loss stops training naming the iteration; the last checkpoint stays intact', async () => {
   await data();
   const dir = join(root, 'nan');
-  // Fault injection around the real engine: step 9 reports a NaN loss.
+  // Fault injection around the real engine: step 9 reports a NaN loss (whether it ran alone or
+  // in a group of steps).
   const factory = async (...args: Parameters<typeof createEngine>): Promise<TrainingEngine> => {
     const engine = await createEngine(...args);
     let steps = 0;
+    const inject = (m: BatchMetrics): BatchMetrics => (++steps === 9 ? { ...m, loss: NaN } : m);
     return Object.assign(Object.create(engine) as TrainingEngine, {
-      step: async (batch: Parameters<TrainingEngine['step']>[0], lr: number) => {
-        const m = await engine.step(batch, lr);
-        return ++steps === 9 ? { ...m, loss: NaN } : m;
-      },
+      step: async (batch: EngineBatch, lr: number) => inject(await engine.step(batch, lr)),
+      stepGroup: async (group: BatchGroup, lr: number) => (await engine.stepGroup!(group, lr)).map(inject),
     });
   };
   await assert.rejects(() => runTraining(config('nan'), { createEngine: factory }), (err: unknown) => {

@@ -24,7 +24,9 @@ export type AttrValue =
   | { ints: number[] }
   | { floats: number[] }
   | { string: string }
-  | { tensor: TensorProto };
+  | { tensor: TensorProto }
+  /** A subgraph (control flow: Loop's body, If's branches). */
+  | { graph: onnx.IGraphProto };
 
 export const int = (v: number): AttrValue => ({ int: v });
 export const float = (v: number): AttrValue => ({ float: v });
@@ -38,10 +40,11 @@ function toAttribute(name: string, value: AttrValue): onnx.IAttributeProto {
   if ('ints' in value) return { name, type: AttributeType.INTS, ints: value.ints };
   if ('floats' in value) return { name, type: AttributeType.FLOATS, floats: value.floats };
   if ('string' in value) return { name, type: AttributeType.STRING, s: Buffer.from(value.string, 'utf8') };
+  if ('graph' in value) return { name, type: AttributeType.GRAPH, g: value.graph };
   return { name, type: AttributeType.TENSOR, t: value.tensor };
 }
 
-function valueInfo(name: string, elem: ElemType, dims: Dim[]): onnx.IValueInfoProto {
+export function valueInfo(name: string, elem: ElemType, dims: Dim[]): onnx.IValueInfoProto {
   return {
     name,
     type: { tensorType: { elemType: ELEM[elem], shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) } } },
@@ -100,6 +103,15 @@ export class GraphBuilder {
 
   input(name: string, elem: ElemType, dims: Dim[]): string {
     this.inputs.push(valueInfo(this.claim(name), elem, dims));
+    return name;
+  }
+
+  /** Declare a graph input typed as `like` (a value of another graph), with `leadingDims` prepended to its shape. */
+  inputLike(name: string, like: onnx.IValueInfoProto, leadingDims: Dim[] = []): string {
+    const t = like.type?.tensorType;
+    if (!t) throw new Error(`inputLike: ${like.name} is not a tensor value`);
+    const dims = leadingDims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d }));
+    this.inputs.push({ name: this.claim(name), type: { tensorType: { elemType: t.elemType, shape: { dim: [...dims, ...(t.shape?.dim ?? [])] } } } });
     return name;
   }
 

@@ -50,11 +50,27 @@ export interface BatchMetrics {
   size: number;
 }
 
+/** `count` batches of `size` images each, stacked: data [count·size, C, S, S], labels [count·size]. */
+export interface BatchGroup {
+  data: Float32Array;
+  labels: Int32Array;
+  size: number;
+  count: number;
+}
+
 export interface TrainingEngine {
   readonly name: string;
   readonly spec: ModelSpec;
   /** One SGD step (forward with dropout, loss, backward, update) at learning rate `lr`. */
   step(batch: EngineBatch, lr: number): Promise<BatchMetrics>;
+  /** The most steps `stepGroup` takes in one call (absent: the engine has no `stepGroup`). */
+  readonly stepsPerRun?: number;
+  /**
+   * `group.count` SGD steps, one per stacked batch, all at `lr`: the same as that many `step`
+   * calls, in fewer round trips (an engine whose per-call cost is high, onnxruntime-node's
+   * output copies, amortizes it). Metrics per step, in order.
+   */
+  stepGroup?(group: BatchGroup, lr: number): Promise<BatchMetrics[]>;
   /** Forward without dropout; no update. */
   evaluate(batch: EngineBatch): Promise<BatchMetrics>;
   /** Current weights (copies: safe to keep across steps). */

@@ -20,6 +20,8 @@ export interface CreateEngineOptions {
   devices?: string[];
   /** onnxruntime intra-op threads; undefined: all cores. */
   intraOpThreads?: number;
+  /** onnxruntime: most SGD steps per run (stepGroup). */
+  stepsPerRun?: number;
   verbose?: boolean;
 }
 
@@ -33,6 +35,7 @@ export async function createEngine(name: EngineKind, spec: ModelSpec, weights: N
         seed: options.seed,
         devices: options.devices,
         intraOpThreads: options.intraOpThreads,
+        stepsPerRun: options.stepsPerRun,
         verbose: options.verbose,
       });
     }

@@ -1,3 +1,4 @@
 export * from './rules';
 export * from './update';
 export * from './training-graph';
+export * from './step-loop';

@@ -62,6 +62,7 @@ export interface TrainConfig {
   sync_momentum: boolean;
   intra_op_threads: number;
   queue_depth: number;
+  steps_per_run: number;
   verify_shards: boolean;
 }
 
@@ -125,6 +126,11 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   sync_momentum: { type: { kind: 'boolean' }, default: false, doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed)' },
   intra_op_threads: { type: { kind: 'integer', min: 0 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
   queue_depth: { type: { kind: 'integer', min: 2, max: 64 }, default: 3, doc: 'batch buffers between loader and engine (memory = queue_depth x batch)' },
+  steps_per_run: {
+    type: { kind: 'integer', min: 1, max: 64 },
+    default: 4,
+    doc: 'onnxruntime: SGD steps per engine run (an ONNX Loop), so that the 488 MB of weights and velocities leave onnxruntime once per run, not per step (memory += steps_per_run x batch)',
+  },
   verify_shards: { type: { kind: 'boolean' }, default: true, doc: 'check each shard\'s sha256 against index.json when reading it' },
 };
 

@@ -311,6 +311,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     seed: config.seed,
     devices: config.devices,
     intraOpThreads: config.intra_op_threads > 0 ? config.intra_op_threads : undefined,
+    stepsPerRun: config.steps_per_run,
   });
   let loader: BatchLoader | undefined;
   try {

@@ -16,7 +16,8 @@ import { AlexnetStreamError } from '@alexnet-stream/stream-io';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 import type { BatchMetrics, TrainingEngine } from '../engine';
 import type { TrainConfig } from './config';
-import type { BatchStream } from './loader';
+import type { BatchStream, LoadedBatch } from './loader';
+import { BatchStacker } from './batch-stacker';
 import { lrAfterEpoch } from './lr-policy';
 import type { WorkerGroup } from './worker-group';
 
@@ -199,6 +200,10 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
     if (config.sync_momentum) engine.setVelocities(await group.averageWeights(engine.getVelocities()));
   };
 
+  // Engines that run several steps per call (onnxruntime: stepGroup) get stacked batches.
+  const stepsPerRun = engine.stepGroup ? Math.max(1, engine.stepsPerRun ?? 1) : 1;
+  const stacker = stepsPerRun > 1 ? new BatchStacker(stepsPerRun) : undefined;
+
   if (group.worldSize > 1 && group.broadcastWeights) engine.setWeights(await group.broadcastWeights(engine.getWeights()));
   emit({ type: 'start', epochs: config.n_epochs, iterationsPerEpoch: train.iterationsPerEpoch, state: cloneState(s), worldSize: group.worldSize });
   if (options.maxIters !== undefined && s.iteration >= options.maxIters) {
@@ -217,6 +222,49 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
     let windowWaitMs = 0;
     let windowStart = now();
     let endOfInput = false;
+    // The next run of the engine: one step, or a group of up to `limit` stacked batches of one
+    // size (a batch of another size, a partial last one, waits in `pending` for the next run).
+    let pending: LoadedBatch | undefined;
+    let streamEnded = false;
+    const take = async (): Promise<LoadedBatch | null> => {
+      if (pending) {
+        const batch = pending;
+        pending = undefined;
+        return batch;
+      }
+      if (streamEnded) return null;
+      const batch = await stream.next();
+      streamEnded = batch === null;
+      return batch;
+    };
+    const releasePending = (): void => {
+      if (pending) stream.release(pending);
+      pending = undefined;
+    };
+    const nextRun = async (limit: number): Promise<(() => Promise<BatchMetrics[]>) | null> => {
+      if (!stacker || limit === 1) {
+        const batch = await take();
+        if (!batch) return null;
+        return async () => {
+          const metrics = await engine.step(batch, s.lr);
+          stream.release(batch);
+          return [metrics];
+        };
+      }
+      stacker.clear();
+      while (stacker.count < limit) {
+        const batch = await take();
+        if (!batch) break;
+        if (!stacker.accepts(batch)) {
+          pending = batch;
+          break;
+        }
+        stacker.add(batch);
+        stream.release(batch);
+      }
+      if (stacker.count === 0) return null;
+      return () => engine.stepGroup!(stacker.group(), s.lr);
+    };
     try {
       for (;;) {
         // A finished epoch ends here, before the max-iters check, so that a stop at an epoch
@@ -226,61 +274,74 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
           break;
         }
         if (options.maxIters !== undefined && s.iteration >= options.maxIters) {
+          releasePending();
           stream.cancel();
           await checkpoint('max-iters');
           return finish('max-iters');
         }
+        // A group never runs past a point where the loop must stop between two steps: the end of
+        // the epoch, --max-iters, a progress line (its img/s spans whole groups) or a sync.
+        const groupLimit = Math.min(
+          stepsPerRun,
+          train.iterationsPerEpoch - s.iterationInEpoch,
+          (options.maxIters ?? Infinity) - s.iteration,
+          config.print_freq - (s.iteration % config.print_freq),
+          group.worldSize > 1 ? config.sync_every - (s.iteration % config.sync_every) : Infinity,
+        );
         const t0 = now();
-        const batch = await stream.next();
+        const run = await nextRun(groupLimit);
         const t1 = now();
-        if (!batch) break;
-        const metrics = await engine.step(batch, s.lr);
-        stream.release(batch);
+        if (!run) break;
+        const stepMetrics = await run();
         const t2 = now();
         waitMs += t1 - t0;
         windowWaitMs += t1 - t0;
         trainMs += t2 - t0;
-        if (!Number.isFinite(metrics.loss)) {
-          stream.cancel();
-          throw new TrainingDivergedError(
-            `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1}): the loss is ${metrics.loss}; training stopped. ` +
-              `${lastCheckpoint ?? 'The last checkpoint'} in weights_dir is intact: lower learning_rate (now ${s.lr}) and --resume`,
-          );
-        }
-        s.iteration += 1;
-        s.iterationInEpoch += 1;
-        imagesRun += batch.size;
-        options.afterStep?.(s.iteration, metrics);
-        if (group.worldSize > 1 && s.iteration % config.sync_every === 0) await syncWeights();
-        windowLoss += metrics.loss * metrics.size;
-        windowErrors += metrics.top1Errors;
-        windowImages += metrics.size;
-        emit({ type: 'step', epoch, iteration: s.iteration, iterationInEpoch: s.iterationInEpoch, images: metrics.size });
-        if (s.iteration % config.print_freq === 0) {
-          // The window's sums over all workers (a collective: every rank reaches this iteration).
-          const [lossSum, errors, images] = (await group.averageMetrics([windowLoss, windowErrors, windowImages])).map((v) => v * group.worldSize);
-          const elapsedMs = now() - windowStart;
-          const entry: TrainLogEntry = {
-            iteration: s.iteration,
-            epoch,
-            loss: lossSum / images,
-            ...(config.print_train_error ? { top1Error: errors / images } : {}),
-            images: Math.round(images),
-            lr: s.lr,
-            imagesPerSecond: images / Math.max(1e-9, elapsedMs / 1000),
-            waitFraction: elapsedMs > 0 ? Math.min(1, windowWaitMs / elapsedMs) : 0,
-            time: new Date().toISOString(),
-          };
-          if (isRoot) {
-            emit({ type: 'log', entry });
-            await options.appendLog?.(entry);
+        for (const metrics of stepMetrics) {
+          if (!Number.isFinite(metrics.loss)) {
+            releasePending();
+            stream.cancel();
+            throw new TrainingDivergedError(
+              `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1}): the loss is ${metrics.loss}; training stopped. ` +
+                `${lastCheckpoint ?? 'The last checkpoint'} in weights_dir is intact: lower learning_rate (now ${s.lr}) and --resume`,
+            );
           }
-          windowLoss = windowErrors = windowImages = windowWaitMs = 0;
-          windowStart = now();
+          s.iteration += 1;
+          s.iterationInEpoch += 1;
+          imagesRun += metrics.size;
+          options.afterStep?.(s.iteration, metrics);
+          if (group.worldSize > 1 && s.iteration % config.sync_every === 0) await syncWeights();
+          windowLoss += metrics.loss * metrics.size;
+          windowErrors += metrics.top1Errors;
+          windowImages += metrics.size;
+          emit({ type: 'step', epoch, iteration: s.iteration, iterationInEpoch: s.iterationInEpoch, images: metrics.size });
+          if (s.iteration % config.print_freq === 0) {
+            // The window's sums over all workers (a collective: every rank reaches this iteration).
+            const [lossSum, errors, images] = (await group.averageMetrics([windowLoss, windowErrors, windowImages])).map((v) => v * group.worldSize);
+            const elapsedMs = now() - windowStart;
+            const entry: TrainLogEntry = {
+              iteration: s.iteration,
+              epoch,
+              loss: lossSum / images,
+              ...(config.print_train_error ? { top1Error: errors / images } : {}),
+              images: Math.round(images),
+              lr: s.lr,
+              imagesPerSecond: images / Math.max(1e-9, elapsedMs / 1000),
+              waitFraction: elapsedMs > 0 ? Math.min(1, windowWaitMs / elapsedMs) : 0,
+              time: new Date().toISOString(),
+            };
+            if (isRoot) {
+              emit({ type: 'log', entry });
+              await options.appendLog?.(entry);
+            }
+            windowLoss = windowErrors = windowImages = windowWaitMs = 0;
+            windowStart = now();
+          }
         }
       }
       if (train.iterationsPerEpoch === Infinity) endOfInput = true;
     } catch (err) {
+      releasePending();
       stream.cancel();
       throw err;
     }

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { initParameters, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { Rng } from '@alexnet-stream/stream-io';
-import { DEFAULT_OPTIMIZER, EngineBatch, NamedTensors } from '../../engine';
+import { BatchGroup, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors } from '../../engine';
 import { loadTfjs } from '../tfjs/backend';
 import { weightsToTensors } from '../tfjs/forward';
 import { tfjsLossAndGradients } from '../tfjs/loss';
@@ -97,6 +97,48 @@ test('partial batches, evaluate, and exact resume from weights + velocities + rn
   assert.ok(Number.isFinite(e1.loss) && e1.loss > 0);
   await a.dispose();
   await b.dispose();
+});
+
+function stacked(batches: EngineBatch[]): BatchGroup {
+  const data = new Float32Array(batches.reduce((n, b) => n + b.data.length, 0));
+  const labels = new Int32Array(batches.reduce((n, b) => n + b.labels.length, 0));
+  let d = 0, l = 0;
+  for (const b of batches) {
+    data.set(b.data, d);
+    labels.set(b.labels, l);
+    d += b.data.length;
+    l += b.labels.length;
+  }
+  return { data, labels, size: batches[0].size, count: batches.length };
+}
+
+test('a group of steps in one run equals the same steps one by one (bitwise), dropout stream included', async () => {
+  const spec = tinySpec();
+  const w0 = weightsOf(spec);
+  const grouped = await createOrtEngine(spec, w0, { seed: 5, intraOpThreads: 1, stepsPerRun: 3 });
+  const single = await createOrtEngine(spec, w0, { seed: 5, intraOpThreads: 1, stepsPerRun: 3 });
+  const batches = [1, 2, 3, 4].map((i) => batchOf(spec, 3, 20 + i));
+  const groupMetrics = [...(await grouped.stepGroup(stacked(batches.slice(0, 3)), 0.01)), ...(await grouped.stepGroup(stacked(batches.slice(3)), 0.01))];
+  const singleMetrics = [];
+  for (const b of batches) singleMetrics.push(await single.step(b, 0.01));
+  assert.deepEqual(groupMetrics, singleMetrics);
+  assert.equal(new Set(groupMetrics.map((m) => m.loss)).size, 4); // four different steps, not one repeated
+  assert.deepEqual(grouped.getWeights(), single.getWeights());
+  assert.deepEqual(grouped.getVelocities(), single.getVelocities());
+  assert.deepEqual(grouped.getRngState(), single.getRngState());
+  assert.notDeepEqual(grouped.getWeights(), w0);
+
+  await assert.rejects(grouped.stepGroup(stacked(batchesOf4()), 0.01), /count must be an integer in \[1, 3\] \(stepsPerRun\), got 4/);
+  const bad = stacked(batches.slice(0, 2));
+  bad.labels[4] = 10;
+  await assert.rejects(grouped.stepGroup(bad, 0.01), /label 10 of image 1 of batch 2 is outside \[0, 10\)/);
+  await assert.rejects(grouped.stepGroup({ ...bad, count: 3 }, 0.01), /data has .* values, expected 3 batches of 3x3x67x67/);
+  await grouped.dispose();
+  await single.dispose();
+
+  function batchesOf4(): EngineBatch[] {
+    return [0, 1, 2, 3].map((i) => batchOf(spec, 1, i));
+  }
 });
 
 test('setWeights replaces the live buffers (not the spare ones) and getWeights returns copies', async () => {

@@ -2,16 +2,20 @@
  * The onnxruntime engine (DESIGN §5): one generated ONNX graph per SGD step (forward, softmax-CE,
  * backward, update: graph/training-graph.ts) and one for evaluation, run by onnxruntime-node.
  *
- * Memory: weights and velocities live in JS-owned Float32Arrays, two sets (A and B). A step
+ * Memory: weights and velocities live in JS-owned Float32Arrays, two sets (A and B). A run
  * feeds set A and hands set B to `run` as pre-allocated outputs, which onnxruntime fills in
- * place (DESIGN §2); then the sets swap. So a step allocates no 2x244 MB of new parameters.
+ * place (DESIGN §2); then the sets swap. So a run allocates no 2x244 MB of new parameters.
+ *
+ * Steps per run: the train graph runs inside an ONNX Loop (graph/step-loop.ts), so `stepGroup`
+ * does up to `stepsPerRun` steps in one `run`: onnxruntime-node copies every output once more
+ * after a run (0.36 s for AlexNet's 488 MB of state), and this pays that once per group.
  *
  * Partial last batches: the graphs' batch dimension is symbolic (`N`), so the same session runs
  * any batch size (onnxruntime re-plans its memory pattern per input shape, once per size).
  *
- * Dropout masks are drawn in JS from a seeded `Rng` (layer by layer in spec order, row-major,
- * keep when `nextFloat() >= rate`: the convention of tfjsForward's `drawDropoutMask`) and fed as
- * inputs; `getRngState`/`setRngState` make a resumed run draw the same masks.
+ * Dropout masks are drawn in JS from a seeded `Rng` (step by step, layer by layer in spec order,
+ * row-major, keep when `nextFloat() >= rate`: the convention of tfjsForward's `drawDropoutMask`)
+ * and fed as inputs; `getRngState`/`setRngState` make a resumed run draw the same masks.
  *
  * `run` blocks the JS thread for the whole step (onnxruntime-node is synchronous inside, DESIGN
  * §2): loaders must run in worker threads.
@@ -21,15 +25,21 @@ import * as ort from 'onnxruntime-node';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
 import { encodeModel } from '@alexnet-stream/onnx-export';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { BatchGroup, BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions } from '../../graph/rules';
-import { buildGraph, BuiltGraph, MaskInput, newName, velocityName } from '../../graph/training-graph';
+import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
+import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, SteppedGraph, steppedTrainGraph } from '../../graph/step-loop';
 import { nchwcBlockSize } from './nchwc';
 
 export interface OrtEngineOptions {
   optimizer?: Partial<OptimizerConfig>;
   /** The usual batch size; only used to validate that batches are not larger (memory). Default: no limit. */
   batchSize?: number;
+  /**
+   * Most SGD steps per onnxruntime run (`stepGroup`). Default 4: per step, the output copy falls
+   * from ~0.36 s to ~0.09 s; the caller's stacked batches cost stepsPerRun x batch of memory.
+   */
+  stepsPerRun?: number;
   /** Seed of the dropout mask stream. Default 0. */
   seed?: number;
   /** Devices in preference order: `cpu`, `cuda:0`, `cuda:1`, … Default `['cpu']`. */
@@ -119,20 +129,22 @@ export class OrtEngine implements TrainingEngine {
   private readonly velocities: DoubleBuffer | undefined;
   /** Plain SGD keeps the velocities it was given, unchanged (as sgdUpdateReference). */
   private keptVelocities: NamedTensors | undefined;
-  private readonly lrTensor = new ort.Tensor('float32', new Float32Array(1), []);
-  /** Dropout mask buffers by batch size (a handful of sizes: full and last partial). */
-  private readonly maskBuffers = new Map<number, { mask: MaskInput; tensor: ort.Tensor }[]>();
+  private readonly stepCount = new BigInt64Array(1);
+  private lrs = new Float32Array(0);
+  /** Dropout masks of a run, one buffer per dropout layer, grown to the largest count·size seen. */
+  private masks: Float32Array[];
   private readonly imageSize: number;
 
   constructor(
     readonly spec: ModelSpec,
-    private readonly trainGraph: BuiltGraph,
+    private readonly trainGraph: SteppedGraph,
     private readonly trainSession: ort.InferenceSession,
     private readonly evalSession: ort.InferenceSession,
     weights: NamedTensors,
     readonly optimizer: OptimizerConfig,
     seed: number,
     private readonly maxBatch: number | undefined,
+    readonly stepsPerRun: number,
   ) {
     const params = trainGraph.params;
     checkNamed('weights', params, weights);
@@ -140,63 +152,91 @@ export class OrtEngine implements TrainingEngine {
     this.velocities = trainGraph.hasVelocities ? new DoubleBuffer(params, (p) => new Float32Array(sizeOf(p.shape)).fill(0)) : undefined;
     this.rng = new Rng(seed);
     this.imageSize = spec.inputChannels * spec.inputSize * spec.inputSize;
+    this.masks = trainGraph.masks.map(() => new Float32Array(0));
+  }
+
+  /** Checks `count` stacked batches of `size` images (count 1: a plain batch). */
+  private checkBatches({ data, labels, size, count }: BatchGroup): void {
+    if (!Number.isInteger(size) || size < 1) throw new Error(`batch: size must be a positive integer, got ${size}`);
+    if (this.maxBatch !== undefined && size > this.maxBatch) throw new Error(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`);
+    const s = this.spec.inputSize, c = this.spec.inputChannels;
+    const stacked = count > 1 ? `${count} batches of ` : '';
+    if (data.length !== count * size * this.imageSize) {
+      throw new Error(`batch: data has ${data.length} values, expected ${stacked}${size}x${c}x${s}x${s} = ${count * size * this.imageSize}`);
+    }
+    if (labels.length !== count * size) throw new Error(`batch: ${labels.length} labels for ${stacked}${size} images`);
+    const k = this.spec.numClasses;
+    for (let i = 0; i < labels.length; i++) {
+      const where = count > 1 ? `image ${i % size} of batch ${Math.floor(i / size) + 1}` : `image ${i}`;
+      if (!(labels[i] >= 0 && labels[i] < k)) throw new Error(`batch: label ${labels[i]} of ${where} is outside [0, ${k})`);
+    }
   }
 
   private batchFeeds(batch: EngineBatch): Record<string, ort.Tensor> {
-    const { size, data, labels } = batch;
-    if (!Number.isInteger(size) || size < 1) throw new Error(`batch: size must be a positive integer, got ${size}`);
-    if (this.maxBatch !== undefined && size > this.maxBatch) throw new Error(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`);
-    if (data.length !== size * this.imageSize) {
-      throw new Error(`batch: data has ${data.length} values, expected ${size}x${this.spec.inputChannels}x${this.spec.inputSize}x${this.spec.inputSize} = ${size * this.imageSize}`);
-    }
-    if (labels.length !== size) throw new Error(`batch: ${labels.length} labels for ${size} images`);
-    const k = this.spec.numClasses;
-    for (let i = 0; i < size; i++) {
-      if (!(labels[i] >= 0 && labels[i] < k)) throw new Error(`batch: label ${labels[i]} of image ${i} is outside [0, ${k})`);
-    }
+    this.checkBatches({ ...batch, count: 1 });
     const s = this.spec.inputSize;
     return {
-      data: new ort.Tensor('float32', data, [size, this.spec.inputChannels, s, s]),
-      labels: new ort.Tensor('int32', labels, [size]),
+      data: new ort.Tensor('float32', batch.data, [batch.size, this.spec.inputChannels, s, s]),
+      labels: new ort.Tensor('int32', batch.labels, [batch.size]),
     };
   }
 
-  /** Draws this step's masks (spec order, row-major, keep when nextFloat() >= rate) into reused buffers. */
-  private drawMasks(size: number): Record<string, ort.Tensor> {
-    let buffers = this.maskBuffers.get(size);
-    if (!buffers) {
-      buffers = this.trainGraph.masks.map((mask) => ({ mask, tensor: new ort.Tensor('float32', new Float32Array(size * sizeOf(mask.shape)), [size, ...mask.shape]) }));
-      this.maskBuffers.set(size, buffers);
-    }
+  /** Draws a run's masks (step by step, each in spec order, row-major, keep when nextFloat() >= rate). */
+  private drawMasks(count: number, size: number): Record<string, ort.Tensor> {
     const feeds: Record<string, ort.Tensor> = {};
-    for (const { mask, tensor } of buffers) {
-      const values = tensor.data as Float32Array;
-      const keep = 1 / (1 - mask.rate);
-      const rng = this.rng;
-      for (let i = 0; i < values.length; i++) values[i] = rng.nextFloat() >= mask.rate ? keep : 0;
-      feeds[mask.input] = tensor;
+    const masks = this.trainGraph.masks;
+    const perStep = masks.map((m) => size * sizeOf(m.shape));
+    masks.forEach((m, i) => {
+      if (this.masks[i].length < count * perStep[i]) this.masks[i] = new Float32Array(count * perStep[i]);
+      feeds[stepInputName(m.input)] = new ort.Tensor('float32', this.masks[i].subarray(0, count * perStep[i]), [count, size, ...m.shape]);
+    });
+    const rng = this.rng;
+    for (let step = 0; step < count; step++) {
+      masks.forEach((m, i) => {
+        const values = this.masks[i].subarray(step * perStep[i], (step + 1) * perStep[i]);
+        const keep = 1 / (1 - m.rate);
+        for (let j = 0; j < values.length; j++) values[j] = rng.nextFloat() >= m.rate ? keep : 0;
+      });
     }
     return feeds;
   }
 
   async step(batch: EngineBatch, lr: number): Promise<BatchMetrics> {
+    return (await this.stepGroup({ ...batch, count: 1 }, lr))[0];
+  }
+
+  async stepGroup(group: BatchGroup, lr: number): Promise<BatchMetrics[]> {
+    const { count, size } = group;
+    if (!Number.isInteger(count) || count < 1 || count > this.stepsPerRun) throw new Error(`stepGroup: count must be an integer in [1, ${this.stepsPerRun}] (stepsPerRun), got ${count}`);
     if (!Number.isFinite(lr)) throw new Error(`step: learning rate must be a finite number, got ${lr}`);
-    const feeds: Record<string, ort.Tensor> = { ...this.batchFeeds(batch), ...this.drawMasks(batch.size) };
-    (this.lrTensor.data as Float32Array)[0] = lr;
-    feeds.lr = this.lrTensor;
-    const fetches: Record<string, ort.Tensor | null> = { loss: null, top1_errors: null, top5_errors: null };
+    this.checkBatches(group);
+    if (this.lrs.length < count) this.lrs = new Float32Array(this.stepsPerRun);
+    this.lrs.fill(lr);
+    this.stepCount[0] = BigInt(count);
+    const s = this.spec.inputSize;
+    const feeds: Record<string, ort.Tensor> = {
+      [STEP_COUNT]: new ort.Tensor('int64', this.stepCount, []),
+      [stepInputName('data')]: new ort.Tensor('float32', group.data, [count, size, this.spec.inputChannels, s, s]),
+      [stepInputName('labels')]: new ort.Tensor('int32', group.labels, [count, size]),
+      [stepInputName('lr')]: new ort.Tensor('float32', this.lrs.subarray(0, count), [count]),
+      ...this.drawMasks(count, size),
+    };
+    const fetches: Record<string, ort.Tensor | null> = { [stepMetricName('loss')]: null, [stepMetricName('top1_errors')]: null, [stepMetricName('top5_errors')]: null };
     for (const p of this.trainGraph.params) {
-      feeds[p.name] = this.weights.current[p.name].tensor;
-      fetches[newName(p.name)] = this.weights.spare[p.name].tensor;
+      feeds[initialName(p.name)] = this.weights.current[p.name].tensor;
+      fetches[finalName(p.name)] = this.weights.spare[p.name].tensor;
       if (this.velocities) {
-        feeds[velocityName(p.name)] = this.velocities.current[p.name].tensor;
-        fetches[newName(velocityName(p.name))] = this.velocities.spare[p.name].tensor;
+        feeds[initialName(velocityName(p.name))] = this.velocities.current[p.name].tensor;
+        fetches[finalName(velocityName(p.name))] = this.velocities.spare[p.name].tensor;
       }
     }
     const out = await this.trainSession.run(feeds, fetches);
     this.weights.swap();
     this.velocities?.swap();
-    return metricsOf(out, batch.size);
+    const loss = out[stepMetricName('loss')].data as Float32Array;
+    const top1 = out[stepMetricName('top1_errors')].data as Float32Array;
+    const top5 = out[stepMetricName('top5_errors')].data as Float32Array;
+    return Array.from({ length: count }, (_, k) => ({ loss: loss[k], top1Errors: Math.round(top1[k]), top5Errors: Math.round(top5[k]), size }));
   }
 
   async evaluate(batch: EngineBatch): Promise<BatchMetrics> {
@@ -314,7 +354,9 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
   // NCHWc kernels are onnxruntime's CPU kernels: with a GPU provider the graph stays plain ONNX.
   const cpuOnly = (sessionOptions.executionProviders ?? []).every((e) => providerName(e) === 'cpu');
   const lowering: LoweringOptions = { ...DEFAULT_LOWERING, nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0, ...options.lowering };
-  const trainGraph = buildGraph(spec, 'train', optimizer, lowering);
+  const stepsPerRun = options.stepsPerRun ?? 4;
+  if (!Number.isInteger(stepsPerRun) || stepsPerRun < 1) throw new Error(`Expected a positive integer for stepsPerRun but received ${options.stepsPerRun}`);
+  const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const t0 = Date.now();
   const trainSession = await createSession(trainGraph, sessionOptions);
@@ -322,5 +364,5 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
   if (options.verbose) {
     process.stderr.write(`onnxruntime: training + evaluation graphs for ${spec.preset} ${spec.inputSize}x${spec.inputSize} loaded in ${Date.now() - t0} ms (${sessionOptions.intraOpNumThreads} threads)\n`);
   }
-  return new OrtEngine(spec, trainGraph, trainSession, evalSession, weights, optimizer, seed, options.batchSize);
+  return new OrtEngine(spec, trainGraph, trainSession, evalSession, weights, optimizer, seed, options.batchSize, stepsPerRun);
 }
