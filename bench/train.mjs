@@ -14,8 +14,8 @@
 // Then: the step's GFLOPS against onnxruntime's SGEMM peak on this machine (the ceiling no
 // lowering can pass without doing fewer multiply-adds), a per-op kernel-time profile of one
 // training step (onnxruntime's profiler), and peak RSS at batch 128 with RSS at an early and a
-// late iteration (they must not grow: weights and velocities are double-buffered in
-// preallocated outputs).
+// late iteration (they must not grow: weights and velocities live in one set of
+// preallocated buffers, fed to each run and filled in place as its outputs).
 //
 // Run: npm run bench:train (builds first). Options (environment):
 //   BENCH_BATCH (default 32), BENCH_ROUNDS (3), BENCH_STEPS (2 steps per round per side; ours

@@ -1,8 +1,8 @@
 /**
  * The onnxruntime engine on a reduced-width theano-alexnet (67x67): steps against the
- * reference path (tfjs autodiff with the same seeded dropout masks + sgdUpdateReference),
- * double buffering across several steps, partial batches, evaluate, get/set state, exact resume,
- * and the errors a user can hit.
+ * reference path (tfjs autodiff with the same seeded dropout masks + sgdUpdateReference), state
+ * buffers reused across steps and groups of steps in one run, partial batches, evaluate, get/set
+ * state, exact resume, and the errors a user can hit.
  *
  * Tolerance: after two steps the weights' change is compared with the reference's to 1e-5 of
  * its size (the graph tests measure ≤ 1.5e-6 for one gradient; two chained steps roughly
@@ -141,10 +141,10 @@ test('a group of steps in one run equals the same steps one by one (bitwise), dr
   }
 });
 
-test('setWeights replaces the live buffers (not the spare ones) and getWeights returns copies', async () => {
+test('setWeights replaces the weights the next step reads, and getWeights returns copies', async () => {
   const spec = tinySpec();
   const engine = await createOrtEngine(spec, weightsOf(spec), { intraOpThreads: 1 });
-  await engine.step(batchOf(spec, 2, 1), 0.01); // buffers swapped once
+  await engine.step(batchOf(spec, 2, 1), 0.01); // the state buffers have been a run's output once
   const fresh = weightsOf(spec);
   engine.setWeights(fresh);
   assert.deepEqual(engine.getWeights(), fresh);

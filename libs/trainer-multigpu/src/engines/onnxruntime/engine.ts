@@ -2,9 +2,9 @@
  * The onnxruntime engine (DESIGN §5): one generated ONNX graph per SGD step (forward, softmax-CE,
  * backward, update: graph/training-graph.ts) and one for evaluation, run by onnxruntime-node.
  *
- * Memory: weights and velocities live in JS-owned Float32Arrays, two sets (A and B). A run
- * feeds set A and hands set B to `run` as pre-allocated outputs, which onnxruntime fills in
- * place (DESIGN §2); then the sets swap. So a run allocates no 2x244 MB of new parameters.
+ * Memory: weights and velocities live in JS-owned Float32Arrays, one set, fed to each run and
+ * handed to it as pre-allocated outputs that onnxruntime fills in place (DESIGN §2): a run
+ * allocates no 2x244 MB of new parameters in JS.
  *
  * Steps per run: the train graph runs inside an ONNX Loop (graph/step-loop.ts), so `stepGroup`
  * does up to `stepsPerRun` steps in one `run`: onnxruntime-node copies every output once more
@@ -98,35 +98,31 @@ async function createSession(graph: BuiltGraph, options: ort.InferenceSession.Se
 
 const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
-interface ParamBuffers {
-  data: Float32Array;
-  tensor: ort.Tensor;
-}
-
-/** Two sets of buffers; `current` holds the live values, `spare` receives the next step's. */
-class DoubleBuffer {
-  current: Record<string, ParamBuffers> = {};
-  spare: Record<string, ParamBuffers> = {};
+/**
+ * One buffer per parameter, fed to a run as the Loop's initial state and fetched from it as the
+ * final state: the same memory. That is safe because of how a Loop runs: its inputs are read
+ * only as the first step's feeds, the steps' states live in onnxruntime's arena, and the final
+ * state is copied into the outputs after the last step, when the inputs are no longer read.
+ * (One set of 244 MB instead of the two a plain graph needs, whose outputs are written while
+ * its inputs are still being read.) The tests compare runs with this aliasing against tfjs'
+ * reference step and against step-by-step runs.
+ */
+class ParamBuffers {
+  readonly data: Record<string, Float32Array> = {};
+  readonly tensors: Record<string, ort.Tensor> = {};
   constructor(params: ParamInfo[], init: (p: ParamInfo) => Float32Array) {
     for (const p of params) {
-      const a = init(p);
-      // fill(0) touches every page now: a fresh Float32Array is lazily mapped zero pages, and the
-      // first step writing into it would pay ~60k page faults for fc6 alone (and RSS would creep).
-      const b = new Float32Array(a.length).fill(0);
-      this.current[p.name] = { data: a, tensor: new ort.Tensor('float32', a, p.shape) };
-      this.spare[p.name] = { data: b, tensor: new ort.Tensor('float32', b, p.shape) };
+      this.data[p.name] = init(p);
+      this.tensors[p.name] = new ort.Tensor('float32', this.data[p.name], p.shape);
     }
-  }
-  swap(): void {
-    [this.current, this.spare] = [this.spare, this.current];
   }
 }
 
 export class OrtEngine implements TrainingEngine {
   readonly name = 'onnxruntime';
   private rng: Rng;
-  private readonly weights: DoubleBuffer;
-  private readonly velocities: DoubleBuffer | undefined;
+  private readonly weights: ParamBuffers;
+  private readonly velocities: ParamBuffers | undefined;
   /** Plain SGD keeps the velocities it was given, unchanged (as sgdUpdateReference). */
   private keptVelocities: NamedTensors | undefined;
   private readonly stepCount = new BigInt64Array(1);
@@ -148,8 +144,10 @@ export class OrtEngine implements TrainingEngine {
   ) {
     const params = trainGraph.params;
     checkNamed('weights', params, weights);
-    this.weights = new DoubleBuffer(params, (p) => Float32Array.from(weights[p.name]));
-    this.velocities = trainGraph.hasVelocities ? new DoubleBuffer(params, (p) => new Float32Array(sizeOf(p.shape)).fill(0)) : undefined;
+    this.weights = new ParamBuffers(params, (p) => Float32Array.from(weights[p.name]));
+    // fill(0) touches every page now: a fresh Float32Array is lazily mapped zero pages, and the
+    // first run writing into it would pay ~60k page faults for fc6 alone (and RSS would creep).
+    this.velocities = trainGraph.hasVelocities ? new ParamBuffers(params, (p) => new Float32Array(sizeOf(p.shape)).fill(0)) : undefined;
     this.rng = new Rng(seed);
     this.imageSize = spec.inputChannels * spec.inputSize * spec.inputSize;
     this.masks = trainGraph.masks.map(() => new Float32Array(0));
@@ -222,17 +220,12 @@ export class OrtEngine implements TrainingEngine {
       ...this.drawMasks(count, size),
     };
     const fetches: Record<string, ort.Tensor | null> = { [stepMetricName('loss')]: null, [stepMetricName('top1_errors')]: null, [stepMetricName('top5_errors')]: null };
+    // The state goes in and comes out in the same buffers (ParamBuffers says why that is safe).
     for (const p of this.trainGraph.params) {
-      feeds[initialName(p.name)] = this.weights.current[p.name].tensor;
-      fetches[finalName(p.name)] = this.weights.spare[p.name].tensor;
-      if (this.velocities) {
-        feeds[initialName(velocityName(p.name))] = this.velocities.current[p.name].tensor;
-        fetches[finalName(velocityName(p.name))] = this.velocities.spare[p.name].tensor;
-      }
+      feeds[initialName(p.name)] = fetches[finalName(p.name)] = this.weights.tensors[p.name];
+      if (this.velocities) feeds[initialName(velocityName(p.name))] = fetches[finalName(velocityName(p.name))] = this.velocities.tensors[p.name];
     }
     const out = await this.trainSession.run(feeds, fetches);
-    this.weights.swap();
-    this.velocities?.swap();
     const loss = out[stepMetricName('loss')].data as Float32Array;
     const top1 = out[stepMetricName('top1_errors')].data as Float32Array;
     const top5 = out[stepMetricName('top5_errors')].data as Float32Array;
@@ -241,7 +234,7 @@ export class OrtEngine implements TrainingEngine {
 
   async evaluate(batch: EngineBatch): Promise<BatchMetrics> {
     const feeds: Record<string, ort.Tensor> = this.batchFeeds(batch);
-    for (const p of this.trainGraph.params) feeds[p.name] = this.weights.current[p.name].tensor;
+    for (const p of this.trainGraph.params) feeds[p.name] = this.weights.tensors[p.name];
     const out = await this.evalSession.run(feeds, ['loss', 'top1_errors', 'top5_errors']);
     return metricsOf(out, batch.size);
   }
@@ -249,7 +242,7 @@ export class OrtEngine implements TrainingEngine {
   /** Logits of a batch without dropout (evaluation graph), e.g. for tests and prediction. */
   async logits(batch: EngineBatch): Promise<Float32Array> {
     const feeds: Record<string, ort.Tensor> = this.batchFeeds(batch);
-    for (const p of this.trainGraph.params) feeds[p.name] = this.weights.current[p.name].tensor;
+    for (const p of this.trainGraph.params) feeds[p.name] = this.weights.tensors[p.name];
     const out = await this.evalSession.run(feeds, ['logits']);
     return Float32Array.from(out.logits.data as Float32Array);
   }
@@ -314,13 +307,13 @@ function checkNamed(what: string, params: ParamInfo[], values: NamedTensors): vo
   }
 }
 
-function copyOut(buffers: DoubleBuffer): NamedTensors {
-  return Object.fromEntries(Object.entries(buffers.current).map(([name, b]) => [name, Float32Array.from(b.data)]));
+function copyOut(buffers: ParamBuffers): NamedTensors {
+  return Object.fromEntries(Object.entries(buffers.data).map(([name, data]) => [name, Float32Array.from(data)]));
 }
 
-function copyIn(what: string, params: ParamInfo[], buffers: DoubleBuffer, values: NamedTensors): void {
+function copyIn(what: string, params: ParamInfo[], buffers: ParamBuffers, values: NamedTensors): void {
   checkNamed(what, params, values);
-  for (const p of params) buffers.current[p.name].data.set(values[p.name]);
+  for (const p of params) buffers.data[p.name].set(values[p.name]);
 }
 
 /** Session options tuned for one training worker on CPU (or the given execution providers). */
