@@ -29,14 +29,8 @@ export const finalName = (state: string) => `${state}.final`;
 export const STEP_METRICS = ['loss', 'top1_errors', 'top5_errors'] as const;
 export const stepMetricName = (metric: (typeof STEP_METRICS)[number]) => `steps.${metric}`;
 
-export interface SteppedGraph extends BuiltGraph {
-  /** The train graph's per-step inputs (`data`, `labels`, `lr`, `mask.*`), fed stacked as `steps.<name>`. */
-  perStepInputs: string[];
-  /** Loop-carried values: the parameters, then their velocities (when the optimizer has them). */
-  state: string[];
-}
-
-export function steppedTrainGraph(train: BuiltGraph): SteppedGraph {
+/** The train graph's parameters, masks and velocity flag still describe the stepped graph. */
+export function steppedTrainGraph(train: BuiltGraph): BuiltGraph {
   if (train.kind !== 'train') throw new Error(`steppedTrainGraph: expected a train graph, got ${train.kind}`);
   const graph = train.model.graph!;
   const state = [...train.params.map((p) => p.name), ...(train.hasVelocities ? train.params.map((p) => velocityName(p.name)) : [])];
@@ -74,7 +68,7 @@ export function steppedTrainGraph(train: BuiltGraph): SteppedGraph {
   const model = b.model({ docString: `${train.model.docString ?? 'training graph'}, run for \`steps\` steps in a Loop` });
   // The body may use onnxruntime's contrib domains (NCHWc): the model must import them.
   model.opsetImport = train.model.opsetImport;
-  return { ...train, model, perStepInputs, state };
+  return { ...train, model };
 }
 
 function shapeOf(v: onnx.IValueInfoProto): number[] {

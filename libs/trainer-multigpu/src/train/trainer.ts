@@ -299,8 +299,6 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
         trainMs += t2 - t0;
         for (const metrics of stepMetrics) {
           if (!Number.isFinite(metrics.loss)) {
-            releasePending();
-            stream.cancel();
             throw new TrainingDivergedError(
               `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1}): the loss is ${metrics.loss}; training stopped. ` +
                 `${lastCheckpoint ?? 'The last checkpoint'} in weights_dir is intact: lower learning_rate (now ${s.lr}) and --resume`,

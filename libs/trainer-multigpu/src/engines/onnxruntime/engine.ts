@@ -28,7 +28,7 @@ import { Rng, RngState } from '@alexnet-stream/stream-io';
 import { BatchGroup, BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions } from '../../graph/rules';
 import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
-import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, SteppedGraph, steppedTrainGraph } from '../../graph/step-loop';
+import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, steppedTrainGraph } from '../../graph/step-loop';
 import { nchwcBlockSize } from './nchwc';
 
 export interface OrtEngineOptions {
@@ -126,14 +126,14 @@ export class OrtEngine implements TrainingEngine {
   /** Plain SGD keeps the velocities it was given, unchanged (as sgdUpdateReference). */
   private keptVelocities: NamedTensors | undefined;
   private readonly stepCount = new BigInt64Array(1);
-  private lrs = new Float32Array(0);
+  private readonly lrs: Float32Array;
   /** Dropout masks of a run, one buffer per dropout layer, grown to the largest count·size seen. */
   private masks: Float32Array[];
   private readonly imageSize: number;
 
   constructor(
     readonly spec: ModelSpec,
-    private readonly trainGraph: SteppedGraph,
+    private readonly trainGraph: BuiltGraph,
     private readonly trainSession: ort.InferenceSession,
     private readonly evalSession: ort.InferenceSession,
     weights: NamedTensors,
@@ -151,6 +151,7 @@ export class OrtEngine implements TrainingEngine {
     this.rng = new Rng(seed);
     this.imageSize = spec.inputChannels * spec.inputSize * spec.inputSize;
     this.masks = trainGraph.masks.map(() => new Float32Array(0));
+    this.lrs = new Float32Array(stepsPerRun);
   }
 
   /** Checks `count` stacked batches of `size` images (count 1: a plain batch). */
@@ -208,7 +209,6 @@ export class OrtEngine implements TrainingEngine {
     if (!Number.isInteger(count) || count < 1 || count > this.stepsPerRun) throw new Error(`stepGroup: count must be an integer in [1, ${this.stepsPerRun}] (stepsPerRun), got ${count}`);
     if (!Number.isFinite(lr)) throw new Error(`step: learning rate must be a finite number, got ${lr}`);
     this.checkBatches(group);
-    if (this.lrs.length < count) this.lrs = new Float32Array(this.stepsPerRun);
     this.lrs.fill(lr);
     this.stepCount[0] = BigInt(count);
     const s = this.spec.inputSize;
