@@ -13,11 +13,11 @@
  * parallel between ops, and parallel mode only adds scheduling overhead).
  */
 import * as os from 'node:os';
-import * as ort from 'onnxruntime-node';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnxBytes } from './files';
 import { META } from './lower';
 import { decodeModel, encodeModel, ModelProto, OnnxFormatError } from './proto';
+import { loadOnnxRuntime, type Ort } from './onnxruntime';
 
 export interface InferenceOptions {
   /** onnxruntime intra-op threads; default: the number of CPU cores. */
@@ -52,7 +52,7 @@ export interface ModelInfo {
   metadata: Record<string, string>;
 }
 
-export function sessionOptions(options: InferenceOptions = {}): ort.InferenceSession.SessionOptions {
+export function sessionOptions(options: InferenceOptions = {}): Ort.InferenceSession.SessionOptions {
   return {
     graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
     intraOpNumThreads: options.intraOpNumThreads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
@@ -91,11 +91,11 @@ export function modelInfo(model: ModelProto, name: string): ModelInfo {
 }
 
 export class InferenceModel {
-  private readonly outputs = new Map<number, { logits: ort.Tensor; prob: ort.Tensor }>();
+  private readonly outputs = new Map<number, { logits: Ort.Tensor; prob: Ort.Tensor }>();
   private readonly inputDims: number[];
   private readonly elemsPerImage: number;
 
-  private constructor(readonly session: ort.InferenceSession, readonly info: ModelInfo, readonly name: string) {
+  private constructor(readonly session: Ort.InferenceSession, readonly info: ModelInfo, readonly name: string) {
     const { spec } = info;
     if (info.input === 'image') {
       const s = info.imageSize ?? 256;
@@ -119,7 +119,8 @@ export class InferenceModel {
 
   static async fromBytes(bytes: Uint8Array, name: string, options: InferenceOptions = {}): Promise<InferenceModel> {
     const info = modelInfo(decodeModel(bytes, name), name);
-    let session: ort.InferenceSession;
+    const ort = loadOnnxRuntime();
+    let session: Ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(bytes, sessionOptions(options));
     } catch (err) {
@@ -148,6 +149,7 @@ export class InferenceModel {
     if (isImage !== batch instanceof Uint8Array) {
       throw new TypeError(`InferenceModel.run: ${this.name} takes ${isImage ? 'uint8 NHWC images' : 'float32 NCHW data'}`);
     }
+    const ort = loadOnnxRuntime();
     const view = batch.length === length ? batch : batch.subarray(0, length);
     const input = isImage
       ? new ort.Tensor('uint8', view as Uint8Array, [n, ...this.inputDims])
