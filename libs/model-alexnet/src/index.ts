@@ -4,3 +4,4 @@ export * from './init';
 export * from './safetensors';
 export * from './checkpoint';
 export * from './import-theano';
+export * from './atomic-dir';
