@@ -23,10 +23,12 @@
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { InputError } from '@alexnet-stream/stream-io';
-import { inferShapes, ModelSpec, parameterList } from './spec';
+import { ModelSpec, parameterList } from './spec';
+import { specProblem } from './spec-check';
 import { decodeSafetensors, encodeSafetensors, float16ToFloat32, SafeTensor } from './safetensors';
 import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import type { Weights } from './init';
+import { getOwn, setOwn } from './own-keys';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
 export const MOMENTUM_FILE = 'momentum.safetensors';
@@ -121,7 +123,7 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   const problems: string[] = [];
   const missing: string[] = [];
   for (const p of params) {
-    const t = weights[p.name];
+    const t = getOwn(weights, p.name);
     const count = p.shape.reduce((a, b) => a * b, 1);
     if (t === undefined) {
       missing.push(`${p.name} ${shapeText(p.shape)}`);
@@ -249,18 +251,14 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheck
   return writeDirectoryAtomic(target, files, options);
 }
 
-/** Is `value` shaped like a ModelSpec we can use? Throws an InputError naming `source` if not. */
+/** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */
 export function parseSpec(value: unknown, source: string): ModelSpec {
-  const spec = value as ModelSpec;
-  if (typeof value !== 'object' || value === null || spec.specVersion !== 1 || !Array.isArray(spec.layers) || typeof spec.preset !== 'string') {
+  if (typeof value !== 'object' || value === null || (value as { specVersion?: unknown }).specVersion !== 1) {
     throw new InputError(`${source}: no alexnet-stream model spec (specVersion 1) in it`);
   }
-  try {
-    inferShapes(spec);
-  } catch (err) {
-    throw new InputError(`${source}: its model spec is inconsistent: ${(err as Error).message}`);
-  }
-  return spec;
+  const problem = specProblem(value);
+  if (problem) throw new InputError(`${source}: its model spec is not usable: ${problem}`);
+  return value as ModelSpec;
 }
 
 function readSafetensorsFile(path: string) {
@@ -274,10 +272,11 @@ function readSafetensorsFile(path: string) {
 }
 
 function specFromMetadata(metadata: Record<string, string>, path: string): ModelSpec | undefined {
-  if (metadata.spec === undefined) return undefined;
+  const text = getOwn(metadata, 'spec');
+  if (text === undefined) return undefined;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(metadata.spec);
+    parsed = JSON.parse(text);
   } catch {
     throw new InputError(`${path}: __metadata__.spec is not JSON`);
   }
@@ -288,7 +287,7 @@ function specFromMetadata(metadata: Record<string, string>, path: string): Model
 function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: string): Weights {
   const widened: Record<string, SafeTensor> = {};
   for (const [name, t] of Object.entries(tensors)) {
-    widened[name] = t.dtype === 'F16' ? { dtype: 'F32', shape: t.shape, data: float16ToFloat32(t.data as Uint16Array) } : t;
+    setOwn(widened, name, t.dtype === 'F16' ? { dtype: 'F32', shape: t.shape, data: float16ToFloat32(t.data as Uint16Array) } : t);
   }
   validateWeights(spec, widened, path);
   const weights: Weights = {};
