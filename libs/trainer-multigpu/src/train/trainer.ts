@@ -361,6 +361,11 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
     if (options.val) {
       const v = await validate(engine, options.val.open(epoch), group);
       const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: s.lr };
+      // Weights that give a NaN or infinite validation loss have diverged even when the training
+      // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
+      if (v.images > 0 && !Number.isFinite(v.loss)) {
+        throw new TrainingDivergedError(`epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${divergenceAdvice(s.lr)}`);
+      }
       s.valRecord.push(result);
       if (isRoot) {
         emit({ type: 'validation', result });
