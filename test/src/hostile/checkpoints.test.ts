@@ -13,10 +13,11 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
-  alexnetSpec, decodeSafetensors, findDirectory, initParameters, latestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint, STATE_FILE, Weights, WEIGHTS_FILE, MOMENTUM_FILE,
+  decodeSafetensors, findDirectory, initParameters, latestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint, STATE_FILE, Weights, WEIGHTS_FILE, MOMENTUM_FILE,
 } from '@alexnet-stream/model-alexnet';
 import { lowerInference, writeOnnx } from '@alexnet-stream/onnx-export';
 import { encodeNpy } from '@alexnet-stream/stream-io';
+import { tinySpec } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
 import { checkpointVersion } from './checkpoint-fixtures';
 
 const WRITER = join(__dirname, 'checkpoint-writer.js');
@@ -167,9 +168,9 @@ const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
 
 test('import --force replaces only a checkpoint directory this project wrote, in one step, never by deleting first', () => {
   const dir = freshDir();
-  // An ONNX AlexNet to import: theano-alexnet at input 67 (every layer of the real one, ~21M parameters).
+  // An ONNX model to import (the trainer's tiny AlexNet-shaped test model: import recognises it).
   const model = join(dir, 'm.onnx');
-  const spec = alexnetSpec('theano-alexnet', { numClasses: 3, inputSize: 67 });
+  const spec = tinySpec(3, 35);
   writeOnnx(model, lowerInference(spec, initParameters(spec, 1)));
   const imp = (out: string, ...extra: string[]) => spawnSync(process.execPath, [CLI, 'import', model, '--from', 'onnx', '--out', out, ...extra], { encoding: 'utf8' });
 
