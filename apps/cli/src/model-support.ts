@@ -55,8 +55,12 @@ export function loadWeights(opts: WeightsOptions): LoadedWeights {
   }
   if (opts.seed !== undefined) throw new UsageError('--seed applies to --random-init only');
   const ckpt = loadCheckpoint(opts.weights!, presetSpec(opts));
-  const names = ckpt.state.classNames;
-  const classNames = Array.isArray(names) && names.length === ckpt.spec.numClasses ? names.map(String) : undefined;
+  // state.json is input too: class names, when there, must be one string per class.
+  const names = Object.hasOwn(ckpt.state, 'classNames') ? ckpt.state.classNames : undefined;
+  if (names !== undefined && (!Array.isArray(names) || names.length !== ckpt.spec.numClasses || !names.every((n) => typeof n === 'string'))) {
+    throw new InputError(`${opts.weights}: state.json classNames is not a list of ${ckpt.spec.numClasses} strings (one per class of the model)`);
+  }
+  const classNames = names as string[] | undefined;
   return { spec: ckpt.spec, weights: ckpt.weights, classNames, source: ckpt.weightsPath };
 }
 
