@@ -87,6 +87,7 @@ test('shard prefixes, index.json prefixes and state.json fields named after Obje
     ['no lr', { lr: undefined }, /state\.json lacks "lr"/],
     ['bad val_record', { val_record: [{ epoch: 'one' }] }, /state\.json \(val_record\): entry 1: "epoch" is "one", expected an integer >= 0/],
     ['member names', { val_record: JSON.parse('[{"__proto__": {"epoch": 1}, "constructor": 2}]') }, /state\.json \(val_record\): entry 1: "epoch" is missing/],
+    ['dropout rng', { rng: { dropout: { s: [1] } } }, /state\.json: rng\.dropout is not a dropout RNG state/],
   ];
   for (const [what, change, message] of edits) {
     writeFileSync(statePath, JSON.stringify({ ...state, ...change }));

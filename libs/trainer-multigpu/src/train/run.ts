@@ -322,6 +322,9 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     resumedFrom = entry.path;
     const saved = loaded.state;
     dropoutRng = own(own(saved, 'rng'), 'dropout');
+    if (dropoutRng === undefined && spec.layers.some((l) => l.kind === 'dropout' && l.rate > 0)) {
+      notice(`--resume: ${entry.path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`);
+    }
     const before = own(saved, 'data') as Partial<DataFingerprint> | undefined;
     const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => own(before, k) !== fingerprint[k]) : [];
     if (changed.length && state.iterationInEpoch > 0) {
@@ -366,7 +369,13 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
   let loader: BatchLoader | undefined;
   try {
     if (momentum) engine.setVelocities(momentum);
-    if (dropoutRng !== undefined) engine.setRngState(dropoutRng);
+    if (dropoutRng !== undefined) {
+      try {
+        engine.setRngState(dropoutRng);
+      } catch (err) {
+        throw new InputError(`${join(resumedFrom!, 'state.json')}: rng.dropout is not a dropout RNG state (${(err as Error).message})`);
+      }
+    }
     loader = loaderSetup ? createLoader(loaderSetup, config.para_load) : undefined;
     let train: TrainSource;
     if (usingStdin) {
