@@ -87,3 +87,16 @@ export function meanFromChannels(channels: number[], size: number): MeanImage {
   channels.forEach((m, c) => data.fill(m, c * plane, (c + 1) * plane));
   return { channels: channels.length, height: size, width: size, data };
 }
+
+/**
+ * Allocate a command's batch buffers; a size JS cannot allocate (a huge --batch-size) is a
+ * UsageError that says which option to lower, instead of a RangeError from deep inside.
+ */
+export function allocateBatch<T extends unknown[]>(allocate: () => T, what: string): T {
+  try {
+    return allocate();
+  } catch (err) {
+    if (err instanceof RangeError) throw new UsageError(`cannot allocate the buffers for ${what} (${err.message}): lower --batch-size`);
+    throw err;
+  }
+}

@@ -9,13 +9,14 @@
 import { inferShapes, LayerSpec, ModelSpec, PRESETS } from './spec';
 
 /**
- * Limits: generous for any AlexNet-like model (the largest preset has 61M parameters, its
- * largest activation 290k values per image), small enough that a spec cannot ask for more
- * than ~4 GB of weights or a single tensor JS cannot allocate.
+ * Limits: generous for any AlexNet-like model (inputs of 227, the largest preset 61M
+ * parameters, its largest activation 290k values per image), small enough that a spec cannot
+ * ask for more than ~4 GB of weights, a tensor JS cannot allocate, or input buffers beyond
+ * 12 MB per image (1024x1024x3 float32: a batch of 32 is 400 MB).
  */
 export const SPEC_LIMITS = {
   inputChannels: 64,
-  inputSize: 4096,
+  inputSize: 1024,
   numClasses: 1_000_000,
   layers: 256,
   channels: 65536,

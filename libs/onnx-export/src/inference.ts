@@ -62,8 +62,11 @@ export function sessionOptions(options: InferenceOptions = {}): Ort.InferenceSes
   };
 }
 
-/** The side of squashed images an `image` model may take: at least its crop, at most this. */
-export const MAX_IMAGE_SIZE = 4096;
+/**
+ * The side of the squashed images a model may ask for (metadata image_size): at least its crop,
+ * at most this, so that a model cannot make predict allocate more than 12 MB per image.
+ */
+export const MAX_IMAGE_SIZE = 2048;
 
 function metaJson(metadata: Record<string, string>, key: string, name: string): unknown {
   const text = getOwn(metadata, key);

@@ -17,7 +17,7 @@ import {
 } from '@alexnet-stream/stream-io';
 import { action, parseInteger } from '../cli-support';
 import { Progress } from '../progress';
-import { asInputErrors, loadWeights } from '../model-support';
+import { allocateBatch, asInputErrors, loadWeights } from '../model-support';
 
 interface ValidateOptions {
   weights: string;
@@ -82,7 +82,7 @@ export async function runValidate(opts: ValidateOptions): Promise<ValidationResu
   const model = await asInputErrors(() => InferenceModel.fromModel(lowerInference(spec, loaded.weights), loaded.source, { intraOpNumThreads: opts.threads }));
   const bs = opts.batchSize;
   const crop = spec.inputSize;
-  const data = new Float32Array(bs * c * crop * crop);
+  const [data] = allocateBatch(() => [new Float32Array(bs * c * crop * crop)], `--batch-size ${bs} of ${crop}x${crop} crops`);
   const plan: CropPlan = {
     crop,
     offsetY: new Int32Array(bs).fill(centerOffset(h, crop)),

@@ -24,6 +24,7 @@ import {
   parseSpec,
   saveCheckpoint,
   SaveCheckpointOptions,
+  specProblem,
   Weights,
 } from '@alexnet-stream/model-alexnet';
 import { InputError, readMeanNpy, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
@@ -127,8 +128,9 @@ export async function specFromConfig(config: TrainConfig, numClasses: number): P
     }
     return spec;
   }
+  let spec: ModelSpec;
   try {
-    return alexnetSpec(config.preset, {
+    spec = alexnetSpec(config.preset, {
       numClasses,
       ...(config.input_size !== null ? { inputSize: config.input_size } : {}),
       dropout: config.dropout,
@@ -138,6 +140,11 @@ export async function specFromConfig(config: TrainConfig, numClasses: number): P
   } catch (err) {
     throw new UsageError(`the model does not fit the config: ${(err as Error).message}`);
   }
+  // The limits every spec read back must meet (spec-check.ts): never train a model whose
+  // checkpoints could not be loaded.
+  const problem = specProblem(spec);
+  if (problem) throw new UsageError(`the model does not fit the config: ${problem}`);
+  return spec;
 }
 
 interface DataInfo {
