@@ -344,9 +344,10 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     // An explicit learning rate replaces the checkpoint's (the schedule goes on from it): one given
     // for this run, or a config learning_rate that differs from the one the run was configured with.
     const configuredLr = own(own(saved, 'config'), 'learning_rate');
-    const newLr = options.learningRate ?? (config.learning_rate !== configuredLr ? config.learning_rate : undefined);
+    const configChanged = typeof configuredLr === 'number' && config.learning_rate !== configuredLr;
+    const newLr = options.learningRate ?? (configChanged ? config.learning_rate : undefined);
     if (newLr !== undefined && Math.fround(newLr) !== state.lr) {
-      const why = options.learningRate !== undefined ? 'given for this run' : `the config's learning_rate; the run was configured with ${typeof configuredLr === 'number' ? configuredLr : 'none'}`;
+      const why = options.learningRate !== undefined ? 'given for this run' : `the config's learning_rate; the run was configured with ${configuredLr}`;
       notice(`--resume: learning rate ${newLr} (${why}) replaces the checkpoint's ${Number(state.lr.toPrecision(6))} from iteration ${state.iteration + 1} on`);
       state.lr = Math.fround(newLr);
       state.lastLrChangeEpoch = state.epochsCompleted;
