@@ -14,10 +14,10 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, availableParallelism } from 'node:os';
 import { join } from 'node:path';
 const require = createRequire(import.meta.url);
-const ort = require('onnxruntime-node');
 const sharp = require('sharp');
 const { alexnetSpec, initParameters } = require('../libs/model-alexnet/dist/index.js');
-const { lowerInference, writeOnnx, InferenceModel, sessionOptions } = require('../libs/onnx-export/dist/index.js');
+const { lowerInference, writeOnnx, InferenceModel, sessionOptions, loadOnnxRuntime } = require('../libs/onnx-export/dist/index.js');
+const ort = loadOnnxRuntime(); // telemetry off before onnxruntime loads (libs/onnx-export/src/onnxruntime.ts)
 const { runPredict } = require('../apps/cli/dist/commands/predict.js');
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 4);

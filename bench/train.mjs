@@ -30,8 +30,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 const require = createRequire(import.meta.url);
 const { alexnetSpec, initParameters, trainingMacs } = require('../libs/model-alexnet/dist/index.js');
-const ort = require('onnxruntime-node');
-const { GraphBuilder, encodeModel } = require('../libs/onnx-export/dist/index.js');
+const { GraphBuilder, encodeModel, loadOnnxRuntime } = require('../libs/onnx-export/dist/index.js');
+const ort = loadOnnxRuntime(); // telemetry off before onnxruntime loads (libs/onnx-export/src/onnxruntime.ts)
 const { createOrtEngine } = require('../libs/trainer-multigpu/dist/engines/onnxruntime/engine.js');
 const { Rng } = require('../libs/stream-io/dist/index.js');
 

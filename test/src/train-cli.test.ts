@@ -64,7 +64,7 @@ test('a data dir that does not match the config is refused before training (exit
   await data();
   const r = cli(['train', '--config', writeConfig('mismatch', 'w-mismatch', 'num_classes: 10')]);
   assert.equal(r.status, 2, r.stderr);
-  assert.match(r.stderr, /the data names 4 classes but the config says num_classes 10|the data has 4 classes/);
+  assert.match(r.stderr, /the "train" set (names 4 classes|has labels 0\.\.3 \(4 classes\)) but the config \(num_classes 10\) has 10/);
   assert.equal(existsSync(join(root, 'w-mismatch')), false);
 });
 

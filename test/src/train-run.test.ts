@@ -172,7 +172,7 @@ test('a NaN loss stops training naming the iteration; the last checkpoint stays 
     assert.ok(err instanceof TrainingDivergedError);
     assert.equal(err.exitCode, 1);
     assert.match(err.message, /iteration 9 \(epoch 2, batch 3\): the loss is NaN; training stopped\./);
-    assert.match(err.message, /epoch-0001 in weights_dir is intact/);
+    assert.match(err.message, /epoch-0001 is the last checkpoint, intact: resume from it with a lower learning rate, e\.g\. `train … --resume --lr 0\.001`/);
     return true;
   });
   assert.deepEqual(listCheckpoints(dir).map((c) => c.epoch), [1]);
@@ -194,8 +194,8 @@ test('data that does not match the config is refused before training starts (Inp
     });
     assert.equal(existsSync(join(root, weightsDir)), false, 'nothing written');
   };
-  await refuse({ num_classes: 3 }, /the data has 4 classes but the config says num_classes 3/);
-  await refuse({ num_classes: 5 }, /the data names 4 classes but the config says num_classes 5/);
+  await refuse({ num_classes: 3 }, /index\.json: the "train" set names 4 classes but the config \(num_classes 3\) has 3/);
+  await refuse({ num_classes: 5 }, /index\.json: the "train" set names 4 classes but the config \(num_classes 5\) has 5/);
   await refuse({ image_size: 256 }, /the data holds 40x40 images but the config says image_size 256/);
   const spec6 = writeSpecFile(join(root, 'six.json'), tinySpec(6, 35));
   await refuse({ spec_file: spec6 }, /the model has 6 classes but the data has 4/);

@@ -55,8 +55,12 @@ export function loadWeights(opts: WeightsOptions): LoadedWeights {
   }
   if (opts.seed !== undefined) throw new UsageError('--seed applies to --random-init only');
   const ckpt = loadCheckpoint(opts.weights!, presetSpec(opts));
-  const names = ckpt.state.classNames;
-  const classNames = Array.isArray(names) && names.length === ckpt.spec.numClasses ? names.map(String) : undefined;
+  // state.json is input too: class names, when there, must be one string per class.
+  const names = Object.hasOwn(ckpt.state, 'classNames') ? ckpt.state.classNames : undefined;
+  if (names !== undefined && (!Array.isArray(names) || names.length !== ckpt.spec.numClasses || !names.every((n) => typeof n === 'string'))) {
+    throw new InputError(`${opts.weights}: state.json classNames is not a list of ${ckpt.spec.numClasses} strings (one per class of the model)`);
+  }
+  const classNames = names as string[] | undefined;
   return { spec: ckpt.spec, weights: ckpt.weights, classNames, source: ckpt.weightsPath };
 }
 
@@ -82,4 +86,17 @@ export function meanFromChannels(channels: number[], size: number): MeanImage {
   const data = new Float32Array(channels.length * plane);
   channels.forEach((m, c) => data.fill(m, c * plane, (c + 1) * plane));
   return { channels: channels.length, height: size, width: size, data };
+}
+
+/**
+ * Allocate a command's batch buffers; a size JS cannot allocate (a huge --batch-size) is a
+ * UsageError that says which option to lower, instead of a RangeError from deep inside.
+ */
+export function allocateBatch<T extends unknown[]>(allocate: () => T, what: string): T {
+  try {
+    return allocate();
+  } catch (err) {
+    if (err instanceof RangeError) throw new UsageError(`cannot allocate the buffers for ${what} (${err.message}): lower --batch-size`);
+    throw err;
+  }
 }

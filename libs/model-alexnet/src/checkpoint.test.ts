@@ -154,7 +154,7 @@ test('loading bad checkpoints: clear InputErrors naming the file', () => {
   writeFileSync(join(dir, STATE_FILE), JSON.stringify({ spec: other, epoch: 1 }));
   assert.throws(() => loadCheckpoint(dir), /state.json describes theano-alexnet, 5 classes.*but weights.safetensors was written for theano-alexnet, 3 classes/);
   writeFileSync(join(dir, STATE_FILE), JSON.stringify({ spec: { specVersion: 1, layers: [] }, epoch: 1 }));
-  assert.throws(() => loadCheckpoint(dir), /state.json: no alexnet-stream model spec/);
+  assert.throws(() => loadCheckpoint(dir), /state.json: its model spec is not usable: preset is undefined/);
   assert.ok(existsSync(dir));
   rmSync(root, { recursive: true });
 });

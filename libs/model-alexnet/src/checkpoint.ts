@@ -3,29 +3,40 @@
  *
  *   weights.safetensors    every parameter of the spec, F32, named as `parameterList` names them
  *   momentum.safetensors   the optimizer's velocities, same names (when the trainer has them)
+ *   mean.npy               the mean image (only `import --mean` writes one here)
  *   state.json             `{ format, spec, ...state }`: epoch, iteration, lr, val_record so far,
  *                          config, rng states... whatever the trainer passes, plus the spec
  *
  * Both safetensors files carry the spec as JSON in their `__metadata__` too, so a lone
  * `weights.safetensors` is self-describing (`--weights file.safetensors` works).
  *
- * Atomicity: everything is written (and fsynced) into a hidden temp dir beside the target,
- * which is then renamed into place. A killed writer leaves at most a `.epoch-0007.tmp-*` dir,
- * which readers ignore; an `epoch-NNNN` dir is always whole, and earlier ones are untouched.
+ * Atomicity (atomic-dir.ts): a checkpoint directory appears, or replaces an existing one, as
+ * one unit, and a kill at any instant leaves every checkpoint written before whole and
+ * findable. state.json is the marker, written last. Whatever a killed writer leaves is finished
+ * or rolled back by the next process that lists, loads or writes checkpoints there (and found
+ * read-only where it cannot be). Replacing is allowed only for a directory this project wrote
+ * (`checkReplaceableCheckpoint`): nothing else is ever deleted.
  *
  * Reading and writing are synchronous: they run at epoch boundaries, where the trainer's thread
  * has nothing else to do, and callers may `await` them all the same.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fsyncDir, InputError, tempPathFor, writeFileSynced } from '@alexnet-stream/stream-io';
-import { inferShapes, ModelSpec, parameterList } from './spec';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { InputError } from '@alexnet-stream/stream-io';
+import { ModelSpec, parameterList } from './spec';
+import { specProblem } from './spec-check';
 import { decodeSafetensors, encodeSafetensors, float16ToFloat32, SafeTensor } from './safetensors';
+import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import type { Weights } from './init';
+import { getOwn, setOwn } from './own-keys';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
 export const MOMENTUM_FILE = 'momentum.safetensors';
 export const STATE_FILE = 'state.json';
+/** A mean image stored with the checkpoint (`import --mean`). */
+export const MEAN_FILE = 'mean.npy';
+/** Every file a checkpoint directory of ours may hold: a directory with anything else is not replaced. */
+export const CHECKPOINT_FILES: readonly string[] = [WEIGHTS_FILE, MOMENTUM_FILE, MEAN_FILE, STATE_FILE];
 /** Written into state.json and the safetensors metadata; bump when the layout changes. */
 export const CHECKPOINT_FORMAT = 'alexnet-stream-checkpoint/1';
 
@@ -56,15 +67,35 @@ export function checkpointDirName(epoch: number): string {
 
 const EPOCH_DIR = /^epoch-(\d+)$/;
 
-/** Complete checkpoints under `weightsDir`, ascending by epoch (temp dirs of killed writers are ignored). */
+/**
+ * Finish or roll back what killed writers left in `weightsDir` (atomic-dir.ts), as far as this
+ * process may: a read-only directory is left as it is (listing and loading still find the
+ * committed versions there).
+ */
+export function recoverCheckpoints(weightsDir: string): void {
+  for (const name of leftoverTargets(weightsDir)) {
+    if (!EPOCH_DIR.test(name)) continue;
+    try {
+      recoverDirectory(join(weightsDir, name), STATE_FILE);
+    } catch {
+      // read-only or raced by another process: findDirectory still finds the committed version
+    }
+  }
+}
+
+/**
+ * Complete checkpoints under `weightsDir`, ascending by epoch. Leftovers of killed writers are
+ * recovered first (see `recoverCheckpoints`); a committed checkpoint that could not be moved
+ * back into place is listed where it lies.
+ */
 export function listCheckpoints(weightsDir: string): CheckpointEntry[] {
   if (!existsSync(weightsDir)) return [];
+  recoverCheckpoints(weightsDir);
+  const names = new Set<string>([...readdirSync(weightsDir).filter((n) => EPOCH_DIR.test(n)), ...leftoverTargets(weightsDir).filter((n) => EPOCH_DIR.test(n))]);
   const out: CheckpointEntry[] = [];
-  for (const name of readdirSync(weightsDir)) {
-    const m = EPOCH_DIR.exec(name);
-    if (!m) continue;
-    const path = join(weightsDir, name);
-    if (statSync(path).isDirectory() && existsSync(join(path, WEIGHTS_FILE))) out.push({ epoch: Number(m[1]), path });
+  for (const name of names) {
+    const path = findDirectory(join(weightsDir, name), STATE_FILE);
+    if (path && statSync(path).isDirectory() && existsSync(join(path, WEIGHTS_FILE))) out.push({ epoch: Number(EPOCH_DIR.exec(name)![1]), path });
   }
   return out.sort((a, b) => a.epoch - b.epoch);
 }
@@ -92,7 +123,7 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   const problems: string[] = [];
   const missing: string[] = [];
   for (const p of params) {
-    const t = weights[p.name];
+    const t = getOwn(weights, p.name);
     const count = p.shape.reduce((a, b) => a * b, 1);
     if (t === undefined) {
       missing.push(`${p.name} ${shapeText(p.shape)}`);
@@ -130,57 +161,104 @@ export function encodeWeights(spec: ModelSpec, weights: Weights, content: 'weigh
   return encodeSafetensors(tensors, metadataFor(spec, content));
 }
 
+export interface SaveCheckpointOptions extends DirectoryWriteOptions {
+  /** A mean image (.npy bytes) stored as `mean.npy` in the same atomic step. */
+  meanNpy?: Uint8Array;
+}
+
+/** The first bytes of a safetensors file's JSON header, for recognising a file without reading its tensors. */
+function safetensorsFormat(path: string): unknown {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const head = Buffer.alloc(8);
+    if (readSync(fd, head, 0, 8, 0) !== 8) return undefined;
+    const length = Number(head.readBigUInt64LE(0));
+    if (!(length > 0 && length <= 1 << 20)) return undefined;
+    const header = Buffer.alloc(length);
+    readSync(fd, header, 0, length, 8);
+    const parsed = JSON.parse(header.toString('utf8')) as { __metadata__?: { format?: unknown } };
+    return parsed.__metadata__?.format;
+  } catch {
+    return undefined;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 /**
- * Write a checkpoint directory atomically and return its path. An existing `dir` is replaced
- * (moved aside, new one renamed in, old one removed). Throws an InputError when the weights or
- * momentum do not match the spec; a RangeError when `state` uses the reserved keys.
+ * May `path` be replaced by a checkpoint? Yes when nothing is there, or when it is a directory
+ * this project wrote: only checkpoint files in it (CHECKPOINT_FILES), and a state.json or
+ * weights.safetensors that says so (an empty directory is fine too: nothing is lost). Anything
+ * else (a symlink, a file, a weights_dir with its logs, a folder of notes) is an InputError
+ * naming what is there, so that `--force` and a trainer never delete what they did not write.
  */
-export function saveCheckpoint(dir: string, ckpt: Checkpoint): string {
+export function checkReplaceableCheckpoint(path: string): void {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return; // nothing there
+  }
+  const refuse = (why: string): never => {
+    throw new InputError(`${path}: ${why}; only a checkpoint directory written by alexnet-stream is replaced: move it away or choose another path`);
+  };
+  if (st.isSymbolicLink()) refuse('a symbolic link');
+  if (!st.isDirectory()) refuse('not a directory');
+  const names = readdirSync(path);
+  const foreign = names.filter((n) => !CHECKPOINT_FILES.includes(n));
+  if (foreign.length) {
+    refuse(`holds ${foreign.length === 1 ? 'a file' : 'files'} a checkpoint does not (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? `, … ${foreign.length - 5} more` : ''})`);
+  }
+  if (names.length === 0) return;
+  let format: unknown;
+  if (names.includes(STATE_FILE)) {
+    try {
+      format = (JSON.parse(readFileSync(join(path, STATE_FILE), 'utf8')) as { format?: unknown }).format;
+    } catch {
+      format = undefined;
+    }
+  } else if (names.includes(WEIGHTS_FILE)) {
+    format = safetensorsFormat(join(path, WEIGHTS_FILE));
+  }
+  if (format !== CHECKPOINT_FORMAT) refuse(`not recognised as a checkpoint (its ${names.includes(STATE_FILE) ? STATE_FILE : WEIGHTS_FILE} does not say format ${CHECKPOINT_FORMAT})`);
+}
+
+/**
+ * Write a checkpoint directory atomically and return its path. An existing `dir` is replaced in
+ * one step (atomic-dir.ts), and only if it is a checkpoint of ours (`checkReplaceableCheckpoint`).
+ * Throws an InputError when the weights or momentum do not match the spec or the target may not
+ * be replaced; a RangeError when `state` uses the reserved keys; IO errors (disk full) after
+ * removing its temp dir, with every earlier checkpoint untouched.
+ */
+export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheckpointOptions = {}): string {
   const target = resolve(dir);
   for (const key of ['format', 'spec']) {
-    if (key in ckpt.state) throw new RangeError(`saveCheckpoint: state.${key} is reserved (the checkpoint writes it)`);
+    if (Object.hasOwn(ckpt.state, key)) throw new RangeError(`saveCheckpoint: state.${key} is reserved (the checkpoint writes it)`);
   }
   validateWeights(ckpt.spec, ckpt.weights, `${target} (weights to save)`);
   if (ckpt.momentum) validateWeights(ckpt.spec, ckpt.momentum, `${target} (momentum to save)`);
   const stateText = JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...ckpt.state }, null, 2) + '\n';
-
-  mkdirSync(dirname(target), { recursive: true });
-  const tmp = tempPathFor(target, 'tmp');
-  try {
-    mkdirSync(tmp);
-    writeFileSynced(join(tmp, WEIGHTS_FILE), encodeWeights(ckpt.spec, ckpt.weights, 'weights'));
-    if (ckpt.momentum) writeFileSynced(join(tmp, MOMENTUM_FILE), encodeWeights(ckpt.spec, ckpt.momentum, 'momentum'));
-    // state.json last: its presence in the temp dir means the rest is there too.
-    writeFileSynced(join(tmp, STATE_FILE), stateText);
-    fsyncDir(tmp);
-    if (existsSync(target)) {
-      const old = tempPathFor(target, 'old');
-      renameSync(target, old);
-      renameSync(tmp, target);
-      rmSync(old, { recursive: true, force: true });
-    } else {
-      renameSync(tmp, target);
-    }
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
-  fsyncDir(dirname(target));
-  return target;
+  // A killed earlier write of this directory is finished (or undone) first, so that what is
+  // replaced below is the committed version.
+  recoverDirectory(target, STATE_FILE);
+  checkReplaceableCheckpoint(target);
+  const files: DirectoryFile[] = [{ name: WEIGHTS_FILE, data: encodeWeights(ckpt.spec, ckpt.weights, 'weights') }];
+  if (ckpt.momentum) files.push({ name: MOMENTUM_FILE, data: encodeWeights(ckpt.spec, ckpt.momentum, 'momentum') });
+  if (options.meanNpy) files.push({ name: MEAN_FILE, data: options.meanNpy });
+  // state.json last: the marker whose presence means the rest is whole.
+  files.push({ name: STATE_FILE, data: stateText });
+  return writeDirectoryAtomic(target, files, options);
 }
 
-/** Is `value` shaped like a ModelSpec we can use? Throws an InputError naming `source` if not. */
+/** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */
 export function parseSpec(value: unknown, source: string): ModelSpec {
-  const spec = value as ModelSpec;
-  if (typeof value !== 'object' || value === null || spec.specVersion !== 1 || !Array.isArray(spec.layers) || typeof spec.preset !== 'string') {
+  if (typeof value !== 'object' || value === null || (value as { specVersion?: unknown }).specVersion !== 1) {
     throw new InputError(`${source}: no alexnet-stream model spec (specVersion 1) in it`);
   }
-  try {
-    inferShapes(spec);
-  } catch (err) {
-    throw new InputError(`${source}: its model spec is inconsistent: ${(err as Error).message}`);
-  }
-  return spec;
+  const problem = specProblem(value);
+  if (problem) throw new InputError(`${source}: its model spec is not usable: ${problem}`);
+  return value as ModelSpec;
 }
 
 function readSafetensorsFile(path: string) {
@@ -194,10 +272,11 @@ function readSafetensorsFile(path: string) {
 }
 
 function specFromMetadata(metadata: Record<string, string>, path: string): ModelSpec | undefined {
-  if (metadata.spec === undefined) return undefined;
+  const text = getOwn(metadata, 'spec');
+  if (text === undefined) return undefined;
   let parsed: unknown;
   try {
-    parsed = JSON.parse(metadata.spec);
+    parsed = JSON.parse(text);
   } catch {
     throw new InputError(`${path}: __metadata__.spec is not JSON`);
   }
@@ -208,7 +287,7 @@ function specFromMetadata(metadata: Record<string, string>, path: string): Model
 function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: string): Weights {
   const widened: Record<string, SafeTensor> = {};
   for (const [name, t] of Object.entries(tensors)) {
-    widened[name] = t.dtype === 'F16' ? { dtype: 'F32', shape: t.shape, data: float16ToFloat32(t.data as Uint16Array) } : t;
+    setOwn(widened, name, t.dtype === 'F16' ? { dtype: 'F32', shape: t.shape, data: float16ToFloat32(t.data as Uint16Array) } : t);
   }
   validateWeights(spec, widened, path);
   const weights: Weights = {};
@@ -219,13 +298,30 @@ function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: s
 const sameSpec = (a: ModelSpec, b: ModelSpec) => JSON.stringify(a) === JSON.stringify(b);
 
 /**
+ * `path`, or where its committed version lies when a killed writer left it elsewhere: recovered
+ * into place if this process may, else the hidden directory that holds it (read-only).
+ */
+function locateCheckpoint(path: string): string {
+  if (existsSync(path)) return path;
+  // `epoch-0007/weights.safetensors` of a directory that is not in place: locate the directory.
+  const parent = dirname(path);
+  if (basename(path) === WEIGHTS_FILE && !existsSync(parent)) return join(locateCheckpoint(parent), WEIGHTS_FILE);
+  try {
+    recoverDirectory(path, STATE_FILE);
+  } catch {
+    // read-only: look where it lies
+  }
+  return findDirectory(path, STATE_FILE) ?? path;
+}
+
+/**
  * Read a checkpoint: an `epoch-NNNN` directory, or a lone `.safetensors` weights file (its spec
  * from `__metadata__`, else `expectedSpec`). With `expectedSpec`, the weights are validated
  * against it (the layer list may differ in weightless details, e.g. dropout rate); the returned
  * `spec` is the checkpoint's own when it has one. Any problem is an InputError naming the file.
  */
 export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): LoadedCheckpoint {
-  const path = resolve(dirOrFile);
+  const path = locateCheckpoint(resolve(dirOrFile));
   if (!existsSync(path)) {
     throw new InputError(`${dirOrFile}: no such checkpoint (expected an epoch directory holding ${WEIGHTS_FILE}, or a .safetensors file)`);
   }

@@ -4,3 +4,7 @@ export * from './init';
 export * from './safetensors';
 export * from './checkpoint';
 export * from './import-theano';
+export * from './atomic-dir';
+export * from './own-keys';
+export * from './spec-check';
+export * from './data-fit';

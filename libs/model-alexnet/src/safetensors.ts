@@ -13,6 +13,7 @@
  * The reader checks all of that (the reference implementation's rules) and reports any
  * violation as an `InputError` that names the file.
  */
+import { setOwn } from './own-keys';
 import { InputError } from '@alexnet-stream/stream-io';
 
 export type SafeDtype = 'F32' | 'F16' | 'I32' | 'I64' | 'U8';
@@ -121,7 +122,7 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safe
       if (typeof value !== 'object' || value === null || Array.isArray(value)) throw bad('__metadata__ is not an object of strings');
       for (const [mk, mv] of Object.entries(value as Record<string, unknown>)) {
         if (typeof mv !== 'string') throw bad(`__metadata__.${mk} is not a string`);
-        metadata[mk] = mv;
+        setOwn(metadata, mk, mv);
       }
       continue;
     }
@@ -160,7 +161,7 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safe
     const ctor = CTORS[e.dtype];
     const copy = new ArrayBuffer(e.end - e.begin);
     new Uint8Array(copy).set(buf.subarray(dataStart + e.begin, dataStart + e.end));
-    tensors[e.name] = { dtype: e.dtype, shape: e.shape, data: new ctor(copy) };
+    setOwn(tensors, e.name, { dtype: e.dtype, shape: e.shape, data: new ctor(copy) });
   }
   return { tensors, metadata };
 }

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { setOwn } from '@alexnet-stream/model-alexnet';
 import { writeFileAtomicSync } from '@alexnet-stream/stream-io';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
 
@@ -48,6 +49,6 @@ export function readOnnx(path: string): onnx.ModelProto {
 /** metadata_props as a plain object. */
 export function modelMetadata(model: onnx.IModelProto): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const p of model.metadataProps ?? []) if (p.key) out[p.key] = p.value ?? '';
+  for (const p of model.metadataProps ?? []) if (p.key) setOwn(out, p.key, p.value ?? '');
   return out;
 }

@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as ort from 'onnxruntime-node';
+import { loadOnnxRuntime } from './onnxruntime';
+
+const ort = loadOnnxRuntime();
 import { decodeModel, encodeModel, tensorToFloat32 } from './proto';
 import { float, GraphBuilder, int, ints } from './graph-builder';
 

@@ -8,7 +8,7 @@
  * then taken in layer order, checked against the preset's shapes, and renamed `conv1.weight`….
  * A graph that is not an AlexNet the presets describe is refused with what differs.
  */
-import { alexnetSpec, LayerSpec, ModelSpec, parameterList, PRESETS } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, getOwn, LayerSpec, ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnx } from './files';
 import { META, NamedWeights } from './lower';
 import { onnx, OnnxFormatError, tensorDims, tensorToFloat32 } from './proto';
@@ -244,12 +244,20 @@ export function weightsFromModel(model: onnx.ModelProto, name: string): Imported
   const numClasses = fcs[fcs.length - 1].outFeatures;
   const metadata = modelMetadata(model);
   const candidates: ModelSpec[] = [];
-  if (metadata[META.spec]) {
+  const notes: string[] = [];
+  // Our metadata's spec is a candidate only when it is a usable spec (metadata is input: the
+  // structure found in the graph decides, and a damaged spec falls back to the presets).
+  const specText = getOwn(metadata, META.spec);
+  if (specText !== undefined) {
+    let parsed: unknown;
     try {
-      candidates.push(JSON.parse(metadata[META.spec]) as ModelSpec);
+      parsed = JSON.parse(specText);
     } catch {
-      // not ours after all: fall back to the presets
+      parsed = undefined;
     }
+    const problem = parsed === undefined ? 'not JSON' : specProblem(parsed);
+    if (problem) notes.push(`metadata ${META.spec} ignored (${problem}): the model is matched against the presets`);
+    else candidates.push(parsed as ModelSpec);
   }
   for (const preset of PRESETS) {
     try {
@@ -261,7 +269,10 @@ export function weightsFromModel(model: onnx.ModelProto, name: string): Imported
   let best: { score: number; message: string } | undefined;
   for (const spec of candidates) {
     const diff = difference(found, spec);
-    if (!diff) return takeWeights(found, spec, name, metadata);
+    if (!diff) {
+      const imported = takeWeights(found, spec, name, metadata);
+      return { ...imported, notes: [...notes, ...imported.notes] };
+    }
     if (!best || diff.score > best.score) best = diff;
   }
   throw new ImportError(`${name}: not an AlexNet of the presets (${PRESETS.join(', ')}); closest: ${best?.message ?? `${numClasses} classes`}`);
@@ -286,13 +297,17 @@ function takeWeights(found: Found[], spec: ModelSpec, name: string, metadata: Re
     }
   });
   let classNames: string[] | undefined;
-  if (metadata[META.classNames]) {
+  const namesText = getOwn(metadata, META.classNames);
+  if (namesText !== undefined) {
+    let parsed: unknown;
     try {
-      const parsed = JSON.parse(metadata[META.classNames]);
-      if (Array.isArray(parsed) && parsed.length === spec.numClasses) classNames = parsed.map(String);
+      parsed = JSON.parse(namesText);
     } catch {
-      // ignore malformed class names: they are optional
+      parsed = undefined;
     }
+    // Optional: names that are not one string per class are left out, and the user told so.
+    if (Array.isArray(parsed) && parsed.length === spec.numClasses && parsed.every((n) => typeof n === 'string')) classNames = parsed as string[];
+    else notes.push(`metadata ${META.classNames} ignored: not a list of ${spec.numClasses} strings`);
   }
   return { spec, weights, classNames, notes };
 }

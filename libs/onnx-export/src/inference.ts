@@ -13,11 +13,11 @@
  * parallel between ops, and parallel mode only adds scheduling overhead).
  */
 import * as os from 'node:os';
-import * as ort from 'onnxruntime-node';
-import type { ModelSpec } from '@alexnet-stream/model-alexnet';
+import { getOwn, specProblem, type ModelSpec } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnxBytes } from './files';
 import { META } from './lower';
-import { decodeModel, encodeModel, ModelProto, OnnxFormatError } from './proto';
+import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
+import { loadOnnxRuntime, type Ort } from './onnxruntime';
 
 export interface InferenceOptions {
   /** onnxruntime intra-op threads; default: the number of CPU cores. */
@@ -52,7 +52,7 @@ export interface ModelInfo {
   metadata: Record<string, string>;
 }
 
-export function sessionOptions(options: InferenceOptions = {}): ort.InferenceSession.SessionOptions {
+export function sessionOptions(options: InferenceOptions = {}): Ort.InferenceSession.SessionOptions {
   return {
     graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
     intraOpNumThreads: options.intraOpNumThreads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
@@ -62,43 +62,122 @@ export function sessionOptions(options: InferenceOptions = {}): ort.InferenceSes
   };
 }
 
-function parseJson<T>(text: string | undefined, what: string, name: string): T | undefined {
+/**
+ * The side of the squashed images a model may ask for (metadata image_size): at least its crop,
+ * at most this, so that a model cannot make predict allocate more than 12 MB per image.
+ */
+export const MAX_IMAGE_SIZE = 2048;
+
+function metaJson(metadata: Record<string, string>, key: string, name: string): unknown {
+  const text = getOwn(metadata, key);
   if (text === undefined) return undefined;
   try {
-    return JSON.parse(text) as T;
+    return JSON.parse(text) as unknown;
   } catch {
-    throw new OnnxFormatError(`${name}: metadata ${what} is not valid JSON`);
+    throw new OnnxFormatError(`${name}: metadata ${key} is not valid JSON`);
   }
 }
 
-/** Read our metadata back; a model without it (not exported by us) is refused naming the file. */
+const dimsOf = (info: onnx.IValueInfoProto | undefined): (number | string)[] | undefined =>
+  info?.type?.tensorType?.shape?.dim?.map((d) => (d.dimParam ? d.dimParam : Number(d.dimValue ?? 0)));
+
+/**
+ * The graph must be what its metadata describes: input `data` (or `image`) and outputs `logits`
+ * and `prob` of the spec's sizes. A model whose metadata was edited (or whose graph was) is
+ * refused here, naming what differs, instead of giving wrong or undefined answers.
+ */
+function checkGraphAgainst(model: ModelProto, info: Omit<ModelInfo, 'metadata'>, name: string): void {
+  const graph = model.graph!;
+  const { spec } = info;
+  const inputName = info.input;
+  const initializers = new Set((graph.initializer ?? []).map((t) => t.name));
+  const inputs = (graph.input ?? []).filter((i) => !initializers.has(i.name));
+  const input = inputs.find((i) => i.name === inputName);
+  const expectedIn = info.input === 'image' ? [info.imageSize!, info.imageSize!, spec.inputChannels] : [spec.inputChannels, spec.inputSize, spec.inputSize];
+  const inDims = dimsOf(input);
+  if (!input || !inDims || inDims.length !== 4 || inDims.slice(1).some((d, i) => d !== expectedIn[i])) {
+    throw new OnnxFormatError(
+      `${name}: the graph's input does not match its metadata: metadata says "${inputName}" [N, ${expectedIn.join(', ')}], ` +
+        `the graph has ${inputs.map((i) => `"${i.name}" [${(dimsOf(i) ?? []).join(', ')}]`).join(', ') || 'no input'}`,
+    );
+  }
+  for (const out of ['logits', 'prob']) {
+    const o = (graph.output ?? []).find((v) => v.name === out);
+    const dims = dimsOf(o);
+    if (!o || !dims || dims.length !== 2 || dims[1] !== spec.numClasses) {
+      throw new OnnxFormatError(
+        `${name}: the graph's output "${out}" does not match its metadata (${spec.numClasses} classes): it is ${o ? `[${(dims ?? []).join(', ')}]` : 'missing'}`,
+      );
+    }
+  }
+}
+
+/**
+ * Read our metadata back and check every field of it (metadata is input: it can be edited): the
+ * spec (model-alexnet's spec-check), class names (one string per class), per-channel means (a
+ * finite number per channel), the input kind, the image size (bounded: it sizes buffers), and
+ * the graph's input and outputs against them. A model without our metadata, or with any field
+ * wrong, is refused with an OnnxFormatError naming the file and the field.
+ */
 export function modelInfo(model: ModelProto, name: string): ModelInfo {
   const metadata = modelMetadata(model);
-  const spec = parseJson<ModelSpec>(metadata[META.spec], 'model spec', name);
-  if (!spec || !Array.isArray(spec.layers)) {
+  const specValue = metaJson(metadata, META.spec, name);
+  if (specValue === undefined) {
     throw new OnnxFormatError(`${name}: no alexnet-stream model spec in the metadata (export it with \`alexnet-stream export\`, or import it with \`alexnet-stream import --from onnx\` first)`);
   }
-  const input = metadata[META.input] === 'image' ? 'image' : 'data';
-  return {
-    spec,
-    classNames: parseJson<string[]>(metadata[META.classNames], 'class names', name),
-    meanChannels: parseJson<number[]>(metadata[META.meanChannels], 'mean channels', name),
-    input,
-    imageSize: metadata[META.imageSize] ? Number(metadata[META.imageSize]) : undefined,
-    configHash: metadata[META.configHash],
-    metadata,
+  const problem = specProblem(specValue);
+  if (problem) throw new OnnxFormatError(`${name}: metadata ${META.spec}: ${problem}`);
+  const spec = specValue as ModelSpec;
+  const bad = (key: string, why: string): never => {
+    throw new OnnxFormatError(`${name}: metadata ${key}: ${why}`);
   };
+
+  const classNames = metaJson(metadata, META.classNames, name);
+  if (classNames !== undefined) {
+    if (!Array.isArray(classNames) || !classNames.every((c) => typeof c === 'string')) bad(META.classNames, 'not a list of strings');
+    if ((classNames as string[]).length !== spec.numClasses) bad(META.classNames, `${(classNames as string[]).length} names for a model of ${spec.numClasses} classes`);
+  }
+  const meanChannels = metaJson(metadata, META.meanChannels, name);
+  if (meanChannels !== undefined) {
+    if (!Array.isArray(meanChannels) || !meanChannels.every((m) => typeof m === 'number' && Number.isFinite(m))) bad(META.meanChannels, 'not a list of finite numbers');
+    if ((meanChannels as number[]).length !== spec.inputChannels) bad(META.meanChannels, `${(meanChannels as number[]).length} means for a model of ${spec.inputChannels} input channels`);
+  }
+  const inputKind = getOwn(metadata, META.input) ?? 'data';
+  if (inputKind !== 'data' && inputKind !== 'image') bad(META.input, `${JSON.stringify(inputKind)}, expected "data" or "image"`);
+  const input = inputKind as 'data' | 'image';
+  const imageSizeText = getOwn(metadata, META.imageSize);
+  let imageSize: number | undefined;
+  if (imageSizeText !== undefined) {
+    imageSize = /^\d{1,9}$/.test(imageSizeText) ? Number(imageSizeText) : NaN;
+    if (!(imageSize >= spec.inputSize && imageSize <= MAX_IMAGE_SIZE)) {
+      bad(META.imageSize, `${JSON.stringify(imageSizeText)}, expected an integer from the input size ${spec.inputSize} to ${MAX_IMAGE_SIZE}`);
+    }
+  } else if (input === 'image') {
+    imageSize = 256;
+  }
+  const inputSizeText = getOwn(metadata, META.inputSize);
+  if (inputSizeText !== undefined && inputSizeText !== String(spec.inputSize)) bad(META.inputSize, `${JSON.stringify(inputSizeText)}, but the spec's input size is ${spec.inputSize}`);
+  const info = {
+    spec,
+    ...(classNames !== undefined ? { classNames: classNames as string[] } : {}),
+    ...(meanChannels !== undefined ? { meanChannels: meanChannels as number[] } : {}),
+    input,
+    imageSize,
+    configHash: getOwn(metadata, META.configHash),
+  };
+  checkGraphAgainst(model, info, name);
+  return { ...info, metadata };
 }
 
 export class InferenceModel {
-  private readonly outputs = new Map<number, { logits: ort.Tensor; prob: ort.Tensor }>();
+  private readonly outputs = new Map<number, { logits: Ort.Tensor; prob: Ort.Tensor }>();
   private readonly inputDims: number[];
   private readonly elemsPerImage: number;
 
-  private constructor(readonly session: ort.InferenceSession, readonly info: ModelInfo, readonly name: string) {
+  private constructor(readonly session: Ort.InferenceSession, readonly info: ModelInfo, readonly name: string) {
     const { spec } = info;
     if (info.input === 'image') {
-      const s = info.imageSize ?? 256;
+      const s = info.imageSize!;
       this.inputDims = [s, s, spec.inputChannels];
     } else {
       this.inputDims = [spec.inputChannels, spec.inputSize, spec.inputSize];
@@ -119,7 +198,8 @@ export class InferenceModel {
 
   static async fromBytes(bytes: Uint8Array, name: string, options: InferenceOptions = {}): Promise<InferenceModel> {
     const info = modelInfo(decodeModel(bytes, name), name);
-    let session: ort.InferenceSession;
+    const ort = loadOnnxRuntime();
+    let session: Ort.InferenceSession;
     try {
       session = await ort.InferenceSession.create(bytes, sessionOptions(options));
     } catch (err) {
@@ -148,6 +228,7 @@ export class InferenceModel {
     if (isImage !== batch instanceof Uint8Array) {
       throw new TypeError(`InferenceModel.run: ${this.name} takes ${isImage ? 'uint8 NHWC images' : 'float32 NCHW data'}`);
     }
+    const ort = loadOnnxRuntime();
     const view = batch.length === length ? batch : batch.subarray(0, length);
     const input = isImage
       ? new ort.Tensor('uint8', view as Uint8Array, [n, ...this.inputDims])

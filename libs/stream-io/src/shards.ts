@@ -136,7 +136,8 @@ export function parseShardIndex(text: string, name: string): ShardIndex {
   if (!isObject(raw) || raw.schema !== SHARD_INDEX_SCHEMA || !isObject(raw.prefixes)) {
     throw new InputError(`${name}: not an alexnet-stream shard index (expected "schema": ${JSON.stringify(SHARD_INDEX_SCHEMA)} and "prefixes")`);
   }
-  const prefixes: Record<string, ShardSetEntry> = {};
+  // No prototype: a prefix named `__proto__` is an ordinary key here, never the object's prototype.
+  const prefixes: Record<string, ShardSetEntry> = Object.create(null) as Record<string, ShardSetEntry>;
   for (const [prefix, entry] of Object.entries(raw.prefixes)) prefixes[prefix] = validateEntry(entry, `${name} prefix "${prefix}"`);
   return { schema: SHARD_INDEX_SCHEMA, prefixes };
 }
@@ -164,7 +165,8 @@ export async function readShardIndex(dir: string): Promise<ShardIndex> {
 
 /** The entry for `prefix`, or an error that lists the prefixes the index does have. */
 export function shardSet(index: ShardIndex, prefix: string, dir = '.'): ShardSetEntry {
-  const entry = index.prefixes[prefix];
+  // Own keys only: `--prefix constructor` names no set.
+  const entry = Object.hasOwn(index.prefixes, prefix) ? index.prefixes[prefix] : undefined;
   if (!entry) {
     const have = Object.keys(index.prefixes).sort();
     throw new InputError(
@@ -222,7 +224,7 @@ async function withIndexLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
 export async function updateShardIndex(dir: string, prefix: string, entry: ShardSetEntry | null, options: { fsync?: boolean } = {}): Promise<void> {
   await withIndexLock(dir, async () => {
     const path = join(dir, SHARD_INDEX_FILE);
-    let index: ShardIndex = { schema: SHARD_INDEX_SCHEMA, prefixes: {} };
+    let index: ShardIndex = { schema: SHARD_INDEX_SCHEMA, prefixes: Object.create(null) as ShardIndex['prefixes'] };
     const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
       if (err.code === 'ENOENT') return undefined;
       throw err;

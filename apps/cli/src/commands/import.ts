@@ -8,11 +8,11 @@
  * is one more entry there.
  */
 import type { Command } from 'commander';
-import { existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, lstatSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { encodeNpy, InputError, invalidOption, UsageError, writeFileAtomicSync } from '@alexnet-stream/stream-io';
 import {
-  alexnetSpec, describeSpec, importMeanImage, importTheanoNpy, isPresetName, ImportedMeanImage, ModelSpec, PRESETS, saveCheckpoint,
+  alexnetSpec, checkReplaceableCheckpoint, describeSpec, importMeanImage, importTheanoNpy, isPresetName, ImportedMeanImage, MEAN_FILE, ModelSpec, PRESETS, saveCheckpoint,
   theanoEpochs, theanoLearningRate, theanoNumClasses, Weights,
 } from '@alexnet-stream/model-alexnet';
 import { importOnnxWeights } from '@alexnet-stream/onnx-export';
@@ -98,6 +98,37 @@ export const IMPORTERS: Record<string, Importer> = {
   onnx: fromOnnx,
 };
 
+/** The importer for a `--from` value (own keys only: `--from constructor` is not a format). */
+function importerFor(from: string): Importer {
+  if (!Object.hasOwn(IMPORTERS, from)) throw invalidOption('--from', `one of ${Object.keys(IMPORTERS).join(', ')}`, from);
+  return IMPORTERS[from];
+}
+
+/**
+ * May the outputs be written? An existing --out needs --force, and then must be a checkpoint
+ * directory this project wrote (model-alexnet's checkReplaceableCheckpoint): --force never
+ * replaces a weights dir, a folder of notes, a file or a link. An existing --mean-out needs
+ * --force too, and must be a regular file. Checked before anything is read or written.
+ */
+function checkOutputs(opts: ImportOptions, meanOut: string | undefined): void {
+  if (existsSync(opts.out) || isLink(opts.out)) {
+    if (!opts.force) throw new UsageError(`${opts.out} exists; choose another --out or add --force to replace it`);
+    checkReplaceableCheckpoint(opts.out);
+  }
+  if (meanOut && (existsSync(meanOut) || isLink(meanOut))) {
+    if (!opts.force) throw new UsageError(`${meanOut} (--mean-out) exists; choose another --mean-out or add --force to replace it`);
+    if (!lstatSync(meanOut).isFile()) throw new InputError(`${meanOut} (--mean-out): not a regular file; --force replaces only a file`);
+  }
+}
+
+function isLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
 export function register(program: Command): void {
   program
     .command('import')
@@ -131,22 +162,24 @@ export function register(program: Command): void {
     .option('--no-flip', 'theano-npy: do not flip conv kernels (weights from a cross-correlating backend, e.g. cuda-convnet)')
     .option('--mean <file>', 'also import a mean image (the seed\'s img_mean.npy, float32 (3, H, W); (H, W, 3) is transposed)')
     .option('--mean-out <file>', 'where to write it as our mean.npy (default: <ckpt-dir>/mean.npy)')
-    .option('--force', 'replace an existing checkpoint directory')
+    .option('--force', 'replace an existing checkpoint directory written by alexnet-stream (in one atomic step; any other directory or file is refused)')
     .action(
       action('import', async (source: string, opts: ImportOptions) => {
-        const importer = IMPORTERS[opts.from];
-        if (!importer) throw invalidOption('--from', `one of ${Object.keys(IMPORTERS).join(', ')}`, opts.from);
+        const importer = importerFor(opts.from);
         if (opts.meanOut && !opts.mean) throw new UsageError('--mean-out needs --mean (the mean image to import)');
-        if (existsSync(opts.out) && !opts.force) throw new UsageError(`${opts.out} exists; choose another --out or add --force to replace it`);
+        // The mean goes into the checkpoint directory (in the same atomic step) unless --mean-out names another place.
+        const meanInside = opts.mean !== undefined && (opts.meanOut === undefined || resolve(opts.meanOut) === resolve(opts.out, MEAN_FILE));
+        checkOutputs(opts, opts.mean && !meanInside ? opts.meanOut : undefined);
         const imported = importer(source, opts);
         // Read and check the mean before writing anything.
         let mean: ImportedMeanImage | undefined;
         if (opts.mean) mean = importMeanImage(opts.mean);
-        const dir = saveCheckpoint(opts.out, { spec: imported.spec, weights: imported.weights, state: imported.state });
+        const meanNpy = mean ? encodeNpy(mean.data, mean.shape) : undefined;
+        const dir = saveCheckpoint(opts.out, { spec: imported.spec, weights: imported.weights, state: imported.state }, meanInside ? { meanNpy } : {});
         const lines = [`${opts.from} ${source} -> ${dir} (${describeSpec(imported.spec)})`, ...imported.notes];
         if (mean) {
-          const meanOut = opts.meanOut ?? join(opts.out, 'mean.npy');
-          writeFileAtomicSync(meanOut, encodeNpy(mean.data, mean.shape));
+          const meanOut = meanInside ? join(dir, MEAN_FILE) : opts.meanOut!;
+          if (!meanInside) writeFileAtomicSync(meanOut, meanNpy!);
           lines.push(`mean image ${opts.mean} -> ${meanOut} (3x${mean.shape[1]}x${mean.shape[2]})${mean.notice ? `: ${mean.notice}` : ''}`);
         }
         for (const line of lines) process.stderr.write(`alexnet-stream import: ${line}\n`);

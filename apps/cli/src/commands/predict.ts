@@ -22,7 +22,7 @@ import {
   BatchRecord, centerOffset, cropMirrorSubtract, CropPlan, decodeImage, describeDecodeError, InputError, MeanImage, UsageError,
 } from '@alexnet-stream/stream-io';
 import { action, parseInteger } from '../cli-support';
-import { asInputErrors, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';
+import { allocateBatch, asInputErrors, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';
 
 interface PredictOptions {
   model: string;
@@ -94,9 +94,11 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
   const batchSize = opts.batchSize;
   const imageLength = c * imageSize * imageSize;
   // Buffers reused by every batch.
-  const pixels = input === 'image' ? new Uint8Array(batchSize * imageLength) : undefined;
   const cropLength = c * crop * crop;
-  const data = input === 'data' ? new Float32Array(batchSize * cropLength) : undefined;
+  const [pixels, data] = allocateBatch(() => [
+    input === 'image' ? new Uint8Array(batchSize * imageLength) : undefined,
+    input === 'data' ? new Float32Array(batchSize * cropLength) : undefined,
+  ], `--batch-size ${batchSize} of ${input === 'image' ? `${imageSize}x${imageSize}` : `${crop}x${crop}`} images`);
   const offset = centerOffset(imageSize, crop);
   const plan: CropPlan = { crop, offsetY: Int32Array.of(offset), offsetX: Int32Array.of(offset), mirror: new Uint8Array(1) };
   const one: BatchRecord = { type: 'batch', dtype: 'uint8', shape: [1, c, imageSize, imageSize], layout: 'NCHW', data: new Uint8Array(0), labels: new Int32Array(1), keys: [''] };

@@ -19,16 +19,29 @@ interface ReportCliOptions {
   title?: string;
 }
 
-/** The config of the run, from the latest checkpoint's state.json (not its weights: no need to read them). */
+/**
+ * The config of the run, from the latest checkpoint's state.json (not its weights: no need to
+ * read them). Only a table in the page: a state.json that cannot give it is named in a warning
+ * and the report goes on without it.
+ */
 function runConfig(weightsDir: string): Record<string, unknown> | undefined {
   const latest = latestCheckpoint(weightsDir);
   if (!latest) return undefined;
+  const path = join(latest.path, STATE_FILE);
+  let config: unknown;
   try {
-    const state = JSON.parse(readFileSync(join(latest.path, STATE_FILE), 'utf8')) as { config?: Record<string, unknown> };
-    return state.config;
-  } catch {
+    const state = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    config = typeof state === 'object' && state !== null && Object.hasOwn(state, 'config') ? (state as { config: unknown }).config : undefined;
+  } catch (err) {
+    process.stderr.write(`${PROGRAM} report: warning: ${path}: ${(err as Error).message}; the report shows no config\n`);
     return undefined;
   }
+  if (config === undefined) return undefined;
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) {
+    process.stderr.write(`${PROGRAM} report: warning: ${path}: "config" is not a mapping of config keys; the report shows no config\n`);
+    return undefined;
+  }
+  return config as Record<string, unknown>;
 }
 
 export function register(program: Command): void {

@@ -55,7 +55,7 @@ function parseSetOption(item: string): [ConfigKey, unknown] {
   const eq = item.indexOf('=');
   if (eq <= 0) throw invalidOption('--set', 'key=value (a config key and a YAML value)', item);
   const key = item.slice(0, eq).trim();
-  if (!(key in CONFIG_KEYS)) {
+  if (!Object.hasOwn(CONFIG_KEYS, key)) {
     const suggestion = suggestKey(key);
     throw new UsageError(`--set: unknown config key "${key}"${suggestion ? `; did you mean "${suggestion}"?` : ''}`);
   }
@@ -181,7 +181,7 @@ export function register(program: Command): void {
     .option('--engine <name>', `engine: ${ENGINE_NAMES.join(' or ')}`)
     .option('--devices <list>', 'devices, comma-separated: cpu, cuda:0, …')
     .option('--batch-size <n>', 'batch_size', parseInteger('--batch-size', 1))
-    .option('--lr <x>', 'learning_rate', parseNumber('--lr', 0, 1e6))
+    .option('--lr <x>', 'learning_rate; with --resume it replaces the checkpoint\'s lr (e.g. after a NaN loss)', parseNumber('--lr', 0, 1e6))
     .option('--seed <n>', 'seed', parseInteger('--seed', 0, 0xffffffff))
     .option('--stdin', 'train on float32 batch records from stdin (read | augment | train --stdin)')
     .option('--set <key=value>', 'any config key (repeatable), e.g. --set lr_policy=auto --set lr_step=[10,20]', collectSet, [])
@@ -190,7 +190,14 @@ export function register(program: Command): void {
     .action(
       action('train', async (opts: TrainCliOptions) => {
         const file = opts.config ? await readConfigFile(opts.config) : {};
-        const resolved = resolveConfig(file, overridesFrom(opts));
+        const overrides = overridesFrom(opts);
+        // A learning rate on the command line of a resumed run replaces the checkpoint's lr (the
+        // library says so on stderr); the config keeps the run's configured initial lr, so that
+        // the next plain --resume does not take the flag's value for a change of config.
+        const resuming = opts.resume !== undefined ? opts.resume !== false : resolveConfig(file, overrides).resume_train;
+        const learningRate = resuming ? overrides.learning_rate : undefined;
+        if (resuming) delete overrides.learning_rate;
+        const resolved = resolveConfig(file, overrides);
         // Multi-worker (README "Multi-worker training"): launch local workers, or be one.
         const worker = currentTrainWorker();
         const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
@@ -204,6 +211,7 @@ export function register(program: Command): void {
             maxIters: opts.maxIters,
             resume: opts.resume,
             init: opts.init,
+            learningRate,
             stdinRecords: opts.stdin ? stdinRecords(['batch']) : undefined,
             onEvent: worker?.quiet ? undefined : renderer.onEvent,
             onNotice: worker?.quiet ? undefined : renderer.notice,

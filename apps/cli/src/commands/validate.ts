@@ -10,14 +10,14 @@
  */
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import { describeSpec } from '@alexnet-stream/model-alexnet';
+import { checkDataClasses, describeSpec } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, lowerInference, topK } from '@alexnet-stream/onnx-export';
 import {
   BatchRecord, centerOffset, checkAugmentInput, cropMirrorSubtract, CropPlan, InputError, readMeanNpy, readShard, readShardIndex, shardSet, UsageError,
 } from '@alexnet-stream/stream-io';
 import { action, parseInteger } from '../cli-support';
 import { Progress } from '../progress';
-import { asInputErrors, loadWeights } from '../model-support';
+import { allocateBatch, asInputErrors, loadWeights } from '../model-support';
 
 interface ValidateOptions {
   weights: string;
@@ -77,13 +77,12 @@ export async function runValidate(opts: ValidateOptions): Promise<ValidationResu
   if (c !== spec.inputChannels || h < spec.inputSize || w < spec.inputSize) {
     throw new InputError(`${opts.data}: ${set.imageShape.join('x')} images cannot give the model's ${spec.inputChannels}x${spec.inputSize}x${spec.inputSize} center crop`);
   }
-  if (set.labelCount > spec.numClasses) {
-    throw new InputError(`${opts.data}: the "${opts.prefix}" set has ${set.labelCount} classes, the model (${describeSpec(spec)}) only ${spec.numClasses}`);
-  }
+  // The rule train applies (model-alexnet data-fit.ts): a model of other classes is refused.
+  checkDataClasses([{ name: `"${opts.prefix}" set`, labelCount: set.labelCount, classNames: set.classNames }], spec.numClasses, join(opts.data, 'index.json'), `the model (${loaded.source}: ${describeSpec(spec)})`);
   const model = await asInputErrors(() => InferenceModel.fromModel(lowerInference(spec, loaded.weights), loaded.source, { intraOpNumThreads: opts.threads }));
   const bs = opts.batchSize;
   const crop = spec.inputSize;
-  const data = new Float32Array(bs * c * crop * crop);
+  const [data] = allocateBatch(() => [new Float32Array(bs * c * crop * crop)], `--batch-size ${bs} of ${crop}x${crop} crops`);
   const plan: CropPlan = {
     crop,
     offsetY: new Int32Array(bs).fill(centerOffset(h, crop)),

@@ -2,12 +2,13 @@
  * Test-only helpers for the graph tests: a one-layer graph straight from the rule table, running
  * graphs in onnxruntime, float64 reference ops for finite differences, error measures.
  */
-import * as ort from 'onnxruntime-node';
 import { alexnetSpec, inferShapes, LayerSpec, ModelSpec, PresetName, Shape } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, encodeModel, ModelProto } from '@alexnet-stream/onnx-export';
+import { GraphBuilder, encodeModel, loadOnnxRuntime, ModelProto, type Ort } from '@alexnet-stream/onnx-export';
 import { Rng } from '@alexnet-stream/stream-io';
 import { gemmGradient } from './update';
 import { DEFAULT_LOWERING, LoweringOptions, RULES, Rule, RuleContext } from './rules';
+
+const ort = loadOnnxRuntime();
 
 export const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 
@@ -44,7 +45,7 @@ export function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>): nu
   return maxDiff / maxRef;
 }
 
-export async function runModel(model: ModelProto, feeds: Record<string, ort.Tensor>): Promise<Record<string, Float32Array>> {
+export async function runModel(model: ModelProto, feeds: Record<string, Ort.Tensor>): Promise<Record<string, Float32Array>> {
   const session = await ort.InferenceSession.create(encodeModel(model), { graphOptimizationLevel: 'all', intraOpNumThreads: 1, logSeverityLevel: 3 });
   try {
     const out = await session.run(feeds);

@@ -16,14 +16,16 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as ort from 'onnxruntime-node';
 import * as tf from '@tensorflow/tfjs';
 import type { ConvLayer, LayerSpec, Shape } from '@alexnet-stream/model-alexnet';
 import { windowOutputSize } from '@alexnet-stream/model-alexnet';
 import { Rng } from '@alexnet-stream/stream-io';
+import { loadOnnxRuntime } from '@alexnet-stream/onnx-export';
 import { DEFAULT_LOWERING, LoweringOptions, NCHWC_DOMAIN } from './rules';
 import { nchwcBlockSize } from '../engines/onnxruntime/nchwc';
 import { convF64, directionalDerivative, dot, lrnF64, maxRelativeError, oneLayerGraph, randomArray, runModel, sizeOf } from './graph.test-util';
+
+const ort = loadOnnxRuntime();
 
 const TF_TOLERANCE = 2e-5;
 const FD_TOLERANCE = 1e-4;

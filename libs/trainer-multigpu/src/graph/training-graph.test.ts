@@ -19,10 +19,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import * as ort from 'onnxruntime-node';
 import type * as tfjs from '@tensorflow/tfjs';
 import { alexnetSpec, initParameters, inferShapes, ModelSpec, PresetName, parameterList } from '@alexnet-stream/model-alexnet';
-import { encodeModel } from '@alexnet-stream/onnx-export';
+import { encodeModel, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
 import { Rng } from '@alexnet-stream/stream-io';
 import { DEFAULT_OPTIMIZER, NamedTensors, OptimizerConfig } from '../engine';
 import { loadTfjs } from '../engines/tfjs/backend';
@@ -31,6 +30,8 @@ import { countTopKErrors, tfjsLossAndGradients, tfjsSoftmaxCrossEntropy } from '
 import { sgdUpdateReference } from '../engines/tfjs/sgd-reference';
 import { buildGraph, gradName, maskName, newName, velocityName } from './training-graph';
 import { maxRelativeError, randomArray, reducedSpec, runModel, sizeOf } from './graph.test-util';
+
+const ort = loadOnnxRuntime();
 
 const GRAD_TOLERANCE = 1e-5;
 const LOSS_TOLERANCE = 1e-5;
@@ -65,9 +66,9 @@ function makeCase(preset: PresetName, n: number, seed: number): Case {
   return { spec, n, data, labels, weights, keep, maskShapes };
 }
 
-function ortFeeds(c: Case, extra: Record<string, Float32Array> = {}, withMasks = true): Record<string, ort.Tensor> {
+function ortFeeds(c: Case, extra: Record<string, Float32Array> = {}, withMasks = true): Record<string, Ort.Tensor> {
   const s = c.spec.inputSize;
-  const feeds: Record<string, ort.Tensor> = {
+  const feeds: Record<string, Ort.Tensor> = {
     data: new ort.Tensor('float32', c.data, [c.n, 3, s, s]),
     labels: new ort.Tensor('int32', c.labels, [c.n]),
   };

@@ -245,15 +245,17 @@ export function checkConfigValue(key: ConfigKey, value: unknown, where: string):
  * every value well-typed. Returns the normalised partial config.
  */
 export function validateConfigValues(values: Record<string, unknown>, where: string): Partial<TrainConfig> {
-  const out: Record<string, unknown> = {};
+  // No prototype: a key named `__proto__` is then an ordinary (unknown) key, never a prototype.
+  const out: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
   for (const [key, value] of Object.entries(values)) {
-    if (!(key in CONFIG_KEYS)) {
+    // Own keys only: `toString`, `constructor` and `__proto__` are not config keys.
+    if (!Object.hasOwn(CONFIG_KEYS, key)) {
       const suggestion = suggestKey(key);
       throw new UsageError(`${where}: unknown key "${key}"${suggestion ? `; did you mean "${suggestion}"?` : ` (known keys: ${CONFIG_KEY_NAMES.join(', ')})`}`);
     }
     out[key] = checkConfigValue(key as ConfigKey, value, where);
   }
-  return out as Partial<TrainConfig>;
+  return { ...out } as Partial<TrainConfig>;
 }
 
 /** Parse the text of a config.yaml; `name` appears in errors. An empty file is an empty mapping. */

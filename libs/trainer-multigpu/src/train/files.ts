@@ -10,6 +10,11 @@
  * resume (from the resumed checkpoint's state, so they never describe epochs the run has gone
  * back on); train_log.jsonl is appended to, and on resume cut back to the resumed iteration. A
  * reader ignores a torn last line (a process killed mid-append).
+ *
+ * Reading back validates every entry (these files can be edited, damaged or foreign): a wrong
+ * field is an InputError naming the file, the line and the field. Extreme numbers are valid
+ * (1e308, negative, ±Infinity from a `1e999` literal) and a metric may be null (what
+ * JSON.stringify makes of NaN: a validation pass over no images); the report renders them.
  */
 import { appendFile, readFile } from 'node:fs/promises';
 import { mkdirSync } from 'node:fs';
@@ -37,6 +42,107 @@ export async function writeValRecord(weightsDir: string, record: ValidationResul
   await writeFileAtomic(join(weightsDir, VAL_RECORD_NPY), encodeNpy(valRecordArray(record), [record.length, 3]));
 }
 
+/** Line (1-based) of each character offset: for messages that name a line of a JSON file. */
+function lineAt(text: string, offset: number): number {
+  let line = 1;
+  for (let i = 0; i < Math.min(offset, text.length); i++) if (text.charCodeAt(i) === 10) line++;
+  return line;
+}
+
+/** Offsets where the elements of a top-level JSON array begin (for "entry 3, line 17"). */
+function arrayElementOffsets(text: string): number[] {
+  const out: number[] = [];
+  let depth = 0;
+  let inString = false;
+  let expectElement = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (inString) {
+      if (c === '\\') i++;
+      else if (c === '"') inString = false;
+      continue;
+    }
+    if (depth === 1 && expectElement && !/\s/.test(c) && c !== ']') {
+      out.push(i);
+      expectElement = false;
+    }
+    if (c === '"') inString = true;
+    else if (c === '[' || c === '{') {
+      depth++;
+      if (depth === 1 && c === '[') expectElement = true;
+    } else if (c === ']' || c === '}') depth--;
+    else if (c === ',' && depth === 1) expectElement = true;
+  }
+  return out;
+}
+
+type FieldKind = 'count' | 'number' | 'metric' | 'string';
+
+/** Check `fields` of one JSON object; returns the first problem in words, or undefined. */
+function fieldProblem(entry: unknown, fields: Record<string, { kind: FieldKind; optional?: boolean }>): string | undefined {
+  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return 'not a JSON object';
+  for (const [key, { kind, optional }] of Object.entries(fields)) {
+    const present = Object.hasOwn(entry, key);
+    const v = present ? (entry as Record<string, unknown>)[key] : undefined;
+    if (!present || v === undefined) {
+      if (optional) continue;
+      return `"${key}" is missing`;
+    }
+    const ok =
+      kind === 'count' ? typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+      : kind === 'number' ? typeof v === 'number'
+      : kind === 'metric' ? typeof v === 'number' || v === null
+      : typeof v === 'string';
+    if (!ok) {
+      const expected = kind === 'count' ? 'an integer >= 0' : kind === 'number' ? 'a number' : kind === 'metric' ? 'a number or null' : 'a string';
+      return `"${key}" is ${JSON.stringify(v) ?? String(v)}, expected ${expected}`;
+    }
+  }
+  return undefined;
+}
+
+const VALIDATION_FIELDS = {
+  epoch: { kind: 'count' },
+  iteration: { kind: 'count' },
+  top1Error: { kind: 'metric' },
+  top5Error: { kind: 'metric' },
+  loss: { kind: 'metric' },
+  images: { kind: 'count', optional: true },
+  lr: { kind: 'number', optional: true },
+} as const;
+
+const LOG_FIELDS = {
+  iteration: { kind: 'count' },
+  epoch: { kind: 'count' },
+  loss: { kind: 'metric' },
+  top1Error: { kind: 'metric', optional: true },
+  images: { kind: 'number', optional: true },
+  lr: { kind: 'number' },
+  imagesPerSecond: { kind: 'number' },
+  waitFraction: { kind: 'number' },
+  time: { kind: 'string', optional: true },
+} as const;
+
+/** null metrics (JSON's NaN) back to NaN, so that every consumer sees numbers. */
+function numbersOf<T>(entry: Record<string, unknown>, metrics: string[]): T {
+  const out: Record<string, unknown> = { ...entry };
+  for (const m of metrics) if (out[m] === null) out[m] = NaN;
+  return out as T;
+}
+
+/**
+ * Validate a parsed val_record (from val_record.json or a checkpoint's state.json): every entry
+ * a ValidationResult. `where(i)` names entry i in messages. Throws an InputError naming the
+ * entry and the field.
+ */
+export function checkValRecord(entries: unknown[], source: string, where: (i: number) => string = (i) => `entry ${i + 1}`): ValidationResult[] {
+  return entries.map((entry, i) => {
+    const problem = fieldProblem(entry, VALIDATION_FIELDS);
+    if (problem) throw new InputError(`${source}: ${where(i)}: ${problem}; not a validation result (epoch, iteration, top1Error, top5Error, loss)`);
+    return numbersOf<ValidationResult>(entry as Record<string, unknown>, ['top1Error', 'top5Error', 'loss']);
+  });
+}
+
 export async function readValRecord(weightsDir: string): Promise<ValidationResult[]> {
   const path = join(weightsDir, VAL_RECORD_JSON);
   let text: string;
@@ -46,13 +152,17 @@ export async function readValRecord(weightsDir: string): Promise<ValidationResul
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
     throw new InputError(`${path}: cannot read (${(err as Error).message})`);
   }
+  let parsed: unknown;
   try {
-    const parsed = JSON.parse(text) as unknown;
-    if (!Array.isArray(parsed)) throw new Error('not a list');
-    return parsed as ValidationResult[];
+    parsed = JSON.parse(text) as unknown;
   } catch (err) {
-    throw new InputError(`${path}: not a validation record (${(err as Error).message})`);
+    const message = (err as Error).message;
+    const position = /position (\d+)/.exec(message);
+    throw new InputError(`${path}${position ? `:${lineAt(text, Number(position[1]))}` : ''}: not valid JSON (${message}); a validation record is a JSON list`);
   }
+  if (!Array.isArray(parsed)) throw new InputError(`${path}: not a validation record (a JSON list of results, one per epoch)`);
+  const offsets = arrayElementOffsets(text);
+  return checkValRecord(parsed, path, (i) => `entry ${i + 1}${offsets[i] !== undefined ? ` (line ${lineAt(text, offsets[i])})` : ''}`);
 }
 
 export async function appendTrainLog(weightsDir: string, entry: TrainLogEntry): Promise<void> {
@@ -60,25 +170,36 @@ export async function appendTrainLog(weightsDir: string, entry: TrainLogEntry): 
   await appendFile(join(weightsDir, TRAIN_LOG), `${JSON.stringify(entry)}\n`);
 }
 
-/** Entries of train_log.jsonl, skipping a torn or unparsable line. */
+/**
+ * Entries of train_log.jsonl. A last line that does not parse is a line torn by a kill (the
+ * writer appends) and is skipped; any other bad line is an InputError naming the file and line.
+ */
 export async function readTrainLog(weightsDir: string): Promise<TrainLogEntry[]> {
+  const path = join(weightsDir, TRAIN_LOG);
   let text: string;
   try {
-    text = await readFile(join(weightsDir, TRAIN_LOG), 'utf8');
+    text = await readFile(path, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw err;
+    throw new InputError(`${path}: cannot read (${(err as Error).message})`);
   }
+  const lines = text.split('\n');
+  // The last non-empty line, when the file does not end with a newline, may be torn.
+  const torn = text.endsWith('\n') ? -1 : lines.length - 1;
   const out: TrainLogEntry[] = [];
-  for (const line of text.split('\n')) {
-    if (!line.trim()) continue;
+  lines.forEach((line, i) => {
+    if (!line.trim()) return;
+    let entry: unknown;
     try {
-      const e = JSON.parse(line) as TrainLogEntry;
-      if (typeof e.iteration === 'number' && typeof e.loss === 'number') out.push(e);
-    } catch {
-      // a line torn by a kill: skip it
+      entry = JSON.parse(line);
+    } catch (err) {
+      if (i === torn) return; // a line torn by a kill: skip it
+      throw new InputError(`${path}:${i + 1}: not valid JSON (${(err as Error).message}); each line of a training log is one JSON object`);
     }
-  }
+    const problem = fieldProblem(entry, LOG_FIELDS);
+    if (problem) throw new InputError(`${path}:${i + 1}: ${problem}; not a training log entry (iteration, epoch, loss, lr, imagesPerSecond, waitFraction)`);
+    out.push(numbersOf<TrainLogEntry>(entry as Record<string, unknown>, ['loss', 'top1Error']));
+  });
   return out;
 }
 

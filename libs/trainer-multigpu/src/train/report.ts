@@ -29,16 +29,20 @@ export interface ChartOptions {
 
 export const MARGIN = { left: 64, right: 150, top: 34, bottom: 44 };
 
-/** A linear map from [d0, d1] to [r0, r1]; a degenerate domain maps to the middle of the range. */
+/**
+ * A linear map from [d0, d1] to [r0, r1]; a degenerate domain maps to the middle of the range.
+ * Differences are taken of halves, so that a domain as wide as ±1e308 does not overflow.
+ */
 export function scaleLinear(d0: number, d1: number, r0: number, r1: number): (v: number) => number {
   if (d1 === d0) return () => (r0 + r1) / 2;
-  return (v) => r0 + ((v - d0) / (d1 - d0)) * (r1 - r0);
+  const width = d1 / 2 - d0 / 2;
+  return (v) => r0 + ((v / 2 - d0 / 2) / width) * (r1 - r0);
 }
 
 /** 4-6 round tick values covering [lo, hi]. */
 export function niceTicks(lo: number, hi: number, count = 5): number[] {
   if (!(hi > lo)) return [lo];
-  const raw = (hi - lo) / count;
+  const raw = ((hi / 2 - lo / 2) / count) * 2;
   const magnitude = 10 ** Math.floor(Math.log10(raw));
   const step = [1, 2, 5, 10].map((m) => m * magnitude).find((s) => s >= raw) ?? 10 * magnitude;
   const out: number[] = [];
@@ -46,7 +50,8 @@ export function niceTicks(lo: number, hi: number, count = 5): number[] {
   return out;
 }
 
-const fmt = (v: number): string => (Math.abs(v) >= 1000 || v === Math.round(v) ? String(Math.round(v)) : Number(v.toPrecision(3)).toString());
+const fmt = (v: number): string =>
+  Math.abs(v) >= 1e6 ? v.toExponential(1) : Math.abs(v) >= 1000 || v === Math.round(v) ? String(Math.round(v)) : Number(v.toPrecision(3)).toString();
 /** Coordinates as written into the SVG (2 decimals): tests compute the same strings. */
 export const coord = (v: number): string => v.toFixed(2);
 
@@ -63,7 +68,8 @@ export function lineChart(options: ChartOptions): string {
   const ys = all.map((p) => p[1]);
   const xMin = xs.length ? Math.min(...xs) : 0;
   const xMax = xs.length ? Math.max(...xs) : 1;
-  const yMin = options.yFromZero ? 0 : ys.length ? Math.min(...ys) : 0;
+  // From zero (errors, losses), or from below it when a value is negative (still drawn inside).
+  const yMin = options.yFromZero ? Math.min(0, ...ys) : ys.length ? Math.min(...ys) : 0;
   const yMax = ys.length ? Math.max(...ys, yMin + 1e-9) : 1;
   const x = scaleLinear(xMin, xMax, MARGIN.left, width - MARGIN.right);
   const y = scaleLinear(yMin, yMax, top + height - MARGIN.bottom, top + MARGIN.top);
@@ -156,14 +162,23 @@ export function bestEpoch(valRecord: ValidationResult[]): ValidationResult | und
   return best;
 }
 
-const pct = (v: number): string => `${(100 * v).toFixed(2)}%`;
+/** A value that may be NaN (no result), infinite or huge, as table text. */
+function special(v: number): string | undefined {
+  if (Number.isNaN(v)) return '–';
+  if (v === Infinity) return '∞';
+  if (v === -Infinity) return '−∞';
+  return undefined;
+}
+const pct = (v: number): string =>
+  special(v) ?? (Math.abs(v) < 1e6 ? `${(100 * v).toFixed(2)}%` : Number.isFinite(100 * v) ? `${(100 * v).toExponential(2)}%` : `${v.toExponential(2)} (as a fraction)`);
+const decimals = (v: number, digits: number): string => special(v) ?? (Math.abs(v) < 1e15 ? v.toFixed(digits) : v.toExponential(3));
 
 export function buildReportHtml(input: ReportInput, svg = buildReportSvg(input)): string {
   const title = input.title ?? 'alexnet-stream training report';
   const best = bestEpoch(input.valRecord);
   const last = input.valRecord[input.valRecord.length - 1];
   const rows = input.valRecord
-    .map((r) => `<tr${best && r.epoch === best.epoch ? ' class="best"' : ''}><td>${r.epoch}</td><td>${r.iteration}</td><td>${pct(r.top1Error)}</td><td>${pct(r.top5Error)}</td><td>${r.loss.toFixed(4)}</td><td>${r.lr}</td></tr>`)
+    .map((r) => `<tr${best && r.epoch === best.epoch ? ' class="best"' : ''}><td>${r.epoch}</td><td>${r.iteration}</td><td>${pct(r.top1Error)}</td><td>${pct(r.top5Error)}</td><td>${decimals(r.loss, 4)}</td><td>${r.lr ?? '–'}</td></tr>`)
     .join('\n');
   const config = input.config
     ? Object.entries(input.config)
@@ -182,10 +197,10 @@ th{background:#f0f0f0}tr.best{background:#e8f5e9;font-weight:bold}.config td{tex
 <h1>${escapeXml(title)}</h1>
 <p class="summary">${
     best
-      ? `Best epoch: <strong>${best.epoch}</strong> (iteration ${best.iteration}): top-1 error ${pct(best.top1Error)}, top-5 error ${pct(best.top5Error)}, loss ${best.loss.toFixed(4)}.`
+      ? `Best epoch: <strong>${best.epoch}</strong> (iteration ${best.iteration}): top-1 error ${pct(best.top1Error)}, top-5 error ${pct(best.top5Error)}, loss ${decimals(best.loss, 4)}.`
       : 'No validation results yet.'
   }${last ? ` Last epoch: ${last.epoch}, top-1 error ${pct(last.top1Error)}.` : ''}${
-    lastLog ? ` Last logged iteration: ${lastLog.iteration} (${lastLog.imagesPerSecond.toFixed(1)} img/s, engine waited ${(100 * lastLog.waitFraction).toFixed(1)}% of the time).` : ''
+    lastLog ? ` Last logged iteration: ${lastLog.iteration} (${decimals(lastLog.imagesPerSecond, 1)} img/s, engine waited ${pct(lastLog.waitFraction)} of the time).` : ''
   }</p>
 ${svg}
 <h2>Validation per epoch</h2>

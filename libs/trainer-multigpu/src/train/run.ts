@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   alexnetSpec,
+  checkDataClasses,
   checkpointDirName,
   describeSpec,
   initParameters,
@@ -19,15 +20,18 @@ import {
   loadCheckpoint,
   ModelSpec,
   parameterList,
+  MOMENTUM_FILE,
   parseSpec,
   saveCheckpoint,
+  SaveCheckpointOptions,
+  specProblem,
   Weights,
 } from '@alexnet-stream/model-alexnet';
 import { InputError, readMeanNpy, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
 import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
 import type { TrainConfig } from './config';
-import { appendTrainLog, truncateTrainLog, writeValRecord } from './files';
+import { appendTrainLog, checkValRecord, truncateTrainLog, writeValRecord } from './files';
 import { BatchLoader, createLoader, StdinBatchStream } from './loader';
 import type { LoaderSetup } from './loader-core';
 import { initialState, runTrainingLoop, TrainEvent, TrainSource, TrainState, TrainSummary, ValSource } from './trainer';
@@ -40,6 +44,16 @@ export interface RunTrainingOptions {
   resume?: boolean | number;
   /** Start from these pretrained weights (checkpoint dir or .safetensors); fc8 of another class count is re-initialised. */
   init?: string;
+  /**
+   * A learning rate given explicitly for this run (the CLI's --lr / --set learning_rate). A fresh
+   * run starts at it; a resumed run replaces the checkpoint's lr with it from its first step on
+   * (with a notice), as does a config learning_rate that differs from the one the checkpoint's
+   * run was configured with. Without either, --resume continues at the checkpoint's lr (the
+   * schedule's, as the seed does).
+   */
+  learningRate?: number;
+  /** Called before each step of a checkpoint write (tests stop a writer there: atomic-dir.ts). */
+  onCheckpointStep?: SaveCheckpointOptions['beforeStep'];
   /** Train on float32 batch records from this decoded record stream instead of data_dir's train set. */
   stdinRecords?: Readable;
   /** The worker group (default: a single process). The caller closes a group it passes. */
@@ -114,8 +128,9 @@ export async function specFromConfig(config: TrainConfig, numClasses: number): P
     }
     return spec;
   }
+  let spec: ModelSpec;
   try {
-    return alexnetSpec(config.preset, {
+    spec = alexnetSpec(config.preset, {
       numClasses,
       ...(config.input_size !== null ? { inputSize: config.input_size } : {}),
       dropout: config.dropout,
@@ -125,6 +140,11 @@ export async function specFromConfig(config: TrainConfig, numClasses: number): P
   } catch (err) {
     throw new UsageError(`the model does not fit the config: ${(err as Error).message}`);
   }
+  // The limits every spec read back must meet (spec-check.ts): never train a model whose
+  // checkpoints could not be loaded.
+  const problem = specProblem(spec);
+  if (problem) throw new UsageError(`the model does not fit the config: ${problem}`);
+  return spec;
 }
 
 interface DataInfo {
@@ -146,8 +166,10 @@ export async function checkData(config: TrainConfig, needTrain: boolean): Promis
     throw new InputError(`${dir}: no such data directory (data_dir); create one with \`alexnet-stream prepare\` (or \`npm run demo\` for the demo data set)`);
   }
   const index = await readShardIndex(dir);
-  const train = needTrain ? shardSet(index, config.train_prefix, dir) : index.prefixes[config.train_prefix];
-  const val = index.prefixes[config.val_prefix];
+  // Own keys only: a prefix named `constructor` or `__proto__` is a missing set, not Object's.
+  const setOf = (prefix: string): ShardSetEntry | undefined => (Object.hasOwn(index.prefixes, prefix) ? index.prefixes[prefix] : undefined);
+  const train = needTrain ? shardSet(index, config.train_prefix, dir) : setOf(config.train_prefix);
+  const val = setOf(config.val_prefix);
   const reference = train ?? val;
   if (!reference) throw new InputError(`${join(dir, 'index.json')}: no "${config.train_prefix}" or "${config.val_prefix}" shard set`);
   const [channels, height, width] = reference.imageShape;
@@ -160,18 +182,19 @@ export async function checkData(config: TrainConfig, needTrain: boolean): Promis
     throw new InputError(`${where}: "${config.val_prefix}" images are ${val.imageShape[1]}x${val.imageShape[2]} but "${config.train_prefix}" images are ${height}x${width}`);
   }
   const dataClasses = Math.max(train?.labelCount ?? 0, val?.labelCount ?? 0);
-  if (config.num_classes !== null && dataClasses > config.num_classes) {
-    throw new InputError(`${where}: the data has ${dataClasses} classes but the config says num_classes ${config.num_classes}; set num_classes: ${dataClasses} (or leave it out)`);
-  }
-  if (config.num_classes !== null && train && train.classNames && train.classNames.length !== config.num_classes) {
-    throw new InputError(`${where}: the data names ${train.classNames.length} classes but the config says num_classes ${config.num_classes}`);
-  }
+  const numClasses = config.num_classes ?? dataClasses;
+  // The same rule validate applies (model-alexnet data-fit.ts).
+  const sets = [
+    ...(train ? [{ name: `"${config.train_prefix}" set`, labelCount: train.labelCount, classNames: train.classNames }] : []),
+    ...(val ? [{ name: `"${config.val_prefix}" set`, labelCount: val.labelCount, classNames: val.classNames }] : []),
+  ];
+  checkDataClasses(sets, numClasses, where, config.num_classes !== null ? `the config (num_classes ${config.num_classes})` : 'the model');
   const meanFile = config.mean_file ?? join(dir, 'mean.npy');
   const mean = await readMeanNpy(meanFile);
   if (mean.channels !== channels || mean.height !== height || mean.width !== width) {
     throw new InputError(`${meanFile}: the mean image is ${mean.channels}x${mean.height}x${mean.width} but the data's images are ${channels}x${height}x${width}; use the mean of this data (mean_file)`);
   }
-  return { train, val, numClasses: config.num_classes ?? dataClasses, imageSize: [height, width] };
+  return { train, val, numClasses, imageSize: [height, width] };
 }
 
 /** Weights from a pretrained checkpoint for `spec`; layers whose shape differs only in the class count (fc8) are re-initialised. */
@@ -199,19 +222,31 @@ export function initFromPretrained(spec: ModelSpec, path: string, seed: number, 
 
 function restoreState(saved: Record<string, unknown>, path: string): TrainState {
   const num = (key: string): number => {
-    const v = saved[key];
+    const v = Object.hasOwn(saved, key) ? saved[key] : undefined;
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${path}: state.json lacks "${key}" (not written by alexnet-stream train?)`);
     return v;
   };
-  const record = saved.val_record;
-  return {
-    epochsCompleted: num('epochsCompleted'),
-    iterationInEpoch: num('iterationInEpoch'),
-    iteration: num('iteration'),
-    lr: num('lr'),
-    lastLrChangeEpoch: num('lastLrChangeEpoch'),
-    valRecord: Array.isArray(record) ? (record as TrainState['valRecord']) : [],
+  const count = (key: string): number => {
+    const v = num(key);
+    if (!Number.isSafeInteger(v) || v < 0) throw new InputError(`${path}: "${key}" is ${v}, expected a count (an integer >= 0)`);
+    return v;
   };
+  const lr = num('lr');
+  if (!(lr > 0)) throw new InputError(`${path}: "lr" is ${lr}, expected a learning rate > 0`);
+  const record = Object.hasOwn(saved, 'val_record') ? saved.val_record : [];
+  return {
+    epochsCompleted: count('epochsCompleted'),
+    iterationInEpoch: count('iterationInEpoch'),
+    iteration: count('iteration'),
+    lr,
+    lastLrChangeEpoch: count('lastLrChangeEpoch'),
+    valRecord: Array.isArray(record) ? checkValRecord(record, `${path} (val_record)`) : [],
+  };
+}
+
+/** A field of a JSON object read back from disk, without the prototype chain. */
+function own(value: unknown, key: string): unknown {
+  return typeof value === 'object' && value !== null && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined;
 }
 
 const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -266,6 +301,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
   let state = initialState(config);
   let momentum: Weights | undefined;
   let dropoutRng: unknown;
+  let resumedFrom: string | undefined;
   if (resume !== false) {
     const entry = typeof resume === 'number' ? listCheckpoints(weightsDir).find((c) => c.epoch === resume) : latestCheckpoint(weightsDir);
     if (!entry) {
@@ -278,21 +314,45 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     if (JSON.stringify(loaded.spec) !== JSON.stringify(spec)) {
       throw new UsageError(`--resume: ${entry.path} holds ${describeSpec(loaded.spec)} but the config describes ${describeSpec(spec)}; resume with the config the run was started with`);
     }
+    // Momentum is part of the optimizer's state, as in torch.optim: resuming without it would
+    // silently restart it at zero and make a different run. Refuse, and say what works.
+    if (config.use_momentum && !loaded.momentum) {
+      throw new UsageError(
+        `--resume: ${entry.path} has no ${MOMENTUM_FILE} (a run without momentum, an import, or a removed file): resuming with use_momentum: true would restart ` +
+          `the momentum at zero and change the run. Restore the file, resume with use_momentum: false, or start a new run from these weights with --init ${entry.path} ` +
+          '(momentum from zero, learning rate and schedule from the config)',
+      );
+    }
     weights = loaded.weights;
     momentum = loaded.momentum;
     state = restoreState(loaded.state, join(entry.path, 'state.json'));
-    const saved = loaded.state as Partial<SavedTrainState>;
-    dropoutRng = saved.rng?.dropout;
-    const before = saved.data;
-    const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => before[k] !== fingerprint[k]) : [];
+    resumedFrom = entry.path;
+    const saved = loaded.state;
+    dropoutRng = own(own(saved, 'rng'), 'dropout');
+    if (dropoutRng === undefined && spec.layers.some((l) => l.kind === 'dropout' && l.rate > 0)) {
+      notice(`--resume: ${entry.path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`);
+    }
+    const before = own(saved, 'data') as Partial<DataFingerprint> | undefined;
+    const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => own(before, k) !== fingerprint[k]) : [];
     if (changed.length && state.iterationInEpoch > 0) {
       throw new UsageError(
-        `--resume: ${entry.path} stopped inside epoch ${state.epochsCompleted + 1}, and ${changed.join(', ')} changed since (${changed.map((k) => `${before![k]} -> ${fingerprint[k]}`).join(', ')}): ` +
+        `--resume: ${entry.path} stopped inside epoch ${state.epochsCompleted + 1}, and ${changed.join(', ')} changed since (${changed.map((k) => `${own(before, k)} -> ${fingerprint[k]}`).join(', ')}): ` +
           'the position in the epoch means nothing with other data order; resume from an epoch boundary (--resume <epoch>) or keep those settings',
       );
     }
     if (changed.length) notice(`--resume: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`);
-    notice(`resuming from ${entry.path}: epoch ${state.epochsCompleted}${state.iterationInEpoch ? ` + ${state.iterationInEpoch} iterations` : ''}, iteration ${state.iteration}, lr ${state.lr}`);
+    // An explicit learning rate replaces the checkpoint's (the schedule goes on from it): one given
+    // for this run, or a config learning_rate that differs from the one the run was configured with.
+    const configuredLr = own(own(saved, 'config'), 'learning_rate');
+    const configChanged = typeof configuredLr === 'number' && config.learning_rate !== configuredLr;
+    const newLr = options.learningRate ?? (configChanged ? config.learning_rate : undefined);
+    if (newLr !== undefined && Math.fround(newLr) !== state.lr) {
+      const why = options.learningRate !== undefined ? 'given for this run' : `the config's learning_rate; the run was configured with ${configuredLr}`;
+      notice(`--resume: learning rate ${newLr} (${why}) replaces the checkpoint's ${Number(state.lr.toPrecision(6))} from iteration ${state.iteration + 1} on`);
+      state.lr = Math.fround(newLr);
+      state.lastLrChangeEpoch = state.epochsCompleted;
+    }
+    notice(`resuming from ${entry.path}: epoch ${state.epochsCompleted}${state.iterationInEpoch ? ` + ${state.iterationInEpoch} iterations` : ''}, iteration ${state.iteration}, lr ${Number(state.lr.toPrecision(6))}`);
   } else {
     const existing = listCheckpoints(weightsDir);
     if (existing.length && group.rank === 0) {
@@ -301,6 +361,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
       );
     }
     weights = options.init ? initFromPretrained(spec, options.init, config.seed, notice) : initParameters(spec, config.seed);
+    if (options.learningRate !== undefined) state.lr = Math.fround(options.learningRate);
   }
 
   // 3. Engine and loader.
@@ -316,7 +377,13 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
   let loader: BatchLoader | undefined;
   try {
     if (momentum) engine.setVelocities(momentum);
-    if (dropoutRng !== undefined) engine.setRngState(dropoutRng);
+    if (dropoutRng !== undefined) {
+      try {
+        engine.setRngState(dropoutRng);
+      } catch (err) {
+        throw new InputError(`${join(resumedFrom!, 'state.json')}: rng.dropout is not a dropout RNG state (${(err as Error).message})`);
+      }
+    }
     loader = loaderSetup ? createLoader(loaderSetup, config.para_load) : undefined;
     let train: TrainSource;
     if (usingStdin) {
@@ -367,7 +434,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
         weights: engine.getWeights(),
         ...(config.use_momentum ? { momentum: engine.getVelocities() } : {}),
         state: saved,
-      });
+      }, { beforeStep: options.onCheckpointStep });
       if (pauseMs > 0) await sleepMs(pauseMs);
       await writeValRecord(weightsDir, s.valRecord);
       return path;
@@ -382,6 +449,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
       val,
       state,
       maxIters: options.maxIters,
+      resumedFrom,
       writeCheckpoint,
       appendLog: (entry) => appendTrainLog(weightsDir, entry),
       recordValidation: (record) => writeValRecord(weightsDir, record),

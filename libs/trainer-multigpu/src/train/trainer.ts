@@ -122,6 +122,8 @@ export interface TrainLoopOptions {
   state: TrainState;
   /** Stop when the global iteration count reaches this, writing a checkpoint of that exact state. */
   maxIters?: number;
+  /** The checkpoint this run resumed from (what a divergence before the next checkpoint falls back to). */
+  resumedFrom?: string;
   /** Write a checkpoint of `state` (rank 0 only); returns its path. */
   writeCheckpoint(state: TrainState, reason: 'snapshot' | 'max-iters' | 'final'): Promise<string>;
   /** After each validation, with the whole record so far (rank 0 only): val_record.json/.npy. */
@@ -169,6 +171,16 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
   const startIteration = s.iteration;
   let lastCheckpoint: string | undefined;
   let waitMs = 0;
+  /** The advice of a divergence: resume from the newest checkpoint there is, at a lower lr. */
+  const divergenceAdvice = (lr: number): string => {
+    const from = lastCheckpoint ?? options.resumedFrom;
+    const now = Number(lr.toPrecision(6)); // lr is float32: show it without float32's decimal tail
+    const lower = Number((lr / 10).toPrecision(3));
+    return from
+      ? `${from} is the last checkpoint, intact: resume from it with a lower learning rate, e.g. \`train … --resume --lr ${lower}\` ` +
+          `(or --set learning_rate=${lower}): a learning rate given with --resume replaces the checkpoint's (${now})`
+      : `no checkpoint was written yet: start again with a lower learning rate than ${now}, e.g. --lr ${lower}`;
+  };
   let trainMs = 0;
   let imagesRun = 0;
 
@@ -300,8 +312,7 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
         for (const metrics of stepMetrics) {
           if (!Number.isFinite(metrics.loss)) {
             throw new TrainingDivergedError(
-              `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1}): the loss is ${metrics.loss}; training stopped. ` +
-                `${lastCheckpoint ?? 'The last checkpoint'} in weights_dir is intact: lower learning_rate (now ${s.lr}) and --resume`,
+              `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1}): the loss is ${metrics.loss}; training stopped. ${divergenceAdvice(s.lr)}`,
             );
           }
           s.iteration += 1;
@@ -350,6 +361,11 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
     if (options.val) {
       const v = await validate(engine, options.val.open(epoch), group);
       const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: s.lr };
+      // Weights that give a NaN or infinite validation loss have diverged even when the training
+      // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
+      if (v.images > 0 && !Number.isFinite(v.loss)) {
+        throw new TrainingDivergedError(`epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${divergenceAdvice(s.lr)}`);
+      }
       s.valRecord.push(result);
       if (isRoot) {
         emit({ type: 'validation', result });

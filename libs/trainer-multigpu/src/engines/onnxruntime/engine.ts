@@ -21,9 +21,8 @@
  * §2): loaders must run in worker threads.
  */
 import * as os from 'node:os';
-import * as ort from 'onnxruntime-node';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { encodeModel } from '@alexnet-stream/onnx-export';
+import { encodeModel, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
 import { BatchGroup, BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions } from '../../graph/rules';
@@ -45,7 +44,7 @@ export interface OrtEngineOptions {
   /** Devices in preference order: `cpu`, `cuda:0`, `cuda:1`, … Default `['cpu']`. */
   devices?: string[];
   /** onnxruntime execution providers as is (overrides `devices`). */
-  executionProviders?: ort.InferenceSession.ExecutionProviderConfig[];
+  executionProviders?: Ort.InferenceSession.ExecutionProviderConfig[];
   /** Threads of onnxruntime's intra-op pool (the cores this worker owns). Default: all cores. */
   intraOpThreads?: number;
   /**
@@ -64,7 +63,7 @@ export interface OrtEngineOptions {
 }
 
 /** `cpu` → 'cpu'; `cuda:N` → { name: 'cuda', deviceId: N }. */
-export function executionProvidersFor(devices: string[]): ort.InferenceSession.ExecutionProviderConfig[] {
+export function executionProvidersFor(devices: string[]): Ort.InferenceSession.ExecutionProviderConfig[] {
   if (!Array.isArray(devices) || devices.length === 0) throw new Error(`Expected a non-empty list of devices (cpu, cuda:0, …) for devices but received ${JSON.stringify(devices)}`);
   return devices.map((d) => {
     if (d === 'cpu') return 'cpu';
@@ -74,13 +73,14 @@ export function executionProvidersFor(devices: string[]): ort.InferenceSession.E
   });
 }
 
-const providerName = (e: ort.InferenceSession.ExecutionProviderConfig) => (typeof e === 'string' ? e : e.name);
+const providerName = (e: Ort.InferenceSession.ExecutionProviderConfig) => (typeof e === 'string' ? e : e.name);
 
-function usesCuda(eps: readonly ort.InferenceSession.ExecutionProviderConfig[]): boolean {
+function usesCuda(eps: readonly Ort.InferenceSession.ExecutionProviderConfig[]): boolean {
   return eps.some((e) => providerName(e) === 'cuda');
 }
 
-async function createSession(graph: BuiltGraph, options: ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+async function createSession(graph: BuiltGraph, options: Ort.InferenceSession.SessionOptions): Promise<Ort.InferenceSession> {
+  const ort = loadOnnxRuntime();
   try {
     return await ort.InferenceSession.create(encodeModel(graph.model), options);
   } catch (err) {
@@ -109,8 +109,9 @@ const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
  */
 class ParamBuffers {
   readonly data: Record<string, Float32Array> = {};
-  readonly tensors: Record<string, ort.Tensor> = {};
+  readonly tensors: Record<string, Ort.Tensor> = {};
   constructor(params: ParamInfo[], init: (p: ParamInfo) => Float32Array) {
+    const ort = loadOnnxRuntime();
     for (const p of params) {
       this.data[p.name] = init(p);
       this.tensors[p.name] = new ort.Tensor('float32', this.data[p.name], p.shape);
@@ -134,8 +135,8 @@ export class OrtEngine implements TrainingEngine {
   constructor(
     readonly spec: ModelSpec,
     private readonly trainGraph: BuiltGraph,
-    private readonly trainSession: ort.InferenceSession,
-    private readonly evalSession: ort.InferenceSession,
+    private readonly trainSession: Ort.InferenceSession,
+    private readonly evalSession: Ort.InferenceSession,
     weights: NamedTensors,
     readonly optimizer: OptimizerConfig,
     seed: number,
@@ -171,8 +172,9 @@ export class OrtEngine implements TrainingEngine {
     }
   }
 
-  private batchFeeds(batch: EngineBatch): Record<string, ort.Tensor> {
+  private batchFeeds(batch: EngineBatch): Record<string, Ort.Tensor> {
     this.checkBatches({ ...batch, count: 1 });
+    const ort = loadOnnxRuntime();
     const s = this.spec.inputSize;
     return {
       data: new ort.Tensor('float32', batch.data, [batch.size, this.spec.inputChannels, s, s]),
@@ -181,8 +183,9 @@ export class OrtEngine implements TrainingEngine {
   }
 
   /** Draws a run's masks (step by step, each in spec order, row-major, keep when nextFloat() >= rate). */
-  private drawMasks(count: number, size: number): Record<string, ort.Tensor> {
-    const feeds: Record<string, ort.Tensor> = {};
+  private drawMasks(count: number, size: number): Record<string, Ort.Tensor> {
+    const ort = loadOnnxRuntime();
+    const feeds: Record<string, Ort.Tensor> = {};
     const masks = this.trainGraph.masks;
     const perStep = masks.map((m) => size * sizeOf(m.shape));
     masks.forEach((m, i) => {
@@ -211,15 +214,16 @@ export class OrtEngine implements TrainingEngine {
     this.checkBatches(group);
     this.lrs.fill(lr);
     this.stepCount[0] = BigInt(count);
+    const ort = loadOnnxRuntime();
     const s = this.spec.inputSize;
-    const feeds: Record<string, ort.Tensor> = {
+    const feeds: Record<string, Ort.Tensor> = {
       [STEP_COUNT]: new ort.Tensor('int64', this.stepCount, []),
       [stepInputName('data')]: new ort.Tensor('float32', group.data, [count, size, this.spec.inputChannels, s, s]),
       [stepInputName('labels')]: new ort.Tensor('int32', group.labels, [count, size]),
       [stepInputName('lr')]: new ort.Tensor('float32', this.lrs.subarray(0, count), [count]),
       ...this.drawMasks(count, size),
     };
-    const fetches: Record<string, ort.Tensor | null> = { [stepMetricName('loss')]: null, [stepMetricName('top1_errors')]: null, [stepMetricName('top5_errors')]: null };
+    const fetches: Record<string, Ort.Tensor | null> = { [stepMetricName('loss')]: null, [stepMetricName('top1_errors')]: null, [stepMetricName('top5_errors')]: null };
     // The state goes in and comes out in the same buffers (ParamBuffers says why that is safe).
     for (const p of this.trainGraph.params) {
       feeds[initialName(p.name)] = fetches[finalName(p.name)] = this.weights.tensors[p.name];
@@ -233,7 +237,7 @@ export class OrtEngine implements TrainingEngine {
   }
 
   async evaluate(batch: EngineBatch): Promise<BatchMetrics> {
-    const feeds: Record<string, ort.Tensor> = this.batchFeeds(batch);
+    const feeds: Record<string, Ort.Tensor> = this.batchFeeds(batch);
     for (const p of this.trainGraph.params) feeds[p.name] = this.weights.tensors[p.name];
     const out = await this.evalSession.run(feeds, ['loss', 'top1_errors', 'top5_errors']);
     return metricsOf(out, batch.size);
@@ -241,7 +245,7 @@ export class OrtEngine implements TrainingEngine {
 
   /** Logits of a batch without dropout (evaluation graph), e.g. for tests and prediction. */
   async logits(batch: EngineBatch): Promise<Float32Array> {
-    const feeds: Record<string, ort.Tensor> = this.batchFeeds(batch);
+    const feeds: Record<string, Ort.Tensor> = this.batchFeeds(batch);
     for (const p of this.trainGraph.params) feeds[p.name] = this.weights.tensors[p.name];
     const out = await this.evalSession.run(feeds, ['logits']);
     return Float32Array.from(out.logits.data as Float32Array);
@@ -289,7 +293,7 @@ export class OrtEngine implements TrainingEngine {
   }
 }
 
-function metricsOf(out: ort.InferenceSession.ReturnType, size: number): BatchMetrics {
+function metricsOf(out: Ort.InferenceSession.ReturnType, size: number): BatchMetrics {
   return {
     loss: (out.loss.data as Float32Array)[0],
     top1Errors: Math.round((out.top1_errors.data as Float32Array)[0]),
@@ -317,7 +321,7 @@ function copyIn(what: string, params: ParamInfo[], buffers: ParamBuffers, values
 }
 
 /** Session options tuned for one training worker on CPU (or the given execution providers). */
-export function sessionOptionsFor(options: OrtEngineOptions): ort.InferenceSession.SessionOptions {
+export function sessionOptionsFor(options: OrtEngineOptions): Ort.InferenceSession.SessionOptions {
   const threads = options.intraOpThreads ?? os.availableParallelism?.() ?? os.cpus().length;
   if (!Number.isInteger(threads) || threads < 1) throw new Error(`Expected a positive integer for intraOpThreads but received ${options.intraOpThreads}`);
   return {

@@ -4,13 +4,13 @@
  * (graph/rules.ts `convolve`); onnxruntime-node has no API that tells it, so we ask the kernel:
  * ReorderInput pads a 4-channel tensor to exactly one block.
  */
-import * as ort from 'onnxruntime-node';
-import { GraphBuilder, encodeModel } from '@alexnet-stream/onnx-export';
+import { GraphBuilder, encodeModel, loadOnnxRuntime } from '@alexnet-stream/onnx-export';
 import { NCHWC_DOMAIN } from '../../graph/rules';
 
 let probed: Promise<number> | undefined;
 
 async function probe(): Promise<number> {
+  const ort = loadOnnxRuntime();
   const b = new GraphBuilder('nchwc-probe');
   b.input('x', 'float32', [1, 4, 1, 1]);
   const [y] = b.node('ReorderInput', ['x'], {}, { domain: NCHWC_DOMAIN });
