@@ -4,3 +4,4 @@ export * from './lower';
 export * from './files';
 export * from './inference';
 export * from './import-onnx';
+export * from './devices';
