@@ -18,6 +18,7 @@ import {
   ENGINE_NAMES,
 } from '@alexnet-stream/trainer-multigpu';
 import { invalidOption, UsageError } from '@alexnet-stream/stream-io';
+import { checkDevices } from '@alexnet-stream/onnx-export';
 import { parse as parseYaml } from 'yaml';
 import { action, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';
@@ -179,7 +180,7 @@ export function register(program: Command): void {
     .option('--epochs <n>', 'n_epochs', parseInteger('--epochs', 1))
     .option('--resume [epoch]', 'continue from the latest checkpoint in weights_dir (or that epoch\'s)', parseResume)
     .option('--engine <name>', `engine: ${ENGINE_NAMES.join(' or ')}`)
-    .option('--devices <list>', 'devices, comma-separated: cpu, cuda:0, …')
+    .option('--devices <list>', 'devices, comma-separated: cpu, webgpu, cuda:0, … (one worker each); README "GPUs"')
     .option('--batch-size <n>', 'batch_size', parseInteger('--batch-size', 1))
     .option('--lr <x>', 'learning_rate', parseNumber('--lr', 0, 1e6))
     .option('--seed <n>', 'seed', parseInteger('--seed', 0, 0xffffffff))
@@ -191,6 +192,8 @@ export function register(program: Command): void {
       action('train', async (opts: TrainCliOptions) => {
         const file = opts.config ? await readConfigFile(opts.config) : {};
         const resolved = resolveConfig(file, overridesFrom(opts));
+        // A device this machine cannot have fails here, in one line, before any data is read.
+        if (resolved.engine === 'onnxruntime') checkDevices(resolved.devices);
         // Multi-worker (README "Multi-worker training"): launch local workers, or be one.
         const worker = currentTrainWorker();
         const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
