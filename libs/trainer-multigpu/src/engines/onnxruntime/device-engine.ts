@@ -284,7 +284,7 @@ export async function createOrtDeviceEngine(
   sessionOptions: Ort.InferenceSession.SessionOptions,
 ): Promise<OrtDeviceEngine> {
   const ort = loadOnnxruntime();
-  if (options.stepsPerRun !== undefined && options.stepsPerRun !== 1) {
+  if (options.verbose && options.stepsPerRun !== undefined && options.stepsPerRun !== 1) {
     process.stderr.write(`onnxruntime: webgpu runs one step per run (the WebGPU provider has no Loop kernel; the state stays on the GPU between runs instead): steps_per_run ${options.stepsPerRun} is ignored\n`);
   }
   const lowering: LoweringOptions = { ...PORTABLE_LOWERING, ...options.lowering };
