@@ -50,7 +50,7 @@ echo "ICD: ${VK_DRIVER_FILES:-${VK_ICD_FILENAMES:-the default search of the load
 [ -n "${VK_DRIVER_FILES:-}" ] && cat "$VK_DRIVER_FILES" | tr -d '\n' && echo
 
 echo "== runner (onnxruntime-node webgpu)"
-ORT_NODE_DIR="$work/node_modules/onnxruntime-node" timeout "${RUNNER_TIMEOUT:-330}" "$work/node" scripts/gpu/runner.cjs "$work/graphs" 2>&1 | grep -v '^Warning: maxDynamic'
+ORT_NODE_DIR="$work/node_modules/onnxruntime-node" timeout "${RUNNER_TIMEOUT:-330}" "$work/node" scripts/gpu/runner.cjs "$work/graphs" 2>&1 | grep --line-buffered -v '^Warning: maxDynamic'
 echo "runner exit: ${PIPESTATUS[0]}"
 
 echo "== PyTorch anchor (the device's own)"
