@@ -46,6 +46,18 @@ if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
     if [ -f "$icd" ]; then export VK_DRIVER_FILES=$icd VK_ICD_FILENAMES=$icd; break; fi
   done
 fi
+if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ]; then
+  # No ICD file, but the driver's Vulkan library may be mounted (a container without the
+  # graphics capability's files): describe it in an ICD file of our own.
+  glx=$(ldconfig -p 2>/dev/null | grep -m1 'libGLX_nvidia\.so\.0 ' | sed 's/.*=> //')
+  for d in /usr/local/nvidia/lib64 /usr/lib/x86_64-linux-gnu /usr/lib64; do
+    [ -z "$glx" ] && [ -e "$d/libGLX_nvidia.so.0" ] && glx=$d/libGLX_nvidia.so.0
+  done
+  if [ -n "$glx" ]; then
+    printf '{"file_format_version": "1.0.0", "ICD": {"library_path": "%s", "api_version": "1.3.0"}}\n' "$glx" > "$work/nvidia_icd.json"
+    export VK_DRIVER_FILES=$work/nvidia_icd.json VK_ICD_FILENAMES=$work/nvidia_icd.json
+  fi
+fi
 echo "ICD: ${VK_DRIVER_FILES:-${VK_ICD_FILENAMES:-the default search of the loader}}"
 [ -n "${VK_DRIVER_FILES:-}" ] && cat "$VK_DRIVER_FILES" | tr -d '\n' && echo
 
