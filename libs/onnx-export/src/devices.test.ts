@@ -68,15 +68,16 @@ test('webgpu without any Vulkan driver: createSessionOn fails with the one-line 
   assert.match(e.message, /^webgpu: no GPU adapter — needs libvulkan\.so\.1 and a Vulkan driver \(libvulkan\.so\.1 is there, but no Vulkan driver offers an adapter/);
 });
 
-test('an exported model on webgpu equals the CPU provider (batch 1 and 3, narrow and full width)', async (t) => {
+test('an exported model on webgpu equals the CPU provider (narrow at batch 1 and 3, the full AlexNet at batch 1)', async (t) => {
   const reason = await webgpuUnavailable();
   if (reason) return t.skip(`no WebGPU adapter here: ${reason}`);
-  for (const spec of [narrowSpec(alexnetSpec('theano-alexnet', { inputSize: 99, numClasses: 7 }), 8, 64), alexnetSpec('theano-alexnet', { numClasses: 10 })]) {
+  // lavapipe is slow: the full-width network (~40 s of a loaded 2-core machine) at batch 1 only.
+  for (const [spec, batches] of [[narrowSpec(alexnetSpec('theano-alexnet', { inputSize: 99, numClasses: 7 }), 8, 64), [1, 3]], [alexnetSpec('theano-alexnet', { numClasses: 10 }), [1]]] as const) {
     const weights = initParameters(spec, 11);
     const bytes = encodeModel(lowerInference(spec, weights));
     const cpu = await InferenceModel.fromBytes(bytes, 'model.onnx', { intraOpNumThreads: 1 });
     const gpu = await InferenceModel.fromBytes(bytes, 'model.onnx', { devices: ['webgpu'] });
-    for (const n of [1, 3]) {
+    for (const n of batches) {
       const batch = Float32Array.from({ length: n * gpu.inputLength }, (_, i) => 40 * Math.sin(i * 0.37));
       const want = Float32Array.from((await cpu.run(batch, n)).logits);
       const got = (await gpu.run(batch, n)).logits;
