@@ -66,8 +66,12 @@ ORT_NODE_DIR="$work/node_modules/onnxruntime-node" timeout "${RUNNER_TIMEOUT:-33
 echo "runner exit: ${PIPESTATUS[0]}"
 
 echo "== PyTorch anchor (the device's own)"
-if python3 -c 'import torch' 2>/dev/null; then
-  timeout 150 python3 scripts/gpu/torch_anchor.py --batch "${TORCH_BATCH:-128}" --seconds "${TORCH_SECONDS:-15}" 2>&1 | tail -n 4
+py=
+for candidate in python3 /usr/bin/python3 /opt/conda/bin/python3; do
+  if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import torch' 2>/dev/null; then py=$candidate; break; fi
+done
+if [ -n "$py" ]; then
+  timeout 150 "$py" scripts/gpu/torch_anchor.py --batch "${TORCH_BATCH:-128}" --seconds "${TORCH_SECONDS:-15}" 2>&1 | tail -n 4
 else
   echo "(no PyTorch for python3 on this machine: no anchor in this run)"
 fi
