@@ -105,4 +105,16 @@ export function parseShard(name: string) {
   };
 }
 
+/**
+ * `--devices cpu,webgpu` → ['cpu', 'webgpu']. Only the names are checked here (this module loads
+ * no native code); onnx-export's devices.ts says, in one line, what a device lacks on this machine.
+ */
+export function parseDeviceList(value: string): string[] {
+  const devices = value.split(',').map((d) => d.trim());
+  if (!devices.every((d) => /^(cpu|(webgpu|cuda)(:\d{1,3})?)$/.test(d))) {
+    throw invalidOption('--devices', 'a comma-separated list of cpu, webgpu[:<index>], cuda[:<index>]', value);
+  }
+  return devices;
+}
+
 export type { Readable, Writable };

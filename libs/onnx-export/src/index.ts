@@ -5,3 +5,4 @@ export * from './files';
 export * from './inference';
 export * from './import-onnx';
 export * from './onnxruntime';
+export * from './devices';

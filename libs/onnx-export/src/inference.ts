@@ -18,6 +18,7 @@ import { modelMetadata, readOnnxBytes } from './files';
 import { META } from './lower';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
 import { loadOnnxRuntime, type Ort } from './onnxruntime';
+import { checkDevices, createSessionOn, DeviceError } from './devices';
 
 export interface InferenceOptions {
   /** onnxruntime intra-op threads; default: the number of CPU cores. */
@@ -32,6 +33,11 @@ export interface InferenceOptions {
    * on libuv's threads gets the CPU between runs instead of competing with spinning threads.
    */
   allowSpinning?: boolean;
+  /**
+   * Devices in preference order (`cpu`, `webgpu`, `cuda:0`; devices.ts). Default `['cpu']`. A
+   * device that cannot work here fails `load` with a one-line DeviceError (exit code 2).
+   */
+  devices?: string[];
 }
 
 export interface InferenceOutput {
@@ -198,11 +204,13 @@ export class InferenceModel {
 
   static async fromBytes(bytes: Uint8Array, name: string, options: InferenceOptions = {}): Promise<InferenceModel> {
     const info = modelInfo(decodeModel(bytes, name), name);
-    const ort = loadOnnxRuntime();
+    const devices = options.devices ?? ['cpu'];
+    checkDevices(devices);
     let session: Ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bytes, sessionOptions(options));
+      session = await createSessionOn(bytes, devices, sessionOptions(options));
     } catch (err) {
+      if (err instanceof DeviceError) throw err;
       throw new OnnxFormatError(`${name}: onnxruntime cannot load the model (${(err as Error).message})`);
     }
     return new InferenceModel(session, info, name);

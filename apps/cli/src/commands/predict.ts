@@ -21,7 +21,7 @@ import { InferenceModel, topK } from '@alexnet-stream/onnx-export';
 import {
   BatchRecord, centerOffset, cropMirrorSubtract, CropPlan, decodeImage, describeDecodeError, InputError, MeanImage, UsageError,
 } from '@alexnet-stream/stream-io';
-import { action, parseInteger } from '../cli-support';
+import { action, parseDeviceList, parseInteger } from '../cli-support';
 import { allocateBatch, asInputErrors, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';
 
 interface PredictOptions {
@@ -32,6 +32,7 @@ interface PredictOptions {
   batchSize: number;
   mean?: string;
   threads?: number;
+  devices?: string[];
   /** onnxruntime thread spinning (see InferenceOptions.allowSpinning); not a CLI flag. */
   allowSpinning?: boolean;
 }
@@ -71,7 +72,7 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
   }));
   if (notFiles.length) throw new InputError(`not image files: ${notFiles.join(', ')}`);
 
-  const model = await asInputErrors(() => InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads, allowSpinning: opts.allowSpinning ?? false }));
+  const model = await asInputErrors(() => InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads, allowSpinning: opts.allowSpinning ?? false, devices: opts.devices }));
   const { spec, input } = model.info;
   const classNames = opts.labels ? await loadClassNames(opts.labels, spec.numClasses, '--labels') : model.info.classNames;
   let mean: MeanImage | undefined;
@@ -189,6 +190,7 @@ export function register(program: Command): void {
     .option('--batch-size <n>', 'images per inference batch', parseInteger('--batch-size', 1, 4096), 32)
     .option('--mean <mean.npy>', 'mean image (float32 3xSxS) of the training data')
     .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads', 1, 1024))
+    .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; README "GPUs"', parseDeviceList)
     .action(
       action('predict', async (images: string[], opts: PredictOptions) => {
         const { skipped } = await runPredict(images, opts);

@@ -18,6 +18,7 @@ import {
   ENGINE_NAMES,
 } from '@alexnet-stream/trainer-multigpu';
 import { invalidOption, UsageError } from '@alexnet-stream/stream-io';
+import { checkDevices } from '@alexnet-stream/onnx-export';
 import { parse as parseYaml } from 'yaml';
 import { action, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';
@@ -179,7 +180,7 @@ export function register(program: Command): void {
     .option('--epochs <n>', 'n_epochs', parseInteger('--epochs', 1))
     .option('--resume [epoch]', 'continue from the latest checkpoint in weights_dir (or that epoch\'s)', parseResume)
     .option('--engine <name>', `engine: ${ENGINE_NAMES.join(' or ')}`)
-    .option('--devices <list>', 'devices, comma-separated: cpu, cuda:0, …')
+    .option('--devices <list>', 'devices, comma-separated: cpu, webgpu, cuda:0, … (one worker each); README "GPUs"')
     .option('--batch-size <n>', 'batch_size', parseInteger('--batch-size', 1))
     .option('--lr <x>', 'learning_rate; with --resume it replaces the checkpoint\'s lr (e.g. after a NaN loss)', parseNumber('--lr', 0, 1e6))
     .option('--seed <n>', 'seed', parseInteger('--seed', 0, 0xffffffff))
@@ -198,6 +199,8 @@ export function register(program: Command): void {
         const learningRate = resuming ? overrides.learning_rate : undefined;
         if (resuming) delete overrides.learning_rate;
         const resolved = resolveConfig(file, overrides);
+        // A device this machine cannot have fails here, in one line, before any data is read.
+        if (resolved.engine === 'onnxruntime') checkDevices(resolved.devices);
         // Multi-worker (README "Multi-worker training"): launch local workers, or be one.
         const worker = currentTrainWorker();
         const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);

@@ -15,7 +15,7 @@ import { InferenceModel, lowerInference, topK } from '@alexnet-stream/onnx-expor
 import {
   BatchRecord, centerOffset, checkAugmentInput, cropMirrorSubtract, CropPlan, InputError, readMeanNpy, readShard, readShardIndex, shardSet, UsageError,
 } from '@alexnet-stream/stream-io';
-import { action, parseInteger } from '../cli-support';
+import { action, parseDeviceList, parseInteger } from '../cli-support';
 import { Progress } from '../progress';
 import { allocateBatch, asInputErrors, loadWeights } from '../model-support';
 
@@ -26,6 +26,7 @@ interface ValidateOptions {
   prefix: string;
   json?: boolean;
   threads?: number;
+  devices?: string[];
   preset?: string;
   numClasses?: number;
 }
@@ -79,7 +80,7 @@ export async function runValidate(opts: ValidateOptions): Promise<ValidationResu
   }
   // The rule train applies (model-alexnet data-fit.ts): a model of other classes is refused.
   checkDataClasses([{ name: `"${opts.prefix}" set`, labelCount: set.labelCount, classNames: set.classNames }], spec.numClasses, join(opts.data, 'index.json'), `the model (${loaded.source}: ${describeSpec(spec)})`);
-  const model = await asInputErrors(() => InferenceModel.fromModel(lowerInference(spec, loaded.weights), loaded.source, { intraOpNumThreads: opts.threads }));
+  const model = await asInputErrors(() => InferenceModel.fromModel(lowerInference(spec, loaded.weights), loaded.source, { intraOpNumThreads: opts.threads, devices: opts.devices }));
   const bs = opts.batchSize;
   const crop = spec.inputSize;
   const [data] = allocateBatch(() => [new Float32Array(bs * c * crop * crop)], `--batch-size ${bs} of ${crop}x${crop} crops`);
@@ -144,6 +145,7 @@ export function register(program: Command): void {
     .option('--preset <name>', 'model preset, for a .safetensors file without a spec')
     .option('--num-classes <k>', 'class count, with --preset', parseInteger('--num-classes', 2))
     .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads', 1, 1024))
+    .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; README "GPUs"', parseDeviceList)
     .option('--json', 'print the result as one JSON object')
     .action(
       action('validate', (opts: ValidateOptions) =>

@@ -53,7 +53,7 @@ export function register(program: Command): void {
     .option('--frame-kb <kb>', 'ZeroMQ message size for weight frames', parseInteger('--frame-kb', 4, 1 << 20), 4096)
     .option('--advertise-host <host>', 'address other hosts reach this worker at (default: ALEXNET_STREAM_HOST, else the first non-loopback IPv4)')
     .option('--local-world-size <n>', 'workers on this host, to split its cores (default: from the launcher, else 1)', parseInteger('--local-world-size', 1))
-    .option('--device <device>', 'this worker\'s device (cpu, cuda:0, …), overriding the config\'s devices')
+    .option('--device <device>', 'this worker\'s device (cpu, webgpu, cuda:0, …), overriding the config\'s devices')
     .allowUnknownOption()
     .allowExcessArguments()
     .argument('[train-options...]', 'the train command\'s options (see train --help)')

@@ -34,10 +34,33 @@ export interface LoweringOptions {
   convInputGrad: 'conv' | 'convTranspose';
   convWeightGrad: 'gemm' | 'dilatedConv';
   nchwcBlock: number;
+  /**
+   * MaxPool's backward: 'indices' takes MaxPool's second output (the flat index of each
+   * window's maximum) and scatters dY with ScatterElements(reduction='add') (onnxruntime's CPU
+   * and CUDA kernels); 'compare' finds the same element by comparing the window's taps with Y
+   * and scatters through one grouped ConvTranspose (`maxPoolGradByCompare`): for providers
+   * whose MaxPool has no Indices output (WebGPU: "The Indices output is not supported yet").
+   */
+  maxPoolGrad: 'indices' | 'compare';
+  /**
+   * Only ops that every provider we target runs on the device (checked against onnxruntime's
+   * WebGPU kernel registry and on lavapipe): strided dW without SpaceToDepth, and the loss and
+   * error counts without LogSoftmax and int64 (training-graph.ts). With false, those parts use
+   * the ops the CPU runs fastest; a provider that lacks one runs it on the CPU between device
+   * ops (correct, but a round trip per step).
+   */
+  portableOps: boolean;
 }
 
-/** Portable ONNX (any runtime); the onnxruntime engine adds its CPU's `nchwcBlock`. */
-export const DEFAULT_LOWERING: LoweringOptions = { convInputGrad: 'conv', convWeightGrad: 'gemm', nchwcBlock: 0 };
+/** The CPU lowering (onnxruntime's CPU provider; the engine adds its CPU's `nchwcBlock`). */
+export const DEFAULT_LOWERING: LoweringOptions = { convInputGrad: 'conv', convWeightGrad: 'gemm', nchwcBlock: 0, maxPoolGrad: 'indices', portableOps: false };
+
+/**
+ * For GPU providers (WebGPU; CUDA too, whose kernels cover it): the same math from ops each of
+ * them runs, so no step leaves the device. On the CPU provider it gives the same step as
+ * DEFAULT_LOWERING (training-graph.test.ts, portable-lowering.test.ts).
+ */
+export const PORTABLE_LOWERING: LoweringOptions = { convInputGrad: 'conv', convWeightGrad: 'gemm', nchwcBlock: 0, maxPoolGrad: 'compare', portableOps: true };
 
 /** What a rule may use while lowering one layer. */
 export interface RuleContext {
@@ -187,7 +210,7 @@ const conv: Rule<ConvLayer> = {
         out.dx = b.op('ConvTranspose', [dy, weight!], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(g), output_padding: ints(outputPadding) });
       }
     }
-    if (lowering.convWeightGrad === 'gemm' && s > 1 && g === 1) {
+    if (lowering.convWeightGrad === 'gemm' && s > 1 && g === 1 && !lowering.portableOps) {
       // Strided (conv1: 11x11/4): im2col through SpaceToDepth, so that the k² strided gathers
       // become ⌈k/s⌉² contiguous Slices. Blocks: Xb[(di, dj, c), n, Y, X] = Xpad[n, c, s·Y + di,
       // s·X + dj]; then the conv is a ⌈k/s⌉² stride-1 conv over blocks with a kernel zero-padded
@@ -259,20 +282,65 @@ const relu: Rule<LayerSpec> = {
 };
 
 const maxpool: Rule<MaxPoolLayer> = {
-  // Y, I = MaxPool(X) (I: flat NCHW index of each window's max)
-  forward({ b }, l, x) {
-    const [y, indices] = b.node('MaxPool', [x], { kernel_shape: ints([l.kernel, l.kernel]), strides: ints([l.stride, l.stride]), pads: pads2(l.pad) }, { outputs: 2 });
+  // Y, I = MaxPool(X) (I: flat NCHW index of each window's max; only the 'indices' backward
+  // asks for it, and evaluation needs no backward)
+  forward({ b, mode, lowering }, l, x): Forward {
+    const attrs = { kernel_shape: ints([l.kernel, l.kernel]), strides: ints([l.stride, l.stride]), pads: pads2(l.pad) };
+    if (mode === 'eval' || lowering.maxPoolGrad === 'compare') {
+      const y = b.op('MaxPool', [x], attrs);
+      return { y, saved: { x, y } };
+    }
+    const [y, indices] = b.node('MaxPool', [x], attrs, { outputs: 2 });
     return { y, saved: { x, indices } };
   },
   // dX = ScatterElements(zeros, I, dY, reduction='add') over the flattened input: overlapping
   // windows (3x3/2) send several gradients to one input element; they add up.
-  backward({ b }, _l, dy, { x, indices }) {
+  backward(ctx, l, dy, { x, y, indices }) {
+    const { b } = ctx;
+    if (ctx.lowering.maxPoolGrad === 'compare') return { dx: maxPoolGradByCompare(ctx, l, dy, x, y) };
     const shape = b.op('Shape', [x]);
     const zeros = b.op('Reshape', [b.op('ConstantOfShape', [shape]), b.int64s([-1])]);
     const flat = b.op('ScatterElements', [zeros, b.op('Reshape', [indices, b.int64s([-1])]), b.op('Reshape', [dy, b.int64s([-1])])], { axis: int(0), reduction: str('add') });
     return { dx: b.op('Reshape', [flat, shape]) };
   },
 };
+
+/**
+ * MaxPool's dX without its Indices output. For each tap (i, j) of the k×k window, in row-major
+ * order, the strided Slice T_ij[n, c, y, x] = Xpad[n, c, s·y + i, s·x + j] is the tap's value
+ * in window (y, x); the first tap equal to Y[y, x] takes dY[y, x] (`claimed` keeps later equal
+ * taps out), which is the element onnxruntime's CPU kernel names in Indices: it walks the
+ * window in the same order and keeps the first maximum (a strict `>`). So ties route as on the
+ * CPU; equal values in *different* windows are different windows' maxima, as there. The k²
+ * maps, stacked as channels [N, C·k², Ho, Wo], go back to the input positions in one grouped
+ * ConvTranspose (group C, stride s, pads p) whose constant kernel is one-hot, W[c·k² + t, 0, i,
+ * j] = [t = i·k + j]; where windows overlap (3x3/2) it adds, as ScatterElements' 'add' does.
+ * Padding (-∞, never a maximum) is only needed for the Slices.
+ */
+function maxPoolGradByCompare({ b, inShape, outShape }: RuleContext, l: MaxPoolLayer, dy: string, x: string, y: string): string {
+  const [c, h, w] = inShape;
+  const [, ho, wo] = outShape;
+  const k = l.kernel, s = l.stride, p = l.pad, taps = k * k;
+  const xp = p > 0 ? b.op('Pad', [x, b.int64s([0, 0, p, p, 0, 0, p, p]), b.scalar(-3.4e38)]) : x;
+  const one = b.scalar(1);
+  let claimed = '';
+  const grads: string[] = [];
+  for (let i = 0; i < k; i++) {
+    for (let j = 0; j < k; j++) {
+      const tap = b.op('Slice', [xp, b.int64s([i, j]), b.int64s([i + s * (ho - 1) + 1, j + s * (wo - 1) + 1]), b.int64s([2, 3]), b.int64s([s, s])]);
+      const equal = b.op('Cast', [b.op('Equal', [tap, y])], { to: int(1) });
+      const taken = claimed ? b.op('Mul', [equal, b.op('Sub', [one, claimed])]) : equal;
+      claimed = claimed ? b.op('Add', [claimed, taken]) : taken;
+      grads.push(b.op('Reshape', [b.op('Mul', [taken, dy]), b.int64s([0, c, 1, ho * wo])]));
+    }
+  }
+  const stacked = b.op('Reshape', [b.op('Concat', grads, { axis: int(2) }), b.int64s([0, c * taps, ho, wo])]);
+  const kernel = new Float32Array(c * taps * taps);
+  for (let ch = 0; ch < c; ch++) for (let t = 0; t < taps; t++) kernel[(ch * taps + t) * taps + t] = 1;
+  const oneHot = b.constant(kernel, [c * taps, 1, k, k], 'maxpool_scatter');
+  const outputPadding = [h - (s * (ho - 1) + k - 2 * p), w - (s * (wo - 1) + k - 2 * p)];
+  return b.op('ConvTranspose', [stacked, oneHot], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(c), output_padding: ints(outputPadding) });
+}
 
 const lrn: Rule<LrnLayer> = {
   // Y = X · D^−β, D = bias + α/n · Σ_window X² (ONNX LRN). Train mode lowers it by hand so that

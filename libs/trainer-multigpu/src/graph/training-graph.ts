@@ -13,7 +13,7 @@
  * The batch dimension is symbolic (`N`), so one session serves full and partial last batches.
  */
 import { inferShapes, isParamLayer, LayerShapes, ModelSpec, parameterList, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, ModelProto, int } from '@alexnet-stream/onnx-export';
+import { GraphBuilder, ModelProto, int, ints } from '@alexnet-stream/onnx-export';
 import type { OptimizerConfig } from '../engine';
 import { DEFAULT_LOWERING, LoweringOptions, Mode, RULES, Rule, RuleContext, Saved } from './rules';
 import { gemmGradient, lowerUpdate } from './update';
@@ -89,18 +89,11 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
 
   // Softmax cross-entropy (mean over the batch) and top-1/top-5 error counts.
   const numClasses = spec.numClasses;
-  const labels64 = b.op('Unsqueeze', [b.op('Cast', [labels], { to: int(7) }), b.int64s([1])]); // [N, 1] int64
-  const classIds = b.constant(Array.from({ length: numClasses }, (_, i) => i), [1, numClasses], 'class_ids');
-  const onehot = b.op('Cast', [b.op('Equal', [labels64, classIds])], { to: int(1) }); // [N, K] float
-  const logp = b.op('LogSoftmax', [logits], { axis: int(1) });
+  const k = Math.min(5, numClasses);
+  const batch = b.op('Cast', [b.op('Gather', [b.op('Shape', [logits]), b.int64s([0])], { axis: int(0) })], { to: int(1) }); // [1] float
+  const { onehot, logp, top1Hits, topKHits } = lowering.portableOps ? portableLossTerms(b, logits, labels, numClasses, k) : lossTerms(b, logits, labels, numClasses, k);
   const nll = b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [logp, onehot]), b.int64s([1])], { keepdims: int(0) })]);
   b.output(b.op('ReduceMean', [nll], { keepdims: int(0) }), 'float32', [], 'loss');
-  const batch = b.op('Cast', [b.op('Gather', [b.op('Shape', [logits]), b.int64s([0])], { axis: int(0) })], { to: int(1) }); // [1] float
-  const k = Math.min(5, numClasses);
-  const [, topIdx] = b.node('TopK', [logits, b.int64s([k])], { axis: int(1) }, { outputs: 2 });
-  const hits = b.op('Cast', [b.op('Equal', [topIdx, labels64])], { to: int(1) }); // [N, k]
-  const top1Hits = b.op('ReduceSum', [b.op('Slice', [hits, b.int64s([0]), b.int64s([1]), b.int64s([1])])], { keepdims: int(0) });
-  const topKHits = b.op('ReduceSum', [hits], { keepdims: int(0) });
   const scalarBatch = b.op('Squeeze', [batch, b.int64s([0])]);
   b.output(b.op('Sub', [scalarBatch, top1Hits]), 'float32', [], 'top1_errors');
   b.output(b.op('Sub', [scalarBatch, topKHits]), 'float32', [], 'top5_errors');
@@ -141,4 +134,44 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
     if (out.velocity) b.output(out.velocity, 'float32', p.shape);
   }
   return { kind, model: b.model({ docString: `${spec.preset} training graph (forward, softmax-CE, backward, SGD update)` }), params, masks, hasVelocities };
+}
+
+interface LossTerms {
+  /** [N, K] float one-hot labels, log-softmax of the logits, and the top-1 / top-k hit counts (scalars). */
+  onehot: string;
+  logp: string;
+  top1Hits: string;
+  topKHits: string;
+}
+
+/** With the ops the CPU runs fastest: int64 labels against class ids, LogSoftmax, TopK's indices. */
+function lossTerms(b: GraphBuilder, logits: string, labels: string, numClasses: number, k: number): LossTerms {
+  const labels64 = b.op('Unsqueeze', [b.op('Cast', [labels], { to: int(7) }), b.int64s([1])]); // [N, 1] int64
+  const classIds = b.constant(Array.from({ length: numClasses }, (_, i) => i), [1, numClasses], 'class_ids');
+  const onehot = b.op('Cast', [b.op('Equal', [labels64, classIds])], { to: int(1) }); // [N, K] float
+  const logp = b.op('LogSoftmax', [logits], { axis: int(1) });
+  const [, topIdx] = b.node('TopK', [logits, b.int64s([k])], { axis: int(1) }, { outputs: 2 });
+  const hits = b.op('Cast', [b.op('Equal', [topIdx, labels64])], { to: int(1) }); // [N, k]
+  const top1Hits = b.op('ReduceSum', [b.op('Slice', [hits, b.int64s([0]), b.int64s([1]), b.int64s([1])])], { keepdims: int(0) });
+  const topKHits = b.op('ReduceSum', [hits], { keepdims: int(0) });
+  return { onehot, logp, top1Hits, topKHits };
+}
+
+/**
+ * The same terms without LogSoftmax and int64 (the WebGPU provider has no LogSoftmax kernel and
+ * keeps int64 off the device): labels compared as floats (exact below 2^24 classes), log-softmax
+ * as (z − max) − log Σ exp(z − max), and an image is a top-k hit when fewer than k classes score
+ * strictly above its label. That equals TopK's answer except where the label's logit ties
+ * another at the k-th place (TopK then prefers the lower class index; this counts the label in).
+ */
+function portableLossTerms(b: GraphBuilder, logits: string, labels: string, numClasses: number, k: number): LossTerms {
+  const labelsF = b.op('Unsqueeze', [b.op('Cast', [labels], { to: int(1) }), b.int64s([1])]); // [N, 1] float
+  const classIds = b.constant(Float32Array.from({ length: numClasses }, (_, i) => i), [1, numClasses], 'class_ids');
+  const onehot = b.op('Cast', [b.op('Equal', [labelsF, classIds])], { to: int(1) }); // [N, K] float
+  const shifted = b.op('Sub', [logits, b.op('ReduceMax', [logits], { axes: ints([1]), keepdims: int(1) })]);
+  const logp = b.op('Sub', [shifted, b.op('Log', [b.op('ReduceSum', [b.op('Exp', [shifted]), b.int64s([1])], { keepdims: int(1) })])]);
+  const labelLogit = b.op('ReduceSum', [b.op('Mul', [logits, onehot]), b.int64s([1])], { keepdims: int(1) }); // [N, 1]
+  const above = b.op('ReduceSum', [b.op('Cast', [b.op('Greater', [logits, labelLogit])], { to: int(1) }), b.int64s([1])], { keepdims: int(0) }); // [N]
+  const hitsWithin = (rank: number) => b.op('ReduceSum', [b.op('Cast', [b.op('Less', [above, b.scalar(rank - 0.5)])], { to: int(1) })], { keepdims: int(0) });
+  return { onehot, logp, top1Hits: hitsWithin(1), topKHits: hitsWithin(k) };
 }

@@ -121,7 +121,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   bias_lr_multiplier: { type: { kind: 'number', min: 0 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
   seed: { type: { kind: 'integer', min: 0, max: 0xffffffff }, default: 1234, doc: 'seeds weight init, data order, crops and dropout' },
   engine: { type: { kind: 'enum', values: ENGINE_NAMES }, default: 'onnxruntime', doc: 'training engine' },
-  devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `cuda:0`)' },
+  devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `webgpu`, `cuda:0`; README "GPUs")' },
   sync_every: { type: { kind: 'integer', min: 1 }, default: 1, doc: 'multi-worker: average weights every this many iterations' },
   sync_momentum: { type: { kind: 'boolean' }, default: false, doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed)' },
   intra_op_threads: { type: { kind: 'integer', min: 0 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
@@ -129,7 +129,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   steps_per_run: {
     type: { kind: 'integer', min: 1, max: 64 },
     default: 4,
-    doc: 'onnxruntime: SGD steps per engine run (an ONNX Loop), so that the 488 MB of weights and velocities leave onnxruntime once per run, not per step (memory: steps_per_run x batch for the stacked batches; the Loop also keeps a second copy of the state in onnxruntime)',
+    doc: 'onnxruntime: SGD steps per engine run (an ONNX Loop), so that the 488 MB of weights and velocities leave onnxruntime once per run, not per step (memory: steps_per_run x batch for the stacked batches; the Loop also keeps a second copy of the state in onnxruntime); on webgpu always 1: the state stays on the GPU instead',
   },
   verify_shards: { type: { kind: 'boolean' }, default: true, doc: 'check each shard\'s sha256 against index.json when reading it' },
 };

@@ -168,14 +168,16 @@ test('bad input: clear errors naming what is wrong', async () => {
   await assert.rejects(createOrtEngine(spec, {}, {}), /missing parameter conv1.weight/);
 });
 
-test('devices map to execution providers; CUDA without the CUDA binaries is explained', async () => {
-  assert.deepEqual(executionProvidersFor(['cpu', 'cuda:1', 'cuda']), ['cpu', { name: 'cuda', deviceId: 1 }, { name: 'cuda', deviceId: 0 }]);
-  assert.throws(() => executionProvidersFor(['gpu0']), /Expected cpu or cuda:<index> for device but received "gpu0"/);
+test('devices map to execution providers; CUDA without the CUDA binaries is explained in one line', async () => {
+  assert.deepEqual(executionProvidersFor(['cpu', 'cuda:1', 'cuda', 'webgpu']), ['cpu', { name: 'cuda', deviceId: 1 }, { name: 'cuda', deviceId: 0 }, 'webgpu']);
+  assert.throws(() => executionProvidersFor(['gpu0']), /Expected cpu, webgpu\[:<index>\] or cuda\[:<index>\] for device but received "gpu0"/);
   const spec = tinySpec();
   try {
     const engine = await createOrtEngine(spec, weightsOf(spec), { devices: ['cuda:0'] });
     await engine.dispose(); // this onnxruntime-node has CUDA: nothing to explain
   } catch (err) {
-    assert.match((err as Error).message, /CUDA execution provider could not be loaded.*ONNXRUNTIME_NODE_INSTALL_CUDA=v12/);
+    assert.equal((err as { exitCode?: number }).exitCode, 2);
+    assert.match((err as Error).message, /^cuda: (this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9|the CUDA provider did not start)/);
+    assert.doesNotMatch((err as Error).message, /\n/);
   }
 });

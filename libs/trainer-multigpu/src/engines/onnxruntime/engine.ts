@@ -22,13 +22,14 @@
  */
 import * as os from 'node:os';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { encodeModel, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
+import { createSessionOn, DeviceError, encodeModel, executionProvidersFor as providersForDevices, loadOnnxRuntime, primaryDeviceKind, type Ort } from '@alexnet-stream/onnx-export';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
 import { BatchGroup, BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
-import { DEFAULT_LOWERING, LoweringOptions } from '../../graph/rules';
+import { DEFAULT_LOWERING, LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
 import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, steppedTrainGraph } from '../../graph/step-loop';
 import { nchwcBlockSize } from './nchwc';
+import type { OrtDeviceEngine } from './device-engine';
 
 export interface OrtEngineOptions {
   optimizer?: Partial<OptimizerConfig>;
@@ -41,7 +42,11 @@ export interface OrtEngineOptions {
   stepsPerRun?: number;
   /** Seed of the dropout mask stream. Default 0. */
   seed?: number;
-  /** Devices in preference order: `cpu`, `cuda:0`, `cuda:1`, … Default `['cpu']`. */
+  /**
+   * Devices in preference order: `cpu`, `webgpu`, `cuda:0`, … Default `['cpu']`. On `webgpu` the
+   * engine keeps its state on the GPU between steps (device-engine.ts) and builds the portable
+   * graph (graph/rules.ts PORTABLE_LOWERING); on `cuda` the portable graph in the step Loop.
+   */
   devices?: string[];
   /** onnxruntime execution providers as is (overrides `devices`). */
   executionProviders?: Ort.InferenceSession.ExecutionProviderConfig[];
@@ -62,37 +67,27 @@ export interface OrtEngineOptions {
   lowering?: Partial<LoweringOptions>;
 }
 
-/** `cpu` → 'cpu'; `cuda:N` → { name: 'cuda', deviceId: N }. */
-export function executionProvidersFor(devices: string[]): Ort.InferenceSession.ExecutionProviderConfig[] {
-  if (!Array.isArray(devices) || devices.length === 0) throw new Error(`Expected a non-empty list of devices (cpu, cuda:0, …) for devices but received ${JSON.stringify(devices)}`);
-  return devices.map((d) => {
-    if (d === 'cpu') return 'cpu';
-    const m = /^cuda(?::(\d+))?$/.exec(d);
-    if (m) return { name: 'cuda', deviceId: m[1] === undefined ? 0 : Number(m[1]) };
-    throw new Error(`Expected cpu or cuda:<index> for device but received ${JSON.stringify(d)}`);
-  });
-}
+/** `cpu` → 'cpu'; `webgpu` → 'webgpu'; `cuda:N` → { name: 'cuda', deviceId: N } (onnx-export's devices.ts). */
+export const executionProvidersFor = providersForDevices;
 
 const providerName = (e: Ort.InferenceSession.ExecutionProviderConfig) => (typeof e === 'string' ? e : e.name);
 
-function usesCuda(eps: readonly Ort.InferenceSession.ExecutionProviderConfig[]): boolean {
-  return eps.some((e) => providerName(e) === 'cuda');
-}
-
-async function createSession(graph: BuiltGraph, options: Ort.InferenceSession.SessionOptions): Promise<Ort.InferenceSession> {
-  const ort = loadOnnxRuntime();
+/**
+ * A session for one of the engine's graphs, through onnx-export's provider selection: a device
+ * this machine cannot run on is a one-line DeviceError (exit code 2), anything else names the graph.
+ */
+export async function createSession(graph: BuiltGraph, options: Ort.InferenceSession.SessionOptions): Promise<Ort.InferenceSession> {
+  const eps = options.executionProviders ?? ['cpu'];
+  const devices = eps.map((e) => {
+    const name = providerName(e);
+    const id = typeof e === 'string' ? undefined : (e as { deviceId?: number }).deviceId;
+    return name === 'cuda' && id !== undefined ? `cuda:${id}` : name;
+  });
   try {
-    return await ort.InferenceSession.create(encodeModel(graph.model), options);
+    return await createSessionOn(encodeModel(graph.model), devices, options);
   } catch (err) {
-    const message = (err as Error).message;
-    if (usesCuda(options.executionProviders ?? []) && /cuda|shared librar/i.test(message)) {
-      throw new Error(
-        `onnxruntime: the CUDA execution provider could not be loaded (${message.split('\n')[0]}). The installed onnxruntime-node ` +
-          'ships CPU binaries only unless its install script fetched the CUDA 12 ones: reinstall it where the download host is reachable with ' +
-          '`ONNXRUNTIME_NODE_INSTALL_CUDA=v12 npm rebuild onnxruntime-node` (CUDA 12 and cuDNN 9 must be installed), or train on --devices cpu.',
-      );
-    }
-    throw new Error(`onnxruntime: could not load the ${graph.kind} graph: ${message}`);
+    if (err instanceof DeviceError) throw err;
+    throw new Error(`onnxruntime: could not load the ${graph.kind} graph: ${(err as Error).message}`);
   }
 }
 
@@ -293,7 +288,7 @@ export class OrtEngine implements TrainingEngine {
   }
 }
 
-function metricsOf(out: Ort.InferenceSession.ReturnType, size: number): BatchMetrics {
+export function metricsOf(out: Ort.InferenceSession.ReturnType, size: number): BatchMetrics {
   return {
     loss: (out.loss.data as Float32Array)[0],
     top1Errors: Math.round((out.top1_errors.data as Float32Array)[0]),
@@ -302,7 +297,7 @@ function metricsOf(out: Ort.InferenceSession.ReturnType, size: number): BatchMet
   };
 }
 
-function checkNamed(what: string, params: ParamInfo[], values: NamedTensors): void {
+export function checkNamed(what: string, params: ParamInfo[], values: NamedTensors): void {
   if (!values || typeof values !== 'object') throw new Error(`${what}: expected an object of Float32Arrays by parameter name`);
   for (const p of params) {
     const v = values[p.name];
@@ -340,7 +335,7 @@ export function sessionOptionsFor(options: OrtEngineOptions): Ort.InferenceSessi
 }
 
 /** An onnxruntime engine for `spec`, starting from `weights` (velocities zero). */
-export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, options: OrtEngineOptions = {}): Promise<OrtEngine> {
+export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, options: OrtEngineOptions = {}): Promise<OrtEngine | OrtDeviceEngine> {
   const optimizer: OptimizerConfig = { ...DEFAULT_OPTIMIZER, ...options.optimizer };
   const seed = options.seed ?? 0;
   if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`Expected a non-negative integer for seed but received ${options.seed}`);
@@ -348,9 +343,15 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
     throw new Error(`Expected a positive integer for batchSize but received ${options.batchSize}`);
   }
   const sessionOptions = sessionOptionsFor(options);
-  // NCHWc kernels are onnxruntime's CPU kernels: with a GPU provider the graph stays plain ONNX.
-  const cpuOnly = (sessionOptions.executionProviders ?? []).every((e) => providerName(e) === 'cpu');
-  const lowering: LoweringOptions = { ...DEFAULT_LOWERING, nchwcBlock: cpuOnly ? await nchwcBlockSize() : 0, ...options.lowering };
+  const device = primaryDeviceKind((sessionOptions.executionProviders ?? ['cpu']).map(providerName));
+  if (device === 'webgpu') {
+    const { createOrtDeviceEngine } = await import('./device-engine');
+    return createOrtDeviceEngine(spec, weights, { ...options, optimizer, seed }, sessionOptions);
+  }
+  // NCHWc kernels are onnxruntime's CPU kernels; a GPU provider gets the portable graph.
+  const lowering: LoweringOptions = device === 'cpu'
+    ? { ...DEFAULT_LOWERING, nchwcBlock: await nchwcBlockSize(), ...options.lowering }
+    : { ...PORTABLE_LOWERING, ...options.lowering };
   const stepsPerRun = options.stepsPerRun ?? 4;
   if (!Number.isInteger(stepsPerRun) || stepsPerRun < 1) throw new Error(`Expected a positive integer for stepsPerRun but received ${options.stepsPerRun}`);
   const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering));
