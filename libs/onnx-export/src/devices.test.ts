@@ -14,6 +14,7 @@ import { initParameters, narrowSpec, alexnetSpec } from '@alexnet-stream/model-a
 import { checkDevices, createSessionOn, DeviceError, deviceProblem, executionProvidersFor, explainProviderFailure, parseDevice, primaryDeviceKind, webgpuUnavailable } from './devices';
 import { InferenceModel } from './inference';
 import { lowerInference } from './lower';
+import { loadOnnxRuntime } from './onnxruntime';
 import { encodeModel } from './proto';
 
 test('device names: cpu, webgpu[:i], cuda[:i]; anything else is a usage error naming it', () => {
@@ -96,7 +97,7 @@ test('createSessionOn on webgpu runs the model on the GPU provider where an adap
   const spec = narrowSpec(alexnetSpec('theano-alexnet', { inputSize: 67, numClasses: 5 }), 8, 64);
   const session = await createSessionOn(encodeModel(lowerInference(spec, initParameters(spec, 1))), ['webgpu'], { logSeverityLevel: 3, preferredOutputLocation: 'gpu-buffer' });
   // Only a session on the WebGPU provider can leave an output in a GPU buffer.
-  const { Tensor } = await import('onnxruntime-node');
+  const { Tensor } = loadOnnxRuntime();
   const out = await session.run({ data: new Tensor('float32', new Float32Array(3 * 67 * 67), [1, 3, 67, 67]) });
   assert.equal(out.logits.location, 'gpu-buffer');
   out.logits.dispose();
