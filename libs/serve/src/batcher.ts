@@ -87,6 +87,8 @@ export class ModelVersion {
 export interface BatcherOptions {
   maxBatch: number;
   maxQueueDelayMs: number;
+  /** For messages: the deadline a request gets (--timeout-ms). */
+  timeoutMs: number;
 }
 
 export interface BatchObserver {
@@ -118,7 +120,7 @@ export class Batcher {
     }
     item.enqueuedAt = now;
     item.timer = setTimeout(() => {
-      if (this.take(version, item)) item.reject(unavailable(`the request was still queued after its ${Math.round(item.deadline - item.enqueuedAt!)} ms deadline (--timeout-ms)`, 'timeout'));
+      if (this.take(version, item)) item.reject(unavailable(`the request was still queued ${this.options.timeoutMs} ms after it arrived (--timeout-ms ${this.options.timeoutMs}); the server is overloaded`, 'timeout'));
     }, item.deadline - now);
     version.queue.push(item);
     version.queuedImages += item.n;

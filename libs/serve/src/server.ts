@@ -145,7 +145,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
   const pool: InferencePool = new InferencePool(options.workers, options.threadsPerWorker, () => batcher.pump(), onFatal);
   const batcher: Batcher = new Batcher(
     pool,
-    { maxBatch: options.maxBatch, maxQueueDelayMs: options.maxQueueDelayMs },
+    { maxBatch: options.maxBatch, maxQueueDelayMs: options.maxQueueDelayMs, timeoutMs: options.timeoutMs },
     {
       onBatch(version, n, ms, queueMs) {
         const name = version.description.name;
@@ -593,7 +593,12 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
             batcher.rejectQueued('the server is shutting down (drain timeout)');
           }
         }
-        await app.close();
+        // Nothing is in progress now: whatever connection is left is idle, or holds the unread
+        // body of a request refused early (401/429/503); Node would wait for those until
+        // requestTimeout, so close them all at once.
+        const closing = app.close();
+        app.server.closeAllConnections();
+        await closing;
         batcher.close();
         await Promise.all([pool.close(), decoders.close()]);
         log.info({ drained }, 'stopped');
