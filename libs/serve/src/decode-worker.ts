@@ -1,7 +1,8 @@
 /**
  * An image decoding worker thread: bytes → the model's input row, with the project's own decode
  * path (stream-io's `decodeImage`: libjpeg-turbo + the WebAssembly resize for plain JPEGs,
- * sharp/libvips for everything else), then `preprocessImage` (center crop, mean, std).
+ * sharp/libvips for everything else; the fast path called synchronously here, as stream-io's
+ * own decode worker does), then `preprocessImage` (center crop, mean, std).
  *
  * Before decoding, the image's header is read (JPEG markers, else libvips' header-only
  * `metadata()`): an image that declares more than `maxPixels` is refused without a single pixel
@@ -9,7 +10,7 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { decodeImage, describeDecodeError, readJpegHeader } from '@alexnet-stream/stream-io';
+import { decodePlainJpegSync, decodeWithLibvips, describeDecodeError, readJpegHeader } from '@alexnet-stream/stream-io';
 import type { DecodeReply, DecodeRequest, RejectReason } from './decode-protocol';
 import { PreparedPreprocessing, preparePreprocessing, preprocessImage } from './preprocess';
 
@@ -56,7 +57,10 @@ async function decode(message: Extract<DecodeRequest, { type: 'decode' }>): Prom
     }
     let image;
     try {
-      image = await decodeImage(bytes, { size: pre.pre.imageSize, resize: pre.pre.resize });
+      // decodeImage's two paths, the fast one on this thread: a decode worker is one core's
+      // worth of decoding, not a queue onto libuv's (process-wide, 4-thread) pool.
+      const opts = { size: pre.pre.imageSize, resize: pre.pre.resize };
+      image = decodePlainJpegSync(bytes, opts) ?? (await decodeWithLibvips(bytes, opts));
     } catch (err) {
       throw new Rejected('undecodable', describeDecodeError(err));
     }

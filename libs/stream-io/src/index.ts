@@ -15,3 +15,4 @@ export * from './inspect';
 export * from './contact-sheet';
 export * from './prepare';
 export { readJpegHeader, type JpegHeader } from './decode-jpeg-header';
+export { decodePlainJpegSync } from './decode-fast';
