@@ -12,7 +12,9 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { InferenceModel } from '@alexnet-stream/onnx-export';
+import * as ort from 'onnxruntime-node';
+import { GraphBuilder, InferenceModel, int, ints, writeOnnx } from '@alexnet-stream/onnx-export';
+import { centerOffset, decodeImage } from '@alexnet-stream/stream-io';
 import { binaryInferBody, CLASS_NAMES, CLI, meanBatch, metric, ServerProcess, splitBinaryResponse, startServe, writeSmallModel } from './serve-helpers';
 
 const root = mkdtempSync(join(tmpdir(), 'serve-'));
@@ -399,5 +401,57 @@ describe('serve: queue limits, deadlines, auth, sizes', () => {
     const flag = run(['--model', modelPath, '--max-batch', '0']);
     assert.equal(flag.status, 2);
     assert.match(flag.stderr, /--max-batch/);
+  });
+});
+
+describe('serve: a model not exported by alexnet-stream', () => {
+  test('v2 infer works as it is; :classify refuses until given --mean/--std, then preprocesses as told (resize, crop, mean, std)', async () => {
+    // conv 3x3 -> relu -> global average pool -> fc to 4 classes, input x [N, 3, 40, 40], logits only.
+    const g = new GraphBuilder('foreign');
+    const w = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.1);
+    let v = g.input('x', 'float32', ['N', 3, 40, 40]);
+    v = g.op('Relu', [g.op('Conv', [v, g.initializer('c.w', w(8 * 27, 1), [8, 3, 3, 3]), g.initializer('c.b', w(8, 2), [8])], { kernel_shape: ints([3, 3]), pads: ints([1, 1, 1, 1]) })]);
+    v = g.op('Flatten', [g.op('GlobalAveragePool', [v])], { axis: int(1) });
+    g.output(g.op('Gemm', [v, g.initializer('f.w', w(32, 3), [4, 8]), g.initializer('f.b', w(4, 4), [4])], { transB: int(1) }), 'float32', ['N', 4]);
+    const foreign = join(root, 'foreign.onnx');
+    writeOnnx(foreign, g.model());
+    const labels = join(root, 'labels.txt');
+    writeFileSync(labels, 'w\nx\ny\nz\n');
+    const bare = await startServe(['--model', `f=${foreign}`], root);
+    try {
+      const meta = await (await fetch(`${bare.url}/v2/models/f`)).json() as { inputs: unknown; outputs: unknown };
+      assert.deepEqual(meta.inputs, [{ name: 'x', datatype: 'FP32', shape: [-1, 3, 40, 40] }]);
+      assert.deepEqual((meta.outputs as { datatype: string; shape: number[] }[]).map((o) => [o.datatype, o.shape]), [['FP32', [-1, 4]]]);
+      const infer = await fetch(`${bare.url}/v2/models/f/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 40, 40], datatype: 'FP32', data: new Array(4800).fill(1) }] }) });
+      assert.equal(infer.status, 200);
+      await refused(fetch(`${bare.url}/v1/models/f:classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) }), 400, /no mean in its metadata: serve it with --mean/);
+    } finally {
+      assert.equal(await bare.stop(), 0);
+    }
+    const mean = [100, 110, 120];
+    const std = [50, 60, 70];
+    const told = await startServe(['--model', `f=${foreign}`, '--mean', mean.join(','), '--std', std.join(','), '--size', '48', '--resize', 'center-crop', '--labels', labels], root);
+    try {
+      const res = await fetch(`${told.url}/v1/models/f:classify?topk=4`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) });
+      assert.equal(res.status, 200);
+      const top = (await res.json() as { predictions: { top: Top[] }[] }).predictions[0].top;
+      // Reference computed here: decode (shorter side to 48, center), center crop 40, (x - mean) / std, onnxruntime, softmax.
+      const img = await decodeImage(readFileSync(images[0]), { size: 48, resize: 'center-crop' });
+      const o = centerOffset(48, 40);
+      const x = new Float32Array(3 * 40 * 40);
+      for (let c = 0; c < 3; c++) for (let y = 0; y < 40; y++) for (let xx = 0; xx < 40; xx++) x[(c * 40 + y) * 40 + xx] = (img.data[(c * 48 + y + o) * 48 + xx + o] - mean[c]) / std[c];
+      const session = await ort.InferenceSession.create(foreign);
+      const out = (await session.run({ x: new ort.Tensor('float32', x, [1, 3, 40, 40]) }))[session.outputNames[0]].data as Float32Array;
+      await session.release();
+      const max = Math.max(...out);
+      const e = Array.from(out, (v) => Math.exp(v - max));
+      const sum = e.reduce((a, b) => a + b, 0);
+      for (const t of top) {
+        assert.ok(Math.abs(t.prob - e[t.index] / sum) <= 1e-5, `class ${t.index}: ${t.prob} vs ${e[t.index] / sum}`);
+        assert.equal(t.label, 'wxyz'[t.index]);
+      }
+    } finally {
+      assert.equal(await told.stop(), 0);
+    }
   });
 });
