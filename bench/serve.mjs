@@ -181,6 +181,7 @@ try {
   console.log(`classify c=32 / ceiling batch 32: ${t1.toFixed(2)} (target >= 0.70): ${verdict(t1 >= 0.7)}`);
   console.log(`binary infer c=32 / ceiling batch 32: ${t2.toFixed(2)} (target >= 0.85): ${verdict(t2 >= 0.85)}`);
   console.log(`p99 at c=1 / a single raw run: classify ${t3.toFixed(2)}, binary infer ${t4.toFixed(2)} (target <= 1.5): ${verdict(t3 <= 1.5)} / ${verdict(t4 <= 1.5)}`);
+  console.log(`(for scale, under this machine's load: p99 at c=1 / the raw single run's own p99: classify ${(results.classify1?.p99 / pct(singleRunMs, 0.99)).toFixed(2)}, binary ${(results.binary1?.p99 / pct(singleRunMs, 0.99)).toFixed(2)}; p50 at c=1 / its median: classify ${(results.classify1?.p50 / single).toFixed(2)}, binary ${(results.binary1?.p50 / single).toFixed(2)})`);
   console.log(`CPU-bound estimate at c=32 (ceiling CPU ms/img / server CPU ms/img): classify ${(median(cpuPerImage) / results.classify32?.cpuMsPerImage).toFixed(2)}, binary ${(median(cpuPerImage) / results.binary32?.cpuMsPerImage).toFixed(2)} (the clients' own CPU, in this process, is not counted)`);
   console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cores} cores`);
   await session.release();
