@@ -99,9 +99,12 @@ test('a full batch goes at once; the rest waits for the next idle worker; never 
 });
 
 test('with several idle workers the queue is shared out among them', async () => {
-  const { pool, batcher, version } = setup(2, 32, 5);
+  // A delay no loaded machine reaches while the loop enqueues; then dispatch as a drain does.
+  const { pool, batcher, version } = setup(2, 32, 60_000);
   for (let i = 0; i < 10; i++) batcher.enqueue(version, item([i, 0]).item);
-  await sleep(30);
+  assert.equal(pool.runs.length, 0);
+  batcher.flushing = true;
+  batcher.pump();
   assert.deepEqual(pool.runs.map((r) => [r.slot, r.n]), [[0, 5], [1, 5]]);
   for (const r of pool.runs) r.finish();
   batcher.close();
