@@ -7,6 +7,7 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { request } from 'node:http';
 import { copyFileSync, mkdtempSync, readdirSync, renameSync, writeFileSync } from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -148,4 +149,38 @@ test('SIGTERM under load: the requests in progress are answered, later ones get 
     assert.ok(o.status === 503 || o.status === 200 || (o.error !== undefined && /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET/.test(o.error)), `after SIGTERM: ${o.status ?? o.error}`);
   }
   assert.ok(server.log.some((l) => l.includes('"drained":true')), 'the log says it drained');
+});
+
+test('draining: while a request accepted before SIGTERM is still uploading, ready is 503 and new work gets 503; it is then answered and the server exits 0', async () => {
+  const server = await startServe(['--model', `live=${modelA}`], root);
+  const body = readFileSync(images[0]);
+  const { hostname, port } = new URL(server.url);
+  // A client that sends its headers and half of the image, then waits.
+  const req = request({ hostname, port, method: 'POST', path: '/v1/models/live:classify?topk=1', headers: { 'content-type': 'image/jpeg', 'content-length': body.length } });
+  const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
+    req.on('response', (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => resolve({ status: res.statusCode!, text }));
+    });
+    req.on('error', reject);
+  });
+  req.write(body.subarray(0, body.length >> 1));
+  await new Promise((r) => setTimeout(r, 300));
+  server.child.kill('SIGTERM');
+  for (let i = 0; i < 50 && !server.log.some((l) => l.includes('draining')); i++) await new Promise((r) => setTimeout(r, 50));
+  const ready = await fetch(`${server.url}/v2/health/ready`);
+  assert.equal(ready.status, 503);
+  assert.deepEqual(await ready.json(), { ready: false });
+  const late = await fetch(`${server.url}/v1/models/live:classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body });
+  assert.equal(late.status, 503);
+  assert.match((await late.json() as { error: string }).error, /shutting down/);
+  assert.equal(server.child.exitCode, null, 'still running: the upload is in progress');
+  req.end(body.subarray(body.length >> 1));
+  const { status, text } = await answer;
+  assert.equal(status, 200, text);
+  const top = JSON.parse(text).predictions[0].top[0];
+  assert.equal(top.index, expected.A[0].index);
+  assert.equal(await server.exited, 0);
 });
