@@ -12,7 +12,8 @@
 // Targets (issue): classify at c=32 >= 0.70 of the ceiling's batch-32 images/s; binary infer
 // >= 0.85; p99 at c=1 <= 1.5x a single raw run (its median).
 // Run: npm run bench:serve. BENCH_SECONDS (default 6) per point, BENCH_IMAGES (default 64),
-// BENCH_WORKERS / BENCH_THREADS (server --workers / --threads; the ceiling uses the same threads).
+// BENCH_WORKERS / BENCH_THREADS (server --workers / --threads; the ceiling uses the same threads),
+// BENCH_DELAY_MS (--max-queue-delay-ms, default 2), BENCH_POINTS (e.g. classify32,binary1: only those).
 import { createRequire } from 'node:module';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +34,7 @@ const imageCount = Number(process.env.BENCH_IMAGES ?? 64);
 const cores = availableParallelism();
 const workers = Number(process.env.BENCH_WORKERS ?? 1);
 const threads = Number(process.env.BENCH_THREADS ?? Math.max(1, Math.floor(cores / workers)));
+const delayMs = Number(process.env.BENCH_DELAY_MS ?? 2);
 const MEAN = [122.7, 114.9, 101.6];
 const dir = mkdtempSync(join(tmpdir(), 'bench-serve-'));
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
@@ -96,7 +98,7 @@ try {
 
   // ---- the server ----
   const cli = join(here, '../apps/cli/bin/alexnet-stream.js');
-  server = spawn(process.execPath, [cli, 'serve', '--model', `m=${modelPath}`, '--port', '0', '--workers', String(workers), '--threads', String(threads), '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  server = spawn(process.execPath, [cli, 'serve', '--model', `m=${modelPath}`, '--port', '0', '--workers', String(workers), '--threads', String(threads), '--max-queue-delay-ms', String(delayMs), '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let logged = '';
   server.stderr.on('data', (d) => { logged += d; });
   const url = await new Promise((resolve, reject) => {
@@ -155,6 +157,8 @@ try {
       inferMsPerImage: (1000 * d('alexnet_serve_inference_duration_seconds_sum', 'model="m"')) / images,
       decodeMs: (1000 * d('alexnet_serve_decode_duration_seconds_sum', 'model="m"')) / d('alexnet_serve_decode_duration_seconds_count', 'model="m"'),
       queueMs: (1000 * d('alexnet_serve_queue_duration_seconds_sum', 'model="m"')) / d('alexnet_serve_queue_duration_seconds_count', 'model="m"'),
+      // Share of the time the inference workers were inside session.run (idle gaps = pipeline bubbles).
+      workerBusy: d('alexnet_serve_inference_duration_seconds_sum', 'model="m"') / elapsed / workers,
     };
   };
   const results = {};
@@ -169,12 +173,12 @@ try {
   const ceil = { 1: median(ceiling[1]), 8: median(ceiling[8]), 32: median(ceiling[32]) };
   const single = median(singleRunMs);
   console.log(`serve: full AlexNet (theano-alexnet, 1000 classes, 227x227), ${imageCount} JPEGs 500x375, ${cores} cores (${cpus()[0].model}), onnxruntime-node ${require('onnxruntime-node/package.json').version}`);
-  console.log(`server: --workers ${workers} --threads ${threads}, decode workers ${cores}, max batch 32, queue delay 2 ms; clients in the bench process; ${seconds} s per point`);
+  console.log(`server: --workers ${workers} --threads ${threads}, decode workers ${cores}, max batch 32, queue delay ${delayMs} ms; clients in the bench process; ${seconds} s per point`);
   console.log(`ceiling (one session, ${threads} threads): batch 1 ${ceil[1].toFixed(1)} img/s (single run median ${single.toFixed(1)} ms, p99 ${pct(singleRunMs, 0.99).toFixed(1)} ms), batch 8 ${ceil[8].toFixed(1)}, batch 32 ${ceil[32].toFixed(1)} img/s; CPU ${median(cpuPerImage).toFixed(1)} ms/img at batch 32`);
-  console.log('endpoint    conc   img/s  x ceiling(batch=conc)   p50 ms   p99 ms  mean batch  server CPU ms/img  decode ms/img  queue ms');
+  console.log('endpoint    conc   img/s  x ceiling(batch=conc)   p50 ms   p99 ms  mean batch  server CPU ms/img  decode ms/img  queue ms  worker busy');
   for (const [key, r] of Object.entries(results)) {
     const c = Number(key.replace(/\D+/, ''));
-    console.log(`${key.replace(/\d+$/, '').padEnd(10)} ${String(c).padStart(5)} ${r.rate.toFixed(1).padStart(7)} ${(r.rate / ceil[c]).toFixed(2).padStart(8)}            ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${r.meanBatch.toFixed(1).padStart(10)} ${r.cpuMsPerImage.toFixed(1).padStart(14)}  ${Number.isNaN(r.decodeMs) ? '     -' : r.decodeMs.toFixed(1).padStart(10)}  ${r.queueMs.toFixed(1).padStart(8)}`);
+    console.log(`${key.replace(/\d+$/, '').padEnd(10)} ${String(c).padStart(5)} ${r.rate.toFixed(1).padStart(7)} ${(r.rate / ceil[c]).toFixed(2).padStart(8)}            ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${r.meanBatch.toFixed(1).padStart(10)} ${r.cpuMsPerImage.toFixed(1).padStart(14)}  ${Number.isNaN(r.decodeMs) ? '     -' : r.decodeMs.toFixed(1).padStart(10)}  ${r.queueMs.toFixed(1).padStart(8)}  ${(100 * r.workerBusy).toFixed(0).padStart(9)}%`);
   }
   const t1 = results.classify32?.rate / ceil[32], t2 = results.binary32?.rate / ceil[32], t3 = results.classify1?.p99 / single, t4 = results.binary1?.p99 / single;
   const verdict = (ok) => (ok ? 'met' : 'NOT met');

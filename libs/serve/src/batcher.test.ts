@@ -57,6 +57,7 @@ function setup(workers: number, maxBatch: number, maxQueueDelayMs: number) {
   const batcher = new Batcher(pool as unknown as InferencePool, { maxBatch, maxQueueDelayMs, timeoutMs: 1000 });
   pool.onIdle = () => batcher.pump();
   const version = new ModelVersion(1, 1, description, new Date());
+  version.preparing = 1; // another request is on its way: the delay applies
   batcher.add(version);
   return { pool, batcher, version };
 }
@@ -137,4 +138,23 @@ test('a version in use is unloaded only after its last request', () => {
   assert.equal(drained, 0);
   version.release();
   assert.equal(drained, 1);
+});
+
+test('a lone request with nobody else on the way runs at once; with one on the way it waits for the delay', async () => {
+  const { pool, batcher, version } = setup(1, 8, 10_000);
+  version.preparing = 0;
+  const a = item([1, 1]);
+  batcher.enqueue(version, a.item);
+  assert.equal(pool.runs.length, 1, 'no waiting: nobody to wait for');
+  pool.runs[0].finish();
+  await a.result;
+  version.preparing = 1;
+  batcher.enqueue(version, item([2, 2]).item);
+  await sleep(20);
+  assert.equal(pool.runs.length, 1, 'waits: another request is being prepared');
+  version.preparing = 0;
+  batcher.pump();
+  assert.equal(pool.runs.length, 2, 'runs once the other arrived (or gave up)');
+  pool.runs[1].finish();
+  batcher.close();
 });

@@ -1,7 +1,8 @@
 /**
  * Dynamic batching (Triton's dynamic batcher, simplified): requests for a model version wait in
- * its queue until `maxBatch` images are there or the oldest has waited `maxQueueDelayMs`, then
- * go to an idle inference worker as one onnxruntime run; the batch's outputs are split back to
+ * its queue until `maxBatch` images are there or the oldest has waited `maxQueueDelayMs` (or no
+ * other request is on its way: then there is nobody to wait for), then go to an idle inference
+ * worker as one onnxruntime run; the batch's outputs are split back to
  * the requests row by row. With several idle workers, the queue is shared out among them (a
  * batch of 20 with two idle workers runs as 10 + 10, not 20 + nothing).
  *
@@ -50,6 +51,12 @@ export class ModelVersion {
   queuedImages = 0;
   inFlight = 0;
   refs = 0;
+  /**
+   * Requests that hold this version and have not queued their rows yet (their body is being
+   * read, parsed or decoded). When none are, nothing is on its way to join a batch, so a lone
+   * request does not wait for the queue delay (one client at a time pays no delay at all).
+   */
+  preparing = 0;
   /** Set when a newer version replaced this one: `onDrained` runs once its last request is answered. */
   retired = false;
   private onDrained?: () => void;
@@ -166,7 +173,7 @@ export class Batcher {
       for (const v of this.versions) {
         if (v.queue.length === 0) continue;
         const head = v.queue[0].enqueuedAt!;
-        const readyAt = v.queuedImages >= this.options.maxBatch || this.flushing ? head : head + this.options.maxQueueDelayMs;
+        const readyAt = v.queuedImages >= this.options.maxBatch || this.flushing || v.preparing === 0 ? head : head + this.options.maxQueueDelayMs;
         if (readyAt <= now) {
           if (!best || head < best.queue[0].enqueuedAt!) best = v;
         } else {

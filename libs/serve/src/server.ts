@@ -333,6 +333,22 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
     return v;
   }
 
+  /**
+   * Count a request as on its way to the batch queue of `version` until the returned function is
+   * called (once it queues its rows, or fails before): the batcher waits for such requests.
+   */
+  function preparing(version: ModelVersion): () => void {
+    version.preparing++;
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      version.preparing--;
+      // A batch may have been waiting for this request only.
+      if (version.preparing === 0) batcher.pump();
+    };
+  }
+
   /** Queue n rows for `version`; resolves with the request's rows of the outputs. */
   function infer(request: FastifyRequest, version: ModelVersion, n: number, data: Uint8Array, outputs: string[]): Promise<ItemResult> {
     return new Promise<ItemResult>((resolve, reject) => {
@@ -436,6 +452,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
     const slot = slotFor(request, request.params.model);
     const version = versionOf(slot, request.params.version);
     version.acquire();
+    const prepared = preparing(version);
     let ok = false;
     try {
       const type = (request.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
@@ -459,6 +476,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
       }
       const parsed = parseInfer(header as InferRequestBody, binary, version.description, options.maxBatch);
       const wanted = [...new Set(parsed.outputs.map((o) => o.name))];
+      prepared();
       const result = await infer(request, version, parsed.n, parsed.data, wanted);
       const tensors = new Map<string, OutputTensor>();
       for (const [name, data] of result.outputs) tensors.set(name, { name, data, shape: [parsed.n, data.length / parsed.n] });
@@ -471,6 +489,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
         .header('inference-header-content-length', String(json.length))
         .send(Buffer.concat([json, ...response.binary]));
     } finally {
+      prepared();
       countOutcome(slot, request, ok);
       version.release();
     }
@@ -518,6 +537,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
     const version = versionOf(slot);
     const description: ModelDescription = version.description;
     version.acquire();
+    const prepared = preparing(version);
     let ok = false;
     try {
       if (!description.preprocessing) throw new HttpError(400, `:classify cannot run: ${description.noClassifyReason}`, 'no_preprocessing');
@@ -543,6 +563,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
         throw new HttpError(422, `${which}${err.message}`, `image_${err.reason}`);
       }
       const rows = decoded.map((d) => (d as PromiseFulfilledResult<{ row: Float32Array | Uint8Array; width: number; height: number; decodeMs: number }>).value);
+      prepared();
       const results = await Promise.all(rows.map((r) => infer(request, version, 1, new Uint8Array(r.row.buffer, r.row.byteOffset, r.row.byteLength), [description.classifyOutput])));
       const predictions = results.map((res, i) => {
         const raw = res.outputs.get(description.classifyOutput)!;
@@ -559,6 +580,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
       ok = true;
       return { model_name: slot.name, model_version: String(version.number), predictions, timings_ms: { total: +(performance.now() - request.state.arrivedAt).toFixed(3) } };
     } finally {
+      prepared();
       countOutcome(slot, request, ok);
       version.release();
     }
