@@ -184,3 +184,23 @@ test('draining: while a request accepted before SIGTERM is still uploading, read
   assert.equal(top.index, expected.A[0].index);
   assert.equal(await server.exited, 0);
 });
+
+test('several --model flags: each model answers under its own name, with its own weights', async () => {
+  const server = await startServe(['--model', `a=${modelA}`, '--model', `b=${modelB}`], root);
+  try {
+    for (const [name, key] of [['a', 'A'], ['b', 'B']] as const) {
+      for (const [k, path] of images.slice(0, 3).entries()) {
+        const res = await fetch(`${server.url}/v1/models/${name}:classify?topk=1`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(path) });
+        const body = await res.json() as { model_name: string; predictions: { top: Top[] }[] };
+        assert.equal(body.model_name, name);
+        const top = body.predictions[0].top[0];
+        assert.equal(top.index, expected[key][k].index);
+        assert.ok(Math.abs(top.prob - expected[key][k].prob) <= 1e-5);
+      }
+    }
+    const index = await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json() as { name: string }[];
+    assert.deepEqual(index.map((e) => e.name), ['a', 'b']);
+  } finally {
+    assert.equal(await server.stop(), 0);
+  }
+});

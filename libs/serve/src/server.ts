@@ -139,7 +139,9 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
   const onFatal = (err: Error) => {
     if (fatal) return;
     fatal = err;
-    log.error({ err: err.message }, 'a worker thread died; the server stops');
+    log.error({ err: err.message }, 'a worker thread died; the server stops (exit 1) so that its supervisor restarts it');
+    // Nothing queued can run any more if no inference worker is left: answer it now, not at its deadline.
+    if (pool.slots.every((s) => s.dead)) batcher.rejectQueued('the server is stopping: its inference worker died');
     void handle.shutdown('worker died');
   };
   const pool: InferencePool = new InferencePool(options.workers, options.threadsPerWorker, () => batcher.pump(), onFatal);
