@@ -12,6 +12,7 @@
  *
  * Every bad request is a 400 whose message names the field (`inputs[0].shape`, ...).
  */
+import './ort'; // before onnx-export: see ort.ts
 import { topK } from '@alexnet-stream/onnx-export';
 import { badRequest } from './errors';
 import type { ModelDescription, TensorSignature } from './model-description';

@@ -16,6 +16,10 @@ export function disableOrtTelemetry(): void {
   process.env.ORT_DISABLE_TELEMETRY = '1';
 }
 
+// Also on import: server.ts and kserve.ts import this module before onnx-export, whose barrel
+// loads onnxruntime-node (for topK) in the main thread.
+disableOrtTelemetry();
+
 let ort: Ort | undefined;
 
 export function loadOrt(): Ort {

@@ -15,6 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import Fastify, { FastifyInstance, FastifyReply, FastifyRequest, LogController } from 'fastify';
 import multipart from '@fastify/multipart';
+import './ort'; // before onnx-export: see ort.ts
 import { topK } from '@alexnet-stream/onnx-export';
 import { tokenChecker } from './auth';
 import { Batcher, BatchItem, ItemResult, ModelVersion } from './batcher';
