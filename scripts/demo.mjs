@@ -3,7 +3,7 @@
 // it from a shell: generate JPEGs → prepare shards + mean → train (validating every epoch)
 // → report → export ONNX → predict held-out images. Everything goes to demo-out/ (rebuilt on
 // every run). Each step's command line is printed before it runs.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,6 +58,39 @@ const picks = valList.filter((_, i) => i % 6 === 0).slice(0, 10);
 const predictions = run('predict held-out images', [
   'predict', '--model', 'demo-out/model.onnx', '--topk', '3', '--json', ...picks.map(([p]) => join('demo-out/images/val', p)),
 ], { capture: true }).trim().split('\n').map((l) => JSON.parse(l));
+
+// Serve the model over HTTP and classify one held-out image with a real request, then stop.
+{
+  const title = 'serve the model and classify one image over HTTP';
+  const args = ['serve', '--model', 'demo=demo-out/model.onnx', '--port', '0'];
+  process.stderr.write(`\n== ${title}\n$ alexnet-stream ${args.join(' ')} &\n`);
+  const started = Date.now();
+  const server = spawn(process.execPath, [cli, ...args], { cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  const exited = new Promise((resolve) => server.on('exit', resolve));
+  const url = await new Promise((resolve, reject) => {
+    server.stderr.on('data', (d) => {
+      log += d;
+      const m = /"url":"([^"]+)".*"msg":"listening"/.exec(log);
+      if (m) resolve(m[1]);
+    });
+    exited.then((code) => reject(new Error(`serve exited (${code}) before listening:\n${log}`)));
+  });
+  const image = join('demo-out/images/val', picks[0][0]);
+  process.stderr.write(`$ curl -H 'Content-Type: image/jpeg' --data-binary @${image} '${url}/v1/models/demo:classify?topk=3'\n`);
+  const res = await fetch(`${url}/v1/models/demo:classify?topk=3`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(join(root, image)) });
+  const body = await res.json();
+  process.stderr.write(`${JSON.stringify(body)}\n`);
+  server.kill('SIGTERM');
+  const code = await exited;
+  timings.push([title, (Date.now() - started) / 1000]);
+  const served = body.predictions?.[0]?.top?.[0];
+  if (res.status !== 200 || code !== 0 || served?.index !== predictions[0].top[0].index || Math.abs(served.prob - predictions[0].top[0].prob) > 1e-5) {
+    process.stderr.write(`\ndemo: the served answer (HTTP ${res.status}, exit ${code}) differs from predict's: ${JSON.stringify(predictions[0].top[0])}\n`);
+    process.exit(1);
+  }
+  process.stdout.write(`\nServed over HTTP (${url}): ${picks[0][0]} -> ${served.label} ${(served.prob * 100).toFixed(1)}% (the same as predict)\n`);
+}
 
 let correct = 0;
 process.stdout.write('\nPredictions on held-out images:\n');

@@ -14,3 +14,5 @@ export * from './demo-dataset';
 export * from './inspect';
 export * from './contact-sheet';
 export * from './prepare';
+export { readJpegHeader, type JpegHeader } from './decode-jpeg-header';
+export { decodePlainJpegSync } from './decode-fast';
