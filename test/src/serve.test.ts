@@ -13,8 +13,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import * as ort from 'onnxruntime-node';
-import { GraphBuilder, InferenceModel, int, ints, writeOnnx } from '@alexnet-stream/onnx-export';
+import { GraphBuilder, InferenceModel, int, ints, loadOnnxRuntime, writeOnnx } from '@alexnet-stream/onnx-export';
 import { centerOffset, decodeImage } from '@alexnet-stream/stream-io';
 import { binaryInferBody, CLASS_NAMES, CLI, meanBatch, metric, ServerProcess, splitBinaryResponse, startServe, writeSmallModel } from './serve-helpers';
 
@@ -449,6 +448,7 @@ describe('serve: a model not exported by alexnet-stream', () => {
       const o = centerOffset(48, 40);
       const x = new Float32Array(3 * 40 * 40);
       for (let c = 0; c < 3; c++) for (let y = 0; y < 40; y++) for (let xx = 0; xx < 40; xx++) x[(c * 40 + y) * 40 + xx] = (img.data[(c * 48 + y + o) * 48 + xx + o] - mean[c]) / std[c];
+      const ort = loadOnnxRuntime();
       const session = await ort.InferenceSession.create(foreign);
       const out = (await session.run({ x: new ort.Tensor('float32', x, [1, 3, 40, 40]) }))[session.outputNames[0]].data as Float32Array;
       await session.release();
