@@ -12,6 +12,7 @@ import { InputError } from './errors';
 import { decodeNpy, encodeNpy } from './npy';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
 import { writeFileAtomic } from './atomic-file';
+import { StreamTally } from './stream-check';
 
 /** A mean image: float32 values in CHW order. */
 export interface MeanImage {
@@ -85,11 +86,14 @@ export interface MeanStageOptions {
 }
 
 /**
- * Pass-through stage: forwards every record unchanged (header included) and adds each image,
- * or each image of a uint8 batch, to `accumulator`. Read the mean after the stream ends.
+ * Pass-through stage: forwards every record unchanged (header and trailer included) and adds
+ * each image, or each image of a uint8 batch, to `accumulator`. The input must end with its
+ * trailer (the stage fails otherwise, so a caller never takes the mean of a cut-short stream);
+ * read the mean after the stream ends.
  */
 export class MeanStage extends Transform {
   readonly accumulator = new MeanAccumulator();
+  readonly tally = new StreamTally('input', ['image', 'batch'], 'mean');
   private index = 0;
 
   constructor(options: MeanStageOptions = {}) {
@@ -99,10 +103,19 @@ export class MeanStage extends Transform {
   override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {
     try {
       this.index += 1;
+      this.tally.see(record, `record ${this.index}`);
       if (record.type === 'image') this.accumulator.addImage(record, `record ${this.index} (${record.key})`);
       else if (record.type === 'batch') this.accumulator.addBatch(record, `record ${this.index} (batch starting with ${record.keys[0] ?? '(empty)'})`);
-      else if (record.type !== 'header') throw new InputError(`record ${this.index}: the mean stage reads images or batches, not ${record.type} records`);
       callback(null, record);
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+
+  override _flush(callback: TransformCallback): void {
+    try {
+      this.tally.end();
+      callback();
     } catch (err) {
       callback(err as Error);
     }

@@ -38,7 +38,7 @@ export function register(program: Command): void {
     .option('--no-fsync', 'do not fsync shards before renaming (faster; safe against a killed process, not a power cut)')
     .action(
       action('batch', async (opts: BatchCliOptions) => {
-        const input = stdinRecords(['image']);
+        const input = stdinRecords(['image'], undefined, 'batch');
         const stage = new BatchStage({ batchSize: opts.size, dropLast: opts.dropLast });
         const progress = new Progress({ label: 'batch', unit: 'batches' });
         stage.on('data', (r: { type: string }) => r.type === 'batch' && progress.tick());

@@ -61,8 +61,8 @@ export function register(program: Command): void {
             text = formatShardDirSummary(result);
             json = result;
           } else {
-            const inspector = new StreamInspector();
-            await pipeline(stdinRecords(['item', 'image', 'batch']), inspectorSink(inspector, onRecord));
+            const inspector = new StreamInspector('stdin');
+            await pipeline(stdinRecords(['item', 'image', 'batch'], undefined, 'inspect'), inspectorSink(inspector, onRecord));
             const summary = inspector.summary();
             text = formatSummary(summary, 'stdin');
             json = summary;

@@ -204,7 +204,7 @@ export function register(program: Command): void {
             maxIters: opts.maxIters,
             resume: opts.resume,
             init: opts.init,
-            stdinRecords: opts.stdin ? stdinRecords(['batch']) : undefined,
+            stdinRecords: opts.stdin ? stdinRecords(['batch'], undefined, 'train --stdin') : undefined,
             onEvent: worker?.quiet ? undefined : renderer.onEvent,
             onNotice: worker?.quiet ? undefined : renderer.notice,
           });
