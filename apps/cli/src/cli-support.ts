@@ -31,6 +31,8 @@ export function reportError(command: string, err: unknown): number {
 /** What a command loses when stdout closes before it has written everything (see `stdoutRequiredFor`). */
 let lostWhenStdoutCloses: string | undefined;
 let stdoutGuarded = false;
+/** Whether this command reads records on stdin (stdinRecords). */
+let readsStdin = false;
 
 /**
  * The one place where every command's stdout failures are handled (records, summaries,
@@ -78,6 +80,11 @@ export function action<A extends unknown[]>(command: string, fn: (...args: A) =>
       if (typeof code === 'number') process.exitCode = code;
     } catch (err) {
       process.exitCode = reportError(command, err);
+    } finally {
+      // A command that stopped early (bad input) must not wait for the rest of its input:
+      // stdin would keep the process alive until the producer ends (a record that claims
+      // 4 GiB, then silence). Closing it tells the producer, as a reader that exits does.
+      if (readsStdin) process.stdin.destroy();
     }
   };
 }
@@ -94,6 +101,7 @@ export function stdinRecords(accept: RecordKind[], highWaterMark?: number, stage
   if (process.stdin.isTTY) {
     throw invalidOption('stdin', `a record stream piped from another ${PROGRAM} stage`, 'a terminal');
   }
+  readsStdin = true;
   const decoder = new RecordDecoder({ accept, source: 'stdin', highWaterMark, stage });
   decoder.on('error', () => undefined); // kept as decoder.errored, for the consumer (see above)
   process.stdin.on('error', (err) => decoder.destroy(err));

@@ -38,16 +38,20 @@ export class LockHeldError extends AlexnetStreamError {
   }
 }
 
-/** A process's start time from /proc, or undefined where there is no /proc (or no such process). */
-export function processStartTime(pid: number): string | undefined {
+/** Fields 3.. of /proc/<pid>/stat, or undefined where there is no /proc (or no such process). */
+function procStat(pid: number): string[] | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // the command name (field 2) is in parentheses and may contain spaces: split after it
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19]; // field 22 overall
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }
+}
+
+/** A process's start time from /proc (field 22), or undefined where there is no /proc (or no such process). */
+export function processStartTime(pid: number): string | undefined {
+  return procStat(pid)?.[19];
 }
 
 function processAlive(pid: number): boolean {
@@ -64,7 +68,9 @@ export function ownerIsGone(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false;
   if (!processAlive(owner.pid)) return true;
   if (owner.pid === process.pid) return false;
-  const now = processStartTime(owner.pid);
+  const stat = procStat(owner.pid);
+  if (stat && (stat[0] === 'Z' || stat[0] === 'X')) return true; // exited, not yet reaped by its parent
+  const now = stat?.[19];
   return owner.startTime !== undefined && now !== undefined && now !== owner.startTime;
 }
 

@@ -17,7 +17,7 @@
  * error (EACCES, EROFS, ENOENT under /proc) is reported at once; Node's recursive mkdir loops
  * forever on /proc (it keeps retrying the ENOENT a parent that exists answers with).
  */
-import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, Stats, statSync, writeSync, constants } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync, Stats, statSync, writeSync, constants } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { AlexnetStreamError, InputError } from './errors';
@@ -74,36 +74,48 @@ function stdoutIdentity(): { dev: number; ino: number } | undefined {
   }
 }
 
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where a dangling symbolic link points (the file to create), following a chain of links. */
+function danglingTarget(path: string): string {
+  let current = resolve(path);
+  for (let hops = 0; hops < 40; hops++) {
+    const st = lstatOrUndefined(current);
+    if (!st) return current;
+    if (!st.isSymbolicLink()) break;
+    const link = readlinkSync(current);
+    current = isAbsolute(link) ? link : resolve(dirname(current), link);
+  }
+  throw new InputError(`${path}: a loop of symbolic links, or a link to something that is not a file; give another output path`);
+}
+
+function sameAsStdout(st: Stats): boolean {
+  const out = stdoutIdentity();
+  return out !== undefined && st.dev === out.dev && st.ino === out.ino;
+}
+
 /**
  * Decide how to write the output `path` (see the file comment). Throws an `InputError` for a
  * target that must not be written (a folder, a block device, this process's stdout).
  */
 export function resolveOutputTarget(path: string): OutputTarget {
-  let current = resolve(path);
-  for (let hops = 0; ; hops++) {
-    const st = lstatOrUndefined(current);
-    if (!st || st.isFile()) {
-      const out = stdoutIdentity();
-      if (st && out && st.dev === out.dev && st.ino === out.ino) {
-        throw new InputError(`${path}: is the file this command's stdout writes to; give another output path`);
-      }
-      return { mode: 'replace', path: current };
-    }
-    if (st.isSymbolicLink()) {
-      if (hops >= 40) throw new InputError(`${path}: a loop of symbolic links; give another output path`);
-      const link = readlinkSync(current);
-      current = isAbsolute(link) ? link : resolve(dirname(current), link);
-      continue;
-    }
-    if (st.isCharacterDevice() || st.isFIFO()) {
-      const out = stdoutIdentity();
-      if (st.isFIFO() && out && st.dev === out.dev && st.ino === out.ino) {
-        throw new InputError(`${path}: is the pipe this command's stdout writes to; give another output path`);
-      }
-      return { mode: 'write-through', path: current, kind: fileKind(st) };
-    }
-    throw new InputError(`${path}: is ${fileKind(st)}; an output file is not written over it`);
+  const own = lstatOrUndefined(path);
+  if (!own) return { mode: 'replace', path: resolve(path) };
+  // What the path names once links are followed (/dev/stdout → /proc/self/fd/1 → a pipe).
+  const st = own.isSymbolicLink() ? statOrUndefined(path) : own;
+  if (!st) return { mode: 'replace', path: danglingTarget(path) };
+  if (sameAsStdout(st) && (st.isFile() || st.isFIFO() || st.isSocket())) {
+    throw new InputError(`${path}: is where this command's stdout goes; an output file there would be mixed into it; give another path`);
   }
+  if (st.isFile()) return { mode: 'replace', path: own.isSymbolicLink() ? realpathSync(path) : resolve(path) };
+  if (st.isCharacterDevice() || st.isFIFO()) return { mode: 'write-through', path, kind: fileKind(st) };
+  throw new InputError(`${path}: is ${fileKind(st)}; an output file is not written over it`);
 }
 
 function checkOpened(fdStats: Stats, target: OutputTarget & { mode: 'write-through' }, path: string): void {

@@ -12,6 +12,7 @@ import {
   inspectorSink,
   inspectShardDir,
   renderContactSheet,
+  resolveOutputTarget,
   StreamInspector,
   StreamRecord,
   writeFileAtomic,
@@ -47,6 +48,7 @@ export function register(program: Command): void {
     .option('--no-verify', 'with <dir>: skip the sha256 check of each shard')
     .action(
       action('inspect', async (dir: string | undefined, opts: InspectCliOptions) => {
+        if (opts.contactSheet) resolveOutputTarget(opts.contactSheet); // refused before any work, not after
         const collector = opts.contactSheet ? new ContactSheetCollector(opts.count) : undefined;
         const progress = new Progress({ label: 'inspect', unit: 'records' });
         const onRecord = (record: StreamRecord): void => {

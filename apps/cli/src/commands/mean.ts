@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkPrefix, MeanStage, ShardReader, writeMeanNpy } from '@alexnet-stream/stream-io';
+import { checkPrefix, MeanStage, resolveOutputTarget, ShardReader, writeMeanNpy } from '@alexnet-stream/stream-io';
 import { action, stdinRecords, stdoutRecords, stdoutRequiredFor } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -33,6 +33,7 @@ export function register(program: Command): void {
     .option('--no-verify', 'with <shard-dir>: skip the sha256 check of each shard')
     .action(
       action('mean', async (dir: string | undefined, opts: MeanCliOptions) => {
+        resolveOutputTarget(opts.out); // a folder, a block device or stdout itself: refused before any work
         const stage = new MeanStage();
         const progress = new Progress({ label: 'mean', unit: 'images' });
         let last = 0;
