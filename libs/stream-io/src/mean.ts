@@ -6,13 +6,13 @@
  * dataset); `MeanStage` is a pass-through stream that feeds it; `writeMeanNpy`/`readMeanNpy`
  * are the file IO (atomic write: temp + rename).
  */
-import { readFile } from 'node:fs/promises';
 import { Transform, TransformCallback } from 'node:stream';
 import { InputError } from './errors';
 import { decodeNpy, encodeNpy } from './npy';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
 import { writeFileAtomic } from './atomic-file';
 import { StreamTally } from './stream-check';
+import { describeReadError, readRegularFileAsync } from './read-file';
 
 /** A mean image: float32 values in CHW order. */
 export interface MeanImage {
@@ -122,6 +122,9 @@ export class MeanStage extends Transform {
   }
 }
 
+/** The largest mean image file read (float64 3x8192x8192 is 1.5 GiB; the seed's is 1.5 MiB). */
+const MAX_MEAN_FILE_BYTES = 2047 << 20;
+
 /** Write `mean` as a float32 CxHxW `.npy`, atomically (temp file + rename). */
 export async function writeMeanNpy(path: string, mean: MeanImage): Promise<void> {
   await writeFileAtomic(path, encodeNpy(mean.data, [mean.channels, mean.height, mean.width]));
@@ -134,10 +137,10 @@ export async function writeMeanNpy(path: string, mean: MeanImage): Promise<void>
 export async function readMeanNpy(path: string): Promise<MeanImage> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    // a regular file of bounded size: `--mean /dev/zero` or a FIFO is refused, not read forever
+    bytes = await readRegularFileAsync(path, { maxBytes: MAX_MEAN_FILE_BYTES, limitName: `the ${MAX_MEAN_FILE_BYTES >> 20} MiB a mean image may take` });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new InputError(`${path}: cannot read the mean image (${e.code === 'ENOENT' ? 'no such file' : e.message})`);
+    throw new InputError(`${path}: cannot read the mean image (${describeReadError(err)})`);
   }
   const array = decodeNpy(bytes, path);
   if (array.shape.length !== 3 || array.shape[0] < 1) {

@@ -9,7 +9,7 @@
  */
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -166,5 +166,26 @@ test('predict decodes through the same functions: a corrupt JPEG or a special fi
     const head = sh(dir, `${A} predict --model tiny.onnx --mean mean40.npy --batch-size 4 ${many} | ${reader}`);
     assert.deepEqual(head.status, [0, 0], `${reader}: ${head.stderr}`);
     assert.equal(head.stderr, '', reader);
+  }
+});
+
+test('special files named as other inputs (--mean, --classes, --list, a shard index) are refused at once', () => {
+  execFileSync('mkfifo', [join(dir, 'classes.fifo')]);
+  mkdirSync(join(dir, 'fifo-index'));
+  execFileSync('mkfifo', [join(dir, 'fifo-index', 'index.json')]);
+  writeFileSync(join(dir, 'list.txt'), 'good.jpg 0\n');
+  const cases: [string, RegExp][] = [
+    [`${A} augment --mean /dev/zero < /dev/null`, /\/dev\/zero: cannot read the mean image \(not a regular file \(a character device\)\)/],
+    [`${A} augment --mean classes.fifo < /dev/null`, /classes\.fifo: cannot read the mean image \(not a regular file \(a FIFO/],
+    [`${A} scan --list /dev/zero --root img`, /list file \/dev\/zero is not a file/],
+    [`${A} scan --list list.txt --root img --classes classes.fifo`, /classes\.fifo: cannot read the class names file: not a regular file \(a FIFO/],
+    [`${A} read fifo-index`, /fifo-index\/index\.json: cannot read the shard index: not a regular file \(a FIFO/],
+  ];
+  for (const [script, message] of cases) {
+    const started = Date.now();
+    const r = spawnSync('bash', ['-c', `timeout 60 ${script} > /dev/null`], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 2, `${script}: ${r.stderr}`);
+    assert.ok(Date.now() - started < 30_000, `${script} answered at once`);
+    clearError(r.stderr, message, script);
   }
 });
