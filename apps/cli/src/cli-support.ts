@@ -39,8 +39,8 @@ let readsStdin = false;
  * predictions alike), installed by `action()`:
  * - EPIPE: the reader went away (`predict … | head -1`). Normal for a CLI: exit at once,
  *   quietly, with status 0, as `yes | head` stops; unless the command has declared an output
- *   that would then be lost (`stdoutRequiredFor`), which is an error naming it, status 1.
- * - any other error (ENOSPC from a full disk or /dev/full, EIO): one clear line, status 1.
+ *   that would then be lost (`stdoutRequiredFor`), which is an error naming it, status 2.
+ * - any other error (ENOSPC from a full disk or /dev/full, EIO): one clear line, status 2.
  * Without it, a write error on stdout is an unhandled 'error' event: a stack trace.
  */
 export function guardStdout(command: string): void {
@@ -51,10 +51,10 @@ export function guardStdout(command: string): void {
     if (err.code === 'EPIPE') {
       if (lostWhenStdoutCloses === undefined) process.exit(0);
       process.stderr.write(`${who}: stdout was closed by the next stage before the stream ended (EPIPE); ${lostWhenStdoutCloses}\n`);
-      process.exit(1);
+      process.exit(2);
     }
     process.stderr.write(`${who}: cannot write to stdout: ${describeWriteError(err)}\n`);
-    process.exit(1);
+    process.exit(2);
   });
   // stderr is where errors go; if it fails too (2>/dev/full), there is nowhere left to say so.
   process.stderr.on('error', () => undefined);
@@ -62,7 +62,7 @@ export function guardStdout(command: string): void {
 
 /**
  * Declare that closing stdout early loses something besides stdout (`mean --out m.npy` would
- * not be written): an early EPIPE then exits 1 with `lost` in the message.
+ * not be written): an early EPIPE then exits 2 with `lost` in the message.
  */
 export function stdoutRequiredFor(lost: string): void {
   lostWhenStdoutCloses = lost;

@@ -43,7 +43,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
 
 function asOutputError(path: string, err: unknown): Error {
   if (err instanceof AlexnetStreamError) return err;
-  return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`);
+  return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`, err);
 }
 
 /** Write a whole file and fsync it (no rename: for files inside a temp dir that is renamed later). */

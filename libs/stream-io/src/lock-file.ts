@@ -31,10 +31,10 @@ export interface LockOwner {
   since: string;
 }
 
-/** The lock is held by a live process (or one on another host): exit status 1, the job did not run. */
+/** The lock is held by a live process (or one on another host): the job cannot run, exit status 2. */
 export class LockHeldError extends AlexnetStreamError {
   constructor(message: string, readonly owner: LockOwner | undefined) {
-    super(message, 1);
+    super(message, 2);
   }
 }
 

@@ -23,10 +23,16 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { AlexnetStreamError, InputError } from './errors';
 import { fileKind } from './read-file';
 
-/** An output that cannot be written (no space, read-only file system, …): exit status 1. */
+/**
+ * An output that cannot be written (no space, read-only file system, …): the job cannot go on,
+ * exit status 2 (as onnx-export's output errors). `code` keeps the file system's (ENOSPC, …).
+ */
 export class OutputError extends AlexnetStreamError {
-  constructor(message: string) {
-    super(message, 1);
+  readonly code: string | undefined;
+  constructor(message: string, cause?: unknown) {
+    super(message, 2);
+    this.code = (cause as NodeJS.ErrnoException | undefined)?.code;
+    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
   }
 }
 
@@ -60,7 +66,7 @@ function lstatOrUndefined(path: string): Stats | undefined {
     return lstatSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new OutputError(`${path}: cannot write: ${describeWriteError(err)}`);
+    throw new OutputError(`${path}: cannot write: ${describeWriteError(err)}`, err);
   }
 }
 
@@ -128,12 +134,12 @@ function checkOpened(fdStats: Stats, target: OutputTarget & { mode: 'write-throu
 export async function writeThrough(target: OutputTarget & { mode: 'write-through' }, data: Uint8Array | string, path: string): Promise<void> {
   // No O_CREAT: if the node vanished since it was looked at, fail rather than create a file.
   const handle = await open(target.path, constants.O_WRONLY).catch((err) => {
-    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`);
+    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`, err);
   });
   try {
     checkOpened(await handle.stat(), target, path);
     await handle.writeFile(data).catch((err) => {
-      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`);
+      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`, err);
     });
   } finally {
     await handle.close().catch(() => undefined);
@@ -146,7 +152,7 @@ export function writeThroughSync(target: OutputTarget & { mode: 'write-through' 
   try {
     fd = openSync(target.path, constants.O_WRONLY);
   } catch (err) {
-    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`);
+    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`, err);
   }
   try {
     checkOpened(fstatSync(fd), target, path);
@@ -155,7 +161,7 @@ export function writeThroughSync(target: OutputTarget & { mode: 'write-through' 
     try {
       while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
     } catch (err) {
-      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`);
+      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`, err);
     }
   } finally {
     closeSync(fd);
@@ -163,7 +169,7 @@ export function writeThroughSync(target: OutputTarget & { mode: 'write-through' 
 }
 
 function folderError(path: string, err: unknown, what: string): AlexnetStreamError {
-  return new OutputError(`${path}: cannot create the ${what}: ${describeWriteError(err)}`);
+  return new OutputError(`${path}: cannot create the ${what}: ${describeWriteError(err)}`, err);
 }
 
 /** The folders from the first missing ancestor of `path` down to `path` itself. */

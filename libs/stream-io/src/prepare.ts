@@ -138,7 +138,8 @@ export async function readPrepareManifest(dir: string): Promise<PrepareManifest 
 }
 
 async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; train: ItemRecord[]; val: ItemRecord[] | undefined }> {
-  const train = await listClassFolders(o.train);
+  const listing = { onWarning: (message: string) => o.onNotice?.(`warning: ${message}`) };
+  const train = await listClassFolders(o.train, listing);
   if (train.classNames.length === 0) throw new InputError(`${o.train}: no class folders (expected one sub-folder of images per class)`);
   if (train.items.length === 0) throw new InputError(`${o.train}: no images found in its ${train.classNames.length} class folders`);
   const classNames = train.classNames;
@@ -151,7 +152,7 @@ async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; trai
     valItems = (await readCaffeList(o.valList, o.val, classNames)).items;
     if (valItems.length === 0) throw new InputError(`${o.valList}: lists no images`);
   } else if (o.val) {
-    const val = await listClassFolders(o.val);
+    const val = await listClassFolders(o.val, listing);
     if (val.classNames.join('\n') !== classNames.join('\n')) {
       throw new InputError(`${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use --val-list for a flat folder)`);
     }
@@ -213,7 +214,7 @@ export async function prepareDataDir(o: PrepareOptions): Promise<PrepareResult> 
     advice: `another prepare is building ${o.out}; wait for it to finish, or stop it (its ${out}.partial is then cleared by the next run)`,
   }).catch((err: unknown) => {
     if (err instanceof AlexnetStreamError) throw err;
-    throw new OutputError(`${o.out}: cannot take the lock ${out}.lock: ${describeWriteError(err)}`);
+    throw new OutputError(`${o.out}: cannot take the lock ${out}.lock: ${describeWriteError(err)}`, err);
   });
   try {
     return await prepareLocked({ ...o, out });
@@ -242,7 +243,7 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
 
   const sets = await listSets(o);
   await mkdir(partial).catch((err) => {
-    throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`);
+    throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`, err);
   });
   await writeFile(join(partial, PARTIAL_MARKER), `${process.pid}\n`);
 

@@ -74,7 +74,7 @@ export function readRegularFile(path: string, options: ReadBoundedOptions, callb
       if (statErr) return finish(statErr);
       const refused = refusal(st, options.maxBytes, limitName);
       if (refused) return finish(refused);
-      let buffer = Buffer.allocUnsafe(st.size > 0 ? st.size : CHUNK);
+      let buffer = Buffer.allocUnsafe(st.size > 0 ? st.size : Math.min(CHUNK, options.maxBytes + 1));
       let filled = 0;
       const step = (): void => {
         if (filled === buffer.length) {
@@ -109,7 +109,7 @@ export function readRegularFileSync(path: string, options: ReadBoundedOptions): 
     const st = fstatSync(fd);
     const refused = refusal(st, options.maxBytes, limitName);
     if (refused) throw refused;
-    let buffer = Buffer.allocUnsafe(st.size > 0 ? st.size : CHUNK);
+    let buffer = Buffer.allocUnsafe(st.size > 0 ? st.size : Math.min(CHUNK, options.maxBytes + 1));
     let filled = 0;
     for (;;) {
       if (filled === buffer.length) {

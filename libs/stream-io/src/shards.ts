@@ -523,7 +523,7 @@ export class ShardWriter extends Writable {
       await makeDirectory(dir, 'shard directory');
       this.lock = await acquireLock(join(dir, `.${prefix}.lock`), { purpose: `writing shard set "${prefix}"`, advice: `another writer of prefix "${prefix}" runs; wait for it, or use another --prefix or --out-dir` }).catch((err: NodeJS.ErrnoException) => {
         if (err instanceof AlexnetStreamError) throw err;
-        throw new OutputError(`${dir}: cannot write the shard directory: ${describeWriteError(err)}`);
+        throw new OutputError(`${dir}: cannot write the shard directory: ${describeWriteError(err)}`, err);
       });
     };
     start().then(() => callback(), (err) => callback(err as Error));

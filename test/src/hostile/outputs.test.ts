@@ -24,10 +24,10 @@ before(() => {
   assert.deepEqual(r.status, [0, 0], r.stderr);
 });
 
-test('--out /dev/full: the device stays a device and the error is one line (ENOSPC), exit 1', () => {
+test('--out /dev/full: the device stays a device and the error is one line (ENOSPC), exit 2', () => {
   for (const script of [`${A} mean --out /dev/full < images.msgpack > /dev/null`, `${A} mean --out /dev/full data`, `${A} inspect data --contact-sheet /dev/full > /dev/null`]) {
     const r = sh(dir, script);
-    assert.deepEqual(r.status, [1], `${script}: ${r.stderr}`);
+    assert.deepEqual(r.status, [2], `${script}: ${r.stderr}`);
     clearError(r.stderr, /\/dev\/full: cannot write to a character device: no space left on device \(ENOSPC\)/, script);
     assert.ok(statSync('/dev/full').isCharacterDevice(), '/dev/full is still a device');
   }
@@ -68,7 +68,7 @@ test('--out a FIFO is written through to its reader; a folder or this command\'s
   clearError(self.stderr, /\/dev\/stdout: is where this command's stdout goes/);
 });
 
-test('stdout closed early (EPIPE) is a quiet stop; stdout full (ENOSPC) is one clear line, exit 1', () => {
+test('stdout closed early (EPIPE) is a quiet stop; stdout full (ENOSPC) is one clear line, exit 2', () => {
   for (const script of [`${A} read data | true`, `${A} scan ${demo}/train | true`, `${A} decode --size 32 < items.msgpack | true`, `${A} read data | head -c 10 > /dev/null`]) {
     const r = sh(dir, script);
     assert.equal(r.status[0], 0, `${script}: ${r.stderr}`);
@@ -76,14 +76,14 @@ test('stdout closed early (EPIPE) is a quiet stop; stdout full (ENOSPC) is one c
   }
   for (const script of [`${A} read data > /dev/full`, `${A} inspect data > /dev/full`, `${A} read data | ${A} inspect --json > /dev/full`, `${A} scan ${demo}/train > /dev/full`]) {
     const r = sh(dir, script);
-    assert.equal(r.status[r.status.length - 1], 1, `${script}: ${r.stderr}`);
+    assert.equal(r.status[r.status.length - 1], 2, `${script}: ${r.stderr}`);
     clearError(r.stderr, /cannot write to stdout: no space left on device \(ENOSPC\)/, script);
   }
 });
 
-test('read DATA | mean --out m.npy | head -c 100: the mean stage says m.npy was not written, exit 1', () => {
+test('read DATA | mean --out m.npy | head -c 100: the mean stage says m.npy was not written, exit 2', () => {
   const r = sh(dir, `${A} read data | ${A} mean --out cut.npy | head -c 100 > /dev/null`);
-  assert.equal(r.status[1], 1, r.stderr);
+  assert.equal(r.status[1], 2, r.stderr);
   clearError(r.stderr, /mean: stdout was closed by the next stage before the stream ended \(EPIPE\); cut\.npy was not written/);
   assert.ok(!existsSync(file('cut.npy')));
 });
@@ -94,11 +94,11 @@ test('an output under /proc (or any folder that cannot be created) is a clear er
     const r = cli(dir, args, { timeoutMs: 30_000 });
     assert.equal(r.signal, null, `${args[0]} did not finish`);
     assert.ok(Date.now() - started < 20_000);
-    assert.notEqual(r.status, 0);
+    assert.equal(r.status, 2);
     clearError(r.stderr, /\/proc\/foo/, args[0]);
   }
   const batch = sh(dir, `${A} batch --size 8 --out-dir /proc/foo < images.msgpack`);
-  assert.equal(batch.status[0], 1, batch.stderr);
+  assert.equal(batch.status[0], 2, batch.stderr);
   clearError(batch.stderr, /\/proc\/foo: cannot create the shard directory/);
 });
 
@@ -122,7 +122,7 @@ test('a second prepare on the same --out is refused while the first runs; the fi
   for (let i = 0; i < 2000 && !existsSync(`${out}.partial`); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(existsSync(`${out}.partial`), 'the first run started');
   const second = spawnSync(process.execPath, [CLI, 'prepare', '--train', `${big}/train`, '--out', out, '--size', '128', '--batch-size', '8'], { encoding: 'utf8' });
-  assert.equal(second.status, 1, second.stderr);
+  assert.equal(second.status, 2, second.stderr);
   clearError(second.stderr, new RegExp(`raced\\.lock: held by process ${first.pid} on .*prepare --out .*raced.*; another prepare is building`));
   assert.equal(await firstExit, 0, firstErr);
   assert.doesNotMatch(firstErr, /ENOENT/);
@@ -139,7 +139,7 @@ test('a lock of a live process is respected (its partial dir kept); a lock of a 
     mkdirSync(`${out}.partial`);
     writeFileSync(`${out}.partial/.prepare-partial`, `${holder.pid}\n`);
     const r = cli(dir, ['prepare', '--train', `${demo}/train`, '--out', out, '--size', '16', '--batch-size', '8']);
-    assert.equal(r.status, 1, r.stderr);
+    assert.equal(r.status, 2, r.stderr);
     clearError(r.stderr, new RegExp(`held by process ${holder.pid}`));
     assert.ok(existsSync(`${out}.partial/.prepare-partial`), 'the live run\'s work is not deleted');
   } finally {
