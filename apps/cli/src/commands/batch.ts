@@ -48,7 +48,7 @@ export function register(program: Command): void {
             writer.on('written', (batch: BatchRecord) => stage.assembler.recycle(batch.data));
             await pipeline(input, stage, writer);
             const e = writer.entry!;
-            process.stderr.write(`alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})${e.skipped ? `; ${e.skipped} source items were skipped upstream` : ''}\n`);
+            process.stderr.write(`alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})${e.skipped ? `; ${e.skipped} source items are not in it (undecodable, or dropped)` : ''}\n`);
           } else {
             const { encoder, done } = stdoutRecords();
             // together: when the pipeline fails, `done` rejects too and must not go unhandled
