@@ -176,7 +176,7 @@ async function worker(variant, dir) {
       const run = async (items) => {
         const t = performance.now();
         await pipeline(
-          Readable.from([io.makeHeader('item', {}), ...items]),
+          Readable.from(io.wholeStream(io.makeHeader('item', {}), items)),
           new io.DecodeStage({ size: SIZE, resize: 'squash', concurrency: process.env.BENCH_CONCURRENCY ? Number(process.env.BENCH_CONCURRENCY) : undefined }),
           new io.BatchStage({ batchSize: 256 }),
           new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } }),

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import sharp from 'sharp';
-import { BatchRecord, BatchStage, DecodedImage, DecodeOptions, DecodeStage, decodeImage, ItemRecord, makeHeader } from '@alexnet-stream/stream-io';
+import { BatchRecord, BatchStage, DecodedImage, DecodeOptions, DecodeStage, decodeImage, ItemRecord, makeHeader, makeTrailer } from '@alexnet-stream/stream-io';
 
 const SOURCE_HWM = 16;
 const CONCURRENCY = 4;
@@ -47,7 +47,10 @@ async function run(n: number, decode: (b: Buffer, o: DecodeOptions) => Promise<D
     highWaterMark: SOURCE_HWM,
     read() {
       if (pulled === 0) this.push(makeHeader('item', { classNames: ['a', 'b', 'c'] }));
-      if (pulled === n) return void this.push(null);
+      if (pulled === n) {
+        this.push(makeTrailer({ records: n }));
+        return void this.push(null);
+      }
       const i = pulled++;
       const item: ItemRecord = { type: 'item', path: `f${i % files.length}`, label: i % 3, key: `img-${i}` };
       this.push(item);

@@ -58,8 +58,10 @@ test('scan | decode: odd files decoded, bad files skipped with one warning each,
   const header = out[0] as { kind: string; classNames: string[] };
   assert.equal(header.kind, 'image');
   assert.deepEqual(header.classNames, ['checkerboard', 'disk', 'horizontal-stripes', 'square', 'triangle', 'vertical-stripes']);
-  const images = out.slice(1) as ImageRecord[];
+  const images = out.slice(1, -1) as ImageRecord[];
   assert.equal(images.length, TOTAL - BAD.length);
+  // the trailer accounts for every item: decoded + skipped = scanned
+  assert.deepEqual(out[out.length - 1], { type: 'trailer', records: TOTAL - BAD.length, skipped: BAD.length, producer: 'alexnet-stream decode' });
   for (const img of images) assert.deepEqual([img.channels, img.height, img.width, img.data.length], [3, 32, 32, 3 * 32 * 32]);
   for (const key of ODD) assert.ok(images.some((i) => i.key === key), `${key} decoded`);
   for (const key of BAD) assert.ok(!images.some((i) => i.key === key), `${key} skipped`);
@@ -85,7 +87,7 @@ test('--shard 0/2 and 1/2 split the items exactly; the same seed gives identical
   assert.ok(all.stdout.equals(again.stdout), 'same seed, same bytes (also with another --concurrency)');
   const other = sh(`${cli} scan data/train --shuffle --seed 10 2>/dev/null | ${cli} decode --size 8 2>/dev/null`);
   assert.ok(!all.stdout.equals(other.stdout));
-  const keys = async (r: PipelineRun) => (await records(r.stdout)).slice(1).map((x) => (x as ImageRecord | ItemRecord).key);
+  const keys = async (r: PipelineRun) => (await records(r.stdout)).slice(1, -1).map((x) => (x as ImageRecord | ItemRecord).key);
   const s0 = await keys(sh(`${cli} scan data/train --shuffle --seed 9 --shard 0/2 2>/dev/null`));
   const s1 = await keys(sh(`${cli} scan data/train --shuffle --seed 9 --shard 1/2 2>/dev/null`));
   const full = await keys(sh(`${cli} scan data/train --shuffle --seed 9 2>/dev/null`));

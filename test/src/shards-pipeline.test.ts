@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { decodeRecords, runPipeline } from './pipeline-helpers';
-import { BatchRecord, centerOffset, cropMirrorSubtract, decodeNpy, ImageRecord, makeHeader, packRecord, planCrops, readShardIndex, Rng } from '@alexnet-stream/stream-io';
+import { BatchRecord, centerOffset, cropMirrorSubtract, decodeNpy, ImageRecord, makeHeader, makeTrailer, packRecord, planCrops, readShardIndex, Rng, wholeStream } from '@alexnet-stream/stream-io';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const cli = `"${process.execPath}" "${CLI}"`;
@@ -27,7 +27,7 @@ function imageStream(count: number, size: number, seed = 1): { bytes: Buffer; im
     type: 'image', key: `c${i % 3}/img${i}.jpg`, label: i % 3, channels: 3, height: size, width: size,
     data: new Uint8Array(3 * size * size).map(() => rng.nextUint32() & 255),
   }));
-  const bytes = Buffer.concat([packRecord(makeHeader('image', { classNames: ['c0', 'c1', 'c2'] })), ...images.map(packRecord)]);
+  const bytes = Buffer.concat([...wholeStream(makeHeader('image', { classNames: ['c0', 'c1', 'c2'] }), images)].map(packRecord));
   return { bytes, images };
 }
 
@@ -44,7 +44,7 @@ test('a stage writing to a slow reader waits for it and delivers every byte befo
   writeFileSync(join(dir, 'slow-in.msgpack'), bytes);
   const r = sh(`${cli} batch --size 16 < slow-in.msgpack | (sleep 1; cat) > slow-out.msgpack`);
   assert.deepEqual(r.status, [0, 0], r.stderr);
-  const batches = (await records(readFileSync(join(dir, 'slow-out.msgpack')))).slice(1) as BatchRecord[];
+  const batches = (await records(readFileSync(join(dir, 'slow-out.msgpack')))).slice(1, -1) as BatchRecord[];
   assert.equal(batches.length, 16);
   const pixels = Buffer.concat(batches.map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
   assert.deepEqual(pixels, Buffer.concat(images.map((i) => Buffer.from(i.data))));
@@ -62,7 +62,7 @@ test('batch --out-dir | read round trip gives back every image; mean passes the 
   const read = sh(`${cli} read shards`);
   assert.deepEqual(read.status, [0], read.stderr);
   const out = await records(read.stdout);
-  const batches = out.slice(1) as BatchRecord[];
+  const batches = out.slice(1, -1) as BatchRecord[];
   assert.deepEqual(batches.map((b) => b.shape[0]), [4, 4, 2]);
   assert.deepEqual(batches.flatMap((b) => b.keys), images.map((i) => i.key));
   const pixels = Buffer.concat(batches.map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
@@ -88,13 +88,13 @@ test('read --shuffle-batches | augment: same seeds give byte-identical output; -
   assert.deepEqual(a.status, [0, 0], a.stderr);
   assert.deepEqual(run(1).stdout, a.stdout);
   assert.notDeepEqual(run(2).stdout, a.stdout);
-  const augmented = (await records(a.stdout)).slice(1) as BatchRecord[];
+  const augmented = (await records(a.stdout)).slice(1, -1) as BatchRecord[];
   assert.ok(augmented.every((b) => b.dtype === 'float32' && b.shape[2] === 12 && b.shape[3] === 12));
 
   const center = sh(`${cli} read shards | ${cli} augment --mean mean.npy --crop 12 --center`);
   assert.deepEqual(center.status, [0, 0], center.stderr);
-  const got = (await records(center.stdout)).slice(1) as BatchRecord[];
-  const raw = (await records(sh(`${cli} read shards`).stdout)).slice(1) as BatchRecord[];
+  const got = (await records(center.stdout)).slice(1, -1) as BatchRecord[];
+  const raw = (await records(sh(`${cli} read shards`).stdout)).slice(1, -1) as BatchRecord[];
   const meanArray = decodeNpy(readFileSync(join(dir, 'mean.npy')));
   const mean = { channels: 3, height: 16, width: 16, data: meanArray.data as Float32Array };
   assert.equal(centerOffset(16, 12), 2);
@@ -148,10 +148,11 @@ test('a writer killed mid-run leaves nothing a reader takes as a complete set', 
 });
 
 test('foreign or inconsistent input and bad options exit 2 with a clear message', () => {
-  const mixed = Buffer.concat([imageStream(2, 16).bytes, packRecord(imageStream(1, 8).images[0])]);
+  const two = imageStream(2, 16).images;
+  const mixed = Buffer.concat([...wholeStream(makeHeader('image', { classNames: ['c0', 'c1', 'c2'] }), [...two, imageStream(1, 8).images[0]])].map(packRecord));
   writeFileSync(join(dir, 'mixed.msgpack'), mixed);
   const f32: BatchRecord = { type: 'batch', dtype: 'float32', shape: [1, 3, 16, 16], layout: 'NCHW', data: new Float32Array(768), labels: new Int32Array(1), keys: ['f'] };
-  writeFileSync(join(dir, 'float32.msgpack'), Buffer.concat([packRecord(makeHeader('batch')), packRecord(f32)]));
+  writeFileSync(join(dir, 'float32.msgpack'), Buffer.concat([packRecord(makeHeader('batch')), packRecord(f32), packRecord(makeTrailer({ records: 1, images: 1 }))]));
   const cases: [string, RegExp][] = [
     [`${cli} batch --size 4 < mixed.msgpack > /dev/null`, /batch: record 4 \(c0\/img0\.jpg\): image is 3x8x8 but the batch holds 3x16x16 images/],
     [`${cli} augment --mean mean.npy --crop 12 < float32.msgpack > /dev/null`, /augment: record 2 \(batch starting with f\): augment reads uint8 batches, this one is float32 \(already augmented\?\)/],
@@ -160,8 +161,8 @@ test('foreign or inconsistent input and bad options exit 2 with a clear message'
     [`${cli} read no-such-dir`, /read: no-such-dir: no such directory/],
     [`${cli} read shards --prefix val`, /no complete shard set with prefix "val" \(it has "train"/],
     [`${cli} augment --mean missing.npy < images.msgpack`, /missing\.npy: cannot read the mean image \(no such file\)/],
-    [`${cli} augment --mean mean.npy --crop 12 < images.msgpack`, /stdin: this stage reads batch records but the stream carries image records/],
-    [`echo hello | ${cli} batch --size 2`, /stdin(: not a valid msgpack record stream| record 1: expected a record object)/],
+    [`${cli} augment --mean mean.npy --crop 12 < images.msgpack`, /stdin: augment reads batch records but the stream carries image records/],
+    [`echo hello | ${cli} batch --size 2`, /stdin(: not a valid msgpack record stream| record 1: expected a record)/],
     [`${cli} augment --mean mean.npy --center --mirror < /dev/null`, /--center takes the fixed center crop without mirroring/],
   ];
   for (const [script, message] of cases) {

@@ -3,7 +3,7 @@
  * wiring record streams to stdin/stdout, and parsing option values at the boundary.
  */
 import { Readable, Writable } from 'node:stream';
-import { AlexnetStreamError, invalidOption, RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, describeWriteError, invalidOption, RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
 
 export const PROGRAM = 'alexnet-stream';
 
@@ -28,37 +28,91 @@ export function reportError(command: string, err: unknown): number {
   return 1;
 }
 
+/** What a command loses when stdout closes before it has written everything (see `stdoutRequiredFor`). */
+let lostWhenStdoutCloses: string | undefined;
+let stdoutGuarded = false;
+/** Whether this command reads records on stdin (stdinRecords). */
+let readsStdin = false;
+
+/**
+ * The one place where every command's stdout failures are handled (records, summaries,
+ * predictions alike), installed by `action()`:
+ * - EPIPE: the reader went away (`predict … | head -1`). Normal for a CLI: exit at once,
+ *   quietly, with status 0, as `yes | head` stops; unless the command has declared an output
+ *   that would then be lost (`stdoutRequiredFor`), which is an error naming it, status 2.
+ * - any other error (ENOSPC from a full disk or /dev/full, EIO): one clear line, status 2.
+ * Without it, a write error on stdout is an unhandled 'error' event: a stack trace.
+ */
+export function guardStdout(command: string): void {
+  if (stdoutGuarded) return;
+  stdoutGuarded = true;
+  const who = command ? `${PROGRAM} ${command}` : PROGRAM;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') {
+      if (lostWhenStdoutCloses === undefined) process.exit(0);
+      process.stderr.write(`${who}: stdout was closed by the next stage before the stream ended (EPIPE); ${lostWhenStdoutCloses}\n`);
+      process.exit(2);
+    }
+    process.stderr.write(`${who}: cannot write to stdout: ${describeWriteError(err)}\n`);
+    process.exit(2);
+  });
+  // stderr is where errors go; if it fails too (2>/dev/full), there is nowhere left to say so.
+  process.stderr.on('error', () => undefined);
+}
+
+/**
+ * Declare that closing stdout early loses something besides stdout (`mean --out m.npy` would
+ * not be written): an early EPIPE then exits 2 with `lost` in the message.
+ */
+export function stdoutRequiredFor(lost: string): void {
+  lostWhenStdoutCloses = lost;
+}
+
 /**
  * Wrap a commander action: awaits it, reports any error and sets the exit code. The action
  * may return a number to set the exit code itself (e.g. 1 under --strict after skipped files).
  */
 export function action<A extends unknown[]>(command: string, fn: (...args: A) => Promise<number | void> | number | void) {
   return async (...args: A): Promise<void> => {
+    guardStdout(command);
     try {
       const code = await fn(...args);
       if (typeof code === 'number') process.exitCode = code;
     } catch (err) {
       process.exitCode = reportError(command, err);
+    } finally {
+      // A command that stopped early (bad input) must not wait for the rest of its input:
+      // stdin would keep the process alive until the producer ends (a record that claims
+      // 4 GiB, then silence). Closing it tells the producer, as a reader that exits does.
+      if (readsStdin) process.stdin.destroy();
     }
   };
 }
 
-/** Records from stdin (validated, header first), refusing streams of other kinds. */
-export function stdinRecords(accept: RecordKind[], highWaterMark?: number): RecordDecoder {
+/**
+ * Records from stdin (validated, header first, trailer last: the decoder fails on a stream
+ * that ends without it), refusing streams of other kinds. Bytes start flowing at once; an
+ * error found before the consumer starts reading (garbage, an empty or cut-short stream while
+ * `train` is still building its engine) is kept on the stream, and the consumer gets it when
+ * it reads (a pipeline rejects with it, an async iterator throws it), never as an unhandled
+ * 'error' event.
+ */
+export function stdinRecords(accept: RecordKind[], highWaterMark?: number, stage?: string): RecordDecoder {
   if (process.stdin.isTTY) {
     throw invalidOption('stdin', `a record stream piped from another ${PROGRAM} stage`, 'a terminal');
   }
-  const decoder = new RecordDecoder({ accept, source: 'stdin', highWaterMark });
+  readsStdin = true;
+  const decoder = new RecordDecoder({ accept, source: 'stdin', highWaterMark, stage });
+  decoder.on('error', () => undefined); // kept as decoder.errored, for the consumer (see above)
   process.stdin.on('error', (err) => decoder.destroy(err));
   return process.stdin.pipe(decoder);
 }
 
-/** A sink that frames records onto stdout with backpressure. */
+/** A sink that frames records onto stdout with backpressure (stdout errors: see `guardStdout`). */
 export function stdoutRecords(): { encoder: RecordEncoder; done: Promise<void> } {
   const encoder = new RecordEncoder();
   const done = new Promise<void>((resolve, reject) => {
     encoder.on('error', reject);
-    process.stdout.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' ? resolve() : reject(err)));
     encoder.on('end', () => resolve());
   });
   encoder.pipe(process.stdout);
@@ -82,6 +136,17 @@ export function parseNumber(name: string, min: number, max: number) {
     if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
       throw invalidOption(name, `a number between ${min} and ${max}`, value);
     }
+    return n;
+  };
+}
+
+/** A size in bytes: an integer, or one with a binary suffix `k`, `M`, `G` (`64M` = 64 MiB). */
+export function parseByteSize(name: string) {
+  return (value: string): number => {
+    const m = /^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$/.exec(value);
+    const scale = m ? { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'] : NaN;
+    const n = m ? Number(m[1]) * scale : NaN;
+    if (!Number.isSafeInteger(n) || n < 1) throw invalidOption(name, 'a size in bytes >= 1 (an integer, or with a k, M or G suffix: 64M)', value);
     return n;
   };
 }

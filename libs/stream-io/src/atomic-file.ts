@@ -3,11 +3,18 @@
  * .onnx files, reports): data goes to a hidden temp file beside the target, is fsynced, then
  * renamed over it, so a reader sees the old file or the whole new one, never a half-written
  * file that looks whole — even when the writer is killed with SIGKILL.
+ *
+ * Only regular files (and new paths) are replaced: a symbolic link is followed to its target,
+ * a device or a FIFO is written through, a folder or block device is refused (output-file.ts).
+ * A failed write (no space left, read-only) is an `OutputError` naming the file; the previous
+ * file, if any, is left as it was.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { AlexnetStreamError } from './errors';
+import { describeWriteError, OutputError, resolveOutputTarget, writeThrough, writeThroughSync } from './output-file';
 
 /** A hidden temp name beside `path`, unique to this process and call (`tag` says what it is). */
 export function tempPathFor(path: string, tag = 'tmp'): string {
@@ -16,7 +23,9 @@ export function tempPathFor(path: string, tag = 'tmp'): string {
 
 /** Write `data` to `path` via a temp file + fsync + rename: readers see the old file or the whole new one. */
 export async function writeFileAtomic(path: string, data: Uint8Array | string, options: { fsync?: boolean } = {}): Promise<void> {
-  const temp = tempPathFor(path);
+  const target = resolveOutputTarget(path);
+  if (target.mode === 'write-through') return writeThrough(target, data, path);
+  const temp = tempPathFor(target.path);
   let handle: FileHandle | undefined;
   try {
     handle = await open(temp, 'wx');
@@ -24,12 +33,17 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     if (options.fsync ?? true) await handle.sync();
     await handle.close();
     handle = undefined;
-    await rename(temp, path);
+    await rename(temp, target.path);
   } catch (err) {
     await handle?.close().catch(() => undefined);
     await unlink(temp).catch(() => undefined);
-    throw err;
+    throw asOutputError(path, err);
   }
+}
+
+function asOutputError(path: string, err: unknown): Error {
+  if (err instanceof AlexnetStreamError) return err;
+  return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`, err);
 }
 
 /** Write a whole file and fsync it (no rename: for files inside a temp dir that is renamed later). */
@@ -64,13 +78,15 @@ export function fsyncDir(path: string): void {
  * `cp`, it does not create the directory: a missing one is the caller's ENOENT to report.
  */
 export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
-  const temp = tempPathFor(path);
+  const target = resolveOutputTarget(path);
+  if (target.mode === 'write-through') return writeThroughSync(target, data, path);
+  const temp = tempPathFor(target.path);
   try {
     writeFileSynced(temp, data);
-    renameSync(temp, path);
+    renameSync(temp, target.path);
   } catch (err) {
     rmSync(temp, { force: true });
-    throw err;
+    throw asOutputError(path, err);
   }
-  fsyncDir(dirname(resolve(path)));
+  fsyncDir(dirname(resolve(target.path)));
 }

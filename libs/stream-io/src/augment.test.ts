@@ -4,7 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AugmentStage, augmentBatch, centerOffset, cropMirrorSubtract, planCrops } from './augment';
 import type { MeanImage } from './mean';
-import { BatchRecord, makeHeader, StreamRecord } from './records';
+import { BatchRecord, DataRecord, makeHeader, StreamRecord, wholeStream } from './records';
 import { Rng } from './rng';
 
 function randomBatch(n: number, c: number, h: number, w: number, seed = 1): BatchRecord {
@@ -114,20 +114,23 @@ test('writes into a preallocated output buffer and refuses one too small', () =>
   assert.throws(() => cropMirrorSubtract(batch, mean, plan, new Float32Array(10)), /output holds 10 values, 96 needed/);
 });
 
-async function runStage(records: StreamRecord[], options: ConstructorParameters<typeof AugmentStage>[0]): Promise<StreamRecord[]> {
+/** The stage over a whole batch stream of `batches` (header and trailer added). */
+async function runStage(batches: DataRecord[], options: ConstructorParameters<typeof AugmentStage>[0]): Promise<StreamRecord[]> {
   const out: StreamRecord[] = [];
-  await pipeline(Readable.from(records), new AugmentStage(options), new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  await pipeline(Readable.from(wholeStream(makeHeader('batch'), batches)), new AugmentStage(options), new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
   return out;
 }
 
 test('AugmentStage: float32 input, a size unlike the mean, a too-large crop are refused clearly', async () => {
   const mean = randomMean(3, 6, 6);
   const batch = randomBatch(2, 3, 6, 6);
-  const [header, out] = await runStage([makeHeader('batch'), batch], { mean, crop: 4, center: true });
+  const [header, out, trailer] = await runStage([batch], { mean, crop: 4, center: true });
   assert.equal((header as unknown as { augment: { crop: number } }).augment.crop, 4);
+  assert.equal((header as unknown as { imageSize: number }).imageSize, 4, 'the header declares the cropped size');
   assert.deepEqual((out as BatchRecord).shape, [2, 3, 4, 4]);
+  assert.deepEqual(trailer, { type: 'trailer', records: 1, images: 2, producer: 'alexnet-stream augment' });
   const f32 = { ...batch, dtype: 'float32' as const, data: new Float32Array(batch.data.length) };
-  await assert.rejects(runStage([f32], { mean, crop: 4 }), /record 1 \(batch starting with k0\): augment reads uint8 batches, this one is float32/);
+  await assert.rejects(runStage([f32], { mean, crop: 4 }), /record 2 \(batch starting with k0\): augment reads uint8 batches, this one is float32/);
   await assert.rejects(runStage([randomBatch(1, 3, 7, 7)], { mean, crop: 4 }), /3x7x7 images but the mean image is 3x6x6/);
   assert.throws(() => new AugmentStage({ mean, crop: 7 }), /--crop no larger than the 6x6 images but received 7/);
 });

@@ -21,8 +21,9 @@
 import { Transform, TransformCallback } from 'node:stream';
 import { InputError, UsageError } from './errors';
 import type { MeanImage } from './mean';
-import { BatchRecord, makeHeader, StreamRecord } from './records';
+import { BatchRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 import { Rng } from './rng';
+import { StreamTally } from './stream-check';
 
 export interface CropParams {
   /** Side of the square crop (227 for AlexNet). */
@@ -242,8 +243,11 @@ export interface AugmentStageOptions extends Omit<CropParams, 'height' | 'width'
  * construction. Every output batch gets a fresh buffer (downstream may hold it).
  */
 export class AugmentStage extends Transform {
+  readonly tally = new StreamTally('input', ['batch'], 'augment');
   private readonly rng: Rng;
   private index = 0;
+  private batches = 0;
+  private images = 0;
 
   constructor(private readonly options: AugmentStageOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
@@ -254,15 +258,37 @@ export class AugmentStage extends Transform {
   override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {
     this.index += 1;
     try {
+      this.tally.see(record, `record ${this.index}`);
       if (record.type === 'header') {
         const { type: _t, schema: _s, kind: _k, ...rest } = record;
         const { crop, mirror, center, perBatch, seed } = this.options;
-        callback(null, makeHeader('batch', { ...rest, producer: 'alexnet-stream augment', augment: { crop, mirror: Boolean(mirror), center: Boolean(center), perBatch: Boolean(perBatch), seed: seed ?? 0 } }));
+        callback(null, makeHeader('batch', {
+          ...rest,
+          producer: 'alexnet-stream augment',
+          imageSize: crop,
+          dtype: 'float32',
+          augment: { crop, mirror: Boolean(mirror), center: Boolean(center), perBatch: Boolean(perBatch), seed: seed ?? 0 },
+        }));
+        return;
+      }
+      if (record.type === 'trailer') {
+        callback(null, makeTrailer({ records: this.batches, images: this.images, skipped: record.skipped, producer: 'alexnet-stream augment' }));
         return;
       }
       if (record.type !== 'batch') throw new InputError(`record ${this.index}: augment reads batch records, not ${record.type} records`);
       checkAugmentInput(record, this.options.mean, `record ${this.index} (batch starting with ${record.keys[0] ?? '(empty)'})`);
+      this.batches += 1;
+      this.images += record.shape[0];
       callback(null, augmentBatch(record, this.options.mean, this.options, this.rng));
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+
+  override _flush(callback: TransformCallback): void {
+    try {
+      this.tally.end();
+      callback();
     } catch (err) {
       callback(err as Error);
     }

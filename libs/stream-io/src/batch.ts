@@ -5,7 +5,8 @@
  */
 import { Transform, TransformCallback } from 'node:stream';
 import { InputError, UsageError } from './errors';
-import { BatchRecord, ImageRecord, makeHeader, StreamRecord } from './records';
+import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
+import { StreamTally } from './stream-check';
 
 export interface BatchOptions {
   /** Images per batch (>= 1). */
@@ -106,27 +107,45 @@ export interface BatchStageOptions extends BatchOptions {
 }
 
 /**
- * Image records → batch records. A header (if the input has one) becomes a batch-stream header
- * with the same class names; any other record kind is refused.
+ * Image records → batch records. The header becomes a batch-stream header with the same class
+ * names (and the batch size, dtype and image size, which bound every record downstream); the
+ * trailer, once checked, becomes this stage's own, after the last (partial) batch. Any other
+ * record kind is refused, and so is an input that ends without its trailer.
  */
 export class BatchStage extends Transform {
   readonly assembler: BatchAssembler;
+  readonly tally = new StreamTally('input', ['image'], 'batch');
   private index = 0;
   /** Number of class names in the input header, when it names them (labels are checked against it). */
   private classCount: number | undefined;
+  private batches = 0;
+  private images = 0;
 
-  constructor(options: BatchStageOptions) {
+  constructor(private readonly options: BatchStageOptions) {
     super({ writableObjectMode: true, readableObjectMode: true, writableHighWaterMark: options.highWaterMark ?? 4, readableHighWaterMark: options.highWaterMark ?? 2 });
     this.assembler = new BatchAssembler(options);
+  }
+
+  private pushBatch(batch: BatchRecord | undefined): void {
+    if (!batch) return;
+    this.batches += 1;
+    this.images += batch.shape[0];
+    this.push(batch);
   }
 
   override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {
     this.index += 1;
     try {
+      this.tally.see(record, `record ${this.index}`);
       if (record.type === 'header') {
         const { type: _t, schema: _s, kind: _k, ...rest } = record;
         this.classCount = record.classNames?.length;
-        callback(null, makeHeader('batch', { ...rest, producer: 'alexnet-stream batch' }));
+        callback(null, makeHeader('batch', { ...rest, producer: 'alexnet-stream batch', batchSize: this.options.batchSize, dtype: 'uint8' }));
+        return;
+      }
+      if (record.type === 'trailer') {
+        this.pushBatch(this.assembler.finish());
+        callback(null, makeTrailer({ records: this.batches, images: this.images, skipped: this.tally.skippedUpstream + this.assembler.dropped, producer: 'alexnet-stream batch' }));
         return;
       }
       if (record.type !== 'image') throw new InputError(`record ${this.index}: batch reads image records, not ${record.type} records`);
@@ -134,13 +153,19 @@ export class BatchStage extends Transform {
       if (this.classCount !== undefined && record.label >= this.classCount) {
         throw new InputError(`${where}: label ${record.label} is out of range for the stream's ${this.classCount} class names`);
       }
-      callback(null, this.assembler.add(record, where));
+      this.pushBatch(this.assembler.add(record, where));
+      callback();
     } catch (err) {
       callback(err as Error);
     }
   }
 
   override _flush(callback: TransformCallback): void {
-    callback(null, this.assembler.finish());
+    try {
+      this.tally.end();
+      callback();
+    } catch (err) {
+      callback(err as Error);
+    }
   }
 }

@@ -4,8 +4,8 @@
  * the stage's own thread is left to order, frame and write records.
  */
 import { parentPort } from 'node:worker_threads';
-import { readFileSync } from 'node:fs';
 import { decodePlainJpegSync } from './decode-fast';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES, formatBytes, readRegularFileSync } from './read-file';
 import type { DecodeOptions } from './decode';
 
 export interface DecodeTask {
@@ -23,7 +23,10 @@ export type DecodeReply =
 function handle(task: DecodeTask): { reply: DecodeReply; transfer: ArrayBuffer[] } {
   const { id } = task;
   try {
-    const bytes = readFileSync(task.path); // a worker may block: that is what it is for
+    // A worker may block: that is what it is for. Only a regular file, at most maxFileBytes
+    // (the same limits as decode.ts's imageReadLimits; not imported from there: it loads sharp).
+    const maxBytes = task.opts.maxFileBytes ?? DEFAULT_MAX_IMAGE_FILE_BYTES;
+    const bytes = readRegularFileSync(task.path, { maxBytes, limitName: `--max-file-bytes (${formatBytes(maxBytes)})` });
     if (bytes.length === 0) return { reply: { id, kind: 'error', message: 'empty file (0 bytes)' }, transfer: [] };
     const image = decodePlainJpegSync(bytes, task.opts);
     if (image) return { reply: { id, kind: 'image', data: image.data }, transfer: [image.data.buffer as ArrayBuffer] };

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { decodeImage, DecodeStage, hwcToChw, DecodedImage } from './decode';
-import { ImageRecord, ItemRecord, makeHeader, StreamRecord } from './records';
+import { ImageRecord, ItemRecord, makeHeader, StreamRecord, wholeStream } from './records';
 import { UsageError } from './errors';
 
 function raw(width: number, height: number, channels: 1 | 2 | 3 | 4, f: (x: number, y: number, c: number) => number): ReturnType<typeof sharp> {
@@ -175,11 +175,12 @@ test('DecodeStage: input order despite out-of-order completion, skips bad files,
       readFile: async (p) => { await new Promise((r) => setTimeout(r, (p.length * 7919) % 13)); return (await import('node:fs/promises')).readFile(p); },
     });
     const out: StreamRecord[] = [];
-    await pipeline(Readable.from([makeHeader('item', { classNames: ['a', 'b', 'c'] }), ...files]), stage, new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+    await pipeline(Readable.from(wholeStream(makeHeader('item', { classNames: ['a', 'b', 'c'] }), files)), stage, new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
     assert.equal(out[0].type, 'header');
     assert.equal((out[0] as { kind: string }).kind, 'image');
     assert.deepEqual((out[0] as { classNames: string[] }).classNames, ['a', 'b', 'c']);
-    const images = out.slice(1) as ImageRecord[];
+    const images = out.slice(1, -1) as ImageRecord[];
+    assert.deepEqual(out[out.length - 1], { type: 'trailer', records: 9, skipped: 3, producer: 'alexnet-stream decode' }, 'the trailer: decoded + skipped = the 12 items');
     assert.deepEqual(images.map((r) => r.key), files.map((f) => f.key).filter((_, i) => ![4, 7, 9].includes(i)));
     for (const img of images) assert.equal(img.data[0], Number(img.key.match(/\d+/)![0]) * 10);
     assert.equal(stage.decoded, 9);
@@ -203,11 +204,11 @@ test('DecodeStage reading files itself: missing, folder, zero-byte and text file
     const items: ItemRecord[] = names.map((key) => ({ type: 'item', path: join(dir, key), label: 0, key }));
     const skips: string[] = [];
     const out: ImageRecord[] = [];
-    await pipeline(Readable.from(items), new DecodeStage({ size: 4, resize: 'center-crop', onSkip: (k, r) => skips.push(`${k}: ${r}`) }),
-      new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+    await pipeline(Readable.from(wholeStream(makeHeader('item'), items)), new DecodeStage({ size: 4, resize: 'center-crop', onSkip: (k, r) => skips.push(`${k}: ${r}`) }),
+      new Writable({ objectMode: true, write(r, _e, cb) { if (r.type === 'image') out.push(r); cb(); } }));
     assert.deepEqual(out.map((r) => r.key), ['ok.jpg']);
     assert.ok(Math.abs(out[0].data[0] - 99) <= 1);
-    assert.deepEqual(skips, ['missing.jpg: file not found', 'zero.jpg: empty file (0 bytes)', 'text.jpg: not an image (unsupported or unrecognised format)', '.: is a folder, not a file']);
+    assert.deepEqual(skips, ['missing.jpg: file not found', 'zero.jpg: empty file (0 bytes)', 'text.jpg: not an image (unsupported or unrecognised format)', '.: not a regular file (a folder)']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -216,8 +217,8 @@ test('DecodeStage reading files itself: missing, folder, zero-byte and text file
 test('DecodeStage refuses records that are not items, naming what it got', async () => {
   const image = { type: 'image', key: 'a', label: 0, channels: 3, height: 1, width: 1, data: new Uint8Array(3) };
   await assert.rejects(
-    pipeline(Readable.from([image]), new DecodeStage({ size: 4, resize: 'squash' }), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })),
-    (e: Error) => e.name === 'InputError' && /reads item records, not image records/.test(e.message),
+    pipeline(Readable.from([makeHeader('image'), image]), new DecodeStage({ size: 4, resize: 'squash' }), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })),
+    (e: Error) => e.name === 'InputError' && /decode reads item records but the stream carries image records/.test(e.message),
   );
 });
 
@@ -274,8 +275,8 @@ test('DecodeStage with worker threads: same images and skip reasons as without',
       const items: ItemRecord[] = names.map((key) => ({ type: 'item', path: join(dir, key), label: 0, key }));
       const skips: string[] = [];
       const out: ImageRecord[] = [];
-      await pipeline(Readable.from(items), new DecodeStage({ size: 32, resize: 'squash', workers, onSkip: (k, r) => skips.push(`${k}: ${r.replace(/ \(.*/, '')}`) }),
-        new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+      await pipeline(Readable.from(wholeStream(makeHeader('item'), items)), new DecodeStage({ size: 32, resize: 'squash', workers, onSkip: (k, r) => skips.push(`${k}: ${r.replace(/ \(.*/, '')}`) }),
+        new Writable({ objectMode: true, write(r, _e, cb) { if (r.type === 'image') out.push(r); cb(); } }));
       return { out, skips };
     };
     const plain = await run(0);
@@ -284,7 +285,7 @@ test('DecodeStage with worker threads: same images and skip reasons as without',
     assert.deepEqual(threaded.out.map((r) => r.key), plain.out.map((r) => r.key));
     for (let i = 0; i < plain.out.length; i++) assert.deepEqual(threaded.out[i].data, plain.out[i].data, plain.out[i].key);
     assert.deepEqual(threaded.skips, plain.skips);
-    assert.deepEqual(threaded.skips, ['c.jpg: truncated or corrupt image', 'd.jpg: empty file', 'missing.jpg: file not found', '.: is a folder, not a file']);
+    assert.deepEqual(threaded.skips, ['c.jpg: truncated or corrupt image', 'd.jpg: empty file', 'missing.jpg: file not found', '.: not a regular file']);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -299,11 +300,11 @@ test('a decode worker thread that dies stops the stage with an error, instead of
     const pool = (stage as unknown as { pool: { slots: { worker: { terminate(): Promise<number> } }[] } }).pool;
     let emitted = 0;
     const items: ItemRecord[] = [0, 1, 2, 3, 4, 5].map((i) => ({ type: 'item', path: join(dir, `${i}.jpg`), label: 0, key: `${i}` }));
-    const run = pipeline(Readable.from(items), stage, new Writable({
+    const run = pipeline(Readable.from(wholeStream(makeHeader('item'), items)), stage, new Writable({
       objectMode: true,
-      write(_r, _e, cb) {
+      write(r, _e, cb) {
         // the worker dies (as on an uncaught error in it) after the first image
-        if (++emitted === 1) void pool.slots[0].worker.terminate();
+        if (r.type === 'image' && ++emitted === 1) void pool.slots[0].worker.terminate();
         cb();
       },
     }));

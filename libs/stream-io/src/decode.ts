@@ -17,12 +17,20 @@
  *  - alpha is *dropped* (not flattened): the colour channels are kept as they are, as Pillow's
  *    and torchvision's `convert('RGB')` do, so our pixels match models trained that way;
  *  - a file is judged by its content, not its name (a PNG named `.JPEG` decodes as a PNG);
- *  - a *truncated* file is an error (`failOn: 'truncated'`), not a half-grey image: libvips
- *    would otherwise decode a truncated JPEG partially, with a warning, and we would train on
- *    a picture that is part grey. Other decoder warnings (odd markers, extra bytes) are allowed.
+ *  - a *truncated or corrupt* file is an error, not a half-grey image. libjpeg reports damaged
+ *    data (a cut with an end marker appended, a missing middle, a header that claims more
+ *    pixels than the data holds) only as a *warning* and fills the rest with grey; so a JPEG is
+ *    decoded with `failOn: 'warning'` (the fast path, TurboJPEG, gives up on any warning and
+ *    leaves the file to this one). The one libjpeg warning that leaves the image whole,
+ *    "extraneous bytes before marker", is told apart: garbage between header segments is cut
+ *    out and the file decoded again, still failing on any warning; garbage before the end
+ *    marker (after every pixel) is accepted. Other formats fail on errors (`failOn: 'error'`:
+ *    a truncated PNG, GIF or TIFF, a damaged TIFF tile), not on warnings, which for them are
+ *    about metadata (an unknown TIFF tag).
+ *  - only regular files are read, at most `maxFileBytes` (read-file.ts): a FIFO or a device in
+ *    the list is skipped with what it is, never read forever.
  */
 import { Duplex } from 'node:stream';
-import { promises as fs, readFile } from 'node:fs';
 import * as os from 'node:os';
 import type { Sharp } from 'sharp';
 import { loadSharp } from './sharp-lazy';
@@ -30,7 +38,9 @@ import { decodePlainJpeg, uninitialised } from './decode-fast';
 import { jpegTurboAvailable } from './decode-jpeg-turbo';
 import { DecodePool, DecodePoolError } from './decode-pool';
 import { InputError, invalidOption } from './errors';
-import { ImageRecord, ItemRecord, makeHeader, StreamHeader } from './records';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES, describeReadError, formatBytes, readRegularFile, ReadBoundedOptions } from './read-file';
+import { ImageRecord, ItemRecord, makeHeader, makeTrailer, StreamHeader, StreamRecord, StreamTrailer } from './records';
+import { StreamTally } from './stream-check';
 
 export type ResizeMode = 'squash' | 'center-crop';
 export const RESIZE_MODES: readonly ResizeMode[] = ['squash', 'center-crop'];
@@ -40,6 +50,8 @@ export interface DecodeOptions {
   size: number;
   /** squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center. */
   resize: ResizeMode;
+  /** Files larger than this are skipped unread (default `DEFAULT_MAX_IMAGE_FILE_BYTES`, 128 MiB). */
+  maxFileBytes?: number;
 }
 
 export interface DecodedImage {
@@ -60,6 +72,15 @@ const KERNEL = 'linear' as const;
 export function validateDecodeOptions(opts: DecodeOptions): void {
   if (!Number.isInteger(opts.size) || opts.size < 1 || opts.size > 16384) throw invalidOption('--size', 'an integer between 1 and 16384', opts.size);
   if (!RESIZE_MODES.includes(opts.resize)) throw invalidOption('--resize', `one of ${RESIZE_MODES.join(', ')}`, opts.resize);
+  if (opts.maxFileBytes !== undefined && !(Number.isSafeInteger(opts.maxFileBytes) && opts.maxFileBytes >= 1)) {
+    throw invalidOption('--max-file-bytes', 'an integer >= 1', opts.maxFileBytes);
+  }
+}
+
+/** How decode reads an image file: a regular file of at most `maxFileBytes`. */
+export function imageReadLimits(opts: Pick<DecodeOptions, 'maxFileBytes'>): ReadBoundedOptions {
+  const maxBytes = opts.maxFileBytes ?? DEFAULT_MAX_IMAGE_FILE_BYTES;
+  return { maxBytes, limitName: `--max-file-bytes (${formatBytes(maxBytes)})` };
 }
 
 const LITTLE_ENDIAN = os.endianness() === 'LE';
@@ -93,24 +114,86 @@ export function hwcToChw(hwc: Uint8Array, height: number, width: number, out: Ui
   return out;
 }
 
-function pipelineFor(input: Buffer, opts: DecodeOptions): Sharp {
+type FailOn = 'warning' | 'error';
+
+function pipelineFor(input: Buffer, opts: DecodeOptions, failOn: FailOn): Sharp {
   const { size, resize } = opts;
-  return loadSharp()(input, { failOn: 'truncated', sequentialRead: true })
+  return loadSharp()(input, { failOn, sequentialRead: true })
     .rotate() // EXIF orientation
     .toColourspace('srgb') // grayscale, CMYK, 16-bit, labs, ... → sRGB (alpha, if any, rides along)
     .removeAlpha()
     .resize(size, size, resize === 'squash' ? { fit: 'fill', kernel: KERNEL } : { fit: 'cover', position: 'centre', kernel: KERNEL });
 }
 
-/** Decode and resize by libvips alone (what `decodeImage` does for all but plain JPEGs). */
-export async function decodeWithLibvips(input: Buffer, opts: DecodeOptions): Promise<DecodedImage> {
+async function runLibvips(input: Buffer, opts: DecodeOptions, failOn: FailOn): Promise<DecodedImage> {
   const { size } = opts;
-  const { data, info } = await pipelineFor(input, opts).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+  const { data, info } = await pipelineFor(input, opts, failOn).raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   if (info.channels !== 3 || info.width !== size || info.height !== size || data.length !== size * size * 3) {
     // Not expected for any input libvips decodes; refuse rather than emit a wrong-shaped record.
     throw new Error(`decoder produced ${info.width}x${info.height}x${info.channels} instead of ${size}x${size}x3`);
   }
   return { data: hwcToChw(data, size, size, uninitialised(data.length)), height: size, width: size, channels: 3 };
+}
+
+function isJpeg(bytes: Uint8Array): boolean {
+  return bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff;
+}
+
+/**
+ * A JPEG without the stray bytes between its header segments (before the first scan), or
+ * undefined when it has none there (or its markers cannot be followed). libjpeg skips such
+ * bytes with a warning ("N extraneous bytes before marker 0xc0") and decodes the image whole;
+ * removing them lets the strict decode run again and still catch real damage.
+ */
+export function withoutExtraneousHeaderBytes(bytes: Uint8Array): Buffer | undefined {
+  const parts: Uint8Array[] = [bytes.subarray(0, 2)];
+  let removed = false;
+  let p = 2;
+  while (p + 1 < bytes.length) {
+    if (bytes[p] !== 0xff || bytes[p + 1] === 0x00) {
+      // not at a marker: skip to the next 0xFF that starts one
+      let q = p + 1;
+      while (q + 1 < bytes.length && !(bytes[q] === 0xff && bytes[q + 1] !== 0x00 && bytes[q + 1] !== 0xff)) q++;
+      if (q + 1 >= bytes.length) return undefined;
+      removed = true;
+      p = q;
+      continue;
+    }
+    const marker = bytes[p + 1];
+    if (marker === 0xff) { p += 1; continue; } // fill byte
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd9)) { parts.push(bytes.subarray(p, p + 2)); p += 2; continue; }
+    if (p + 4 > bytes.length) return undefined;
+    const end = p + 2 + ((bytes[p + 2] << 8) | bytes[p + 3]);
+    if (end > bytes.length) return undefined;
+    if (marker === 0xda) { // start of scan: the rest is entropy-coded data and later markers, kept as is
+      parts.push(bytes.subarray(p));
+      return removed ? Buffer.concat(parts) : undefined;
+    }
+    parts.push(bytes.subarray(p, end));
+    p = end;
+  }
+  return undefined;
+}
+
+/**
+ * Decode and resize by libvips alone (what `decodeImage` does for all but plain JPEGs).
+ * Fails on damaged data, JPEG warnings included (see the file comment).
+ */
+export async function decodeWithLibvips(input: Buffer, opts: DecodeOptions): Promise<DecodedImage> {
+  if (!isJpeg(input)) return runLibvips(input, opts, 'error');
+  try {
+    return await runLibvips(input, opts, 'warning');
+  } catch (err) {
+    // Stray bytes between header segments: decide by the bytes, not the message (libvips'
+    // messages can be lost when several images decode at once). The cleaned file is decoded
+    // just as strictly, so real damage elsewhere still fails.
+    const cleaned = withoutExtraneousHeaderBytes(input);
+    if (cleaned) return runLibvips(cleaned, opts, 'warning');
+    // Stray bytes before the end-of-image marker: every pixel was decoded before them.
+    const message = err instanceof Error ? err.message : String(err);
+    if (/^[^\n]*extraneous bytes before marker 0xd9/i.test(message)) return runLibvips(input, opts, 'error');
+    throw err;
+  }
 }
 
 /**
@@ -128,12 +211,17 @@ export async function decodeImage(input: Buffer, opts: DecodeOptions): Promise<D
 
 /** `decodeImage` of a file; errors say what is wrong with the file. */
 export async function decodeImageFile(path: string, opts: DecodeOptions): Promise<DecodedImage> {
-  // ENOENT, EISDIR, EACCES, ...: described by describeDecodeError. The callback readFile: it
-  // costs the stage's thread about half of what fs.promises.readFile does (open, fstat, read
-  // and close each a promise there).
-  const bytes = await new Promise<Buffer>((resolve, reject) => readFile(path, (err, data) => (err ? reject(err) : resolve(data))));
+  // ENOENT, EACCES, a FIFO, a device, too large ...: described by describeDecodeError. The
+  // callback read: it costs the stage's thread about half of what fs.promises.readFile does
+  // (open, fstat, read and close each a promise there).
+  const bytes = await readImageBytes(path, opts);
   if (bytes.length === 0) throw new Error('empty file (0 bytes)');
   return decodeImage(bytes, opts);
+}
+
+/** The bytes of an image file: a regular file, at most `maxFileBytes` (read-file.ts). */
+export function readImageBytes(path: string, opts: Pick<DecodeOptions, 'maxFileBytes'>): Promise<Buffer> {
+  return new Promise<Buffer>((resolve, reject) => readRegularFile(path, imageReadLimits(opts), (err, data) => (err ? reject(err) : resolve(data!))));
 }
 
 /**
@@ -153,14 +241,19 @@ export function describeDecodeError(err: unknown): string {
   if (e && typeof e.code === 'string') {
     switch (e.code) {
       case 'ENOENT': return 'file not found';
-      case 'EISDIR': return 'is a folder, not a file';
-      case 'EACCES': return 'permission denied';
-      default: return `cannot read file (${e.code})`;
+      case 'ERR_NOT_REGULAR_FILE': return e.message;
+      case 'ERR_FILE_TOO_LARGE': return `${e.message}; raise --max-file-bytes to decode it`;
+      default: return describeReadError(err);
     }
   }
   const message = (e instanceof Error ? e.message : String(err)).split('\n')[0].trim();
   if (/unsupported image format/i.test(message)) return 'not an image (unsupported or unrecognised format)';
-  if (/premature end|truncated|not enough data|unexpected end/i.test(message)) return `truncated or corrupt image (${message})`;
+  // libvips reports damaged data in several words, and with several decodes in flight its
+  // (per-thread) message can be lost or doubled: one stable phrase first, the detail after.
+  const corrupt = /corrupt jpeg data:\s*([^\n]*)/i.exec(message);
+  if (corrupt) return `truncated or corrupt image (corrupt JPEG data: ${corrupt[1]}; parts of it would be grey)`;
+  if (/warning treated as error/i.test(message)) return 'truncated or corrupt image (the decoder warned about damaged data)';
+  if (/premature end|truncated|not enough data|unexpected end|read error|invalid frame data/i.test(message)) return `truncated or corrupt image (${message})`;
   // With several decodes in flight, libvips sometimes loses the message of a failed decode
   // (its error buffer is per thread) and sharp reports "Unknown error": the format was
   // recognised (else the check above), so the data itself is bad.
@@ -215,6 +308,8 @@ interface Slot {
   settled: boolean;
   output?: ImageRecord | StreamHeader;
   skipped?: { key: string; path: string; reason: string };
+  /** The input's trailer: when this slot comes out, every item before it has been emitted or skipped. */
+  trailer?: StreamTrailer;
 }
 
 /**
@@ -228,6 +323,8 @@ interface Slot {
 export class DecodeStage extends Duplex {
   decoded = 0;
   skipped = 0;
+  readonly tally = new StreamTally('input', ['item'], 'decode');
+  private index = 0;
   readonly concurrency: number;
   private readonly opts: DecodeOptions;
   private readonly onSkip?: DecodeStageOptions['onSkip'];
@@ -249,7 +346,7 @@ export class DecodeStage extends Duplex {
     const workers = options.workers ?? defaultDecodeWorkers();
     if (!Number.isInteger(workers) || workers < 0 || workers > 256) throw invalidOption('--workers', 'an integer between 0 and 256', workers);
     this.concurrency = concurrency;
-    this.opts = { size: options.size, resize: options.resize };
+    this.opts = { size: options.size, resize: options.resize, ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}) };
     this.onSkip = options.onSkip;
     this.onImage = options.onImage;
     this.readFile = options.readFile;
@@ -257,17 +354,27 @@ export class DecodeStage extends Duplex {
     if (workers > 0 && !this.readFile && !this.decode) this.pool = new DecodePool(workers);
   }
 
-  override _write(record: ItemRecord | StreamHeader, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+  override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
+    this.index += 1;
+    try {
+      this.tally.see(record, `record ${this.index}`);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
     if (record.type === 'header') {
       const { type: _t, schema: _s, kind: _k, producer: _p, ...rest } = record;
       const header = makeHeader('image', { ...rest, producer: 'alexnet-stream decode', imageSize: this.opts.size, resize: this.opts.resize });
       this.queue.push({ settled: true, output: header });
+    } else if (record.type === 'trailer') {
+      this.queue.push({ settled: true, trailer: record });
     } else if (record.type === 'item') {
       const slot: Slot = { settled: false };
       this.queue.push(slot);
       this.work(record).then(
         (image) => { slot.output = image; },
         (err) => {
+          if (this.destroyed) return; // the stage stopped (its input failed): not this file's fault
           // a dead worker thread is the stage's failure, not this file's: stop, do not skip the rest
           if (err instanceof DecodePoolError) this.destroy(new Error(`${err.message}; stopped at ${record.path}`));
           else slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err) };
@@ -287,7 +394,7 @@ export class DecodeStage extends Duplex {
   private async work(item: ItemRecord): Promise<ImageRecord> {
     let image: DecodedImage;
     if (this.readFile || this.decode) {
-      const bytes = await (this.readFile ?? ((p: string) => fs.readFile(p)))(item.path);
+      const bytes = await (this.readFile ?? ((p: string) => readImageBytes(p, this.opts)))(item.path);
       if (bytes.length === 0) throw new Error('empty file (0 bytes)');
       image = await (this.decode ?? decodeImage)(bytes, this.opts);
     } else if (this.pool) {
@@ -303,6 +410,7 @@ export class DecodeStage extends Duplex {
 
   /** Emit finished slots in order; accept the next input when there is room. */
   private pump(): void {
+    if (this.destroyed) return;
     while (this.queue.length > 0 && this.queue[0].settled) {
       const slot = this.queue.shift()!;
       if (slot.output) {
@@ -314,6 +422,11 @@ export class DecodeStage extends Duplex {
       } else if (slot.skipped) {
         this.skipped += 1;
         this.onSkip?.(slot.skipped.key, slot.skipped.reason, slot.skipped.path);
+      } else if (slot.trailer) {
+        // Every item of the input has come out as an image or a skip: the input's count is
+        // decoded + skipped, and the skips add to those upstream.
+        const trailer = makeTrailer({ records: this.decoded, skipped: this.tally.skippedUpstream + this.skipped, producer: 'alexnet-stream decode' });
+        if (!this.push(trailer)) this.backedUp = true;
       }
     }
     if (this.waiting && this.queue.length < this.concurrency && !this.backedUp) {
@@ -324,6 +437,12 @@ export class DecodeStage extends Duplex {
     if (this.flushing && this.queue.length === 0) {
       const callback = this.flushing;
       this.flushing = undefined;
+      try {
+        this.tally.end(); // an input without its trailer: fail, do not end this stream as if whole
+      } catch (err) {
+        callback(err as Error);
+        return;
+      }
       this.push(null);
       if (this.pool) this.pool.close().then(() => callback(), callback);
       else callback();

@@ -21,6 +21,7 @@ import * as path from 'node:path';
 import { loadSharp } from './sharp-lazy';
 import { invalidOption } from './errors';
 import { Rng } from './rng';
+import { makeDirectory } from './output-file';
 
 /** Sorted, so that sorted folder names (scan's labels) and these indices agree. */
 export const DEMO_CLASSES = ['checkerboard', 'disk', 'horizontal-stripes', 'square', 'triangle', 'vertical-stripes'] as const;
@@ -163,8 +164,8 @@ export async function generateDemoDataset(outDir: string, options: DemoDatasetOp
   checkCount('--val-per-class', valPerClass, 0);
   const classNames = [...DEMO_CLASSES];
   const K = classNames.length;
-  await fs.mkdir(path.join(outDir, 'val'), { recursive: true });
-  for (const name of classNames) await fs.mkdir(path.join(outDir, 'train', name), { recursive: true });
+  await makeDirectory(path.join(outDir, 'val'), 'demo data folder');
+  for (const name of classNames) await makeDirectory(path.join(outDir, 'train', name), 'demo data folder');
 
   interface Job { file: string; label: number; rngSeed: number }
   const jobs: Job[] = [];

@@ -6,17 +6,10 @@
 import { Transform, TransformCallback } from 'node:stream';
 import { Packr, Unpackr } from 'msgpackr';
 import { InputError } from './errors';
-import { ChunkList, msgpackValueEnd } from './msgpack-extent';
-import {
-  BatchRecord,
-  DataRecord,
-  ImageRecord,
-  ItemRecord,
-  RecordKind,
-  SCHEMA,
-  StreamHeader,
-  StreamRecord,
-} from './records';
+import { ChunkList, msgpackValueEnd, VALUE_TOO_LARGE } from './msgpack-extent';
+import { DataRecord, RecordKind, StreamHeader, StreamRecord } from './records';
+import { IMAGE_CHANNELS, validateRecord } from './record-validation';
+import { StreamTally } from './stream-check';
 
 // Plain msgpack only (no msgpackr record extension), so other languages can read the stream.
 const packr = new Packr({ useRecords: false });
@@ -24,31 +17,6 @@ const unpackr = new Unpackr({ useRecords: false });
 
 function bytesOf(array: ArrayBufferView): Uint8Array {
   return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
-}
-
-/**
- * A typed array over a msgpack `bin` payload. Where the payload is most of its ArrayBuffer
- * (a record that arrived over several pipe chunks was assembled into a buffer of its own; a
- * one-batch shard file is read whole) and is aligned for the element size, it is a view: no
- * copy, and nothing else of note is pinned. Otherwise it is copied out, so that a small array
- * does not pin a big read buffer (a 64 KB pipe chunk, a many-batch shard file), and so that
- * an Int32Array or Float32Array that starts at an odd offset is still readable.
- */
-function typedFrom<T extends Float32Array | Int32Array | Uint8Array>(
-  bytes: Uint8Array,
-  ctor: { new (buffer: ArrayBuffer, offset: number, length: number): T; BYTES_PER_ELEMENT: number },
-): T {
-  const size = ctor.BYTES_PER_ELEMENT;
-  if (bytes.byteLength % size !== 0) {
-    throw new InputError(`binary field of ${bytes.byteLength} bytes is not a whole number of ${size}-byte elements`);
-  }
-  const length = bytes.byteLength / size;
-  if (bytes.byteOffset % size === 0 && 2 * bytes.byteLength >= bytes.buffer.byteLength) {
-    return new ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, length);
-  }
-  const copy = new ArrayBuffer(bytes.byteLength);
-  new Uint8Array(copy).set(bytes);
-  return new ctor(copy, 0, length);
 }
 
 /** In-memory record → plain object ready for msgpack (typed arrays as raw bytes). */
@@ -100,77 +68,49 @@ export function packRecord(record: StreamRecord): Buffer {
   return pieces.length === 1 ? Buffer.from(pieces[0].buffer, pieces[0].byteOffset, pieces[0].byteLength) : Buffer.concat(pieces);
 }
 
-function describe(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? String(value);
-  const type = (value as { type?: unknown }).type;
-  return type === undefined ? 'an object without a "type" field' : `a record of type ${JSON.stringify(type)}`;
+/**
+ * Plain decoded msgpack value → in-memory record, validated (record-validation.ts: one
+ * function per record kind). `where` names the record for error messages (e.g. "stdin
+ * record 12"); `header`, once known, is the stream's header, which records must agree with.
+ */
+export function decodeRecord(raw: unknown, where: string, header?: StreamHeader): StreamRecord {
+  return validateRecord(raw, where, header);
 }
 
-function requireFields(raw: Record<string, unknown>, where: string, fields: Record<string, string>): void {
-  for (const [name, kind] of Object.entries(fields)) {
-    const value = raw[name];
-    const ok =
-      kind === 'bin' ? value instanceof Uint8Array :
-      kind === 'array' ? Array.isArray(value) :
-      typeof value === kind;
-    if (!ok) throw new InputError(`${where}: field "${name}" should be ${kind} but is ${value === undefined ? 'missing' : typeof value}`);
-  }
-}
+/** The largest header a stream may start with (class names of a 100k-class data set fit). */
+export const MAX_HEADER_BYTES = 64 << 20;
+/** The largest item record (a path and a key). */
+export const MAX_ITEM_RECORD_BYTES = 1 << 20;
+/** The default bound on any one record when its header does not declare enough to derive one. */
+export const DEFAULT_MAX_RECORD_BYTES = 1 << 30;
+/** Room for a record's fields besides its pixels (key, label, shape; keys of a batch: per image). */
+const RECORD_FIELDS_BYTES = 1 << 20;
+const KEY_BYTES_PER_IMAGE = 8 << 10;
 
 /**
- * Plain decoded msgpack value → in-memory record, validated. `where` names the record for
- * error messages (e.g. "stdin record 12").
+ * The most bytes one record of a stream with this header may take, and why: derived from
+ * what the header declares (image size, batch size, dtype), never above `cap`.
  */
-export function decodeRecord(raw: unknown, where: string): StreamRecord {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new InputError(`${where}: expected a record object, got ${describe(raw)}`);
+export function recordByteLimit(header: StreamHeader, cap = DEFAULT_MAX_RECORD_BYTES): { bytes: number; why: string } {
+  const side = header.imageSize;
+  let derived: { bytes: number; why: string } | undefined;
+  if (header.kind === 'item') derived = { bytes: MAX_ITEM_RECORD_BYTES, why: 'an item record holds a path and a key' };
+  else if (header.kind === 'image' && side !== undefined) {
+    derived = { bytes: IMAGE_CHANNELS * side * side + RECORD_FIELDS_BYTES, why: `the header declares ${side}x${side} images` };
+  } else if (header.kind === 'batch' && side !== undefined && header.batchSize !== undefined && header.dtype !== undefined) {
+    const n = header.batchSize;
+    const pixels = n * IMAGE_CHANNELS * side * side * (header.dtype === 'float32' ? 4 : 1);
+    derived = { bytes: pixels + n * (4 + KEY_BYTES_PER_IMAGE) + RECORD_FIELDS_BYTES, why: `the header declares ${header.dtype} batches of ${n} ${side}x${side} images` };
   }
-  const r = raw as Record<string, unknown>;
-  switch (r.type) {
-    case 'header':
-      if (r.schema !== SCHEMA) {
-        throw new InputError(`${where}: stream schema ${JSON.stringify(r.schema)} is not supported (expected ${JSON.stringify(SCHEMA)})`);
-      }
-      if (r.kind !== 'item' && r.kind !== 'image' && r.kind !== 'batch') {
-        throw new InputError(`${where}: header names unknown record kind ${JSON.stringify(r.kind)}`);
-      }
-      return r as unknown as StreamHeader;
-    case 'item':
-      requireFields(r, where, { path: 'string', label: 'number', key: 'string' });
-      return r as unknown as ItemRecord;
-    case 'image': {
-      requireFields(r, where, { key: 'string', label: 'number', channels: 'number', height: 'number', width: 'number', data: 'bin' });
-      const image = { ...r, data: typedFrom(r.data as Uint8Array, Uint8Array) } as unknown as ImageRecord;
-      const expected = image.channels * image.height * image.width;
-      if (image.data.length !== expected) {
-        throw new InputError(`${where} (${image.key}): ${image.data.length} pixel bytes for a ${image.channels}x${image.height}x${image.width} image (expected ${expected})`);
-      }
-      return image;
-    }
-    case 'batch': {
-      requireFields(r, where, { dtype: 'string', shape: 'array', data: 'bin', labels: 'bin', keys: 'array' });
-      const shape = r.shape as number[];
-      if (shape.length !== 4 || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-        throw new InputError(`${where}: batch shape ${JSON.stringify(shape)} is not 4 non-negative integers (NCHW)`);
-      }
-      if (r.layout !== 'NCHW') throw new InputError(`${where}: batch layout ${JSON.stringify(r.layout)} is not supported (expected "NCHW")`);
-      let data: Uint8Array | Float32Array;
-      if (r.dtype === 'uint8') data = typedFrom(r.data as Uint8Array, Uint8Array);
-      else if (r.dtype === 'float32') data = typedFrom(r.data as Uint8Array, Float32Array);
-      else throw new InputError(`${where}: batch dtype ${JSON.stringify(r.dtype)} is not supported (expected "uint8" or "float32")`);
-      const labels = typedFrom(r.labels as Uint8Array, Int32Array);
-      const [n, c, h, w] = shape;
-      if (data.length !== n * c * h * w) {
-        throw new InputError(`${where}: batch has ${data.length} values for shape ${JSON.stringify(shape)} (expected ${n * c * h * w})`);
-      }
-      if (labels.length !== n || (r.keys as unknown[]).length !== n) {
-        throw new InputError(`${where}: batch of ${n} images has ${labels.length} labels and ${(r.keys as unknown[]).length} keys`);
-      }
-      return { ...r, data, labels } as unknown as BatchRecord;
-    }
-    default:
-      throw new InputError(`${where}: unknown record ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`);
-  }
+  if (derived && derived.bytes <= cap) return derived;
+  return { bytes: cap, why: derived ? `${derived.why}, capped by maxRecordBytes` : 'the header declares no image or batch size, so maxRecordBytes applies' };
+}
+
+function formatBytes(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(n % (1 << 30) ? 1 : 0)} GiB`;
+  if (n >= 1 << 20) return `${(n / (1 << 20)).toFixed(n % (1 << 20) ? 1 : 0)} MiB`;
+  if (n >= 1 << 10) return `${(n / (1 << 10)).toFixed(n % (1 << 10) ? 1 : 0)} KiB`;
+  return `${n} bytes`;
 }
 
 /** objectMode records → msgpack bytes. */
@@ -197,26 +137,44 @@ export interface RecordDecoderOptions {
   accept?: RecordKind[];
   /** Names the input in error messages ("stdin", a file path). */
   source?: string;
+  /** Names the consuming stage in error messages ("decode"). */
+  stage?: string;
   /** Records buffered on the readable side before backpressure applies. */
   highWaterMark?: number;
+  /**
+   * The most bytes any one record may take (default 1 GiB). Records are bounded tighter by
+   * what the header declares (see `recordByteLimit`); a length prefix past the bound is
+   * refused as soon as it arrives, before anything is buffered for it.
+   */
+  maxRecordBytes?: number;
 }
 
 /**
- * msgpack bytes → validated records. The first record must be a header; the header is
- * emitted too (downstream stages read class names etc. from it) and is available as `header`.
+ * msgpack bytes → validated records: the header (emitted too: downstream stages read class
+ * names etc. from it, and it is available as `header`), the data records, and the trailer
+ * (emitted too, so that each stage can write its own). The stream's order and completeness
+ * are checked as it goes (stream-check.ts); when the input ends without a trailer, or its
+ * counts disagree, the decoder fails instead of ending, so nothing downstream finalises.
  */
 export class RecordDecoder extends Transform {
-  header: StreamHeader | undefined;
   /** Bytes received and not yet decoded: the start of the next record. */
   private readonly buffered = new ChunkList();
   private count = 0;
-  private readonly accept?: RecordKind[];
   private readonly source: string;
+  private readonly tally: StreamTally;
+  private readonly maxRecordBytes: number;
+  private limit: { bytes: number; why: string } = { bytes: MAX_HEADER_BYTES, why: 'a header may take' };
 
   constructor(options: RecordDecoderOptions = {}) {
     super({ readableObjectMode: true, readableHighWaterMark: options.highWaterMark ?? 4 });
-    this.accept = options.accept;
     this.source = options.source ?? 'input';
+    this.tally = new StreamTally(this.source, options.accept, options.stage);
+    this.maxRecordBytes = options.maxRecordBytes ?? DEFAULT_MAX_RECORD_BYTES;
+    this.limit = { bytes: Math.min(MAX_HEADER_BYTES, this.maxRecordBytes), why: 'the most a header may take' };
+  }
+
+  get header(): StreamHeader | undefined {
+    return this.tally.header;
   }
 
   // Each record is decoded once, when all its bytes are here (msgpackValueEnd says where it
@@ -225,8 +183,14 @@ export class RecordDecoder extends Transform {
     this.buffered.push(chunk);
     try {
       for (;;) {
-        const end = msgpackValueEnd(this.buffered);
+        const end = msgpackValueEnd(this.buffered, 0, this.limit.bytes);
         if (end === undefined) break; // the rest of this record is still on its way
+        if (end === VALUE_TOO_LARGE) {
+          throw new InputError(
+            `${this.source}: record ${this.count + 1} is larger than ${formatBytes(this.limit.bytes)} (${this.limit.why}); ` +
+              'the stream is corrupt or not an alexnet-stream',
+          );
+        }
         if (end === -1) throw this.invalid('byte 0xc1 starts no msgpack value');
         const bytes = this.buffered.take(end);
         let value: unknown;
@@ -250,29 +214,25 @@ export class RecordDecoder extends Transform {
   private pushValue(value: unknown): void {
     this.count += 1;
     const where = `${this.source} record ${this.count}`;
-    const record = decodeRecord(value, where);
-    if (this.count === 1) {
-      if (record.type !== 'header') {
-        throw new InputError(`${this.source}: stream does not start with an alexnet-stream header (first record is ${describe(value)}); pipe the output of an alexnet-stream stage`);
-      }
-      if (this.accept && !this.accept.includes(record.kind)) {
-        throw new InputError(`${this.source}: this stage reads ${this.accept.join(' or ')} records but the stream carries ${record.kind} records`);
-      }
-      this.header = record;
-    } else if (record.type === 'header') {
-      throw new InputError(`${where}: a second header in the middle of the stream`);
-    } else if (record.type !== this.header!.kind) {
-      throw new InputError(`${where}: ${record.type} record in a stream of ${this.header!.kind} records`);
-    }
+    const record = decodeRecord(value, where, this.tally.header);
+    this.tally.see(record, where);
+    if (record.type === 'header') this.limit = recordByteLimit(record, this.maxRecordBytes);
     this.push(record);
   }
 
   override _flush(callback: TransformCallback): void {
-    if (this.buffered.length > 0) {
-      callback(new InputError(`${this.source}: stream ends in the middle of record ${this.count + 1} (${this.buffered.length} trailing bytes); was the producer killed?`));
-    } else if (this.count === 0) {
-      callback(new InputError(`${this.source}: empty stream (no header); pipe the output of an alexnet-stream stage`));
-    } else callback();
+    try {
+      if (this.buffered.length > 0) {
+        throw new InputError(
+          `${this.tally.describe()} ends in the middle of record ${this.count + 1} (${this.buffered.length} trailing bytes); ` +
+            'was the producer killed? The stream is incomplete and nothing was finalised from it',
+        );
+      }
+      this.tally.end();
+      callback();
+    } catch (err) {
+      callback(err as Error);
+    }
   }
 }
 

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BatchStage } from './batch';
 import { formatShardDirSummary, formatSummary, inspectRecords, inspectShardDir } from './inspect';
-import { BatchRecord, ImageRecord, makeHeader } from './records';
+import { BatchRecord, ImageRecord, makeHeader, wholeStream } from './records';
 import { ShardWriter } from './shards';
 
 const img = (key: string, label: number, values: number[]): ImageRecord => ({ type: 'image', key, label, channels: 2, height: 1, width: 2, data: Uint8Array.from(values) });
@@ -50,17 +50,18 @@ test('shard dir summary covers every prefix with its index facts', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'inspect-'));
   try {
     for (const [prefix, n] of [['train', 5], ['val', 2]] as const) {
-      const images = Array.from({ length: n }, (_, i) => img(`${prefix}${i}`, i % 2, [i, i, i, i]));
-      await pipeline(Readable.from([makeHeader('image', { classNames: ['cat', 'dog'] }), ...images]), new BatchStage({ batchSize: 2 }), new ShardWriter({ dir, prefix, fsync: false }));
+      const images = Array.from({ length: n }, (_, i): ImageRecord => ({ type: 'image', key: `${prefix}${i}`, label: i % 2, channels: 3, height: 1, width: 2, data: new Uint8Array(6).fill(i) }));
+      await pipeline(Readable.from(wholeStream(makeHeader('image', { classNames: ['cat', 'dog'] }), images)), new BatchStage({ batchSize: 2 }), new ShardWriter({ dir, prefix, fsync: false }));
     }
     const result = await inspectShardDir(dir);
     assert.deepEqual(Object.keys(result.prefixes), ['train', 'val']);
     assert.equal(result.prefixes.train.summary.images, 5);
     assert.equal(result.prefixes.train.index.partialBatches, 1);
     assert.equal(result.prefixes.val.summary.images, 2);
+    assert.equal(result.prefixes.train.summary.complete, true, 'every set read to its trailer');
     assert.equal(result.prefixes.train.summary.channels[0].max, 4);
     const text = formatShardDirSummary(result);
-    assert.match(text, /train: 5 images in 3 batches of 2 \(1 partial\), 3 shard files, images 2x1x2, 2 labels, all sha256 checksums verified/);
+    assert.match(text, /train: 5 images in 3 batches of 2 \(1 partial\), 3 shard files, images 3x1x2, 2 labels, all sha256 checksums verified/);
     await assert.rejects(inspectShardDir(dir, { prefix: 'test' }), /no complete shard set with prefix "test"/);
   } finally {
     await rm(dir, { recursive: true, force: true });

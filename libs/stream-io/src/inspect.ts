@@ -9,8 +9,9 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from './errors';
-import { StreamHeader, StreamRecord } from './records';
+import { StreamRecord } from './records';
 import { readShardIndex, ShardReader, ShardSetEntry } from './shards';
+import { StreamTally } from './stream-check';
 
 export interface ChannelStats {
   mean: number;
@@ -35,6 +36,10 @@ export interface InspectSummary {
   labels: Record<string, number>;
   /** Per channel over every pixel of every image (absent for item streams). */
   channels: ChannelStats[];
+  /** Whether the stream ended with its trailer (every summary of a stream read to its end does). */
+  complete: boolean;
+  /** Source items dropped upstream, as the trailer counts them (when it says). */
+  skipped?: number;
 }
 
 interface ChannelAccumulator {
@@ -45,9 +50,15 @@ interface ChannelAccumulator {
   max: number;
 }
 
-/** Accumulates a summary record by record. */
+/**
+ * Accumulates a summary record by record. The stream's order is checked as it goes; `end()`
+ * (the sink calls it) fails on a stream that stopped without its trailer, so no summary of a
+ * cut-short stream is printed as if it were the whole.
+ */
 export class StreamInspector {
-  private header: StreamHeader | undefined;
+  private readonly tally: StreamTally;
+  /** Records seen, header and trailer included (for messages). */
+  private seen = 0;
   private records = 0;
   private images = 0;
   private partialBatches = 0;
@@ -55,11 +66,13 @@ export class StreamInspector {
   private readonly labels = new Map<number, number>();
   private readonly channels: ChannelAccumulator[] = [];
 
+  constructor(source = 'input') {
+    this.tally = new StreamTally(source, ['item', 'image', 'batch'], 'inspect');
+  }
+
   add(record: StreamRecord): void {
-    if (record.type === 'header') {
-      this.header = record;
-      return;
-    }
+    this.tally.see(record, `record ${++this.seen}`);
+    if (record.type === 'header' || record.type === 'trailer') return;
     this.records += 1;
     if (record.type === 'item') {
       this.count(this.shapes, 'item');
@@ -110,6 +123,15 @@ export class StreamInspector {
     }
   }
 
+  /** At the end of the input: throws unless the stream ended with its trailer. */
+  end(): void {
+    this.tally.end();
+  }
+
+  private get header() {
+    return this.tally.header;
+  }
+
   summary(): InspectSummary {
     const labels: Record<string, number> = {};
     for (const label of [...this.labels.keys()].sort((a, b) => a - b)) labels[String(label)] = this.labels.get(label)!;
@@ -127,6 +149,8 @@ export class StreamInspector {
         // population std; max(0, …) guards the tiny negative a rounding difference can give
         return { mean, std: Math.sqrt(Math.max(0, a.sumSquares / a.count - mean * mean)), min: a.min, max: a.max };
       }),
+      complete: this.tally.complete,
+      ...(this.tally.trailer?.skipped !== undefined ? { skipped: this.tally.trailer.skipped } : {}),
     };
   }
 }
@@ -151,6 +175,14 @@ export function inspectorSink(inspector: StreamInspector, onRecord?: (record: St
         callback(err as Error);
       }
     },
+    final(callback) {
+      try {
+        inspector.end();
+        callback();
+      } catch (err) {
+        callback(err as Error);
+      }
+    },
   });
 }
 
@@ -160,7 +192,7 @@ const fmt = (v: number, digits = 2): string => (Number.isInteger(v) ? String(v) 
 export function formatSummary(summary: InspectSummary, title: string, indent = ''): string {
   const lines: string[] = [`${title}:`];
   lines.push(`  stream: ${summary.kind ?? 'unknown'} records${summary.producer ? ` (from ${summary.producer})` : ''}`);
-  lines.push(`  records: ${summary.records}, images: ${summary.images}${summary.partialBatches ? `, partial batches: ${summary.partialBatches}` : ''}`);
+  lines.push(`  records: ${summary.records}, images: ${summary.images}${summary.partialBatches ? `, partial batches: ${summary.partialBatches}` : ''}${summary.skipped ? `, ${summary.skipped} source items skipped upstream` : ''}`);
   lines.push(`  shapes: ${Object.entries(summary.shapes).map(([s, n]) => `${s} (x${n})`).join(', ') || 'none'}`);
   const names = summary.classNames;
   const labelEntries = Object.entries(summary.labels);

@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { MeanAccumulator, MeanStage, readMeanNpy, writeMeanNpy } from './mean';
 import { encodeNpy } from './npy';
-import { BatchRecord, ImageRecord, makeHeader, StreamRecord } from './records';
+import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 
 function image(key: string, values: number[], c = 1, h = 1, w = values.length / c / h): ImageRecord {
   return { type: 'image', key, label: 0, channels: c, height: h, width: w, data: Uint8Array.from(values) };
@@ -48,13 +48,15 @@ test('images of different sizes and an empty mean are refused by name', () => {
 });
 
 test('MeanStage passes every record through unchanged and accumulates', async () => {
-  const records: StreamRecord[] = [makeHeader('image'), image('a', [2, 4]), image('b', [4, 8])];
+  const records: StreamRecord[] = [makeHeader('image'), image('a', [2, 4]), image('b', [4, 8]), makeTrailer({ records: 2 })];
   const out: StreamRecord[] = [];
   const stage = new MeanStage();
   await pipeline(Readable.from(records), stage, new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
-  assert.equal(out.length, 3);
-  for (let i = 0; i < 3; i++) assert.equal(out[i], records[i]);
+  assert.equal(out.length, 4);
+  for (let i = 0; i < 4; i++) assert.equal(out[i], records[i]);
   assert.deepEqual(Array.from(stage.accumulator.mean().data), [3, 6]);
+  // without its trailer the input is incomplete: the stage fails instead of ending
+  await assert.rejects(pipeline(Readable.from(records.slice(0, 3)), new MeanStage(), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })), /ended after 2 records without its trailer/);
 });
 
 test('mean.npy round trip: float32 (C,H,W), atomic (no temp file left), seed-style float64 accepted', async () => {

@@ -6,12 +6,13 @@
  * dataset); `MeanStage` is a pass-through stream that feeds it; `writeMeanNpy`/`readMeanNpy`
  * are the file IO (atomic write: temp + rename).
  */
-import { readFile } from 'node:fs/promises';
 import { Transform, TransformCallback } from 'node:stream';
 import { InputError } from './errors';
 import { decodeNpy, encodeNpy } from './npy';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
 import { writeFileAtomic } from './atomic-file';
+import { StreamTally } from './stream-check';
+import { describeReadError, readRegularFileAsync } from './read-file';
 
 /** A mean image: float32 values in CHW order. */
 export interface MeanImage {
@@ -85,11 +86,14 @@ export interface MeanStageOptions {
 }
 
 /**
- * Pass-through stage: forwards every record unchanged (header included) and adds each image,
- * or each image of a uint8 batch, to `accumulator`. Read the mean after the stream ends.
+ * Pass-through stage: forwards every record unchanged (header and trailer included) and adds
+ * each image, or each image of a uint8 batch, to `accumulator`. The input must end with its
+ * trailer (the stage fails otherwise, so a caller never takes the mean of a cut-short stream);
+ * read the mean after the stream ends.
  */
 export class MeanStage extends Transform {
   readonly accumulator = new MeanAccumulator();
+  readonly tally = new StreamTally('input', ['image', 'batch'], 'mean');
   private index = 0;
 
   constructor(options: MeanStageOptions = {}) {
@@ -99,15 +103,27 @@ export class MeanStage extends Transform {
   override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {
     try {
       this.index += 1;
+      this.tally.see(record, `record ${this.index}`);
       if (record.type === 'image') this.accumulator.addImage(record, `record ${this.index} (${record.key})`);
       else if (record.type === 'batch') this.accumulator.addBatch(record, `record ${this.index} (batch starting with ${record.keys[0] ?? '(empty)'})`);
-      else if (record.type !== 'header') throw new InputError(`record ${this.index}: the mean stage reads images or batches, not ${record.type} records`);
       callback(null, record);
     } catch (err) {
       callback(err as Error);
     }
   }
+
+  override _flush(callback: TransformCallback): void {
+    try {
+      this.tally.end();
+      callback();
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
 }
+
+/** The largest mean image file read (float64 3x8192x8192 is 1.5 GiB; the seed's is 1.5 MiB). */
+const MAX_MEAN_FILE_BYTES = 2047 << 20;
 
 /** Write `mean` as a float32 CxHxW `.npy`, atomically (temp file + rename). */
 export async function writeMeanNpy(path: string, mean: MeanImage): Promise<void> {
@@ -121,10 +137,10 @@ export async function writeMeanNpy(path: string, mean: MeanImage): Promise<void>
 export async function readMeanNpy(path: string): Promise<MeanImage> {
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    // a regular file of bounded size: `--mean /dev/zero` or a FIFO is refused, not read forever
+    bytes = await readRegularFileAsync(path, { maxBytes: MAX_MEAN_FILE_BYTES, limitName: `the ${MAX_MEAN_FILE_BYTES >> 20} MiB a mean image may take` });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new InputError(`${path}: cannot read the mean image (${e.code === 'ENOENT' ? 'no such file' : e.message})`);
+    throw new InputError(`${path}: cannot read the mean image (${describeReadError(err)})`);
   }
   const array = decodeNpy(bytes, path);
   if (array.shape.length !== 3 || array.shape[0] < 1) {

@@ -78,15 +78,21 @@ const SIZED: Record<number, { lengthBytes: number; extra: number }> = {
   0xc7: { lengthBytes: 1, extra: 1 }, 0xc8: { lengthBytes: 2, extra: 1 }, 0xc9: { lengthBytes: 4, extra: 1 }, // ext
 };
 
+/** `msgpackValueEnd`'s answer for a value that would end past the caller's limit. */
+export const VALUE_TOO_LARGE = -2;
+
 /**
  * The end offset of the msgpack value starting at `start`, `undefined` when the bytes so far
- * end inside it, or `-1` for a byte that no msgpack value starts with (0xc1): the caller then
- * lets the real decoder report the error.
+ * end inside it, `-1` for a byte that no msgpack value starts with (0xc1): the caller then
+ * lets the real decoder report the error, or `VALUE_TOO_LARGE` as soon as a length prefix (or
+ * the bytes walked) puts its end past `limit`: a record that claims 4 GiB is refused when its
+ * length prefix arrives, not after 4 GiB have been buffered.
  */
-export function msgpackValueEnd(bytes: ChunkList, start = 0): number | undefined {
+export function msgpackValueEnd(bytes: ChunkList, start = 0, limit = Infinity): number | undefined {
   let pos = start;
   let values = 1; // values still to skip (containers add their children)
   while (values > 0) {
+    if (pos > limit) return VALUE_TOO_LARGE;
     if (pos >= bytes.length) return undefined;
     const t = bytes.byteAt(pos);
     values -= 1;
@@ -106,6 +112,8 @@ export function msgpackValueEnd(bytes: ChunkList, start = 0): number | undefined
       values += t >= 0xde ? 2 * n : n;
       pos += 1 + lengthBytes;
     } else return -1; // 0xc1: never used
+    // every value takes at least one byte: more values left than bytes allowed is too large
+    if (pos + values > limit) return VALUE_TOO_LARGE;
   }
   return pos <= bytes.length ? pos : undefined;
 }

@@ -16,15 +16,18 @@
  * a leftover `<out>.partial/` from an interrupted run, which it removes and starts over (shard
  * order depends on every earlier image, so a clean restart is the simple, safe form of resume).
  */
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BatchStage, checkBatchSize } from './batch';
 import { DecodeStage, ResizeMode } from './decode';
-import { InputError, UsageError } from './errors';
+import { AlexnetStreamError, InputError, UsageError } from './errors';
+import { acquireLock } from './lock-file';
 import { MeanStage, writeMeanNpy } from './mean';
-import { ItemRecord, makeHeader, StreamRecord } from './records';
+import { describeWriteError, makeDirectory, OutputError } from './output-file';
+import { ItemRecord, makeHeader, wholeStream } from './records';
+import { readRegularFileAsync } from './read-file';
 import { Rng } from './rng';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
 import { ShardSetEntry, ShardWriter } from './shards';
@@ -123,8 +126,9 @@ async function exists(path: string): Promise<boolean> {
 
 /** The manifest of a complete data dir, or undefined when `dir` is not one. */
 export async function readPrepareManifest(dir: string): Promise<PrepareManifest | undefined> {
-  const text = await readFile(join(dir, PREPARE_MANIFEST), 'utf8').catch(() => undefined);
-  if (text === undefined) return undefined;
+  const bytes = await readRegularFileAsync(join(dir, PREPARE_MANIFEST), { maxBytes: 64 << 20 }).catch(() => undefined);
+  if (bytes === undefined) return undefined;
+  const text = bytes.toString('utf8');
   try {
     const manifest = JSON.parse(text) as PrepareManifest;
     return manifest.schema === 'alexnet-stream/prepare/1' && manifest.complete === true ? manifest : undefined;
@@ -134,7 +138,8 @@ export async function readPrepareManifest(dir: string): Promise<PrepareManifest 
 }
 
 async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; train: ItemRecord[]; val: ItemRecord[] | undefined }> {
-  const train = await listClassFolders(o.train);
+  const listing = { onWarning: (message: string) => o.onNotice?.(`warning: ${message}`) };
+  const train = await listClassFolders(o.train, listing);
   if (train.classNames.length === 0) throw new InputError(`${o.train}: no class folders (expected one sub-folder of images per class)`);
   if (train.items.length === 0) throw new InputError(`${o.train}: no images found in its ${train.classNames.length} class folders`);
   const classNames = train.classNames;
@@ -147,7 +152,7 @@ async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; trai
     valItems = (await readCaffeList(o.valList, o.val, classNames)).items;
     if (valItems.length === 0) throw new InputError(`${o.valList}: lists no images`);
   } else if (o.val) {
-    const val = await listClassFolders(o.val);
+    const val = await listClassFolders(o.val, listing);
     if (val.classNames.join('\n') !== classNames.join('\n')) {
       throw new InputError(`${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use --val-list for a flat folder)`);
     }
@@ -179,11 +184,7 @@ async function writeSet(
   });
   const batchSize = o.batchSize ?? 256;
   const writer = new ShardWriter({ dir, prefix, batchSize, batchesPerShard: o.batchesPerShard, classNames, fsync: o.fsync, producer: 'alexnet-stream prepare' });
-  function* records(): Generator<StreamRecord> {
-    yield makeHeader('item', { classNames, producer: 'alexnet-stream prepare' });
-    yield* items;
-  }
-  const source = Readable.from(records(), { objectMode: true, highWaterMark: 16 });
+  const source = Readable.from(wholeStream(makeHeader('item', { classNames, producer: 'alexnet-stream prepare' }), items), { objectMode: true, highWaterMark: 16 });
   const batch = new BatchStage({ batchSize });
   try {
     if (mean) await pipeline(source, decode, mean, batch, writer);
@@ -204,23 +205,46 @@ async function writeSet(
  */
 export async function prepareDataDir(o: PrepareOptions): Promise<PrepareResult> {
   checkOptions(o);
+  const out = o.out.replace(/[\\/]+$/, '') || o.out;
+  // The folder that will hold <out>, <out>.partial and <out>.lock; any error creating or
+  // locking there (a read-only or virtual file system such as /proc) is reported at once.
+  await makeDirectory(dirname(resolve(out)), 'folder for --out');
+  const lock = await acquireLock(`${out}.lock`, {
+    purpose: `prepare --out ${o.out}`,
+    advice: `another prepare is building ${o.out}; wait for it to finish, or stop it (its ${out}.partial is then cleared by the next run)`,
+  }).catch((err: unknown) => {
+    if (err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(`${o.out}: cannot take the lock ${out}.lock: ${describeWriteError(err)}`, err);
+  });
+  try {
+    return await prepareLocked({ ...o, out });
+  } finally {
+    await lock.release();
+  }
+}
+
+/** The work of `prepareDataDir`, run while holding `<out>.lock`: no other prepare writes `out`. */
+async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
   const startMs = Date.now();
   const existing = await readPrepareManifest(o.out);
   if (existing && !o.force) return { out: o.out, alreadyComplete: true, manifest: existing };
   if (!existing && (await exists(o.out))) {
     throw new InputError(`${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another --out`);
   }
-  const partial = `${o.out.replace(/[\\/]+$/, '')}.partial`;
+  const partial = `${o.out}.partial`;
   if (await exists(partial)) {
     if (!(await exists(join(partial, PARTIAL_MARKER)))) {
       throw new InputError(`${partial} exists but was not made by prepare (no ${PARTIAL_MARKER}); remove it or choose another --out`);
     }
+    // Ours to remove: made by prepare, and (we hold the lock) no prepare is writing it now.
     o.onNotice?.(`removing ${partial} left by an interrupted run; starting over`);
     await rm(partial, { recursive: true, force: true });
   }
 
   const sets = await listSets(o);
-  await mkdir(partial, { recursive: true });
+  await mkdir(partial).catch((err) => {
+    throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`, err);
+  });
   await writeFile(join(partial, PARTIAL_MARKER), `${process.pid}\n`);
 
   const mean = new MeanStage();

@@ -8,9 +8,11 @@
  * `selectItems` then shuffles (seeded), shards (i/N) and limits the list. Everything here is
  * a plain async/pure function; the CLI only wires it to stdout.
  */
-import { promises as fs } from 'node:fs';
+import { Dirent, promises as fs, Stats } from 'node:fs';
 import * as path from 'node:path';
 import { InputError, UsageError } from './errors';
+import { describeReadError, readUserFile } from './read-file';
+import { checkClassName } from './record-validation';
 import { ItemRecord } from './records';
 import { Rng } from './rng';
 
@@ -40,23 +42,69 @@ async function statOrThrow(p: string, what: string): Promise<import('node:fs').S
   }
 }
 
-/** Image files under `dir`, recursively, as paths relative to `dir`, sorted. Hidden entries are skipped. */
-async function listImagesUnder(dir: string, prefix = ''): Promise<string[]> {
-  const entries = await fs.readdir(path.join(dir, prefix), { withFileTypes: true });
-  entries.sort((a, b) => byCodePoint(a.name, b.name));
+export interface ListOptions {
+  /** Told about each folder skipped as a loop or a duplicate, and each broken link (one line each). */
+  onWarning?: (message: string) => void;
+}
+
+/** A folder's identity: device and inode, the same whichever link or mount it is reached through. */
+function folderId(st: Stats): string {
+  return `${st.dev}:${st.ino}`;
+}
+
+async function readFolder(dir: string): Promise<Dirent[]> {
+  try {
+    const entries = await fs.readdir(dir, { withFileTypes: true });
+    return entries.sort((a, b) => byCodePoint(a.name, b.name));
+  } catch (err) {
+    throw new InputError(`${dir}: cannot read the folder (${describeReadError(err)})`);
+  }
+}
+
+/**
+ * Image files under `dir`, depth first, as paths relative to `dir`, each folder's entries in
+ * sorted order; hidden entries are skipped. Links are followed, but every folder is entered at
+ * most once (by device + inode, shared in `visited` across the whole data set): a link back up
+ * the tree, or to a folder listed elsewhere, is skipped with a warning, so a loop never makes
+ * duplicates under the wrong label and the walk is bounded by the real tree. The walk keeps
+ * its own stack (no recursion), so a deep tree cannot overflow the call stack.
+ */
+async function listImagesUnder(dir: string, visited: Map<string, string>, options: ListOptions): Promise<string[]> {
   const out: string[] = [];
-  for (const entry of entries) {
+  const stack: { rel: string; entries: Dirent[]; next: number }[] = [{ rel: '', entries: await readFolder(dir), next: 0 }];
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1];
+    if (top.next >= top.entries.length) {
+      stack.pop();
+      continue;
+    }
+    const entry = top.entries[top.next++];
     if (entry.name.startsWith('.')) continue;
-    const rel = prefix ? path.join(prefix, entry.name) : entry.name;
+    const rel = top.rel ? path.join(top.rel, entry.name) : entry.name;
+    const full = path.join(dir, rel);
     let isDir = entry.isDirectory();
     let isFile = entry.isFile();
-    if (entry.isSymbolicLink()) {
-      const st = await fs.stat(path.join(dir, rel)).catch(() => undefined);
-      isDir = Boolean(st?.isDirectory());
-      isFile = Boolean(st?.isFile());
+    let st: Stats | undefined;
+    if (entry.isSymbolicLink() || isDir) {
+      try {
+        st = await fs.stat(full); // follows links
+      } catch (err) {
+        options.onWarning?.(`skipped ${full}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'a broken symbolic link' : describeReadError(err)}`);
+        continue;
+      }
+      isDir = st.isDirectory();
+      isFile = st.isFile();
     }
-    if (isDir) out.push(...(await listImagesUnder(dir, rel)));
-    else if (isFile && isImageFile(entry.name)) out.push(rel);
+    if (isDir) {
+      const id = folderId(st!);
+      const first = visited.get(id);
+      if (first !== undefined) {
+        options.onWarning?.(`skipped ${full}: the same folder as ${first}, already scanned (a link loop or a duplicate); its images are listed once`);
+        continue;
+      }
+      visited.set(id, full);
+      stack.push({ rel, entries: await readFolder(full), next: 0 });
+    } else if (isFile && isImageFile(entry.name)) out.push(rel);
   }
   return out;
 }
@@ -74,23 +122,39 @@ export interface ItemList {
  * its label (labels must not shift when one folder happens to be empty); files directly under
  * `root` are ignored. `path` is absolute, `key` is the path relative to `root` with forward slashes.
  */
-export async function listClassFolders(root: string): Promise<ItemList> {
+export async function listClassFolders(root: string, options: ListOptions = {}): Promise<ItemList> {
   const st = await statOrThrow(root, 'data set folder');
   if (!st.isDirectory()) throw new InputError(`data set folder ${root} is not a folder (for a list file use --list)`);
   const absRoot = path.resolve(root);
-  const entries = await fs.readdir(absRoot, { withFileTypes: true });
-  const classNames: string[] = [];
-  for (const entry of entries) {
+  const classes: { name: string; dir: string; stats: Stats }[] = [];
+  for (const entry of await readFolder(absRoot)) {
     if (entry.name.startsWith('.')) continue;
-    const isDir = entry.isDirectory() || (entry.isSymbolicLink() && (await fs.stat(path.join(absRoot, entry.name)).catch(() => undefined))?.isDirectory());
-    if (isDir) classNames.push(entry.name);
+    if (!entry.isDirectory() && !entry.isSymbolicLink()) continue;
+    const dir = path.join(absRoot, entry.name);
+    const stats = await fs.stat(dir).catch(() => undefined);
+    if (!stats?.isDirectory()) continue;
+    checkClassName(entry.name, `${absRoot}: class folder`);
+    classes.push({ name: entry.name, dir, stats });
   }
-  classNames.sort(byCodePoint);
+  // readFolder sorted the entries: code-point order, the seed's label order.
+  const classNames = classes.map((c) => c.name);
+  // Every class folder (and the root) is claimed first, so that a link from one class into
+  // another (or up to the root) is skipped whichever comes first in sorted order.
+  const visited = new Map<string, string>([[folderId(st), absRoot]]);
+  const duplicates = new Set<string>();
+  for (const c of classes) {
+    const first = visited.get(folderId(c.stats));
+    if (first !== undefined) {
+      options.onWarning?.(`class folder ${c.dir} is the same folder as ${first} (a link); its label ${classNames.indexOf(c.name)} is kept, with no images of its own`);
+      duplicates.add(c.name);
+    } else visited.set(folderId(c.stats), c.dir);
+  }
   const items: ItemRecord[] = [];
-  for (let label = 0; label < classNames.length; label++) {
-    const classDir = path.join(absRoot, classNames[label]);
-    for (const rel of await listImagesUnder(classDir)) {
-      const relToRoot = path.join(classNames[label], rel);
+  for (let label = 0; label < classes.length; label++) {
+    const { name, dir } = classes[label];
+    if (duplicates.has(name)) continue;
+    for (const rel of await listImagesUnder(dir, visited, options)) {
+      const relToRoot = path.join(name, rel);
       items.push({ type: 'item', path: path.join(absRoot, relToRoot), label, key: toKey(relToRoot) });
     }
   }
@@ -110,7 +174,7 @@ export async function readCaffeList(listFile: string, root: string, classNames?:
   const rootSt = await statOrThrow(root, 'root folder');
   if (!rootSt.isDirectory()) throw new InputError(`root folder ${root} is not a folder`);
   const absRoot = path.resolve(root);
-  const text = await fs.readFile(listFile, 'utf8');
+  const text = (await readUserFile(listFile, 'list file', MAX_LIST_FILE_BYTES)).toString('utf8');
   const lines = text.split(/\r?\n/);
   const items: ItemRecord[] = [];
   for (let i = 0; i < lines.length; i++) {
@@ -133,10 +197,24 @@ export async function readCaffeList(listFile: string, root: string, classNames?:
   return { classNames: classNames ?? [], items };
 }
 
-/** Read a `classes.txt` (one class name per line, label order). */
+/** The largest list file read (ImageNet's train.txt is ~40 MB). */
+const MAX_LIST_FILE_BYTES = 1 << 30;
+/** The largest class names file read. */
+const MAX_CLASS_NAMES_BYTES = 64 << 20;
+
+/**
+ * Read a `classes.txt` (one class name per line, label order). Lines are trimmed (CRLF, stray
+ * spaces) and blank lines skipped; class names never start or end with white space (scan
+ * refuses such folders), so nothing of a name is lost.
+ */
 export async function readClassNames(file: string): Promise<string[]> {
   await statOrThrow(file, 'class names file');
-  const names = (await fs.readFile(file, 'utf8')).split(/\r?\n/).map((s) => s.trim()).filter((s) => s !== '');
+  const text = (await readUserFile(file, 'class names file', MAX_CLASS_NAMES_BYTES)).toString('utf8');
+  const names: string[] = [];
+  text.split(/\r?\n/).forEach((line, i) => {
+    const name = line.trim();
+    if (name !== '') names.push(checkClassName(name, `${file}:${i + 1}`));
+  });
   if (names.length === 0) throw new InputError(`class names file ${file} lists no classes`);
   return names;
 }

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BatchStage } from './batch';
-import { ImageRecord, BatchRecord, makeHeader, StreamRecord } from './records';
+import { ImageRecord, BatchRecord, DataRecord, makeHeader, StreamRecord, StreamTrailer, wholeStream } from './records';
 import {
   planShardOrder,
   readShardIndex,
@@ -24,9 +24,15 @@ function images(count: number, start = 0): ImageRecord[] {
   });
 }
 
+/** A whole image stream: `records` after a header (their own first record, if it is one), a trailer last. */
+function whole(records: StreamRecord[]): Iterable<StreamRecord> {
+  const [first, ...rest] = records;
+  return first?.type === 'header' ? wholeStream(first, rest as DataRecord[]) : wholeStream(makeHeader('image'), records as DataRecord[]);
+}
+
 async function writeShards(dir: string, records: StreamRecord[], batchSize: number, options: Partial<ShardWriterOptions> = {}): Promise<ShardWriter> {
   const writer = new ShardWriter({ dir, prefix: 'train', batchSize, fsync: false, ...options });
-  await pipeline(Readable.from(records), new BatchStage({ batchSize }), writer);
+  await pipeline(Readable.from(whole(records)), new BatchStage({ batchSize }), writer);
   return writer;
 }
 
@@ -65,7 +71,8 @@ test('write → read gives identical batches; index lists counts, shape, classes
     const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
     assert.equal(out[0].type, 'header');
     assert.deepEqual((out[0] as { classNames: string[] }).classNames, ['a', 'b', 'c', 'd']);
-    const batches = out.slice(1) as BatchRecord[];
+    const batches = out.slice(1, -1) as BatchRecord[];
+    assert.deepEqual(out[out.length - 1], { type: 'trailer', records: 3, images: 11, skipped: 0, producer: 'alexnet-stream read' });
     const keys = batches.flatMap((b) => b.keys);
     assert.deepEqual(keys, source.map((s) => s.key));
     const pixels = Buffer.concat(batches.map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
@@ -84,11 +91,11 @@ test("the writer announces each batch once written ('written'), so its buffer ca
       stage.assembler.recycle(b.data);
     });
     const source = images(13);
-    await pipeline(Readable.from(source), stage, writer);
+    await pipeline(Readable.from(whole(source)), stage, writer);
     assert.deepEqual(written.map((b) => b.keys[0]), ['img0', 'img4', 'img8', 'img12']);
     // recycled buffers were overwritten only after their batch was in its file
     const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
-    const pixels = Buffer.concat((out.slice(1) as BatchRecord[]).map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
+    const pixels = Buffer.concat((out.slice(1, -1) as BatchRecord[]).map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
     assert.deepEqual(pixels, Buffer.concat(source.map((s) => Buffer.from(s.data))));
   }));
 
@@ -129,6 +136,7 @@ test('a killed writer leaves no index entry and no temp file; a leftover temp fi
     const writer = new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false });
     let written = 0;
     const failing = Readable.from((async function* () {
+      yield makeHeader('image');
       yield* images(5); // one whole batch reaches the writer (and becomes a shard) first
       while (written < 1) await new Promise((r) => setTimeout(r, 5));
       throw new Error('killed');
@@ -142,17 +150,33 @@ test('a killed writer leaves no index entry and no temp file; a leftover temp fi
     // A run that fails before its first shard is complete leaves the previous set whole.
     await writeShards(dir, images(4), 4);
     const early = Readable.from((async function* () {
+      yield makeHeader('image');
       yield* images(2);
       throw new Error('killed early');
     })());
     await assert.rejects(pipeline(early, new BatchStage({ batchSize: 4 }), new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false })), /killed early/);
-    assert.equal((await readAll(new ShardReader({ dir, prefix: 'train' }))).length, 2);
+    assert.equal((await readAll(new ShardReader({ dir, prefix: 'train' }))).length, 3);
+
+    // A producer that stops without an error but before its trailer (killed upstream): no entry, no shards.
+    const fresh = join(dir, 'fresh');
+    const cut = new ShardWriter({ dir: fresh, prefix: 'train', batchSize: 2, fsync: false });
+    const slowly = Readable.from((async function* () {
+      yield makeHeader('image');
+      for (const image of images(9)) {
+        yield image;
+        await new Promise((r) => setTimeout(r, 2)); // let the writer rename shards as they come
+      }
+    })());
+    await assert.rejects(pipeline(slowly, new BatchStage({ batchSize: 2 }), cut), /ended after 9 records without its trailer/);
+    if (!cut.closed) await new Promise((resolve) => cut.once('close', resolve));
+    await assert.rejects(readShardIndex(fresh), /no index\.json/);
+    assert.deepEqual((await readdir(fresh)).filter((n) => !n.startsWith('.')), [], 'the shards it renamed are removed');
 
     // A temp file left by a process killed with SIGKILL (no cleanup) next to a complete set.
     await writeShards(dir, images(4), 4);
     await writeFile(join(dir, '.train-00001.msgpack.tmp-999999-abcd'), 'half a shard');
     const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
-    assert.equal(out.length, 2);
+    assert.equal(out.length, 3);
   }));
 
 test('a corrupt or truncated shard is refused naming the file; --no-verify still catches truncation', () =>
@@ -181,7 +205,7 @@ test('shuffle is deterministic per seed; --shard i/N parts are disjoint and cove
     assert.deepEqual(parts.flat().sort((a, b) => a - b), [...Array(10).keys()]);
 
     await writeShards(dir, images(20), 2);
-    const keysOf = async (o: object) => ((await readAll(new ShardReader({ dir, prefix: 'train', ...o }))).slice(1) as BatchRecord[]).map((b) => b.keys[0]);
+    const keysOf = async (o: object) => ((await readAll(new ShardReader({ dir, prefix: 'train', ...o }))).slice(1, -1) as BatchRecord[]).map((b) => b.keys[0]);
     const inOrder = await keysOf({});
     const shuffled = await keysOf({ shuffle: true, seed: 9 });
     assert.deepEqual(await keysOf({ shuffle: true, seed: 9 }), shuffled);
@@ -194,12 +218,12 @@ test('shuffle is deterministic per seed; --shard i/N parts are disjoint and cove
 
 test('the writer refuses float32 batches, mixed sizes, a batch after a partial one and an empty stream', () =>
   withDir(async (dir) => {
-    const write = (records: StreamRecord[]) => pipeline(Readable.from(records), new ShardWriter({ dir, prefix: 'train', fsync: false }));
+    const write = (records: DataRecord[]) => pipeline(Readable.from(wholeStream(makeHeader('batch'), records)), new ShardWriter({ dir, prefix: 'train', fsync: false }));
     const b = (n: number, partial = false, h = 2): BatchRecord => ({ type: 'batch', dtype: 'uint8', shape: [n, 1, h, 1], layout: 'NCHW', data: new Uint8Array(n * h), labels: new Int32Array(n), keys: Array.from({ length: n }, (_, i) => `k${i}`), ...(partial ? { partial } : {}) });
     await assert.rejects(write([{ ...b(2), dtype: 'float32', data: new Float32Array(4) }]), /shards hold uint8 batches, this one is float32/);
-    await assert.rejects(write([b(2), b(2, false, 3)]), /record 2 \(batch starting with k0\): 1x3x1 images, but earlier batches hold 1x2x1/);
+    await assert.rejects(write([b(2), b(2, false, 3)]), /record 3 \(batch starting with k0\): 1x3x1 images, but earlier batches hold 1x2x1/);
     await assert.rejects(write([b(2), b(1, true), b(2)]), /a batch after a partial batch/);
-    await assert.rejects(write([makeHeader('batch')]), /the dataset is empty/);
+    await assert.rejects(write([]), /the dataset is empty/);
     assert.ok(!(await readdir(dir)).some((n) => n.endsWith('.msgpack') || n.includes('.tmp-')));
   }));
 
@@ -213,5 +237,5 @@ test('a reader with a stalled consumer reads ahead only a bounded number of shar
     // header + highWaterMark records buffered, one shard decoded: nowhere near the 20 shards
     assert.ok(reader.readableLength <= 3, `buffered ${reader.readableLength} records`);
     assert.ok((reader as unknown as { position: number }).position <= 3, 'shards read so far');
-    assert.equal((await readAll(reader)).length, 21, 'resuming delivers the header and all 20 batches');
+    assert.equal((await readAll(reader)).length, 22, 'resuming delivers the header, all 20 batches and the trailer');
   }));

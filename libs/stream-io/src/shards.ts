@@ -27,16 +27,20 @@
  * `ShardReader` (dir → header + batches).
  */
 import { createHash } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { Unpackr } from 'msgpackr';
-import { InputError, UsageError } from './errors';
+import { AlexnetStreamError, InputError, UsageError } from './errors';
 import { decodeRecord, recordPieces } from './framing';
-import { BatchRecord, makeHeader, StreamHeader, StreamRecord } from './records';
+import { BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, StreamHeader, StreamRecord } from './records';
 import { Rng } from './rng';
 import { tempPathFor, writeFileAtomic } from './atomic-file';
+import { acquireLock, Lock } from './lock-file';
+import { describeWriteError, makeDirectory, OutputError } from './output-file';
+import { describeReadError, readRegularFileAsync } from './read-file';
+import { StreamTally } from './stream-check';
 
 export const SHARD_INDEX_SCHEMA = 'alexnet-stream/shards/1';
 export const SHARD_INDEX_FILE = 'index.json';
@@ -69,6 +73,11 @@ export interface ShardSetEntry {
   shards: ShardFileEntry[];
   createdAt: string;
   producer?: string;
+  /**
+   * Source items that did not become images of this set (undecodable files, images dropped
+   * by --drop-last), as the input stream's trailer counted them; absent in older indexes.
+   */
+  skipped?: number;
 }
 
 export interface ShardIndex {
@@ -109,6 +118,7 @@ function validateEntry(entry: unknown, where: string): ShardSetEntry {
   const shape = e.imageShape;
   if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1)) fail('"imageShape" is not [C, H, W]');
   if (e.classNames !== undefined && !(Array.isArray(e.classNames) && e.classNames.every((n) => typeof n === 'string'))) fail('"classNames" is not a list of strings');
+  if (e.skipped !== undefined && (!Number.isInteger(e.skipped) || (e.skipped as number) < 0)) fail('"skipped" is not a non-negative integer');
   if (!Array.isArray(e.shards)) fail('"shards" is not a list');
   let images = 0;
   let batches = 0;
@@ -142,12 +152,15 @@ export function parseShardIndex(text: string, name: string): ShardIndex {
   return { schema: SHARD_INDEX_SCHEMA, prefixes };
 }
 
+/** The largest index.json read (a million shards' entries fit). */
+const MAX_INDEX_BYTES = 256 << 20;
+
 /** Read and validate `<dir>/index.json`. A missing dir or index is an `InputError` that says so. */
 export async function readShardIndex(dir: string): Promise<ShardIndex> {
   const path = join(dir, SHARD_INDEX_FILE);
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = (await readRegularFileAsync(path, { maxBytes: MAX_INDEX_BYTES })).toString('utf8');
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
@@ -158,7 +171,7 @@ export async function readShardIndex(dir: string): Promise<ShardIndex> {
           : `${dir}: no such directory`,
       );
     }
-    throw new InputError(`${path}: cannot read (${e.message})`);
+    throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`);
   }
   return parseShardIndex(text, path);
 }
@@ -177,8 +190,6 @@ export function shardSet(index: ShardIndex, prefix: string, dir = '.'): ShardSet
   return entry;
 }
 
-const LOCK_STALE_MS = 30_000;
-
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -188,32 +199,13 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-/** Run `fn` holding `<dir>/index.json.lock` (O_EXCL create), breaking a lock left by a dead process. */
+/** Run `fn` holding `<dir>/index.json.lock` (lock-file.ts: a lock whose process is gone is broken). */
 async function withIndexLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
-  const lockPath = join(dir, `${SHARD_INDEX_FILE}.lock`);
-  const startMs = Date.now();
-  for (;;) {
-    try {
-      const handle = await open(lockPath, 'wx');
-      await handle.writeFile(String(process.pid));
-      await handle.close();
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number(await readFile(lockPath, 'utf8').catch(() => ''));
-      const ageMs = await stat(lockPath).then((s) => Date.now() - s.mtimeMs, () => 0);
-      if ((Number.isInteger(holder) && holder > 0 && !pidAlive(holder)) || ageMs > LOCK_STALE_MS) {
-        await unlink(lockPath).catch(() => undefined);
-        continue;
-      }
-      if (Date.now() - startMs > 2 * LOCK_STALE_MS) throw new InputError(`${lockPath}: held by process ${holder} for too long; remove it if no writer runs`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
+  const lock = await acquireLock(join(dir, `${SHARD_INDEX_FILE}.lock`), { purpose: 'updating the shard index', waitMs: 60_000 });
   try {
     return await fn();
   } finally {
-    await unlink(lockPath).catch(() => undefined);
+    await lock.release();
   }
 }
 
@@ -250,8 +242,11 @@ export interface DecodedShard {
 }
 
 /**
- * Decode the bytes of one shard file (header + uint8 batch records). A truncated or foreign
- * file is an `InputError` naming `name`.
+ * Decode the bytes of one shard file: a header, uint8 batch records and the trailer that
+ * counts them (each record validated like any stream's). A shard of an older data dir (schema
+ * "alexnet-stream/1", written before streams had trailers) is read without one: its index
+ * entry (size, sha256, counts) is what proves it whole. A truncated or foreign file is an
+ * `InputError` naming `name`.
  */
 export function decodeShard(bytes: Uint8Array, name: string): DecodedShard {
   const values: unknown[] = [];
@@ -268,16 +263,23 @@ export function decodeShard(bytes: Uint8Array, name: string): DecodedShard {
   }
   if (consumed !== bytes.byteLength) throw new InputError(`${name}: truncated shard (${bytes.byteLength - consumed} trailing bytes)`);
   if (values.length === 0) throw new InputError(`${name}: empty shard file`);
-  const records = values.map((v, i) => decodeRecord(v, `${name} record ${i + 1}`));
-  const header = records[0];
-  if (header.type !== 'header' || header.kind !== 'batch') throw new InputError(`${name}: not a shard file (it does not start with a batch stream header)`);
+  const first = values[0] as Record<string, unknown> | null;
+  const legacy = first !== null && typeof first === 'object' && first.type === 'header' && first.schema === LEGACY_SCHEMA;
+  if (legacy) values[0] = { ...first, schema: SCHEMA };
+  const tally = new StreamTally(name, ['batch']);
   const batches: BatchRecord[] = [];
-  for (let i = 1; i < records.length; i++) {
-    const r = records[i];
-    if (r.type !== 'batch' || r.dtype !== 'uint8') throw new InputError(`${name} record ${i + 1}: a shard holds uint8 batch records, this is ${r.type === 'batch' ? `a ${r.dtype} batch` : `a ${r.type} record`}`);
-    batches.push(r);
+  for (let i = 0; i < values.length; i++) {
+    const where = `${name} record ${i + 1}`;
+    const record = decodeRecord(values[i], where, tally.header);
+    if (i === 0 && record.type !== 'header') throw new InputError(`${name}: not a shard file (it does not start with a batch stream header)`);
+    tally.see(record, where);
+    if (record.type === 'batch') {
+      if (record.dtype !== 'uint8') throw new InputError(`${where}: a shard holds uint8 batch records, this is a ${record.dtype} batch`);
+      batches.push(record);
+    }
   }
-  return { header, batches };
+  if (!legacy) tally.end();
+  return { header: tally.header!, batches };
 }
 
 /** Check `bytes` against the index entry's size and sha256; a mismatch is an `InputError` naming `name`. */
@@ -300,10 +302,11 @@ export async function readShard(dir: string, set: ShardSetEntry, file: ShardFile
   const path = join(dir, file.file);
   let bytes: Buffer;
   try {
-    bytes = await readFile(path);
+    // No more than the index says the file holds: a larger file is not read into memory.
+    bytes = await readRegularFileAsync(path, { maxBytes: file.bytes, limitName: `the ${file.bytes} bytes the index lists` });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new InputError(`${path}: cannot read shard (${e.code === 'ENOENT' ? 'missing; the directory is incomplete' : e.message})`);
+    throw new InputError(`${path}: cannot read shard (${e.code === 'ENOENT' ? 'missing; the directory is incomplete' : `${describeReadError(err)}; the shard was replaced or damaged, regenerate it`})`);
   }
   if (options.verify ?? true) verifyShard(bytes, file, path);
   const shard = decodeShard(bytes, path);
@@ -369,6 +372,8 @@ export class ShardReader extends Readable {
   private reading = false;
   private readAgain = false;
   private exhausted = false;
+  private batchesOut = 0;
+  private imagesOut = 0;
 
   constructor(private readonly options: ShardReaderOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
@@ -397,15 +402,29 @@ export class ShardReader extends Readable {
       this.set = shardSet(index, o.prefix, o.dir);
       this.order = planShardOrder(this.set.shards.length, o);
       if (o.shuffle) this.rng = new Rng(((o.seed ?? 0) ^ 0x5bd1e995) >>> 0);
-      const header = makeHeader('batch', { producer: 'alexnet-stream read', prefix: o.prefix, ...(this.set.classNames ? { classNames: this.set.classNames } : {}) });
+      const [, height, width] = this.set.imageShape;
+      const header = makeHeader('batch', {
+        producer: 'alexnet-stream read',
+        prefix: o.prefix,
+        ...(this.set.classNames ? { classNames: this.set.classNames } : {}),
+        batchSize: Math.max(this.set.batchSize, 1),
+        dtype: 'uint8',
+        ...(height === width ? { imageSize: height } : {}),
+      });
       if (!this.push(header)) return;
     }
     for (;;) {
       while (this.queue.length > 0) {
-        if (!this.push(this.queue.shift())) return;
+        const batch = this.queue.shift()!;
+        this.batchesOut += 1;
+        this.imagesOut += batch.shape[0];
+        if (!this.push(batch)) return;
       }
       if (this.position >= this.order.length) {
         this.exhausted = true;
+        // The whole set read: what its writer counted as skipped belongs to this stream too.
+        const whole = this.order.length === this.set!.shards.length;
+        this.push(makeTrailer({ records: this.batchesOut, images: this.imagesOut, skipped: whole ? this.set!.skipped : undefined, producer: 'alexnet-stream read' }));
         this.push(null);
         return;
       }
@@ -462,12 +481,15 @@ interface OpenShard {
 }
 
 /**
- * A sink: batch records (a header first, optionally) → shard files + the prefix's index entry.
- * Emits `written` (the batch record) once a batch's bytes are in its file, so that its
- * producer may reuse the buffer, and `shard` (a `ShardFileEntry`) after each shard file is complete.
- * `entry` holds the index entry once the stream has finished. An empty stream is an error
- * (an empty dataset), so is a batch after a partial one, a float32 batch, or a batch whose
- * image shape differs from the first.
+ * A sink: a batch stream (header, batch records, trailer) → shard files + the prefix's index
+ * entry. Emits `written` (the batch record) once a batch's bytes are in its file, so that its
+ * producer may reuse the buffer, and `shard` (a `ShardFileEntry`) after each shard file is
+ * complete. `entry` holds the index entry once the stream has finished. The index entry is
+ * written only after the input's trailer has arrived and agreed: an input that ends without
+ * it (a producer killed upstream) leaves no entry, and the shards already renamed are removed.
+ * An empty stream is an error (an empty dataset), so is a batch after a partial one, a
+ * float32 batch, or a batch whose image shape differs from the first. While it writes, the
+ * writer holds `<dir>/.<prefix>.lock`: a second writer of the same prefix is refused at once.
  */
 export class ShardWriter extends Writable {
   entry: ShardSetEntry | undefined;
@@ -485,6 +507,8 @@ export class ShardWriter extends Writable {
   /** The write in flight, so that `_destroy` can wait for it before cleaning up. */
   private busy: Promise<void> = Promise.resolve();
   private oldEntryDropped = false;
+  private readonly tally = new StreamTally('input', ['batch'], 'the shard writer');
+  private lock: Lock | undefined;
 
   constructor(private readonly options: ShardWriterOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
@@ -496,7 +520,15 @@ export class ShardWriter extends Writable {
   }
 
   override _construct(callback: (err?: Error | null) => void): void {
-    mkdir(this.options.dir, { recursive: true }).then(() => callback(), (err) => callback(err as Error));
+    const { dir, prefix } = this.options;
+    const start = async (): Promise<void> => {
+      await makeDirectory(dir, 'shard directory');
+      this.lock = await acquireLock(join(dir, `.${prefix}.lock`), { purpose: `writing shard set "${prefix}"`, advice: `another writer of prefix "${prefix}" runs; wait for it, or use another --prefix or --out-dir` }).catch((err: NodeJS.ErrnoException) => {
+        if (err instanceof AlexnetStreamError) throw err;
+        throw new OutputError(`${dir}: cannot write the shard directory: ${describeWriteError(err)}`, err);
+      });
+    };
+    start().then(() => callback(), (err) => callback(err as Error));
   }
 
   override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
@@ -507,11 +539,13 @@ export class ShardWriter extends Writable {
   private async writeRecord(record: StreamRecord): Promise<void> {
     if (this.destroyed) return;
     this.recordIndex += 1;
+    const where = `record ${this.recordIndex}`;
+    this.tally.see(record, where);
     if (record.type === 'header') {
       if (!this.classNames && record.classNames) this.classNames = record.classNames;
       return;
     }
-    const where = `record ${this.recordIndex}`;
+    if (record.type === 'trailer') return; // checked by the tally; finish() requires it
     if (record.type !== 'batch') throw new InputError(`${where}: shards hold batch records, not ${record.type} records (run batch first)`);
     if (record.dtype !== 'uint8') throw new InputError(`${where}: shards hold uint8 batches, this one is ${record.dtype} (write shards before augment)`);
     const [n, c, h, w] = record.shape;
@@ -569,6 +603,8 @@ export class ShardWriter extends Writable {
   private async closeShard(): Promise<void> {
     const shard = this.current!;
     this.current = undefined;
+    // A shard file is a whole stream of its own (`augment < train-00000.msgpack` works).
+    await this.writePieces(shard, recordPieces(makeTrailer({ records: shard.batches, images: shard.images, producer: this.options.producer ?? 'alexnet-stream batch' })));
     if (this.options.fsync ?? true) await shard.handle.sync();
     await shard.handle.close();
     if (this.destroyed) {
@@ -593,6 +629,7 @@ export class ShardWriter extends Writable {
   }
 
   private async finish(): Promise<void> {
+    const trailer = this.tally.end(); // a cut-short input: no index entry (and _destroy removes the shards)
     if (this.current) await this.closeShard();
     if (this.batches === 0 || !this.imageShape) throw new InputError(`no images to write under prefix "${this.options.prefix}": the dataset is empty`);
     const entry: ShardSetEntry = {
@@ -610,10 +647,13 @@ export class ShardWriter extends Writable {
       shards: this.files,
       createdAt: new Date().toISOString(),
       producer: this.options.producer ?? 'alexnet-stream batch',
+      ...(trailer.skipped !== undefined ? { skipped: trailer.skipped } : {}),
     };
     await updateShardIndex(this.options.dir, this.options.prefix, entry, this.options);
     this.entry = entry;
     await removeStaleFiles(this.options.dir, this.options.prefix, new Set(this.files.map((f) => f.file)));
+    await this.lock?.release();
+    this.lock = undefined;
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
@@ -630,6 +670,8 @@ export class ShardWriter extends Writable {
       if (err && !this.entry) {
         for (const f of this.files) await unlink(join(this.options.dir, f.file)).catch(() => undefined);
       }
+      await this.lock?.release();
+      this.lock = undefined;
     };
     cleanUp().then(() => callback(err));
   }

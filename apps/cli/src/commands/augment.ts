@@ -39,7 +39,7 @@ export function register(program: Command): void {
         if (opts.center && (opts.mirror || opts.perBatch)) throw new UsageError('--center takes the fixed center crop without mirroring; it cannot be combined with --mirror or --per-batch');
         const mean = await readMeanNpy(opts.mean);
         const stage = new AugmentStage({ mean, crop: opts.crop, mirror: opts.mirror, center: opts.center, perBatch: opts.perBatch, seed: opts.seed });
-        const input = stdinRecords(['batch']);
+        const input = stdinRecords(['batch'], undefined, 'augment');
         const progress = new Progress({ label: 'augment', unit: 'batches' });
         stage.on('data', (r: { type: string }) => r.type === 'batch' && progress.tick());
         const { encoder, done } = stdoutRecords();

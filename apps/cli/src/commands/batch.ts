@@ -38,7 +38,7 @@ export function register(program: Command): void {
     .option('--no-fsync', 'do not fsync shards before renaming (faster; safe against a killed process, not a power cut)')
     .action(
       action('batch', async (opts: BatchCliOptions) => {
-        const input = stdinRecords(['image']);
+        const input = stdinRecords(['image'], undefined, 'batch');
         const stage = new BatchStage({ batchSize: opts.size, dropLast: opts.dropLast });
         const progress = new Progress({ label: 'batch', unit: 'batches' });
         stage.on('data', (r: { type: string }) => r.type === 'batch' && progress.tick());
@@ -48,7 +48,7 @@ export function register(program: Command): void {
             writer.on('written', (batch: BatchRecord) => stage.assembler.recycle(batch.data));
             await pipeline(input, stage, writer);
             const e = writer.entry!;
-            process.stderr.write(`alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})\n`);
+            process.stderr.write(`alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})${e.skipped ? `; ${e.skipped} source items are not in it (undecodable, or dropped)` : ''}\n`);
           } else {
             const { encoder, done } = stdoutRecords();
             // together: when the pipeline fails, `done` rejects too and must not go unhandled

@@ -12,6 +12,7 @@ import {
   inspectorSink,
   inspectShardDir,
   renderContactSheet,
+  resolveOutputTarget,
   StreamInspector,
   StreamRecord,
   writeFileAtomic,
@@ -47,6 +48,7 @@ export function register(program: Command): void {
     .option('--no-verify', 'with <dir>: skip the sha256 check of each shard')
     .action(
       action('inspect', async (dir: string | undefined, opts: InspectCliOptions) => {
+        if (opts.contactSheet) resolveOutputTarget(opts.contactSheet); // refused before any work, not after
         const collector = opts.contactSheet ? new ContactSheetCollector(opts.count) : undefined;
         const progress = new Progress({ label: 'inspect', unit: 'records' });
         const onRecord = (record: StreamRecord): void => {
@@ -61,8 +63,8 @@ export function register(program: Command): void {
             text = formatShardDirSummary(result);
             json = result;
           } else {
-            const inspector = new StreamInspector();
-            await pipeline(stdinRecords(['item', 'image', 'batch']), inspectorSink(inspector, onRecord));
+            const inspector = new StreamInspector('stdin');
+            await pipeline(stdinRecords(['item', 'image', 'batch'], undefined, 'inspect'), inspectorSink(inspector, onRecord));
             const summary = inspector.summary();
             text = formatSummary(summary, 'stdin');
             json = summary;

@@ -16,10 +16,10 @@
  * arguments gave one.
  */
 import type { Command } from 'commander';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { InferenceModel, topK } from '@alexnet-stream/onnx-export';
 import {
-  BatchRecord, centerOffset, cropMirrorSubtract, CropPlan, decodeImage, describeDecodeError, InputError, MeanImage, UsageError,
+  BatchRecord, centerOffset, cropMirrorSubtract, CropPlan, decodeImage, describeDecodeError, InputError, MeanImage, readImageBytes, UsageError,
 } from '@alexnet-stream/stream-io';
 import { action, parseDeviceList, parseInteger } from '../cli-support';
 import { allocateBatch, asInputErrors, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';
@@ -109,8 +109,13 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
   const startDecodes = (upTo: number): void => {
     for (; started < Math.min(upTo, images.length); started++) {
       const path = images[started];
-      decodes[started] = readFile(path)
-        .then((buf) => decodeImage(buf, { size: imageSize, resize: 'squash' }))
+      // The same reading and decoding as the `decode` stage: only a regular file of bounded size;
+      // a truncated or corrupt image is refused with the reason, never predicted half grey.
+      decodes[started] = readImageBytes(path, {})
+        .then((buf) => {
+          if (buf.length === 0) throw new Error('empty file (0 bytes)');
+          return decodeImage(buf, { size: imageSize, resize: 'squash' });
+        })
         .then((img): Decoded => ({ ok: true, chw: img.data }), (err): Decoded => ({ ok: false, why: describeDecodeError(err) }));
     }
   };

@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { InputError, listClassFolders, makeHeader, readCaffeList, readClassNames, selectItems, UsageError } from '@alexnet-stream/stream-io';
+import { InputError, listClassFolders, makeHeader, readCaffeList, readClassNames, selectItems, UsageError, wholeStream } from '@alexnet-stream/stream-io';
 import { action, parseInteger, parseShard, stdoutRecords } from '../cli-support';
 
 interface ScanOptions {
@@ -46,7 +46,7 @@ export function register(program: Command): void {
         } else {
           if (!dir) throw new UsageError('give a data set folder (scan <dir>) or a list file (scan --list <file> --root <dir>)');
           if (opts.root || opts.classes) throw new UsageError('--root and --classes go with --list; a class-folder data set names its own classes');
-          list = await listClassFolders(dir);
+          list = await listClassFolders(dir, { onWarning: (message) => process.stderr.write(`alexnet-stream scan: warning: ${message}\n`) });
         }
         const source = opts.list ?? dir!;
         if (list.items.length === 0) {
@@ -59,13 +59,8 @@ export function register(program: Command): void {
           producer: 'alexnet-stream scan',
         });
         const { encoder, done } = stdoutRecords();
-        await Promise.all([pipeline(Readable.from(records(header, items), { objectMode: true, highWaterMark: 16 }), encoder), done]);
+        await Promise.all([pipeline(Readable.from(wholeStream(header, items), { objectMode: true, highWaterMark: 16 }), encoder), done]);
         process.stderr.write(`alexnet-stream scan: ${items.length} of ${list.items.length} items${list.classNames.length ? `, ${list.classNames.length} classes` : ''}\n`);
       }),
     );
-}
-
-function* records<H, T>(header: H, items: T[]): Generator<H | T> {
-  yield header;
-  yield* items;
 }

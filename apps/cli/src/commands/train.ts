@@ -215,7 +215,7 @@ export function register(program: Command): void {
             resume: opts.resume,
             init: opts.init,
             learningRate,
-            stdinRecords: opts.stdin ? stdinRecords(['batch']) : undefined,
+            stdinRecords: opts.stdin ? stdinRecords(['batch'], undefined, 'train --stdin') : undefined,
             onEvent: worker?.quiet ? undefined : renderer.onEvent,
             onNotice: worker?.quiet ? undefined : renderer.notice,
           });

@@ -17,9 +17,8 @@
  * JSON.stringify makes of NaN: a validation pass over no images); the report renders them.
  */
 import { appendFile, readFile } from 'node:fs/promises';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeNpy, InputError, writeFileAtomic } from '@alexnet-stream/stream-io';
+import { encodeNpy, InputError, makeDirectorySync, writeFileAtomic } from '@alexnet-stream/stream-io';
 import type { TrainLogEntry, ValidationResult } from './trainer';
 
 export const VAL_RECORD_JSON = 'val_record.json';
@@ -37,7 +36,7 @@ export function valRecordArray(record: ValidationResult[]): Float64Array {
 }
 
 export async function writeValRecord(weightsDir: string, record: ValidationResult[]): Promise<void> {
-  mkdirSync(weightsDir, { recursive: true });
+  makeDirectorySync(weightsDir, 'weights_dir'); // not Node's recursive mkdir: it loops forever under /proc
   await writeFileAtomic(join(weightsDir, VAL_RECORD_JSON), `${JSON.stringify(record, null, 1)}\n`);
   await writeFileAtomic(join(weightsDir, VAL_RECORD_NPY), encodeNpy(valRecordArray(record), [record.length, 3]));
 }
@@ -166,7 +165,7 @@ export async function readValRecord(weightsDir: string): Promise<ValidationResul
 }
 
 export async function appendTrainLog(weightsDir: string, entry: TrainLogEntry): Promise<void> {
-  mkdirSync(weightsDir, { recursive: true });
+  makeDirectorySync(weightsDir, 'weights_dir'); // not Node's recursive mkdir: it loops forever under /proc
   await appendFile(join(weightsDir, TRAIN_LOG), `${JSON.stringify(entry)}\n`);
 }
 
@@ -210,6 +209,6 @@ export async function readTrainLog(weightsDir: string): Promise<TrainLogEntry[]>
 export async function truncateTrainLog(weightsDir: string, iteration: number): Promise<void> {
   const entries = await readTrainLog(weightsDir);
   const kept = entries.filter((e) => e.iteration <= iteration);
-  mkdirSync(weightsDir, { recursive: true });
+  makeDirectorySync(weightsDir, 'weights_dir'); // not Node's recursive mkdir: it loops forever under /proc
   await writeFileAtomic(join(weightsDir, TRAIN_LOG), kept.map((e) => `${JSON.stringify(e)}\n`).join(''));
 }

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BatchRecord, makeHeader, MeanAccumulator, Rng, ShardWriter, StreamRecord, writeMeanNpy } from '@alexnet-stream/stream-io';
+import { BatchRecord, makeHeader, MeanAccumulator, Rng, ShardWriter, StreamRecord, wholeStream, writeMeanNpy } from '@alexnet-stream/stream-io';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 
 export interface FixtureOptions {
@@ -80,7 +80,7 @@ export async function writeFixtureDataDir(options: FixtureOptions): Promise<stri
   const valLabels = Array.from({ length: classes * (options.valPerClass ?? 3) }, (_, i) => i % classes);
   const mean = new MeanAccumulator();
   for (const [prefix, labels] of [['train', trainLabels], ['val', valLabels]] as const) {
-    const records: StreamRecord[] = [makeHeader('batch', { classNames }), ...batches(labels, classes, size, batchSize, rng, prefix)];
+    const records: StreamRecord[] = [...wholeStream(makeHeader('batch', { classNames }), batches(labels, classes, size, batchSize, rng, prefix))];
     if (prefix === 'train') for (const r of records) if (r.type === 'batch') mean.addBatch(r);
     const writer = new ShardWriter({ dir: options.dir, prefix, batchSize, batchesPerShard: options.batchesPerShard ?? 1, fsync: false, classNames });
     await pipeline(Readable.from(records), writer);

@@ -13,7 +13,7 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { AlexnetStreamError, InputError, MeanImage, readMeanNpy, StreamRecord } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, InputError, MeanImage, readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
 import type { EngineBatch } from '../engine';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
 
@@ -225,32 +225,45 @@ export function createLoader(setup: LoaderSetup, paraLoad: boolean): BatchLoader
 
 /**
  * float32 batch records from a decoded record stream (stdin): `read | augment | train --stdin`.
- * Each record must be NCHW float32 with `crop`-sized images; anything else is an `InputError`
- * naming the record.
+ * Each record must be NCHW float32 with `crop`-sized images and labels below `numClasses`;
+ * anything else is an `InputError` naming the record. Batches are re-cut to `batchSize`
+ * images, whatever size they arrived in (stored batches of 32 train at batch_size 8, or 8 at
+ * 32), in order; the last one holds what is left. The stream must end with its trailer: one
+ * that stops short is an `InputError` (the run fails rather than end an epoch as if whole).
+ * Memory: one batch being filled and the record being cut.
  */
 export class StdinBatchStream implements BatchStream {
   readonly iterations = Infinity;
   private readonly iterator: AsyncIterator<StreamRecord>;
+  private readonly tally = new StreamTally('stdin', ['batch'], 'train --stdin');
+  private readonly imageLength: number;
   private index = 0;
   private recordNumber = 0;
   private done = false;
+  /** The record being cut into batches, and how many of its images are taken. */
+  private current: { data: Float32Array; labels: Int32Array; size: number } | undefined;
+  private taken = 0;
 
-  constructor(records: Readable, private readonly crop: number, private readonly numClasses: number) {
+  constructor(records: Readable, private readonly crop: number, private readonly numClasses: number, private readonly batchSize = Infinity) {
+    if (!(batchSize === Infinity || (Number.isInteger(batchSize) && batchSize >= 1))) throw new Error(`StdinBatchStream: batchSize ${batchSize} is not an integer >= 1`);
     this.iterator = records[Symbol.asyncIterator]() as AsyncIterator<StreamRecord>;
+    this.imageLength = 3 * crop * crop;
   }
 
-  async next(): Promise<LoadedBatch | null> {
+  /** The next record's images, or false at the end of the stream (checked whole). */
+  private async nextRecord(): Promise<boolean> {
     for (;;) {
-      if (this.done) return null;
       const r = await this.iterator.next();
       if (r.done) {
-        this.done = true;
-        return null;
+        this.tally.end(); // no trailer: the stream was cut short upstream
+        return false;
       }
       this.recordNumber += 1;
       const record = r.value;
-      if (record.type === 'header') continue;
       const where = `stdin record ${this.recordNumber}`;
+      this.tally.see(record, where);
+      if (record.type === 'header') continue;
+      if (record.type === 'trailer') return false;
       if (record.type !== 'batch') throw new InputError(`${where}: train --stdin reads batch records, not ${record.type} records`);
       if (record.dtype !== 'float32') throw new InputError(`${where}: train --stdin reads augmented float32 batches, this one is ${record.dtype} (pipe through augment first)`);
       const [n, c, h, w] = record.shape;
@@ -260,8 +273,55 @@ export class StdinBatchStream implements BatchStream {
       for (const label of record.labels) {
         if (!(label >= 0 && label < this.numClasses)) throw new InputError(`${where}: label ${label} outside 0..${this.numClasses - 1} (num_classes ${this.numClasses})`);
       }
-      return { index: this.index++, size: n, data: record.data as Float32Array, labels: record.labels };
+      this.current = { data: record.data as Float32Array, labels: record.labels, size: n };
+      this.taken = 0;
+      return true;
     }
+  }
+
+  async next(): Promise<LoadedBatch | null> {
+    if (this.done) return null;
+    if (this.batchSize === Infinity) {
+      // one batch per record, as it came
+      if (!(await this.nextRecord())) {
+        this.done = true;
+        return null;
+      }
+      const { data, labels, size } = this.current!;
+      this.current = undefined;
+      return { index: this.index++, size, data, labels };
+    }
+    // Re-cut: a record of exactly batchSize images, taken whole, is passed on without a copy.
+    if (!this.current || this.taken === this.current.size) {
+      if (!(await this.nextRecord())) {
+        this.done = true;
+        return null;
+      }
+    }
+    const cur = this.current!;
+    if (this.taken === 0 && cur.size === this.batchSize) {
+      this.taken = cur.size;
+      return { index: this.index++, size: cur.size, data: cur.data, labels: cur.labels };
+    }
+    const data = new Float32Array(this.batchSize * this.imageLength);
+    const labels = new Int32Array(this.batchSize);
+    let filled = 0;
+    while (filled < this.batchSize) {
+      if (!this.current || this.taken === this.current.size) {
+        if (!(await this.nextRecord())) {
+          this.done = true;
+          break;
+        }
+      }
+      const src = this.current!;
+      const count = Math.min(this.batchSize - filled, src.size - this.taken);
+      data.set(src.data.subarray(this.taken * this.imageLength, (this.taken + count) * this.imageLength), filled * this.imageLength);
+      labels.set(src.labels.subarray(this.taken, this.taken + count), filled);
+      this.taken += count;
+      filled += count;
+    }
+    if (filled === 0) return null;
+    return { index: this.index++, size: filled, data: filled === this.batchSize ? data : data.subarray(0, filled * this.imageLength), labels: filled === this.batchSize ? labels : labels.subarray(0, filled) };
   }
 
   release(_batch: LoadedBatch): void {}

@@ -387,7 +387,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     loader = loaderSetup ? createLoader(loaderSetup, config.para_load) : undefined;
     let train: TrainSource;
     if (usingStdin) {
-      const stream = new StdinBatchStream(options.stdinRecords!, spec.inputSize, spec.numClasses);
+      const stream = new StdinBatchStream(options.stdinRecords!, spec.inputSize, spec.numClasses, config.batch_size);
       train = { iterationsPerEpoch: Infinity, open: () => stream };
     } else {
       const l = loader!;
