@@ -656,21 +656,40 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
 /**
  * Start a server and wire the process signals: SIGHUP reloads every model, SIGTERM/SIGINT
  * drain and stop. Resolves with the exit code once the server has stopped (0: drained).
+ *
+ * The handlers are installed before the server starts: a process without a SIGTERM listener
+ * dies at once by the signal's default action, and a supervisor (or a test) may send SIGTERM
+ * the moment it reads the `listening` line, before code after `startServer` has run. A stop
+ * asked for during start-up takes effect as soon as the server is up.
  */
 export async function runServer(options: ServeOptions, onStarted?: (handle: ServerHandle) => void): Promise<number> {
-  const handle = await startServer(options);
+  let handle: ServerHandle | undefined;
+  let stopSignal: NodeJS.Signals | undefined;
+  let finish: (code: number) => void = () => undefined;
+  const finished = new Promise<number>((resolve) => { finish = resolve; });
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopSignal) return;
+    stopSignal = signal;
+    process.removeListener('SIGHUP', hup);
+    if (handle) handle.shutdown(signal).then((clean) => finish(clean ? 0 : 1), () => finish(1));
+  };
+  const hup = () => {
+    if (!handle) return;
+    handle.app.log.info('SIGHUP: reloading every model');
+    void handle.reload();
+  };
+  process.on('SIGHUP', hup);
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  try {
+    handle = await startServer(options);
+  } catch (err) {
+    process.removeListener('SIGHUP', hup);
+    process.removeListener('SIGTERM', stop);
+    process.removeListener('SIGINT', stop);
+    throw err;
+  }
   onStarted?.(handle);
-  return new Promise<number>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      process.removeListener('SIGHUP', hup);
-      handle.shutdown(signal).then((clean) => resolve(clean ? 0 : 1), () => resolve(1));
-    };
-    const hup = () => {
-      handle.app.log.info('SIGHUP: reloading every model');
-      void handle.reload();
-    };
-    process.on('SIGHUP', hup);
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  if (stopSignal) handle.shutdown(stopSignal).then((clean) => finish(clean ? 0 : 1), () => finish(1));
+  return finished;
 }

@@ -64,12 +64,13 @@ export interface PredictSummary {
 /** The work of `predict`, with the output sink injectable (bench/inference.mjs calls it). */
 export async function runPredict(images: string[], opts: PredictOptions, write: (text: string) => void = (t) => process.stdout.write(t)): Promise<PredictSummary> {
   // Refuse arguments that are not files before any work, so nothing half-done is printed.
-  const notFiles: string[] = [];
-  await Promise.all(images.map(async (path) => {
+  // Named in argument order, whatever order the stat calls finish in.
+  const problems = await Promise.all(images.map(async (path) => {
     const s = await stat(path).catch(() => undefined);
-    if (!s) notFiles.push(`${path} (no such file)`);
-    else if (!s.isFile()) notFiles.push(`${path} (not a file)`);
+    if (!s) return `${path} (no such file)`;
+    return s.isFile() ? undefined : `${path} (not a file)`;
   }));
+  const notFiles = problems.filter((p): p is string => p !== undefined);
   if (notFiles.length) throw new InputError(`not image files: ${notFiles.join(', ')}`);
 
   const model = await asInputErrors(() => InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads, allowSpinning: opts.allowSpinning ?? false, devices: opts.devices }));
