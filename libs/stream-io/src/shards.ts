@@ -27,7 +27,7 @@
  * `ShardReader` (dir → header + batches).
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -217,10 +217,13 @@ export async function updateShardIndex(dir: string, prefix: string, entry: Shard
   await withIndexLock(dir, async () => {
     const path = join(dir, SHARD_INDEX_FILE);
     let index: ShardIndex = { schema: SHARD_INDEX_SCHEMA, prefixes: Object.create(null) as ShardIndex['prefixes'] };
-    const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
+    const text = await readRegularFileAsync(path, { maxBytes: MAX_INDEX_BYTES }).then(
+      (bytes) => bytes.toString('utf8'),
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`);
+      },
+    );
     if (text !== undefined) index = parseShardIndex(text, path);
     if (entry === null) {
       if (!(prefix in index.prefixes)) return;
