@@ -20,12 +20,12 @@
  * Reading and writing are synchronous: they run at epoch boundaries, where the trainer's thread
  * has nothing else to do, and callers may `await` them all the same.
  */
-import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError } from '@alexnet-stream/stream-io';
-import { ModelSpec, parameterList } from './spec';
+import { InputError, readUserFileSync } from '@alexnet-stream/stream-io';
+import { ModelSpec, parameterCount, parameterList } from './spec';
 import { specProblem } from './spec-check';
-import { decodeSafetensors, encodeSafetensors, float16ToFloat32, SafeTensor } from './safetensors';
+import { decodeSafetensors, encodeSafetensors, float16ToFloat32, MAX_HEADER_BYTES, SafeTensor } from './safetensors';
 import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import type { Weights } from './init';
 import { getOwn, setOwn } from './own-keys';
@@ -37,6 +37,10 @@ export const STATE_FILE = 'state.json';
 export const MEAN_FILE = 'mean.npy';
 /** Every file a checkpoint directory of ours may hold: a directory with anything else is not replaced. */
 export const CHECKPOINT_FILES: readonly string[] = [WEIGHTS_FILE, MOMENTUM_FILE, MEAN_FILE, STATE_FILE];
+/** A state.json is a few kB (the spec, the config, a val_record of one entry per epoch); far more is not one. */
+export const MAX_STATE_FILE_BYTES = 64 << 20;
+/** A weights file whose model is not known before reading it: 2 GiB (AlexNet for 1000 classes is 233 MiB). */
+export const MAX_WEIGHTS_FILE_BYTES = 2 ** 31;
 /** Written into state.json and the safetensors metadata; bump when the layout changes. */
 export const CHECKPOINT_FORMAT = 'alexnet-stream-checkpoint/1';
 
@@ -214,7 +218,7 @@ export function checkReplaceableCheckpoint(path: string): void {
   let format: unknown;
   if (names.includes(STATE_FILE)) {
     try {
-      format = (JSON.parse(readFileSync(join(path, STATE_FILE), 'utf8')) as { format?: unknown }).format;
+      format = (JSON.parse(readUserFileSync(join(path, STATE_FILE), 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8')) as { format?: unknown }).format;
     } catch {
       format = undefined;
     }
@@ -261,14 +265,18 @@ export function parseSpec(value: unknown, source: string): ModelSpec {
   return value as ModelSpec;
 }
 
-function readSafetensorsFile(path: string) {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  return decodeSafetensors(bytes, path);
+/**
+ * The largest safetensors file that can hold `spec`'s parameters (F32, the widest dtype we read,
+ * after the largest header the format allows), or the generic bound when the model is not known
+ * yet: a file is read only if it is a regular file of at most that size, so `/dev/zero`, a FIFO
+ * or a file claiming more than the model needs never takes memory.
+ */
+function weightsFileBound(spec: ModelSpec | undefined): number {
+  return spec ? 8 + MAX_HEADER_BYTES + 4 * parameterCount(spec) : MAX_WEIGHTS_FILE_BYTES;
+}
+
+function readSafetensorsFile(path: string, spec: ModelSpec | undefined) {
+  return decodeSafetensors(readUserFileSync(path, 'weights file', weightsFileBound(spec)), path);
 }
 
 function specFromMetadata(metadata: Record<string, string>, path: string): ModelSpec | undefined {
@@ -337,8 +345,9 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   if (isDir && existsSync(statePath)) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(statePath, 'utf8'));
+      parsed = JSON.parse(readUserFileSync(statePath, 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8'));
     } catch (err) {
+      if (err instanceof InputError) throw err;
       throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new InputError(`${statePath}: not a JSON object`);
@@ -350,7 +359,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
     state = rest;
   }
 
-  const file = readSafetensorsFile(weightsPath);
+  const file = readSafetensorsFile(weightsPath, expectedSpec ?? stateSpec);
   const metaSpec = specFromMetadata(file.metadata, weightsPath);
   if (stateSpec && metaSpec && !sameSpec(stateSpec, metaSpec)) {
     throw new InputError(`${path}: ${STATE_FILE} describes ${describeSpec(stateSpec)} but ${WEIGHTS_FILE} was written for ${describeSpec(metaSpec)}: files from different checkpoints?`);
@@ -365,7 +374,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   let momentum: Weights | undefined;
   const momentumPath = join(path, MOMENTUM_FILE);
   if (isDir && existsSync(momentumPath)) {
-    momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath).tensors, momentumPath);
+    momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath, checkSpec).tensors, momentumPath);
   }
   return { spec: ownSpec ?? checkSpec, weights, ...(momentum ? { momentum } : {}), state, weightsPath };
 }
