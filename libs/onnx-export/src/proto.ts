@@ -3,7 +3,6 @@
  * protobufjs); IR version 8 structures are unchanged since, and operator versions are just
  * numbers in `opset_import`, so it writes opset-17 models that onnxruntime 1.30 loads.
  */
-import { readFileSync } from 'node:fs';
 import { onnx } from 'onnx-proto';
 
 export { onnx };
@@ -37,10 +36,6 @@ export function decodeModel(bytes: Uint8Array, name = 'model'): onnx.ModelProto 
   }
   if (!model.graph || !model.graph.node) throw new OnnxFormatError(`${name}: ONNX model has no graph`);
   return model;
-}
-
-export function readModelFile(path: string): onnx.ModelProto {
-  return decodeModel(readFileSync(path), path);
 }
 
 /** Float32 data of an initializer, whether stored as raw bytes or as float_data. */

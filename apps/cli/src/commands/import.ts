@@ -76,7 +76,8 @@ function fromOnnx(source: string, opts: ImportOptions): Imported {
   for (const [flag, given] of [['--epoch', opts.epoch], ['--preset', opts.preset], ['--num-classes', opts.numClasses], ['--input-size', opts.inputSize]] as const) {
     if (given !== undefined) throw new UsageError(`${flag} does not apply to --from onnx (the model's structure decides)`);
   }
-  if (!existsSync(source) || !statSync(source).isFile()) throw new InputError(`${source}: no such file (expected an .onnx model)`);
+  // Anything else there (a folder, a FIFO, a device) is refused by the bounded reader, saying what it is.
+  if (!existsSync(source)) throw new InputError(`${source}: no such file (expected an .onnx model)`);
   let imported: ReturnType<typeof importOnnxWeights>;
   try {
     imported = importOnnxWeights(source);
