@@ -8,10 +8,9 @@
  * (edit distance), a wrong type or range names the key, what was expected and what was given.
  * Relative paths are taken relative to the current directory (as the seed's were).
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { describeReadError, readRegularFileAsync, UsageError } from '@alexnet-stream/stream-io';
 import { INIT_SCHEMES, PRESETS } from '@alexnet-stream/model-alexnet';
 
 export const ENGINE_NAMES = ['onnxruntime', 'tfjs'] as const;
@@ -271,13 +270,15 @@ export function parseConfigText(text: string, name: string): Partial<TrainConfig
   return validateConfigValues(raw as Record<string, unknown>, name);
 }
 
+/** A config is a few dozen lines; 4 MiB is far more than any (a FIFO or /dev/zero is refused, not read). */
+const MAX_CONFIG_FILE_BYTES = 4 << 20;
+
 export async function readConfigFile(path: string): Promise<Partial<TrainConfig>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = (await readRegularFileAsync(path, { maxBytes: MAX_CONFIG_FILE_BYTES, limitName: 'the 4 MiB a config file may take' })).toString('utf8');
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new UsageError(`${path}: cannot read the config file (${e.code === 'ENOENT' ? 'no such file' : e.message})`);
+    throw new UsageError(`${path}: cannot read the config file (${describeReadError(err)})`);
   }
   return parseConfigText(text, path);
 }

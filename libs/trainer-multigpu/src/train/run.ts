@@ -7,7 +7,6 @@
  */
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   alexnetSpec,
@@ -27,7 +26,7 @@ import {
   specProblem,
   Weights,
 } from '@alexnet-stream/model-alexnet';
-import { InputError, readMeanNpy, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
+import { describeReadError, InputError, readErrorCode, readMeanNpy, readRegularFileAsync, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
 import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
 import type { TrainConfig } from './config';
@@ -113,13 +112,19 @@ export function optimizerFromConfig(config: TrainConfig): OptimizerConfig {
   };
 }
 
+/** A model spec is a few kB of JSON (a layer list); 16 MiB is far more than any. */
+const MAX_SPEC_FILE_BYTES = 16 << 20;
+
 /** The model: `spec_file` when given (its class count checked against the data), else the preset. */
 export async function specFromConfig(config: TrainConfig, numClasses: number): Promise<ModelSpec> {
   if (config.spec_file !== null) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(await readFile(config.spec_file, 'utf8'));
+      parsed = JSON.parse((await readRegularFileAsync(config.spec_file, { maxBytes: MAX_SPEC_FILE_BYTES, limitName: 'the 16 MiB a model spec may take' })).toString('utf8'));
     } catch (err) {
+      if (readErrorCode(err) !== undefined) {
+        throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${describeReadError(err)}`);
+      }
       throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${(err as Error).message}`);
     }
     const spec = parseSpec(parsed, config.spec_file);
