@@ -22,7 +22,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeNpy, encodeNpy, InputError, makeDirectorySync, NpyArray, readUserFileSync, writeFileAtomicSync } from '@alexnet-stream/stream-io';
+import { decodeNpy, encodeNpy, InputError, makeDirectorySync, meanImageProblem, NpyArray, readUserFileSync, writeFileAtomicSync } from '@alexnet-stream/stream-io';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
 import { describeSpec, validateWeights } from './checkpoint';
 import type { Weights } from './init';
@@ -299,6 +299,8 @@ export function importMeanImage(path: string): ImportedMeanImage {
     notices.push(`converted ${arr.dtype} to float32`);
   } else throw new InputError(`${path}: dtype ${arr.dtype}, expected a float32 mean image`);
   const s = arr.shape;
+  const problem = meanImageProblem(s, data);
+  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`);
   if (s.length === 3 && s[0] === 3) return { data, shape: [3, s[1], s[2]], notice: notices.join('; ') || undefined };
   if (s.length === 3 && s[2] === 3) {
     const [h, w] = s;

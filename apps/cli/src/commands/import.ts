@@ -175,6 +175,10 @@ export function register(program: Command): void {
         // Read and check the mean before writing anything.
         let mean: ImportedMeanImage | undefined;
         if (opts.mean) mean = importMeanImage(opts.mean);
+        // The rule export and train apply to this model's mean image: square, at least its input size.
+        if (mean && (mean.shape[1] !== mean.shape[2] || mean.shape[1] < imported.spec.inputSize)) {
+          throw new InputError(`${opts.mean}: a mean image of 3xSxS with S >= ${imported.spec.inputSize} is needed for this model, this one is ${mean.shape.join('x')}`);
+        }
         const meanNpy = mean ? encodeNpy(mean.data, mean.shape) : undefined;
         const dir = saveCheckpoint(opts.out, { spec: imported.spec, weights: imported.weights, state: imported.state }, meanInside ? { meanNpy } : {});
         const lines = [`${opts.from} ${source} -> ${dir} (${describeSpec(imported.spec)})`, ...imported.notes];
