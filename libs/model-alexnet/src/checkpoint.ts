@@ -126,20 +126,26 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   const params = parameterList(spec);
   const problems: string[] = [];
   const missing: string[] = [];
+  /** Parameters whose shape and dtype are right: their values are checked next. */
+  const checked = new Set(params.map((p) => p.name));
   for (const p of params) {
     const t = getOwn(weights, p.name);
     const count = p.shape.reduce((a, b) => a * b, 1);
     if (t === undefined) {
       missing.push(`${p.name} ${shapeText(p.shape)}`);
     } else if (t instanceof Float32Array) {
-      if (t.length !== count) problems.push(`${p.name} has ${t.length} values, the model needs ${shapeText(p.shape)} = ${count}`);
+      if (t.length === count) continue;
+      problems.push(`${p.name} has ${t.length} values, the model needs ${shapeText(p.shape)} = ${count}`);
     } else if (t.dtype !== 'F32') {
       problems.push(`${p.name} is ${t.dtype}, the model needs F32`);
     } else if (shapeText(t.shape) !== shapeText(p.shape)) {
       problems.push(`${p.name} has shape ${shapeText(t.shape)}, the model needs ${shapeText(p.shape)}`);
     } else if (!(t.data instanceof Float32Array) || t.data.length !== count) {
       problems.push(`${p.name} has ${t.data.length} values for shape ${shapeText(p.shape)}`);
+    } else {
+      continue;
     }
+    checked.delete(p.name);
   }
   const known = new Set(params.map((p) => p.name));
   const unexpected = Object.keys(weights).filter((name) => !known.has(name));
@@ -150,6 +156,23 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   if (problems.length) {
     throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`);
   }
+  // Values too: a NaN or infinite weight makes every prediction NaN ("NaN%"), and a trainer
+  // resumed from it starts at a NaN loss. The trainer never saves one (it stops first).
+  for (const name of checked) {
+    const t = getOwn(weights, name)!;
+    const data = t instanceof Float32Array ? t : (t.data as Float32Array);
+    const at = firstNonFinite(data);
+    if (at >= 0) throw new InputError(`${source}: ${name}[${at}] is ${data[at]}: weights are finite numbers (the file is damaged, or was saved after training diverged)`);
+  }
+}
+
+/** Index of the first NaN or infinite value of `data`, or -1. */
+function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) {
+    // x - x is 0 for every finite x, NaN for NaN and ±Infinity: one subtraction per value.
+    if (data[i] - data[i] !== 0) return i;
+  }
+  return -1;
 }
 
 /** Metadata stored in every safetensors file we write. */
