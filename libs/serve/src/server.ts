@@ -295,7 +295,8 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
     } else if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? null)}`;
     }
-    if (status === 500) {
+    // An HttpError's message is written for the client; anything else unexpected is not shown.
+    if (status === 500 && !(error instanceof HttpError)) {
       request.log.error({ err: error }, 'unexpected error');
       message = `internal server error (request id ${request.id})`;
     }
@@ -570,6 +571,11 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
       const predictions = results.map((res, i) => {
         const raw = res.outputs.get(description.classifyOutput)!;
         const prob = description.classifyOutputIsProb ? raw : softmaxRow(raw);
+        // A model whose weights overflow on this image answers NaN: an error, never "prob": null.
+        const bad = prob.find((v) => !Number.isFinite(v));
+        if (bad !== undefined) {
+          throw new HttpError(500, `${images.length > 1 ? `image ${i + 1}: ` : ''}the model's output is ${bad} for this image (its weights overflow)`, 'output_not_finite');
+        }
         return {
           image: i,
           ...(images[i].filename ? { filename: images[i].filename } : {}),
