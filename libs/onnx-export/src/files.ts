@@ -17,6 +17,8 @@ function writeOutput(path: string, bytes: Uint8Array): void {
   try {
     writeFileAtomicSync(path, bytes);
   } catch (err) {
+    // stream-io's output errors already name the path and say why, in words (exit 2).
+    if (typeof (err as { exitCode?: unknown }).exitCode === 'number') throw err;
     const e = err as NodeJS.ErrnoException;
     const why = e.code === 'ENOENT' ? `no directory ${dirname(path)}` : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'ENOSPC' ? 'disk full' : e.message;
     throw new OutputError(`${path}: cannot write (${why}); nothing was written`);
