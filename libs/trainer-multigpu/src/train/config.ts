@@ -84,11 +84,18 @@ export interface KeySpec {
   seed?: boolean;
 }
 
+/**
+ * The largest learning rate taken (as `--lr`): the graph gets lr, lr x bias_lr_multiplier and
+ * weight_decay as float32, where 1e39 is already Infinity (and the engine failed with an
+ * internal error); 1e6 (and 1e6 for the multiplier and decay) stays far inside float32's range.
+ */
+export const MAX_LEARNING_RATE = 1e6;
+
 export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   resume_train: { seed: true, type: { kind: 'boolean' }, default: false, doc: 'continue from a checkpoint in weights_dir (same as --resume)' },
   load_epoch: { seed: true, type: { kind: 'integer', min: 0, nullable: true }, default: null, doc: 'checkpoint epoch to resume from; null = the latest' },
   n_epochs: { seed: true, type: { kind: 'integer', min: 1 }, default: 60, doc: 'epochs to train (in total, counting resumed ones)' },
-  learning_rate: { seed: true, type: { kind: 'number', min: 0, exclusiveMin: true }, default: 0.01, doc: 'initial learning rate' },
+  learning_rate: { seed: true, type: { kind: 'number', min: 0, exclusiveMin: true, max: MAX_LEARNING_RATE }, default: 0.01, doc: 'initial learning rate' },
   lr_policy: { seed: true, type: { kind: 'enum', values: ['step', 'auto'] }, default: 'step', doc: '`step`: divide by 10 after the epochs in lr_step; `auto`: divide by 10 when validation error stops improving' },
   lr_adapt_threshold: { seed: true, type: { kind: 'number', min: 0 }, default: 0.01, doc: '`auto`: divide lr when top-1 error fell by less than this over the last two epochs' },
   lr_step: { seed: true, type: { kind: 'integer-list', min: 1 }, default: [20, 40], doc: '`step`: epochs after which lr is divided by 10' },
@@ -99,7 +106,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   use_momentum: { seed: true, type: { kind: 'boolean' }, default: true, doc: 'SGD with momentum (false: plain SGD)' },
   use_nesterov_momentum: { seed: true, type: { kind: 'boolean' }, default: false, doc: 'Nesterov momentum' },
   momentum: { seed: true, type: { kind: 'number', min: 0, max: 1 }, default: 0.9, doc: 'momentum μ' },
-  weight_decay: { seed: true, type: { kind: 'number', min: 0 }, default: 0.0005, doc: 'L2 weight decay λ (weights only, not biases)' },
+  weight_decay: { seed: true, type: { kind: 'number', min: 0, max: 1e6 }, default: 0.0005, doc: 'L2 weight decay λ (weights only, not biases)' },
   weights_dir: { seed: true, type: { kind: 'string' }, default: './weights', doc: 'checkpoints, val_record.json/.npy and train_log.jsonl go here' },
   snapshot_freq: { seed: true, type: { kind: 'integer', min: 1 }, default: 1, doc: 'write a checkpoint every this many epochs (and after the last)' },
   print_train_error: { seed: true, type: { kind: 'boolean' }, default: true, doc: 'include the training top-1 error in progress lines' },
@@ -117,13 +124,13 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   dropout: { type: { kind: 'number', min: 0, max: 0.99 }, default: 0.5, doc: 'dropout rate of fc6/fc7 (0 removes dropout)' },
   lrn: { type: { kind: 'boolean' }, default: true, doc: 'keep the LRN layers of the preset' },
   init: { type: { kind: 'enum', values: INIT_SCHEMES }, default: 'preset', doc: 'weight init: `preset` (the seed\'s fixed stds), or `kaiming`: He-normal after the first layer, for training from scratch in fewer epochs' },
-  bias_lr_multiplier: { type: { kind: 'number', min: 0 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
+  bias_lr_multiplier: { type: { kind: 'number', min: 0, max: 1e6 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
   seed: { type: { kind: 'integer', min: 0, max: 0xffffffff }, default: 1234, doc: 'seeds weight init, data order, crops and dropout' },
   engine: { type: { kind: 'enum', values: ENGINE_NAMES }, default: 'onnxruntime', doc: 'training engine' },
   devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `webgpu`, `cuda:0`; README "GPUs")' },
   sync_every: { type: { kind: 'integer', min: 1 }, default: 1, doc: 'multi-worker: average weights every this many iterations' },
   sync_momentum: { type: { kind: 'boolean' }, default: false, doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed)' },
-  intra_op_threads: { type: { kind: 'integer', min: 0 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
+  intra_op_threads: { type: { kind: 'integer', min: 0, max: 1024 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
   queue_depth: { type: { kind: 'integer', min: 2, max: 64 }, default: 3, doc: 'batch buffers between loader and engine (memory = queue_depth x batch)' },
   steps_per_run: {
     type: { kind: 'integer', min: 1, max: 64 },

@@ -29,7 +29,7 @@ import {
 import { describeReadError, InputError, readErrorCode, readMeanNpy, readRegularFileAsync, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
 import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
-import type { TrainConfig } from './config';
+import { MAX_LEARNING_RATE, TrainConfig } from './config';
 import { appendTrainLog, checkValRecord, truncateTrainLog, writeValRecord } from './files';
 import { BatchLoader, createLoader, StdinBatchStream } from './loader';
 import type { LoaderSetup } from './loader-core';
@@ -237,7 +237,7 @@ function restoreState(saved: Record<string, unknown>, path: string): TrainState 
     return v;
   };
   const lr = num('lr');
-  if (!(lr > 0)) throw new InputError(`${path}: "lr" is ${lr}, expected a learning rate > 0`);
+  if (!(lr > 0 && lr <= MAX_LEARNING_RATE)) throw new InputError(`${path}: "lr" is ${lr}, expected a learning rate > 0 and <= ${MAX_LEARNING_RATE}`);
   const record = Object.hasOwn(saved, 'val_record') ? saved.val_record : [];
   return {
     epochsCompleted: count('epochsCompleted'),
