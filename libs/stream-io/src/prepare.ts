@@ -261,7 +261,16 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
   const startMs = Date.now();
   await finishInterruptedReplace(o.out, o.onNotice);
   const existing = await readPrepareManifest(o.out);
-  if (existing && !o.force) return { out: o.out, alreadyComplete: true, manifest: existing };
+  if (existing && !o.force) {
+    // A rebuild (--force) killed before it finished leaves its work folder beside the complete
+    // data: ours (marked) and, under the lock, nobody's; not kept for ever.
+    const stale = `${o.out}.partial`;
+    if (await exists(join(stale, PARTIAL_MARKER))) {
+      o.onNotice?.(`removing ${stale} left by an interrupted run`);
+      await rm(stale, { recursive: true, force: true });
+    }
+    return { out: o.out, alreadyComplete: true, manifest: existing };
+  }
   if (!existing && (await exists(o.out))) {
     throw new InputError(`${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another --out`);
   }
