@@ -26,7 +26,10 @@ import {
   specProblem,
   Weights,
 } from '@alexnet-stream/model-alexnet';
-import { describeReadError, InputError, readErrorCode, readMeanNpy, readRegularFileAsync, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
+import {
+  acquireLock, AlexnetStreamError, describeReadError, describeWriteError, InputError, makeDirectorySync, OutputError, readErrorCode, readMeanNpy, readRegularFileAsync, readShardIndex, ShardSetEntry, shardSet,
+  UsageError,
+} from '@alexnet-stream/stream-io';
 import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
 import { MAX_LEARNING_RATE, TrainConfig } from './config';
@@ -256,22 +259,51 @@ function own(value: unknown, key: string): unknown {
 
 const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The lock file in weights_dir that the writing trainer (rank 0) holds for its whole run. */
+export const TRAIN_LOCK_FILE = 'train.lock';
+
+/**
+ * One trainer writes a weights_dir at a time: a second one (started by mistake, or a --resume of
+ * a run still going) would interleave its checkpoints with the first's, truncate the first's
+ * train_log.jsonl to its own start and rewrite its val_record.json. Rank 0, the only writer,
+ * holds `<weights_dir>/train.lock` (stream-io's lock: broken at once when its process is gone,
+ * e.g. after a kill -9) for the whole run; other ranks write nothing there.
+ */
 export async function runTraining(config: TrainConfig, options: RunTrainingOptions = {}): Promise<RunTrainingResult> {
-  const notice = (m: string) => options.onNotice?.(m);
-  const group = options.group ?? new SingleProcessGroup();
-  const ownGroup = !options.group;
   const usingStdin = options.stdinRecords !== undefined;
   const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
   if (usingStdin && resume !== false) throw new UsageError('--resume cannot continue a --stdin run (a stream cannot be rewound to the saved position); train from the data dir instead');
   if (options.init && resume !== false) throw new UsageError('--init and --resume exclude each other: --resume continues a run, --init starts a new one from pretrained weights');
-  const weightsDir = config.weights_dir;
-
-  // 1. The data, checked against the config before anything else.
+  // 1. The data, checked against the config before anything else (before weights_dir is made).
   const data = await checkData(config, !usingStdin);
   const spec = await specFromConfig(config, data.numClasses);
   if (data.imageSize && (spec.inputSize > data.imageSize[0] || spec.inputSize > data.imageSize[1])) {
     throw new InputError(`${config.data_dir}: ${data.imageSize[0]}x${data.imageSize[1]} images are smaller than the network input ${spec.inputSize}; set input_size <= ${Math.min(...data.imageSize)}`);
   }
+  if ((options.group?.rank ?? 0) !== 0) return runTrainingLocked(config, options, data, spec);
+  makeDirectorySync(config.weights_dir, 'weights_dir');
+  const lock = await acquireLock(join(config.weights_dir, TRAIN_LOCK_FILE), {
+    purpose: `train --weights-dir ${config.weights_dir}`,
+    advice: 'another train is writing this weights_dir; wait for it to finish, stop it, or use another weights_dir',
+  }).catch((err: unknown) => {
+    if (err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(`${config.weights_dir}: cannot take the lock ${TRAIN_LOCK_FILE}: ${describeWriteError(err)}`, err);
+  });
+  try {
+    return await runTrainingLocked(config, options, data, spec);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runTrainingLocked(config: TrainConfig, options: RunTrainingOptions, data: DataInfo, spec: ModelSpec): Promise<RunTrainingResult> {
+  const notice = (m: string) => options.onNotice?.(m);
+  const group = options.group ?? new SingleProcessGroup();
+  const ownGroup = !options.group;
+  const usingStdin = options.stdinRecords !== undefined;
+  const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
+  const weightsDir = config.weights_dir;
+
   const loaderSetup: LoaderSetup | undefined = config.data_dir
     ? {
         dir: config.data_dir,
