@@ -511,12 +511,20 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
     if (request.isMultipart()) {
       const files: Upload[] = [];
       let total = 0;
-      for await (const part of request.parts()) {
-        if (part.type !== 'file') continue;
-        const bytes = await part.toBuffer();
-        total += bytes.length;
-        if (total > options.bodyLimitBytes) throw new HttpError(413, `the images add up to more than --body-limit-mb (${options.bodyLimitBytes} bytes)`, 'body_too_large');
-        files.push({ bytes, filename: part.filename || part.fieldname });
+      try {
+        for await (const part of request.parts()) {
+          if (part.type !== 'file') continue;
+          const bytes = await part.toBuffer();
+          total += bytes.length;
+          if (total > options.bodyLimitBytes) throw new HttpError(413, `the images add up to more than --body-limit-mb (${options.bodyLimitBytes} bytes)`, 'body_too_large');
+          files.push({ bytes, filename: part.filename || part.fieldname });
+        }
+      } catch (err) {
+        // The parser's own errors (no boundary, a part cut short) are the client's body, not a
+        // server fault (they were answered 500); its limits already carry a 4xx status.
+        const status = (err as { statusCode?: unknown }).statusCode;
+        if (err instanceof HttpError || (typeof status === 'number' && status >= 400 && status < 500)) throw err;
+        throw new HttpError(400, `the multipart/form-data body is malformed: ${(err as Error).message}`, 'bad_multipart');
       }
       return files;
     }
