@@ -9,7 +9,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { crc32, deflateSync } from 'node:zlib';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -110,4 +111,41 @@ test('what held: lying sizes, lengths and shapes, a PNG header bomb, traversal i
   const one = `{"name":"data","shape":[1,3,35,35],"datatype":"FP32","data":[${Array(N).fill(1).join(',')}]}`;
   answered(await post('/v2/models/m/infer', `{"inputs":[${one},${one}]}`, json), 400, /inputs holds 2 tensors; model m has one input/, 'two inputs');
   assert.equal((await fetch(`${server.url}/v2/health/ready`)).status, 200);
+});
+
+function nanModel(): Uint8Array {
+  const weights = initParameters(spec, 1);
+  weights['conv1.weight'][0] = NaN;
+  return encodeModel(lowerInference(spec, weights, { classNames: ['a', 'b', 'c', 'd'], meanChannels: [100, 110, 120], imageSize: 40 }));
+}
+
+test('reload of a model file replaced by a FIFO, /dev/zero, a truncated or a NaN model: refused at once, the loaded version keeps serving', async () => {
+  const live = p('live.onnx');
+  copyFileSync(p('good.onnx'), live);
+  const reloading = await startServe(['--model', `live=${live}`, '--drain-timeout-ms', '2000'], dir);
+  try {
+    const load = () => fetch(`${reloading.url}/v2/repository/models/live/load`, { method: 'POST', signal: AbortSignal.timeout(20_000) }).then(async (r) => ({ status: r.status, text: await r.text() }));
+    const replace = (make: () => void) => {
+      rmSync(live, { force: true });
+      make();
+    };
+    const cases: [string, () => void, RegExp][] = [
+      ['fifo', () => execFileSync('mkfifo', [live]), /cannot read the model \(not a regular file \(a FIFO \(named pipe\)\)\)/],
+      ['/dev/zero', () => symlinkSync('/dev/zero', live), /cannot read the model \(not a regular file \(a character device\)\)/],
+      ['truncated', () => writeFileSync(live, readFileSync(p('good.onnx')).subarray(0, 5000)), /not a readable ONNX model .*is the file truncated/],
+      ['NaN weights', () => writeFileSync(live, nanModel()), /initializer "conv1\.weight" holds NaN at index 0: the model's weights are damaged/],
+    ];
+    for (const [what, make, pattern] of cases) {
+      replace(make);
+      const r = await load();
+      assert.equal(r.status, 400, `${what}: ${r.text}`);
+      const error = (JSON.parse(r.text) as { error: string }).error;
+      assert.match(error, pattern, what);
+      assert.match(error, /version 1 keeps serving/, what);
+      const classified = await fetch(`${reloading.url}/v1/models/live:classify`, { method: 'POST', body: photo, headers: { 'content-type': 'image/jpeg' } });
+      assert.equal(classified.status, 200, `${what}: still served`);
+    }
+  } finally {
+    await reloading.stop();
+  }
 });
