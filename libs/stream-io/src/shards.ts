@@ -536,7 +536,13 @@ export class ShardWriter extends Writable {
 
   override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.busy = this.writeRecord(record);
-    this.busy.then(() => callback(), (err) => callback(err as Error));
+    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
+  }
+
+  /** A file-system error (ENOSPC, EIO, EROFS) as one line naming the set, exit 2; ours pass as they are. */
+  private asOutputError(err: unknown): Error {
+    if (err instanceof AlexnetStreamError || typeof (err as NodeJS.ErrnoException)?.code !== 'string') return err as Error;
+    return new OutputError(`${this.options.dir}: cannot write shard set "${this.options.prefix}": ${describeWriteError(err)}; no index entry was written for it`, err);
   }
 
   private async writeRecord(record: StreamRecord): Promise<void> {
@@ -628,7 +634,7 @@ export class ShardWriter extends Writable {
 
   override _final(callback: (err?: Error | null) => void): void {
     this.busy = this.finish();
-    this.busy.then(() => callback(), (err) => callback(err as Error));
+    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
   }
 
   private async finish(): Promise<void> {
