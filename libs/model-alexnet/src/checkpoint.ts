@@ -22,7 +22,7 @@
  */
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError, readUserFileSync } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, describeWriteError, InputError, OutputError, readUserFileSync } from '@alexnet-stream/stream-io';
 import { ModelSpec, parameterCount, parameterList } from './spec';
 import { specProblem } from './spec-check';
 import { decodeSafetensors, encodeSafetensors, float16ToFloat32, MAX_HEADER_BYTES, SafeTensor } from './safetensors';
@@ -275,7 +275,15 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheck
   if (options.meanNpy) files.push({ name: MEAN_FILE, data: options.meanNpy });
   // state.json last: the marker whose presence means the rest is whole.
   files.push({ name: STATE_FILE, data: stateText });
-  return writeDirectoryAtomic(target, files, options);
+  try {
+    return writeDirectoryAtomic(target, files, options);
+  } catch (err) {
+    // A full disk, a read-only or vanished folder: one line naming the checkpoint, exit 2 (a raw
+    // "ENOSPC: no space left on device, write" was exit 1). writeDirectoryAtomic has put back
+    // what was there before.
+    if (typeof (err as NodeJS.ErrnoException)?.code !== 'string' || err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(`${target}: cannot write the checkpoint: ${describeWriteError(err)}; ${existsSync(target) ? 'the checkpoint there is unchanged' : 'nothing was written'}`, err);
+  }
 }
 
 /** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */

@@ -18,7 +18,7 @@
  */
 import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeNpy, InputError, makeDirectorySync, readErrorCode, readUserFile, writeFileAtomic } from '@alexnet-stream/stream-io';
+import { describeWriteError, encodeNpy, InputError, makeDirectorySync, OutputError, readErrorCode, readUserFile, writeFileAtomic } from '@alexnet-stream/stream-io';
 import type { TrainLogEntry, ValidationResult } from './trainer';
 
 export const VAL_RECORD_JSON = 'val_record.json';
@@ -175,7 +175,11 @@ export async function readValRecord(weightsDir: string): Promise<ValidationResul
 
 export async function appendTrainLog(weightsDir: string, entry: TrainLogEntry): Promise<void> {
   makeDirectorySync(weightsDir, 'weights_dir'); // not Node's recursive mkdir: it loops forever under /proc
-  await appendFile(join(weightsDir, TRAIN_LOG), `${JSON.stringify(entry)}\n`);
+  const path = join(weightsDir, TRAIN_LOG);
+  await appendFile(path, `${JSON.stringify(entry)}\n`).catch((err: unknown) => {
+    // A torn last line is what readTrainLog expects after a failure; the error is one line, exit 2.
+    throw new OutputError(`${path}: cannot append to the training log: ${describeWriteError(err)}`, err);
+  });
 }
 
 /**
