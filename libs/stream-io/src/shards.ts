@@ -35,6 +35,7 @@ import { Unpackr } from 'msgpackr';
 import { AlexnetStreamError, InputError, UsageError } from './errors';
 import { decodeRecord, recordPieces } from './framing';
 import { BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, StreamHeader, StreamRecord } from './records';
+import { MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_LABEL } from './record-validation';
 import { Rng } from './rng';
 import { tempPathFor, writeFileAtomic } from './atomic-file';
 import { acquireLock, Lock } from './lock-file';
@@ -115,19 +116,27 @@ function validateEntry(entry: unknown, where: string): ShardSetEntry {
   for (const name of ['batchSize', 'labelCount', 'images', 'batches', 'partialBatches', 'batchesPerShard']) {
     if (!Number.isInteger(e[name]) || (e[name] as number) < 0) fail(`"${name}" is not a non-negative integer`);
   }
+  // The bounds of the stream format (record-validation): what `read` puts in a header from here
+  // must be a header every reader takes (a batchSize of 1e9 was passed on and refused downstream).
+  if ((e.batchSize as number) < 1 || (e.batchSize as number) > MAX_BATCH_SIZE) fail(`"batchSize" ${e.batchSize} is not from 1 to ${MAX_BATCH_SIZE}`);
+  if ((e.labelCount as number) > MAX_LABEL + 1) fail(`"labelCount" ${e.labelCount} is more than int32 labels can name`);
   const shape = e.imageShape;
-  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1)) fail('"imageShape" is not [C, H, W]');
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1 && d <= MAX_IMAGE_SIDE)) fail(`"imageShape" is not [C, H, W] with sides from 1 to ${MAX_IMAGE_SIDE}`);
   if (e.classNames !== undefined && !(Array.isArray(e.classNames) && e.classNames.every((n) => typeof n === 'string'))) fail('"classNames" is not a list of strings');
   if (e.skipped !== undefined && (!Number.isInteger(e.skipped) || (e.skipped as number) < 0)) fail('"skipped" is not a non-negative integer');
   if (!Array.isArray(e.shards)) fail('"shards" is not a list');
   let images = 0;
   let batches = 0;
+  const files = new Set<string>();
   for (const s of e.shards as unknown[]) {
     if (!isObject(s) || typeof s.file !== 'string' || typeof s.sha256 !== 'string' || !Number.isInteger(s.bytes) || !Number.isInteger(s.images) || !Number.isInteger(s.batches)) {
       fail(`shard entry ${JSON.stringify(s)} lacks file/bytes/images/batches/sha256`);
     }
     const file = (s as Record<string, unknown>).file as string;
     if (file !== basename(file) || file.startsWith('.')) fail(`shard file name ${JSON.stringify(file)} is not a plain file name`);
+    // Listed twice, one shard would be read twice and the file meant in its place never.
+    if (files.has(file)) fail(`shard file ${JSON.stringify(file)} is listed twice`);
+    files.add(file);
     images += (s as Record<string, number>).images;
     batches += (s as Record<string, number>).batches;
   }

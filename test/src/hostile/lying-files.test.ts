@@ -146,3 +146,35 @@ function damagedSafetensors(w: Record<string, Float32Array>): Buffer {
   length.writeBigUInt64LE(BigInt(json.length));
   return Buffer.concat([length, Buffer.from(json), ...names.map((n) => Buffer.from(w[n].buffer, w[n].byteOffset, w[n].byteLength))]);
 }
+
+test('an index.json that claims a batch size or image side past the format, or lists a shard twice, is refused by read and train', async () => {
+  const { cpSync, readFileSync: read } = await import('node:fs');
+  const lie = (name: string, change: (train: Record<string, unknown>) => void): string => {
+    const copy = p(`index-${name}`);
+    cpSync(p('data'), copy, { recursive: true });
+    const index = JSON.parse(read(join(copy, 'index.json'), 'utf8')) as { prefixes: { train: Record<string, unknown> } };
+    change(index.prefixes.train);
+    writeFileSync(join(copy, 'index.json'), JSON.stringify(index));
+    return copy;
+  };
+  const shards = (t: Record<string, unknown>) => t.shards as Record<string, unknown>[];
+  const cases: [string, (t: Record<string, unknown>) => void, RegExp][] = [
+    ['batch', (t) => (t.batchSize = 1e9), /prefix "train": "batchSize" 1000000000 is not from 1 to 1048576/],
+    ['side', (t) => (t.imageShape = [3, 100000, 100000]), /prefix "train": "imageShape" is not \[C, H, W\] with sides from 1 to 16384/],
+    ['twice', (t) => (shards(t)[1] = { ...shards(t)[0] }), /prefix "train": shard file "train-00000\.msgpack" is listed twice/],
+    // what held: counts that do not add up, a path in a shard name
+    ['count', (t) => (t.images = 1e12), /shards hold \d+ images in \d+ batches but the entry says 1000000000000/],
+    ['path', (t) => (shards(t)[0].file = '../../etc/passwd'), /shard file name "\.\.\/\.\.\/etc\/passwd" is not a plain file name/],
+  ];
+  writeFileSync(p('index-train.yaml'), ['batch_size: 8', 'n_epochs: 1', `spec_file: ${p('tiny.json')}`].join('\n') + '\n');
+  writeFileSync(p('tiny.json'), JSON.stringify(spec));
+  for (const [name, change, pattern] of cases) {
+    const data = lie(name, change);
+    const read = sh(dir, `${A} read ${data} > /dev/null`);
+    assert.deepEqual(read.status, [2], `${name}: ${read.stderr}`);
+    clearError(read.stderr, pattern, `read ${name}`);
+    const trained = cli(dir, ['train', '--config', p('index-train.yaml'), '--set', `data_dir=${data}`, '--set', `weights_dir=${p(`index-w-${name}`)}`]);
+    assert.equal(trained.status, 2, `${name}: ${trained.stderr}`);
+    clearError(trained.stderr, pattern, `train ${name}`);
+  }
+});
