@@ -197,7 +197,7 @@ function expected(type: KeyType): string {
     case 'number':
       return `a number ${type.exclusiveMin ? '>' : '>='} ${type.min}${type.max !== undefined ? ` and <= ${type.max}` : ''}`;
     case 'string':
-      return `a string${type.nullable ? ' (or null)' : ''}`;
+      return `a string without NUL characters${type.nullable ? ' (or null)' : ''}`;
     case 'enum':
       return `one of ${type.values.join(', ')}`;
     case 'integer-list':
@@ -230,7 +230,8 @@ export function checkConfigValue(key: ConfigKey, value: unknown, where: string):
     }
     case 'string':
       if (value === null && type.nullable) return null;
-      if (typeof value !== 'string' || value === '') fail();
+      // A NUL can be written in YAML ("\0") but no path holds one: Node refuses it deep inside.
+      if (typeof value !== 'string' || value === '' || value.includes('\0')) fail();
       return value;
     case 'enum':
       if (typeof value !== 'string' || !type.values.includes(value)) fail();
@@ -240,8 +241,8 @@ export function checkConfigValue(key: ConfigKey, value: unknown, where: string):
       if (isInteger(value, type.min)) return [value];
       return fail();
     case 'string-list':
-      if (typeof value === 'string' && value.trim() !== '') return value.split(',').map((s) => s.trim()).filter(Boolean);
-      if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string' && v !== '')) return (value as string[]).slice();
+      if (typeof value === 'string' && value.trim() !== '' && !value.includes('\0')) return value.split(',').map((s) => s.trim()).filter(Boolean);
+      if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string' && v !== '' && !v.includes('\0'))) return (value as string[]).slice();
       return fail();
   }
 }
@@ -268,7 +269,9 @@ export function validateConfigValues(values: Record<string, unknown>, where: str
 export function parseConfigText(text: string, name: string): Partial<TrainConfig> {
   let raw: unknown;
   try {
-    raw = parseYaml(text);
+    // Warnings (an unknown tag such as !!js/function) are not printed as process warnings: the
+    // value is then a plain string, which the key's type check refuses with a clear message.
+    raw = parseYaml(text, { logLevel: 'error' });
   } catch (err) {
     throw new UsageError(`${name}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
   }
