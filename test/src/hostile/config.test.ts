@@ -52,7 +52,7 @@ test('a YAML alias bomb is refused at once; values of the wrong type name the ke
   assert.ok(Date.now() - started < 20_000, 'refused without expanding it');
   const typed = join(root, 'typed.yaml');
   writeFileSync(typed, 'learning_rate: .inf\n');
-  assertCleanRefusal(cli(['train', '--config', typed]), /expected a number > 0 for learning_rate but received Infinity/, 'infinite lr');
+  assertCleanRefusal(cli(['train', '--config', typed]), /expected a number > 0 and <= 1000000 for learning_rate but received Infinity/, 'infinite lr');
 });
 
 test('shard prefixes, index.json prefixes and state.json fields named after Object members', async () => {
