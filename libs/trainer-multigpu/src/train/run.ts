@@ -228,7 +228,14 @@ export function initFromPretrained(spec: ModelSpec, path: string, seed: number, 
   return fresh;
 }
 
-function restoreState(saved: Record<string, unknown>, path: string): TrainState {
+/**
+ * The loop's state from a checkpoint's state.json (input: it can be edited or come from another
+ * checkpoint). Beyond each field's type: the position must be the one the checkpoint's name
+ * says (`epoch-0002` holds epoch 2, or a run stopped inside it), the last lr change cannot lie in
+ * the future, and a val_record, when there, is a list: an edited `epochsCompleted` of 1e12 made
+ * `--resume 2` end at once "done" with exit 0, a val_record of 5 was silently dropped.
+ */
+function restoreState(saved: Record<string, unknown>, path: string, checkpointName: number): TrainState {
   const num = (key: string): number => {
     const v = Object.hasOwn(saved, key) ? saved[key] : undefined;
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${path}: state.json lacks "${key}" (not written by alexnet-stream train?)`);
@@ -242,14 +249,22 @@ function restoreState(saved: Record<string, unknown>, path: string): TrainState 
   const lr = num('lr');
   if (!(lr > 0 && lr <= MAX_LEARNING_RATE)) throw new InputError(`${path}: "lr" is ${lr}, expected a learning rate > 0 and <= ${MAX_LEARNING_RATE}`);
   const record = Object.hasOwn(saved, 'val_record') ? saved.val_record : [];
-  return {
-    epochsCompleted: count('epochsCompleted'),
-    iterationInEpoch: count('iterationInEpoch'),
-    iteration: count('iteration'),
-    lr,
-    lastLrChangeEpoch: count('lastLrChangeEpoch'),
-    valRecord: Array.isArray(record) ? checkValRecord(record, `${path} (val_record)`) : [],
-  };
+  if (!Array.isArray(record)) throw new InputError(`${path}: "val_record" is not a list of validation results`);
+  const position = { epochsCompleted: count('epochsCompleted'), iterationInEpoch: count('iterationInEpoch') };
+  const epoch = checkpointEpoch(position);
+  if (epoch !== checkpointName) {
+    throw new InputError(
+      `${path}: the state is at epoch ${position.epochsCompleted}${position.iterationInEpoch ? ` + ${position.iterationInEpoch} iterations` : ''}, ` +
+        `but the checkpoint is ${checkpointDirName(checkpointName)}: its files come from another checkpoint, or were edited`,
+    );
+  }
+  const iteration = count('iteration');
+  if (iteration < position.epochsCompleted + position.iterationInEpoch) {
+    throw new InputError(`${path}: "iteration" ${iteration} is less than the ${position.epochsCompleted} epochs and ${position.iterationInEpoch} iterations it completed`);
+  }
+  const lastLrChangeEpoch = count('lastLrChangeEpoch');
+  if (lastLrChangeEpoch > position.epochsCompleted) throw new InputError(`${path}: "lastLrChangeEpoch" ${lastLrChangeEpoch} is after the ${position.epochsCompleted} epochs completed`);
+  return { ...position, iteration, lr, lastLrChangeEpoch, valRecord: checkValRecord(record, `${path} (val_record)`) };
 }
 
 /** A field of a JSON object read back from disk, without the prototype chain. */
@@ -362,7 +377,7 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
     }
     weights = loaded.weights;
     momentum = loaded.momentum;
-    state = restoreState(loaded.state, join(entry.path, 'state.json'));
+    state = restoreState(loaded.state, join(entry.path, 'state.json'), entry.epoch);
     resumedFrom = entry.path;
     const saved = loaded.state;
     dropoutRng = own(own(saved, 'rng'), 'dropout');
@@ -429,6 +444,10 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
     } else {
       const l = loader!;
       const iterationsPerEpoch = l.passIterations({ prefix: config.train_prefix, epoch: 1, train: true });
+      if (resumedFrom && state.iterationInEpoch >= iterationsPerEpoch) {
+        // (data that changed since is refused above when the run stopped inside an epoch)
+        throw new InputError(`${join(resumedFrom, 'state.json')}: it stopped after iteration ${state.iterationInEpoch} of epoch ${state.epochsCompleted + 1}, but an epoch of this data has ${iterationsPerEpoch} iterations`);
+      }
       if (iterationsPerEpoch === 0) {
         throw new UsageError(`batch_size ${config.batch_size}${group.worldSize > 1 ? ` x ${group.worldSize} workers` : ''} is larger than the ${data.train!.images} training images: lower batch_size`);
       }
