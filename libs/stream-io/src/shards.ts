@@ -15,7 +15,7 @@
  *                                         "bytes": 50331900, "sha256": "…" }, …] } } }
  * ```
  *
- * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-PID-…`)
+ * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-HOST-PID-…`)
  * and renamed when complete; a writer removes its prefix's entry from `index.json` before its
  * first rename and adds the new entry only after its last shard is renamed (index updates are serialised by an
  * `index.json.lock` file and are themselves temp + rename). Readers read only the files an
@@ -37,7 +37,7 @@ import { decodeRecord, recordPieces } from './framing';
 import { BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, StreamHeader, StreamRecord } from './records';
 import { MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_LABEL } from './record-validation';
 import { Rng } from './rng';
-import { tempPathFor, writeFileAtomic } from './atomic-file';
+import { isStaleTemp, tempPathFor, writeFileAtomic } from './atomic-file';
 import { acquireLock, Lock } from './lock-file';
 import { describeWriteError, makeDirectory, OutputError } from './output-file';
 import { describeReadError, readRegularFileAsync } from './read-file';
@@ -197,15 +197,6 @@ export function shardSet(index: ShardIndex, prefix: string, dir = '.'): ShardSet
     );
   }
   return entry;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Run `fn` holding `<dir>/index.json.lock` (lock-file.ts: a lock whose process is gone is broken). */
@@ -702,10 +693,10 @@ export class ShardWriter extends Writable {
 async function removeStaleFiles(dir: string, prefix: string, keep: Set<string>): Promise<void> {
   const escaped = prefix.replace(/[.]/g, '\\.');
   const shardPattern = new RegExp(`^${escaped}-\\d{5,}\\.msgpack$`);
-  const tempPattern = new RegExp(`^\\.${escaped}-\\d{5,}\\.msgpack\\.tmp-(\\d+)-`);
+  const tempOf = new RegExp(`^\\.(${escaped}-\\d{5,}\\.msgpack)\\.tmp-`);
   for (const name of await readdir(dir)) {
-    const temp = tempPattern.exec(name);
-    if ((shardPattern.test(name) && !keep.has(name)) || (temp && !pidAlive(Number(temp[1])))) {
+    const temp = tempOf.exec(name);
+    if ((shardPattern.test(name) && !keep.has(name)) || (temp && isStaleTemp(name, join(dir, temp[1])))) {
       await rm(join(dir, name), { force: true });
     }
   }

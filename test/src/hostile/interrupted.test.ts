@@ -92,3 +92,32 @@ test('a prepare that fails (not killed) removes its work folder: nothing half-wr
   clearError(r.stderr, /lower --batch-size/);
   assert.ok(!existsSync(out) && !existsSync(`${out}.partial`) && !existsSync(`${out}.lock`), readdirSync(dir).join(', '));
 });
+
+test('an export killed while writing leaves a hidden temp file that the next write of the same file removes; live or foreign writers\' temps stay', async () => {
+  const { spawn } = await import('node:child_process');
+  const { createHash } = await import('node:crypto');
+  const { hostname } = await import('node:os');
+  const { CLI } = await import('./stream-fixtures');
+  const out = p('killed.onnx');
+  // A real kill: an AlexNet-sized export (240 MB) is stopped once its temp file exists.
+  const child = spawn(process.execPath, [CLI, 'export', '--random-init', '--seed', '1', '--num-classes', '10', '--out', out], { stdio: 'ignore' });
+  const exited = new Promise((r) => child.once('exit', r));
+  const temp = () => readdirSync(dir).find((n) => n.startsWith('.killed.onnx.tmp-'));
+  for (let i = 0; i < 6000 && !temp(); i++) await new Promise((r) => setTimeout(r, 10));
+  child.kill('SIGKILL');
+  await exited;
+  assert.ok(temp(), 'the killed export left its temp file');
+  // Names other writers would leave: a dead one of an older version (no host), a live process's, another host's.
+  const host = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+  const other = host === 'ffffffff' ? 'eeeeeeee' : 'ffffffff';
+  writeFileSync(p(`.killed.onnx.tmp-${DEAD_PID}-abcd`), 'old format, dead');
+  writeFileSync(p(`.killed.onnx.tmp-${host}-${process.pid}-0badcafe`), 'live writer');
+  writeFileSync(p(`.killed.onnx.tmp-${other}-${DEAD_PID}-0badcafe`), 'another host');
+  const { saveCheckpoint, initParameters } = await import('@alexnet-stream/model-alexnet');
+  const { tinySpec } = await import('@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util');
+  const spec = tinySpec(4, 35);
+  saveCheckpoint(p('tiny-ckpt'), { spec, weights: initParameters(spec, 1), state: {} });
+  const r = cli(dir, ['export', '--weights', p('tiny-ckpt'), '--out', out]);
+  assert.equal(r.status, 0, r.stderr);
+  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.killed.onnx')).sort(), [`.killed.onnx.tmp-${host}-${process.pid}-0badcafe`, `.killed.onnx.tmp-${other}-${DEAD_PID}-0badcafe`].sort());
+});
