@@ -40,7 +40,7 @@ function presetSpec(opts: WeightsOptions, fallback?: number): ModelSpec | undefi
   try {
     return alexnetSpec(preset, { numClasses: opts.numClasses ?? fallback });
   } catch (err) {
-    throw new UsageError((err as Error).message);
+    throw new UsageError(`${(err as Error).message} (the model of --preset ${preset}${opts.numClasses !== undefined ? `, --num-classes ${opts.numClasses}` : ''})`);
   }
 }
 

@@ -10,12 +10,12 @@
  *   them as soon as one fails (exit status non-zero, naming the rank).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TrainConfig, WorkerGroup, ZmqGroupOptions, ZmqWorkerGroup } from '@alexnet-stream/trainer-multigpu';
 import { checksumTensors, joinGroup, threadsPerWorker } from '@alexnet-stream/trainer-multigpu';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { readRegularFileSync, UsageError } from '@alexnet-stream/stream-io';
 import { PROGRAM } from './cli-support';
 
 export interface TrainWorker {
@@ -58,7 +58,7 @@ export function workerIdentity(config: TrainConfig): Record<string, unknown> {
   let specText: string | null = null;
   if (spec_file) {
     try {
-      specText = readFileSync(spec_file, 'utf8');
+      specText = readRegularFileSync(spec_file, { maxBytes: 16 << 20 }).toString('utf8');
     } catch {
       specText = `unreadable: ${spec_file}`; // runTraining reports it properly
     }

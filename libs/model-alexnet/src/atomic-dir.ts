@@ -27,6 +27,7 @@
  */
 import { randomBytes, createHash } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, writeSync } from 'node:fs';
+import { makeDirectorySync } from '@alexnet-stream/stream-io';
 import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 
@@ -219,7 +220,7 @@ export function writeDirectoryAtomic(target: string, files: DirectoryFile[], opt
   const path = resolve(target);
   const step = (s: DirectoryWriteStep, p: string) => options.beforeStep?.(s, p);
   const parent = dirname(path);
-  mkdirSync(parent, { recursive: true });
+  makeDirectorySync(parent, 'checkpoint folder'); // not Node's recursive mkdir: it loops forever under /proc
   const writer = `${HOST_TAG}-${process.pid}-${randomBytes(4).toString('hex')}`;
   const tmp = join(parent, `.${basename(path)}.tmp-${writer}`);
   const old = join(parent, `.${basename(path)}.old-${writer}`);

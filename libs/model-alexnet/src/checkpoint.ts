@@ -20,12 +20,12 @@
  * Reading and writing are synchronous: they run at epoch boundaries, where the trainer's thread
  * has nothing else to do, and callers may `await` them all the same.
  */
-import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError } from '@alexnet-stream/stream-io';
-import { ModelSpec, parameterList } from './spec';
+import { AlexnetStreamError, describeWriteError, InputError, OutputError, readUserFileSync } from '@alexnet-stream/stream-io';
+import { ModelSpec, parameterCount, parameterList } from './spec';
 import { specProblem } from './spec-check';
-import { decodeSafetensors, encodeSafetensors, float16ToFloat32, SafeTensor } from './safetensors';
+import { decodeSafetensors, encodeSafetensors, float16ToFloat32, MAX_HEADER_BYTES, SafeTensor } from './safetensors';
 import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import type { Weights } from './init';
 import { getOwn, setOwn } from './own-keys';
@@ -37,6 +37,10 @@ export const STATE_FILE = 'state.json';
 export const MEAN_FILE = 'mean.npy';
 /** Every file a checkpoint directory of ours may hold: a directory with anything else is not replaced. */
 export const CHECKPOINT_FILES: readonly string[] = [WEIGHTS_FILE, MOMENTUM_FILE, MEAN_FILE, STATE_FILE];
+/** A state.json is a few kB (the spec, the config, a val_record of one entry per epoch); far more is not one. */
+export const MAX_STATE_FILE_BYTES = 64 << 20;
+/** A weights file whose model is not known before reading it: 2 GiB (AlexNet for 1000 classes is 233 MiB). */
+export const MAX_WEIGHTS_FILE_BYTES = 2 ** 31;
 /** Written into state.json and the safetensors metadata; bump when the layout changes. */
 export const CHECKPOINT_FORMAT = 'alexnet-stream-checkpoint/1';
 
@@ -122,20 +126,26 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   const params = parameterList(spec);
   const problems: string[] = [];
   const missing: string[] = [];
+  /** Parameters whose shape and dtype are right: their values are checked next. */
+  const checked = new Set(params.map((p) => p.name));
   for (const p of params) {
     const t = getOwn(weights, p.name);
     const count = p.shape.reduce((a, b) => a * b, 1);
     if (t === undefined) {
       missing.push(`${p.name} ${shapeText(p.shape)}`);
     } else if (t instanceof Float32Array) {
-      if (t.length !== count) problems.push(`${p.name} has ${t.length} values, the model needs ${shapeText(p.shape)} = ${count}`);
+      if (t.length === count) continue;
+      problems.push(`${p.name} has ${t.length} values, the model needs ${shapeText(p.shape)} = ${count}`);
     } else if (t.dtype !== 'F32') {
       problems.push(`${p.name} is ${t.dtype}, the model needs F32`);
     } else if (shapeText(t.shape) !== shapeText(p.shape)) {
       problems.push(`${p.name} has shape ${shapeText(t.shape)}, the model needs ${shapeText(p.shape)}`);
     } else if (!(t.data instanceof Float32Array) || t.data.length !== count) {
       problems.push(`${p.name} has ${t.data.length} values for shape ${shapeText(p.shape)}`);
+    } else {
+      continue;
     }
+    checked.delete(p.name);
   }
   const known = new Set(params.map((p) => p.name));
   const unexpected = Object.keys(weights).filter((name) => !known.has(name));
@@ -146,6 +156,23 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   if (problems.length) {
     throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`);
   }
+  // Values too: a NaN or infinite weight makes every prediction NaN ("NaN%"), and a trainer
+  // resumed from it starts at a NaN loss. The trainer never saves one (it stops first).
+  for (const name of checked) {
+    const t = getOwn(weights, name)!;
+    const data = t instanceof Float32Array ? t : (t.data as Float32Array);
+    const at = firstNonFinite(data);
+    if (at >= 0) throw new InputError(`${source}: ${name}[${at}] is ${data[at]}: weights are finite numbers (the file is damaged, or was saved after training diverged)`);
+  }
+}
+
+/** Index of the first NaN or infinite value of `data`, or -1. */
+function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) {
+    // x - x is 0 for every finite x, NaN for NaN and ±Infinity: one subtraction per value.
+    if (data[i] - data[i] !== 0) return i;
+  }
+  return -1;
 }
 
 /** Metadata stored in every safetensors file we write. */
@@ -214,7 +241,7 @@ export function checkReplaceableCheckpoint(path: string): void {
   let format: unknown;
   if (names.includes(STATE_FILE)) {
     try {
-      format = (JSON.parse(readFileSync(join(path, STATE_FILE), 'utf8')) as { format?: unknown }).format;
+      format = (JSON.parse(readUserFileSync(join(path, STATE_FILE), 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8')) as { format?: unknown }).format;
     } catch {
       format = undefined;
     }
@@ -248,7 +275,15 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheck
   if (options.meanNpy) files.push({ name: MEAN_FILE, data: options.meanNpy });
   // state.json last: the marker whose presence means the rest is whole.
   files.push({ name: STATE_FILE, data: stateText });
-  return writeDirectoryAtomic(target, files, options);
+  try {
+    return writeDirectoryAtomic(target, files, options);
+  } catch (err) {
+    // A full disk, a read-only or vanished folder: one line naming the checkpoint, exit 2 (a raw
+    // "ENOSPC: no space left on device, write" was exit 1). writeDirectoryAtomic has put back
+    // what was there before.
+    if (typeof (err as NodeJS.ErrnoException)?.code !== 'string' || err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(`${target}: cannot write the checkpoint: ${describeWriteError(err)}; ${existsSync(target) ? 'the checkpoint there is unchanged' : 'nothing was written'}`, err);
+  }
 }
 
 /** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */
@@ -261,14 +296,18 @@ export function parseSpec(value: unknown, source: string): ModelSpec {
   return value as ModelSpec;
 }
 
-function readSafetensorsFile(path: string) {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-  }
-  return decodeSafetensors(bytes, path);
+/**
+ * The largest safetensors file that can hold `spec`'s parameters (F32, the widest dtype we read,
+ * after the largest header the format allows), or the generic bound when the model is not known
+ * yet: a file is read only if it is a regular file of at most that size, so `/dev/zero`, a FIFO
+ * or a file claiming more than the model needs never takes memory.
+ */
+function weightsFileBound(spec: ModelSpec | undefined): number {
+  return spec ? 8 + MAX_HEADER_BYTES + 4 * parameterCount(spec) : MAX_WEIGHTS_FILE_BYTES;
+}
+
+function readSafetensorsFile(path: string, spec: ModelSpec | undefined) {
+  return decodeSafetensors(readUserFileSync(path, 'weights file', weightsFileBound(spec)), path);
 }
 
 function specFromMetadata(metadata: Record<string, string>, path: string): ModelSpec | undefined {
@@ -337,8 +376,9 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   if (isDir && existsSync(statePath)) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(statePath, 'utf8'));
+      parsed = JSON.parse(readUserFileSync(statePath, 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8'));
     } catch (err) {
+      if (err instanceof InputError) throw err;
       throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new InputError(`${statePath}: not a JSON object`);
@@ -350,7 +390,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
     state = rest;
   }
 
-  const file = readSafetensorsFile(weightsPath);
+  const file = readSafetensorsFile(weightsPath, expectedSpec ?? stateSpec);
   const metaSpec = specFromMetadata(file.metadata, weightsPath);
   if (stateSpec && metaSpec && !sameSpec(stateSpec, metaSpec)) {
     throw new InputError(`${path}: ${STATE_FILE} describes ${describeSpec(stateSpec)} but ${WEIGHTS_FILE} was written for ${describeSpec(metaSpec)}: files from different checkpoints?`);
@@ -365,7 +405,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   let momentum: Weights | undefined;
   const momentumPath = join(path, MOMENTUM_FILE);
   if (isDir && existsSync(momentumPath)) {
-    momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath).tensors, momentumPath);
+    momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath, checkSpec).tensors, momentumPath);
   }
   return { spec: ownSpec ?? checkSpec, weights, ...(momentum ? { momentum } : {}), state, weightsPath };
 }

@@ -3,6 +3,7 @@
  * exist so that their published weights import (`bvlc-alexnet`, `caffenet` from Caffe /
  * the ONNX model zoo, `torchvision-alexnet` from PyTorch exports).
  */
+import { specProblem } from './spec-check';
 import { InitRule, LayerSpec, ModelSpec, PresetName, PRESETS, inferShapes } from './spec';
 
 export interface PresetOptions {
@@ -143,6 +144,11 @@ export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: Pres
   if (init === 'kaiming') layers = kaimingInit(layers);
   const spec: ModelSpec = { specVersion: 1, preset, inputChannels: 3, inputSize, numClasses, layers };
   inferShapes(spec); // throws, naming the layer, when the input size is too small
+  // The limits every spec read back must meet (spec-check.ts): a class count or input size no
+  // checkpoint could hold (e.g. --num-classes 1000000000: 4e12 fc8 weights) is refused here,
+  // by every caller, instead of failing as "Invalid typed array length" when weights are made.
+  const problem = specProblem(spec);
+  if (problem) throw new Error(problem);
   return spec;
 }
 

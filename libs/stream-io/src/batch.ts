@@ -5,7 +5,9 @@
  */
 import { Transform, TransformCallback } from 'node:stream';
 import { InputError, UsageError } from './errors';
+import { oversizedBatch } from './framing';
 import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
+import { MAX_BATCH_SIZE } from './record-validation';
 import { StreamTally } from './stream-check';
 
 export interface BatchOptions {
@@ -13,11 +15,16 @@ export interface BatchOptions {
   batchSize: number;
   /** Drop a last batch smaller than `batchSize` instead of emitting it marked `partial`. */
   dropLast?: boolean;
+  /** The option that set `batchSize`, for messages (default `--size`). */
+  sizeOption?: string;
 }
 
 /** Validate batch options once, at the boundary. */
 export function checkBatchSize(batchSize: number, option = '--size'): number {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError(`Expected an integer >= 1 for ${option} but received ${batchSize}`);
+  // The stream format's bound (record-validation): a reader refuses a header declaring more.
+  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
+    throw new UsageError(`Expected an integer between 1 and ${MAX_BATCH_SIZE} for ${option} but received ${batchSize}`);
+  }
   return batchSize;
 }
 
@@ -37,7 +44,7 @@ export class BatchAssembler {
   dropped = 0;
 
   constructor(private readonly options: BatchOptions) {
-    checkBatchSize(options.batchSize);
+    checkBatchSize(options.batchSize, options.sizeOption);
   }
 
   /** The CHW shape of the images seen so far. */
@@ -54,6 +61,10 @@ export class BatchAssembler {
     }
     const size = c * h * w;
     if (!this.data) {
+      // Before allocating: a batch larger than any reader takes is refused, not written (nor a
+      // RangeError "Invalid typed array length" when it cannot even be allocated).
+      const tooLarge = oversizedBatch(this.options.batchSize, size, 1, `uint8 ${c}x${h}x${w} images`);
+      if (tooLarge) throw new UsageError(`${tooLarge}: lower ${this.options.sizeOption ?? '--size'}`);
       const length = this.options.batchSize * size;
       this.data = this.spare?.length === length ? this.spare : new Uint8Array(length);
       this.spare = undefined;

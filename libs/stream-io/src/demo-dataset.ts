@@ -16,12 +16,12 @@
  *   classes.txt                       one class name per line, label order (= sorted names)
  * Same seed → byte-identical files (pure JS rendering + libvips' deterministic JPEG encoder).
  */
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { loadSharp } from './sharp-lazy';
 import { invalidOption } from './errors';
 import { Rng } from './rng';
 import { makeDirectory } from './output-file';
+import { writeFileAtomic } from './atomic-file';
 
 /** Sorted, so that sorted folder names (scan's labels) and these indices agree. */
 export const DEMO_CLASSES = ['checkerboard', 'disk', 'horizontal-stripes', 'square', 'triangle', 'vertical-stripes'] as const;
@@ -142,10 +142,13 @@ export function encodeDemoJpeg(image: RenderedImage): Promise<Buffer> {
     .toBuffer();
 }
 
+/**
+ * The project's atomic write (temp file removed on failure; a full disk is an OutputError naming
+ * the file, exit 2, where a raw ENOSPC was exit 1 and left the temp file); no fsync per image:
+ * the data set is regenerated from its seed, not precious.
+ */
 async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await fs.writeFile(tmp, data);
-  await fs.rename(tmp, file);
+  await writeFileAtomic(file, data, { fsync: false });
 }
 
 function checkCount(name: string, value: number, min: number): void {

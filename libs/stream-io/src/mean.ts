@@ -134,6 +134,19 @@ export async function writeMeanNpy(path: string, mean: MeanImage): Promise<void>
  * Read a mean image from `.npy`: float32 or float64, shape (C, H, W) — ours or the seed's
  * `img_mean.npy`. Other shapes are refused with the shape named.
  */
+/**
+ * What is wrong with a mean image's sides or values, or undefined: every side at least 1, every
+ * value finite (a NaN or infinite mean turns every image it is subtracted from into NaN, and a
+ * model exported with it carries NaN channel means).
+ */
+export function meanImageProblem(shape: readonly number[], data: ArrayLike<number>): string | undefined {
+  if (shape.some((side) => side < 1)) return `shape (${shape.join(', ')}) has an empty side`;
+  for (let i = 0; i < data.length; i++) {
+    if (!Number.isFinite(data[i])) return `value ${i} is ${data[i]}: a mean image holds finite numbers only`;
+  }
+  return undefined;
+}
+
 export async function readMeanNpy(path: string): Promise<MeanImage> {
   let bytes: Buffer;
   try {
@@ -150,6 +163,8 @@ export async function readMeanNpy(path: string): Promise<MeanImage> {
   if (array.data instanceof Float32Array) data = array.data;
   else if (array.data instanceof Float64Array || array.data instanceof Uint8Array) data = Float32Array.from(array.data);
   else throw new InputError(`${path}: a mean image must be float32 or float64, this one is ${array.dtype}`);
+  const problem = meanImageProblem(array.shape, data);
+  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`);
   const [channels, height, width] = array.shape;
   return { channels, height, width, data };
 }

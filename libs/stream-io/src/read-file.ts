@@ -151,6 +151,28 @@ export async function readUserFile(path: string, what: string, maxBytes: number)
   try {
     return await readRegularFileAsync(path, { maxBytes, limitName: `the ${formatBytes(maxBytes)} a ${what} may take` });
   } catch (err) {
-    throw new InputError(`${path}: cannot read the ${what}: ${describeReadError(err)}`);
+    throw userFileError(path, what, err);
   }
+}
+
+/** `readUserFile` on the calling thread (model and checkpoint loading, which are synchronous). */
+export function readUserFileSync(path: string, what: string, maxBytes: number): Buffer {
+  try {
+    return readRegularFileSync(path, { maxBytes, limitName: `the ${formatBytes(maxBytes)} a ${what} may take` });
+  } catch (err) {
+    throw userFileError(path, what, err);
+  }
+}
+
+/** The InputError of `readUserFile`; `cause` keeps the original (its `code`: ENOENT, ERR_FILE_TOO_LARGE, …). */
+function userFileError(path: string, what: string, err: unknown): InputError {
+  const error = new InputError(`${path}: cannot read the ${what}: ${describeReadError(err)}`);
+  (error as { cause?: unknown }).cause = err;
+  return error;
+}
+
+/** The file-system code behind a `readUserFile` error (`'ENOENT'` for a missing file), if any. */
+export function readErrorCode(err: unknown): string | undefined {
+  const cause = (err as { cause?: unknown })?.cause ?? err;
+  return (cause as NodeJS.ErrnoException | undefined)?.code;
 }

@@ -15,7 +15,7 @@
  *                                         "bytes": 50331900, "sha256": "…" }, …] } } }
  * ```
  *
- * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-PID-…`)
+ * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-HOST-PID-…`)
  * and renamed when complete; a writer removes its prefix's entry from `index.json` before its
  * first rename and adds the new entry only after its last shard is renamed (index updates are serialised by an
  * `index.json.lock` file and are themselves temp + rename). Readers read only the files an
@@ -27,7 +27,7 @@
  * `ShardReader` (dir → header + batches).
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
+import { open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
@@ -35,8 +35,9 @@ import { Unpackr } from 'msgpackr';
 import { AlexnetStreamError, InputError, UsageError } from './errors';
 import { decodeRecord, recordPieces } from './framing';
 import { BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, StreamHeader, StreamRecord } from './records';
+import { MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_LABEL } from './record-validation';
 import { Rng } from './rng';
-import { tempPathFor, writeFileAtomic } from './atomic-file';
+import { isStaleTemp, tempPathFor, writeFileAtomic } from './atomic-file';
 import { acquireLock, Lock } from './lock-file';
 import { describeWriteError, makeDirectory, OutputError } from './output-file';
 import { describeReadError, readRegularFileAsync } from './read-file';
@@ -115,19 +116,27 @@ function validateEntry(entry: unknown, where: string): ShardSetEntry {
   for (const name of ['batchSize', 'labelCount', 'images', 'batches', 'partialBatches', 'batchesPerShard']) {
     if (!Number.isInteger(e[name]) || (e[name] as number) < 0) fail(`"${name}" is not a non-negative integer`);
   }
+  // The bounds of the stream format (record-validation): what `read` puts in a header from here
+  // must be a header every reader takes (a batchSize of 1e9 was passed on and refused downstream).
+  if ((e.batchSize as number) < 1 || (e.batchSize as number) > MAX_BATCH_SIZE) fail(`"batchSize" ${e.batchSize} is not from 1 to ${MAX_BATCH_SIZE}`);
+  if ((e.labelCount as number) > MAX_LABEL + 1) fail(`"labelCount" ${e.labelCount} is more than int32 labels can name`);
   const shape = e.imageShape;
-  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1)) fail('"imageShape" is not [C, H, W]');
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1 && d <= MAX_IMAGE_SIDE)) fail(`"imageShape" is not [C, H, W] with sides from 1 to ${MAX_IMAGE_SIDE}`);
   if (e.classNames !== undefined && !(Array.isArray(e.classNames) && e.classNames.every((n) => typeof n === 'string'))) fail('"classNames" is not a list of strings');
   if (e.skipped !== undefined && (!Number.isInteger(e.skipped) || (e.skipped as number) < 0)) fail('"skipped" is not a non-negative integer');
   if (!Array.isArray(e.shards)) fail('"shards" is not a list');
   let images = 0;
   let batches = 0;
+  const files = new Set<string>();
   for (const s of e.shards as unknown[]) {
     if (!isObject(s) || typeof s.file !== 'string' || typeof s.sha256 !== 'string' || !Number.isInteger(s.bytes) || !Number.isInteger(s.images) || !Number.isInteger(s.batches)) {
       fail(`shard entry ${JSON.stringify(s)} lacks file/bytes/images/batches/sha256`);
     }
     const file = (s as Record<string, unknown>).file as string;
     if (file !== basename(file) || file.startsWith('.')) fail(`shard file name ${JSON.stringify(file)} is not a plain file name`);
+    // Listed twice, one shard would be read twice and the file meant in its place never.
+    if (files.has(file)) fail(`shard file ${JSON.stringify(file)} is listed twice`);
+    files.add(file);
     images += (s as Record<string, number>).images;
     batches += (s as Record<string, number>).batches;
   }
@@ -190,15 +199,6 @@ export function shardSet(index: ShardIndex, prefix: string, dir = '.'): ShardSet
   return entry;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Run `fn` holding `<dir>/index.json.lock` (lock-file.ts: a lock whose process is gone is broken). */
 async function withIndexLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
   const lock = await acquireLock(join(dir, `${SHARD_INDEX_FILE}.lock`), { purpose: 'updating the shard index', waitMs: 60_000 });
@@ -217,10 +217,13 @@ export async function updateShardIndex(dir: string, prefix: string, entry: Shard
   await withIndexLock(dir, async () => {
     const path = join(dir, SHARD_INDEX_FILE);
     let index: ShardIndex = { schema: SHARD_INDEX_SCHEMA, prefixes: Object.create(null) as ShardIndex['prefixes'] };
-    const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
+    const text = await readRegularFileAsync(path, { maxBytes: MAX_INDEX_BYTES }).then(
+      (bytes) => bytes.toString('utf8'),
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`);
+      },
+    );
     if (text !== undefined) index = parseShardIndex(text, path);
     if (entry === null) {
       if (!(prefix in index.prefixes)) return;
@@ -533,7 +536,13 @@ export class ShardWriter extends Writable {
 
   override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.busy = this.writeRecord(record);
-    this.busy.then(() => callback(), (err) => callback(err as Error));
+    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
+  }
+
+  /** A file-system error (ENOSPC, EIO, EROFS) as one line naming the set, exit 2; ours pass as they are. */
+  private asOutputError(err: unknown): Error {
+    if (err instanceof AlexnetStreamError || typeof (err as NodeJS.ErrnoException)?.code !== 'string') return err as Error;
+    return new OutputError(`${this.options.dir}: cannot write shard set "${this.options.prefix}": ${describeWriteError(err)}; no index entry was written for it`, err);
   }
 
   private async writeRecord(record: StreamRecord): Promise<void> {
@@ -625,7 +634,7 @@ export class ShardWriter extends Writable {
 
   override _final(callback: (err?: Error | null) => void): void {
     this.busy = this.finish();
-    this.busy.then(() => callback(), (err) => callback(err as Error));
+    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
   }
 
   private async finish(): Promise<void> {
@@ -684,10 +693,10 @@ export class ShardWriter extends Writable {
 async function removeStaleFiles(dir: string, prefix: string, keep: Set<string>): Promise<void> {
   const escaped = prefix.replace(/[.]/g, '\\.');
   const shardPattern = new RegExp(`^${escaped}-\\d{5,}\\.msgpack$`);
-  const tempPattern = new RegExp(`^\\.${escaped}-\\d{5,}\\.msgpack\\.tmp-(\\d+)-`);
+  const tempOf = new RegExp(`^\\.(${escaped}-\\d{5,}\\.msgpack)\\.tmp-`);
   for (const name of await readdir(dir)) {
-    const temp = tempPattern.exec(name);
-    if ((shardPattern.test(name) && !keep.has(name)) || (temp && !pidAlive(Number(temp[1])))) {
+    const temp = tempOf.exec(name);
+    if ((shardPattern.test(name) && !keep.has(name)) || (temp && isStaleTemp(name, join(dir, temp[1])))) {
       await rm(join(dir, name), { force: true });
     }
   }

@@ -54,7 +54,10 @@ function chwToHwc(chw: Uint8Array, size: number, out: Uint8Array, offset: number
 
 export interface PredictSummary {
   predicted: number;
+  /** Files that were not decodable images. */
   skipped: number;
+  /** Images the model answered with NaN or infinite probabilities (refused, not printed). */
+  unanswered: number;
   /** Seconds from the first decode to the last line written (model loading excluded). */
   seconds: number;
   /** CPU seconds of this process (all threads) over the same span. */
@@ -123,6 +126,7 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
 
   let predicted = 0;
   let skipped = 0;
+  let unanswered = 0;
   const startNs = process.hrtime.bigint();
   const startCpu = process.cpuUsage();
   let endNs = startNs;
@@ -156,7 +160,16 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
       if (n === 0) continue;
       const { prob } = await model.run(input === 'image' ? pixels! : data!, n);
       let text = '';
+      let answered = 0;
       for (let i = 0; i < n; i++) {
+        // A model whose weights overflow on this image answers NaN: refused, never printed as "NaN%".
+        const bad = prob.subarray(i * spec.numClasses, (i + 1) * spec.numClasses).find((v) => !Number.isFinite(v));
+        if (bad !== undefined) {
+          unanswered++;
+          process.stderr.write(`alexnet-stream predict: skipped ${paths[i]}: the model's output is ${bad} for this image (its weights overflow)\n`);
+          continue;
+        }
+        answered++;
         const top = topK(prob, i, spec.numClasses, k);
         if (opts.json) {
           const entries = top.map((j) => ({ index: j, ...(classNames ? { label: classNames[j] } : {}), prob: prob[i * spec.numClasses + j] }));
@@ -166,7 +179,7 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
         }
       }
       write(text);
-      predicted += n;
+      predicted += answered;
     }
     endNs = process.hrtime.bigint();
     cpu = process.cpuUsage(startCpu);
@@ -174,7 +187,7 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
     await Promise.allSettled(decodes.filter(Boolean));
     await model.close();
   }
-  return { predicted, skipped, seconds: Number(endNs - startNs) / 1e9, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+  return { predicted, skipped, unanswered, seconds: Number(endNs - startNs) / 1e9, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
 export function register(program: Command): void {
@@ -199,11 +212,10 @@ export function register(program: Command): void {
     .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; README "GPUs"', parseDeviceList)
     .action(
       action('predict', async (images: string[], opts: PredictOptions) => {
-        const { skipped } = await runPredict(images, opts);
-        if (skipped > 0) {
-          process.stderr.write(`alexnet-stream predict: ${skipped} of ${images.length} files were not decodable images (see above)\n`);
-          return 2;
-        }
+        const { skipped, unanswered } = await runPredict(images, opts);
+        if (skipped > 0) process.stderr.write(`alexnet-stream predict: ${skipped} of ${images.length} files were not decodable images (see above)\n`);
+        if (unanswered > 0) process.stderr.write(`alexnet-stream predict: the model gave no usable answer for ${unanswered} of ${images.length} images (see above)\n`);
+        if (skipped + unanswered > 0) return 2;
       }),
     );
 }

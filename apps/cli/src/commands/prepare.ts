@@ -3,7 +3,7 @@
  * seed's generate_data.sh in one command (an in-process pipeline of the same stages).
  */
 import type { Command } from 'commander';
-import { formatPrepareSummary, prepareDataDir, RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
+import { formatPrepareSummary, MAX_BATCH_SIZE, prepareDataDir, RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
 import { action, parseChoice, parseInteger, parseNumber } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .option('--val-list <file>', 'Caffe-style list "relative/path label" of the validation images (paths relative to --val)')
     .option('--val-split <fraction>', 'hold out this fraction of the training images as the val set (seeded)', parseNumber('--val-split', 0, 1))
     .requiredOption('--out <data-dir>', 'the data dir to create')
-    .option('--batch-size <n>', 'images per batch', parseInteger('--batch-size', 1), 256)
+    .option('--batch-size <n>', 'images per batch', parseInteger('--batch-size', 1, MAX_BATCH_SIZE), 256)
     .option('--size <n>', 'decoded image height and width', parseInteger('--size', 1, 16384), 256)
     .option('--resize <mode>', 'squash (the seed) or center-crop', parseChoice('--resize', RESIZE_MODES), 'squash')
     .option('--seed <n>', 'seed of the train shuffle and the val split', parseInteger('--seed', 0, 0xffffffff), 0)

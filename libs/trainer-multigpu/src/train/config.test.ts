@@ -35,7 +35,7 @@ test('wrong types and ranges name the key, what was expected and what was given'
   assert.throws(() => parseConfigText('momentum: 1.5\n', 'c.yaml'), /expected a number >= 0 and <= 1 for momentum but received 1\.5/);
   assert.throws(() => parseConfigText('lr_policy: cosine\n', 'c.yaml'), /expected one of step, auto for lr_policy but received "cosine"/);
   assert.throws(() => parseConfigText('lr_step: [10, x]\n', 'c.yaml'), /expected a list of integers >= 1 for lr_step but received \[10, "x"\]/);
-  assert.throws(() => parseConfigText('learning_rate: 0\n', 'c.yaml'), /expected a number > 0 for learning_rate/);
+  assert.throws(() => parseConfigText('learning_rate: 0\n', 'c.yaml'), /expected a number > 0 and <= 1000000 for learning_rate/);
   assert.throws(() => parseConfigText('sync_momentum: 1\n', 'c.yaml'), /c\.yaml: expected true or false for sync_momentum but received 1/);
   assert.equal(resolveConfig(parseConfigText('sync_momentum: true\n', 'c.yaml')).sync_momentum, true);
   assert.equal(defaultConfig().sync_momentum, false, 'velocities stay local by default, as in the seed');

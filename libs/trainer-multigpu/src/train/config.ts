@@ -8,10 +8,9 @@
  * (edit distance), a wrong type or range names the key, what was expected and what was given.
  * Relative paths are taken relative to the current directory (as the seed's were).
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { describeReadError, readRegularFileAsync, UsageError } from '@alexnet-stream/stream-io';
 import { INIT_SCHEMES, PRESETS } from '@alexnet-stream/model-alexnet';
 
 export const ENGINE_NAMES = ['onnxruntime', 'tfjs'] as const;
@@ -85,11 +84,18 @@ export interface KeySpec {
   seed?: boolean;
 }
 
+/**
+ * The largest learning rate taken (as `--lr`): the graph gets lr, lr x bias_lr_multiplier and
+ * weight_decay as float32, where 1e39 is already Infinity (and the engine failed with an
+ * internal error); 1e6 (and 1e6 for the multiplier and decay) stays far inside float32's range.
+ */
+export const MAX_LEARNING_RATE = 1e6;
+
 export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   resume_train: { seed: true, type: { kind: 'boolean' }, default: false, doc: 'continue from a checkpoint in weights_dir (same as --resume)' },
   load_epoch: { seed: true, type: { kind: 'integer', min: 0, nullable: true }, default: null, doc: 'checkpoint epoch to resume from; null = the latest' },
   n_epochs: { seed: true, type: { kind: 'integer', min: 1 }, default: 60, doc: 'epochs to train (in total, counting resumed ones)' },
-  learning_rate: { seed: true, type: { kind: 'number', min: 0, exclusiveMin: true }, default: 0.01, doc: 'initial learning rate' },
+  learning_rate: { seed: true, type: { kind: 'number', min: 0, exclusiveMin: true, max: MAX_LEARNING_RATE }, default: 0.01, doc: 'initial learning rate' },
   lr_policy: { seed: true, type: { kind: 'enum', values: ['step', 'auto'] }, default: 'step', doc: '`step`: divide by 10 after the epochs in lr_step; `auto`: divide by 10 when validation error stops improving' },
   lr_adapt_threshold: { seed: true, type: { kind: 'number', min: 0 }, default: 0.01, doc: '`auto`: divide lr when top-1 error fell by less than this over the last two epochs' },
   lr_step: { seed: true, type: { kind: 'integer-list', min: 1 }, default: [20, 40], doc: '`step`: epochs after which lr is divided by 10' },
@@ -100,7 +106,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   use_momentum: { seed: true, type: { kind: 'boolean' }, default: true, doc: 'SGD with momentum (false: plain SGD)' },
   use_nesterov_momentum: { seed: true, type: { kind: 'boolean' }, default: false, doc: 'Nesterov momentum' },
   momentum: { seed: true, type: { kind: 'number', min: 0, max: 1 }, default: 0.9, doc: 'momentum μ' },
-  weight_decay: { seed: true, type: { kind: 'number', min: 0 }, default: 0.0005, doc: 'L2 weight decay λ (weights only, not biases)' },
+  weight_decay: { seed: true, type: { kind: 'number', min: 0, max: 1e6 }, default: 0.0005, doc: 'L2 weight decay λ (weights only, not biases)' },
   weights_dir: { seed: true, type: { kind: 'string' }, default: './weights', doc: 'checkpoints, val_record.json/.npy and train_log.jsonl go here' },
   snapshot_freq: { seed: true, type: { kind: 'integer', min: 1 }, default: 1, doc: 'write a checkpoint every this many epochs (and after the last)' },
   print_train_error: { seed: true, type: { kind: 'boolean' }, default: true, doc: 'include the training top-1 error in progress lines' },
@@ -118,13 +124,13 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   dropout: { type: { kind: 'number', min: 0, max: 0.99 }, default: 0.5, doc: 'dropout rate of fc6/fc7 (0 removes dropout)' },
   lrn: { type: { kind: 'boolean' }, default: true, doc: 'keep the LRN layers of the preset' },
   init: { type: { kind: 'enum', values: INIT_SCHEMES }, default: 'preset', doc: 'weight init: `preset` (the seed\'s fixed stds), or `kaiming`: He-normal after the first layer, for training from scratch in fewer epochs' },
-  bias_lr_multiplier: { type: { kind: 'number', min: 0 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
+  bias_lr_multiplier: { type: { kind: 'number', min: 0, max: 1e6 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
   seed: { type: { kind: 'integer', min: 0, max: 0xffffffff }, default: 1234, doc: 'seeds weight init, data order, crops and dropout' },
   engine: { type: { kind: 'enum', values: ENGINE_NAMES }, default: 'onnxruntime', doc: 'training engine' },
   devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `webgpu`, `cuda:0`; README "GPUs")' },
   sync_every: { type: { kind: 'integer', min: 1 }, default: 1, doc: 'multi-worker: average weights every this many iterations' },
   sync_momentum: { type: { kind: 'boolean' }, default: false, doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed)' },
-  intra_op_threads: { type: { kind: 'integer', min: 0 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
+  intra_op_threads: { type: { kind: 'integer', min: 0, max: 1024 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
   queue_depth: { type: { kind: 'integer', min: 2, max: 64 }, default: 3, doc: 'batch buffers between loader and engine (memory = queue_depth x batch)' },
   steps_per_run: {
     type: { kind: 'integer', min: 1, max: 64 },
@@ -191,7 +197,7 @@ function expected(type: KeyType): string {
     case 'number':
       return `a number ${type.exclusiveMin ? '>' : '>='} ${type.min}${type.max !== undefined ? ` and <= ${type.max}` : ''}`;
     case 'string':
-      return `a string${type.nullable ? ' (or null)' : ''}`;
+      return `a string without NUL characters${type.nullable ? ' (or null)' : ''}`;
     case 'enum':
       return `one of ${type.values.join(', ')}`;
     case 'integer-list':
@@ -224,7 +230,8 @@ export function checkConfigValue(key: ConfigKey, value: unknown, where: string):
     }
     case 'string':
       if (value === null && type.nullable) return null;
-      if (typeof value !== 'string' || value === '') fail();
+      // A NUL can be written in YAML ("\0") but no path holds one: Node refuses it deep inside.
+      if (typeof value !== 'string' || value === '' || value.includes('\0')) fail();
       return value;
     case 'enum':
       if (typeof value !== 'string' || !type.values.includes(value)) fail();
@@ -234,8 +241,8 @@ export function checkConfigValue(key: ConfigKey, value: unknown, where: string):
       if (isInteger(value, type.min)) return [value];
       return fail();
     case 'string-list':
-      if (typeof value === 'string' && value.trim() !== '') return value.split(',').map((s) => s.trim()).filter(Boolean);
-      if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string' && v !== '')) return (value as string[]).slice();
+      if (typeof value === 'string' && value.trim() !== '' && !value.includes('\0')) return value.split(',').map((s) => s.trim()).filter(Boolean);
+      if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string' && v !== '' && !v.includes('\0'))) return (value as string[]).slice();
       return fail();
   }
 }
@@ -262,7 +269,9 @@ export function validateConfigValues(values: Record<string, unknown>, where: str
 export function parseConfigText(text: string, name: string): Partial<TrainConfig> {
   let raw: unknown;
   try {
-    raw = parseYaml(text);
+    // Warnings (an unknown tag such as !!js/function) are not printed as process warnings: the
+    // value is then a plain string, which the key's type check refuses with a clear message.
+    raw = parseYaml(text, { logLevel: 'error' });
   } catch (err) {
     throw new UsageError(`${name}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
   }
@@ -271,13 +280,15 @@ export function parseConfigText(text: string, name: string): Partial<TrainConfig
   return validateConfigValues(raw as Record<string, unknown>, name);
 }
 
+/** A config is a few dozen lines; 4 MiB is far more than any (a FIFO or /dev/zero is refused, not read). */
+const MAX_CONFIG_FILE_BYTES = 4 << 20;
+
 export async function readConfigFile(path: string): Promise<Partial<TrainConfig>> {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = (await readRegularFileAsync(path, { maxBytes: MAX_CONFIG_FILE_BYTES, limitName: 'the 4 MiB a config file may take' })).toString('utf8');
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new UsageError(`${path}: cannot read the config file (${e.code === 'ENOENT' ? 'no such file' : e.message})`);
+    throw new UsageError(`${path}: cannot read the config file (${describeReadError(err)})`);
   }
   return parseConfigText(text, path);
 }

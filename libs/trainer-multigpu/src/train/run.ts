@@ -7,7 +7,6 @@
  */
 import { join } from 'node:path';
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import {
   alexnetSpec,
@@ -27,10 +26,13 @@ import {
   specProblem,
   Weights,
 } from '@alexnet-stream/model-alexnet';
-import { InputError, readMeanNpy, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
+import {
+  acquireLock, AlexnetStreamError, describeReadError, describeWriteError, InputError, makeDirectorySync, OutputError, readErrorCode, readMeanNpy, readRegularFileAsync, readShardIndex, ShardSetEntry, shardSet,
+  UsageError,
+} from '@alexnet-stream/stream-io';
 import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
-import type { TrainConfig } from './config';
+import { MAX_LEARNING_RATE, TrainConfig } from './config';
 import { appendTrainLog, checkValRecord, truncateTrainLog, writeValRecord } from './files';
 import { BatchLoader, createLoader, StdinBatchStream } from './loader';
 import type { LoaderSetup } from './loader-core';
@@ -113,13 +115,19 @@ export function optimizerFromConfig(config: TrainConfig): OptimizerConfig {
   };
 }
 
+/** A model spec is a few kB of JSON (a layer list); 16 MiB is far more than any. */
+const MAX_SPEC_FILE_BYTES = 16 << 20;
+
 /** The model: `spec_file` when given (its class count checked against the data), else the preset. */
 export async function specFromConfig(config: TrainConfig, numClasses: number): Promise<ModelSpec> {
   if (config.spec_file !== null) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(await readFile(config.spec_file, 'utf8'));
+      parsed = JSON.parse((await readRegularFileAsync(config.spec_file, { maxBytes: MAX_SPEC_FILE_BYTES, limitName: 'the 16 MiB a model spec may take' })).toString('utf8'));
     } catch (err) {
+      if (readErrorCode(err) !== undefined) {
+        throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${describeReadError(err)}`);
+      }
       throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${(err as Error).message}`);
     }
     const spec = parseSpec(parsed, config.spec_file);
@@ -220,7 +228,14 @@ export function initFromPretrained(spec: ModelSpec, path: string, seed: number, 
   return fresh;
 }
 
-function restoreState(saved: Record<string, unknown>, path: string): TrainState {
+/**
+ * The loop's state from a checkpoint's state.json (input: it can be edited or come from another
+ * checkpoint). Beyond each field's type: the position must be the one the checkpoint's name
+ * says (`epoch-0002` holds epoch 2, or a run stopped inside it), the last lr change cannot lie in
+ * the future, and a val_record, when there, is a list: an edited `epochsCompleted` of 1e12 made
+ * `--resume 2` end at once "done" with exit 0, a val_record of 5 was silently dropped.
+ */
+function restoreState(saved: Record<string, unknown>, path: string, checkpointName: number): TrainState {
   const num = (key: string): number => {
     const v = Object.hasOwn(saved, key) ? saved[key] : undefined;
     if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${path}: state.json lacks "${key}" (not written by alexnet-stream train?)`);
@@ -232,16 +247,24 @@ function restoreState(saved: Record<string, unknown>, path: string): TrainState 
     return v;
   };
   const lr = num('lr');
-  if (!(lr > 0)) throw new InputError(`${path}: "lr" is ${lr}, expected a learning rate > 0`);
+  if (!(lr > 0 && lr <= MAX_LEARNING_RATE)) throw new InputError(`${path}: "lr" is ${lr}, expected a learning rate > 0 and <= ${MAX_LEARNING_RATE}`);
   const record = Object.hasOwn(saved, 'val_record') ? saved.val_record : [];
-  return {
-    epochsCompleted: count('epochsCompleted'),
-    iterationInEpoch: count('iterationInEpoch'),
-    iteration: count('iteration'),
-    lr,
-    lastLrChangeEpoch: count('lastLrChangeEpoch'),
-    valRecord: Array.isArray(record) ? checkValRecord(record, `${path} (val_record)`) : [],
-  };
+  if (!Array.isArray(record)) throw new InputError(`${path}: "val_record" is not a list of validation results`);
+  const position = { epochsCompleted: count('epochsCompleted'), iterationInEpoch: count('iterationInEpoch') };
+  const epoch = checkpointEpoch(position);
+  if (epoch !== checkpointName) {
+    throw new InputError(
+      `${path}: the state is at epoch ${position.epochsCompleted}${position.iterationInEpoch ? ` + ${position.iterationInEpoch} iterations` : ''}, ` +
+        `but the checkpoint is ${checkpointDirName(checkpointName)}: its files come from another checkpoint, or were edited`,
+    );
+  }
+  const iteration = count('iteration');
+  if (iteration < position.epochsCompleted + position.iterationInEpoch) {
+    throw new InputError(`${path}: "iteration" ${iteration} is less than the ${position.epochsCompleted} epochs and ${position.iterationInEpoch} iterations it completed`);
+  }
+  const lastLrChangeEpoch = count('lastLrChangeEpoch');
+  if (lastLrChangeEpoch > position.epochsCompleted) throw new InputError(`${path}: "lastLrChangeEpoch" ${lastLrChangeEpoch} is after the ${position.epochsCompleted} epochs completed`);
+  return { ...position, iteration, lr, lastLrChangeEpoch, valRecord: checkValRecord(record, `${path} (val_record)`) };
 }
 
 /** A field of a JSON object read back from disk, without the prototype chain. */
@@ -251,22 +274,51 @@ function own(value: unknown, key: string): unknown {
 
 const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The lock file in weights_dir that the writing trainer (rank 0) holds for its whole run. */
+export const TRAIN_LOCK_FILE = 'train.lock';
+
+/**
+ * One trainer writes a weights_dir at a time: a second one (started by mistake, or a --resume of
+ * a run still going) would interleave its checkpoints with the first's, truncate the first's
+ * train_log.jsonl to its own start and rewrite its val_record.json. Rank 0, the only writer,
+ * holds `<weights_dir>/train.lock` (stream-io's lock: broken at once when its process is gone,
+ * e.g. after a kill -9) for the whole run; other ranks write nothing there.
+ */
 export async function runTraining(config: TrainConfig, options: RunTrainingOptions = {}): Promise<RunTrainingResult> {
-  const notice = (m: string) => options.onNotice?.(m);
-  const group = options.group ?? new SingleProcessGroup();
-  const ownGroup = !options.group;
   const usingStdin = options.stdinRecords !== undefined;
   const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
   if (usingStdin && resume !== false) throw new UsageError('--resume cannot continue a --stdin run (a stream cannot be rewound to the saved position); train from the data dir instead');
   if (options.init && resume !== false) throw new UsageError('--init and --resume exclude each other: --resume continues a run, --init starts a new one from pretrained weights');
-  const weightsDir = config.weights_dir;
-
-  // 1. The data, checked against the config before anything else.
+  // 1. The data, checked against the config before anything else (before weights_dir is made).
   const data = await checkData(config, !usingStdin);
   const spec = await specFromConfig(config, data.numClasses);
   if (data.imageSize && (spec.inputSize > data.imageSize[0] || spec.inputSize > data.imageSize[1])) {
     throw new InputError(`${config.data_dir}: ${data.imageSize[0]}x${data.imageSize[1]} images are smaller than the network input ${spec.inputSize}; set input_size <= ${Math.min(...data.imageSize)}`);
   }
+  if ((options.group?.rank ?? 0) !== 0) return runTrainingLocked(config, options, data, spec);
+  makeDirectorySync(config.weights_dir, 'weights_dir');
+  const lock = await acquireLock(join(config.weights_dir, TRAIN_LOCK_FILE), {
+    purpose: `train --weights-dir ${config.weights_dir}`,
+    advice: 'another train is writing this weights_dir; wait for it to finish, stop it, or use another weights_dir',
+  }).catch((err: unknown) => {
+    if (err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(`${config.weights_dir}: cannot take the lock ${TRAIN_LOCK_FILE}: ${describeWriteError(err)}`, err);
+  });
+  try {
+    return await runTrainingLocked(config, options, data, spec);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function runTrainingLocked(config: TrainConfig, options: RunTrainingOptions, data: DataInfo, spec: ModelSpec): Promise<RunTrainingResult> {
+  const notice = (m: string) => options.onNotice?.(m);
+  const group = options.group ?? new SingleProcessGroup();
+  const ownGroup = !options.group;
+  const usingStdin = options.stdinRecords !== undefined;
+  const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
+  const weightsDir = config.weights_dir;
+
   const loaderSetup: LoaderSetup | undefined = config.data_dir
     ? {
         dir: config.data_dir,
@@ -325,7 +377,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     }
     weights = loaded.weights;
     momentum = loaded.momentum;
-    state = restoreState(loaded.state, join(entry.path, 'state.json'));
+    state = restoreState(loaded.state, join(entry.path, 'state.json'), entry.epoch);
     resumedFrom = entry.path;
     const saved = loaded.state;
     dropoutRng = own(own(saved, 'rng'), 'dropout');
@@ -392,6 +444,10 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     } else {
       const l = loader!;
       const iterationsPerEpoch = l.passIterations({ prefix: config.train_prefix, epoch: 1, train: true });
+      if (resumedFrom && state.iterationInEpoch >= iterationsPerEpoch) {
+        // (data that changed since is refused above when the run stopped inside an epoch)
+        throw new InputError(`${join(resumedFrom, 'state.json')}: it stopped after iteration ${state.iterationInEpoch} of epoch ${state.epochsCompleted + 1}, but an epoch of this data has ${iterationsPerEpoch} iterations`);
+      }
       if (iterationsPerEpoch === 0) {
         throw new UsageError(`batch_size ${config.batch_size}${group.worldSize > 1 ? ` x ${group.worldSize} workers` : ''} is larger than the ${data.train!.images} training images: lower batch_size`);
       }
