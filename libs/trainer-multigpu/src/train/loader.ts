@@ -16,6 +16,7 @@ import type { Readable } from 'node:stream';
 import { AlexnetStreamError, InputError, MeanImage, readMeanNpy, StreamRecord } from '@alexnet-stream/stream-io';
 import type { EngineBatch } from '../engine';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
+import { applyInputScale } from './input-scale';
 
 export interface LoadedBatch extends EngineBatch {
   /** Iteration index within the pass. */
@@ -226,7 +227,8 @@ export function createLoader(setup: LoaderSetup, paraLoad: boolean): BatchLoader
 /**
  * float32 batch records from a decoded record stream (stdin): `read | augment | train --stdin`.
  * Each record must be NCHW float32 with `crop`-sized images; anything else is an `InputError`
- * naming the record.
+ * naming the record. With `inputScale` each batch is multiplied by it (in place: the record is
+ * this stream's own), as the shard loader does after its mean subtraction.
  */
 export class StdinBatchStream implements BatchStream {
   readonly iterations = Infinity;
@@ -235,7 +237,7 @@ export class StdinBatchStream implements BatchStream {
   private recordNumber = 0;
   private done = false;
 
-  constructor(records: Readable, private readonly crop: number, private readonly numClasses: number) {
+  constructor(records: Readable, private readonly crop: number, private readonly numClasses: number, private readonly inputScale?: readonly number[]) {
     this.iterator = records[Symbol.asyncIterator]() as AsyncIterator<StreamRecord>;
   }
 
@@ -260,7 +262,9 @@ export class StdinBatchStream implements BatchStream {
       for (const label of record.labels) {
         if (!(label >= 0 && label < this.numClasses)) throw new InputError(`${where}: label ${label} outside 0..${this.numClasses - 1} (num_classes ${this.numClasses})`);
       }
-      return { index: this.index++, size: n, data: record.data as Float32Array, labels: record.labels };
+      const data = record.data as Float32Array;
+      if (this.inputScale) applyInputScale(data, n, c, h * w, this.inputScale);
+      return { index: this.index++, size: n, data, labels: record.labels };
     }
   }
 
