@@ -17,7 +17,7 @@
 //    command alone (this workplace sets them on some CPUs, and they slow OpenBLAS).
 //
 // Everything is written under --work (default ./tta-out): fashion-mnist/, data/ (both kept and
-// reused when complete), runs/<name>/ (checkpoints; replaced on every run). Prints per epoch the
+// reused when complete), runs/small-data/ and runs/seed-demo/ (checkpoints; replaced on every run). Prints per epoch the
 // top-1 accuracy and the seconds since the process started and since training started, the img/s
 // of each run, the load average before and after, and the CPU model; then the ratio of the
 // baseline's time to the recipe's to reach the baseline's final accuracy.
@@ -98,8 +98,8 @@ function run(command, args, { env = process.env, onLine } = {}) {
 }
 
 /** Train with the project's CLI; per epoch: top-1, seconds since the process started and since training started. */
-async function trainRun(name, config, extraArgs, workDir) {
-  const weightsDir = join(workDir, 'runs', name);
+async function trainRun(name, dir, config, extraArgs, workDir) {
+  const weightsDir = join(workDir, 'runs', dir);
   rmSync(weightsDir, { recursive: true, force: true }); // this bench's own output of an earlier run
   const epochs = [];
   let trainingStart;
@@ -173,12 +173,12 @@ async function main() {
 
   const results = [];
   const loadBefore = load();
-  results.push(await trainRun('small-data recipe', RECIPE, ['--epochs', String(epochs)], opts.work));
+  results.push(await trainRun('small-data recipe', 'small-data', RECIPE, ['--epochs', String(epochs)], opts.work));
   if (opts.baseline) {
     // The demo's schedule scaled to these epochs: lr / 10 after 2/3 of them (demo.yaml: 16 of 24).
     const step = Math.max(1, Math.round((2 * epochs) / 3));
     const demoArgs = ['--epochs', String(epochs), '--set', 'num_classes=null', '--set', 'image_size=null', '--set', `lr_step=[${step}]`, '--set', 'snapshot_freq=1000'];
-    results.push(await trainRun('seed/demo recipe', DEMO, demoArgs, opts.work));
+    results.push(await trainRun('seed/demo recipe', 'seed-demo', DEMO, demoArgs, opts.work));
   }
   if (opts.pytorch) {
     const r = await pytorchRun(opts.work, epochs);
