@@ -4,7 +4,7 @@
  * carry exitCode 2 but are not stream-io errors: onnx-export does not depend on stream-io)
  * into InputErrors so that they exit with 2 like every other bad input.
  */
-import { alexnetSpec, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS, Weights } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, foldInputScale, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS, Weights } from '@alexnet-stream/model-alexnet';
 import { AlexnetStreamError, InputError, invalidOption, MeanImage, readClassNames, readMeanNpy, UsageError } from '@alexnet-stream/stream-io';
 
 /** Run `fn`; an error with exitCode 2 from a library that is not ours becomes an InputError. */
@@ -27,7 +27,14 @@ export interface WeightsOptions {
 
 export interface LoadedWeights {
   spec: ModelSpec;
+  /**
+   * The weights for inputs of `pixels − mean`: a checkpoint trained with an input scale
+   * (`input_scale`) has it folded into its first layer here (model-alexnet input-scale.ts), so
+   * that export, validate and predict feed every model the same way.
+   */
   weights: Weights;
+  /** The checkpoint's input scale, already folded into `weights` (for the record: export's metadata). */
+  foldedInputScale?: number[];
   /** Class names the checkpoint knows (state.classNames), if any. */
   classNames?: string[];
   source: string;
@@ -61,7 +68,9 @@ export function loadWeights(opts: WeightsOptions): LoadedWeights {
     throw new InputError(`${opts.weights}: state.json classNames is not a list of ${ckpt.spec.numClasses} strings (one per class of the model)`);
   }
   const classNames = names as string[] | undefined;
-  return { spec: ckpt.spec, weights: ckpt.weights, classNames, source: ckpt.weightsPath };
+  const scale = ckpt.inputScale;
+  const weights = scale ? foldInputScale(ckpt.spec, ckpt.weights, scale) : ckpt.weights;
+  return { spec: ckpt.spec, weights, ...(scale ? { foldedInputScale: scale } : {}), classNames, source: ckpt.weightsPath };
 }
 
 /** A class names file for a model of `numClasses` classes. */

@@ -4,10 +4,12 @@
  *   weights.safetensors    every parameter of the spec, F32, named as `parameterList` names them
  *   momentum.safetensors   the optimizer's velocities, same names (when the trainer has them)
  *   mean.npy               the mean image (only `import --mean` writes one here)
- *   state.json             `{ format, spec, ...state }`: epoch, iteration, lr, val_record so far,
- *                          config, rng states... whatever the trainer passes, plus the spec
+ *   state.json             `{ format, spec, input_scale?, ...state }`: epoch, iteration, lr,
+ *                          val_record so far, config, rng states... whatever the trainer passes,
+ *                          plus the spec and the input scale
  *
- * Both safetensors files carry the spec as JSON in their `__metadata__` too, so a lone
+ * Both safetensors files carry the spec as JSON in their `__metadata__` too (and the input scale,
+ * `input_scale`, when the model was trained with one: input-scale.ts), so a lone
  * `weights.safetensors` is self-describing (`--weights file.safetensors` works).
  *
  * Atomicity (atomic-dir.ts): a checkpoint directory appears, or replaces an existing one, as
@@ -29,6 +31,7 @@ import { decodeSafetensors, encodeSafetensors, float16ToFloat32, MAX_HEADER_BYTE
 import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import type { Weights } from './init';
 import { getOwn, setOwn } from './own-keys';
+import { checkInputScale } from './input-scale';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
 export const MOMENTUM_FILE = 'momentum.safetensors';
@@ -48,6 +51,12 @@ export interface Checkpoint {
   spec: ModelSpec;
   weights: Weights;
   momentum?: Weights;
+  /**
+   * The per-channel factor the network's input was multiplied by in training, after the mean
+   * subtraction (input-scale.ts); absent: none (the seed's raw `pixels − mean`). The weights are
+   * kept as trained: export, validate and predict fold it in (`foldInputScale`).
+   */
+  inputScale?: number[];
   /** Everything the trainer wants back on resume (JSON-serialisable). */
   state: Record<string, unknown>;
 }
@@ -175,17 +184,21 @@ function firstNonFinite(data: Float32Array): number {
   return -1;
 }
 
+/** The key of the input scale in state.json and in the safetensors `__metadata__` (JSON there). */
+export const INPUT_SCALE_KEY = 'input_scale';
+
 /** Metadata stored in every safetensors file we write. */
-function metadataFor(spec: ModelSpec, content: 'weights' | 'momentum'): Record<string, string> {
-  return { format: CHECKPOINT_FORMAT, content, spec: JSON.stringify(spec) };
+function metadataFor(spec: ModelSpec, content: 'weights' | 'momentum', inputScale?: number[]): Record<string, string> {
+  return { format: CHECKPOINT_FORMAT, content, spec: JSON.stringify(spec), ...(inputScale ? { [INPUT_SCALE_KEY]: JSON.stringify(inputScale) } : {}) };
 }
 
 /** Weights (in parameterList order) as a self-describing safetensors file. */
-export function encodeWeights(spec: ModelSpec, weights: Weights, content: 'weights' | 'momentum' = 'weights'): Buffer {
+export function encodeWeights(spec: ModelSpec, weights: Weights, content: 'weights' | 'momentum' = 'weights', inputScale?: number[]): Buffer {
   validateWeights(spec, weights, content);
+  if (inputScale) checkInputScale(inputScale, spec, content);
   const tensors: Record<string, SafeTensor> = {};
   for (const p of parameterList(spec)) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: weights[p.name] };
-  return encodeSafetensors(tensors, metadataFor(spec, content));
+  return encodeSafetensors(tensors, metadataFor(spec, content, inputScale));
 }
 
 export interface SaveCheckpointOptions extends DirectoryWriteOptions {
@@ -260,18 +273,19 @@ export function checkReplaceableCheckpoint(path: string): void {
  */
 export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheckpointOptions = {}): string {
   const target = resolve(dir);
-  for (const key of ['format', 'spec']) {
+  for (const key of ['format', 'spec', INPUT_SCALE_KEY]) {
     if (Object.hasOwn(ckpt.state, key)) throw new RangeError(`saveCheckpoint: state.${key} is reserved (the checkpoint writes it)`);
   }
   validateWeights(ckpt.spec, ckpt.weights, `${target} (weights to save)`);
   if (ckpt.momentum) validateWeights(ckpt.spec, ckpt.momentum, `${target} (momentum to save)`);
-  const stateText = JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...ckpt.state }, null, 2) + '\n';
+  const inputScale = ckpt.inputScale ? checkInputScale(ckpt.inputScale, ckpt.spec, `${target} (input scale to save)`) : undefined;
+  const stateText = JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...(inputScale ? { [INPUT_SCALE_KEY]: inputScale } : {}), ...ckpt.state }, null, 2) + '\n';
   // A killed earlier write of this directory is finished (or undone) first, so that what is
   // replaced below is the committed version.
   recoverDirectory(target, STATE_FILE);
   checkReplaceableCheckpoint(target);
-  const files: DirectoryFile[] = [{ name: WEIGHTS_FILE, data: encodeWeights(ckpt.spec, ckpt.weights, 'weights') }];
-  if (ckpt.momentum) files.push({ name: MOMENTUM_FILE, data: encodeWeights(ckpt.spec, ckpt.momentum, 'momentum') });
+  const files: DirectoryFile[] = [{ name: WEIGHTS_FILE, data: encodeWeights(ckpt.spec, ckpt.weights, 'weights', inputScale) }];
+  if (ckpt.momentum) files.push({ name: MOMENTUM_FILE, data: encodeWeights(ckpt.spec, ckpt.momentum, 'momentum', inputScale) });
   if (options.meanNpy) files.push({ name: MEAN_FILE, data: options.meanNpy });
   // state.json last: the marker whose presence means the rest is whole.
   files.push({ name: STATE_FILE, data: stateText });
@@ -372,6 +386,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
 
   let state: Record<string, unknown> = {};
   let stateSpec: ModelSpec | undefined;
+  let stateScale: unknown;
   const statePath = join(path, STATE_FILE);
   if (isDir && existsSync(statePath)) {
     let parsed: unknown;
@@ -382,7 +397,8 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
       throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new InputError(`${statePath}: not a JSON object`);
-    const { format, spec, ...rest } = parsed as Record<string, unknown>;
+    const { format, spec, [INPUT_SCALE_KEY]: scale, ...rest } = parsed as Record<string, unknown>;
+    stateScale = scale;
     if (format !== undefined && format !== CHECKPOINT_FORMAT) {
       throw new InputError(`${statePath}: checkpoint format ${JSON.stringify(format)}, this version reads ${CHECKPOINT_FORMAT}`);
     }
@@ -401,11 +417,39 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
     throw new InputError(`${weightsPath}: no model spec in its __metadata__ (not written by alexnet-stream?): name the model, e.g. with --preset`);
   }
   const weights = toWeights(checkSpec, file.tensors, weightsPath);
+  const inputScale = inputScaleOf(stateScale, getOwn(file.metadata, INPUT_SCALE_KEY), checkSpec, statePath, weightsPath);
 
   let momentum: Weights | undefined;
   const momentumPath = join(path, MOMENTUM_FILE);
   if (isDir && existsSync(momentumPath)) {
     momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath, checkSpec).tensors, momentumPath);
   }
-  return { spec: ownSpec ?? checkSpec, weights, ...(momentum ? { momentum } : {}), state, weightsPath };
+  return { spec: ownSpec ?? checkSpec, weights, ...(momentum ? { momentum } : {}), ...(inputScale ? { inputScale } : {}), state, weightsPath };
+}
+
+/**
+ * The input scale a checkpoint declares: state.json's `input_scale` and the weights file's
+ * `__metadata__.input_scale` (JSON text), checked; when both are there they must agree (a
+ * weights file from another run would otherwise be evaluated at the wrong input scale).
+ */
+function inputScaleOf(fromState: unknown, metaText: string | undefined, spec: ModelSpec, statePath: string, weightsPath: string): number[] | undefined {
+  const inState = fromState === undefined || fromState === null ? undefined : checkInputScale(fromState, spec, `${statePath} (${INPUT_SCALE_KEY})`);
+  let inMeta: number[] | undefined;
+  if (metaText !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(metaText);
+    } catch {
+      throw new InputError(`${weightsPath}: __metadata__.${INPUT_SCALE_KEY} is not JSON`);
+    }
+    inMeta = checkInputScale(parsed, spec, `${weightsPath} (__metadata__.${INPUT_SCALE_KEY})`);
+  }
+  if (inState && inMeta && inState.some((v, i) => v !== inMeta![i])) {
+    throw new InputError(`${statePath} says input_scale [${inState.join(', ')}] but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`);
+  }
+  if (!inState && inMeta && existsSync(statePath)) {
+    // state.json without the key but weights with it: state.json from elsewhere (or edited).
+    throw new InputError(`${statePath} has no input_scale but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`);
+  }
+  return inState ?? inMeta;
 }

@@ -8,3 +8,4 @@ export * from './atomic-dir';
 export * from './own-keys';
 export * from './spec-check';
 export * from './data-fit';
+export * from './input-scale';

@@ -14,11 +14,11 @@ export interface PresetOptions {
   dropout?: number;
   /** Include the LRN layers (default true where the preset has them). */
   lrn?: boolean;
-  /** Weight initialisation: the preset's own rules (default), or `kaiming` (see `kaimingInit`). */
+  /** Weight initialisation: the preset's own rules (default), `kaiming` or `kaiming-all` (see `kaimingInit`). */
   init?: InitScheme;
 }
 
-export const INIT_SCHEMES = ['preset', 'kaiming'] as const;
+export const INIT_SCHEMES = ['preset', 'kaiming', 'kaiming-all'] as const;
 export type InitScheme = (typeof INIT_SCHEMES)[number];
 
 /**
@@ -32,12 +32,16 @@ export type InitScheme = (typeof INIT_SCHEMES)[number];
  * pre-activations ~60x too large, and whose gradients scale with that input too (the same
  * learning rate would then move conv1 ~60² times further, relatively, than the other layers).
  * Biases keep the preset's rules.
+ *
+ * `init: kaiming-all` is He-normal in the first layer too: for inputs of unit scale (the
+ * trainer's `input_scale`, e.g. 1/std per channel, as torchvision's Normalize gives them), on
+ * which He's rule keeps conv1's output at unit scale like every other layer's.
  */
-function kaimingInit(layers: LayerSpec[]): LayerSpec[] {
+function kaimingInit(layers: LayerSpec[], firstLayerToo: boolean): LayerSpec[] {
   const paramLayers = layers.filter((l) => l.kind === 'conv' || l.kind === 'fc');
   const first = paramLayers[0], last = paramLayers[paramLayers.length - 1];
   return layers.map((l) => {
-    if ((l.kind !== 'conv' && l.kind !== 'fc') || l === first) return l;
+    if ((l.kind !== 'conv' && l.kind !== 'fc') || (l === first && !firstLayerToo)) return l;
     return { ...l, weightInit: { dist: 'fan-in-normal', gain: l === last ? 1 : Math.SQRT2 } };
   });
 }
@@ -141,7 +145,7 @@ export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: Pres
   if (options.lrn === false) layers = layers.filter((l) => l.kind !== 'lrn');
   const init = options.init ?? 'preset';
   if (!INIT_SCHEMES.includes(init)) throw new Error(`Expected one of ${INIT_SCHEMES.join(', ')} for init but received ${JSON.stringify(init)}`);
-  if (init === 'kaiming') layers = kaimingInit(layers);
+  if (init === 'kaiming' || init === 'kaiming-all') layers = kaimingInit(layers, init === 'kaiming-all');
   const spec: ModelSpec = { specVersion: 1, preset, inputChannels: 3, inputSize, numClasses, layers };
   inferShapes(spec); // throws, naming the layer, when the input size is too small
   // The limits every spec read back must meet (spec-check.ts): a class count or input size no

@@ -17,6 +17,7 @@
  * floor(batches / worldSize) iterations per epoch, all ranks the same number.
  */
 import { BatchRecord, cropMirrorSubtract, MeanImage, planCrops, readShard, Rng, ShardSetEntry } from '@alexnet-stream/stream-io';
+import { applyInputScale } from './input-scale';
 
 /** 32-bit mix of several integers into a seed (splitmix32's finaliser applied per part). */
 export function deriveSeed(...parts: number[]): number {
@@ -108,6 +109,8 @@ export interface AugmentOptions {
   random: boolean;
   /** One crop/mirror draw per batch (batch_crop_mirror). */
   perBatch: boolean;
+  /** Per-channel factor applied after the mean subtraction (input_scale); absent: none. */
+  inputScale?: readonly number[];
 }
 
 export interface ProducedBatch {
@@ -198,6 +201,7 @@ export class BatchProducer {
     const { crop, random, perBatch } = this.augment;
     const cropPlan = planCrops(n, { crop, height, width, mirror: random, center: !random, perBatch }, new Rng(deriveSeed(this.cropSeed, k, CROP_STREAM)));
     cropMirrorSubtract(batch, this.mean, cropPlan, out);
+    if (this.augment.inputScale) applyInputScale(out, n, set.imageShape[0], crop * crop, this.augment.inputScale);
     return { index: j, size: n, labels };
   }
 }
@@ -224,6 +228,8 @@ export interface LoaderSetup {
   verify: boolean;
   /** Batch buffers in flight between loader and engine (>= 2). */
   queueDepth: number;
+  /** Per-channel factor after the mean subtraction (input_scale), for training and validation alike. */
+  inputScale?: number[];
 }
 
 /** One pass over a set: an epoch of training (from `startIteration`) or a validation pass. */
@@ -249,8 +255,9 @@ export function planPass(setup: LoaderSetup, request: PassRequest): EpochPlan {
 }
 
 export function makeProducer(setup: LoaderSetup, mean: MeanImage, request: PassRequest, plan = planPass(setup, request)): BatchProducer {
+  const scale = setup.inputScale ? { inputScale: setup.inputScale } : {};
   const augment: AugmentOptions = request.train
-    ? { crop: setup.crop, random: setup.randCrop, perBatch: setup.perBatch }
-    : { crop: setup.crop, random: false, perBatch: false };
+    ? { crop: setup.crop, random: setup.randCrop, perBatch: setup.perBatch, ...scale }
+    : { crop: setup.crop, random: false, perBatch: false, ...scale };
   return new BatchProducer(setup.dir, setup.sets[request.prefix], mean, plan, augment, cropSeedFor(setup.seed, request.epoch), setup.verify);
 }

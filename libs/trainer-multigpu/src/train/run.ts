@@ -14,6 +14,7 @@ import {
   checkpointDirName,
   describeSpec,
   initParameters,
+  inputScaleProblem,
   latestCheckpoint,
   listCheckpoints,
   loadCheckpoint,
@@ -21,6 +22,7 @@ import {
   parameterList,
   MOMENTUM_FILE,
   parseSpec,
+  rescaleInputScale,
   saveCheckpoint,
   SaveCheckpointOptions,
   specProblem,
@@ -37,6 +39,8 @@ import { appendTrainLog, checkValRecord, truncateTrainLog, writeValRecord } from
 import { BatchLoader, createLoader, StdinBatchStream } from './loader';
 import type { LoaderSetup } from './loader-core';
 import { initialState, runTrainingLoop, TrainEvent, TrainSource, TrainState, TrainSummary, ValSource } from './trainer';
+import { computeInputStd, resolveInputScale } from './input-scale';
+import { scheduleNeedsEpochLength } from './lr-policy';
 import { SingleProcessGroup, WorkerGroup } from './worker-group';
 
 export interface RunTrainingOptions {
@@ -205,8 +209,12 @@ export async function checkData(config: TrainConfig, needTrain: boolean): Promis
   return { train, val, numClasses, imageSize: [height, width] };
 }
 
-/** Weights from a pretrained checkpoint for `spec`; layers whose shape differs only in the class count (fc8) are re-initialised. */
-export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: string) => void): Weights {
+/**
+ * Weights from a pretrained checkpoint for `spec`; layers whose shape differs only in the class
+ * count (fc8) are re-initialised. Weights trained at another input scale than this run's
+ * `inputScale` are rescaled to compute the same function on this run's input (input-scale.ts).
+ */
+export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: string) => void, inputScale?: number[]): Weights {
   const loaded = loadCheckpoint(path);
   const fresh = initParameters(spec, seed);
   const params = parameterList(spec);
@@ -224,6 +232,11 @@ export function initFromPretrained(spec: ModelSpec, path: string, seed: number, 
   }
   if (reinit.length) {
     notice(`--init: ${lastLayer} re-initialised for ${spec.numClasses} classes (the pretrained model has ${loaded.spec.numClasses}); every other layer is pretrained`);
+  }
+  const from = loaded.inputScale, to = inputScale;
+  if ((from ?? []).join() !== (to ?? []).join()) {
+    notice(`--init: ${path} was trained with input_scale ${from ? `[${from.join(', ')}]` : 'none'}, this run uses ${to ? `[${to.join(', ')}]` : 'none'}: its first layer's weights are rescaled to match`);
+    return rescaleInputScale(spec, fresh, from, to);
   }
   return fresh;
 }
@@ -265,6 +278,26 @@ function restoreState(saved: Record<string, unknown>, path: string, checkpointNa
   const lastLrChangeEpoch = count('lastLrChangeEpoch');
   if (lastLrChangeEpoch > position.epochsCompleted) throw new InputError(`${path}: "lastLrChangeEpoch" ${lastLrChangeEpoch} is after the ${position.epochsCompleted} epochs completed`);
   return { ...position, iteration, lr, lastLrChangeEpoch, valRecord: checkValRecord(record, `${path} (val_record)`) };
+}
+
+/**
+ * The input scale of a resumed run: the checkpoint's, never recomputed (the run stays exact
+ * whatever happened to the data since). A config that says otherwise describes another run.
+ */
+function resumedInputScale(setting: TrainConfig['input_scale'], saved: number[] | undefined, channels: number, path: string): number[] | undefined {
+  const text = (v: number[] | undefined) => (v ? `[${v.join(', ')}]` : 'none');
+  if (setting === null) {
+    if (saved) throw new UsageError(`--resume: ${path} was trained with input_scale ${text(saved)} but the config has none: resume with input_scale: auto (the checkpoint's factors are used)`);
+    return undefined;
+  }
+  if (!saved) throw new UsageError(`--resume: ${path} was trained without input_scale but the config sets ${setting === 'auto' ? 'auto' : text(setting)}: resume with input_scale: null, or start a new run from its weights with --init`);
+  if (setting !== 'auto') {
+    const want = setting.length === 1 ? new Array<number>(channels).fill(setting[0]) : setting;
+    if (want.length !== saved.length || want.some((v, i) => v !== saved[i])) {
+      throw new UsageError(`--resume: ${path} was trained with input_scale ${text(saved)} but the config says ${text(want)}: resume with the run's factors (or input_scale: auto), or start a new run with --init`);
+    }
+  }
+  return saved;
 }
 
 /** A field of a JSON object read back from disk, without the prototype chain. */
@@ -318,7 +351,13 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
   const usingStdin = options.stdinRecords !== undefined;
   const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
   const weightsDir = config.weights_dir;
-
+  if (config.input_scale !== null) {
+    const problem = inputScaleProblem(spec);
+    if (problem) throw new UsageError(`input_scale: ${problem}; train this model without input_scale`);
+  }
+  if (usingStdin && scheduleNeedsEpochLength(config)) {
+    throw new UsageError(`lr_policy ${config.lr_policy}${config.lr_warmup_epochs > 0 ? ` with lr_warmup_epochs ${config.lr_warmup_epochs}` : ''} needs the epoch length, which a --stdin stream does not have: train from the data dir, or use lr_policy step without warm-up`);
+  }
   const loaderSetup: LoaderSetup | undefined = config.data_dir
     ? {
         dir: config.data_dir,
@@ -354,6 +393,8 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
   let momentum: Weights | undefined;
   let dropoutRng: unknown;
   let resumedFrom: string | undefined;
+  /** The per-channel input factor of this run (input_scale), fixed at its start and saved in every checkpoint. */
+  let inputScale: number[] | undefined;
   if (resume !== false) {
     const entry = typeof resume === 'number' ? listCheckpoints(weightsDir).find((c) => c.epoch === resume) : latestCheckpoint(weightsDir);
     if (!entry) {
@@ -375,6 +416,7 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
           '(momentum from zero, learning rate and schedule from the config)',
       );
     }
+    inputScale = resumedInputScale(config.input_scale, loaded.inputScale, spec.inputChannels, entry.path);
     weights = loaded.weights;
     momentum = loaded.momentum;
     state = restoreState(loaded.state, join(entry.path, 'state.json'), entry.epoch);
@@ -393,6 +435,10 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
       );
     }
     if (changed.length) notice(`--resume: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`);
+    const savedEpochs = own(own(saved, 'config'), 'n_epochs');
+    if ((config.lr_policy === 'cosine' || config.lr_policy === 'poly') && typeof savedEpochs === 'number' && savedEpochs !== config.n_epochs) {
+      notice(`--resume: n_epochs ${savedEpochs} -> ${config.n_epochs}: lr_policy ${config.lr_policy} now decays over ${config.n_epochs} epochs, from where the schedule stands at iteration ${state.iteration}`);
+    }
     // An explicit learning rate replaces the checkpoint's (the schedule goes on from it): one given
     // for this run, or a config learning_rate that differs from the one the run was configured with.
     const configuredLr = own(own(saved, 'config'), 'learning_rate');
@@ -412,14 +458,24 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
         `${weightsDir} already holds checkpoints (${existing.map((c) => `epoch ${c.epoch}`).join(', ')}): --resume to continue that run, or use another weights_dir (--weights-dir) for a new one`,
       );
     }
-    weights = options.init ? initFromPretrained(spec, options.init, config.seed, notice) : initParameters(spec, config.seed);
+    const resolved = await resolveInputScale(config.input_scale, spec.inputChannels, async () => {
+      if (!data.train || !config.data_dir) throw new UsageError('input_scale: auto computes the scale from data_dir\'s training set, and there is none: give input_scale as numbers');
+      return computeInputStd({ dir: config.data_dir, set: data.train, mean: await readMeanNpy(config.mean_file ?? join(config.data_dir, 'mean.npy')), verify: config.verify_shards });
+    });
+    inputScale = resolved.scale;
+    if (resolved.std) {
+      notice(`input_scale: auto: std of the mean-subtracted training pixels ${resolved.std.map((v) => v.toFixed(2)).join(', ')} per channel -> input scale ${inputScale!.map((v) => v.toPrecision(4)).join(', ')}`);
+    }
+    weights = options.init ? initFromPretrained(spec, options.init, config.seed, notice, inputScale) : initParameters(spec, config.seed);
     if (options.learningRate !== undefined) state.lr = Math.fround(options.learningRate);
   }
+  if (loaderSetup && inputScale) loaderSetup.inputScale = inputScale;
 
   // 3. Engine and loader.
   const factory = options.createEngine ?? createEngine;
   const engine = await factory(config.engine, spec, weights, {
     optimizer: optimizerFromConfig(config),
+    loss: { labelSmoothing: config.label_smoothing },
     batchSize: config.batch_size,
     seed: config.seed,
     devices: config.devices,
@@ -439,7 +495,7 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
     loader = loaderSetup ? createLoader(loaderSetup, config.para_load) : undefined;
     let train: TrainSource;
     if (usingStdin) {
-      const stream = new StdinBatchStream(options.stdinRecords!, spec.inputSize, spec.numClasses, config.batch_size);
+      const stream = new StdinBatchStream(options.stdinRecords!, spec.inputSize, spec.numClasses, config.batch_size, inputScale);
       train = { iterationsPerEpoch: Infinity, open: () => stream };
     } else {
       const l = loader!;
@@ -489,6 +545,7 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
         spec,
         weights: engine.getWeights(),
         ...(config.use_momentum ? { momentum: engine.getVelocities() } : {}),
+        ...(inputScale ? { inputScale } : {}),
         state: saved,
       }, { beforeStep: options.onCheckpointStep });
       if (pauseMs > 0) await sleepMs(pauseMs);

@@ -18,7 +18,7 @@ import type { BatchMetrics, TrainingEngine } from '../engine';
 import type { TrainConfig } from './config';
 import type { BatchStream, LoadedBatch } from './loader';
 import { BatchStacker } from './batch-stacker';
-import { lrAfterEpoch } from './lr-policy';
+import { lrAfterEpoch, lrAtIteration } from './lr-policy';
 import type { WorkerGroup } from './worker-group';
 
 /** One validation pass (an element of val_record.json). */
@@ -30,7 +30,7 @@ export interface ValidationResult {
   top5Error: number;
   loss: number;
   images: number;
-  /** The lr the epoch was trained with. */
+  /** The lr the epoch was trained with (under a per-iteration schedule: its last step's). */
   lr: number;
 }
 
@@ -41,6 +41,7 @@ export interface TrainState {
   iterationInEpoch: number;
   /** Iterations done in total. */
   iteration: number;
+  /** The base lr (lr-policy.ts): what `step`/`auto` divide and `--resume --lr` replaces; each step's lr is `lrAtIteration` of it. */
   lr: number;
   /** Epoch after which lr last changed (0: never); the `auto` policy waits two epochs after a change. */
   lastLrChangeEpoch: number;
@@ -62,6 +63,7 @@ export interface TrainLogEntry {
   top1Error?: number;
   /** Images trained on since the previous line, by all workers together (absent in older logs). */
   images?: number;
+  /** The lr of the window's last step. */
   lr: number;
   imagesPerSecond: number;
   /** Fraction of the window's time the engine waited for data. */
@@ -113,7 +115,10 @@ export interface ValSource {
 }
 
 export interface TrainLoopOptions {
-  config: Pick<TrainConfig, 'n_epochs' | 'print_freq' | 'print_train_error' | 'snapshot_freq' | 'sync_every' | 'sync_momentum' | 'lr_policy' | 'lr_step' | 'lr_adapt_threshold'>;
+  config: Pick<
+    TrainConfig,
+    'n_epochs' | 'print_freq' | 'print_train_error' | 'snapshot_freq' | 'sync_every' | 'sync_momentum' | 'lr_policy' | 'lr_step' | 'lr_adapt_threshold' | 'lr_warmup_epochs' | 'lr_min' | 'lr_power'
+  >;
   spec: ModelSpec;
   engine: TrainingEngine;
   group: WorkerGroup;
@@ -183,6 +188,9 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
   };
   let trainMs = 0;
   let imagesRun = 0;
+  /** The lr of step `iteration` (0-based, global): the schedule's, from the current base lr. */
+  const lrAt = (iteration: number): number => lrAtIteration(config, s.lr, iteration, train.iterationsPerEpoch);
+  let lastLr = s.lr;
 
   const checkpoint = async (reason: 'snapshot' | 'max-iters' | 'final'): Promise<void> => {
     await group.barrier?.();
@@ -258,7 +266,8 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
         const batch = await take();
         if (!batch) return null;
         return async () => {
-          const metrics = await engine.step(batch, s.lr);
+          const lr = (lastLr = lrAt(s.iteration));
+          const metrics = await engine.step(batch, lr);
           stream.release(batch);
           return [metrics];
         };
@@ -275,7 +284,11 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
         stream.release(batch);
       }
       if (stacker.count === 0) return null;
-      return () => engine.stepGroup!(stacker.group(), s.lr);
+      return () => {
+        const lrs = Array.from({ length: stacker.count }, (_, i) => lrAt(s.iteration + i));
+        lastLr = lrs[lrs.length - 1];
+        return engine.stepGroup!(stacker.group(), lrs);
+      };
     };
     try {
       for (;;) {
@@ -334,7 +347,7 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
               loss: lossSum / images,
               ...(config.print_train_error ? { top1Error: errors / images } : {}),
               images: Math.round(images),
-              lr: s.lr,
+              lr: lastLr,
               imagesPerSecond: images / Math.max(1e-9, elapsedMs / 1000),
               waitFraction: elapsedMs > 0 ? Math.min(1, windowWaitMs / elapsedMs) : 0,
               time: new Date().toISOString(),
@@ -360,7 +373,7 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
     s.iterationInEpoch = 0;
     if (options.val) {
       const v = await validate(engine, options.val.open(epoch), group);
-      const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: s.lr };
+      const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: lastLr };
       // Weights that give a NaN or infinite validation loss have diverged even when the training
       // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
       if (v.images > 0 && !Number.isFinite(v.loss)) {

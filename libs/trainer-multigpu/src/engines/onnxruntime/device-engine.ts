@@ -27,7 +27,7 @@ import type { Ort } from '@alexnet-stream/onnx-export';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, encodeModel, loadOnnxRuntime } from '@alexnet-stream/onnx-export';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { BatchGroup, BatchMetrics, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { BatchGroup, BatchMetrics, DEFAULT_LOSS, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, newName, velocityName } from '../../graph/training-graph';
 import { checkNamed, createSession, metricsOf, OrtEngineOptions } from './engine';
@@ -146,9 +146,10 @@ export class OrtDeviceEngine implements TrainingEngine {
     return metricsOf(out, batch.size);
   }
 
-  async stepGroup(group: BatchGroup, lr: number): Promise<BatchMetrics[]> {
+  async stepGroup(group: BatchGroup, lr: number | readonly number[]): Promise<BatchMetrics[]> {
     if (group.count !== 1) throw new Error(`stepGroup: count must be an integer in [1, 1] (stepsPerRun), got ${group.count}`);
-    return [await this.step(group, lr)];
+    if (typeof lr !== 'number' && lr.length !== 1) throw new Error(`stepGroup: ${lr.length} learning rates for 1 step`);
+    return [await this.step(group, typeof lr === 'number' ? lr : lr[0])];
   }
 
   private evalFeeds(batch: EngineBatch): Record<string, Ort.Tensor> {
@@ -288,7 +289,7 @@ export async function createOrtDeviceEngine(
     process.stderr.write(`onnxruntime: webgpu runs one step per run (the WebGPU provider has no Loop kernel; the state stays on the GPU between runs instead): steps_per_run ${options.stepsPerRun} is ignored\n`);
   }
   const lowering: LoweringOptions = { ...PORTABLE_LOWERING, ...options.lowering };
-  const trainGraph = buildGraph(spec, 'train', options.optimizer, lowering);
+  const trainGraph = buildGraph(spec, 'train', options.optimizer, lowering, { ...DEFAULT_LOSS, ...options.loss });
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const state = trainGraph.params.flatMap((p) => [{ name: p.name, shape: p.shape }, { name: velocityName(p.name), shape: p.shape }]);
   const stateOutputs = trainGraph.params.flatMap((p) => [newName(p.name), ...(trainGraph.hasVelocities ? [newName(velocityName(p.name))] : [])]);

@@ -24,7 +24,7 @@ import * as os from 'node:os';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
 import { createSessionOn, DeviceError, encodeModel, executionProvidersFor as providersForDevices, loadOnnxRuntime, primaryDeviceKind, type Ort } from '@alexnet-stream/onnx-export';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { BatchGroup, BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { BatchGroup, BatchMetrics, DEFAULT_LOSS, DEFAULT_OPTIMIZER, EngineBatch, LossConfig, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
 import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, steppedTrainGraph } from '../../graph/step-loop';
@@ -33,6 +33,8 @@ import type { OrtDeviceEngine } from './device-engine';
 
 export interface OrtEngineOptions {
   optimizer?: Partial<OptimizerConfig>;
+  /** The training loss (label smoothing); default plain cross-entropy. */
+  loss?: Partial<LossConfig>;
   /** The usual batch size; only used to validate that batches are not larger (memory). Default: no limit. */
   batchSize?: number;
   /**
@@ -202,12 +204,14 @@ export class OrtEngine implements TrainingEngine {
     return (await this.stepGroup({ ...batch, count: 1 }, lr))[0];
   }
 
-  async stepGroup(group: BatchGroup, lr: number): Promise<BatchMetrics[]> {
+  async stepGroup(group: BatchGroup, lr: number | readonly number[]): Promise<BatchMetrics[]> {
     const { count, size } = group;
     if (!Number.isInteger(count) || count < 1 || count > this.stepsPerRun) throw new Error(`stepGroup: count must be an integer in [1, ${this.stepsPerRun}] (stepsPerRun), got ${count}`);
-    if (!Number.isFinite(lr)) throw new Error(`step: learning rate must be a finite number, got ${lr}`);
+    const lrs = typeof lr === 'number' ? new Array<number>(count).fill(lr) : lr;
+    if (lrs.length !== count) throw new Error(`stepGroup: ${lrs.length} learning rates for ${count} steps`);
+    for (const v of lrs) if (!Number.isFinite(v)) throw new Error(`step: learning rate must be a finite number, got ${v}`);
     this.checkBatches(group);
-    this.lrs.fill(lr);
+    this.lrs.set(lrs);
     this.stepCount[0] = BigInt(count);
     const ort = loadOnnxRuntime();
     const s = this.spec.inputSize;
@@ -354,7 +358,7 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
     : { ...PORTABLE_LOWERING, ...options.lowering };
   const stepsPerRun = options.stepsPerRun ?? 4;
   if (!Number.isInteger(stepsPerRun) || stepsPerRun < 1) throw new Error(`Expected a positive integer for stepsPerRun but received ${options.stepsPerRun}`);
-  const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering));
+  const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering, { ...DEFAULT_LOSS, ...options.loss }));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const t0 = Date.now();
   const trainSession = await createSession(trainGraph, sessionOptions);

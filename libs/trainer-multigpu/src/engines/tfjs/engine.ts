@@ -7,8 +7,8 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { DEFAULT_OPTIMIZER } from '../../engine';
-import type { BatchMetrics, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { DEFAULT_LOSS, DEFAULT_OPTIMIZER } from '../../engine';
+import type { BatchMetrics, EngineBatch, LossConfig, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
 import { loadTfjs, Tf } from './backend';
 import { tfjsForward, TfParams, weightsToTensors } from './forward';
 import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } from './loss';
@@ -16,6 +16,8 @@ import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } 
 export interface TfjsEngineOptions {
   /** Fields not given take DEFAULT_OPTIMIZER's values (the seed's). */
   optimizer: Partial<OptimizerConfig>;
+  /** The training loss (label smoothing); default plain cross-entropy. */
+  loss?: Partial<LossConfig>;
   /** Seeds the dropout masks' random stream. */
   seed: number;
   /** One line on stderr naming the tfjs backend chosen. */
@@ -27,7 +29,9 @@ export async function createTfjsEngine(spec: ModelSpec, weights: NamedTensors, o
   validateOptimizer(optimizer);
   if (!Number.isInteger(options.seed)) throw new Error(`Expected an integer for seed but received ${options.seed}`);
   const { tf, backend } = await loadTfjs({ verbose: options.verbose });
-  return new TfjsEngine(tf, backend, spec, weights, optimizer, options.seed);
+  const loss: LossConfig = { ...DEFAULT_LOSS, ...options.loss };
+  if (!(loss.labelSmoothing >= 0 && loss.labelSmoothing < 1)) throw new Error(`Expected a number in [0, 1) for loss.labelSmoothing but received ${loss.labelSmoothing}`);
+  return new TfjsEngine(tf, backend, spec, weights, optimizer, options.seed, loss);
 }
 
 function validateOptimizer(o: OptimizerConfig): void {
@@ -50,7 +54,7 @@ class TfjsEngine implements TrainingEngine {
   private rng: Rng;
   private disposed = false;
 
-  constructor(private readonly tf: Tf, backend: string, readonly spec: ModelSpec, weights: NamedTensors, private readonly optimizer: OptimizerConfig, seed: number) {
+  constructor(private readonly tf: Tf, backend: string, readonly spec: ModelSpec, weights: NamedTensors, private readonly optimizer: OptimizerConfig, seed: number, private readonly loss: LossConfig = DEFAULT_LOSS) {
     this.name = `tfjs-${backend}`;
     this.rng = new Rng(seed);
     const initial = weightsToTensors(tf, spec, weights); // validates names and sizes
@@ -88,7 +92,7 @@ class TfjsEngine implements TrainingEngine {
     if (!(lr >= 0 && Number.isFinite(lr))) throw new Error(`step: lr must be a finite number >= 0, got ${lr}`);
     const tf = this.tf;
     const x = this.input(batch);
-    const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, { training: true, rng: this.rng });
+    const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, { training: true, rng: this.rng, labelSmoothing: this.loss.labelSmoothing });
     const lossValue = (await loss.data())[0];
     const logitValues = await logits.data();
     const o = this.optimizer;
