@@ -17,7 +17,7 @@
  *
  * --workers adds the end-to-end pipeline with 0 and 1 decode worker threads (the default is one
  * per core); --explore adds those and the sharp configurations tried while tuning (see the
- * README's decode notes).
+ * docs/speed.md "Decode").
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -11,8 +11,8 @@ import { fileURLToPath } from 'node:url';
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'apps/cli/bin/alexnet-stream.js');
 const out = join(root, 'demo-out');
-// The small-data recipe (unit-scale inputs, He init, warm-up, cosine decay: README "Time to
-// accuracy"), with the demo's own data on the command line: 360 training images in batches of
+// The small-data recipe (unit-scale inputs, He init, warm-up, cosine decay: docs/training.md
+// "Time to accuracy"), with the demo's own data on the command line: 360 training images in batches of
 // 32 (11 steps per epoch), 12 epochs.
 const config = join(root, 'libs/trainer-multigpu/config/small-data.yaml');
 const DEMO_TRAIN_ARGS = [

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: one run on a lent GPU machine (README "GPUs"), from gpu-carry/ (make-carry.sh).
+# The GPU check: one run on a lent GPU machine (docs/gpus.md), from gpu-carry/ (make-carry.sh).
 # Prints: nvidia-smi; the Vulkan loader and ICD used; then the runner's lines (listSupportedBackends,
 # the exported AlexNet at batch 1/32/128 on webgpu vs the device's CPU, one training step on webgpu
 # vs the CPU provider, training img/s at batch 128 and 256 with the state on the GPU, transfers,

@@ -163,7 +163,7 @@ async function stepCheck(weights) {
   // parameter. Relative L2: ‖Δgpu − Δcpu‖ / ‖Δcpu‖. Kernels agree to ~2e-6 (lavapipe); a whole
   // step differs more where float32 rounding puts a pre-activation on the other side of 0 (a
   // ReLU mask flips) or changes a max-pool's argmax between near-equal values: the gradient then
-  // flows through another element, and every layer below sees it (README "GPUs").
+  // flows through another element, and every layer below sees it (docs/gpus.md).
   let worst = 0, worstName = '', worstL2 = 0, worstL2Name = '';
   for (const p of meta.params) {
     const w = weights[p.name];

@@ -1,5 +1,5 @@
 /**
- * `--devices` end to end (README "GPUs"): a device this machine cannot have stops `train` in one
+ * `--devices` end to end (docs/gpus.md): a device this machine cannot have stops `train` in one
  * line with exit code 2 before any data is read; and, where a WebGPU adapter exists (lavapipe on
  * the CPU machines), `train --devices webgpu` runs the whole loop (steps, validation, a checkpoint
  * read back from the GPU) and ends with the same weights as `--devices cpu` (1e-4 of the change:
@@ -32,7 +32,7 @@ test('train --devices webgpu:1 / cuda:0 (no CUDA provider): one line, exit 2, be
   if (deviceProblem(parseDevice('cuda:0')) === undefined) return; // this onnxruntime-node has CUDA
   const c = cli(['train', '--devices', 'cuda:0', '--data', join(root, 'no-such-dir'), '--weights-dir', join(root, 'w')]);
   assert.equal(c.status, 2);
-  assert.deepEqual(lines(c.stderr), ['alexnet-stream train: cuda: this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (README "GPUs")']);
+  assert.deepEqual(lines(c.stderr), ['alexnet-stream train: cuda: this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (docs/gpus.md)']);
 });
 
 test('train --devices webgpu ends where --devices cpu ends (steps, validation, checkpoint)', async (t) => {

@@ -1,5 +1,5 @@
 /**
- * The time-to-accuracy keys end to end (README "Time to accuracy"), on the tiny spec and the
+ * The time-to-accuracy keys end to end (docs/training.md "Time to accuracy"), on the tiny spec and the
  * fixture shards of train-run.test.ts:
  *
  * - the per-iteration lr (warm-up + cosine to lr_min) is what the steps get, resume in the middle

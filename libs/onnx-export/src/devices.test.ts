@@ -36,7 +36,7 @@ test('a device this onnxruntime-node cannot have is refused before anything star
   // The npm package has no CUDA provider unless its install script fetched it (.npmrc skips that).
   const cuda = deviceProblem(parseDevice('cuda:0'));
   if (cuda !== undefined) {
-    assert.equal(cuda, 'cuda: this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (README "GPUs")');
+    assert.equal(cuda, 'cuda: this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (docs/gpus.md)');
     assert.throws(() => checkDevices(['cpu', 'cuda:0']), (err: unknown) => err instanceof DeviceError && err.exitCode === 2 && err.message === cuda);
   }
 });

@@ -21,7 +21,7 @@
  *   only `webgpu` / `webgpu:0` exist here; one GPU per worker comes from the environment the
  *   worker runs in (one GPU per host or container, each worker on `webgpu`).
  * - `cuda`: only where onnxruntime-node's install script fetched its CUDA 12 provider, which
- *   this repo's `.npmrc` skips (the download is outside the npm registry): README "GPUs".
+ *   this repo's `.npmrc` skips (the download is outside the npm registry): docs/gpus.md.
  *
  * onnxruntime-node is loaded on first use, with telemetry off (DESIGN §2).
  */
@@ -78,7 +78,7 @@ export function executionProvidersFor(devices: readonly string[]): Ort.Inference
   });
 }
 
-const CUDA_INSTALL_HINT = 'reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (README "GPUs")';
+const CUDA_INSTALL_HINT = 'reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (docs/gpus.md)';
 
 /** The folder of onnxruntime-node's native binding, where its install script puts the CUDA provider. */
 function bindingDir(): string | undefined {

@@ -6,7 +6,7 @@
  *
  * Sessions use `intra-op threads = threads` (the pool splits the cores: workers x threads =
  * cores) and do not spin after a run (allow_spinning 0): the cores go to the image decoders
- * between runs instead of to idle spinning threads (measured for `predict`, README).
+ * between runs instead of to idle spinning threads (measured for `predict`, docs/onnx.md "predict").
  */
 import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';

@@ -3,7 +3,7 @@
  * plain JS: the resize step of `decode` for images that need at most a few-fold reduction.
  *
  * Why not libvips: any libvips resize adds ~1.5 ms of CPU per image in pipeline set-up,
- * whatever the kernel, which was about as much as decoding a 500x375 JPEG (README, decode).
+ * whatever the kernel, which was about as much as decoding a 500x375 JPEG (docs/speed.md "Decode").
  * A separable filter with precomputed integer tables costs less, and the HWC → CHW transpose
  * comes free with it (the horizontal pass writes planes).
  *

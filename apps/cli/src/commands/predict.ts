@@ -209,7 +209,7 @@ export function register(program: Command): void {
     .option('--batch-size <n>', 'images per inference batch', parseInteger('--batch-size', 1, 4096), 32)
     .option('--mean <mean.npy>', 'mean image (float32 3xSxS) of the training data')
     .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads', 1, 1024))
-    .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; README "GPUs"', parseDeviceList)
+    .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; docs/gpus.md', parseDeviceList)
     .action(
       action('predict', async (images: string[], opts: PredictOptions) => {
         const { skipped, unanswered } = await runPredict(images, opts);

@@ -166,13 +166,13 @@ export function register(program: Command): void {
     .command('train')
     .summary('train AlexNet on a data dir (or float32 batches on stdin), with validation, checkpoints and resume')
     .description(
-      'Train from a config file (the seed\'s config.yaml keys plus ours; see the README), flags override it.\n' +
+      'Train from a config file (the seed\'s config.yaml keys plus ours; see docs/training.md), flags override it.\n' +
         'Every print_freq iterations a line on stderr; every epoch a validation (top-1, top-5, loss) appended\n' +
         'to <weights_dir>/val_record.json; a checkpoint <weights_dir>/epoch-NNNN/ every snapshot_freq epochs.\n' +
         '--max-iters stops at exactly that iteration with a checkpoint; --resume continues exactly from one.\n' +
         'stdout: one JSON line summarising the run.',
     )
-    .option('--config <file>', 'config.yaml (keys: see README "Training"); without it, defaults + flags')
+    .option('--config <file>', 'config.yaml (keys: see docs/training.md "Config keys"); without it, defaults + flags')
     .option('--data <data-dir>', 'data_dir: shard dir with train/val sets and mean.npy (from prepare)')
     .option('--weights-dir <dir>', 'weights_dir: checkpoints, val_record, train_log')
     .option('--init <checkpoint>', 'start from pretrained weights (checkpoint dir or .safetensors); fc8 of another class count is re-initialised')
@@ -180,13 +180,13 @@ export function register(program: Command): void {
     .option('--epochs <n>', 'n_epochs', parseInteger('--epochs', 1))
     .option('--resume [epoch]', 'continue from the latest checkpoint in weights_dir (or that epoch\'s)', parseResume)
     .option('--engine <name>', `engine: ${ENGINE_NAMES.join(' or ')}`)
-    .option('--devices <list>', 'devices, comma-separated: cpu, webgpu, cuda:0, … (one worker each); README "GPUs"')
+    .option('--devices <list>', 'devices, comma-separated: cpu, webgpu, cuda:0, … (one worker each); docs/gpus.md')
     .option('--batch-size <n>', 'batch_size', parseInteger('--batch-size', 1))
     .option('--lr <x>', 'learning_rate; with --resume it replaces the checkpoint\'s lr (e.g. after a NaN loss)', parseNumber('--lr', 0, 1e6))
     .option('--seed <n>', 'seed', parseInteger('--seed', 0, 0xffffffff))
     .option('--stdin', 'train on float32 batch records from stdin (read | augment | train --stdin)')
     .option('--set <key=value>', 'any config key (repeatable), e.g. --set lr_policy=auto --set lr_step=[10,20]', collectSet, [])
-    .option('--workers <n>', 'n local worker processes averaging weights over ZeroMQ (default: one per --devices entry); README "Multi-worker training"', parseInteger('--workers', 1))
+    .option('--workers <n>', 'n local worker processes averaging weights over ZeroMQ (default: one per --devices entry); docs/multi-worker.md', parseInteger('--workers', 1))
     .option('--sync-momentum', 'sync_momentum: with several workers, average the momentum velocities too at each sync (default: they stay local, as in the seed)')
     .action(
       action('train', async (opts: TrainCliOptions) => {
@@ -201,7 +201,7 @@ export function register(program: Command): void {
         const resolved = resolveConfig(file, overrides);
         // A device this machine cannot have fails here, in one line, before any data is read.
         if (resolved.engine === 'onnxruntime') checkDevices(resolved.devices);
-        // Multi-worker (README "Multi-worker training"): launch local workers, or be one.
+        // Multi-worker (docs/multi-worker.md): launch local workers, or be one.
         const worker = currentTrainWorker();
         const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
         if (workers > 1) return launchLocalWorkers({ workers, devices: resolved.devices, trainArgs: process.argv.slice(3) });

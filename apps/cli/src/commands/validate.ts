@@ -145,7 +145,7 @@ export function register(program: Command): void {
     .option('--preset <name>', 'model preset, for a .safetensors file without a spec')
     .option('--num-classes <k>', 'class count, with --preset', parseInteger('--num-classes', 2))
     .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads', 1, 1024))
-    .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; README "GPUs"', parseDeviceList)
+    .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; docs/gpus.md', parseDeviceList)
     .option('--json', 'print the result as one JSON object')
     .action(
       action('validate', (opts: ValidateOptions) =>

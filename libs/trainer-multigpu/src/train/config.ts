@@ -1,7 +1,7 @@
 /**
  * The training configuration: the seed's `config.yaml` keys (same names, same meaning) plus
  * ours. One table (`CONFIG_KEYS`) declares every key with its type, range, default and a line
- * of documentation; parsing, validation, defaults and the README's table all come from it.
+ * of documentation; parsing, validation, defaults and the table in docs/training.md all come from it.
  *
  * Sources, later ones win: defaults < the YAML file < command-line overrides. Validation happens
  * once, here, at the boundary: an unknown key is an error that suggests the nearest known key
@@ -157,7 +157,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   bias_lr_multiplier: { type: { kind: 'number', min: 0, max: 1e6 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
   seed: { type: { kind: 'integer', min: 0, max: 0xffffffff }, default: 1234, doc: 'seeds weight init, data order, crops and dropout' },
   engine: { type: { kind: 'enum', values: ENGINE_NAMES }, default: 'onnxruntime', doc: 'training engine' },
-  devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `webgpu`, `cuda:0`; README "GPUs")' },
+  devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `webgpu`, `cuda:0`; docs/gpus.md)' },
   sync_every: { type: { kind: 'integer', min: 1 }, default: 1, doc: 'multi-worker: average weights every this many iterations' },
   sync_momentum: { type: { kind: 'boolean' }, default: false, doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed)' },
   intra_op_threads: { type: { kind: 'integer', min: 0, max: 1024 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },

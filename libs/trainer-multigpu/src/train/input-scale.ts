@@ -2,7 +2,7 @@
  * `input_scale`: the per-channel factor the loader multiplies each mean-subtracted crop by, so
  * that the network sees inputs of about unit scale (torchvision's `Normalize(mean, std)`), not the
  * seed's raw `pixels − mean` (std ~50-90 levels: every layer then works at a scale the usable lr
- * window has to make up for; README "Time to accuracy").
+ * window has to make up for; docs/training.md "Time to accuracy").
  *
  * `auto` is 1/std per channel of what the network is fed without it: the training pixels minus the
  * mean image (the data dir's `mean.npy`), over the first `maxImages` training images in shard

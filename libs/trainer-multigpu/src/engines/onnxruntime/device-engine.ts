@@ -7,7 +7,7 @@
  *   GPU buffers after a run (a Tensor with `location: 'gpu-buffer'`), and such a tensor fed to
  *   the next run is used in place. So a step uploads only the batch, labels, lr and dropout
  *   masks, and downloads only the three metrics. (For AlexNet the state is 488 MB; moving it
- *   both ways each step would cost more than a GPU step itself: DESIGN §2, README "GPUs".)
+ *   both ways each step would cost more than a GPU step itself: DESIGN §2, docs/gpus.md.)
  * - `Tensor.getData()` on such a tensor aborts the process in 1.30 ("terminate called after
  *   throwing an instance of 'char const*'"), so the state comes back to JS through a second
  *   session, an Identity per tensor with CPU outputs (`download`): only when someone asks
