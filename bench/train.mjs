@@ -8,7 +8,13 @@
 //   - the same engine with DESIGN §5's rules as first written (dX by ConvTranspose, dW by a
 //     dilated Conv): what the lowering work bought;
 //   - Debian's PyTorch (python3-torch: same net, SGD momentum + decay, same threads) when
-//     `python3 -c "import torch"` works; otherwise the bench says how to install it.
+//     `python3 -c "import torch"` works; otherwise the bench says how to install it. It runs with
+//     OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for its command alone (this workplace sets them on
+//     some CPUs, and they slow OpenBLAS, which runs PyTorch's fc layers) and prints the BLAS
+//     library it actually loaded: Debian's libblas.so.3 is netlib's reference BLAS unless
+//     libopenblas0 is installed, which users who train on the CPU install.
+// Also the demo's network (113x113 input, 10 classes, no dropout) at BENCH_SMALL_BATCH (64), ours
+// and PyTorch's, and at the end issue 14's targets, each marked met or not on this run's figures.
 // Measurements alternate round by round (ours, baseline, ceiling, PyTorch, ours, ...) and each
 // figure is the median of its rounds, so that load from other processes hits all sides alike.
 // Then: the step's GFLOPS against onnxruntime's SGEMM peak on this machine (the ceiling no
@@ -26,7 +32,7 @@
 import { createRequire } from 'node:module';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { availableParallelism, tmpdir } from 'node:os';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 const require = createRequire(import.meta.url);
 const { alexnetSpec, initParameters, trainingMacs } = require('../libs/model-alexnet/dist/index.js');
@@ -50,12 +56,21 @@ const log = (s) => process.stdout.write(`${s}\n`);
 
 const spec = alexnetSpec('theano-alexnet');
 const weights = initParameters(spec, 1);
-function makeBatch(size, seed) {
+function makeBatch(size, seed, side = 227, classes = 1000) {
   const rng = new Rng(seed);
-  const data = new Float32Array(size * 3 * 227 * 227);
+  const data = new Float32Array(size * 3 * side * side);
   for (let i = 0; i < data.length; i++) data[i] = 120 * (2 * rng.nextFloat() - 1); // mean-subtracted pixel range
-  return { data, labels: Int32Array.from({ length: size }, () => rng.nextInt(1000)), size };
+  return { data, labels: Int32Array.from({ length: size }, () => rng.nextInt(classes)), size };
 }
+// The demo's and small-data recipe's network: theano-alexnet at a 113x113 input, no dropout, 10 classes.
+const smallBatch = Number(process.env.BENCH_SMALL_BATCH ?? 64);
+const smallSpec = alexnetSpec('theano-alexnet', { inputSize: 113, numClasses: 10, dropout: 0 });
+const smallData = makeBatch(smallBatch, 3, 113, 10);
+const torchConfig = {
+  big: { size: 227, batch, classes: 1000, dropout: 0.5 },
+  bigBatch: { size: 227, batch: bigBatch, classes: 1000, dropout: 0.5 },
+  small: { size: 113, batch: smallBatch, classes: 10, dropout: 0 },
+};
 const data = makeBatch(batch, 1);
 /** `count` copies of a batch stacked, as the trainer hands a group of steps to stepGroup. */
 function stack(b, count) {
@@ -65,32 +80,59 @@ function stack(b, count) {
 }
 const lr = 0.01;
 
-/** Debian's PyTorch as a child process that runs N training steps per request. */
+/**
+ * Debian's PyTorch as a child process that runs N training steps per request, for any of the
+ * configurations measured here (input size, batch, classes, dropout; a net and an SGD optimizer
+ * per configuration). It reports first what it runs on: PyTorch's build (`torch.__config__`),
+ * the BLAS library actually mapped into the process (Debian's python3-torch links
+ * libblas.so.3: netlib's reference BLAS unless OpenBLAS is installed) and threadpoolctl's view
+ * when that is installed.
+ */
 const TORCH_SCRIPT = String.raw`
-import sys, time, json, torch, torch.nn as nn
-threads, batch = int(sys.argv[1]), int(sys.argv[2])
+import sys, time, json, os, torch, torch.nn as nn
+threads = int(sys.argv[1])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-net = nn.Sequential(
-  nn.Conv2d(3, 96, 11, 4), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2),
-  nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2),
-  nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-  nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-  nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten(),
-  nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
-  nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
-  nn.Linear(4096, 1000))
-opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-x = torch.randn(batch, 3, 227, 227) * 60
-y = torch.randint(0, 1000, (batch,))
-lossf = nn.CrossEntropyLoss()
-def step():
-  opt.zero_grad(); loss = lossf(net(x), y); loss.backward(); opt.step()
-step()
-print(json.dumps({"ready": torch.__version__}), flush=True)
+def make_net(size, classes, dropout):
+  feats = nn.Sequential(
+    nn.Conv2d(3, 96, 11, 4), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2),
+    nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.LocalResponseNorm(5, 5e-4, 0.75, 2),
+    nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
+    nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
+    nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Flatten())
+  flat = feats(torch.zeros(1, 3, size, size)).shape[1]
+  drop = lambda: [nn.Dropout(dropout)] if dropout > 0 else []
+  return nn.Sequential(feats, nn.Linear(flat, 4096), nn.ReLU(), *drop(), nn.Linear(4096, 4096), nn.ReLU(), *drop(), nn.Linear(4096, classes))
+blas = sorted({l.split()[-1] for l in open('/proc/self/maps') if 'blas' in l.lower() and len(l.split()) >= 6})
+try:
+  import threadpoolctl
+  pools = [{k: p.get(k) for k in ('internal_api', 'version', 'architecture', 'num_threads', 'filepath')} for p in threadpoolctl.threadpool_info()]
+except Exception as e:
+  pools = 'threadpoolctl not installed (Debian: python3-threadpoolctl)'
+cfg = torch.__config__.show()
+capability = [l.strip() for l in cfg.splitlines() if 'CPU capability' in l or 'MKL-DNN' in l or 'oneDNN' in l]
+blas_info = [p for p in cfg.replace(',', '\n').splitlines() if 'BLAS_INFO' in p]
+env = {k: os.environ.get(k, '(unset)') for k in ('OPENBLAS_CORETYPE', 'OPENBLAS_L2_SIZE', 'OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS')}
+print(json.dumps({"ready": torch.__version__, "threads": torch.get_num_threads(), "blas": blas, "threadpools": pools, "build": capability + [b.strip() for b in blas_info], "env": env}), flush=True)
+runs = {}
+def setup(size, batch, classes, dropout):
+  key = (size, batch, classes, dropout)
+  if key not in runs:
+    net = make_net(size, classes, dropout)
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(batch, 3, size, size) * 60
+    y = torch.randint(0, classes, (batch,))
+    lossf = nn.CrossEntropyLoss()
+    def step():
+      opt.zero_grad(); loss = lossf(net(x), y); loss.backward(); opt.step()
+    step()  # warm-up: allocations, oneDNN primitive creation
+    runs[key] = step
+  return runs[key]
 for line in sys.stdin:
-  n = int(line); t0 = time.perf_counter(); c0 = time.process_time()
-  for _ in range(n): step()
+  r = json.loads(line)
+  step = setup(r["size"], r["batch"], r["classes"], r["dropout"])
+  t0 = time.perf_counter(); c0 = time.process_time()
+  for _ in range(r["steps"]): step()
   print(json.dumps({"seconds": time.perf_counter() - t0, "cpuSeconds": time.process_time() - c0}), flush=True)
 `;
 
@@ -102,8 +144,20 @@ function findTorchPython() {
   return undefined;
 }
 
+/**
+ * The environment PyTorch runs with: this process's, less the variables this workplace sets on
+ * some CPUs (OPENBLAS_CORETYPE pins OpenBLAS to older kernels, OPENBLAS_L2_SIZE mis-sizes its
+ * blocking): unset for PyTorch's command alone, as its users would run it.
+ */
+function torchEnv() {
+  const env = { ...process.env };
+  delete env.OPENBLAS_CORETYPE;
+  delete env.OPENBLAS_L2_SIZE;
+  return env;
+}
+
 async function startTorch(python) {
-  const child = spawn(python, ['-c', TORCH_SCRIPT, String(threads), String(batch)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const child = spawn(python, ['-c', TORCH_SCRIPT, String(threads)], { stdio: ['pipe', 'pipe', 'inherit'], env: torchEnv() });
   const lines = [];
   let waiting;
   let buffered = '';
@@ -120,7 +174,9 @@ async function startTorch(python) {
   const ready = await next();
   return {
     version: ready.ready,
-    async run(n) { child.stdin.write(`${n}\n`); return next(); },
+    info: ready,
+    /** Time `steps` steps of one configuration ({ size, batch, classes, dropout }). */
+    async run(config, steps) { child.stdin.write(`${JSON.stringify({ ...config, steps })}\n`); return next(); },
     stop() { child.stdin.end(); },
   };
 }
@@ -173,59 +229,96 @@ function summarizeProfile(path) {
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'bench-train-'));
+/** The targets of issue 14, checked on this run's medians. */
+const targets = [];
+const target = (what, value, goal, unit = 'x') => targets.push(`  ${value >= goal ? 'met    ' : 'NOT met'} ${what}: ${value.toFixed(2)}${unit} (target >= ${goal}${unit})`);
 try {
-  log(`bench:train theano-alexnet 227x227, 1000 classes, batch ${batch}, ${threads} intra-op threads, ${rounds} rounds x ${steps} steps per side`);
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const isa = ['avx2', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile'].filter((f) => new RegExp(`\\b${f}\\b`).test(readFileSync('/proc/cpuinfo', 'utf8'))).join(' ');
+  log(`bench:train on ${cpu}, ${availableParallelism()} cores (${isa}); load average ${loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+  log(`theano-alexnet 227x227, 1000 classes, batch ${batch}; and 113x113, 10 classes, no dropout, batch ${smallBatch}; ${threads} intra-op threads, ${rounds} rounds x ${steps} steps per side`);
   // The peak before any engine exists and again after the rounds; the better of the two
   // (this machine is a VM whose host is shared: its speed drifts by up to ~1.5x over minutes).
   const peakBefore = await gemmPeakGflops();
   const ours = await createOrtEngine(spec, weights, { intraOpThreads: threads, batchSize: Math.max(batch, bigBatch) });
+  const small = await createOrtEngine(smallSpec, initParameters(smallSpec, 1), { intraOpThreads: threads, batchSize: smallBatch });
   const baseline = process.env.BENCH_BASELINE === '0' ? undefined
     : await createOrtEngine(spec, weights, { intraOpThreads: threads, lowering: { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv', nchwcBlock: 0 } });
   const python = process.env.BENCH_TORCH === '0' ? undefined : findTorchPython();
   const torch = python ? await startTorch(python) : undefined;
   if (!torch) log(process.env.BENCH_TORCH === '0' ? 'PyTorch: skipped (BENCH_TORCH=0)' : 'PyTorch: not measured: no python3 with torch here (Debian: apt-get install -y python3-torch)');
+  else {
+    const i = torch.info;
+    log(`PyTorch ${i.ready} (${python}), ${i.threads} threads; ${i.build.join('; ')}`);
+    log(`  BLAS mapped into the process: ${i.blas.join(', ') || 'none found in /proc/self/maps'}`);
+    if (i.blas.some((b) => /\/blas\/libblas\.so/.test(b))) log('  (that is netlib\'s reference BLAS: Debian\'s default for libblas.so.3; apt-get install libopenblas0-pthread gives PyTorch\'s fc layers OpenBLAS)');
+    log(`  threadpools: ${typeof i.threadpools === 'string' ? i.threadpools : JSON.stringify(i.threadpools)}`);
+    log(`  its environment: ${Object.entries(i.env).map(([k, v]) => `${k}=${v}`).join(' ')} (OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for its command alone; here they are ${process.env.OPENBLAS_CORETYPE ?? '(unset)'}/${process.env.OPENBLAS_L2_SIZE ?? '(unset)'})`);
+  }
 
   // Ours as the trainer runs it: stepsPerRun steps per onnxruntime run (stepGroup, an ONNX Loop).
   const perRun = ours.stepsPerRun;
   const group = stack(data, perRun);
+  const smallGroup = stack(smallData, small.stepsPerRun);
   // Warm-up: one step / evaluation each (memory planning, thread pools).
   await ours.stepGroup(group, lr);
   await ours.step(data, lr);
   await ours.evaluate(data);
+  await small.stepGroup(smallGroup, lr);
   if (baseline) await baseline.step(data, lr);
 
   // img/s (wall) and img per CPU-second (CPU time of all threads: robust to load from other
   // processes, which steals wall time but not CPU time; spinning thread pools inflate it a little).
-  const rates = { ours: [], single: [], eval: [], baseline: [], torch: [] };
-  const perCpu = { ours: [], single: [], eval: [], baseline: [], torch: [] };
-  const record = (key, t, n = steps) => { rates[key].push((batch * n) / t.seconds); perCpu[key].push((batch * n) / t.cpuSeconds); };
+  // Cores busy = CPU-seconds per wall second.
+  const keys = ['ours', 'single', 'eval', 'baseline', 'torch', 'small', 'torchSmall'];
+  const rates = Object.fromEntries(keys.map((k) => [k, []]));
+  const perCpu = Object.fromEntries(keys.map((k) => [k, []]));
+  const busy = Object.fromEntries(keys.map((k) => [k, []]));
+  const record = (key, t, n = steps, size = batch) => { rates[key].push((size * n) / t.seconds); perCpu[key].push((size * n) / t.cpuSeconds); busy[key].push(t.cpuSeconds / t.seconds); };
   for (let r = 0; r < rounds; r++) {
     record('ours', await timeSteps(() => ours.stepGroup(group, lr), 1), perRun);
     record('single', await timeSteps(() => ours.step(data, lr), steps));
     if (baseline) record('baseline', await timeSteps(() => baseline.step(data, lr), steps));
     record('eval', await timeSteps(() => ours.evaluate(data), steps));
-    if (torch) record('torch', await torch.run(steps));
-    const show = (k) => `${rates[k][r].toFixed(2)} img/s (${perCpu[k][r].toFixed(2)}/cpu-s)`;
-    log(`  round ${r + 1}: ours ${show('ours')}, one step per run ${show('single')}` + (baseline ? `, DESIGN rules ${show('baseline')}` : '') + `, inference ${show('eval')}` + (torch ? `, PyTorch ${show('torch')}` : ''));
+    if (torch) record('torch', await torch.run(torchConfig.big, steps));
+    record('small', await timeSteps(() => small.stepGroup(smallGroup, lr), 2), 2 * small.stepsPerRun, smallBatch);
+    if (torch) record('torchSmall', await torch.run(torchConfig.small, 2 * small.stepsPerRun), 2 * small.stepsPerRun, smallBatch);
+    const show = (k) => `${rates[k][r].toFixed(2)} img/s (${perCpu[k][r].toFixed(2)}/cpu-s, ${busy[k][r].toFixed(2)} cores)`;
+    log(`  round ${r + 1}, 227 batch ${batch}: ours ${show('ours')}, one step per run ${show('single')}` + (baseline ? `, DESIGN rules ${show('baseline')}` : '') + `, inference ${show('eval')}` + (torch ? `, PyTorch ${show('torch')}` : ''));
+    log(`  round ${r + 1}, 113 batch ${smallBatch}: ours ${show('small')}` + (torch ? `, PyTorch ${show('torchSmall')}` : ''));
   }
-  torch?.stop();
   await baseline?.dispose();
+  await small.dispose();
   const m = Object.fromEntries(Object.entries(rates).map(([k, v]) => [k, v.length ? median(v) : undefined]));
   const c = Object.fromEntries(Object.entries(perCpu).map(([k, v]) => [k, v.length ? median(v) : undefined]));
-  const ratio = (k) => `${(m.ours / m[k]).toFixed(2)}x wall, ${(c.ours / c[k]).toFixed(2)}x per CPU-second`;
-  log(`training, batch ${batch}: ${m.ours.toFixed(2)} img/s, ${c.ours.toFixed(2)} img per CPU-second (medians of ${rounds})`);
+  const b = Object.fromEntries(Object.entries(busy).map(([k, v]) => [k, v.length ? median(v) : undefined]));
+  const ratio = (k, of = 'ours') => `${(m[of] / m[k]).toFixed(2)}x wall, ${(c[of] / c[k]).toFixed(2)}x per CPU-second`;
+  log(`training, 227 batch ${batch}: ${m.ours.toFixed(2)} img/s, ${c.ours.toFixed(2)} img per CPU-second, ${b.ours.toFixed(2)} cores busy (medians of ${rounds})`);
   log(`  vs the engine's inference (ceiling) ${m.eval.toFixed(2)} img/s: ${ratio('eval')}`);
   log(`  vs the same engine at one step per run ${m.single.toFixed(2)} img/s: ${ratio('single')} (what ${perRun} steps per run save: onnxruntime-node's copy of every output, 488 MB of state, after each run)`);
   if (m.baseline) log(`  vs DESIGN §5 rules as first written ${m.baseline.toFixed(2)} img/s: ${ratio('baseline')}`);
-  if (m.torch) log(`  vs Debian PyTorch ${torch.version} ${m.torch.toFixed(2)} img/s: ${ratio('torch')}`);
+  if (m.torch) log(`  vs Debian PyTorch ${torch.version} ${m.torch.toFixed(2)} img/s (${b.torch.toFixed(2)} cores busy): ${ratio('torch')}`);
+  log(`training, 113 batch ${smallBatch}: ${m.small.toFixed(2)} img/s, ${c.small.toFixed(2)} img per CPU-second, ${b.small.toFixed(2)} cores busy`);
+  if (m.torchSmall) log(`  vs Debian PyTorch ${torch.version} ${m.torchSmall.toFixed(2)} img/s (${b.torchSmall.toFixed(2)} cores busy): ${ratio('torchSmall', 'small')}`);
   // How close to the hardware: a step's multiply-adds against the machine's SGEMM peak.
   const peak = Math.max(peakBefore, await gemmPeakGflops());
   const stepGflopPerImage = (2 * trainingMacs(spec)) / 1e9;
+  const peakShare = (100 * m.ours * stepGflopPerImage) / peak;
   log(`  compute: a training step is ${stepGflopPerImage.toFixed(2)} GFLOP per image (forward + dX + dW of conv/fc); ours runs at ${(m.ours * stepGflopPerImage).toFixed(1)} GFLOPS ` +
-    `= ${((100 * m.ours * stepGflopPerImage) / peak).toFixed(0)}% of onnxruntime's SGEMM peak here (${peak.toFixed(1)} GFLOPS, ${threads} threads, best of before and after the rounds); ` +
+    `= ${peakShare.toFixed(0)}% of onnxruntime's SGEMM peak here (${peak.toFixed(1)} GFLOPS, ${threads} threads, best of before and after the rounds); ` +
     `at 100% of that peak a step could reach ${(peak / stepGflopPerImage).toFixed(1)} img/s`);
-  const load = (await import('node:os')).loadavg()[0];
+  const load = loadavg()[0];
   log(`  (1-minute load average ${load.toFixed(1)} on ${availableParallelism()} cores: above the core count, other processes share these cores and wall-clock figures drop)`);
+  target(`SGEMM peak share, 227 batch ${batch}`, peakShare, 75, '%');
+  target(`cores busy, 227 batch ${batch}`, b.ours, 1.85, '');
+  if (m.torch) {
+    target(`vs PyTorch wall, 227 batch ${batch}`, m.ours / m.torch, 1.5);
+    target(`vs PyTorch per CPU-second, 227 batch ${batch}`, c.ours / c.torch, 1.5);
+  }
+  if (m.torchSmall) {
+    target(`vs PyTorch wall, 113 batch ${smallBatch}`, m.small / m.torchSmall, 1.5);
+    target(`vs PyTorch per CPU-second, 113 batch ${smallBatch}`, c.small / c.torchSmall, 1.5);
+  }
 
   // Batch 128, in groups of stepsPerRun steps as the trainer runs it: throughput, peak RSS, and
   // RSS early vs late (no growth). RSS is read after each run: at iterations perRun, 2·perRun, …
@@ -233,15 +326,25 @@ try {
   const rss = [];
   let bigSeconds = 0, bigCpuSeconds = 0, bigSteps = 0;
   const runs = Math.ceil(rssLate / perRun);
+  const torchBig = [];
   for (let i = 1; i <= runs; i++) {
     const t = await timeSteps(() => ours.stepGroup(bigGroup, lr), 1);
     if (i > 1) { bigSeconds += t.seconds; bigCpuSeconds += t.cpuSeconds; bigSteps += perRun; } // the first run plans memory for the new shape
     rss[i * perRun] = process.memoryUsage().rss;
+    if (torch && i % 2 === 0) torchBig.push(await torch.run(torchConfig.bigBatch, 2)); // interleaved with ours, 2 steps a time
   }
+  torch?.stop();
   const at = (iteration) => Math.ceil(iteration / perRun) * perRun;
   const [early, late] = [at(rssEarly), at(rssLate)];
   const bigRate = (bigBatch * bigSteps) / bigSeconds, bigPerCpu = (bigBatch * bigSteps) / bigCpuSeconds;
-  log(`training, batch ${bigBatch}: ${bigRate.toFixed(2)} img/s, ${bigPerCpu.toFixed(2)} img per CPU-second over ${bigSteps} steps; vs batch ${batch}: ${(bigRate / m.ours).toFixed(2)}x wall, ${(bigPerCpu / c.ours).toFixed(2)}x per CPU-second`);
+  log(`training, 227 batch ${bigBatch}: ${bigRate.toFixed(2)} img/s, ${bigPerCpu.toFixed(2)} img per CPU-second, ${(bigCpuSeconds / bigSeconds).toFixed(2)} cores busy over ${bigSteps} steps; vs batch ${batch}: ${(bigRate / m.ours).toFixed(2)}x wall, ${(bigPerCpu / c.ours).toFixed(2)}x per CPU-second`);
+  if (torchBig.length) {
+    const sum = (k) => torchBig.reduce((a, t) => a + t[k], 0);
+    const tRate = (bigBatch * 2 * torchBig.length) / sum('seconds'), tPerCpu = (bigBatch * 2 * torchBig.length) / sum('cpuSeconds');
+    log(`  vs Debian PyTorch ${torch.version} ${tRate.toFixed(2)} img/s, ${tPerCpu.toFixed(2)} img per CPU-second (${2 * torchBig.length} steps, interleaved): ${(bigRate / tRate).toFixed(2)}x wall, ${(bigPerCpu / tPerCpu).toFixed(2)}x per CPU-second`);
+    target(`vs PyTorch wall, 227 batch ${bigBatch}`, bigRate / tRate, 1.5);
+    target(`vs PyTorch per CPU-second, 227 batch ${bigBatch}`, bigPerCpu / tPerCpu, 1.5);
+  }
   log(`memory, batch ${bigBatch}: RSS at iteration ${early} ${mb(rss[early])}, at iteration ${late} ${mb(rss[late])} (growth ${mb(rss[late] - rss[early])}); peak RSS of the process ${mb(process.resourceUsage().maxRSS * 1024)}`);
   await ours.dispose();
 
@@ -255,6 +358,8 @@ try {
   const profile = summarizeProfile(join(tmp, file));
   log(`profile of one step at batch ${batch}: ${profile.stepMs.toFixed(0)} ms, kernel time ${profile.kernelMs.toFixed(0)} ms by op type:`);
   for (const { op, ms, share } of profile.ops.slice(0, 14)) log(`  ${op.padEnd(16)} ${ms.toFixed(0).padStart(7)} ms  ${(100 * share).toFixed(1).padStart(5)}%`);
+  log(`targets (issue 14), on ${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores:`);
+  for (const line of targets) log(line);
 } finally {
   rmSync(tmp, { recursive: true, force: true });
 }
