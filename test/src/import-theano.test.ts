@@ -10,9 +10,16 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { decodeNpy, encodeNpy } from '@alexnet-stream/stream-io';
+import { decodeNpy, encodeNpy, NamedTensors } from '@alexnet-stream/core';
 import {
-  alexnetSpec, exportTheanoNpy, importTheanoNpy, initParameters, loadCheckpoint, parameterList, saveCheckpoint, theanoEpochs, Weights,
+  alexnetSpec,
+  exportTheanoNpy,
+  importTheanoNpy,
+  initParameters,
+  loadCheckpoint,
+  parameterList,
+  saveCheckpoint,
+  theanoEpochs,
 } from '@alexnet-stream/model-alexnet';
 import { lowerInference, writeOnnx } from '@alexnet-stream/onnx-export';
 
@@ -30,7 +37,7 @@ const root = mkdtempSync(join(tmpdir(), 'import-theano-'));
 const seedDir = join(root, 'seed-weights');
 const bytesEqual = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
-function assertSameWeights(actual: Weights, expected: Weights, what: string) {
+function assertSameWeights(actual: NamedTensors, expected: NamedTensors, what: string) {
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), what);
   for (const name of Object.keys(expected)) assert.ok(bytesEqual(actual[name], expected[name]), `${what}: ${name} differs`);
 }

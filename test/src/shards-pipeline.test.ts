@@ -9,8 +9,20 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { decodeNpy, Rng } from '@alexnet-stream/core';
 import { decodeRecords, runPipeline } from './pipeline-helpers';
-import { BatchRecord, centerOffset, cropMirrorSubtract, decodeNpy, ImageRecord, makeHeader, makeTrailer, packRecord, planCrops, readShardIndex, Rng, wholeStream } from '@alexnet-stream/stream-io';
+import {
+  BatchRecord,
+  centerOffset,
+  cropMirrorSubtract,
+  ImageRecord,
+  makeHeader,
+  makeTrailer,
+  packRecord,
+  planCrops,
+  readShardIndex,
+  wholeStream,
+} from '@alexnet-stream/stream-io';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const cli = `"${process.execPath}" "${CLI}"`;

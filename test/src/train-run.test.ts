@@ -9,8 +9,8 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { encodeNpy, InputError } from '@alexnet-stream/core';
 import { initParameters, listCheckpoints, loadCheckpoint } from '@alexnet-stream/model-alexnet';
-import { encodeNpy, InputError } from '@alexnet-stream/stream-io';
 import {
   BatchGroup,
   BatchMetrics,

@@ -3,7 +3,8 @@
  * wiring record streams to stdin/stdout, and parsing option values at the boundary.
  */
 import { Readable, Writable } from 'node:stream';
-import { AlexnetStreamError, describeWriteError, invalidOption, RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, describeWriteError, invalidOption } from '@alexnet-stream/core';
+import { RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
 
 export const PROGRAM = 'alexnet-stream';
 

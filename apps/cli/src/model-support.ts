@@ -4,8 +4,9 @@
  * carry exitCode 2 but are not stream-io errors: onnx-export does not depend on stream-io)
  * into InputErrors so that they exit with 2 like every other bad input.
  */
-import { alexnetSpec, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS, Weights } from '@alexnet-stream/model-alexnet';
-import { AlexnetStreamError, InputError, invalidOption, MeanImage, readClassNames, readMeanNpy, UsageError } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, InputError, invalidOption, NamedTensors, UsageError } from '@alexnet-stream/core';
+import { alexnetSpec, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
+import { MeanImage, readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
 
 /** Run `fn`; an error with exitCode 2 from a library that is not ours becomes an InputError. */
 export async function asInputErrors<T>(fn: () => T | Promise<T>): Promise<T> {
@@ -27,7 +28,7 @@ export interface WeightsOptions {
 
 export interface LoadedWeights {
   spec: ModelSpec;
-  weights: Weights;
+  weights: NamedTensors;
   /** Class names the checkpoint knows (state.classNames), if any. */
   classNames?: string[];
   source: string;

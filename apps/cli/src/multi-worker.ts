@@ -13,9 +13,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TrainConfig, WorkerGroup, ZmqGroupOptions, ZmqWorkerGroup } from '@alexnet-stream/trainer-multigpu';
-import { checksumTensors, joinGroup, threadsPerWorker } from '@alexnet-stream/trainer-multigpu';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { UsageError } from '@alexnet-stream/core';
+import {
+  checksumTensors,
+  joinGroup,
+  threadsPerWorker,
+  type TrainConfig,
+  type WorkerGroup,
+  type ZmqGroupOptions,
+  type ZmqWorkerGroup,
+} from '@alexnet-stream/trainer-multigpu';
 import { PROGRAM } from './cli-support';
 
 export interface TrainWorker {

@@ -22,13 +22,11 @@
  */
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { InputError } from '@alexnet-stream/stream-io';
+import { float16ToFloat32, getOwn, InputError, type NamedTensors, setOwn } from '@alexnet-stream/core';
 import { ModelSpec, parameterList } from './spec';
 import { specProblem } from './spec-check';
-import { decodeSafetensors, encodeSafetensors, float16ToFloat32, SafeTensor } from './safetensors';
+import { decodeSafetensors, encodeSafetensors, SafeTensor } from './safetensors';
 import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
-import type { Weights } from './init';
-import { getOwn, setOwn } from './own-keys';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
 export const MOMENTUM_FILE = 'momentum.safetensors';
@@ -42,8 +40,8 @@ export const CHECKPOINT_FORMAT = 'alexnet-stream-checkpoint/1';
 
 export interface Checkpoint {
   spec: ModelSpec;
-  weights: Weights;
-  momentum?: Weights;
+  weights: NamedTensors;
+  momentum?: NamedTensors;
   /** Everything the trainer wants back on resume (JSON-serialisable). */
   state: Record<string, unknown>;
 }
@@ -154,7 +152,7 @@ function metadataFor(spec: ModelSpec, content: 'weights' | 'momentum'): Record<s
 }
 
 /** Weights (in parameterList order) as a self-describing safetensors file. */
-export function encodeWeights(spec: ModelSpec, weights: Weights, content: 'weights' | 'momentum' = 'weights'): Buffer {
+export function encodeWeights(spec: ModelSpec, weights: NamedTensors, content: 'weights' | 'momentum' = 'weights'): Buffer {
   validateWeights(spec, weights, content);
   const tensors: Record<string, SafeTensor> = {};
   for (const p of parameterList(spec)) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: weights[p.name] };
@@ -284,13 +282,13 @@ function specFromMetadata(metadata: Record<string, string>, path: string): Model
 }
 
 /** Tensors as Float32Arrays in parameterList order, after validation (F16 files are widened). */
-function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: string): Weights {
+function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: string): NamedTensors {
   const widened: Record<string, SafeTensor> = {};
   for (const [name, t] of Object.entries(tensors)) {
     setOwn(widened, name, t.dtype === 'F16' ? { dtype: 'F32', shape: t.shape, data: float16ToFloat32(t.data as Uint16Array) } : t);
   }
   validateWeights(spec, widened, path);
-  const weights: Weights = {};
+  const weights: NamedTensors = {};
   for (const p of parameterList(spec)) weights[p.name] = widened[p.name].data as Float32Array;
   return weights;
 }
@@ -362,7 +360,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   }
   const weights = toWeights(checkSpec, file.tensors, weightsPath);
 
-  let momentum: Weights | undefined;
+  let momentum: NamedTensors | undefined;
   const momentumPath = join(path, MOMENTUM_FILE);
   if (isDir && existsSync(momentumPath)) {
     momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath).tensors, momentumPath);

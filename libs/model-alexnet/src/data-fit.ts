@@ -1,3 +1,4 @@
+import { InputError } from '@alexnet-stream/core';
 /**
  * Does a data set fit a model's classes? One rule for every command that runs a model on
  * labelled data (train, validate), so that they cannot disagree:
@@ -7,7 +8,6 @@
  * - every set's labels (0..labelCount-1) must be classes of the model (a set without names may
  *   lack the last classes: a validation set need not hold every class).
  */
-import { InputError } from '@alexnet-stream/stream-io';
 
 export interface LabelledSet {
   /** The set's name in messages, e.g. `"val" set`. */

@@ -22,10 +22,9 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeNpy, encodeNpy, InputError, NpyArray, writeFileAtomicSync } from '@alexnet-stream/stream-io';
+import { decodeNpy, encodeNpy, InputError, NamedTensors, NpyArray, writeFileAtomicSync } from '@alexnet-stream/core';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
 import { describeSpec, validateWeights } from './checkpoint';
-import type { Weights } from './init';
 
 export interface TheanoLayoutOptions {
   /** Flip conv kernels spatially (true convolution <-> cross-correlation). Default true. */
@@ -120,7 +119,7 @@ const shapeText = (shape: number[]) => `(${shape.join(', ')})`;
  * checked (exists, a valid .npy, float32/64, the exact shape) before anything is returned; a
  * problem is an InputError naming the file and what was expected.
  */
-export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, options: TheanoLayoutOptions = {}): Weights {
+export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, options: TheanoLayoutOptions = {}): NamedTensors {
   const flip = options.flip ?? true;
   const layers = paramLayers(spec);
   const files = theanoFiles(spec, epoch);
@@ -130,7 +129,7 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
     const have = epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no W_0_N.npy / W0_0_N.npy files there at all';
     throw new InputError(`${join(dir, missing[0].file)}: missing${missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1).map((f) => f.file).join(', ')})` : ''}; ${have}`);
   }
-  const weights: Weights = {};
+  const weights: NamedTensors = {};
   for (const { layer, inChannels } of layers) {
     const mine = files.filter((f) => f.param.startsWith(`${layer.name}.`));
     const parts = mine.map((f) => {
@@ -162,7 +161,7 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
  * Write `weights` in the seed's layout (the inverse of `importTheanoNpy`; each file atomically).
  * Returns the file paths written.
  */
-export function exportTheanoNpy(spec: ModelSpec, weights: Weights, dir: string, epoch: number, options: TheanoLayoutOptions = {}): string[] {
+export function exportTheanoNpy(spec: ModelSpec, weights: NamedTensors, dir: string, epoch: number, options: TheanoLayoutOptions = {}): string[] {
   const flip = options.flip ?? true;
   validateWeights(spec, weights, 'weights to export');
   mkdirSync(dir, { recursive: true });

@@ -9,10 +9,8 @@
  * float32 (`Float32Array` assignment rounds to nearest), so the bytes are a pure function of
  * (seed, name, shape, rule).
  */
-import { Rng } from '@alexnet-stream/stream-io';
+import { type NamedTensors, Rng } from '@alexnet-stream/core';
 import { InitRule, ModelSpec, ParamInfo, parameterList } from './spec';
-
-export type Weights = Record<string, Float32Array>;
 
 /** 32-bit FNV-1a over UTF-16 code units of `text` (all our names are ASCII). */
 function fnv1a32(text: string): number {
@@ -77,10 +75,10 @@ function initOne(param: ParamInfo, all: ParamInfo[], seed: number): Float32Array
 }
 
 /** Every parameter of `parameterList(spec)`, in that order, initialised by its rule. */
-export function initParameters(spec: ModelSpec, seed: number): Weights {
+export function initParameters(spec: ModelSpec, seed: number): NamedTensors {
   checkSeed(seed);
   const params = parameterList(spec);
-  const weights: Weights = {};
+  const weights: NamedTensors = {};
   for (const p of params) weights[p.name] = initOne(p, params, seed);
   return weights;
 }
@@ -91,7 +89,7 @@ export function initParameters(spec: ModelSpec, seed: number): Weights {
  * replaced in `weights` by a fresh array of the spec's shape, exactly as `initParameters(spec,
  * seed)` would have made it. Mutates and returns `weights`; other entries are kept as they are.
  */
-export function reinitParameters(spec: ModelSpec, weights: Weights, names: string[], seed: number): Weights {
+export function reinitParameters(spec: ModelSpec, weights: NamedTensors, names: string[], seed: number): NamedTensors {
   checkSeed(seed);
   const params = parameterList(spec);
   const selected = new Set<string>();

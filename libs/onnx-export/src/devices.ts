@@ -27,8 +27,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { AlexnetStreamError, UsageError } from '@alexnet-stream/core';
 import { loadOnnxRuntime, type Ort } from './onnxruntime';
-import { AlexnetStreamError, UsageError } from '@alexnet-stream/stream-io';
 
 export type DeviceKind = 'cpu' | 'webgpu' | 'cuda';
 

@@ -4,8 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { setOwn } from '@alexnet-stream/model-alexnet';
-import { writeFileAtomicSync } from '@alexnet-stream/stream-io';
+import { setOwn, writeFileAtomicSync } from '@alexnet-stream/core';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
 
 /** An output that cannot be written (missing directory, no permission, disk full): exit code 2. */

@@ -8,9 +8,10 @@
  * then taken in layer order, checked against the preset's shapes, and renamed `conv1.weight`….
  * A graph that is not an AlexNet the presets describe is refused with what differs.
  */
-import { alexnetSpec, getOwn, LayerSpec, ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
+import { getOwn, NamedTensors } from '@alexnet-stream/core';
+import { alexnetSpec, LayerSpec, ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnx } from './files';
-import { META, NamedWeights } from './lower';
+import { META } from './lower';
 import { onnx, OnnxFormatError, tensorDims, tensorToFloat32 } from './proto';
 
 export class ImportError extends Error {
@@ -19,7 +20,7 @@ export class ImportError extends Error {
 
 export interface ImportedWeights {
   spec: ModelSpec;
-  weights: NamedWeights;
+  weights: NamedTensors;
   classNames?: string[];
   /** Things the importer accepted but that a user may want to know (e.g. ceil-mode pooling). */
   notes: string[];
@@ -279,7 +280,7 @@ export function weightsFromModel(model: onnx.ModelProto, name: string): Imported
 }
 
 function takeWeights(found: Found[], spec: ModelSpec, name: string, metadata: Record<string, string>): ImportedWeights {
-  const weights: NamedWeights = {};
+  const weights: NamedTensors = {};
   const params = parameterList(spec);
   const owners = found.filter((f): f is Extract<Found, { kind: 'conv' | 'fc' }> => f.kind === 'conv' || f.kind === 'fc');
   const notes: string[] = [];

@@ -13,7 +13,8 @@
  * parallel between ops, and parallel mode only adds scheduling overhead).
  */
 import * as os from 'node:os';
-import { getOwn, specProblem, type ModelSpec } from '@alexnet-stream/model-alexnet';
+import { getOwn } from '@alexnet-stream/core';
+import { specProblem, type ModelSpec } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnxBytes } from './files';
 import { META } from './lower';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';

@@ -5,7 +5,8 @@
 import * as os from 'node:os';
 import { readFileSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { invalidOption, RESIZE_MODES, ResizeMode, UsageError } from '@alexnet-stream/stream-io';
+import { invalidOption, UsageError } from '@alexnet-stream/core';
+import { RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
 
 /** One served model: a name in the URL and a file, plus preprocessing for models without our metadata. */
 export interface ModelConfig {

@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Rng } from '@alexnet-stream/core';
 import { AugmentStage, augmentBatch, centerOffset, cropMirrorSubtract, planCrops } from './augment';
 import type { MeanImage } from './mean';
 import { BatchRecord, DataRecord, makeHeader, StreamRecord, wholeStream } from './records';
-import { Rng } from './rng';
 
 function randomBatch(n: number, c: number, h: number, w: number, seed = 1): BatchRecord {
   const rng = new Rng(seed);

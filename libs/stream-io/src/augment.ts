@@ -19,10 +19,9 @@
  * difference is exact too, so the result equals NumPy's float32 subtraction bit for bit.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError, UsageError } from './errors';
+import { InputError, Rng, UsageError } from '@alexnet-stream/core';
 import type { MeanImage } from './mean';
 import { BatchRecord, makeHeader, makeTrailer, StreamRecord } from './records';
-import { Rng } from './rng';
 import { StreamTally } from './stream-check';
 
 export interface CropParams {

@@ -4,7 +4,7 @@
  * marked `partial: true`, or dropped with `dropLast`.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError, UsageError } from './errors';
+import { InputError, UsageError } from '@alexnet-stream/core';
 import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
 

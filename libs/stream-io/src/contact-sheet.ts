@@ -7,8 +7,8 @@
  * `renderContactSheet` draws them. A collector keeps at most `count` tiles.
  */
 import type { OverlayOptions } from 'sharp';
+import { UsageError } from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';
-import { UsageError } from './errors';
 import { StreamRecord } from './records';
 
 /** One image to draw: CHW pixels (1 or 3 channels) and its caption. */

@@ -4,8 +4,8 @@
  * the stage's own thread is left to order, frame and write records.
  */
 import { parentPort } from 'node:worker_threads';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES, formatBytes, readRegularFileSync } from '@alexnet-stream/core';
 import { decodePlainJpegSync } from './decode-fast';
-import { DEFAULT_MAX_IMAGE_FILE_BYTES, formatBytes, readRegularFileSync } from './read-file';
 import type { DecodeOptions } from './decode';
 
 export interface DecodeTask {

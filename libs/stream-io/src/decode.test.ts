@@ -6,9 +6,9 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { UsageError } from '@alexnet-stream/core';
 import { decodeImage, DecodeStage, hwcToChw, DecodedImage } from './decode';
 import { ImageRecord, ItemRecord, makeHeader, StreamRecord, wholeStream } from './records';
-import { UsageError } from './errors';
 
 function raw(width: number, height: number, channels: 1 | 2 | 3 | 4, f: (x: number, y: number, c: number) => number): ReturnType<typeof sharp> {
   const buf = Buffer.alloc(width * height * channels);

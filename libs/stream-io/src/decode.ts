@@ -33,12 +33,19 @@
 import { Duplex } from 'node:stream';
 import * as os from 'node:os';
 import type { Sharp } from 'sharp';
+import {
+  DEFAULT_MAX_IMAGE_FILE_BYTES,
+  describeReadError,
+  formatBytes,
+  InputError,
+  invalidOption,
+  ReadBoundedOptions,
+  readRegularFile,
+} from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';
 import { decodePlainJpeg, uninitialised } from './decode-fast';
 import { jpegTurboAvailable } from './decode-jpeg-turbo';
 import { DecodePool, DecodePoolError } from './decode-pool';
-import { InputError, invalidOption } from './errors';
-import { DEFAULT_MAX_IMAGE_FILE_BYTES, describeReadError, formatBytes, readRegularFile, ReadBoundedOptions } from './read-file';
 import { ImageRecord, ItemRecord, makeHeader, makeTrailer, StreamHeader, StreamRecord, StreamTrailer } from './records';
 import { StreamTally } from './stream-check';
 

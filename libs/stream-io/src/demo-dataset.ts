@@ -18,10 +18,8 @@
  */
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+import { invalidOption, makeDirectory, Rng } from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';
-import { invalidOption } from './errors';
-import { Rng } from './rng';
-import { makeDirectory } from './output-file';
 
 /** Sorted, so that sorted folder names (scan's labels) and these indices agree. */
 export const DEMO_CLASSES = ['checkerboard', 'disk', 'horizontal-stripes', 'square', 'triangle', 'vertical-stripes'] as const;

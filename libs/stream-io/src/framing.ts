@@ -5,7 +5,7 @@
  */
 import { Transform, TransformCallback } from 'node:stream';
 import { Packr, Unpackr } from 'msgpackr';
-import { InputError } from './errors';
+import { InputError } from '@alexnet-stream/core';
 import { ChunkList, msgpackValueEnd, VALUE_TOO_LARGE } from './msgpack-extent';
 import { DataRecord, RecordKind, StreamHeader, StreamRecord } from './records';
 import { IMAGE_CHANNELS, validateRecord } from './record-validation';

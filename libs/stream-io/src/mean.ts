@@ -7,12 +7,9 @@
  * are the file IO (atomic write: temp + rename).
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError } from './errors';
-import { decodeNpy, encodeNpy } from './npy';
+import { decodeNpy, describeReadError, encodeNpy, InputError, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
-import { writeFileAtomic } from './atomic-file';
 import { StreamTally } from './stream-check';
-import { describeReadError, readRegularFileAsync } from './read-file';
 
 /** A mean image: float32 values in CHW order. */
 export interface MeanImage {

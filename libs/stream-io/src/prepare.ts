@@ -20,18 +20,24 @@ import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import {
+  acquireLock,
+  AlexnetStreamError,
+  describeWriteError,
+  InputError,
+  makeDirectory,
+  OutputError,
+  readRegularFileAsync,
+  Rng,
+  UsageError,
+  writeFileAtomic,
+} from '@alexnet-stream/core';
 import { BatchStage, checkBatchSize } from './batch';
 import { DecodeStage, ResizeMode } from './decode';
-import { AlexnetStreamError, InputError, UsageError } from './errors';
-import { acquireLock } from './lock-file';
 import { MeanStage, writeMeanNpy } from './mean';
-import { describeWriteError, makeDirectory, OutputError } from './output-file';
 import { ItemRecord, makeHeader, wholeStream } from './records';
-import { readRegularFileAsync } from './read-file';
-import { Rng } from './rng';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
 import { ShardSetEntry, ShardWriter } from './shards';
-import { writeFileAtomic } from './atomic-file';
 
 export const PREPARE_MANIFEST = 'prepare.json';
 const PARTIAL_MARKER = '.prepare-partial';

@@ -9,7 +9,7 @@
  * `header`, when given, is the stream's header: records are also checked against what it
  * declares (class count, image size, batch size, dtype).
  */
-import { InputError } from './errors';
+import { InputError } from '@alexnet-stream/core';
 import {
   BatchDtype,
   BatchRecord,

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { InputError } from '@alexnet-stream/core';
 import { listClassFolders, readCaffeList, selectItems, isImageFile } from './scan';
-import { InputError } from './errors';
 
 function tree(files: string[]): string {
   const root = mkdtempSync(join(tmpdir(), 'scan-'));

@@ -10,11 +10,9 @@
  */
 import { Dirent, promises as fs, Stats } from 'node:fs';
 import * as path from 'node:path';
-import { InputError, UsageError } from './errors';
-import { describeReadError, readUserFile } from './read-file';
+import { describeReadError, InputError, readUserFile, Rng, UsageError } from '@alexnet-stream/core';
 import { checkClassName } from './record-validation';
 import { ItemRecord } from './records';
-import { Rng } from './rng';
 
 /** File extensions taken as images, compared case-insensitively (ImageNet uses ".JPEG"). */
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff', '.bmp', '.gif'];

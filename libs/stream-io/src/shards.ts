@@ -27,19 +27,28 @@
  * `ShardReader` (dir → header + batches).
  */
 import { createHash } from 'node:crypto';
-import { open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
+import { type FileHandle, open, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { Unpackr } from 'msgpackr';
-import { AlexnetStreamError, InputError, UsageError } from './errors';
+import {
+  acquireLock,
+  AlexnetStreamError,
+  describeReadError,
+  describeWriteError,
+  InputError,
+  Lock,
+  makeDirectory,
+  OutputError,
+  processIsGone,
+  readRegularFileAsync,
+  Rng,
+  tempPathFor,
+  UsageError,
+  writeFileAtomic,
+} from '@alexnet-stream/core';
 import { decodeRecord, recordPieces } from './framing';
 import { BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, StreamHeader, StreamRecord } from './records';
-import { Rng } from './rng';
-import { tempPathFor, writeFileAtomic } from './atomic-file';
-import { acquireLock, Lock } from './lock-file';
-import { describeWriteError, makeDirectory, OutputError } from './output-file';
-import { describeReadError, readRegularFileAsync } from './read-file';
 import { StreamTally } from './stream-check';
 
 export const SHARD_INDEX_SCHEMA = 'alexnet-stream/shards/1';
@@ -188,15 +197,6 @@ export function shardSet(index: ShardIndex, prefix: string, dir = '.'): ShardSet
     );
   }
   return entry;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Run `fn` holding `<dir>/index.json.lock` (lock-file.ts: a lock whose process is gone is broken). */
@@ -687,7 +687,7 @@ async function removeStaleFiles(dir: string, prefix: string, keep: Set<string>):
   const tempPattern = new RegExp(`^\\.${escaped}-\\d{5,}\\.msgpack\\.tmp-(\\d+)-`);
   for (const name of await readdir(dir)) {
     const temp = tempPattern.exec(name);
-    if ((shardPattern.test(name) && !keep.has(name)) || (temp && !pidAlive(Number(temp[1])))) {
+    if ((shardPattern.test(name) && !keep.has(name)) || (temp && processIsGone(Number(temp[1])))) {
       await rm(join(dir, name), { force: true });
     }
   }

@@ -9,7 +9,7 @@
  * the input ends and throws unless the trailer came and agreed. A consumer finalises nothing
  * (mean.npy, index.json, a summary, a checkpoint of a --stdin run) before `end` has returned.
  */
-import { InputError } from './errors';
+import { InputError } from '@alexnet-stream/core';
 import { imagesIn, RecordKind, StreamHeader, StreamRecord, StreamTrailer } from './records';
 
 export class StreamTally {

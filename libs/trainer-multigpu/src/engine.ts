@@ -4,10 +4,8 @@
  * `parameterList`, e.g. `conv1.weight`). Engines: onnxruntime (default, a generated training
  * graph) and tfjs (optional, autodiff; the reference in tests).
  */
+import type { NamedTensors } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
-
-/** Parameter name → float32 data, in `parameterList(spec)` order. */
-export type NamedTensors = Record<string, Float32Array>;
 
 /** The seed's optimizer (DESIGN §7). */
 export interface OptimizerConfig {

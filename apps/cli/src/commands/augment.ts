@@ -4,7 +4,8 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { AugmentStage, readMeanNpy, UsageError } from '@alexnet-stream/stream-io';
+import { UsageError } from '@alexnet-stream/core';
+import { AugmentStage, readMeanNpy } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 

@@ -3,7 +3,8 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { DEFAULT_MAX_IMAGE_FILE_BYTES, DecodeStage, RESIZE_MODES, ResizeMode, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '@alexnet-stream/core';
+import { DecodeStage, RESIZE_MODES, ResizeMode, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
 import { action, parseByteSize, parseChoice, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 

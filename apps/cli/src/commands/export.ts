@@ -5,9 +5,9 @@
  * read and checked before anything is written; the file is written atomically.
  */
 import type { Command } from 'commander';
+import { UsageError } from '@alexnet-stream/core';
 import { channelMeans, lowerInference, lowerWithPreprocessing, writeOnnx } from '@alexnet-stream/onnx-export';
 import { describeSpec } from '@alexnet-stream/model-alexnet';
-import { UsageError } from '@alexnet-stream/stream-io';
 import { action, parseInteger } from '../cli-support';
 import { asInputErrors, loadClassNames, loadMeanImage, loadWeights } from '../model-support';
 

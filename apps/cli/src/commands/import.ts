@@ -10,10 +10,22 @@
 import type { Command } from 'commander';
 import { existsSync, lstatSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { encodeNpy, InputError, invalidOption, UsageError, writeFileAtomicSync } from '@alexnet-stream/stream-io';
+import { encodeNpy, InputError, invalidOption, NamedTensors, UsageError, writeFileAtomicSync } from '@alexnet-stream/core';
 import {
-  alexnetSpec, checkReplaceableCheckpoint, describeSpec, importMeanImage, importTheanoNpy, isPresetName, ImportedMeanImage, MEAN_FILE, ModelSpec, PRESETS, saveCheckpoint,
-  theanoEpochs, theanoLearningRate, theanoNumClasses, Weights,
+  alexnetSpec,
+  checkReplaceableCheckpoint,
+  describeSpec,
+  importMeanImage,
+  importTheanoNpy,
+  isPresetName,
+  ImportedMeanImage,
+  MEAN_FILE,
+  ModelSpec,
+  PRESETS,
+  saveCheckpoint,
+  theanoEpochs,
+  theanoLearningRate,
+  theanoNumClasses,
 } from '@alexnet-stream/model-alexnet';
 import { importOnnxWeights } from '@alexnet-stream/onnx-export';
 import { action, parseInteger } from '../cli-support';
@@ -33,7 +45,7 @@ interface ImportOptions {
 
 interface Imported {
   spec: ModelSpec;
-  weights: Weights;
+  weights: NamedTensors;
   state: Record<string, unknown>;
   /** Lines for stderr (conversions the user should know about). */
   notes: string[];

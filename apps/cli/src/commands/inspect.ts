@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
+import { resolveOutputTarget, writeFileAtomic } from '@alexnet-stream/core';
 import {
   checkPrefix,
   ContactSheetCollector,
@@ -12,10 +13,8 @@ import {
   inspectorSink,
   inspectShardDir,
   renderContactSheet,
-  resolveOutputTarget,
   StreamInspector,
   StreamRecord,
-  writeFileAtomic,
 } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';

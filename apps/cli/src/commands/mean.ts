@@ -5,7 +5,8 @@
 import type { Command } from 'commander';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkPrefix, MeanStage, resolveOutputTarget, ShardReader, writeMeanNpy } from '@alexnet-stream/stream-io';
+import { resolveOutputTarget } from '@alexnet-stream/core';
+import { checkPrefix, MeanStage, ShardReader, writeMeanNpy } from '@alexnet-stream/stream-io';
 import { action, stdinRecords, stdoutRecords, stdoutRequiredFor } from '../cli-support';
 import { Progress } from '../progress';
 

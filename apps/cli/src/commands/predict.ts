@@ -17,9 +17,17 @@
  */
 import type { Command } from 'commander';
 import { stat } from 'node:fs/promises';
+import { InputError, UsageError } from '@alexnet-stream/core';
 import { InferenceModel, topK } from '@alexnet-stream/onnx-export';
 import {
-  BatchRecord, centerOffset, cropMirrorSubtract, CropPlan, decodeImage, describeDecodeError, InputError, MeanImage, readImageBytes, UsageError,
+  BatchRecord,
+  centerOffset,
+  cropMirrorSubtract,
+  CropPlan,
+  decodeImage,
+  describeDecodeError,
+  MeanImage,
+  readImageBytes,
 } from '@alexnet-stream/stream-io';
 import { action, parseDeviceList, parseInteger } from '../cli-support';
 import { allocateBatch, asInputErrors, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';

@@ -7,8 +7,8 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { InputError, writeFileAtomic } from '@alexnet-stream/core';
 import { latestCheckpoint, STATE_FILE } from '@alexnet-stream/model-alexnet';
-import { InputError, writeFileAtomic } from '@alexnet-stream/stream-io';
 import { bestEpoch, buildReportHtml, buildReportSvg, readTrainLog, readValRecord } from '@alexnet-stream/trainer-multigpu';
 import { action, PROGRAM } from '../cli-support';
 

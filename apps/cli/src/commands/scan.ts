@@ -5,7 +5,8 @@ import type { Command } from 'commander';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { InputError, listClassFolders, makeHeader, readCaffeList, readClassNames, selectItems, UsageError, wholeStream } from '@alexnet-stream/stream-io';
+import { InputError, UsageError } from '@alexnet-stream/core';
+import { listClassFolders, makeHeader, readCaffeList, readClassNames, selectItems, wholeStream } from '@alexnet-stream/stream-io';
 import { action, parseInteger, parseShard, stdoutRecords } from '../cli-support';
 
 interface ScanOptions {

@@ -5,6 +5,7 @@
  * stdout gets one JSON line at the end (the summary), for scripts.
  */
 import type { Command } from 'commander';
+import { invalidOption, UsageError } from '@alexnet-stream/core';
 import {
   checkConfigValue,
   ConfigKey,
@@ -17,7 +18,6 @@ import {
   TrainEvent,
   ENGINE_NAMES,
 } from '@alexnet-stream/trainer-multigpu';
-import { invalidOption, UsageError } from '@alexnet-stream/stream-io';
 import { checkDevices } from '@alexnet-stream/onnx-export';
 import { parse as parseYaml } from 'yaml';
 import { action, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';

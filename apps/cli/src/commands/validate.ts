@@ -10,10 +10,19 @@
  */
 import type { Command } from 'commander';
 import { join } from 'node:path';
+import { InputError, UsageError } from '@alexnet-stream/core';
 import { checkDataClasses, describeSpec } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, lowerInference, topK } from '@alexnet-stream/onnx-export';
 import {
-  BatchRecord, centerOffset, checkAugmentInput, cropMirrorSubtract, CropPlan, InputError, readMeanNpy, readShard, readShardIndex, shardSet, UsageError,
+  BatchRecord,
+  centerOffset,
+  checkAugmentInput,
+  cropMirrorSubtract,
+  CropPlan,
+  readMeanNpy,
+  readShard,
+  readShardIndex,
+  shardSet,
 } from '@alexnet-stream/stream-io';
 import { action, parseDeviceList, parseInteger } from '../cli-support';
 import { Progress } from '../progress';

@@ -7,7 +7,7 @@
  * option is `train`'s, with the same meaning.
  */
 import type { Command } from 'commander';
-import { AlexnetStreamError } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError } from '@alexnet-stream/core';
 import { resolveLaunch } from '@alexnet-stream/trainer-multigpu';
 import { action, parseInteger, PROGRAM } from '../cli-support';
 import { defaultPeerTimeoutMs, makeTrainWorker, setTrainWorker } from '../multi-worker';

@@ -1,4 +1,4 @@
-import { AlexnetStreamError, UsageError } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, UsageError } from '@alexnet-stream/core';
 
 /** A peer died or went silent: the whole group stops (exit code 1), naming the lost rank. */
 export class PeerLostError extends AlexnetStreamError {

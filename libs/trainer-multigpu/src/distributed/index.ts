@@ -1,6 +1,5 @@
 export * from './errors';
 export * from './plan';
-export * from './fp16';
 export * from './identity';
 export * from './launch-env';
 export * from './checksum';

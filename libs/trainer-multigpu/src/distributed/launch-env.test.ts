@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { UsageError } from '@alexnet-stream/core';
 import { differingFields, hashIdentity } from './identity';
 import { parseEndpoint, resolveLaunch, threadsPerWorker } from './launch-env';
 

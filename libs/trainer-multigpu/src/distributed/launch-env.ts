@@ -1,9 +1,9 @@
+import { invalidOption, UsageError } from '@alexnet-stream/core';
 /**
  * Where rank, world size and the coordinator address come from: explicit flags first, then a
  * launcher's environment (OpenMPI's mpirun, Slurm's srun, torchrun-style RANK/WORLD_SIZE),
  * then ALEXNET_STREAM_COORDINATOR or MASTER_ADDR + MASTER_PORT. Pure: takes `env` as data.
  */
-import { invalidOption, UsageError } from '@alexnet-stream/stream-io';
 
 export interface LaunchFlags {
   rank?: number;

@@ -23,10 +23,8 @@
  */
 import { hostname, networkInterfaces } from 'node:os';
 import * as zmq from 'zeromq';
-import { UsageError } from '@alexnet-stream/stream-io';
-import type { NamedTensors } from '../engine';
+import { addHalfInto, decodeHalfInto, encodeHalf, type NamedTensors, roundToHalfInPlace, UsageError } from '@alexnet-stream/core';
 import { PeerLostError, ProtocolError, RendezvousError } from './errors';
-import { addHalfInto, decodeHalfInto, encodeHalf, roundToHalfInPlace } from './fp16';
 import { differingFields, hashIdentity, type IdentityHashes } from './identity';
 import { parseEndpoint } from './launch-env';
 import { DEFAULT_FRAME_ELEMENTS, planRing, type RingPlan } from './plan';

@@ -3,9 +3,9 @@
  * tfjs is only practical for tiny specs, tfjs-node(-gpu) where it installs). Each engine module
  * is loaded only when asked for, so training on onnxruntime never loads tfjs and vice versa.
  */
+import { NamedTensors, UsageError } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
-import { UsageError } from '@alexnet-stream/stream-io';
-import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
+import type { OptimizerConfig, TrainingEngine } from '../engine';
 
 export const ENGINES = ['onnxruntime', 'tfjs'] as const;
 export type EngineKind = (typeof ENGINES)[number];

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { UsageError } from '@alexnet-stream/core';
 import { CONFIG_KEYS, defaultConfig, editDistance, parseConfigText, resolveConfig, suggestKey } from './config';
 
 test('a seed-style config.yaml parses; defaults fill the rest; mean_file defaults to <data_dir>/mean.npy', () => {

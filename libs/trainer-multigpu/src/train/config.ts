@@ -11,7 +11,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { UsageError } from '@alexnet-stream/core';
 import { INIT_SCHEMES, PRESETS } from '@alexnet-stream/model-alexnet';
 
 export const ENGINE_NAMES = ['onnxruntime', 'tfjs'] as const;

@@ -18,7 +18,7 @@
  */
 import { appendFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeNpy, InputError, makeDirectorySync, writeFileAtomic } from '@alexnet-stream/stream-io';
+import { encodeNpy, InputError, makeDirectorySync, writeFileAtomic } from '@alexnet-stream/core';
 import type { TrainLogEntry, ValidationResult } from './trainer';
 
 export const VAL_RECORD_JSON = 'val_record.json';

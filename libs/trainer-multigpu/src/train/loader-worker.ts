@@ -3,7 +3,8 @@
  * into a fixed pool of `queueDepth` buffers that travel to the training thread and back.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { AlexnetStreamError, readMeanNpy } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError } from '@alexnet-stream/core';
+import { readMeanNpy } from '@alexnet-stream/stream-io';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
 
 const setup = workerData as LoaderSetup;

@@ -13,7 +13,8 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { AlexnetStreamError, InputError, MeanImage, readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, InputError } from '@alexnet-stream/core';
+import { MeanImage, readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
 import type { EngineBatch } from '../engine';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
 

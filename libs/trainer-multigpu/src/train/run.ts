@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { InputError, NamedTensors, UsageError } from '@alexnet-stream/core';
 import {
   alexnetSpec,
   checkDataClasses,
@@ -25,10 +26,9 @@ import {
   saveCheckpoint,
   SaveCheckpointOptions,
   specProblem,
-  Weights,
 } from '@alexnet-stream/model-alexnet';
-import { InputError, readMeanNpy, readShardIndex, ShardSetEntry, shardSet, UsageError } from '@alexnet-stream/stream-io';
-import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
+import { readMeanNpy, readShardIndex, ShardSetEntry, shardSet } from '@alexnet-stream/stream-io';
+import type { OptimizerConfig, TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
 import type { TrainConfig } from './config';
 import { appendTrainLog, checkValRecord, truncateTrainLog, writeValRecord } from './files';
@@ -198,7 +198,7 @@ export async function checkData(config: TrainConfig, needTrain: boolean): Promis
 }
 
 /** Weights from a pretrained checkpoint for `spec`; layers whose shape differs only in the class count (fc8) are re-initialised. */
-export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: string) => void): Weights {
+export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: string) => void): NamedTensors {
   const loaded = loadCheckpoint(path);
   const fresh = initParameters(spec, seed);
   const params = parameterList(spec);
@@ -297,9 +297,9 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
   };
 
   // 2. The starting point.
-  let weights: Weights;
+  let weights: NamedTensors;
   let state = initialState(config);
-  let momentum: Weights | undefined;
+  let momentum: NamedTensors | undefined;
   let dropoutRng: unknown;
   let resumedFrom: string | undefined;
   if (resume !== false) {

@@ -12,7 +12,7 @@
  * (seed, e, j) (see loader-core). A run resumed from a checkpoint therefore performs the very
  * same float operations as one that never stopped.
  */
-import { AlexnetStreamError } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 import type { BatchMetrics, TrainingEngine } from '../engine';
 import type { TrainConfig } from './config';

@@ -1,3 +1,4 @@
+import type { NamedTensors } from '@alexnet-stream/core';
 /**
  * The seam between the training loop and multi-worker data parallelism (DESIGN §6).
  *
@@ -27,7 +28,6 @@
  * The ZeroMQ implementation (`ZmqWorkerGroup` in src/distributed, its `DistributedGroup`
  * interface) has this same shape, so it plugs in as `runTraining(config, { group })`.
  */
-import type { NamedTensors } from '../engine';
 
 export interface WorkerGroup {
   /** 0-based index of this worker; rank 0 writes files and prints. */

@@ -3,7 +3,7 @@
  * the options given as JSON in argv[2], runs a scenario, prints one JSON line per result on
  * stdout, and exits with the error's exit code (message on stderr) on failure.
  */
-import { AlexnetStreamError } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError } from '@alexnet-stream/core';
 import { checksumTensors } from '../checksum';
 import { joinGroup, type ZmqGroupOptions } from '../zmq-group';
 import { fixtureTensors } from './fixture-data';

@@ -23,11 +23,10 @@
  * seed gives the same masks, step by step, layer by layer, row-major), so a run can move
  * between `cpu` and `webgpu` through a checkpoint and draw on.
  */
-import type { Ort } from '@alexnet-stream/onnx-export';
+import { NamedTensors, Rng, RngState } from '@alexnet-stream/core';
+import { encodeModel, GraphBuilder, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, encodeModel, loadOnnxRuntime } from '@alexnet-stream/onnx-export';
-import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { BatchGroup, BatchMetrics, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { BatchGroup, BatchMetrics, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
 import { LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, newName, velocityName } from '../../graph/training-graph';
 import { checkNamed, createSession, metricsOf, OrtEngineOptions } from './engine';

@@ -21,10 +21,18 @@
  * §2): loaders must run in worker threads.
  */
 import * as os from 'node:os';
+import { NamedTensors, Rng, RngState } from '@alexnet-stream/core';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { createSessionOn, DeviceError, encodeModel, executionProvidersFor as providersForDevices, loadOnnxRuntime, primaryDeviceKind, type Ort } from '@alexnet-stream/onnx-export';
-import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { BatchGroup, BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import {
+  createSessionOn,
+  DeviceError,
+  encodeModel,
+  executionProvidersFor as providersForDevices,
+  loadOnnxRuntime,
+  primaryDeviceKind,
+  type Ort,
+} from '@alexnet-stream/onnx-export';
+import { BatchGroup, BatchMetrics, DEFAULT_OPTIMIZER, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
 import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, steppedTrainGraph } from '../../graph/step-loop';

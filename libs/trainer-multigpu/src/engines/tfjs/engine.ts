@@ -5,10 +5,9 @@
  * tiny models (full AlexNet ≈ 0.006 img/s, DESIGN §2).
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import { NamedTensors, Rng, RngState } from '@alexnet-stream/core';
 import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
-import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { DEFAULT_OPTIMIZER } from '../../engine';
-import type { BatchMetrics, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { type BatchMetrics, DEFAULT_OPTIMIZER, type EngineBatch, type OptimizerConfig, type TrainingEngine } from '../../engine';
 import { loadTfjs, Tf } from './backend';
 import { tfjsForward, TfParams, weightsToTensors } from './forward';
 import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } from './loss';

@@ -12,9 +12,8 @@
  * exactly as an NCHW reshape gives (DESIGN §7).
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import type { NamedTensors, Rng } from '@alexnet-stream/core';
 import { LayerSpec, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
-import type { Rng } from '@alexnet-stream/stream-io';
-import type { NamedTensors } from '../../engine';
 import type { Tf } from './backend';
 
 /** Parameter name (`conv1.weight`, …) → tfjs tensor (or variable) in the spec's layout. */

@@ -5,7 +5,8 @@ import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, syml
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic, writeFileAtomicSync } from './atomic-file';
-import { acquireLock, LockHeldError, processStartTime } from './lock-file';
+import { acquireLock, LockHeldError } from './lock-file';
+import { processStartTime } from './process-liveness';
 import { makeDirectory, makeDirectorySync, OutputError, resolveOutputTarget } from './output-file';
 import { readRegularFileAsync, readRegularFileSync } from './read-file';
 

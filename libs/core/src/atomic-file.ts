@@ -46,9 +46,12 @@ function asOutputError(path: string, err: unknown): Error {
   return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`, err);
 }
 
-/** Write a whole file and fsync it (no rename: for files inside a temp dir that is renamed later). */
-export function writeFileSynced(path: string, data: Uint8Array | string): void {
-  const fd = openSync(path, 'w');
+/**
+ * Write a whole file and fsync it (no rename: for files inside a temp dir that is renamed later).
+ * `flags` 'wx' refuses a path that exists (a name that must be new).
+ */
+export function writeFileSynced(path: string, data: Uint8Array | string, flags: 'w' | 'wx' = 'w'): void {
+  const fd = openSync(path, flags);
   try {
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     let done = 0;

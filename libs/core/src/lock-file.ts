@@ -15,10 +15,10 @@
  * host's lock is removed by hand.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { AlexnetStreamError } from './errors';
+import { processIsGone, processStartTime } from './process-liveness';
 
 export interface LockOwner {
   pid: number;
@@ -38,40 +38,10 @@ export class LockHeldError extends AlexnetStreamError {
   }
 }
 
-/** Fields 3.. of /proc/<pid>/stat, or undefined where there is no /proc (or no such process). */
-function procStat(pid: number): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // the command name (field 2) is in parentheses and may contain spaces: split after it
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
-/** A process's start time from /proc (field 22), or undefined where there is no /proc (or no such process). */
-export function processStartTime(pid: number): string | undefined {
-  return procStat(pid)?.[19];
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Whether the owner of a lock is certainly gone (same host, and its process is not running). */
 export function ownerIsGone(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false;
-  if (!processAlive(owner.pid)) return true;
-  if (owner.pid === process.pid) return false;
-  const stat = procStat(owner.pid);
-  if (stat && (stat[0] === 'Z' || stat[0] === 'X')) return true; // exited, not yet reaped by its parent
-  const now = stat?.[19];
-  return owner.startTime !== undefined && now !== undefined && now !== owner.startTime;
+  return processIsGone(owner.pid, owner.startTime);
 }
 
 function parseOwner(text: string): LockOwner | undefined {
