@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { listCheckpoints, loadCheckpoint } from '@alexnet-stream/model-alexnet';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const root = mkdtempSync(join(tmpdir(), 'multi-worker-'));

@@ -25,7 +25,7 @@ import {
   TrainingEngine,
   TrainLogEntry,
 } from '@alexnet-stream/trainer-multigpu';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const root = mkdtempSync(join(tmpdir(), 'train-run-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));

@@ -186,8 +186,8 @@ export function webgpuUnavailable(): Promise<string | undefined> {
     const problem = deviceProblem(parseDevice('webgpu'));
     if (problem) return problem;
     // A one-node model (Relu on 4 floats), written out by hand so that probing needs no builder.
-    const { GraphBuilder } = await import('./graph-builder');
-    const { encodeModel } = await import('./proto');
+    const { GraphBuilder } = require('./graph-builder') as typeof import('./graph-builder');
+    const { encodeModel } = require('./proto') as typeof import('./proto');
     const b = new GraphBuilder('webgpu-probe');
     b.input('x', 'float32', [4]);
     b.output(b.op('Relu', ['x']), 'float32', [4], 'y');

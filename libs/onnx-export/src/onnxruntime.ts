@@ -22,7 +22,8 @@
  *   import { loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
  *   const ort = loadOnnxRuntime();            // lazy: the native module loads on the first call
  *   const session: Ort.InferenceSession = await ort.InferenceSession.create(bytes, options);
- * In plain JS (benches): `require('@alexnet-stream/onnx-export/dist/onnxruntime').loadOnnxRuntime()`.
+ * In plain JS (benches): `require('@alexnet-stream/onnx-export/onnxruntime').loadOnnxRuntime()`
+ * (the subpath loads neither protobufjs nor the rest of the package).
  */
 import { isMainThread } from 'node:worker_threads';
 import type * as OnnxRuntimeNode from 'onnxruntime-node';

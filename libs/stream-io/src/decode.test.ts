@@ -235,7 +235,7 @@ test('plain JPEGs (libjpeg-turbo + JS/WASM resize) match the libvips path closel
   // and Cr, i.e. about -1.1 on red and blue and 0 on green after the colour conversion. The
   // resize adds ~0.1 (decode-resample.test.ts). Measured on this image: mean 0.88-0.92, max 4.
   // Tolerance: mean <= 1.25 levels, at most 0.1% of samples off by more than 4.
-  const { decodeWithLibvips } = await import('./decode');
+  const { decodeWithLibvips } = require('./decode') as typeof import('./decode');
   for (const [w, h] of [[500, 375], [333, 500]]) {
     const jpeg = await photoLike(w, h).jpeg({ quality: 90 }).toBuffer();
     for (const resize of ['squash', 'center-crop'] as const) {
@@ -316,7 +316,7 @@ test('a decode worker thread that dies stops the stage with an error, instead of
 });
 
 test('the fast path takes only plain JPEGs of a sensible size; the rest is left to libvips', async () => {
-  const { plainJpegHeader } = await import('./decode-fast');
+  const { plainJpegHeader } = require('./decode-fast') as typeof import('./decode-fast');
   const jpeg = await photoLike(64, 48).jpeg().toBuffer();
   const opts = { size: 32, resize: 'squash' as const };
   assert.ok(plainJpegHeader(jpeg, opts));

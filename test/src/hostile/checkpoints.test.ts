@@ -26,7 +26,7 @@ import {
   MOMENTUM_FILE,
 } from '@alexnet-stream/model-alexnet';
 import { lowerInference, writeOnnx } from '@alexnet-stream/onnx-export';
-import { tinySpec } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 import { checkpointVersion } from './checkpoint-fixtures';
 
 const WRITER = join(__dirname, 'checkpoint-writer.js');

@@ -16,7 +16,7 @@ import sharp from 'sharp';
 import { encodeNpy } from '@alexnet-stream/core';
 import { saveCheckpoint, initParameters } from '@alexnet-stream/model-alexnet';
 import { decodeImage, ImageRecord, makeHeader, packRecord, StreamTrailer, wholeStream, withoutExtraneousHeaderBytes } from '@alexnet-stream/stream-io';
-import { tinySpec } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 import { decodeRecords } from '../pipeline-helpers';
 import { A, clearError, cli, scratch, sh } from './stream-fixtures';
 

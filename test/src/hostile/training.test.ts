@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, initParameters } from '@alexnet-stream/model-alexnet';
 import { resolveConfig, runTraining, TrainConfig } from '@alexnet-stream/trainer-multigpu';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
 const CHILD = join(__dirname, 'train-child.js');

@@ -6,7 +6,6 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import sharp from 'sharp';
 import { InputError, writeFileAtomic } from '@alexnet-stream/core';
 import { latestCheckpoint, STATE_FILE } from '@alexnet-stream/model-alexnet';
 import { bestEpoch, buildReportHtml, buildReportSvg, readTrainLog, readValRecord } from '@alexnet-stream/trainer-multigpu';
@@ -72,6 +71,8 @@ export function register(program: Command): void {
         let pngPath: string | undefined;
         if (opts.png !== false) {
           pngPath = typeof opts.png === 'string' ? opts.png : opts.out.replace(/\.html?$/i, '') + '.png';
+          // sharp (native) is loaded only here: building the program must not load it.
+          const sharp = require('sharp') as typeof import('sharp');
           const png = await sharp(Buffer.from(svg)).png().toBuffer();
           await writeFileAtomic(pngPath, png);
         }

@@ -72,7 +72,7 @@ export function register(program: Command): void {
     .action(
       action('serve', async (flags: ServeFlags) => {
         // Loaded here: other commands do not pay for fastify and the worker pools.
-        const { parseModelArg, readTokenFile, runServer } = await import('@alexnet-stream/serve');
+        const { parseModelArg, readTokenFile, runServer } = require('@alexnet-stream/serve') as typeof import('@alexnet-stream/serve');
         const models = flags.model.map((spec) => {
           const { name, path } = parseModelArg(spec);
           return { name, path, labels: flags.labels, mean: flags.mean, std: flags.std, size: flags.size, resize: flags.resize };

@@ -81,7 +81,7 @@ export function register(program: Command): void {
         });
         setTrainWorker(worker);
         // Imported here, not at the top: main.ts loads this module.
-        const { buildProgram } = await import('../main');
+        const { buildProgram } = require('../main') as typeof import('../main');
         const train = buildProgram('train');
         train.exitOverride((err) => {
           throw new AlexnetStreamError(`invalid train options for worker: ${err.message}`, 2);

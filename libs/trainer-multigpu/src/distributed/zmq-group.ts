@@ -22,7 +22,7 @@
  * pending and later call then rejects with PeerLostError and `onFatal` runs once.
  */
 import { hostname, networkInterfaces } from 'node:os';
-import * as zmq from 'zeromq';
+import type * as zmq from 'zeromq';
 import { addHalfInto, decodeHalfInto, encodeHalf, type NamedTensors, roundToHalfInPlace, UsageError } from '@alexnet-stream/core';
 import { PeerLostError, ProtocolError, RendezvousError } from './errors';
 import { differingFields, hashIdentity, type IdentityHashes } from './identity';
@@ -96,6 +96,11 @@ type ControlMessage =
   | { t: 'result'; seq: number; kind: string }
   | { t: 'lost'; rank: number; detail: string; reporter: number }
   | { t: 'abort'; rank: number; detail: string };
+
+/** zeromq (a native module) is loaded by the first group that forms, not by the package barrel. */
+function loadZeroMq(): typeof zmq {
+  return require('zeromq') as typeof zmq;
+}
 
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
@@ -276,7 +281,8 @@ export class ZmqWorkerGroup implements DistributedGroup {
     const sockOpts = socketOptions(this.peerTimeoutMs);
 
     // Our data endpoint: the predecessor pushes into it.
-    this.pull = new zmq.Pull({ ...sockOpts, linger: 0, receiveHighWaterMark: 64 });
+    const z = loadZeroMq();
+    this.pull = new z.Pull({ ...sockOpts, linger: 0, receiveHighWaterMark: 64 });
     let dataEndpoint: string;
     if (endpoint.transport === 'ipc') {
       const bindAt = `ipc://${endpoint.path}.rank${this.rank}`;
@@ -293,7 +299,7 @@ export class ZmqWorkerGroup implements DistributedGroup {
 
     let endpoints: string[];
     if (this.rank === 0) {
-      this.router = new zmq.Router({ ...sockOpts, linger: CONTROL_LINGER_MS, mandatory: false });
+      this.router = new z.Router({ ...sockOpts, linger: CONTROL_LINGER_MS, mandatory: false });
       let bindAt = this.coordinator;
       if (endpoint.transport === 'tcp' && !isIpLiteral(endpoint.host)) {
         bindAt = isLoopbackHost(endpoint.host) ? `tcp://127.0.0.1:${endpoint.port}` : `tcp://*:${endpoint.port}`;
@@ -308,7 +314,7 @@ export class ZmqWorkerGroup implements DistributedGroup {
       this.controlSend = new SendQueue(this.router);
       endpoints = await this.gatherHellos(hello, timeoutMs);
     } else {
-      this.dealer = new zmq.Dealer({
+      this.dealer = new z.Dealer({
         ...sockOpts,
         linger: CONTROL_LINGER_MS,
         routingId: `rank${this.rank}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`,
@@ -321,7 +327,7 @@ export class ZmqWorkerGroup implements DistributedGroup {
     }
 
     // Ring: connect to the successor. Fault detection starts once connections exist.
-    this.push = new zmq.Push({ ...sockOpts, linger: 0, sendHighWaterMark: 64 });
+    this.push = new z.Push({ ...sockOpts, linger: 0, sendHighWaterMark: 64 });
     this.dataSend = new SendQueue(this.push);
     const successor = (this.rank + 1) % this.worldSize;
     const predecessor = (this.rank + this.worldSize - 1) % this.worldSize;

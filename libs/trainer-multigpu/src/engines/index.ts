@@ -28,7 +28,7 @@ export interface CreateEngineOptions {
 export async function createEngine(name: EngineKind, spec: ModelSpec, weights: NamedTensors, options: CreateEngineOptions): Promise<TrainingEngine> {
   switch (name) {
     case 'onnxruntime': {
-      const { createOrtEngine } = await import('./onnxruntime/engine');
+      const { createOrtEngine } = require('./onnxruntime/engine') as typeof import('./onnxruntime/engine');
       return createOrtEngine(spec, weights, {
         optimizer: options.optimizer,
         batchSize: options.batchSize,
@@ -40,7 +40,7 @@ export async function createEngine(name: EngineKind, spec: ModelSpec, weights: N
       });
     }
     case 'tfjs': {
-      const { createTfjsEngine } = await import('./tfjs/engine');
+      const { createTfjsEngine } = require('./tfjs/engine') as typeof import('./tfjs/engine');
       return createTfjsEngine(spec, weights, { optimizer: options.optimizer, seed: options.seed, verbose: options.verbose });
     }
     default:

@@ -353,7 +353,7 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
   const sessionOptions = sessionOptionsFor(options);
   const device = primaryDeviceKind((sessionOptions.executionProviders ?? ['cpu']).map(providerName));
   if (device === 'webgpu') {
-    const { createOrtDeviceEngine } = await import('./device-engine');
+    const { createOrtDeviceEngine } = require('./device-engine') as typeof import('./device-engine');
     return createOrtDeviceEngine(spec, weights, { ...options, optimizer, seed }, sessionOptions);
   }
   // NCHWc kernels are onnxruntime's CPU kernels; a GPU provider gets the portable graph.
