@@ -1,22 +1,10 @@
 /**
  * What export, predict and validate share: loading weights (a checkpoint or a seeded random
- * init) into a spec, mean images and class names, and turning onnx-export's errors (which
- * carry exitCode 2 but are not stream-io errors: onnx-export does not depend on stream-io)
- * into InputErrors so that they exit with 2 like every other bad input.
+ * init) into a spec, mean images and class names.
  */
-import { AlexnetStreamError, InputError, invalidOption, NamedTensors, UsageError } from '@alexnet-stream/core';
+import { InputError, invalidParameter, type NamedTensors, UsageError } from '@alexnet-stream/core';
 import { alexnetSpec, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
 import { MeanImage, readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
-
-/** Run `fn`; an error with exitCode 2 from a library that is not ours becomes an InputError. */
-export async function asInputErrors<T>(fn: () => T | Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (!(err instanceof AlexnetStreamError) && (err as { exitCode?: number })?.exitCode === 2) throw new InputError((err as Error).message);
-    throw err;
-  }
-}
 
 export interface WeightsOptions {
   weights?: string;
@@ -37,12 +25,8 @@ export interface LoadedWeights {
 function presetSpec(opts: WeightsOptions, fallback?: number): ModelSpec | undefined {
   if (opts.preset === undefined && opts.numClasses === undefined) return undefined;
   const preset = opts.preset ?? 'theano-alexnet';
-  if (!isPresetName(preset)) throw invalidOption('--preset', `one of ${PRESETS.join(', ')}`, preset);
-  try {
-    return alexnetSpec(preset, { numClasses: opts.numClasses ?? fallback });
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  if (!isPresetName(preset)) throw invalidParameter('--preset', `one of ${PRESETS.join(', ')}`, preset);
+  return alexnetSpec(preset, { numClasses: opts.numClasses ?? fallback });
 }
 
 /** `--weights <ckpt>` or `--random-init --seed N`, validated once here. */

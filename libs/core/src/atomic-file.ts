@@ -13,8 +13,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { AlexnetStreamError } from './errors';
-import { describeWriteError, OutputError, resolveOutputTarget, writeThrough, writeThroughSync } from './output-file';
+import { AlexnetStreamError, OutputError } from './errors';
+import { describeWriteError, resolveOutputTarget, writeThrough, writeThroughSync } from './output-file';
 
 /** A hidden temp name beside `path`, unique to this process and call (`tag` says what it is). */
 export function tempPathFor(path: string, tag = 'tmp'): string {
@@ -43,7 +43,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
 
 function asOutputError(path: string, err: unknown): Error {
   if (err instanceof AlexnetStreamError) return err;
-  return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`, err);
+  return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`, { cause: err });
 }
 
 /**

@@ -10,3 +10,4 @@ export * from './read-file';
 export * from './output-file';
 export * from './atomic-file';
 export * from './lock-file';
+export * from './check';

@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, open, readFile, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { AlexnetStreamError } from './errors';
+import { AlexnetStreamError, MessageRender } from './errors';
 import { processIsGone, processStartTime } from './process-liveness';
 
 export interface LockOwner {
@@ -33,8 +33,8 @@ export interface LockOwner {
 
 /** The lock is held by a live process (or one on another host): the job cannot run, exit status 2. */
 export class LockHeldError extends AlexnetStreamError {
-  constructor(message: string, readonly owner: LockOwner | undefined) {
-    super(message, 2);
+  constructor(message: string | MessageRender, readonly owner: LockOwner | undefined) {
+    super(message, { code: 'ERR_LOCK_HELD', exitCode: 2 });
   }
 }
 
@@ -65,8 +65,8 @@ export interface AcquireOptions {
   purpose: string;
   /** Wait this long for a live holder to let go (default 0: fail at once). */
   waitMs?: number;
-  /** What to tell a user who finds it held (default: wait for the other run or stop it). */
-  advice?: string;
+  /** What to tell a user who finds it held (default: wait for the other run or stop it); may name parameters. */
+  advice?: string | MessageRender;
 }
 
 function describeOwner(owner: LockOwner | undefined): string {
@@ -120,11 +120,10 @@ export async function acquireLock(path: string, options: AcquireOptions): Promis
     }
     if (Date.now() >= deadline) {
       const remote = held && held.host !== hostname();
+      const advice = options.advice ?? 'wait for it to finish, or stop it';
       throw new LockHeldError(
-        `${path}: held by ${describeOwner(held)}; ` +
-          (remote || !held
-            ? `if no such run is alive any more, remove ${path}`
-            : options.advice ?? 'wait for it to finish, or stop it'),
+        (name) => `${path}: held by ${describeOwner(held)}; ` +
+          (remote || !held ? `if no such run is alive any more, remove ${path}` : typeof advice === 'string' ? advice : advice(name)),
         held,
       );
     }

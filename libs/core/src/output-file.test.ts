@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { writeFileAtomic, writeFileAtomicSync } from './atomic-file';
 import { acquireLock, LockHeldError } from './lock-file';
 import { processStartTime } from './process-liveness';
-import { makeDirectory, makeDirectorySync, OutputError, resolveOutputTarget } from './output-file';
+import { OutputError } from './errors';
+import { makeDirectory, makeDirectorySync, resolveOutputTarget } from './output-file';
 import { readRegularFileAsync, readRegularFileSync } from './read-file';
 
 function withDir(fn: (dir: string) => Promise<void> | void): () => Promise<void> {

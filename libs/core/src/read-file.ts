@@ -16,10 +16,10 @@ import { InputError } from './errors';
 export const DEFAULT_MAX_IMAGE_FILE_BYTES = 128 << 20;
 
 /** A file that is not a regular file, or is larger than allowed; `code` says which. */
-export class FileRefusedError extends Error {
-  constructor(message: string, readonly code: 'ERR_NOT_REGULAR_FILE' | 'ERR_FILE_TOO_LARGE') {
-    super(message);
-    this.name = 'FileRefusedError';
+export class FileRefusedError extends InputError {
+  declare readonly code: 'ERR_NOT_REGULAR_FILE' | 'ERR_FILE_TOO_LARGE';
+  constructor(message: string, code: 'ERR_NOT_REGULAR_FILE' | 'ERR_FILE_TOO_LARGE') {
+    super(message, { code });
   }
 }
 
@@ -151,6 +151,9 @@ export async function readUserFile(path: string, what: string, maxBytes: number)
   try {
     return await readRegularFileAsync(path, { maxBytes, limitName: `the ${formatBytes(maxBytes)} a ${what} may take` });
   } catch (err) {
-    throw new InputError(`${path}: cannot read the ${what}: ${describeReadError(err)}`);
+    throw new InputError(
+      `${path}: cannot read the ${what}: ${describeReadError(err)}`,
+      { code: (err as FileRefusedError).code === 'ERR_FILE_TOO_LARGE' ? 'ERR_FILE_TOO_LARGE' : 'ERR_INPUT_FILE', cause: err },
+    );
   }
 }

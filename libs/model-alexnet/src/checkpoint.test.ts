@@ -30,7 +30,7 @@ const scaled = (w: NamedTensors, k: number): NamedTensors => Object.fromEntries(
 test('checkpointDirName pads to four digits', () => {
   assert.equal(checkpointDirName(7), 'epoch-0007');
   assert.equal(checkpointDirName(12345), 'epoch-12345');
-  assert.throws(() => checkpointDirName(-1), /non-negative integer/);
+  assert.throws(() => checkpointDirName(-1), { code: 'ERR_INVALID_PARAMETER', message: 'Expected an integer >= 0 for epoch but received -1' });
 });
 
 test('save -> load round trip is bit-exact for weights, momentum, state and spec', () => {

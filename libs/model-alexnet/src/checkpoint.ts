@@ -22,7 +22,7 @@
  */
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { float16ToFloat32, getOwn, InputError, type NamedTensors, setOwn } from '@alexnet-stream/core';
+import { check, float16ToFloat32, getOwn, InputError, type NamedTensors, sameJson, setOwn } from '@alexnet-stream/core';
 import { ModelSpec, parameterList } from './spec';
 import { specProblem } from './spec-check';
 import { decodeSafetensors, encodeSafetensors, SafeTensor } from './safetensors';
@@ -59,7 +59,7 @@ export interface CheckpointEntry {
 
 /** `epoch-0007`: zero-padded so that directory listings sort by epoch. */
 export function checkpointDirName(epoch: number): string {
-  if (!Number.isSafeInteger(epoch) || epoch < 0) throw new RangeError(`Expected a non-negative integer for epoch but received ${epoch}`);
+  check.integer('epoch', epoch, { min: 0 });
   return `epoch-${String(epoch).padStart(4, '0')}`;
 }
 
@@ -142,7 +142,7 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
     problems.push(`unexpected ${unexpected.map((n) => { const t = weights[n]; return t instanceof Float32Array ? n : `${n} ${shapeText(t.shape)}`; }).join(', ')}`);
   }
   if (problems.length) {
-    throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`);
+    throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`, { code: 'ERR_CHECKPOINT' });
   }
 }
 
@@ -199,7 +199,10 @@ export function checkReplaceableCheckpoint(path: string): void {
     return; // nothing there
   }
   const refuse = (why: string): never => {
-    throw new InputError(`${path}: ${why}; only a checkpoint directory written by alexnet-stream is replaced: move it away or choose another path`);
+    throw new InputError(
+      `${path}: ${why}; only a checkpoint directory written by alexnet-stream is replaced: move it away or choose another path`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   };
   if (st.isSymbolicLink()) refuse('a symbolic link');
   if (!st.isDirectory()) refuse('not a directory');
@@ -252,10 +255,10 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheck
 /** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */
 export function parseSpec(value: unknown, source: string): ModelSpec {
   if (typeof value !== 'object' || value === null || (value as { specVersion?: unknown }).specVersion !== 1) {
-    throw new InputError(`${source}: no alexnet-stream model spec (specVersion 1) in it`);
+    throw new InputError(`${source}: no alexnet-stream model spec (specVersion 1) in it`, { code: 'ERR_CHECKPOINT' });
   }
   const problem = specProblem(value);
-  if (problem) throw new InputError(`${source}: its model spec is not usable: ${problem}`);
+  if (problem) throw new InputError(`${source}: its model spec is not usable: ${problem}`, { code: 'ERR_CHECKPOINT' });
   return value as ModelSpec;
 }
 
@@ -264,7 +267,7 @@ function readSafetensorsFile(path: string) {
   try {
     bytes = readFileSync(path);
   } catch (err) {
-    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { code: 'ERR_CHECKPOINT', cause: err });
   }
   return decodeSafetensors(bytes, path);
 }
@@ -275,8 +278,8 @@ function specFromMetadata(metadata: Record<string, string>, path: string): Model
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch {
-    throw new InputError(`${path}: __metadata__.spec is not JSON`);
+  } catch (err) {
+    throw new InputError(`${path}: __metadata__.spec is not JSON`, { code: 'ERR_CHECKPOINT', cause: err });
   }
   return parseSpec(parsed, `${path} (__metadata__.spec)`);
 }
@@ -293,7 +296,8 @@ function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: s
   return weights;
 }
 
-const sameSpec = (a: ModelSpec, b: ModelSpec) => JSON.stringify(a) === JSON.stringify(b);
+/** Equal specs, whatever order their keys were written in (a hand-edited state.json). */
+const sameSpec = (a: ModelSpec, b: ModelSpec) => sameJson(a, b);
 
 /**
  * `path`, or where its committed version lies when a killed writer left it elsewhere: recovered
@@ -321,12 +325,18 @@ function locateCheckpoint(path: string): string {
 export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): LoadedCheckpoint {
   const path = locateCheckpoint(resolve(dirOrFile));
   if (!existsSync(path)) {
-    throw new InputError(`${dirOrFile}: no such checkpoint (expected an epoch directory holding ${WEIGHTS_FILE}, or a .safetensors file)`);
+    throw new InputError(
+      `${dirOrFile}: no such checkpoint (expected an epoch directory holding ${WEIGHTS_FILE}, or a .safetensors file)`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
   const isDir = statSync(path).isDirectory();
   const weightsPath = isDir ? join(path, WEIGHTS_FILE) : path;
   if (isDir && !existsSync(weightsPath)) {
-    throw new InputError(`${path}: not a checkpoint directory: no ${WEIGHTS_FILE} in it (has ${readdirSync(path).join(', ') || 'nothing'})`);
+    throw new InputError(
+      `${path}: not a checkpoint directory: no ${WEIGHTS_FILE} in it (has ${readdirSync(path).join(', ') || 'nothing'})`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
 
   let state: Record<string, unknown> = {};
@@ -337,12 +347,14 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
     try {
       parsed = JSON.parse(readFileSync(statePath, 'utf8'));
     } catch (err) {
-      throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`);
+      throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`, { code: 'ERR_CHECKPOINT', cause: err });
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new InputError(`${statePath}: not a JSON object`);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new InputError(`${statePath}: not a JSON object`, { code: 'ERR_CHECKPOINT' });
+    }
     const { format, spec, ...rest } = parsed as Record<string, unknown>;
     if (format !== undefined && format !== CHECKPOINT_FORMAT) {
-      throw new InputError(`${statePath}: checkpoint format ${JSON.stringify(format)}, this version reads ${CHECKPOINT_FORMAT}`);
+      throw new InputError(`${statePath}: checkpoint format ${JSON.stringify(format)}, this version reads ${CHECKPOINT_FORMAT}`, { code: 'ERR_CHECKPOINT' });
     }
     if (spec !== undefined) stateSpec = parseSpec(spec, statePath);
     state = rest;
@@ -351,12 +363,18 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   const file = readSafetensorsFile(weightsPath);
   const metaSpec = specFromMetadata(file.metadata, weightsPath);
   if (stateSpec && metaSpec && !sameSpec(stateSpec, metaSpec)) {
-    throw new InputError(`${path}: ${STATE_FILE} describes ${describeSpec(stateSpec)} but ${WEIGHTS_FILE} was written for ${describeSpec(metaSpec)}: files from different checkpoints?`);
+    throw new InputError(
+      `${path}: ${STATE_FILE} describes ${describeSpec(stateSpec)} but ${WEIGHTS_FILE} was written for ${describeSpec(metaSpec)}: files from different checkpoints?`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
   const ownSpec = stateSpec ?? metaSpec;
   const checkSpec = expectedSpec ?? ownSpec;
   if (!checkSpec) {
-    throw new InputError(`${weightsPath}: no model spec in its __metadata__ (not written by alexnet-stream?): name the model, e.g. with --preset`);
+    throw new InputError(
+      (name) => `${weightsPath}: no model spec in its __metadata__ (not written by alexnet-stream?): name the model, e.g. with ${name('expectedSpec')}`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
   const weights = toWeights(checkSpec, file.tensors, weightsPath);
 

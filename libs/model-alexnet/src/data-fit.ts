@@ -21,10 +21,16 @@ export interface LabelledSet {
 export function checkDataClasses(sets: LabelledSet[], modelClasses: number, where: string, model: string): void {
   for (const set of sets) {
     if (set.classNames && set.classNames.length !== modelClasses) {
-      throw new InputError(`${where}: the ${set.name} names ${set.classNames.length} classes but ${model} has ${modelClasses}; use data with the model's classes (or a model for these)`);
+      throw new InputError(
+        `${where}: the ${set.name} names ${set.classNames.length} classes but ${model} has ${modelClasses}; use data with the model's classes (or a model for these)`,
+        { code: 'ERR_DATA_MISMATCH' },
+      );
     }
     if (set.labelCount > modelClasses) {
-      throw new InputError(`${where}: the ${set.name} has labels 0..${set.labelCount - 1} (${set.labelCount} classes) but ${model} has ${modelClasses}`);
+      throw new InputError(
+        `${where}: the ${set.name} has labels 0..${set.labelCount - 1} (${set.labelCount} classes) but ${model} has ${modelClasses}`,
+        { code: 'ERR_DATA_MISMATCH' },
+      );
     }
   }
 }

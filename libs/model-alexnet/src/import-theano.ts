@@ -22,7 +22,7 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeNpy, encodeNpy, InputError, NamedTensors, NpyArray, writeFileAtomicSync } from '@alexnet-stream/core';
+import { check, decodeNpy, encodeNpy, InputError, NamedTensors, NpyArray, writeFileAtomicSync } from '@alexnet-stream/core';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
 import { describeSpec, validateWeights } from './checkpoint';
 
@@ -54,7 +54,10 @@ function paramLayers(spec: ModelSpec): LayerInfo[] {
   for (const { layer, input } of inferShapes(spec)) {
     if (layer.kind !== 'conv' && layer.kind !== 'fc') continue;
     if (layer.kind === 'conv' && layer.group !== 1 && layer.group !== 2) {
-      throw new InputError(`${layer.name}: group ${layer.group} has no theano_alexnet file layout (the seed knows groups 1 and 2)`);
+      throw new InputError(
+        `${layer.name}: group ${layer.group} has no theano_alexnet file layout (the seed knows groups 1 and 2)`,
+        { code: 'ERR_THEANO_WEIGHTS' },
+      );
     }
     out.push({ layer, index: out.length, inChannels: input[0] });
   }
@@ -100,7 +103,7 @@ function readNpy(path: string): NpyArray {
   try {
     bytes = readFileSync(path);
   } catch (err) {
-    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { code: 'ERR_THEANO_WEIGHTS', cause: err });
   }
   return decodeNpy(bytes, path);
 }
@@ -109,7 +112,7 @@ function readNpy(path: string): NpyArray {
 function asFloat32(arr: NpyArray, path: string): Float32Array {
   if (arr.data instanceof Float32Array) return arr.data;
   if (arr.data instanceof Float64Array) return Float32Array.from(arr.data);
-  throw new InputError(`${path}: dtype ${arr.dtype}, expected float32 weights`);
+  throw new InputError(`${path}: dtype ${arr.dtype}, expected float32 weights`, { code: 'ERR_THEANO_WEIGHTS' });
 }
 
 const shapeText = (shape: number[]) => `(${shape.join(', ')})`;
@@ -120,6 +123,7 @@ const shapeText = (shape: number[]) => `(${shape.join(', ')})`;
  * problem is an InputError naming the file and what was expected.
  */
 export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, options: TheanoLayoutOptions = {}): NamedTensors {
+  check.integer('epoch', epoch, { min: 0 });
   const flip = options.flip ?? true;
   const layers = paramLayers(spec);
   const files = theanoFiles(spec, epoch);
@@ -127,7 +131,10 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
   if (missing.length) {
     const epochs = theanoEpochs(dir);
     const have = epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no W_0_N.npy / W0_0_N.npy files there at all';
-    throw new InputError(`${join(dir, missing[0].file)}: missing${missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1).map((f) => f.file).join(', ')})` : ''}; ${have}`);
+    throw new InputError(
+      `${join(dir, missing[0].file)}: missing${missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1).map((f) => f.file).join(', ')})` : ''}; ${have}`,
+      { code: 'ERR_THEANO_WEIGHTS' },
+    );
   }
   const weights: NamedTensors = {};
   for (const { layer, inChannels } of layers) {
@@ -137,7 +144,10 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
       const arr = readNpy(path);
       if (shapeText(arr.shape) !== shapeText(f.shape)) {
         const role = f.param.endsWith('.weight') ? (layer.kind === 'conv' ? ' (in/group, kh, kw, out/group)' : ' (n_in, n_out)') : '';
-        throw new InputError(`${path}: shape ${shapeText(arr.shape)}, but ${f.param} of the ${describeSpec(spec)} model needs ${shapeText(f.shape)}${role}`);
+        throw new InputError(
+          `${path}: shape ${shapeText(arr.shape)}, but ${f.param} of the ${describeSpec(spec)} model needs ${shapeText(f.shape)}${role}`,
+          { code: 'ERR_THEANO_WEIGHTS' },
+        );
       }
       return { ...f, data: asFloat32(arr, path) };
     });
@@ -251,10 +261,13 @@ export function theanoNumClasses(dir: string, epoch: number, lastLayerIndex = 7)
   const path = join(dir, `b_${lastLayerIndex}_${epoch}.npy`);
   if (!existsSync(path)) {
     const epochs = theanoEpochs(dir);
-    throw new InputError(`${path}: missing (the softmax layer's bias); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`);
+    throw new InputError(
+      `${path}: missing (the softmax layer's bias); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`,
+      { code: 'ERR_THEANO_WEIGHTS' },
+    );
   }
   const arr = readNpy(path);
-  if (arr.shape.length !== 1) throw new InputError(`${path}: shape ${shapeText(arr.shape)}, expected a bias vector (classes,)`);
+  if (arr.shape.length !== 1) throw new InputError(`${path}: shape ${shapeText(arr.shape)}, expected a bias vector (classes,)`, { code: 'ERR_THEANO_WEIGHTS' });
   return arr.shape[0];
 }
 
@@ -263,7 +276,9 @@ export function theanoLearningRate(dir: string, epoch: number): number | undefin
   const path = join(dir, `lr_${epoch}.npy`);
   if (!existsSync(path)) return undefined;
   const arr = readNpy(path);
-  if (arr.data.length !== 1 || typeof arr.data[0] !== 'number') throw new InputError(`${path}: expected one float (the learning rate), got shape ${shapeText(arr.shape)} ${arr.dtype}`);
+  if (arr.data.length !== 1 || typeof arr.data[0] !== 'number') {
+    throw new InputError(`${path}: expected one float (the learning rate), got shape ${shapeText(arr.shape)} ${arr.dtype}`, { code: 'ERR_THEANO_WEIGHTS' });
+  }
   return arr.data[0];
 }
 
@@ -289,7 +304,7 @@ export function importMeanImage(path: string): ImportedMeanImage {
   else if (arr.data instanceof Float64Array || arr.data instanceof Uint8Array) {
     data = Float32Array.from(arr.data);
     notices.push(`converted ${arr.dtype} to float32`);
-  } else throw new InputError(`${path}: dtype ${arr.dtype}, expected a float32 mean image`);
+  } else throw new InputError(`${path}: dtype ${arr.dtype}, expected a float32 mean image`, { code: 'ERR_THEANO_WEIGHTS' });
   const s = arr.shape;
   if (s.length === 3 && s[0] === 3) return { data, shape: [3, s[1], s[2]], notice: notices.join('; ') || undefined };
   if (s.length === 3 && s[2] === 3) {
@@ -299,5 +314,5 @@ export function importMeanImage(path: string): ImportedMeanImage {
     notices.push(`read (${h}, ${w}, 3) as HWC and transposed it to CHW (3, ${h}, ${w})`);
     return { data: chw, shape: [3, h, w], notice: notices.join('; ') };
   }
-  throw new InputError(`${path}: shape ${shapeText(s)}, expected a mean image (3, H, W) (or (H, W, 3))`);
+  throw new InputError(`${path}: shape ${shapeText(s)}, expected a mean image (3, H, W) (or (H, W, 3))`, { code: 'ERR_THEANO_WEIGHTS' });
 }

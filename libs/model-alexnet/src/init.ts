@@ -9,7 +9,7 @@
  * float32 (`Float32Array` assignment rounds to nearest), so the bytes are a pure function of
  * (seed, name, shape, rule).
  */
-import { type NamedTensors, Rng } from '@alexnet-stream/core';
+import { check, InvalidParameterError, type NamedTensors, Rng } from '@alexnet-stream/core';
 import { InitRule, ModelSpec, ParamInfo, parameterList } from './spec';
 
 /** 32-bit FNV-1a over UTF-16 code units of `text` (all our names are ASCII). */
@@ -28,7 +28,7 @@ export function parameterSeed(seed: number, name: string): number {
 }
 
 function checkSeed(seed: number): void {
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`Expected a non-negative integer for seed but received ${seed}`);
+  check.seed('seed', seed);
 }
 
 /**
@@ -96,7 +96,7 @@ export function reinitParameters(spec: ModelSpec, weights: NamedTensors, names: 
   for (const name of names) {
     const matches = params.filter((p) => p.name === name || p.layer === name);
     if (matches.length === 0) {
-      throw new RangeError(`reinitParameters: ${JSON.stringify(name)} is neither a parameter nor a layer with parameters of the ${spec.preset} spec (have ${params.map((p) => p.name).join(', ')})`);
+      throw new InvalidParameterError('names', `parameter or layer names of the ${spec.preset} spec (${params.map((p) => p.name).join(', ')})`, name);
     }
     for (const p of matches) selected.add(p.name);
   }

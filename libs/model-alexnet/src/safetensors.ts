@@ -96,7 +96,7 @@ export function encodeSafetensors(tensors: Record<string, SafeTensor>, metadata?
  */
 export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safetensors {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const bad = (what: string) => new InputError(`${name}: not a valid safetensors file: ${what}`);
+  const bad = (what: string) => new InputError(`${name}: not a valid safetensors file: ${what}`, { code: 'ERR_SAFETENSORS_FORMAT' });
   if (buf.length < 8) throw bad(`truncated: ${buf.length} bytes, the 8-byte header length is missing`);
   const headerLength = buf.readBigUInt64LE(0);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) throw bad(`header length ${headerLength} exceeds ${MAX_HEADER_BYTES} bytes`);
@@ -129,7 +129,10 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safe
     const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
     if (!isSafeDtype(dtype)) {
       if (typeof dtype === 'string' && OTHER_DTYPES.includes(dtype)) {
-        throw new InputError(`${name}: tensor ${key} has dtype ${dtype}, which we do not read (F32, F16, I32, I64, U8); convert it, e.g. to F32`);
+        throw new InputError(
+          `${name}: tensor ${key} has dtype ${dtype}, which we do not read (F32, F16, I32, I64, U8); convert it, e.g. to F32`,
+          { code: 'ERR_SAFETENSORS_FORMAT' },
+        );
       }
       throw bad(`tensor ${key}: unknown dtype ${JSON.stringify(dtype)}`);
     }

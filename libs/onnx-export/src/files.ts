@@ -4,22 +4,21 @@
  */
 import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { setOwn, writeFileAtomicSync } from '@alexnet-stream/core';
+import { OutputError, setOwn, writeFileAtomicSync } from '@alexnet-stream/core';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
-
-/** An output that cannot be written (missing directory, no permission, disk full): exit code 2. */
-export class OutputError extends Error {
-  readonly exitCode = 2;
-}
 
 /** Write `bytes` to `path` atomically; a failure becomes an OutputError that says why, in words. */
 function writeOutput(path: string, bytes: Uint8Array): void {
   try {
     writeFileAtomicSync(path, bytes);
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
+    // writeFileAtomicSync's OutputError says why (ENOSPC, a missing folder, …); a refused
+    // target (a folder, this process's stdout) is its InputError.
+    const cause = (err as { cause?: NodeJS.ErrnoException }).cause ?? (err as NodeJS.ErrnoException);
+    if (!(err instanceof OutputError) || !cause.code) throw err;
+    const e = cause;
     const why = e.code === 'ENOENT' ? `no directory ${dirname(path)}` : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'ENOSPC' ? 'disk full' : e.message;
-    throw new OutputError(`${path}: cannot write (${why}); nothing was written`);
+    throw new OutputError(`${path}: cannot write (${why}); nothing was written`, { cause: e });
   }
 }
 
@@ -36,7 +35,10 @@ export function readOnnxBytes(path: string): Buffer {
     return readFileSync(path);
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new OnnxFormatError(`${path}: cannot read the ONNX model (${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'a directory, not a file' : e.message})`);
+    throw new OnnxFormatError(
+      `${path}: cannot read the ONNX model (${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'a directory, not a file' : e.message})`,
+      { cause: err },
+    );
   }
 }
 

@@ -8,14 +8,17 @@
  * then taken in layer order, checked against the preset's shapes, and renamed `conv1.weight`….
  * A graph that is not an AlexNet the presets describe is refused with what differs.
  */
-import { getOwn, NamedTensors } from '@alexnet-stream/core';
+import { getOwn, InputError, type NamedTensors } from '@alexnet-stream/core';
 import { alexnetSpec, LayerSpec, ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnx } from './files';
 import { META } from './lower';
 import { onnx, OnnxFormatError, tensorDims, tensorToFloat32 } from './proto';
 
-export class ImportError extends Error {
-  readonly exitCode = 2;
+/** An ONNX file that is not an AlexNet this project can import: exit 2. */
+export class ImportError extends InputError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { code: 'ERR_ONNX_IMPORT', ...options });
+  }
 }
 
 export interface ImportedWeights {
@@ -85,7 +88,7 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
     try {
       return { dims: tensorDims(t), data: tensorToFloat32(t) };
     } catch (err) {
-      throw new ImportError(`${name}: ${(err as Error).message}`);
+      throw new ImportError(`${name}: ${(err as Error).message}`, { cause: err });
     }
   };
   const inputs = (graph.input ?? []).filter((i) => i.name && !tensors.has(i.name));
@@ -319,7 +322,7 @@ export function importOnnxWeights(path: string): ImportedWeights {
   try {
     model = readOnnx(path);
   } catch (err) {
-    if (err instanceof OnnxFormatError) throw new ImportError(err.message);
+    if (err instanceof OnnxFormatError) throw new ImportError(err.message, { cause: err });
     throw err;
   }
   return weightsFromModel(model, path);

@@ -15,7 +15,7 @@
  * then `logits` (the last fc) and `prob` = Softmax(axis=1).
  */
 import { createHash } from 'node:crypto';
-import { canonicalJson, type NamedTensors } from '@alexnet-stream/core';
+import { canonicalJson, InputError, type NamedTensors } from '@alexnet-stream/core';
 import { inferShapes, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { float, GraphBuilder, int, ints } from './graph-builder';
 import { ModelProto } from './proto';
@@ -33,8 +33,11 @@ export const META = {
   imageSize: 'alexnet_stream.image_size',
 } as const;
 
-export class WeightsError extends Error {
-  readonly exitCode = 2;
+/** Weights (or lowering options) that do not fit the model spec: exit 2. */
+export class WeightsError extends InputError {
+  constructor(message: string) {
+    super(message, { code: 'ERR_WEIGHTS_MISMATCH' });
+  }
 }
 
 export interface LowerOptions {

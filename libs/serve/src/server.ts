@@ -24,7 +24,7 @@ import { InferencePool } from './inference-pool';
 import { buildInferResponse, inferRequestSchema, InferRequestBody, modelMetadataResponse, OutputTensor, parseInfer, splitBinaryBody } from './kserve';
 import { ServerMetrics } from './metrics';
 import type { ModelDescription } from './model-description';
-import { isLoopback, ModelConfig, resolveServeOptions, ResolvedServeOptions, ServeOptions } from './options';
+import { isLoopback, ModelConfig, optionName, resolveServeOptions, ResolvedServeOptions, ServeOptions } from './options';
 
 const SERVER_NAME = 'alexnet-stream';
 const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/webp', 'image/gif', 'image/tiff', 'image/avif'];
@@ -115,6 +115,7 @@ function softmaxRow(values: Float32Array): Float32Array {
 
 export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.WritableStream = process.stderr): Promise<ServerHandle> {
   const options = resolveServeOptions(serveOptions);
+  const nameOf = (key: string): string => optionName(options.optionNames, key);
   const metrics = new ServerMetrics(options.maxBatch);
   const app = Fastify({
     logger: { level: options.logLevel, stream: logStream, base: { pid: process.pid } },
@@ -147,7 +148,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
   const pool: InferencePool = new InferencePool(options.workers, options.threadsPerWorker, () => batcher.pump(), onFatal);
   const batcher: Batcher = new Batcher(
     pool,
-    { maxBatch: options.maxBatch, maxQueueDelayMs: options.maxQueueDelayMs, timeoutMs: options.timeoutMs },
+    { maxBatch: options.maxBatch, maxQueueDelayMs: options.maxQueueDelayMs, timeoutMs: options.timeoutMs, timeoutMsName: nameOf('timeoutMs') },
     {
       onBatch(version, n, ms, queueMs) {
         const name = version.description.name;
@@ -257,7 +258,12 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
       throw unavailable('the server is shutting down', 'shutting_down');
     }
     if (inflight >= options.maxQueue) {
-      throw new HttpError(429, `the server has ${inflight} requests in progress (--max-queue ${options.maxQueue}); retry later`, 'queue_full', { 'retry-after': '1' });
+      throw new HttpError(
+        429,
+        `the server has ${inflight} requests in progress (${nameOf('maxQueue')} ${options.maxQueue}); retry later`,
+        'queue_full',
+        { 'retry-after': '1' },
+      );
     }
     inflight++;
     state.admitted = true;
@@ -476,7 +482,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
         const e = validate.errors?.[0];
         throw new HttpError(400, `body${e?.instancePath ?? ''} ${e?.message ?? 'is not a valid infer request'}`, 'bad_request');
       }
-      const parsed = parseInfer(header as InferRequestBody, binary, version.description, options.maxBatch);
+      const parsed = parseInfer(header as InferRequestBody, binary, version.description, options.maxBatch, nameOf('maxBatch'));
       const wanted = [...new Set(parsed.outputs.map((o) => o.name))];
       prepared();
       const result = await infer(request, version, parsed.n, parsed.data, wanted);
@@ -514,7 +520,9 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
         if (part.type !== 'file') continue;
         const bytes = await part.toBuffer();
         total += bytes.length;
-        if (total > options.bodyLimitBytes) throw new HttpError(413, `the images add up to more than --body-limit-mb (${options.bodyLimitBytes} bytes)`, 'body_too_large');
+        if (total > options.bodyLimitBytes) {
+          throw new HttpError(413, `the images add up to more than ${nameOf('bodyLimitBytes')} (${options.bodyLimitBytes} bytes)`, 'body_too_large');
+        }
         files.push({ bytes, filename: part.filename || part.fieldname });
       }
       return files;
@@ -547,7 +555,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
       if (!(k >= 1)) throw new HttpError(400, 'querystring/topk must be an integer >= 1', 'bad_request');
       const images = await uploads(request);
       if (images.length === 0) throw new HttpError(400, 'the request has no image (send an image body, or multipart/form-data with image files)', 'bad_request');
-      const decoded = await Promise.allSettled(images.map((img) => decoders.decode(version.id, img.bytes, options.maxPixels)));
+      const decoded = await Promise.allSettled(images.map((img) => decoders.decode(version.id, img.bytes, options.maxPixels, nameOf('maxPixels'))));
       let rejected: { i: number; err: Error } | undefined;
       decoded.forEach((d, i) => {
         if (d.status === 'fulfilled') metrics.imagesDecoded.inc({ model: slot.name });
@@ -642,7 +650,7 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
     throw err;
   }
   if (!isLoopback(options.host) && !options.token) {
-    log.warn({ host: options.host }, 'listening on a non-loopback address without --token-file: anyone who can reach it can use it');
+    log.warn({ host: options.host }, `listening on a non-loopback address without ${nameOf('token')}: anyone who can reach it can use it`);
   }
   const address = await app.listen({ host: options.host, port: options.port });
   const port = (app.server.address() as { port: number }).port;

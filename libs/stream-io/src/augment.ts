@@ -19,7 +19,7 @@
  * difference is exact too, so the result equals NumPy's float32 subtraction bit for bit.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError, Rng, UsageError } from '@alexnet-stream/core';
+import { check, checkOptional, InputError, Rng, UsageError } from '@alexnet-stream/core';
 import type { MeanImage } from './mean';
 import { BatchRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
@@ -49,10 +49,18 @@ export interface CropPlan {
 
 /** Validate crop parameters once, at the boundary: a crop larger than the image is a usage error. */
 export function checkCropParams(params: CropParams): CropParams {
-  const { crop, height, width } = params;
-  if (!Number.isInteger(crop) || crop < 1) throw new UsageError(`Expected an integer >= 1 for --crop but received ${crop}`);
+  const { height, width } = params;
+  if (params.center && (params.mirror || params.perBatch)) {
+    throw new UsageError(
+      (name) => `${name('center')} takes the fixed center crop without mirroring; it cannot be combined with ${name('mirror')} or ${name('perBatch')}`,
+    );
+  }
+  const crop = check.integer('crop', params.crop, { min: 1 });
   if (crop > height || crop > width) {
-    throw new UsageError(`Expected a --crop no larger than the ${height}x${width} images but received ${crop}`);
+    throw new UsageError(
+      (name) => `Expected a ${name('crop')} no larger than the ${height}x${width} images but received ${crop}`,
+      { code: 'ERR_INVALID_PARAMETER' },
+    );
   }
   return params;
 }
@@ -251,7 +259,7 @@ export class AugmentStage extends Transform {
   constructor(private readonly options: AugmentStageOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
     checkCropParams({ ...options, height: options.mean.height, width: options.mean.width });
-    this.rng = new Rng(options.seed ?? 0);
+    this.rng = new Rng(checkOptional.seed('seed', options.seed) ?? 0);
   }
 
   override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {

@@ -4,7 +4,7 @@
  * marked `partial: true`, or dropped with `dropLast`.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError, UsageError } from '@alexnet-stream/core';
+import { check, InputError } from '@alexnet-stream/core';
 import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
 
@@ -16,9 +16,8 @@ export interface BatchOptions {
 }
 
 /** Validate batch options once, at the boundary. */
-export function checkBatchSize(batchSize: number, option = '--size'): number {
-  if (!Number.isInteger(batchSize) || batchSize < 1) throw new UsageError(`Expected an integer >= 1 for ${option} but received ${batchSize}`);
-  return batchSize;
+export function checkBatchSize(batchSize: number): number {
+  return check.integer('batchSize', batchSize, { min: 1 });
 }
 
 /**

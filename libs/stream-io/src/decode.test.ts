@@ -150,10 +150,10 @@ test('undecodable bytes reject with a reason: text, empty, truncated JPEG, trunc
 });
 
 test('decode options are validated with a message naming the option', () => {
-  assert.throws(() => new DecodeStage({ size: 0, resize: 'squash' }), (e: Error) => e instanceof UsageError && /--size/.test(e.message));
-  assert.throws(() => new DecodeStage({ size: 8, resize: 'stretch' as never }), (e: Error) => e instanceof UsageError && /--resize/.test(e.message));
-  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', concurrency: 0 }), /--concurrency/);
-  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', workers: -1 }), /--workers/);
+  assert.throws(() => new DecodeStage({ size: 0, resize: 'squash' }), (e: Error) => e instanceof UsageError && /for size but received 0/.test(e.message));
+  assert.throws(() => new DecodeStage({ size: 8, resize: 'stretch' as never }), (e: Error) => e instanceof UsageError && /Expected squash or center-crop for resize/.test(e.message));
+  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', concurrency: 0 }), /for concurrency but received 0/);
+  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', workers: -1 }), /for workers but received -1/);
 });
 
 test('DecodeStage: input order despite out-of-order completion, skips bad files, header becomes image header', async () => {

@@ -34,11 +34,13 @@ import { Duplex } from 'node:stream';
 import * as os from 'node:os';
 import type { Sharp } from 'sharp';
 import {
+  AlexnetStreamError,
+  check,
+  checkOptional,
   DEFAULT_MAX_IMAGE_FILE_BYTES,
   describeReadError,
   formatBytes,
   InputError,
-  invalidOption,
   ReadBoundedOptions,
   readRegularFile,
 } from '@alexnet-stream/core';
@@ -59,6 +61,11 @@ export interface DecodeOptions {
   resize: ResizeMode;
   /** Files larger than this are skipped unread (default `DEFAULT_MAX_IMAGE_FILE_BYTES`, 128 MiB). */
   maxFileBytes?: number;
+  /**
+   * How skip messages name `maxFileBytes` ("… more than --max-file-bytes (10.0 KiB); raise
+   * --max-file-bytes to decode it": the CLI passes its flag). Default: the limit is not named.
+   */
+  maxFileBytesName?: string;
 }
 
 export interface DecodedImage {
@@ -77,17 +84,15 @@ export interface DecodedImage {
 const KERNEL = 'linear' as const;
 
 export function validateDecodeOptions(opts: DecodeOptions): void {
-  if (!Number.isInteger(opts.size) || opts.size < 1 || opts.size > 16384) throw invalidOption('--size', 'an integer between 1 and 16384', opts.size);
-  if (!RESIZE_MODES.includes(opts.resize)) throw invalidOption('--resize', `one of ${RESIZE_MODES.join(', ')}`, opts.resize);
-  if (opts.maxFileBytes !== undefined && !(Number.isSafeInteger(opts.maxFileBytes) && opts.maxFileBytes >= 1)) {
-    throw invalidOption('--max-file-bytes', 'an integer >= 1', opts.maxFileBytes);
-  }
+  check.integer('size', opts.size, { min: 1, max: 16384 });
+  check.oneOf('resize', opts.resize, RESIZE_MODES);
+  checkOptional.integer('maxFileBytes', opts.maxFileBytes, { min: 1 });
 }
 
 /** How decode reads an image file: a regular file of at most `maxFileBytes`. */
-export function imageReadLimits(opts: Pick<DecodeOptions, 'maxFileBytes'>): ReadBoundedOptions {
+export function imageReadLimits(opts: Pick<DecodeOptions, 'maxFileBytes' | 'maxFileBytesName'>): ReadBoundedOptions {
   const maxBytes = opts.maxFileBytes ?? DEFAULT_MAX_IMAGE_FILE_BYTES;
-  return { maxBytes, limitName: `--max-file-bytes (${formatBytes(maxBytes)})` };
+  return { maxBytes, limitName: opts.maxFileBytesName ? `${opts.maxFileBytesName} (${formatBytes(maxBytes)})` : `the ${formatBytes(maxBytes)} limit` };
 }
 
 const LITTLE_ENDIAN = os.endianness() === 'LE';
@@ -242,14 +247,17 @@ export function tuneSharpForDecoding(): void {
   loadSharp().cache(false);
 }
 
-/** Why a file was skipped, in a few words (sharp's messages are long and multi-line). */
-export function describeDecodeError(err: unknown): string {
+/**
+ * Why a file was skipped, in a few words (sharp's messages are long and multi-line).
+ * `maxFileBytesName`: how to name the size limit a file was over (see DecodeOptions).
+ */
+export function describeDecodeError(err: unknown, maxFileBytesName?: string): string {
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string') {
     switch (e.code) {
       case 'ENOENT': return 'file not found';
       case 'ERR_NOT_REGULAR_FILE': return e.message;
-      case 'ERR_FILE_TOO_LARGE': return `${e.message}; raise --max-file-bytes to decode it`;
+      case 'ERR_FILE_TOO_LARGE': return maxFileBytesName ? `${e.message}; raise ${maxFileBytesName} to decode it` : e.message;
       default: return describeReadError(err);
     }
   }
@@ -349,11 +357,15 @@ export class DecodeStage extends Duplex {
     const concurrency = options.concurrency ?? defaultDecodeConcurrency();
     super({ objectMode: true, writableHighWaterMark: 1, readableHighWaterMark: options.highWaterMark ?? 4 });
     validateDecodeOptions(options);
-    if (!Number.isInteger(concurrency) || concurrency < 1) throw invalidOption('--concurrency', 'an integer >= 1', concurrency);
-    const workers = options.workers ?? defaultDecodeWorkers();
-    if (!Number.isInteger(workers) || workers < 0 || workers > 256) throw invalidOption('--workers', 'an integer between 0 and 256', workers);
+    check.integer('concurrency', concurrency, { min: 1, max: 1024 });
+    const workers = check.integer('workers', options.workers ?? defaultDecodeWorkers(), { min: 0, max: 256 });
     this.concurrency = concurrency;
-    this.opts = { size: options.size, resize: options.resize, ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}) };
+    this.opts = {
+      size: options.size,
+      resize: options.resize,
+      ...(options.maxFileBytes !== undefined ? { maxFileBytes: options.maxFileBytes } : {}),
+      ...(options.maxFileBytesName !== undefined ? { maxFileBytesName: options.maxFileBytesName } : {}),
+    };
     this.onSkip = options.onSkip;
     this.onImage = options.onImage;
     this.readFile = options.readFile;
@@ -383,8 +395,10 @@ export class DecodeStage extends Duplex {
         (err) => {
           if (this.destroyed) return; // the stage stopped (its input failed): not this file's fault
           // a dead worker thread is the stage's failure, not this file's: stop, do not skip the rest
-          if (err instanceof DecodePoolError) this.destroy(new Error(`${err.message}; stopped at ${record.path}`));
-          else slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err) };
+          if (err instanceof DecodePoolError) {
+            this.destroy(new AlexnetStreamError(`${err.message}; stopped at ${record.path}`, { code: 'ERR_DECODE_WORKER', cause: err }));
+          }
+          else slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err, this.opts.maxFileBytesName) };
         },
       ).then(() => {
         slot.settled = true;

@@ -16,9 +16,8 @@
  *   classes.txt                       one class name per line, label order (= sorted names)
  * Same seed → byte-identical files (pure JS rendering + libvips' deterministic JPEG encoder).
  */
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
-import { invalidOption, makeDirectory, Rng } from '@alexnet-stream/core';
+import { check, makeDirectory, Rng, writeFileAtomic } from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';
 
 /** Sorted, so that sorted folder names (scan's labels) and these indices agree. */
@@ -140,14 +139,9 @@ export function encodeDemoJpeg(image: RenderedImage): Promise<Buffer> {
     .toBuffer();
 }
 
-async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
-  await fs.writeFile(tmp, data);
-  await fs.rename(tmp, file);
-}
-
-function checkCount(name: string, value: number, min: number): void {
-  if (!Number.isInteger(value) || value < min || value > 100000) throw invalidOption(name, `an integer between ${min} and 100000`, value);
+/** Temp file + rename (core's writeFileAtomic), without fsync: generated data is regenerated, not recovered. */
+function writeAtomic(file: string, data: string | Buffer): Promise<void> {
+  return writeFileAtomic(file, data, { fsync: false });
 }
 
 /**
@@ -157,9 +151,9 @@ function checkCount(name: string, value: number, min: number): void {
  */
 export async function generateDemoDataset(outDir: string, options: DemoDatasetOptions): Promise<DemoDatasetSummary> {
   const { seed, trainPerClass, valPerClass } = options;
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidOption('--seed', 'an integer between 0 and 4294967295', seed);
-  checkCount('--train-per-class', trainPerClass, 1);
-  checkCount('--val-per-class', valPerClass, 0);
+  check.seed('seed', seed);
+  check.integer('trainPerClass', trainPerClass, { min: 1, max: 100000 });
+  check.integer('valPerClass', valPerClass, { min: 0, max: 100000 });
   const classNames = [...DEMO_CLASSES];
   const K = classNames.length;
   await makeDirectory(path.join(outDir, 'val'), 'demo data folder');

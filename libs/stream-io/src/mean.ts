@@ -70,7 +70,7 @@ export class MeanAccumulator {
 
   /** The mean so far as float32 (throws if nothing was added: a mean of nothing is an error). */
   mean(): MeanImage {
-    if (!this.shape || this.count === 0) throw new InputError('no images: cannot compute a mean of an empty dataset');
+    if (!this.shape || this.count === 0) throw new InputError('no images: cannot compute a mean of an empty dataset', { code: 'ERR_EMPTY_DATASET' });
     const out = new Float32Array(this.sum!.length);
     for (let i = 0; i < out.length; i++) out[i] = this.sum![i] / this.count;
     return { channels: this.shape[0], height: this.shape[1], width: this.shape[2], data: out };
@@ -137,16 +137,16 @@ export async function readMeanNpy(path: string): Promise<MeanImage> {
     // a regular file of bounded size: `--mean /dev/zero` or a FIFO is refused, not read forever
     bytes = await readRegularFileAsync(path, { maxBytes: MAX_MEAN_FILE_BYTES, limitName: `the ${MAX_MEAN_FILE_BYTES >> 20} MiB a mean image may take` });
   } catch (err) {
-    throw new InputError(`${path}: cannot read the mean image (${describeReadError(err)})`);
+    throw new InputError(`${path}: cannot read the mean image (${describeReadError(err)})`, { code: 'ERR_MEAN_IMAGE', cause: err });
   }
   const array = decodeNpy(bytes, path);
   if (array.shape.length !== 3 || array.shape[0] < 1) {
-    throw new InputError(`${path}: a mean image must have shape (C, H, W), this one is (${array.shape.join(', ')})`);
+    throw new InputError(`${path}: a mean image must have shape (C, H, W), this one is (${array.shape.join(', ')})`, { code: 'ERR_MEAN_IMAGE' });
   }
   let data: Float32Array;
   if (array.data instanceof Float32Array) data = array.data;
   else if (array.data instanceof Float64Array || array.data instanceof Uint8Array) data = Float32Array.from(array.data);
-  else throw new InputError(`${path}: a mean image must be float32 or float64, this one is ${array.dtype}`);
+  else throw new InputError(`${path}: a mean image must be float32 or float64, this one is ${array.dtype}`, { code: 'ERR_MEAN_IMAGE' });
   const [channels, height, width] = array.shape;
   return { channels, height, width, data };
 }

@@ -23,17 +23,19 @@ import { pipeline } from 'node:stream/promises';
 import {
   acquireLock,
   AlexnetStreamError,
+  check,
+  checkOptional,
   describeWriteError,
   InputError,
   makeDirectory,
   OutputError,
+  UsageError,
   readRegularFileAsync,
   Rng,
-  UsageError,
   writeFileAtomic,
 } from '@alexnet-stream/core';
 import { BatchStage, checkBatchSize } from './batch';
-import { DecodeStage, ResizeMode } from './decode';
+import { DecodeStage, ResizeMode, validateDecodeOptions } from './decode';
 import { MeanStage, writeMeanNpy } from './mean';
 import { ItemRecord, makeHeader, wholeStream } from './records';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
@@ -110,7 +112,7 @@ export interface PrepareResult {
  * round(n · fraction) (at least 1) validate, the rest train; each part keeps the input order.
  */
 export function splitForValidation<T>(items: readonly T[], fraction: number, seed: number): { train: T[]; val: T[] } {
-  if (!(fraction > 0 && fraction < 1)) throw new UsageError(`Expected a fraction between 0 and 1 (exclusive) for --val-split but received ${fraction}`);
+  check.number('valSplit', fraction, { min: 0, max: 1, minExclusive: true, maxExclusive: true });
   const order = new Rng((seed ^ 0x2545f491) >>> 0).shuffle(Array.from({ length: items.length }, (_, i) => i));
   const valCount = Math.min(items.length - 1, Math.max(1, Math.round(items.length * fraction)));
   const isVal = new Uint8Array(items.length);
@@ -119,11 +121,17 @@ export function splitForValidation<T>(items: readonly T[], fraction: number, see
 }
 
 function checkOptions(o: PrepareOptions): void {
-  if (o.valSplit !== undefined && (o.val || o.valList)) throw new UsageError('give either --val (with --val-list) or --val-split, not both');
-  if (o.valList && !o.val) throw new UsageError('--val-list needs --val, the folder its paths are relative to');
-  if (o.valSplit !== undefined && !(o.valSplit > 0 && o.valSplit < 1)) throw new UsageError(`Expected a fraction between 0 and 1 (exclusive) for --val-split but received ${o.valSplit}`);
-  checkBatchSize(o.batchSize ?? 256, '--batch-size');
-  if (o.limit !== undefined && !(Number.isInteger(o.limit) && o.limit >= 1)) throw new UsageError(`Expected an integer >= 1 for --limit but received ${o.limit}`);
+  if (o.valSplit !== undefined && (o.val || o.valList)) {
+    throw new UsageError((name) => `give either ${name('val')} (with ${name('valList')}) or ${name('valSplit')}, not both`);
+  }
+  if (o.valList && !o.val) throw new UsageError((name) => `${name('valList')} needs ${name('val')}, the folder its paths are relative to`);
+  checkOptional.number('valSplit', o.valSplit, { min: 0, max: 1, minExclusive: true, maxExclusive: true });
+  checkBatchSize(o.batchSize ?? 256);
+  validateDecodeOptions({ size: o.size ?? 256, resize: o.resize ?? 'squash' });
+  checkOptional.seed('seed', o.seed);
+  checkOptional.integer('concurrency', o.concurrency, { min: 1, max: 1024 });
+  checkOptional.integer('limit', o.limit, { min: 1 });
+  checkOptional.integer('batchesPerShard', o.batchesPerShard, { min: 1 });
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -160,7 +168,9 @@ async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; trai
   } else if (o.val) {
     const val = await listClassFolders(o.val, listing);
     if (val.classNames.join('\n') !== classNames.join('\n')) {
-      throw new InputError(`${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use --val-list for a flat folder)`);
+      throw new InputError(
+        (name) => `${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use ${name('valList')} for a flat folder)`,
+      );
     }
     valItems = val.items;
     if (valItems.length === 0) throw new InputError(`${o.val}: no images found`);
@@ -220,7 +230,7 @@ export async function prepareDataDir(o: PrepareOptions): Promise<PrepareResult> 
     advice: `another prepare is building ${o.out}; wait for it to finish, or stop it (its ${out}.partial is then cleared by the next run)`,
   }).catch((err: unknown) => {
     if (err instanceof AlexnetStreamError) throw err;
-    throw new OutputError(`${o.out}: cannot take the lock ${out}.lock: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${o.out}: cannot take the lock ${out}.lock: ${describeWriteError(err)}`, { cause: err });
   });
   try {
     return await prepareLocked({ ...o, out });
@@ -235,12 +245,12 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
   const existing = await readPrepareManifest(o.out);
   if (existing && !o.force) return { out: o.out, alreadyComplete: true, manifest: existing };
   if (!existing && (await exists(o.out))) {
-    throw new InputError(`${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another --out`);
+    throw new InputError((name) => `${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another ${name('out')}`);
   }
   const partial = `${o.out}.partial`;
   if (await exists(partial)) {
     if (!(await exists(join(partial, PARTIAL_MARKER)))) {
-      throw new InputError(`${partial} exists but was not made by prepare (no ${PARTIAL_MARKER}); remove it or choose another --out`);
+      throw new InputError((name) => `${partial} exists but was not made by prepare (no ${PARTIAL_MARKER}); remove it or choose another ${name('out')}`);
     }
     // Ours to remove: made by prepare, and (we hold the lock) no prepare is writing it now.
     o.onNotice?.(`removing ${partial} left by an interrupted run; starting over`);
@@ -249,7 +259,7 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
 
   const sets = await listSets(o);
   await mkdir(partial).catch((err) => {
-    throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`, { cause: err });
   });
   await writeFile(join(partial, PARTIAL_MARKER), `${process.pid}\n`);
 

@@ -10,7 +10,7 @@
  */
 import { Dirent, promises as fs, Stats } from 'node:fs';
 import * as path from 'node:path';
-import { describeReadError, InputError, readUserFile, Rng, UsageError } from '@alexnet-stream/core';
+import { check, checkOptional, describeReadError, InputError, readUserFile, Rng } from '@alexnet-stream/core';
 import { checkClassName } from './record-validation';
 import { ItemRecord } from './records';
 
@@ -122,7 +122,7 @@ export interface ItemList {
  */
 export async function listClassFolders(root: string, options: ListOptions = {}): Promise<ItemList> {
   const st = await statOrThrow(root, 'data set folder');
-  if (!st.isDirectory()) throw new InputError(`data set folder ${root} is not a folder (for a list file use --list)`);
+  if (!st.isDirectory()) throw new InputError((name) => `data set folder ${root} is not a folder (for a list file use ${name('list')})`);
   const absRoot = path.resolve(root);
   const classes: { name: string; dir: string; stats: Stats }[] = [];
   for (const entry of await readFolder(absRoot)) {
@@ -230,10 +230,9 @@ export interface SelectOptions {
 /** Shuffle → shard → limit, in that order; returns a new array and leaves `items` alone. */
 export function selectItems<T>(items: readonly T[], options: SelectOptions = {}): T[] {
   const { shuffle = false, seed = 0, shard, limit } = options;
-  if (shard && !(Number.isInteger(shard.index) && Number.isInteger(shard.count) && shard.count >= 1 && shard.index >= 0 && shard.index < shard.count)) {
-    throw new UsageError(`shard ${shard.index}/${shard.count} is not i/N with 0 <= i < N`);
-  }
-  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0)) throw new UsageError(`limit ${limit} is not a non-negative integer`);
+  if (shard) check.shard('shard', shard);
+  checkOptional.integer('limit', limit, { min: 0 });
+  check.seed('seed', seed);
   let out = items.slice();
   if (shuffle) new Rng(seed).shuffle(out);
   if (shard && shard.count > 1) out = out.filter((_, i) => i % shard.count === shard.index);

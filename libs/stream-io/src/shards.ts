@@ -34,17 +34,19 @@ import { Unpackr } from 'msgpackr';
 import {
   acquireLock,
   AlexnetStreamError,
+  check,
+  checkOptional,
   describeReadError,
   describeWriteError,
   InputError,
   Lock,
   makeDirectory,
   OutputError,
+  type ParameterNamer,
   processIsGone,
   readRegularFileAsync,
   Rng,
   tempPathFor,
-  UsageError,
   writeFileAtomic,
 } from '@alexnet-stream/core';
 import { decodeRecord, recordPieces } from './framing';
@@ -104,10 +106,10 @@ export function shardFileName(prefix: string, index: number): string {
 
 /** A prefix must be a plain file-name part: letters, digits, `_`, `-`, `.`; not starting with `.`. */
 export function checkPrefix(prefix: string): string {
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(prefix)) {
-    throw new UsageError(`Expected a shard prefix of letters, digits, "_", "-" or "." (not starting with ".") for --prefix but received ${JSON.stringify(prefix)}`);
-  }
-  return prefix;
+  return check.string('prefix', prefix, {
+    pattern: /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
+    expected: 'a shard prefix of letters, digits, "_", "-" or "." (not starting with ".")',
+  });
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -116,7 +118,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function validateEntry(entry: unknown, where: string): ShardSetEntry {
   const fail = (what: string): never => {
-    throw new InputError(`${where}: ${what}; the index is damaged or was not written by alexnet-stream`);
+    throw new InputError(`${where}: ${what}; the index is damaged or was not written by alexnet-stream`, { code: 'ERR_SHARD_INDEX' });
   };
   if (!isObject(entry)) return fail('entry is not an object');
   const e = entry;
@@ -150,10 +152,13 @@ export function parseShardIndex(text: string, name: string): ShardIndex {
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new InputError(`${name}: not valid JSON (${(err as Error).message}); the index is damaged`);
+    throw new InputError(`${name}: not valid JSON (${(err as Error).message}); the index is damaged`, { code: 'ERR_SHARD_INDEX', cause: err });
   }
   if (!isObject(raw) || raw.schema !== SHARD_INDEX_SCHEMA || !isObject(raw.prefixes)) {
-    throw new InputError(`${name}: not an alexnet-stream shard index (expected "schema": ${JSON.stringify(SHARD_INDEX_SCHEMA)} and "prefixes")`);
+    throw new InputError(
+      `${name}: not an alexnet-stream shard index (expected "schema": ${JSON.stringify(SHARD_INDEX_SCHEMA)} and "prefixes")`,
+      { code: 'ERR_SHARD_INDEX' },
+    );
   }
   // No prototype: a prefix named `__proto__` is an ordinary key here, never the object's prototype.
   const prefixes: Record<string, ShardSetEntry> = Object.create(null) as Record<string, ShardSetEntry>;
@@ -178,9 +183,10 @@ export async function readShardIndex(dir: string): Promise<ShardIndex> {
         dirExists
           ? `${dir}: no ${SHARD_INDEX_FILE}: not a shard directory, or its writer did not finish (shards count only once the index lists them)`
           : `${dir}: no such directory`,
+        { code: 'ERR_NO_SHARD_INDEX', cause: err },
       );
     }
-    throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`);
+    throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`, { code: 'ERR_SHARD_INDEX', cause: err });
   }
   return parseShardIndex(text, path);
 }
@@ -194,6 +200,7 @@ export function shardSet(index: ShardIndex, prefix: string, dir = '.'): ShardSet
     throw new InputError(
       `${join(dir, SHARD_INDEX_FILE)}: no complete shard set with prefix "${prefix}" ` +
         `(${have.length ? `it has ${have.map((p) => `"${p}"`).join(', ')}` : 'it lists none'}; an interrupted writer leaves no entry)`,
+      { code: 'ERR_NO_SHARD_SET' },
     );
   }
   return entry;
@@ -259,10 +266,15 @@ export function decodeShard(bytes: Uint8Array, name: string): DecodedShard {
     });
   } catch (err) {
     const e = err as Error & { incomplete?: boolean };
-    throw new InputError(`${name}: ${e.incomplete ? 'truncated' : 'corrupt'} shard: record ${values.length + 1} cannot be read (${e.message})`);
+    throw new InputError(`${name}: ${e.incomplete ? 'truncated' : 'corrupt'} shard: record ${values.length + 1} cannot be read (${e.message})`, {
+      code: e.incomplete ? 'ERR_SHARD_TRUNCATED' : 'ERR_SHARD_CORRUPT',
+      cause: err,
+    });
   }
-  if (consumed !== bytes.byteLength) throw new InputError(`${name}: truncated shard (${bytes.byteLength - consumed} trailing bytes)`);
-  if (values.length === 0) throw new InputError(`${name}: empty shard file`);
+  if (consumed !== bytes.byteLength) {
+    throw new InputError(`${name}: truncated shard (${bytes.byteLength - consumed} trailing bytes)`, { code: 'ERR_SHARD_TRUNCATED' });
+  }
+  if (values.length === 0) throw new InputError(`${name}: empty shard file`, { code: 'ERR_SHARD_TRUNCATED' });
   const first = values[0] as Record<string, unknown> | null;
   const legacy = first !== null && typeof first === 'object' && first.type === 'header' && first.schema === LEGACY_SCHEMA;
   if (legacy) values[0] = { ...first, schema: SCHEMA };
@@ -271,10 +283,14 @@ export function decodeShard(bytes: Uint8Array, name: string): DecodedShard {
   for (let i = 0; i < values.length; i++) {
     const where = `${name} record ${i + 1}`;
     const record = decodeRecord(values[i], where, tally.header);
-    if (i === 0 && record.type !== 'header') throw new InputError(`${name}: not a shard file (it does not start with a batch stream header)`);
+    if (i === 0 && record.type !== 'header') {
+      throw new InputError(`${name}: not a shard file (it does not start with a batch stream header)`, { code: 'ERR_SHARD_CORRUPT' });
+    }
     tally.see(record, where);
     if (record.type === 'batch') {
-      if (record.dtype !== 'uint8') throw new InputError(`${where}: a shard holds uint8 batch records, this is a ${record.dtype} batch`);
+      if (record.dtype !== 'uint8') {
+        throw new InputError(`${where}: a shard holds uint8 batch records, this is a ${record.dtype} batch`, { code: 'ERR_SHARD_CORRUPT' });
+      }
       batches.push(record);
     }
   }
@@ -285,11 +301,17 @@ export function decodeShard(bytes: Uint8Array, name: string): DecodedShard {
 /** Check `bytes` against the index entry's size and sha256; a mismatch is an `InputError` naming `name`. */
 export function verifyShard(bytes: Uint8Array, entry: ShardFileEntry, name: string): void {
   if (bytes.byteLength !== entry.bytes) {
-    throw new InputError(`${name}: ${bytes.byteLength} bytes but the index says ${entry.bytes}: the shard is truncated or was replaced; regenerate it`);
+    throw new InputError(
+      `${name}: ${bytes.byteLength} bytes but the index says ${entry.bytes}: the shard is truncated or was replaced; regenerate it`,
+      { code: 'ERR_SHARD_SIZE' },
+    );
   }
   const digest = createHash('sha256').update(bytes).digest('hex');
   if (digest !== entry.sha256) {
-    throw new InputError(`${name}: sha256 checksum mismatch (file ${digest.slice(0, 12)}…, index ${entry.sha256.slice(0, 12)}…): the shard is corrupt; regenerate it`);
+    throw new InputError(
+      `${name}: sha256 checksum mismatch (file ${digest.slice(0, 12)}…, index ${entry.sha256.slice(0, 12)}…): the shard is corrupt; regenerate it`,
+      { code: 'ERR_SHARD_CHECKSUM' },
+    );
   }
 }
 
@@ -306,18 +328,27 @@ export async function readShard(dir: string, set: ShardSetEntry, file: ShardFile
     bytes = await readRegularFileAsync(path, { maxBytes: file.bytes, limitName: `the ${file.bytes} bytes the index lists` });
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    throw new InputError(`${path}: cannot read shard (${e.code === 'ENOENT' ? 'missing; the directory is incomplete' : `${describeReadError(err)}; the shard was replaced or damaged, regenerate it`})`);
+    throw new InputError(
+      `${path}: cannot read shard (${e.code === 'ENOENT' ? 'missing; the directory is incomplete' : `${describeReadError(err)}; the shard was replaced or damaged, regenerate it`})`,
+      { code: e.code === 'ENOENT' ? 'ERR_SHARD_MISSING' : 'ERR_SHARD_UNREADABLE', cause: err },
+    );
   }
   if (options.verify ?? true) verifyShard(bytes, file, path);
   const shard = decodeShard(bytes, path);
   const images = shard.batches.reduce((n, b) => n + b.shape[0], 0);
   if (shard.batches.length !== file.batches || images !== file.images) {
-    throw new InputError(`${path}: holds ${images} images in ${shard.batches.length} batches but the index says ${file.images} in ${file.batches}`);
+    throw new InputError(
+      `${path}: holds ${images} images in ${shard.batches.length} batches but the index says ${file.images} in ${file.batches}`,
+      { code: 'ERR_SHARD_COUNTS' },
+    );
   }
   const [c, h, w] = set.imageShape;
   for (const b of shard.batches) {
     if (b.shape[1] !== c || b.shape[2] !== h || b.shape[3] !== w) {
-      throw new InputError(`${path}: a batch of ${b.shape.slice(1).join('x')} images in a set of ${set.imageShape.join('x')} images`);
+      throw new InputError(
+        `${path}: a batch of ${b.shape.slice(1).join('x')} images in a set of ${set.imageShape.join('x')} images`,
+        { code: 'ERR_SHARD_CORRUPT' },
+      );
     }
   }
   return shard;
@@ -377,6 +408,9 @@ export class ShardReader extends Readable {
 
   constructor(private readonly options: ShardReaderOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
+    checkPrefix(options.prefix);
+    checkOptional.seed('seed', options.seed);
+    if (options.shard) check.shard('shard', options.shard);
   }
 
   override _read(): void {
@@ -513,8 +547,8 @@ export class ShardWriter extends Writable {
   constructor(private readonly options: ShardWriterOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
     checkPrefix(options.prefix);
-    this.batchesPerShard = options.batchesPerShard ?? 1;
-    if (!Number.isInteger(this.batchesPerShard) || this.batchesPerShard < 1) throw new UsageError(`Expected an integer >= 1 for --batches-per-shard but received ${this.batchesPerShard}`);
+    this.batchesPerShard = check.integer('batchesPerShard', options.batchesPerShard ?? 1, { min: 1 });
+    checkOptional.integer('batchSize', options.batchSize, { min: 1 });
     this.batchSize = options.batchSize;
     this.classNames = options.classNames;
   }
@@ -523,9 +557,10 @@ export class ShardWriter extends Writable {
     const { dir, prefix } = this.options;
     const start = async (): Promise<void> => {
       await makeDirectory(dir, 'shard directory');
-      this.lock = await acquireLock(join(dir, `.${prefix}.lock`), { purpose: `writing shard set "${prefix}"`, advice: `another writer of prefix "${prefix}" runs; wait for it, or use another --prefix or --out-dir` }).catch((err: NodeJS.ErrnoException) => {
+      const advice = (name: ParameterNamer) => `another writer of prefix "${prefix}" runs; wait for it, or use another ${name('prefix')} or ${name('dir')}`;
+      this.lock = await acquireLock(join(dir, `.${prefix}.lock`), { purpose: `writing shard set "${prefix}"`, advice }).catch((err: NodeJS.ErrnoException) => {
         if (err instanceof AlexnetStreamError) throw err;
-        throw new OutputError(`${dir}: cannot write the shard directory: ${describeWriteError(err)}`, err);
+        throw new OutputError(`${dir}: cannot write the shard directory: ${describeWriteError(err)}`, { cause: err });
       });
     };
     start().then(() => callback(), (err) => callback(err as Error));
@@ -631,7 +666,9 @@ export class ShardWriter extends Writable {
   private async finish(): Promise<void> {
     const trailer = this.tally.end(); // a cut-short input: no index entry (and _destroy removes the shards)
     if (this.current) await this.closeShard();
-    if (this.batches === 0 || !this.imageShape) throw new InputError(`no images to write under prefix "${this.options.prefix}": the dataset is empty`);
+    if (this.batches === 0 || !this.imageShape) {
+      throw new InputError(`no images to write under prefix "${this.options.prefix}": the dataset is empty`, { code: 'ERR_EMPTY_DATASET' });
+    }
     const entry: ShardSetEntry = {
       dtype: 'uint8',
       layout: 'NCHW',

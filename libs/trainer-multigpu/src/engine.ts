@@ -4,7 +4,7 @@
  * `parameterList`, e.g. `conv1.weight`). Engines: onnxruntime (default, a generated training
  * graph) and tfjs (optional, autodiff; the reference in tests).
  */
-import type { NamedTensors } from '@alexnet-stream/core';
+import { check, type NamedTensors } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 
 /** The seed's optimizer (DESIGN §7). */
@@ -28,6 +28,16 @@ export const DEFAULT_OPTIMIZER: OptimizerConfig = {
   weightDecay: 5e-4,
   biasLrMultiplier: 2,
 };
+
+/** Every field of an optimizer config, checked once where an engine is created. */
+export function checkOptimizer(o: OptimizerConfig): OptimizerConfig {
+  check.boolean('optimizer.useMomentum', o.useMomentum);
+  check.boolean('optimizer.nesterov', o.nesterov);
+  check.number('optimizer.momentum', o.momentum, { min: 0, max: 1, maxExclusive: true });
+  check.number('optimizer.weightDecay', o.weightDecay, { min: 0 });
+  check.number('optimizer.biasLrMultiplier', o.biasLrMultiplier, { min: 0 });
+  return o;
+}
 
 /** A batch ready for the engine: float32 NCHW (already mean-subtracted and cropped). */
 export interface EngineBatch {

@@ -9,7 +9,7 @@ import { UsageError } from '@alexnet-stream/core';
 import { channelMeans, lowerInference, lowerWithPreprocessing, writeOnnx } from '@alexnet-stream/onnx-export';
 import { describeSpec } from '@alexnet-stream/model-alexnet';
 import { action, parseInteger } from '../cli-support';
-import { asInputErrors, loadClassNames, loadMeanImage, loadWeights } from '../model-support';
+import { loadClassNames, loadMeanImage, loadWeights } from '../model-support';
 
 interface ExportOptions {
   weights?: string;
@@ -40,31 +40,29 @@ export function register(program: Command): void {
     .requiredOption('--out <model.onnx>', 'ONNX file to write (replaced atomically)')
     .option('--weights <ckpt>', 'checkpoint directory (epoch-NNNN) or weights .safetensors file')
     .option('--random-init', 'export freshly initialised weights instead (needs --seed)')
-    .option('--seed <n>', 'seed of --random-init', parseInteger('--seed', 0, 0xffffffff))
+    .option('--seed <n>', 'seed of --random-init', parseInteger('--seed'))
     .option('--preset <name>', 'model preset (--random-init, or a .safetensors file without a spec); default theano-alexnet')
-    .option('--num-classes <k>', 'class count (with --preset / --random-init); default 1000', parseInteger('--num-classes', 2))
+    .option('--num-classes <k>', 'class count (with --preset / --random-init); default 1000', parseInteger('--num-classes'))
     .option('--with-preprocessing', 'take uint8 NHWC 256x256 images: mean subtraction and center crop in the graph (needs --mean)')
     .option('--mean <mean.npy>', 'mean image (float32 3x256x256); its per-channel means go into the metadata')
     .option('--classes <classes.txt>', 'class names, one per line in label order (default: the checkpoint\'s, if known)')
     .action(
-      action('export', (opts: ExportOptions) =>
-        asInputErrors(async () => {
-          if (opts.withPreprocessing && !opts.mean) throw new UsageError('--with-preprocessing needs --mean <mean.npy> (the mean image the graph subtracts)');
-          const loaded = loadWeights(opts);
-          const { spec } = loaded;
-          const classNames = opts.classes ? await loadClassNames(opts.classes, spec.numClasses, '--classes') : loaded.classNames;
-          const mean = opts.mean ? await loadMeanImage(opts.mean, spec.inputSize) : undefined;
-          const meanChannels = mean ? channelMeans(mean.data, mean.channels) : undefined;
-          const metadata = { 'alexnet_stream.source': loaded.source };
-          const model = opts.withPreprocessing
-            ? lowerWithPreprocessing(spec, loaded.weights, { meanImage: mean!.data, imageSize: mean!.height, classNames, meanChannels, metadata })
-            : lowerInference(spec, loaded.weights, { classNames, meanChannels, imageSize: mean?.height, metadata });
-          const bytes = writeOnnx(opts.out, model);
-          process.stderr.write(
-            `alexnet-stream export: ${loaded.source} -> ${opts.out} (${describeSpec(spec)}${opts.withPreprocessing ? `, preprocessing for ${mean!.height}x${mean!.width} images` : ''}` +
-              `${classNames ? ', class names' : ''}, ${(bytes / 1e6).toFixed(1)} MB)\n`,
-          );
-        }),
-      ),
+      action('export', async (opts: ExportOptions) => {
+        if (opts.withPreprocessing && !opts.mean) throw new UsageError('--with-preprocessing needs --mean <mean.npy> (the mean image the graph subtracts)');
+        const loaded = loadWeights(opts);
+        const { spec } = loaded;
+        const classNames = opts.classes ? await loadClassNames(opts.classes, spec.numClasses, '--classes') : loaded.classNames;
+        const mean = opts.mean ? await loadMeanImage(opts.mean, spec.inputSize) : undefined;
+        const meanChannels = mean ? channelMeans(mean.data, mean.channels) : undefined;
+        const metadata = { 'alexnet_stream.source': loaded.source };
+        const model = opts.withPreprocessing
+          ? lowerWithPreprocessing(spec, loaded.weights, { meanImage: mean!.data, imageSize: mean!.height, classNames, meanChannels, metadata })
+          : lowerInference(spec, loaded.weights, { classNames, meanChannels, imageSize: mean?.height, metadata });
+        const bytes = writeOnnx(opts.out, model);
+        process.stderr.write(
+          `alexnet-stream export: ${loaded.source} -> ${opts.out} (${describeSpec(spec)}${opts.withPreprocessing ? `, preprocessing for ${mean!.height}x${mean!.width} images` : ''}` +
+            `${classNames ? ', class names' : ''}, ${(bytes / 1e6).toFixed(1)} MB)\n`,
+        );
+      }, { expectedSpec: '--preset' }),
     );
 }

@@ -30,7 +30,7 @@ import {
   readImageBytes,
 } from '@alexnet-stream/stream-io';
 import { action, parseDeviceList, parseInteger } from '../cli-support';
-import { allocateBatch, asInputErrors, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';
+import { allocateBatch, loadClassNames, loadMeanImage, meanFromChannels } from '../model-support';
 
 interface PredictOptions {
   model: string;
@@ -81,7 +81,7 @@ export async function runPredict(images: string[], opts: PredictOptions, write: 
   const notFiles = problems.filter((p): p is string => p !== undefined);
   if (notFiles.length) throw new InputError(`not image files: ${notFiles.join(', ')}`);
 
-  const model = await asInputErrors(() => InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads, allowSpinning: opts.allowSpinning ?? false, devices: opts.devices }));
+  const model = await InferenceModel.load(opts.model, { intraOpNumThreads: opts.threads, allowSpinning: opts.allowSpinning ?? false, devices: opts.devices });
   const { spec, input } = model.info;
   const classNames = opts.labels ? await loadClassNames(opts.labels, spec.numClasses, '--labels') : model.info.classNames;
   let mean: MeanImage | undefined;

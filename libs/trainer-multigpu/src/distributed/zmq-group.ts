@@ -23,13 +23,14 @@
  */
 import { hostname, networkInterfaces } from 'node:os';
 import type * as zmq from 'zeromq';
-import { addHalfInto, decodeHalfInto, encodeHalf, type NamedTensors, roundToHalfInPlace, UsageError } from '@alexnet-stream/core';
+import { addHalfInto, check, checkOptional, decodeHalfInto, encodeHalf, type NamedTensors, roundToHalfInPlace } from '@alexnet-stream/core';
 import { PeerLostError, ProtocolError, RendezvousError } from './errors';
 import { differingFields, hashIdentity, type IdentityHashes } from './identity';
 import { parseEndpoint } from './launch-env';
 import { DEFAULT_FRAME_ELEMENTS, planRing, type RingPlan } from './plan';
 
-export type TransferPrecision = 'fp32' | 'fp16';
+export const TRANSFER_PRECISIONS = ['fp32', 'fp16'] as const;
+export type TransferPrecision = (typeof TRANSFER_PRECISIONS)[number];
 
 export interface ZmqGroupOptions {
   rank: number;
@@ -50,6 +51,16 @@ export interface ZmqGroupOptions {
   advertiseHost?: string;
   /** Runs once when the group fails after it formed (peer lost, protocol error). */
   onFatal?: (err: Error) => void;
+}
+
+/** Check a group's options (done by `join`; callers that want a bad option refused before other work call it first). */
+export function checkGroupOptions(options: Omit<ZmqGroupOptions, 'onFatal' | 'identity'>): void {
+  check.integer('worldSize', options.worldSize, { min: 1 });
+  check.integer('rank', options.rank, { min: 0, max: options.worldSize - 1 });
+  checkOptional.oneOf('transfer', options.transfer, TRANSFER_PRECISIONS);
+  checkOptional.integer('peerTimeoutMs', options.peerTimeoutMs, { min: 200 });
+  checkOptional.integer('rendezvousTimeoutMs', options.rendezvousTimeoutMs, { min: 100 });
+  checkOptional.integer('frameElements', options.frameElements, { min: 1 });
 }
 
 /** What the training loop needs from a group of workers (single-process or ZeroMQ). */
@@ -251,12 +262,8 @@ export class ZmqWorkerGroup implements DistributedGroup {
 
   /** Rendezvous with the other ranks; resolves once the ring is connected and all have joined. */
   static async join(options: ZmqGroupOptions): Promise<ZmqWorkerGroup> {
-    const { rank, worldSize } = options;
-    if (!Number.isInteger(worldSize) || worldSize < 1) throw new UsageError(`world size must be an integer >= 1, got ${worldSize}`);
-    if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw new UsageError(`rank must be an integer in [0, ${worldSize - 1}], got ${rank}`);
-    if (options.transfer && options.transfer !== 'fp32' && options.transfer !== 'fp16') {
-      throw new UsageError(`transfer precision must be fp32 or fp16, got ${String(options.transfer)}`);
-    }
+    const { worldSize } = options;
+    checkGroupOptions(options);
     const group = new ZmqWorkerGroup(options);
     if (worldSize === 1) return group;
     try {

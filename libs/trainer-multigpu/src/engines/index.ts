@@ -3,7 +3,7 @@
  * tfjs is only practical for tiny specs, tfjs-node(-gpu) where it installs). Each engine module
  * is loaded only when asked for, so training on onnxruntime never loads tfjs and vice versa.
  */
-import { NamedTensors, UsageError } from '@alexnet-stream/core';
+import { check, type NamedTensors } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 import type { OptimizerConfig, TrainingEngine } from '../engine';
 
@@ -26,7 +26,7 @@ export interface CreateEngineOptions {
 }
 
 export async function createEngine(name: EngineKind, spec: ModelSpec, weights: NamedTensors, options: CreateEngineOptions): Promise<TrainingEngine> {
-  switch (name) {
+  switch (check.oneOf('engine', name, ENGINES)) {
     case 'onnxruntime': {
       const { createOrtEngine } = require('./onnxruntime/engine') as typeof import('./onnxruntime/engine');
       return createOrtEngine(spec, weights, {
@@ -43,7 +43,5 @@ export async function createEngine(name: EngineKind, spec: ModelSpec, weights: N
       const { createTfjsEngine } = require('./tfjs/engine') as typeof import('./tfjs/engine');
       return createTfjsEngine(spec, weights, { optimizer: options.optimizer, seed: options.seed, verbose: options.verbose });
     }
-    default:
-      throw new UsageError(`Expected one of ${ENGINES.join(', ')} for engine but received ${JSON.stringify(name)}`);
   }
 }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { InputError, NamedTensors, UsageError } from '@alexnet-stream/core';
+import { describeReadError, InputError, type MessageRender, type NamedTensors, type ParameterNamer, sameJson, UsageError } from '@alexnet-stream/core';
 import {
   alexnetSpec,
   checkDataClasses,
@@ -61,6 +61,8 @@ export interface RunTrainingOptions {
   onEvent?(event: TrainEvent): void;
   /** Notices (one line each, for stderr). */
   onNotice?(message: string): void;
+  /** How notices name this API's parameters and config keys (the CLI: its flags); default: as they are named here. */
+  nameParameter?: ParameterNamer;
   /** Replace the engine factory (tests). */
   createEngine?(name: EngineKind, spec: ModelSpec, weights: NamedTensors, options: CreateEngineOptions): Promise<TrainingEngine>;
   /** Called after every step (tests). */
@@ -120,7 +122,7 @@ export async function specFromConfig(config: TrainConfig, numClasses: number): P
     try {
       parsed = JSON.parse(await readFile(config.spec_file, 'utf8'));
     } catch (err) {
-      throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${(err as Error).message}`);
+      throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${describeReadError(err)}`, { cause: err });
     }
     const spec = parseSpec(parsed, config.spec_file);
     if (spec.numClasses !== numClasses) {
@@ -138,7 +140,7 @@ export async function specFromConfig(config: TrainConfig, numClasses: number): P
       init: config.init,
     });
   } catch (err) {
-    throw new UsageError(`the model does not fit the config: ${(err as Error).message}`);
+    throw new UsageError('the model does not fit the config', { cause: err });
   }
   // The limits every spec read back must meet (spec-check.ts): never train a model whose
   // checkpoints could not be loaded.
@@ -157,8 +159,10 @@ interface DataInfo {
 /** Read the data dir's index and check it (and the mean) against the config: before training starts. */
 export async function checkData(config: TrainConfig, needTrain: boolean): Promise<DataInfo> {
   if (config.data_dir === null) {
-    if (needTrain) throw new UsageError('no data: set data_dir in the config or pass --data <dir> (a shard directory from `alexnet-stream prepare`), or --stdin');
-    if (config.num_classes === null) throw new UsageError('with --stdin and no data_dir, num_classes must be set in the config');
+    if (needTrain) {
+      throw new UsageError((name) => `no data: set ${name('data_dir')} (a shard directory from \`alexnet-stream prepare\`), or ${name('stdinRecords')}`);
+    }
+    if (config.num_classes === null) throw new UsageError((name) => `with ${name('stdinRecords')} and no data_dir, num_classes must be set in the config`);
     return { numClasses: config.num_classes };
   }
   const dir = config.data_dir;
@@ -198,7 +202,7 @@ export async function checkData(config: TrainConfig, needTrain: boolean): Promis
 }
 
 /** Weights from a pretrained checkpoint for `spec`; layers whose shape differs only in the class count (fc8) are re-initialised. */
-export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: string) => void): NamedTensors {
+export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: MessageRender) => void): NamedTensors {
   const loaded = loadCheckpoint(path);
   const fresh = initParameters(spec, seed);
   const params = parameterList(spec);
@@ -215,7 +219,7 @@ export function initFromPretrained(spec: ModelSpec, path: string, seed: number, 
     throw new InputError(`${path}: the pretrained weights (${describeSpec(loaded.spec)}) do not fit the model (${describeSpec(spec)}): ${problems.join('; ')}`);
   }
   if (reinit.length) {
-    notice(`--init: ${lastLayer} re-initialised for ${spec.numClasses} classes (the pretrained model has ${loaded.spec.numClasses}); every other layer is pretrained`);
+    notice((name) => `${name('init')}: ${lastLayer} re-initialised for ${spec.numClasses} classes (the pretrained model has ${loaded.spec.numClasses}); every other layer is pretrained`);
   }
   return fresh;
 }
@@ -252,13 +256,22 @@ function own(value: unknown, key: string): unknown {
 const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function runTraining(config: TrainConfig, options: RunTrainingOptions = {}): Promise<RunTrainingResult> {
-  const notice = (m: string) => options.onNotice?.(m);
+  const nameParameter = options.nameParameter ?? ((p: string) => p);
+  const notice = (m: string | MessageRender) => options.onNotice?.(typeof m === 'string' ? m : m(nameParameter));
   const group = options.group ?? new SingleProcessGroup();
   const ownGroup = !options.group;
   const usingStdin = options.stdinRecords !== undefined;
   const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
-  if (usingStdin && resume !== false) throw new UsageError('--resume cannot continue a --stdin run (a stream cannot be rewound to the saved position); train from the data dir instead');
-  if (options.init && resume !== false) throw new UsageError('--init and --resume exclude each other: --resume continues a run, --init starts a new one from pretrained weights');
+  if (usingStdin && resume !== false) {
+    throw new UsageError(
+      (name) => `${name('resume')} cannot continue a ${name('stdinRecords')} run (a stream cannot be rewound to the saved position); train from the data dir instead`,
+    );
+  }
+  if (options.init && resume !== false) {
+    throw new UsageError(
+      (name) => `${name('init')} and ${name('resume')} exclude each other: ${name('resume')} continues a run, ${name('init')} starts a new one from pretrained weights`,
+    );
+  }
   const weightsDir = config.weights_dir;
 
   // 1. The data, checked against the config before anything else.
@@ -307,19 +320,25 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     if (!entry) {
       const have = listCheckpoints(weightsDir).map((c) => c.epoch);
       throw new UsageError(
-        `--resume: no checkpoint${typeof resume === 'number' ? ` of epoch ${resume}` : ''} in ${weightsDir}` + (have.length ? ` (it has epochs ${have.join(', ')})` : ' (it has none; train without --resume first)'),
+        (name) =>
+          `${name('resume')}: no checkpoint${typeof resume === 'number' ? ` of epoch ${resume}` : ''} in ${weightsDir}` +
+          (have.length ? ` (it has epochs ${have.join(', ')})` : ` (it has none; train without ${name('resume')} first)`),
+        { code: 'ERR_NO_CHECKPOINT' },
       );
     }
     const loaded = loadCheckpoint(entry.path);
-    if (JSON.stringify(loaded.spec) !== JSON.stringify(spec)) {
-      throw new UsageError(`--resume: ${entry.path} holds ${describeSpec(loaded.spec)} but the config describes ${describeSpec(spec)}; resume with the config the run was started with`);
+    if (!sameJson(loaded.spec, spec)) {
+      throw new UsageError(
+        (name) => `${name('resume')}: ${entry.path} holds ${describeSpec(loaded.spec)} but the config describes ${describeSpec(spec)}; resume with the config the run was started with`,
+      );
     }
     // Momentum is part of the optimizer's state, as in torch.optim: resuming without it would
     // silently restart it at zero and make a different run. Refuse, and say what works.
     if (config.use_momentum && !loaded.momentum) {
       throw new UsageError(
-        `--resume: ${entry.path} has no ${MOMENTUM_FILE} (a run without momentum, an import, or a removed file): resuming with use_momentum: true would restart ` +
-          `the momentum at zero and change the run. Restore the file, resume with use_momentum: false, or start a new run from these weights with --init ${entry.path} ` +
+        (name) =>
+          `${name('resume')}: ${entry.path} has no ${MOMENTUM_FILE} (a run without momentum, an import, or a removed file): resuming with use_momentum: true would restart ` +
+          `the momentum at zero and change the run. Restore the file, resume with use_momentum: false, or start a new run from these weights with ${name('init')} ${entry.path} ` +
           '(momentum from zero, learning rate and schedule from the config)',
       );
     }
@@ -330,17 +349,19 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     const saved = loaded.state;
     dropoutRng = own(own(saved, 'rng'), 'dropout');
     if (dropoutRng === undefined && spec.layers.some((l) => l.kind === 'dropout' && l.rate > 0)) {
-      notice(`--resume: ${entry.path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`);
+      notice((name) => `${name('resume')}: ${entry.path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`);
     }
     const before = own(saved, 'data') as Partial<DataFingerprint> | undefined;
     const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => own(before, k) !== fingerprint[k]) : [];
     if (changed.length && state.iterationInEpoch > 0) {
+      const changes = changed.map((k) => `${own(before, k)} -> ${fingerprint[k]}`).join(', ');
       throw new UsageError(
-        `--resume: ${entry.path} stopped inside epoch ${state.epochsCompleted + 1}, and ${changed.join(', ')} changed since (${changed.map((k) => `${own(before, k)} -> ${fingerprint[k]}`).join(', ')}): ` +
-          'the position in the epoch means nothing with other data order; resume from an epoch boundary (--resume <epoch>) or keep those settings',
+        (name) =>
+          `${name('resume')}: ${entry.path} stopped inside epoch ${state.epochsCompleted + 1}, and ${changed.join(', ')} changed since (${changes}): ` +
+          `the position in the epoch means nothing with other data order; resume from an epoch boundary (${name('resume')} <epoch>) or keep those settings`,
       );
     }
-    if (changed.length) notice(`--resume: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`);
+    if (changed.length) notice((name) => `${name('resume')}: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`);
     // An explicit learning rate replaces the checkpoint's (the schedule goes on from it): one given
     // for this run, or a config learning_rate that differs from the one the run was configured with.
     const configuredLr = own(own(saved, 'config'), 'learning_rate');
@@ -348,7 +369,8 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
     const newLr = options.learningRate ?? (configChanged ? config.learning_rate : undefined);
     if (newLr !== undefined && Math.fround(newLr) !== state.lr) {
       const why = options.learningRate !== undefined ? 'given for this run' : `the config's learning_rate; the run was configured with ${configuredLr}`;
-      notice(`--resume: learning rate ${newLr} (${why}) replaces the checkpoint's ${Number(state.lr.toPrecision(6))} from iteration ${state.iteration + 1} on`);
+      const old = Number(state.lr.toPrecision(6));
+      notice((name) => `${name('resume')}: learning rate ${newLr} (${why}) replaces the checkpoint's ${old} from iteration ${state.iteration + 1} on`);
       state.lr = Math.fround(newLr);
       state.lastLrChangeEpoch = state.epochsCompleted;
     }
@@ -356,8 +378,10 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
   } else {
     const existing = listCheckpoints(weightsDir);
     if (existing.length && group.rank === 0) {
+      const epochs = existing.map((c) => `epoch ${c.epoch}`).join(', ');
       throw new UsageError(
-        `${weightsDir} already holds checkpoints (${existing.map((c) => `epoch ${c.epoch}`).join(', ')}): --resume to continue that run, or use another weights_dir (--weights-dir) for a new one`,
+        (name) => `${weightsDir} already holds checkpoints (${epochs}): ${name('resume')} to continue that run, or use another ${name('weights_dir')} for a new one`,
+        { code: 'ERR_CHECKPOINTS_EXIST' },
       );
     }
     weights = options.init ? initFromPretrained(spec, options.init, config.seed, notice) : initParameters(spec, config.seed);

@@ -12,7 +12,7 @@
  * (seed, e, j) (see loader-core). A run resumed from a checkpoint therefore performs the very
  * same float operations as one that never stopped.
  */
-import { AlexnetStreamError } from '@alexnet-stream/core';
+import { AlexnetStreamError, type MessageRender } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 import type { BatchMetrics, TrainingEngine } from '../engine';
 import type { TrainConfig } from './config';
@@ -96,8 +96,8 @@ export type TrainEvent =
 
 /** Training produced a NaN or infinite loss: stop, keep the last checkpoint, exit 1. */
 export class TrainingDivergedError extends AlexnetStreamError {
-  constructor(message: string) {
-    super(message, 1);
+  constructor(message: string | MessageRender) {
+    super(message, { code: 'ERR_TRAINING_DIVERGED' });
   }
 }
 
@@ -172,14 +172,21 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
   let lastCheckpoint: string | undefined;
   let waitMs = 0;
   /** The advice of a divergence: resume from the newest checkpoint there is, at a lower lr. */
-  const divergenceAdvice = (lr: number): string => {
+  const divergenceAdvice = (lr: number): MessageRender => {
     const from = lastCheckpoint ?? options.resumedFrom;
     const now = Number(lr.toPrecision(6)); // lr is float32: show it without float32's decimal tail
     const lower = Number((lr / 10).toPrecision(3));
-    return from
-      ? `${from} is the last checkpoint, intact: resume from it with a lower learning rate, e.g. \`train … --resume --lr ${lower}\` ` +
-          `(or --set learning_rate=${lower}): a learning rate given with --resume replaces the checkpoint's (${now})`
-      : `no checkpoint was written yet: start again with a lower learning rate than ${now}, e.g. --lr ${lower}`;
+    return (name) => {
+      // Named as flags (the CLI): a command line; as this API's names: its options.
+      const flags = name('resume').startsWith('-');
+      const resumeLower = flags
+        ? `\`train … ${name('resume')} ${name('learningRate')} ${lower}\` (or ${name('learning_rate')}=${lower})`
+        : `{ resume: true, learningRate: ${lower} } (or learning_rate: ${lower} in the config)`;
+      return from
+        ? `${from} is the last checkpoint, intact: resume from it with a lower learning rate, e.g. ${resumeLower}: ` +
+            `a learning rate given with ${name('resume')} replaces the checkpoint's (${now})`
+        : `no checkpoint was written yet: start again with a lower learning rate than ${now}, e.g. ${flags ? `${name('learningRate')} ${lower}` : `learning_rate: ${lower}`}`;
+    };
   };
   let trainMs = 0;
   let imagesRun = 0;
@@ -311,9 +318,9 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
         trainMs += t2 - t0;
         for (const metrics of stepMetrics) {
           if (!Number.isFinite(metrics.loss)) {
-            throw new TrainingDivergedError(
-              `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1}): the loss is ${metrics.loss}; training stopped. ${divergenceAdvice(s.lr)}`,
-            );
+            const advice = divergenceAdvice(s.lr);
+            const where = `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1})`;
+            throw new TrainingDivergedError((name) => `${where}: the loss is ${metrics.loss}; training stopped. ${advice(name)}`);
           }
           s.iteration += 1;
           s.iterationInEpoch += 1;
@@ -364,7 +371,10 @@ export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainS
       // Weights that give a NaN or infinite validation loss have diverged even when the training
       // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
       if (v.images > 0 && !Number.isFinite(v.loss)) {
-        throw new TrainingDivergedError(`epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${divergenceAdvice(s.lr)}`);
+        const advice = divergenceAdvice(s.lr);
+        throw new TrainingDivergedError(
+          (name) => `epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${advice(name)}`,
+        );
       }
       s.valRecord.push(result);
       if (isRoot) {

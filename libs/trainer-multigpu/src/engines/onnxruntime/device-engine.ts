@@ -23,7 +23,7 @@
  * seed gives the same masks, step by step, layer by layer, row-major), so a run can move
  * between `cpu` and `webgpu` through a checkpoint and draw on.
  */
-import { NamedTensors, Rng, RngState } from '@alexnet-stream/core';
+import { check, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
 import { encodeModel, GraphBuilder, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
 import { BatchGroup, BatchMetrics, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
@@ -89,13 +89,17 @@ export class OrtDeviceEngine implements TrainingEngine {
   }
 
   private checkBatch({ data, labels, size }: EngineBatch): void {
-    if (!Number.isInteger(size) || size < 1) throw new Error(`batch: size must be a positive integer, got ${size}`);
-    if (this.maxBatch !== undefined && size > this.maxBatch) throw new Error(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`);
+    if (!Number.isInteger(size) || size < 1) throw new InputError(`batch: size must be a positive integer, got ${size}`, { code: 'ERR_BATCH_SHAPE' });
+    if (this.maxBatch !== undefined && size > this.maxBatch) {
+      throw new InputError(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`, { code: 'ERR_BATCH_SHAPE' });
+    }
     const s = this.spec.inputSize, c = this.spec.inputChannels;
-    if (data.length !== size * this.imageSize) throw new Error(`batch: data has ${data.length} values, expected ${size}x${c}x${s}x${s} = ${size * this.imageSize}`);
-    if (labels.length !== size) throw new Error(`batch: ${labels.length} labels for ${size} images`);
+    if (data.length !== size * this.imageSize) {
+      throw new InputError(`batch: data has ${data.length} values, expected ${size}x${c}x${s}x${s} = ${size * this.imageSize}`, { code: 'ERR_BATCH_SHAPE' });
+    }
+    if (labels.length !== size) throw new InputError(`batch: ${labels.length} labels for ${size} images`, { code: 'ERR_BATCH_SHAPE' });
     const k = this.spec.numClasses;
-    for (let i = 0; i < labels.length; i++) if (!(labels[i] >= 0 && labels[i] < k)) throw new Error(`batch: label ${labels[i]} of image ${i} is outside [0, ${k})`);
+    for (let i = 0; i < labels.length; i++) if (!(labels[i] >= 0 && labels[i] < k)) throw new InputError(`batch: label ${labels[i]} of image ${i} is outside [0, ${k})`, { code: 'ERR_BATCH_SHAPE' });
   }
 
   private batchFeeds(batch: EngineBatch): Record<string, Ort.Tensor> {
@@ -122,7 +126,7 @@ export class OrtDeviceEngine implements TrainingEngine {
   }
 
   async step(batch: EngineBatch, lr: number): Promise<BatchMetrics> {
-    if (!Number.isFinite(lr)) throw new Error(`step: learning rate must be a finite number, got ${lr}`);
+    check.number('lr', lr);
     const feeds = this.batchFeeds(batch);
     this.lr[0] = lr;
     feeds.lr = new this.ort.Tensor('float32', this.lr, []);
@@ -146,7 +150,7 @@ export class OrtDeviceEngine implements TrainingEngine {
   }
 
   async stepGroup(group: BatchGroup, lr: number): Promise<BatchMetrics[]> {
-    if (group.count !== 1) throw new Error(`stepGroup: count must be an integer in [1, 1] (stepsPerRun), got ${group.count}`);
+    check.integer('count', group.count, { min: 1, max: 1 });
     return [await this.step(group, lr)];
   }
 
@@ -224,7 +228,7 @@ export class OrtDeviceEngine implements TrainingEngine {
   setRngState(state: unknown): void {
     const s = state as RngState;
     if (!s || !Array.isArray(s.s) || s.s.length !== 4 || !s.s.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff)) {
-      throw new Error(`setRngState: expected { s: [4 uint32], spareNormal } (from getRngState) but received ${JSON.stringify(state)}`);
+      throw new InvalidParameterError('state', '{ s: [4 uint32], spareNormal } (from getRngState)', state);
     }
     this.rng = new Rng(s);
   }
