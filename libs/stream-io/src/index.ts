@@ -5,6 +5,8 @@ export * from './stream-check';
 export * from './mean';
 export * from './batch';
 export * from './shards';
+export * from './shard-reader';
+export * from './shard-writer';
 export * from './augment';
 export * from './scan';
 export * from './decode';

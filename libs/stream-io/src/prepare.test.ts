@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { readMeanNpy } from './mean';
 import { formatPrepareSummary, prepareDataDir, PrepareOptions, splitForValidation } from './prepare';
-import { readShard, readShardIndex, shardSet } from './shards';
+import { readShard } from './shard-reader';
+import { readShardIndex, shardSet } from './shards';
 
 /** A tiny class-folder dataset: `perClass` solid-colour PNGs per class (colour = f(class, index)). */
 async function makeDataset(root: string, classes: string[], perClass: number): Promise<void> {

@@ -39,7 +39,8 @@ import { DecodeStage, ResizeMode, validateDecodeOptions } from './decode';
 import { MeanStage, writeMeanNpy } from './mean';
 import { ItemRecord, makeHeader, wholeStream } from './records';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
-import { ShardSetEntry, ShardWriter } from './shards';
+import { ShardWriter } from './shard-writer';
+import { ShardSetEntry } from './shards';
 
 export const PREPARE_MANIFEST = 'prepare.json';
 const PARTIAL_MARKER = '.prepare-partial';
