@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { UsageError } from '@alexnet-stream/core';
-import { decodeImage, DecodeStage, hwcToChw, DecodedImage } from './decode';
+import { decodeImage, hwcToChw, DecodedImage } from './decode';
+import { DecodeStage } from './decode-stage';
 import { ImageRecord, ItemRecord, makeHeader, StreamRecord, wholeStream } from './records';
 
 function raw(width: number, height: number, channels: 1 | 2 | 3 | 4, f: (x: number, y: number, c: number) => number): ReturnType<typeof sharp> {

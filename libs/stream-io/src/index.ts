@@ -10,6 +10,7 @@ export * from './shard-writer';
 export * from './augment';
 export * from './scan';
 export * from './decode';
+export * from './decode-stage';
 export * from './demo-dataset';
 export * from './inspect';
 export * from './contact-sheet';

@@ -35,7 +35,8 @@ import {
   writeFileAtomic,
 } from '@alexnet-stream/core';
 import { BatchStage, checkBatchSize } from './batch';
-import { DecodeStage, ResizeMode, validateDecodeOptions } from './decode';
+import { ResizeMode, validateDecodeOptions } from './decode';
+import { DecodeStage } from './decode-stage';
 import { MeanStage, writeMeanNpy } from './mean';
 import { ItemRecord, makeHeader, wholeStream } from './records';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
