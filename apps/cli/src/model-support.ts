@@ -2,9 +2,9 @@
  * What export, predict and validate share: loading weights (a checkpoint or a seeded random
  * init) into a spec, mean images and class names.
  */
-import { InputError, invalidParameter, type NamedTensors, UsageError } from '@alexnet-stream/core';
+import { InputError, invalidParameter, MeanImage, type NamedTensors, UsageError } from '@alexnet-stream/core';
 import { alexnetSpec, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
-import { MeanImage, readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
+import { readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
 
 export interface WeightsOptions {
   weights?: string;
@@ -63,14 +63,6 @@ export async function loadMeanImage(path: string, minSize: number): Promise<Mean
     throw new InputError(`${path}: a mean image of 3xSxS with S >= ${minSize} is needed, this one is ${mean.channels}x${mean.height}x${mean.width}`);
   }
   return mean;
-}
-
-/** A mean image of `size` x `size` from per-channel means (what an exported model's metadata keeps). */
-export function meanFromChannels(channels: number[], size: number): MeanImage {
-  const plane = size * size;
-  const data = new Float32Array(channels.length * plane);
-  channels.forEach((m, c) => data.fill(m, c * plane, (c + 1) * plane));
-  return { channels: channels.length, height: size, width: size, data };
 }
 
 /**

@@ -4,3 +4,11 @@
  * all this; the shape of each tensor is the spec's (`parameterList(spec)`).
  */
 export type NamedTensors = Record<string, Float32Array>;
+
+/** A mean image (`mean.npy`, the seed's `img_mean.npy`): float32, channels x height x width. */
+export interface MeanImage {
+  channels: number;
+  height: number;
+  width: number;
+  data: Float32Array;
+}

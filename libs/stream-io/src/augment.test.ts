@@ -4,7 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Rng } from '@alexnet-stream/core';
 import { AugmentStage, augmentBatch, centerOffset, cropMirrorSubtract, planCrops } from './augment';
-import type { MeanImage } from './mean';
+import type { MeanImage } from '@alexnet-stream/core';
 import { BatchRecord, DataRecord, makeHeader, StreamRecord, wholeStream } from './records';
 
 function randomBatch(n: number, c: number, h: number, w: number, seed = 1): BatchRecord {

@@ -19,8 +19,7 @@
  * difference is exact too, so the result equals NumPy's float32 subtraction bit for bit.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { check, checkOptional, InputError, Rng, UsageError } from '@alexnet-stream/core';
-import type { MeanImage } from './mean';
+import { check, checkOptional, InputError, type MeanImage, Rng, UsageError } from '@alexnet-stream/core';
 import { BatchRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
 

@@ -7,18 +7,11 @@
  * are the file IO (atomic write: temp + rename).
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { decodeNpy, describeReadError, encodeNpy, InputError, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
+import { decodeNpy, describeReadError, encodeNpy, InputError, type MeanImage, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
 
 /** A mean image: float32 values in CHW order. */
-export interface MeanImage {
-  channels: number;
-  height: number;
-  width: number;
-  data: Float32Array;
-}
-
 /** Sums uint8 CHW images of one size in float64; `mean()` divides by the count. */
 export class MeanAccumulator {
   private sum: Float64Array | undefined;

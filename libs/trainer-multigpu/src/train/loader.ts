@@ -13,8 +13,8 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { AlexnetStreamError, check, InputError } from '@alexnet-stream/core';
-import { MeanImage, readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, check, InputError, MeanImage } from '@alexnet-stream/core';
+import { readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
 import type { EngineBatch } from '../engine';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
 
