@@ -22,7 +22,8 @@ import { checkDevices } from '@alexnet-stream/onnx-export';
 import { parse as parseYaml } from 'yaml';
 import { action, flagNamer, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';
-import { currentTrainWorker, launchLocalWorkers, localWorkerCount } from '../multi-worker';
+import type { CommandContext } from '.';
+import { launchLocalWorkers, localWorkerCount } from '../multi-worker';
 
 interface TrainCliOptions {
   config?: string;
@@ -170,7 +171,7 @@ class TrainRenderer {
   }
 }
 
-export function register(program: Command): void {
+export function register(program: Command, context: CommandContext = {}): void {
   program
     .command('train')
     .summary('train AlexNet on a data dir (or float32 batches on stdin), with validation, checkpoints and resume')
@@ -211,7 +212,7 @@ export function register(program: Command): void {
         // A device this machine cannot have fails here, in one line, before any data is read.
         if (resolved.engine === 'onnxruntime') checkDevices(resolved.devices);
         // Multi-worker (README "Multi-worker training"): launch local workers, or be one.
-        const worker = currentTrainWorker();
+        const worker = context.trainWorker;
         const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
         if (workers > 1) return launchLocalWorkers({ workers, devices: resolved.devices, trainArgs: process.argv.slice(3) });
         const config = worker ? worker.adjust(resolved) : resolved;

@@ -10,7 +10,7 @@ import type { Command } from 'commander';
 import { AlexnetStreamError, UsageError } from '@alexnet-stream/core';
 import { checkGroupOptions, resolveLaunch } from '@alexnet-stream/trainer-multigpu';
 import { action, parseInteger, PROGRAM } from '../cli-support';
-import { defaultPeerTimeoutMs, makeTrainWorker, setTrainWorker } from '../multi-worker';
+import { defaultPeerTimeoutMs, makeTrainWorker } from '../multi-worker';
 
 interface WorkerCliOptions {
   rank?: number;
@@ -78,10 +78,9 @@ export function register(program: Command): void {
             process.exit(process.exitCode || (err instanceof AlexnetStreamError ? err.exitCode : 1));
           },
         });
-        setTrainWorker(worker);
         // Imported here, not at the top: main.ts loads this module.
         const { buildProgram } = require('../main') as typeof import('../main');
-        const train = buildProgram('train');
+        const train = buildProgram('train', { trainWorker: worker });
         train.exitOverride((err) => {
           throw new UsageError(`invalid train options for worker: ${err.message}`, { cause: err });
         });
