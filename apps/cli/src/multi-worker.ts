@@ -104,6 +104,10 @@ function logSyncChecksums(group: ZmqWorkerGroup, file: string): WorkerGroup {
     averageMetrics: (values) => group.averageMetrics(values),
     barrier: () => group.barrier(),
     close: () => group.close(),
+    abort: (reason) => group.abort(reason),
+    get error() {
+      return group.error;
+    },
   };
 }
 

@@ -12,6 +12,9 @@ import { checkGroupOptions, resolveLaunch } from '@alexnet-stream/trainer-multig
 import { action, parseInteger, PROGRAM } from '../cli-support';
 import { defaultPeerTimeoutMs, makeTrainWorker } from '../multi-worker';
 
+/** How long a worker whose group failed may take to unwind (its step in progress, its cleanup) before it is stopped. */
+const FATAL_UNWIND_MS = 60_000;
+
 interface WorkerCliOptions {
   rank?: number;
   worldSize?: number;
@@ -71,11 +74,15 @@ export function register(program: Command): void {
           localWorldSize: opts.localWorldSize ?? launch.localWorldSize,
           device: opts.device,
           onFatal: (err) => {
-            // The loop may be inside an engine step that will not return soon: stop now.
-            // Checkpoints are written to a temp dir and renamed, so the last one is whole.
-            // (When the loop saw the failure first, train has reported it already.)
-            if (!process.exitCode) process.stderr.write(`${PROGRAM} worker: rank ${launch.rank}: ${err.message}\n`);
-            process.exit(process.exitCode || (err instanceof AlexnetStreamError ? err.exitCode : 1));
+            // The training loop sees the failure after the step in progress (group.error) and
+            // unwinds: train reports it, the group's last messages go out (its control sockets
+            // linger, and a process that ends normally waits for them), the process ends.
+            // Should something keep it from unwinding, stop it after a bound; checkpoints are
+            // written to a temp dir and renamed, so the last one is whole either way.
+            setTimeout(() => {
+              if (!process.exitCode) process.stderr.write(`${PROGRAM} worker: rank ${launch.rank}: ${err.message}\n`);
+              process.exit(process.exitCode || (err instanceof AlexnetStreamError ? err.exitCode : 1));
+            }, FATAL_UNWIND_MS).unref();
           },
         });
         // Imported here, not at the top: main.ts loads this module.

@@ -191,7 +191,7 @@ class TrainingLoop {
   async run(): Promise<TrainSummary> {
     const { config, engine, group, train } = this.o;
     const s = this.s;
-    if (group.worldSize > 1 && group.broadcastWeights) engine.setWeights(await group.broadcastWeights(engine.getWeights()));
+    if (group.worldSize > 1) engine.setWeights(await group.broadcastWeights(engine.getWeights()));
     this.emit({ type: 'start', epochs: config.n_epochs, iterationsPerEpoch: train.iterationsPerEpoch, state: cloneState(s), worldSize: group.worldSize });
     if (this.maxItersReached()) {
       await this.checkpoint('max-iters'); // `maxIters: 0`: the initial state (e.g. after init) as a checkpoint
@@ -250,6 +250,8 @@ class TrainingLoop {
         const t1 = performance.now();
         if (!run) return train.iterationsPerEpoch === Infinity ? 'end-of-input' : 'complete';
         const stepMetrics = await run();
+        // A lost peer stops this worker at the next step, not only at the next sync (sync_every may be large).
+        if (this.o.group.error) throw this.o.group.error;
         this.waitMs += t1 - t0;
         window.waitMs += t1 - t0;
         this.trainMs += performance.now() - t0;
@@ -371,12 +373,12 @@ class TrainingLoop {
   /** Every worker waits for rank 0's checkpoint, so that none races ahead of the state a resume starts from. */
   private async checkpoint(reason: CheckpointReason): Promise<void> {
     const { group } = this.o;
-    await group.barrier?.();
+    await group.barrier();
     if (this.isRoot) {
       this.lastCheckpoint = await this.o.writeCheckpoint(cloneState(this.s), reason);
       this.emit({ type: 'checkpoint', path: this.lastCheckpoint, reason });
     }
-    await group.barrier?.();
+    await group.barrier();
   }
 
   /** The advice of a divergence: resume from the newest checkpoint there is, at a lower lr. */
