@@ -136,8 +136,9 @@ function cli(args: string[]) {
 }
 
 test('CLI import --from theano-npy writes a checkpoint (classes from b_7) and the mean image', () => {
-  // The seed's img_mean.npy, here written HWC (256, 256, 3) as float64 to exercise the conversion.
-  const h = 4, w = 5;
+  // The seed's img_mean.npy, here written HWC (256, 256, 3) as float64 to exercise the conversion;
+  // 67x67, the smallest a model of input 67 takes (import checks S >= the input size).
+  const h = 67, w = 67;
   const hwc = Float64Array.from({ length: h * w * 3 }, (_, i) => i + 0.5);
   writeFileSync(join(root, 'img_mean.npy'), encodeNpy(hwc, [h, w, 3]));
   const out = join(root, 'cli-ckpt', 'epoch-0003');
@@ -194,7 +195,7 @@ test('CLI import: bad input is a clear message naming the file, exit 2, nothing 
   copyFileSync(saved, file('W0_3'));
 
   expectFailure([...base, '--epoch', '3', '--num-classes', '12'], /W_7_3.npy: shape \(4096, 10\), but fc8.weight .* needs \(4096, 12\) \(n_in, n_out\)/);
-  expectFailure([...base, '--epoch', '3', '--mean', join(root, 'no-such-mean.npy')], /no-such-mean.npy: cannot read \(ENOENT\)/);
+  expectFailure([...base, '--epoch', '3', '--mean', join(root, 'no-such-mean.npy')], /no-such-mean.npy: cannot read the mean image: no such file/);
   expectFailure([...base, '--epoch', '3', '--mean-out', 'm.npy'], /--mean-out needs --mean/);
   // The repaired folder imports again.
   assertSameWeights(importTheanoNpy(seedDir, EPOCH, spec), known, 'after repair');

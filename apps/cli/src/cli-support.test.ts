@@ -32,7 +32,7 @@ test('a library refusing an option is reported with the flag, once, exit 2', () 
   // The range is the library's (BatchStage): the CLI only turns "0" into 0.
   const r = spawnSync(process.execPath, [CLI, 'batch', '--size', '0'], { input: '', encoding: 'utf8' });
   assert.equal(r.status, 2, r.stderr);
-  assert.equal(r.stderr, 'alexnet-stream batch: Expected an integer >= 1 for --size but received 0\n');
+  assert.equal(r.stderr, 'alexnet-stream batch: Expected an integer between 1 and 1048576 for --size but received 0\n');
   // Text that is not a number is the CLI's to refuse, before the library sees anything.
   const text = spawnSync(process.execPath, [CLI, 'batch', '--size', 'many'], { input: '', encoding: 'utf8' });
   assert.equal(text.status, 2);

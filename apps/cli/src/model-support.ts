@@ -3,7 +3,7 @@
  * init) into a spec, mean images and class names.
  */
 import { InputError, invalidParameter, MeanImage, type NamedTensors, UsageError } from '@alexnet-stream/core';
-import { alexnetSpec, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, foldInputScale, initParameters, isPresetName, loadCheckpoint, ModelSpec, ModelSpecError, PRESETS } from '@alexnet-stream/model-alexnet';
 import { readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
 
 export interface WeightsOptions {
@@ -16,7 +16,14 @@ export interface WeightsOptions {
 
 export interface LoadedWeights {
   spec: ModelSpec;
+  /**
+   * The weights for inputs of `pixels − mean`: a checkpoint trained with an input scale
+   * (`input_scale`) has it folded into its first layer here (model-alexnet input-scale.ts), so
+   * that export, validate and predict feed every model the same way.
+   */
   weights: NamedTensors;
+  /** The checkpoint's input scale, already folded into `weights` (for the record: export's metadata). */
+  foldedInputScale?: number[];
   /** Class names the checkpoint knows (state.classNames), if any. */
   classNames?: string[];
   source: string;
@@ -26,7 +33,15 @@ function presetSpec(opts: WeightsOptions, fallback?: number): ModelSpec | undefi
   if (opts.preset === undefined && opts.numClasses === undefined) return undefined;
   const preset = opts.preset ?? 'theano-alexnet';
   if (!isPresetName(preset)) throw invalidParameter('--preset', `one of ${PRESETS.join(', ')}`, preset);
-  return alexnetSpec(preset, { numClasses: opts.numClasses ?? fallback });
+  try {
+    return alexnetSpec(preset, { numClasses: opts.numClasses ?? fallback });
+  } catch (err) {
+    // A spec the flags make but no model may have (a class count past the spec limits, an input
+    // too small for a layer): say which flags made it. Parameter errors name their flag already.
+    if (!(err instanceof ModelSpecError)) throw err;
+    const flags = `--preset ${preset}${opts.numClasses !== undefined ? `, --num-classes ${opts.numClasses}` : ''}`;
+    throw new UsageError(`${err.message} (the model of ${flags})`, { cause: err });
+  }
 }
 
 /** `--weights <ckpt>` or `--random-init --seed N`, validated once here. */
@@ -46,7 +61,9 @@ export function loadWeights(opts: WeightsOptions): LoadedWeights {
     throw new InputError(`${opts.weights}: state.json classNames is not a list of ${ckpt.spec.numClasses} strings (one per class of the model)`);
   }
   const classNames = names as string[] | undefined;
-  return { spec: ckpt.spec, weights: ckpt.weights, classNames, source: ckpt.weightsPath };
+  const scale = ckpt.inputScale;
+  const weights = scale ? foldInputScale(ckpt.spec, ckpt.weights, scale) : ckpt.weights;
+  return { spec: ckpt.spec, weights, ...(scale ? { foldedInputScale: scale } : {}), classNames, source: ckpt.weightsPath };
 }
 
 /** A class names file for a model of `numClasses` classes. */

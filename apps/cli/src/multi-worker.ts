@@ -10,10 +10,10 @@
  *   them as soon as one fails (exit status non-zero, naming the rank).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { appendFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UsageError } from '@alexnet-stream/core';
+import { readRegularFileSync, UsageError } from '@alexnet-stream/core';
 import {
   checksumTensors,
   joinGroup,
@@ -55,7 +55,7 @@ export function workerIdentity(config: TrainConfig): Record<string, unknown> {
   let specText: string | null = null;
   if (spec_file) {
     try {
-      specText = readFileSync(spec_file, 'utf8');
+      specText = readRegularFileSync(spec_file, { maxBytes: 16 << 20 }).toString('utf8');
     } catch {
       specText = `unreadable: ${spec_file}`; // runTraining reports it properly
     }

@@ -10,15 +10,53 @@
  * file, if any, is left as it was.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { FileHandle, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AlexnetStreamError, OutputError } from './errors';
 import { describeWriteError, resolveOutputTarget, writeThrough, writeThroughSync } from './output-file';
+import { HOST_TAG, processIsGone } from './process-liveness';
 
-/** A hidden temp name beside `path`, unique to this process and call (`tag` says what it is). */
+/**
+ * A hidden temp name beside `path`, unique to this process and call (`tag` says what it is):
+ * `.<name>.<tag>-<host>-<pid>-<hex>`, so that a later writer can tell a dead writer's leftovers.
+ */
 export function tempPathFor(path: string, tag = 'tmp'): string {
-  return join(dirname(path), `.${basename(path)}.${tag}-${process.pid}-${randomBytes(4).toString('hex')}`);
+  return join(dirname(path), `.${basename(path)}.${tag}-${HOST_TAG}-${process.pid}-${randomBytes(4).toString('hex')}`);
+}
+
+/**
+ * Whether `name` (in the folder of `path`) is a temp file of a write of `path` whose writer is
+ * gone: written on this host (or by a version that named no host) by a process that no longer
+ * runs. A live writer's temp file, or another host's, is never one.
+ */
+export function isStaleTemp(name: string, path: string, tag = 'tmp'): boolean {
+  const prefix = `.${basename(path)}.${tag}-`;
+  if (!name.startsWith(prefix)) return false;
+  const m = /^(?:([0-9a-f]{8})-)?(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length));
+  if (!m || (m[1] !== undefined && m[1] !== HOST_TAG)) return false;
+  // HOST_TAG tells other hosts' temps apart: they are never removed (their writers may be alive).
+  return processIsGone(Number(m[2]));
+}
+
+/**
+ * Remove the temp files of earlier writes of `path` whose writers were killed (a `kill -9` or a
+ * Ctrl-C in the middle of an export leaves a hidden copy the size of the model): called after a
+ * write of `path` has succeeded, so that each target has at most its live writers' temps.
+ */
+async function removeStaleTemps(path: string): Promise<void> {
+  const names = await readdir(dirname(path)).catch(() => [] as string[]);
+  for (const name of names) if (isStaleTemp(name, path)) await unlink(join(dirname(path), name)).catch(() => undefined);
+}
+
+function removeStaleTempsSync(path: string): void {
+  let names: string[];
+  try {
+    names = readdirSync(dirname(path));
+  } catch {
+    return;
+  }
+  for (const name of names) if (isStaleTemp(name, path)) rmSync(join(dirname(path), name), { force: true });
 }
 
 /** Write `data` to `path` via a temp file + fsync + rename: readers see the old file or the whole new one. */
@@ -39,6 +77,7 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     await unlink(temp).catch(() => undefined);
     throw asOutputError(path, err);
   }
+  await removeStaleTemps(target.path);
 }
 
 function asOutputError(path: string, err: unknown): Error {
@@ -92,4 +131,5 @@ export function writeFileAtomicSync(path: string, data: Uint8Array | string): vo
     throw asOutputError(path, err);
   }
   fsyncDir(dirname(resolve(target.path)));
+  removeStaleTempsSync(target.path);
 }

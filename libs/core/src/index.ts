@@ -1,6 +1,7 @@
 export * from './errors';
 export * from './rng';
 export * from './npy';
+export * from './mean-image';
 export * from './fp16';
 export * from './canonical-json';
 export * from './tensors';

@@ -15,10 +15,11 @@
  * host's lock is removed by hand.
  */
 import { randomBytes } from 'node:crypto';
-import { link, open, readFile, rename, unlink } from 'node:fs/promises';
+import { link, open, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { AlexnetStreamError, MessageRender } from './errors';
 import { processIsGone, processStartTime } from './process-liveness';
+import { readRegularFileAsync } from './read-file';
 
 export interface LockOwner {
   pid: number;
@@ -42,6 +43,19 @@ export class LockHeldError extends AlexnetStreamError {
 export function ownerIsGone(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false;
   return processIsGone(owner.pid, owner.startTime);
+}
+
+/**
+ * A lock file's text: undefined when there is no file; '' (no owner) when what is there is not
+ * a small regular file (a FIFO, a device, a folder put in its place), which would otherwise
+ * hang the read or fill memory; such a lock is reported as unreadable, never broken.
+ */
+async function readLockText(path: string): Promise<string | undefined> {
+  try {
+    return (await readRegularFileAsync(path, { maxBytes: 64 << 10 })).toString('utf8');
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : '';
+  }
 }
 
 function parseOwner(text: string): LockOwner | undefined {
@@ -96,14 +110,14 @@ export async function acquireLock(path: string, options: AcquireOptions): Promis
         path,
         owner,
         release: async () => {
-          const now = await readFile(path, 'utf8').catch(() => undefined);
+          const now = await readLockText(path);
           if (now === text) await unlink(path).catch(() => undefined);
         },
       };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const heldText = await readFile(path, 'utf8').catch(() => undefined);
+    const heldText = await readLockText(path);
     if (heldText === undefined) continue; // released between our open and read: try again
     const held = parseOwner(heldText);
     if (held && ownerIsGone(held)) {
@@ -143,7 +157,7 @@ async function breakStaleLock(path: string, staleText: string): Promise<void> {
   } catch {
     return; // already gone: someone else broke it
   }
-  const moved = await readFile(aside, 'utf8').catch(() => undefined);
+  const moved = await readLockText(aside);
   if (moved !== staleText) await link(aside, path).catch(() => undefined);
   await unlink(aside).catch(() => undefined);
 }

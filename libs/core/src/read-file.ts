@@ -151,9 +151,32 @@ export async function readUserFile(path: string, what: string, maxBytes: number)
   try {
     return await readRegularFileAsync(path, { maxBytes, limitName: `the ${formatBytes(maxBytes)} a ${what} may take` });
   } catch (err) {
-    throw new InputError(
-      `${path}: cannot read the ${what}: ${describeReadError(err)}`,
-      { code: (err as FileRefusedError).code === 'ERR_FILE_TOO_LARGE' ? 'ERR_FILE_TOO_LARGE' : 'ERR_INPUT_FILE', cause: err },
-    );
+    throw userFileError(path, what, err);
   }
+}
+
+/** `readUserFile` on the calling thread (model and checkpoint loading, which are synchronous). */
+export function readUserFileSync(path: string, what: string, maxBytes: number): Buffer {
+  try {
+    return readRegularFileSync(path, { maxBytes, limitName: `the ${formatBytes(maxBytes)} a ${what} may take` });
+  } catch (err) {
+    throw userFileError(path, what, err);
+  }
+}
+
+/**
+ * The InputError of `readUserFile`: code ERR_FILE_TOO_LARGE or ERR_INPUT_FILE; `cause` keeps the
+ * original (its `code`: ENOENT, ERR_NOT_REGULAR_FILE, …).
+ */
+function userFileError(path: string, what: string, err: unknown): InputError {
+  return new InputError(`${path}: cannot read the ${what}: ${describeReadError(err)}`, {
+    code: (err as FileRefusedError).code === 'ERR_FILE_TOO_LARGE' ? 'ERR_FILE_TOO_LARGE' : 'ERR_INPUT_FILE',
+    cause: err,
+  });
+}
+
+/** The file-system code behind a `readUserFile` error (`'ENOENT'` for a missing file), if any. */
+export function readErrorCode(err: unknown): string | undefined {
+  const cause = (err as { cause?: unknown })?.cause ?? err;
+  return (cause as NodeJS.ErrnoException | undefined)?.code;
 }

@@ -28,7 +28,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { fsyncDir, HOST_TAG, processIsGone, writeFileSynced } from '@alexnet-stream/core';
+import { fsyncDir, HOST_TAG, makeDirectorySync, processIsGone, writeFileSynced } from '@alexnet-stream/core';
 
 /** The steps of a write, in order; a hook sees each just before it happens (tests kill there). */
 export type DirectoryWriteStep =
@@ -185,7 +185,7 @@ export function writeDirectoryAtomic(target: string, files: DirectoryFile[], opt
   const path = resolve(target);
   const step = (s: DirectoryWriteStep, p: string) => options.beforeStep?.(s, p);
   const parent = dirname(path);
-  mkdirSync(parent, { recursive: true });
+  makeDirectorySync(parent, 'checkpoint folder'); // not Node's recursive mkdir: it loops forever under /proc
   const writer = `${HOST_TAG}-${process.pid}-${randomBytes(4).toString('hex')}`;
   const tmp = join(parent, `.${basename(path)}.tmp-${writer}`);
   const old = join(parent, `.${basename(path)}.old-${writer}`);

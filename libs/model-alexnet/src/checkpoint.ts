@@ -4,10 +4,12 @@
  *   weights.safetensors    every parameter of the spec, F32, named as `parameterList` names them
  *   momentum.safetensors   the optimizer's velocities, same names (when the trainer has them)
  *   mean.npy               the mean image (only `import --mean` writes one here)
- *   state.json             `{ format, spec, ...state }`: epoch, iteration, lr, val_record so far,
- *                          config, rng states... whatever the trainer passes, plus the spec
+ *   state.json             `{ format, spec, input_scale?, ...state }`: epoch, iteration, lr,
+ *                          val_record so far, config, rng states... whatever the trainer passes,
+ *                          plus the spec and the input scale
  *
- * Both safetensors files carry the spec as JSON in their `__metadata__` too, so a lone
+ * Both safetensors files carry the spec as JSON in their `__metadata__` too (and the input scale,
+ * `input_scale`, when the model was trained with one: input-scale.ts), so a lone
  * `weights.safetensors` is self-describing (`--weights file.safetensors` works).
  *
  * Atomicity (atomic-dir.ts): a checkpoint directory appears, or replaces an existing one, as
@@ -20,13 +22,26 @@
  * Reading and writing are synchronous: they run at epoch boundaries, where the trainer's thread
  * has nothing else to do, and callers may `await` them all the same.
  */
-import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { check, float16ToFloat32, getOwn, InputError, type NamedTensors, sameJson, setOwn } from '@alexnet-stream/core';
-import { ModelSpec, parameterList } from './spec';
+import {
+  AlexnetStreamError,
+  check,
+  describeWriteError,
+  float16ToFloat32,
+  getOwn,
+  InputError,
+  type NamedTensors,
+  OutputError,
+  readUserFileSync,
+  sameJson,
+  setOwn,
+} from '@alexnet-stream/core';
+import { ModelSpec, parameterCount, parameterList } from './spec';
 import { specProblem } from './spec-check';
-import { decodeSafetensors, encodeSafetensors, SafeTensor } from './safetensors';
+import { decodeSafetensors, encodeSafetensors, MAX_HEADER_BYTES, SafeTensor } from './safetensors';
 import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
+import { checkInputScale } from './input-scale';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
 export const MOMENTUM_FILE = 'momentum.safetensors';
@@ -35,6 +50,10 @@ export const STATE_FILE = 'state.json';
 export const MEAN_FILE = 'mean.npy';
 /** Every file a checkpoint directory of ours may hold: a directory with anything else is not replaced. */
 export const CHECKPOINT_FILES: readonly string[] = [WEIGHTS_FILE, MOMENTUM_FILE, MEAN_FILE, STATE_FILE];
+/** A state.json is a few kB (the spec, the config, a val_record of one entry per epoch); far more is not one. */
+export const MAX_STATE_FILE_BYTES = 64 << 20;
+/** A weights file whose model is not known before reading it: 2 GiB (AlexNet for 1000 classes is 233 MiB). */
+export const MAX_WEIGHTS_FILE_BYTES = 2 ** 31;
 /** Written into state.json and the safetensors metadata; bump when the layout changes. */
 export const CHECKPOINT_FORMAT = 'alexnet-stream-checkpoint/1';
 
@@ -42,6 +61,12 @@ export interface Checkpoint {
   spec: ModelSpec;
   weights: NamedTensors;
   momentum?: NamedTensors;
+  /**
+   * The per-channel factor the network's input was multiplied by in training, after the mean
+   * subtraction (input-scale.ts); absent: none (the seed's raw `pixels − mean`). The weights are
+   * kept as trained: export, validate and predict fold it in (`foldInputScale`).
+   */
+  inputScale?: number[];
   /** Everything the trainer wants back on resume (JSON-serialisable). */
   state: Record<string, unknown>;
 }
@@ -120,20 +145,26 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   const params = parameterList(spec);
   const problems: string[] = [];
   const missing: string[] = [];
+  /** Parameters whose shape and dtype are right: their values are checked next. */
+  const checked = new Set(params.map((p) => p.name));
   for (const p of params) {
     const t = getOwn(weights, p.name);
     const count = p.shape.reduce((a, b) => a * b, 1);
     if (t === undefined) {
       missing.push(`${p.name} ${shapeText(p.shape)}`);
     } else if (t instanceof Float32Array) {
-      if (t.length !== count) problems.push(`${p.name} has ${t.length} values, the model needs ${shapeText(p.shape)} = ${count}`);
+      if (t.length === count) continue;
+      problems.push(`${p.name} has ${t.length} values, the model needs ${shapeText(p.shape)} = ${count}`);
     } else if (t.dtype !== 'F32') {
       problems.push(`${p.name} is ${t.dtype}, the model needs F32`);
     } else if (shapeText(t.shape) !== shapeText(p.shape)) {
       problems.push(`${p.name} has shape ${shapeText(t.shape)}, the model needs ${shapeText(p.shape)}`);
     } else if (!(t.data instanceof Float32Array) || t.data.length !== count) {
       problems.push(`${p.name} has ${t.data.length} values for shape ${shapeText(p.shape)}`);
+    } else {
+      continue;
     }
+    checked.delete(p.name);
   }
   const known = new Set(params.map((p) => p.name));
   const unexpected = Object.keys(weights).filter((name) => !known.has(name));
@@ -144,19 +175,42 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   if (problems.length) {
     throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`, { code: 'ERR_CHECKPOINT' });
   }
+  // Values too: a NaN or infinite weight makes every prediction NaN ("NaN%"), and a trainer
+  // resumed from it starts at a NaN loss. The trainer never saves one (it stops first).
+  for (const name of checked) {
+    const t = getOwn(weights, name)!;
+    const data = t instanceof Float32Array ? t : (t.data as Float32Array);
+    const at = firstNonFinite(data);
+    if (at >= 0) throw new InputError(`${source}: ${name}[${at}] is ${data[at]}: weights are finite numbers (the file is damaged, or was saved after training diverged)`, {
+        code: 'ERR_CHECKPOINT',
+      });
+  }
 }
 
+/** Index of the first NaN or infinite value of `data`, or -1. */
+function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) {
+    // x - x is 0 for every finite x, NaN for NaN and ±Infinity: one subtraction per value.
+    if (data[i] - data[i] !== 0) return i;
+  }
+  return -1;
+}
+
+/** The key of the input scale in state.json and in the safetensors `__metadata__` (JSON there). */
+export const INPUT_SCALE_KEY = 'input_scale';
+
 /** Metadata stored in every safetensors file we write. */
-function metadataFor(spec: ModelSpec, content: 'weights' | 'momentum'): Record<string, string> {
-  return { format: CHECKPOINT_FORMAT, content, spec: JSON.stringify(spec) };
+function metadataFor(spec: ModelSpec, content: 'weights' | 'momentum', inputScale?: number[]): Record<string, string> {
+  return { format: CHECKPOINT_FORMAT, content, spec: JSON.stringify(spec), ...(inputScale ? { [INPUT_SCALE_KEY]: JSON.stringify(inputScale) } : {}) };
 }
 
 /** Weights (in parameterList order) as a self-describing safetensors file. */
-export function encodeWeights(spec: ModelSpec, weights: NamedTensors, content: 'weights' | 'momentum' = 'weights'): Buffer {
+export function encodeWeights(spec: ModelSpec, weights: NamedTensors, content: 'weights' | 'momentum' = 'weights', inputScale?: number[]): Buffer {
   validateWeights(spec, weights, content);
+  if (inputScale) checkInputScale(inputScale, spec, content);
   const tensors: Record<string, SafeTensor> = {};
   for (const p of parameterList(spec)) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: weights[p.name] };
-  return encodeSafetensors(tensors, metadataFor(spec, content));
+  return encodeSafetensors(tensors, metadataFor(spec, content, inputScale));
 }
 
 export interface SaveCheckpointOptions extends DirectoryWriteOptions {
@@ -215,7 +269,7 @@ export function checkReplaceableCheckpoint(path: string): void {
   let format: unknown;
   if (names.includes(STATE_FILE)) {
     try {
-      format = (JSON.parse(readFileSync(join(path, STATE_FILE), 'utf8')) as { format?: unknown }).format;
+      format = (JSON.parse(readUserFileSync(join(path, STATE_FILE), 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8')) as { format?: unknown }).format;
     } catch {
       format = undefined;
     }
@@ -234,22 +288,34 @@ export function checkReplaceableCheckpoint(path: string): void {
  */
 export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheckpointOptions = {}): string {
   const target = resolve(dir);
-  for (const key of ['format', 'spec']) {
+  for (const key of ['format', 'spec', INPUT_SCALE_KEY]) {
     if (Object.hasOwn(ckpt.state, key)) throw new RangeError(`saveCheckpoint: state.${key} is reserved (the checkpoint writes it)`);
   }
   validateWeights(ckpt.spec, ckpt.weights, `${target} (weights to save)`);
   if (ckpt.momentum) validateWeights(ckpt.spec, ckpt.momentum, `${target} (momentum to save)`);
-  const stateText = JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...ckpt.state }, null, 2) + '\n';
+  const inputScale = ckpt.inputScale ? checkInputScale(ckpt.inputScale, ckpt.spec, `${target} (input scale to save)`) : undefined;
+  const stateText = JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...(inputScale ? { [INPUT_SCALE_KEY]: inputScale } : {}), ...ckpt.state }, null, 2) + '\n';
   // A killed earlier write of this directory is finished (or undone) first, so that what is
   // replaced below is the committed version.
   recoverDirectory(target, STATE_FILE);
   checkReplaceableCheckpoint(target);
-  const files: DirectoryFile[] = [{ name: WEIGHTS_FILE, data: encodeWeights(ckpt.spec, ckpt.weights, 'weights') }];
-  if (ckpt.momentum) files.push({ name: MOMENTUM_FILE, data: encodeWeights(ckpt.spec, ckpt.momentum, 'momentum') });
+  const files: DirectoryFile[] = [{ name: WEIGHTS_FILE, data: encodeWeights(ckpt.spec, ckpt.weights, 'weights', inputScale) }];
+  if (ckpt.momentum) files.push({ name: MOMENTUM_FILE, data: encodeWeights(ckpt.spec, ckpt.momentum, 'momentum', inputScale) });
   if (options.meanNpy) files.push({ name: MEAN_FILE, data: options.meanNpy });
   // state.json last: the marker whose presence means the rest is whole.
   files.push({ name: STATE_FILE, data: stateText });
-  return writeDirectoryAtomic(target, files, options);
+  try {
+    return writeDirectoryAtomic(target, files, options);
+  } catch (err) {
+    // A full disk, a read-only or vanished folder: one line naming the checkpoint, exit 2 (a raw
+    // "ENOSPC: no space left on device, write" was exit 1). writeDirectoryAtomic has put back
+    // what was there before.
+    if (typeof (err as NodeJS.ErrnoException)?.code !== 'string' || err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(
+      `${target}: cannot write the checkpoint: ${describeWriteError(err)}; ${existsSync(target) ? 'the checkpoint there is unchanged' : 'nothing was written'}`,
+      { cause: err },
+    );
+  }
 }
 
 /** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */
@@ -262,14 +328,18 @@ export function parseSpec(value: unknown, source: string): ModelSpec {
   return value as ModelSpec;
 }
 
-function readSafetensorsFile(path: string) {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { code: 'ERR_CHECKPOINT', cause: err });
-  }
-  return decodeSafetensors(bytes, path);
+/**
+ * The largest safetensors file that can hold `spec`'s parameters (F32, the widest dtype we read,
+ * after the largest header the format allows), or the generic bound when the model is not known
+ * yet: a file is read only if it is a regular file of at most that size, so `/dev/zero`, a FIFO
+ * or a file claiming more than the model needs never takes memory.
+ */
+function weightsFileBound(spec: ModelSpec | undefined): number {
+  return spec ? 8 + MAX_HEADER_BYTES + 4 * parameterCount(spec) : MAX_WEIGHTS_FILE_BYTES;
+}
+
+function readSafetensorsFile(path: string, spec: ModelSpec | undefined) {
+  return decodeSafetensors(readUserFileSync(path, 'weights file', weightsFileBound(spec)), path);
 }
 
 function specFromMetadata(metadata: Record<string, string>, path: string): ModelSpec | undefined {
@@ -341,18 +411,21 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
 
   let state: Record<string, unknown> = {};
   let stateSpec: ModelSpec | undefined;
+  let stateScale: unknown;
   const statePath = join(path, STATE_FILE);
   if (isDir && existsSync(statePath)) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(statePath, 'utf8'));
+      parsed = JSON.parse(readUserFileSync(statePath, 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8'));
     } catch (err) {
+      if (err instanceof InputError) throw err;
       throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`, { code: 'ERR_CHECKPOINT', cause: err });
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
       throw new InputError(`${statePath}: not a JSON object`, { code: 'ERR_CHECKPOINT' });
     }
-    const { format, spec, ...rest } = parsed as Record<string, unknown>;
+    const { format, spec, [INPUT_SCALE_KEY]: scale, ...rest } = parsed as Record<string, unknown>;
+    stateScale = scale;
     if (format !== undefined && format !== CHECKPOINT_FORMAT) {
       throw new InputError(`${statePath}: checkpoint format ${JSON.stringify(format)}, this version reads ${CHECKPOINT_FORMAT}`, { code: 'ERR_CHECKPOINT' });
     }
@@ -360,7 +433,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
     state = rest;
   }
 
-  const file = readSafetensorsFile(weightsPath);
+  const file = readSafetensorsFile(weightsPath, expectedSpec ?? stateSpec);
   const metaSpec = specFromMetadata(file.metadata, weightsPath);
   if (stateSpec && metaSpec && !sameSpec(stateSpec, metaSpec)) {
     throw new InputError(
@@ -377,11 +450,39 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
     );
   }
   const weights = toWeights(checkSpec, file.tensors, weightsPath);
+  const inputScale = inputScaleOf(stateScale, getOwn(file.metadata, INPUT_SCALE_KEY), checkSpec, statePath, weightsPath);
 
   let momentum: NamedTensors | undefined;
   const momentumPath = join(path, MOMENTUM_FILE);
   if (isDir && existsSync(momentumPath)) {
-    momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath).tensors, momentumPath);
+    momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath, checkSpec).tensors, momentumPath);
   }
-  return { spec: ownSpec ?? checkSpec, weights, ...(momentum ? { momentum } : {}), state, weightsPath };
+  return { spec: ownSpec ?? checkSpec, weights, ...(momentum ? { momentum } : {}), ...(inputScale ? { inputScale } : {}), state, weightsPath };
+}
+
+/**
+ * The input scale a checkpoint declares: state.json's `input_scale` and the weights file's
+ * `__metadata__.input_scale` (JSON text), checked; when both are there they must agree (a
+ * weights file from another run would otherwise be evaluated at the wrong input scale).
+ */
+function inputScaleOf(fromState: unknown, metaText: string | undefined, spec: ModelSpec, statePath: string, weightsPath: string): number[] | undefined {
+  const inState = fromState === undefined || fromState === null ? undefined : checkInputScale(fromState, spec, `${statePath} (${INPUT_SCALE_KEY})`);
+  let inMeta: number[] | undefined;
+  if (metaText !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(metaText);
+    } catch (err) {
+      throw new InputError(`${weightsPath}: __metadata__.${INPUT_SCALE_KEY} is not JSON`, { code: 'ERR_CHECKPOINT', cause: err });
+    }
+    inMeta = checkInputScale(parsed, spec, `${weightsPath} (__metadata__.${INPUT_SCALE_KEY})`);
+  }
+  if (inState && inMeta && inState.some((v, i) => v !== inMeta![i])) {
+    throw new InputError(`${statePath} says input_scale [${inState.join(', ')}] but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`, { code: 'ERR_CHECKPOINT' });
+  }
+  if (!inState && inMeta && existsSync(statePath)) {
+    // state.json without the key but weights with it: state.json from elsewhere (or edited).
+    throw new InputError(`${statePath} has no input_scale but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`, { code: 'ERR_CHECKPOINT' });
+  }
+  return inState ?? inMeta;
 }

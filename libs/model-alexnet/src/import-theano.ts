@@ -20,9 +20,20 @@
  * The mapping is by parameter-layer index, so any spec whose conv/fc layers match the files
  * (the seed's is `theano-alexnet`) imports; groups other than 1 and 2 have no seed layout.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { check, decodeNpy, encodeNpy, InputError, NamedTensors, NpyArray, writeFileAtomicSync } from '@alexnet-stream/core';
+import {
+  check,
+  decodeNpy,
+  encodeNpy,
+  InputError,
+  makeDirectorySync,
+  meanImageProblem,
+  NamedTensors,
+  NpyArray,
+  readUserFileSync,
+  writeFileAtomicSync,
+} from '@alexnet-stream/core';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
 import { describeSpec, validateWeights } from './checkpoint';
 
@@ -98,14 +109,21 @@ export function theanoEpochs(dir: string): number[] {
   return [...epochs].sort((a, b) => a - b);
 }
 
-function readNpy(path: string): NpyArray {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(path);
-  } catch (err) {
-    throw new InputError(`${path}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { code: 'ERR_THEANO_WEIGHTS', cause: err });
-  }
-  return decodeNpy(bytes, path);
+/** Room for an .npy header (a few hundred bytes in practice; the format allows more). */
+const NPY_HEADER_ALLOWANCE = 1 << 20;
+
+/** What a seed .npy of `shape` may take: float64 (the widest dtype read) plus a header. */
+const npyBound = (shape: number[]): number => NPY_HEADER_ALLOWANCE + 8 * shape.reduce((a, b) => a * b, 1);
+/** A mean image (`--mean`) of up to 3x8192x8192 float64, or a bias of up to ~8M classes. */
+const MAX_OTHER_NPY_BYTES = npyBound([3, 8192, 8192]);
+
+/**
+ * A .npy file a user named: a regular file of at most `maxBytes` (what its expected shape takes),
+ * so that a FIFO, /dev/zero or a file far larger than the layer never takes memory; its dtype
+ * and exact shape are checked by the caller.
+ */
+function readNpy(path: string, what: string, maxBytes: number): NpyArray {
+  return decodeNpy(readUserFileSync(path, what, maxBytes), path);
 }
 
 /** float32 as is, float64 rounded to float32 (Theano's floatX may have been float64). */
@@ -141,7 +159,7 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
     const mine = files.filter((f) => f.param.startsWith(`${layer.name}.`));
     const parts = mine.map((f) => {
       const path = join(dir, f.file);
-      const arr = readNpy(path);
+      const arr = readNpy(path, 'weights file', npyBound(f.shape));
       if (shapeText(arr.shape) !== shapeText(f.shape)) {
         const role = f.param.endsWith('.weight') ? (layer.kind === 'conv' ? ' (in/group, kh, kw, out/group)' : ' (n_in, n_out)') : '';
         throw new InputError(
@@ -174,7 +192,7 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
 export function exportTheanoNpy(spec: ModelSpec, weights: NamedTensors, dir: string, epoch: number, options: TheanoLayoutOptions = {}): string[] {
   const flip = options.flip ?? true;
   validateWeights(spec, weights, 'weights to export');
-  mkdirSync(dir, { recursive: true });
+  makeDirectorySync(dir, 'output folder'); // not Node's recursive mkdir: it loops forever under /proc
   const written: string[] = [];
   const files = theanoFiles(spec, epoch);
   for (const { layer, inChannels } of paramLayers(spec)) {
@@ -266,7 +284,7 @@ export function theanoNumClasses(dir: string, epoch: number, lastLayerIndex = 7)
       { code: 'ERR_THEANO_WEIGHTS' },
     );
   }
-  const arr = readNpy(path);
+  const arr = readNpy(path, 'weights file', MAX_OTHER_NPY_BYTES);
   if (arr.shape.length !== 1) throw new InputError(`${path}: shape ${shapeText(arr.shape)}, expected a bias vector (classes,)`, { code: 'ERR_THEANO_WEIGHTS' });
   return arr.shape[0];
 }
@@ -275,7 +293,7 @@ export function theanoNumClasses(dir: string, epoch: number, lastLayerIndex = 7)
 export function theanoLearningRate(dir: string, epoch: number): number | undefined {
   const path = join(dir, `lr_${epoch}.npy`);
   if (!existsSync(path)) return undefined;
-  const arr = readNpy(path);
+  const arr = readNpy(path, 'learning rate file', npyBound([1]));
   if (arr.data.length !== 1 || typeof arr.data[0] !== 'number') {
     throw new InputError(`${path}: expected one float (the learning rate), got shape ${shapeText(arr.shape)} ${arr.dtype}`, { code: 'ERR_THEANO_WEIGHTS' });
   }
@@ -297,7 +315,7 @@ export interface ImportedMeanImage {
  * `(3, W, 3)` is ambiguous and read as CHW. Anything else is an InputError naming the file.
  */
 export function importMeanImage(path: string): ImportedMeanImage {
-  const arr = readNpy(path);
+  const arr = readNpy(path, 'mean image', MAX_OTHER_NPY_BYTES);
   const notices: string[] = [];
   let data: Float32Array;
   if (arr.data instanceof Float32Array) data = arr.data;
@@ -306,6 +324,8 @@ export function importMeanImage(path: string): ImportedMeanImage {
     notices.push(`converted ${arr.dtype} to float32`);
   } else throw new InputError(`${path}: dtype ${arr.dtype}, expected a float32 mean image`, { code: 'ERR_THEANO_WEIGHTS' });
   const s = arr.shape;
+  const problem = meanImageProblem(s, data);
+  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`, { code: 'ERR_MEAN_IMAGE' });
   if (s.length === 3 && s[0] === 3) return { data, shape: [3, s[1], s[2]], notice: notices.join('; ') || undefined };
   if (s.length === 3 && s[2] === 3) {
     const [h, w] = s;

@@ -7,3 +7,4 @@ export * from './import-theano';
 export * from './atomic-dir';
 export * from './spec-check';
 export * from './data-fit';
+export * from './input-scale';

@@ -101,7 +101,18 @@ test('init kaiming: conv1 keeps N(0, 0.01), the layers after it N(0, 2/fan_in), 
   }
   assert.deepEqual(w['conv1.weight'], only(['conv1'], 5)['conv1.weight'], 'conv1: the preset\'s values, bit for bit');
   assert.ok(w['conv2.bias'].every((v) => v === Math.fround(0.1)));
-  assert.throws(() => alexnetSpec('theano-alexnet', { init: 'xavier' as never }), /Expected preset or kaiming for init but received "xavier"/);
+  assert.throws(() => alexnetSpec('theano-alexnet', { init: 'xavier' as never }), /Expected one of preset, kaiming, kaiming-all for init but received "xavier"/);
+});
+
+test('init kaiming-all: He-normal in conv1 too (for inputs of unit scale); every later layer as kaiming', () => {
+  const all = initParameters(alexnetSpec('theano-alexnet', { numClasses: 10, inputSize: 67, init: 'kaiming-all' }), 5);
+  const kaiming = initParameters(alexnetSpec('theano-alexnet', { numClasses: 10, inputSize: 67, init: 'kaiming' }), 5);
+  // conv1: fan_in 3·11·11 = 363; n = 34848 values, relative standard error of the std < 0.4%: 3% bound.
+  const m = moments(all['conv1.weight']);
+  assert.ok(Math.abs(m.std / Math.sqrt(2 / 363) - 1) < 0.03, `conv1.weight: std ${m.std}, expected ${Math.sqrt(2 / 363)}`);
+  for (const name of ['conv2.weight', 'conv5.weight', 'fc6.weight', 'fc8.weight', 'conv1.bias', 'fc6.bias']) {
+    assert.deepEqual(all[name], kaiming[name], `${name}: as init kaiming, bit for bit`);
+  }
 });
 
 test('reinitParameters replaces only the named layer, with the spec\'s shape, as initParameters would', () => {

@@ -4,7 +4,8 @@
  * the ONNX model zoo, `torchvision-alexnet` from PyTorch exports).
  */
 import { check } from '@alexnet-stream/core';
-import { InitRule, LayerSpec, ModelSpec, PresetName, PRESETS, inferShapes } from './spec';
+import { specProblem } from './spec-check';
+import { InitRule, LayerSpec, ModelSpec, ModelSpecError, PresetName, PRESETS, inferShapes } from './spec';
 
 export interface PresetOptions {
   numClasses?: number;
@@ -14,11 +15,11 @@ export interface PresetOptions {
   dropout?: number;
   /** Include the LRN layers (default true where the preset has them). */
   lrn?: boolean;
-  /** Weight initialisation: the preset's own rules (default), or `kaiming` (see `kaimingInit`). */
+  /** Weight initialisation: the preset's own rules (default), `kaiming` or `kaiming-all` (see `kaimingInit`). */
   init?: InitScheme;
 }
 
-export const INIT_SCHEMES = ['preset', 'kaiming'] as const;
+export const INIT_SCHEMES = ['preset', 'kaiming', 'kaiming-all'] as const;
 export type InitScheme = (typeof INIT_SCHEMES)[number];
 
 /**
@@ -32,12 +33,16 @@ export type InitScheme = (typeof INIT_SCHEMES)[number];
  * pre-activations ~60x too large, and whose gradients scale with that input too (the same
  * learning rate would then move conv1 ~60² times further, relatively, than the other layers).
  * Biases keep the preset's rules.
+ *
+ * `init: kaiming-all` is He-normal in the first layer too: for inputs of unit scale (the
+ * trainer's `input_scale`, e.g. 1/std per channel, as torchvision's Normalize gives them), on
+ * which He's rule keeps conv1's output at unit scale like every other layer's.
  */
-function kaimingInit(layers: LayerSpec[]): LayerSpec[] {
+function kaimingInit(layers: LayerSpec[], firstLayerToo: boolean): LayerSpec[] {
   const paramLayers = layers.filter((l) => l.kind === 'conv' || l.kind === 'fc');
   const first = paramLayers[0], last = paramLayers[paramLayers.length - 1];
   return layers.map((l) => {
-    if ((l.kind !== 'conv' && l.kind !== 'fc') || l === first) return l;
+    if ((l.kind !== 'conv' && l.kind !== 'fc') || (l === first && !firstLayerToo)) return l;
     return { ...l, weightInit: { dist: 'fan-in-normal', gain: l === last ? 1 : Math.SQRT2 } };
   });
 }
@@ -138,9 +143,14 @@ export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: Pres
   if (options.lrn === false) layers = layers.filter((l) => l.kind !== 'lrn');
   const init = options.init ?? 'preset';
   check.oneOf('init', init, INIT_SCHEMES);
-  if (init === 'kaiming') layers = kaimingInit(layers);
+  if (init === 'kaiming' || init === 'kaiming-all') layers = kaimingInit(layers, init === 'kaiming-all');
   const spec: ModelSpec = { specVersion: 1, preset, inputChannels: 3, inputSize, numClasses, layers };
   inferShapes(spec); // throws, naming the layer, when the input size is too small
+  // The limits every spec read back must meet (spec-check.ts): a class count or input size no
+  // checkpoint could hold (e.g. --num-classes 1000000000: 4e12 fc8 weights) is refused here,
+  // by every caller, instead of failing as "Invalid typed array length" when weights are made.
+  const problem = specProblem(spec);
+  if (problem) throw new ModelSpecError(problem);
   return spec;
 }
 

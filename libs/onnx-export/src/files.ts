@@ -2,9 +2,8 @@
  * `.onnx` files: written atomically (temp file in the same directory, fsync, rename), so a
  * killed export never leaves a half model that looks whole; read with errors naming the file.
  */
-import { readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { OutputError, setOwn, writeFileAtomicSync } from '@alexnet-stream/core';
+import { AlexnetStreamError, describeReadError, formatBytes, OutputError, readRegularFileSync, setOwn, writeFileAtomicSync } from '@alexnet-stream/core';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
 
 /** Write `bytes` to `path` atomically; a failure becomes an OutputError that says why, in words. */
@@ -12,11 +11,10 @@ function writeOutput(path: string, bytes: Uint8Array): void {
   try {
     writeFileAtomicSync(path, bytes);
   } catch (err) {
-    // writeFileAtomicSync's OutputError says why (ENOSPC, a missing folder, …); a refused
-    // target (a folder, this process's stdout) is its InputError.
-    const cause = (err as { cause?: NodeJS.ErrnoException }).cause ?? (err as NodeJS.ErrnoException);
-    if (!(err instanceof OutputError) || !cause.code) throw err;
-    const e = cause;
+    // writeFileAtomicSync's errors already name the path and say why, in words (an OutputError
+    // for ENOSPC or a missing folder, an InputError for a refused target such as a folder).
+    if (err instanceof AlexnetStreamError) throw err;
+    const e = err as NodeJS.ErrnoException;
     const why = e.code === 'ENOENT' ? `no directory ${dirname(path)}` : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'ENOSPC' ? 'disk full' : e.message;
     throw new OutputError(`${path}: cannot write (${why}); nothing was written`, { cause: e });
   }
@@ -29,16 +27,21 @@ export function writeOnnx(path: string, model: ModelProto): number {
   return bytes.length;
 }
 
-/** The bytes of an .onnx file; a missing/unreadable file is an `OnnxFormatError` naming it. */
+/**
+ * The most an .onnx file may hold: 2 GiB, protobuf's limit for one message (larger models keep
+ * their tensors in external data files, which this project neither writes nor reads).
+ */
+export const MAX_ONNX_FILE_BYTES = 2 ** 31;
+
+/**
+ * The bytes of an .onnx file: a regular file of at most `MAX_ONNX_FILE_BYTES` (a FIFO would
+ * hang, /dev/zero would fill memory); anything else is an `OnnxFormatError` naming it.
+ */
 export function readOnnxBytes(path: string): Buffer {
   try {
-    return readFileSync(path);
+    return readRegularFileSync(path, { maxBytes: MAX_ONNX_FILE_BYTES, limitName: `the ${formatBytes(MAX_ONNX_FILE_BYTES)} an ONNX model may take` });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new OnnxFormatError(
-      `${path}: cannot read the ONNX model (${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'a directory, not a file' : e.message})`,
-      { cause: err },
-    );
+    throw new OnnxFormatError(`${path}: cannot read the ONNX model (${describeReadError(err)})`, { cause: err });
   }
 }
 

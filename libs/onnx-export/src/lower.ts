@@ -31,6 +31,12 @@ export const META = {
   /** `data` (float32 NCHW, preprocessed) or `image` (uint8 NHWC, raw pixels). */
   input: 'alexnet_stream.input',
   imageSize: 'alexnet_stream.image_size',
+  /**
+   * The per-channel input scale the model was trained with (the trainer's `input_scale`), JSON.
+   * For the record only: export has already folded it into the first layer's weights, so the
+   * input is `pixels − mean` like every other model's. Never apply it again.
+   */
+  foldedInputScale: 'alexnet_stream.folded_input_scale',
 } as const;
 
 /** Weights (or lowering options) that do not fit the model spec: exit 2. */

@@ -14,7 +14,9 @@
  *
  * Arguments that are not files are refused up front (nothing written). A file that does not
  * decode is skipped (`onSkip` says why) and the others are still predicted: every line written
- * is a complete result, and `skipped` says how many arguments gave none.
+ * is a complete result, and `skipped` says how many arguments gave none. An image the model
+ * answers with NaN or infinite probabilities (weights that overflow on it) is refused the same
+ * way (`onUnanswered`, `unanswered`), never printed as "NaN%".
  */
 import { stat } from 'node:fs/promises';
 import { check, checkOptional, InputError, type MeanImage, UsageError } from '@alexnet-stream/core';
@@ -52,11 +54,16 @@ export interface PredictOptions {
   write?(text: string): void;
   /** Called for each file that does not decode, in argument order. */
   onSkip?(path: string, why: string): void;
+  /** Called for each image the model answers with a NaN or infinite probability, in argument order. */
+  onUnanswered?(path: string, why: string): void;
 }
 
 export interface PredictSummary {
   predicted: number;
+  /** Files that were not decodable images. */
   skipped: number;
+  /** Images the model answered with NaN or infinite probabilities (refused, not printed). */
+  unanswered: number;
   /** Seconds from the first decode to the last line written (model loading excluded). */
   seconds: number;
   /** CPU seconds of this process (all threads) over the same span. */
@@ -156,6 +163,7 @@ export async function runPredict(images: string[], options: PredictOptions): Pro
   const model = await InferenceModel.load(options.model, { intraOpNumThreads: options.threads, allowSpinning: options.allowSpinning ?? false, devices: options.devices });
   let predicted = 0;
   let skipped = 0;
+  let unanswered = 0;
   const decodes: Promise<Decoded>[] = [];
   // Timed from the first decode to the last line written: model loading excluded.
   let startNs = process.hrtime.bigint();
@@ -212,8 +220,10 @@ export async function runPredict(images: string[], options: PredictOptions): Pro
       startDecodes(last + 2 * batchSize);
       if (paths.length === 0) continue;
       const { prob } = await model.run(pixels ?? data!, paths.length);
-      write(resultLines(paths, prob, spec.numClasses, k, classNames, options.json));
-      predicted += paths.length;
+      const answered = answeredRows(paths, prob, spec.numClasses, options.onUnanswered);
+      write(resultLines(answered, prob, spec.numClasses, k, classNames, options.json));
+      predicted += answered.length;
+      unanswered += paths.length - answered.length;
     }
     endNs = process.hrtime.bigint();
     cpu = process.cpuUsage(startCpu);
@@ -221,13 +231,24 @@ export async function runPredict(images: string[], options: PredictOptions): Pro
     await Promise.allSettled(decodes.filter(Boolean));
     await model.close();
   }
-  return { predicted, skipped, seconds: Number(endNs - startNs) / 1e9, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
+  return { predicted, skipped, unanswered, seconds: Number(endNs - startNs) / 1e9, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
-/** One line per image: `path: label 93.12%, …`, or a JSON line. */
-function resultLines(paths: string[], prob: Float32Array, numClasses: number, k: number, classNames: string[] | undefined, json = false): string {
-  let text = '';
+/** The batch's rows with finite probabilities: a model whose weights overflow on an image answers NaN. */
+function answeredRows(paths: string[], prob: Float32Array, numClasses: number, onUnanswered: PredictOptions['onUnanswered']): { path: string; i: number }[] {
+  const rows: { path: string; i: number }[] = [];
   paths.forEach((path, i) => {
+    const bad = prob.subarray(i * numClasses, (i + 1) * numClasses).find((v) => !Number.isFinite(v));
+    if (bad === undefined) rows.push({ path, i });
+    else onUnanswered?.(path, `the model's output is ${bad} for this image (its weights overflow)`);
+  });
+  return rows;
+}
+
+/** One line per image (row `i` of `prob`): `path: label 93.12%, …`, or a JSON line. */
+function resultLines(rows: { path: string; i: number }[], prob: Float32Array, numClasses: number, k: number, classNames: string[] | undefined, json = false): string {
+  let text = '';
+  rows.forEach(({ path, i }) => {
     const top = topK(prob, i, numClasses, k);
     if (json) {
       const entries = top.map((j) => ({ index: j, ...(classNames ? { label: classNames[j] } : {}), prob: prob[i * numClasses + j] }));

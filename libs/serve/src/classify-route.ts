@@ -39,14 +39,22 @@ export function installClassifyRoute(app: FastifyInstance, serving: Serving): vo
     if (request.isMultipart()) {
       const files: Upload[] = [];
       let total = 0;
-      for await (const part of request.parts()) {
-        if (part.type !== 'file') continue;
-        const bytes = await part.toBuffer();
-        total += bytes.length;
-        if (total > options.bodyLimitBytes) {
-          throw new HttpError(413, `the images add up to more than ${nameOf('bodyLimitBytes')} (${options.bodyLimitBytes} bytes)`, 'body_too_large');
+      try {
+        for await (const part of request.parts()) {
+          if (part.type !== 'file') continue;
+          const bytes = await part.toBuffer();
+          total += bytes.length;
+          if (total > options.bodyLimitBytes) {
+            throw new HttpError(413, `the images add up to more than ${nameOf('bodyLimitBytes')} (${options.bodyLimitBytes} bytes)`, 'body_too_large');
+          }
+          files.push({ bytes, filename: part.filename || part.fieldname });
         }
-        files.push({ bytes, filename: part.filename || part.fieldname });
+      } catch (err) {
+        // The parser's own errors (no boundary, a part cut short) are the client's body, not a
+        // server fault (they were answered 500); its limits already carry a 4xx status.
+        const status = (err as { statusCode?: unknown }).statusCode;
+        if (err instanceof HttpError || (typeof status === 'number' && status >= 400 && status < 500)) throw err;
+        throw new HttpError(400, `the multipart/form-data body is malformed: ${(err as Error).message}`, 'bad_multipart');
       }
       return files;
     }
@@ -101,6 +109,11 @@ export function installClassifyRoute(app: FastifyInstance, serving: Serving): vo
       const predictions = results.map((res, i) => {
         const raw = res.outputs.get(description.classifyOutput)!;
         const prob = description.classifyOutputIsProb ? raw : softmaxRow(raw);
+        // A model whose weights overflow on this image answers NaN: an error, never "prob": null.
+        const bad = prob.find((v) => !Number.isFinite(v));
+        if (bad !== undefined) {
+          throw new HttpError(500, `${images.length > 1 ? `image ${i + 1}: ` : ''}the model's output is ${bad} for this image (its weights overflow)`, 'output_not_finite');
+        }
         return {
           image: i,
           ...(images[i].filename ? { filename: images[i].filename } : {}),

@@ -13,7 +13,7 @@
  * Every bad request is a 400 whose message names the field (`inputs[0].shape`, ...).
  */
 import { topK } from '@alexnet-stream/onnx-export';
-import { badRequest } from './errors';
+import { badRequest, HttpError } from './errors';
 import type { ModelDescription, TensorSignature } from './model-description';
 
 const tensorParameters = {
@@ -88,17 +88,25 @@ export interface ParsedInfer {
 
 const BYTES_PER: Record<string, number> = { FP32: 4, UINT8: 1 };
 
-/** Count and fill numbers from nested arrays into `out`, checking their kind. */
-function fill(value: unknown, out: Float32Array | Uint8Array, state: { k: number }, field: string, datatype: string): void {
+/**
+ * Count and fill numbers from nested arrays into `out`, checking their kind. `levels` is how
+ * deep the data may nest (the shape's rank): deeper is refused before it costs the stack
+ * (100000 nested brackets overflowed it: a 500). An FP32 value must be finite as float32:
+ * 1e39 or 1e400 (JSON has no NaN) became Infinity, and every output `null`.
+ */
+function fill(value: unknown, out: Float32Array | Uint8Array, state: { k: number }, field: string, datatype: string, levels: number): void {
   if (!Array.isArray(value)) throw badRequest(`${field} must be an array of numbers (flat or nested)`);
+  if (levels < 1) throw badRequest(`${field} is nested deeper than its shape has dimensions`);
   for (let i = 0; i < value.length; i++) {
     const v = value[i];
     if (typeof v === 'number') {
       if (state.k >= out.length) throw badRequest(`${field} holds more values than its shape needs (${out.length})`);
       if (datatype === 'UINT8' && !(Number.isInteger(v) && v >= 0 && v <= 255)) throw badRequest(`${field}: value ${v} at element ${state.k} is not a UINT8 (an integer 0..255)`);
-      out[state.k++] = v;
+      out[state.k] = v;
+      if (!Number.isFinite(out[state.k])) throw badRequest(`${field}: value ${v} at element ${state.k} is not a finite ${datatype} number`);
+      state.k++;
     } else if (Array.isArray(v)) {
-      fill(v, out, state, field, datatype);
+      fill(v, out, state, field, datatype, levels - 1);
     } else {
       throw badRequest(`${field}: element ${state.k} is ${v === null ? 'null' : typeof v}, not a number`);
     }
@@ -157,17 +165,29 @@ export function parseInfer(
     if (!binary) throw badRequest(`${field}.parameters.binary_data_size is set but the request has no binary part (send it as application/octet-stream with an Inference-Header-Content-Length header)`);
     if (size !== byteLength) throw badRequest(`${field}.parameters.binary_data_size is ${size}; shape [${input.shape}] of ${expected.datatype} is ${byteLength} bytes`);
     if (binary.length !== size) throw badRequest(`the binary part is ${binary.length} bytes; inputs declare ${size} (parameters.binary_data_size)`);
+    if (expected.datatype === 'FP32') {
+      const at = firstNonFinite(binary);
+      if (at >= 0) throw badRequest(`${field}: the binary value at element ${at} is not a finite FP32 number`);
+    }
     data = binary;
   } else {
     if (binary && binary.length > 0) throw badRequest(`the request has ${binary.length} bytes of binary data but no input declares parameters.binary_data_size`);
     if (input.data === undefined) throw badRequest(`${field} has no data (nor parameters.binary_data_size)`);
     const values = expected.datatype === 'FP32' ? new Float32Array(count) : new Uint8Array(count);
     const state = { k: 0 };
-    fill(input.data, values, state, `${field}.data`, expected.datatype);
+    fill(input.data, values, state, `${field}.data`, expected.datatype, input.shape.length);
     if (state.k !== count) throw badRequest(`${field}.data holds ${state.k} values; shape [${input.shape}] needs ${count}`);
     data = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   }
   return { id: body.id, n, data, outputs };
+}
+
+/** Index of the first NaN or infinite float32 (little-endian) in `bytes`, or -1. */
+function firstNonFinite(bytes: Uint8Array): number {
+  const aligned = bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes); // a copy only when unaligned
+  const values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 2);
+  for (let i = 0; i < values.length; i++) if (values[i] - values[i] !== 0) return i;
+  return -1;
 }
 
 /** Split a binary-extension body: the JSON header (parsed) and the bytes after it. */
@@ -214,6 +234,12 @@ export function buildInferResponse(model: ModelDescription, version: string, id:
   const binary: Buffer[] = [];
   const outputs = requested.map((r) => {
     const t = tensors.get(r.name)!;
+    // JSON has no NaN (it would be written null) and a score string "NaN:3" is no answer: a model
+    // whose weights overflow on these inputs fails the request, saying so. Raw bytes carry NaN as it is.
+    if (!r.binary || r.classification) {
+      const at = firstNonFinite(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      if (at >= 0) throw new HttpError(500, `output ${r.name}: the model's value at element ${at} is ${t.data[at]} (its weights overflow on these inputs)`, 'output_not_finite');
+    }
     if (r.classification) {
       const k = Math.min(r.classification, t.shape[1]);
       return { name: r.name, datatype: 'BYTES', shape: [t.shape[0], k], data: classificationStrings(t, k, model.classNames) };

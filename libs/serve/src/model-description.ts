@@ -7,8 +7,8 @@
  * Built in an inference worker (it parses the ONNX file), sent to the main thread by
  * structured clone: plain data only.
  */
-import { readFile } from 'node:fs/promises';
-import { decodeModel, META, ModelProto, modelInfo, modelMetadata } from '@alexnet-stream/onnx-export';
+import { decodeModel, MAX_ONNX_FILE_BYTES, META, ModelProto, modelInfo, modelMetadata } from '@alexnet-stream/onnx-export';
+import { describeReadError, formatBytes, readRegularFileAsync } from '@alexnet-stream/core';
 import { readClassNames, readMeanNpy, ResizeMode } from '@alexnet-stream/stream-io';
 import { ModelLoadError } from './errors';
 import type { ModelConfig } from './options';
@@ -195,12 +195,11 @@ export function parseModel(bytes: Uint8Array, path: string): ModelProto {
   }
 }
 
-/** Read a model file; errors name it. */
+/** Read a model file: a regular file of at most 2 GiB (a FIFO or /dev/zero is refused); errors name it. */
 export async function readModelBytes(path: string): Promise<Buffer> {
   try {
-    return await readFile(path);
+    return await readRegularFileAsync(path, { maxBytes: MAX_ONNX_FILE_BYTES, limitName: `the ${formatBytes(MAX_ONNX_FILE_BYTES)} an ONNX model may take` });
   } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new ModelLoadError(`${path}: cannot read the model (${e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'a directory' : e.message})`);
+    throw new ModelLoadError(`${path}: cannot read the model (${describeReadError(err)})`, { cause: err });
   }
 }

@@ -5,9 +5,9 @@
  * Defaults follow the issue's command line and Triton's dynamic batcher.
  */
 import * as os from 'node:os';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { check, checkOptional, InvalidParameterError, UsageError } from '@alexnet-stream/core';
+import { check, checkOptional, describeReadError, InvalidParameterError, readRegularFileSync, UsageError } from '@alexnet-stream/core';
 import { RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
 
 /** One served model: a name in the URL and a file, plus preprocessing for models without our metadata. */
@@ -181,14 +181,16 @@ export function resolveServeOptions(options: ServeOptions): ResolvedServeOptions
   };
 }
 
-/** The bearer token in `path` (surrounding whitespace trimmed); a clear UsageError (naming `tokenFile`) otherwise. */
+/** A token file holds one token: a few hundred bytes; 64 KiB is far more than any. */
+const MAX_TOKEN_FILE_BYTES = 64 << 10;
+
+/** The bearer token in `path` (a regular file; surrounding whitespace trimmed); a clear UsageError (naming `tokenFile`) otherwise. */
 export function readTokenFile(path: string): string {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = readRegularFileSync(path, { maxBytes: MAX_TOKEN_FILE_BYTES, limitName: 'the 64 KiB a token file may take' }).toString('utf8');
   } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    throw new UsageError((name) => `${name('tokenFile')} ${path}: cannot read it (${why})`, { cause: err });
+    throw new UsageError((name) => `${name('tokenFile')} ${path}: cannot read it (${describeReadError(err)})`, { cause: err });
   }
   const token = text.trim();
   if (token.length < 16 || /\s/.test(token)) {

@@ -150,7 +150,8 @@ export function installRequestHooks(app: FastifyInstance, { options, metrics, tr
     } else if (error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
       message = `unsupported content type ${JSON.stringify(request.headers['content-type'] ?? null)}`;
     }
-    if (status === 500) {
+    // An HttpError's message is written for the client; anything else unexpected is not shown.
+    if (status === 500 && !(error instanceof HttpError)) {
       request.log.error({ err: error }, 'unexpected error');
       message = `internal server error (request id ${request.id})`;
     }

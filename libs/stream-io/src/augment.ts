@@ -20,7 +20,9 @@
  */
 import { Transform, TransformCallback } from 'node:stream';
 import { check, checkOptional, InputError, type MeanImage, Rng, UsageError } from '@alexnet-stream/core';
+import { oversizedBatch } from './framing';
 import { BatchRecord, makeHeader, makeTrailer, StreamRecord } from './records';
+import { IMAGE_CHANNELS } from './record-validation';
 import { StreamTally } from './stream-check';
 
 export interface CropParams {
@@ -268,6 +270,7 @@ export class AugmentStage extends Transform {
       if (record.type === 'header') {
         const { type: _t, schema: _s, kind: _k, ...rest } = record;
         const { crop, mirror, center, perBatch, seed } = this.options;
+        if (record.batchSize !== undefined) this.checkOutputSize(record.batchSize);
         callback(null, makeHeader('batch', {
           ...rest,
           producer: 'alexnet-stream augment',
@@ -283,12 +286,23 @@ export class AugmentStage extends Transform {
       }
       if (record.type !== 'batch') throw new InputError(`record ${this.index}: augment reads batch records, not ${record.type} records`);
       checkAugmentInput(record, this.options.mean, `record ${this.index} (batch starting with ${record.keys[0] ?? '(empty)'})`);
+      this.checkOutputSize(record.shape[0]);
       this.batches += 1;
       this.images += record.shape[0];
       callback(null, augmentBatch(record, this.options.mean, this.options, this.rng));
     } catch (err) {
       callback(err as Error);
     }
+  }
+
+  /**
+   * float32 crops take 4 bytes a value where the input took 1: a batch size whose output no
+   * reader takes (1 GiB a record) is refused before anything is written.
+   */
+  private checkOutputSize(n: number): void {
+    const { crop } = this.options;
+    const tooLarge = oversizedBatch(n, IMAGE_CHANNELS * crop * crop, 4, `float32 ${IMAGE_CHANNELS}x${crop}x${crop} crops`);
+    if (tooLarge) throw new UsageError(`${tooLarge}: make smaller batches upstream (batch --size)`, { code: 'ERR_BATCH_TOO_LARGE' });
   }
 
   override _flush(callback: TransformCallback): void {

@@ -4,8 +4,10 @@
  * marked `partial: true`, or dropped with `dropLast`.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { check, InputError } from '@alexnet-stream/core';
+import { check, InputError, UsageError } from '@alexnet-stream/core';
+import { oversizedBatch } from './framing';
 import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
+import { MAX_BATCH_SIZE } from './record-validation';
 import { StreamTally } from './stream-check';
 
 export interface BatchOptions {
@@ -17,7 +19,8 @@ export interface BatchOptions {
 
 /** Validate batch options once, at the boundary. */
 export function checkBatchSize(batchSize: number): number {
-  return check.integer('batchSize', batchSize, { min: 1 });
+  // The stream format's bound (record-validation): a reader refuses a header declaring more.
+  return check.integer('batchSize', batchSize, { min: 1, max: MAX_BATCH_SIZE });
 }
 
 /**
@@ -53,6 +56,10 @@ export class BatchAssembler {
     }
     const size = c * h * w;
     if (!this.data) {
+      // Before allocating: a batch larger than any reader takes is refused, not written (nor a
+      // RangeError "Invalid typed array length" when it cannot even be allocated).
+      const tooLarge = oversizedBatch(this.options.batchSize, size, 1, `uint8 ${c}x${h}x${w} images`);
+      if (tooLarge) throw new UsageError((name) => `${tooLarge}: lower ${name('batchSize')}`, { code: 'ERR_BATCH_TOO_LARGE' });
       const length = this.options.batchSize * size;
       this.data = this.spare?.length === length ? this.spare : new Uint8Array(length);
       this.spare = undefined;

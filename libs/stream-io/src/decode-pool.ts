@@ -5,6 +5,7 @@
  * cores that made `scan | decode | batch` ~12% faster than decoding on libuv's thread pool and
  * resizing on the stage's thread, once the batch stage no longer held the pipeline back.
  */
+import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { DecodeOptions } from './decode';
@@ -20,7 +21,14 @@ interface Pending {
 interface Slot {
   worker: Worker;
   pending: Map<number, Pending>;
+  exited: boolean;
 }
+
+/**
+ * How long `close` waits for a worker to finish the image it is decoding before terminating it
+ * (a decode takes milliseconds; terminating is the last resort, see `close`).
+ */
+const CLOSE_TIMEOUT_MS = 10_000;
 
 /** A decode worker thread died: the pool cannot go on (not a fault of the file being decoded). */
 export class DecodePoolError extends Error {}
@@ -31,14 +39,16 @@ export class DecodePool {
   private closed = false;
   /** Set when a worker died unexpectedly; every later decode() rejects with it. */
   private failure: DecodePoolError | undefined;
+  /** Set to 1 by `close`: workers skip the tasks still queued to them (decode-worker.ts). */
+  private readonly stop = new Int32Array(new SharedArrayBuffer(4));
 
   constructor(readonly size: number) {
     this.slots = Array.from({ length: size }, () => this.start());
   }
 
   private start(): Slot {
-    const worker = new Worker(join(__dirname, 'decode-worker.js'));
-    const slot: Slot = { worker, pending: new Map() };
+    const worker = new Worker(join(__dirname, 'decode-worker.js'), { workerData: { stop: this.stop } });
+    const slot: Slot = { worker, pending: new Map(), exited: false };
     worker.unref(); // referenced only while it has work (see decode())
     worker.on('message', (reply: DecodeReply) => {
       const task = slot.pending.get(reply.id);
@@ -56,6 +66,7 @@ export class DecodePool {
     };
     worker.on('error', (err) => fail(err.message));
     worker.on('exit', (code) => {
+      slot.exited = true;
       if (!this.closed) fail(`exit code ${code}`);
     });
     return slot;
@@ -76,14 +87,28 @@ export class DecodePool {
     });
   }
 
-  /** Stop the workers (pending decodes are rejected). */
+  /**
+   * Stop the workers (pending decodes are rejected). Each worker finishes the image it is in
+   * the middle of, skips what is queued and exits by itself: `Worker.terminate()` during a
+   * TurboJPEG call aborted the whole process (the addon's C++ exception on a terminating
+   * thread calls std::terminate: SIGABRT, exit 134, when e.g. `prepare` stopped at a bad batch
+   * size while images were being decoded). Terminating is kept for a worker stuck past
+   * CLOSE_TIMEOUT_MS.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    Atomics.store(this.stop, 0, 1);
     await Promise.all(this.slots.map(async (slot) => {
       for (const task of slot.pending.values()) task.reject(new Error('decode pool closed'));
       slot.pending.clear();
-      await slot.worker.terminate();
+      if (slot.exited) return;
+      const exited = once(slot.worker, 'exit');
+      slot.worker.ref();
+      slot.worker.postMessage('close');
+      const timer = setTimeout(() => void slot.worker.terminate(), CLOSE_TIMEOUT_MS);
+      await exited.catch(() => undefined);
+      clearTimeout(timer);
     }));
   }
 }

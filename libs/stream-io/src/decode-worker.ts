@@ -3,7 +3,7 @@
  * path (TurboJPEG + JS resize) on this thread, so that several images are resized at once and
  * the stage's own thread is left to order, frame and write records.
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES, formatBytes, readRegularFileSync } from '@alexnet-stream/core';
 import { decodePlainJpegSync } from './decode-fast';
 import type { DecodeOptions } from './decode';
@@ -38,7 +38,15 @@ function handle(task: DecodeTask): { reply: DecodeReply; transfer: ArrayBuffer[]
   }
 }
 
-parentPort?.on('message', (task: DecodeTask) => {
+/** Set to 1 by the pool's `close`: the tasks still queued here are skipped, not decoded. */
+const stop: Int32Array | undefined = (workerData as { stop?: Int32Array } | undefined)?.stop;
+
+parentPort?.on('message', (task: DecodeTask | 'close') => {
+  if (task === 'close') {
+    parentPort!.close(); // nothing left to do: the thread ends on its own (see DecodePool.close)
+    return;
+  }
+  if (stop && Atomics.load(stop, 0) !== 0) return; // closing: its promise was already rejected
   const { reply, transfer } = handle(task);
   parentPort!.postMessage(reply, transfer);
 });

@@ -139,7 +139,11 @@ export function encodeDemoJpeg(image: RenderedImage): Promise<Buffer> {
     .toBuffer();
 }
 
-/** Temp file + rename (core's writeFileAtomic), without fsync: generated data is regenerated, not recovered. */
+/**
+ * The project's atomic write (temp file removed on failure; a full disk is an OutputError naming
+ * the file, exit 2, where a raw ENOSPC was exit 1 and left the temp file); no fsync per image:
+ * the data set is regenerated from its seed, not precious.
+ */
 function writeAtomic(file: string, data: string | Buffer): Promise<void> {
   return writeFileAtomic(file, data, { fsync: false });
 }

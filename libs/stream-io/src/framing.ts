@@ -87,6 +87,22 @@ export const DEFAULT_MAX_RECORD_BYTES = 1 << 30;
 const RECORD_FIELDS_BYTES = 1 << 20;
 const KEY_BYTES_PER_IMAGE = 8 << 10;
 
+/** The most bytes a batch record of `n` images of `valuesPerImage` values each may take (pixels, labels, keys, fields). */
+export function batchRecordBytes(n: number, valuesPerImage: number, bytesPerValue: number): number {
+  return n * valuesPerImage * bytesPerValue + n * (4 + KEY_BYTES_PER_IMAGE) + RECORD_FIELDS_BYTES;
+}
+
+/**
+ * Why a stage must not write batches of `n` images of `valuesPerImage` values (`what`: "uint8
+ * 3x256x256 images"): a record larger than `DEFAULT_MAX_RECORD_BYTES` would be refused by every
+ * reader downstream (and allocating it may fail outright). Undefined when they fit.
+ */
+export function oversizedBatch(n: number, valuesPerImage: number, bytesPerValue: number, what: string): string | undefined {
+  const bytes = batchRecordBytes(n, valuesPerImage, bytesPerValue);
+  if (bytes <= DEFAULT_MAX_RECORD_BYTES) return undefined;
+  return `a batch of ${n} ${what} takes ${formatBytes(bytes)}, more than the ${formatBytes(DEFAULT_MAX_RECORD_BYTES)} a record may take (readers refuse larger records)`;
+}
+
 /**
  * The most bytes one record of a stream with this header may take, and why: derived from
  * what the header declares (image size, batch size, dtype), never above `cap`.
@@ -99,8 +115,7 @@ export function recordByteLimit(header: StreamHeader, cap = DEFAULT_MAX_RECORD_B
     derived = { bytes: IMAGE_CHANNELS * side * side + RECORD_FIELDS_BYTES, why: `the header declares ${side}x${side} images` };
   } else if (header.kind === 'batch' && side !== undefined && header.batchSize !== undefined && header.dtype !== undefined) {
     const n = header.batchSize;
-    const pixels = n * IMAGE_CHANNELS * side * side * (header.dtype === 'float32' ? 4 : 1);
-    derived = { bytes: pixels + n * (4 + KEY_BYTES_PER_IMAGE) + RECORD_FIELDS_BYTES, why: `the header declares ${header.dtype} batches of ${n} ${side}x${side} images` };
+    derived = { bytes: batchRecordBytes(n, IMAGE_CHANNELS * side * side, header.dtype === 'float32' ? 4 : 1), why: `the header declares ${header.dtype} batches of ${n} ${side}x${side} images` };
   }
   if (derived && derived.bytes <= cap) return derived;
   return { bytes: cap, why: derived ? `${derived.why}, capped by maxRecordBytes` : 'the header declares no image or batch size, so maxRecordBytes applies' };

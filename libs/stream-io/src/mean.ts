@@ -7,7 +7,7 @@
  * are the file IO (atomic write: temp + rename).
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { decodeNpy, describeReadError, encodeNpy, InputError, type MeanImage, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
+import { decodeNpy, describeReadError, encodeNpy, InputError, type MeanImage, meanImageProblem, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
 
@@ -122,7 +122,8 @@ export async function writeMeanNpy(path: string, mean: MeanImage): Promise<void>
 
 /**
  * Read a mean image from `.npy`: float32 or float64, shape (C, H, W) — ours or the seed's
- * `img_mean.npy`. Other shapes are refused with the shape named.
+ * `img_mean.npy`; every side at least 1 and every value finite (core's `meanImageProblem`).
+ * Other shapes are refused with the shape named.
  */
 export async function readMeanNpy(path: string): Promise<MeanImage> {
   let bytes: Buffer;
@@ -140,6 +141,8 @@ export async function readMeanNpy(path: string): Promise<MeanImage> {
   if (array.data instanceof Float32Array) data = array.data;
   else if (array.data instanceof Float64Array || array.data instanceof Uint8Array) data = Float32Array.from(array.data);
   else throw new InputError(`${path}: a mean image must be float32 or float64, this one is ${array.dtype}`, { code: 'ERR_MEAN_IMAGE' });
+  const problem = meanImageProblem(array.shape, data);
+  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`, { code: 'ERR_MEAN_IMAGE' });
   const [channels, height, width] = array.shape;
   return { channels, height, width, data };
 }

@@ -126,7 +126,7 @@ test('bad options, a missing or empty dataset are clear errors (exit code 2)', (
     await assert.rejects(prepareDataDir({ train: join(dir, 'nope'), out }), (e: Error & { exitCode?: number }) => e.exitCode === 2 && /nope/.test(e.message));
     await mkdir(join(dir, 'empty', 'a'), { recursive: true });
     await assert.rejects(prepareDataDir({ train: join(dir, 'empty'), out }), /no images found in its 1 class folders/);
-    await assert.rejects(prepareDataDir({ train: dir, out, batchSize: 0 }), /Expected an integer >= 1 for batchSize but received 0/);
+    await assert.rejects(prepareDataDir({ train: dir, out, batchSize: 0 }), /Expected an integer between 1 and 1048576 for batchSize but received 0/);
     await assert.rejects(prepareDataDir({ train: dir, out, valSplit: 0.1, val: dir }), /either val \(with valList\) or valSplit, not both/);
     await assert.rejects(prepareDataDir({ train: dir, out, valList: 'x.txt' }), /valList needs val, the folder its paths are relative to/);
     await writeFile(join(dir, 'empty', 'a', 'x.png'), 'broken');

@@ -16,8 +16,8 @@
  * a leftover `<out>.partial/` from an interrupted run, which it removes and starts over (shard
  * order depends on every earlier image, so a clean restart is the simple, safe form of resume).
  */
-import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -241,11 +241,54 @@ export async function prepareDataDir(o: PrepareOptions): Promise<PrepareResult> 
   }
 }
 
+/**
+ * `--force` over a complete `<out>` swaps two folders: `<out>` to `<out>.partial.old-<pid>`, then
+ * `<out>.partial` (complete: its manifest is written last) to `<out>`. A kill between the two
+ * renames left no `<out>`; the next run then deleted the new data as "left by an interrupted
+ * run" while the old stayed hidden, so the user's complete data dir was gone. Run under the
+ * lock (no other prepare is writing), first: roll forward when `<out>.partial` is complete, else
+ * back to the old copy; then remove old copies a kill left during their removal.
+ */
+async function finishInterruptedReplace(out: string, onNotice: ((message: string) => void) | undefined): Promise<void> {
+  const partial = `${out}.partial`;
+  const parent = dirname(resolve(out));
+  const prefix = `${basename(partial)}.old-`;
+  const olds = (await readdir(parent).catch(() => [] as string[]))
+    .filter((name) => name.startsWith(prefix) && /^\d+$/.test(name.slice(prefix.length)))
+    .map((name) => join(parent, name));
+  if (olds.length === 0) return;
+  if (!(await exists(out))) {
+    if (await readPrepareManifest(partial)) {
+      await rename(partial, out);
+      await rm(join(out, PARTIAL_MARKER), { force: true });
+      onNotice?.(`finished replacing ${out} with its rebuilt data (a prepare --force was stopped between two renames)`);
+    } else {
+      for (const old of olds) {
+        if (!(await readPrepareManifest(old))) continue;
+        await rename(old, out);
+        onNotice?.(`restored ${out} from ${old} (a prepare --force was stopped while replacing it)`);
+        break;
+      }
+    }
+  }
+  for (const old of olds) await rm(old, { recursive: true, force: true });
+}
+
 /** The work of `prepareDataDir`, run while holding `<out>.lock`: no other prepare writes `out`. */
 async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
   const startMs = Date.now();
+  await finishInterruptedReplace(o.out, o.onNotice);
   const existing = await readPrepareManifest(o.out);
-  if (existing && !o.force) return { out: o.out, alreadyComplete: true, manifest: existing };
+  if (existing && !o.force) {
+    // A rebuild (--force) killed before it finished leaves its work folder beside the complete
+    // data: ours (marked) and, under the lock, nobody's; not kept for ever.
+    const stale = `${o.out}.partial`;
+    if (await exists(join(stale, PARTIAL_MARKER))) {
+      o.onNotice?.(`removing ${stale} left by an interrupted run`);
+      await rm(stale, { recursive: true, force: true });
+    }
+    return { out: o.out, alreadyComplete: true, manifest: existing };
+  }
   if (!existing && (await exists(o.out))) {
     throw new InputError((name) => `${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another ${name('out')}`);
   }
@@ -263,33 +306,42 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
   await mkdir(partial).catch((err) => {
     throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`, { cause: err });
   });
-  await writeFile(join(partial, PARTIAL_MARKER), `${process.pid}\n`);
 
-  const mean = new MeanStage();
-  const train = await writeSet(o, partial, 'train', sets.train, sets.classNames, mean);
-  const val = sets.val ? await writeSet(o, partial, 'val', sets.val, sets.classNames) : undefined;
-  const fsyncOption = { fsync: o.fsync };
-  await writeMeanNpy(join(partial, 'mean.npy'), mean.accumulator.mean());
-  await writeFileAtomic(join(partial, 'classes.txt'), `${sets.classNames.join('\n')}\n`, fsyncOption);
-  const summary = (s: { entry: ShardSetEntry; skipped: number }): PrepareSetSummary => ({ images: s.entry.images, batches: s.entry.batches, skipped: s.skipped });
-  const manifest: PrepareManifest = {
-    schema: 'alexnet-stream/prepare/1',
-    complete: true,
-    classNames: sets.classNames,
-    imageSize: o.size ?? 256,
-    resize: o.resize ?? 'squash',
-    batchSize: o.batchSize ?? 256,
-    seed: o.seed ?? 0,
-    train: summary(train),
-    ...(val ? { val: summary(val) } : {}),
-    sources: { train: o.train, ...(o.val ? { val: o.val } : {}), ...(o.valList ? { valList: o.valList } : {}), ...(o.valSplit !== undefined ? { valSplit: o.valSplit } : {}), ...(o.limit ? { limit: o.limit } : {}) },
-    seconds: (Date.now() - startMs) / 1000,
-    createdAt: new Date().toISOString(),
-  };
-  await writeFileAtomic(join(partial, PREPARE_MANIFEST), `${JSON.stringify(manifest, null, 1)}\n`, fsyncOption);
+  let manifest: PrepareManifest;
+  try {
+    await writeFile(join(partial, PARTIAL_MARKER), `${process.pid}\n`);
+    const mean = new MeanStage();
+    const train = await writeSet(o, partial, 'train', sets.train, sets.classNames, mean);
+    const val = sets.val ? await writeSet(o, partial, 'val', sets.val, sets.classNames) : undefined;
+    const fsyncOption = { fsync: o.fsync };
+    await writeMeanNpy(join(partial, 'mean.npy'), mean.accumulator.mean());
+    await writeFileAtomic(join(partial, 'classes.txt'), `${sets.classNames.join('\n')}\n`, fsyncOption);
+    const summary = (s: { entry: ShardSetEntry; skipped: number }): PrepareSetSummary => ({ images: s.entry.images, batches: s.entry.batches, skipped: s.skipped });
+    manifest = {
+      schema: 'alexnet-stream/prepare/1',
+      complete: true,
+      classNames: sets.classNames,
+      imageSize: o.size ?? 256,
+      resize: o.resize ?? 'squash',
+      batchSize: o.batchSize ?? 256,
+      seed: o.seed ?? 0,
+      train: summary(train),
+      ...(val ? { val: summary(val) } : {}),
+      sources: { train: o.train, ...(o.val ? { val: o.val } : {}), ...(o.valList ? { valList: o.valList } : {}), ...(o.valSplit !== undefined ? { valSplit: o.valSplit } : {}), ...(o.limit ? { limit: o.limit } : {}) },
+      seconds: (Date.now() - startMs) / 1000,
+      createdAt: new Date().toISOString(),
+    };
+    await writeFileAtomic(join(partial, PREPARE_MANIFEST), `${JSON.stringify(manifest, null, 1)}\n`, fsyncOption);
+  } catch (err) {
+    // A run that failed (rather than was killed) removes its own work folder: nothing
+    // half-written stays behind for a rerun to find.
+    await rm(partial, { recursive: true, force: true }).catch(() => undefined);
+    throw err;
+  }
 
   if (existing) {
-    // --force over a complete dir: swap, then remove the old one.
+    // --force over a complete dir: swap, then remove the old one (a kill between the renames is
+    // finished by the next run: finishInterruptedReplace).
     const old = `${partial}.old-${process.pid}`;
     await rename(o.out, old);
     await rename(partial, o.out);

@@ -11,7 +11,7 @@
 import { Dirent, promises as fs, Stats } from 'node:fs';
 import * as path from 'node:path';
 import { check, checkOptional, describeReadError, InputError, readUserFile, Rng } from '@alexnet-stream/core';
-import { checkClassName } from './record-validation';
+import { checkClassName, validateItem } from './record-validation';
 import { ItemRecord } from './records';
 
 /** File extensions taken as images, compared case-insensitively (ImageNet uses ".JPEG"). */
@@ -189,11 +189,21 @@ export async function readCaffeList(listFile: string, root: string, classNames?:
     if (classNames && label >= classNames.length) {
       throw new InputError(`${where}: label ${label} is out of range for ${classNames.length} classes`);
     }
-    const key = toKey(file);
-    items.push({ type: 'item', path: path.resolve(absRoot, file), label, key });
+    // No file system opens a longer path (PATH_MAX), and no reader takes an item record over 1 MiB.
+    if (Buffer.byteLength(file) > MAX_PATH_BYTES) {
+      throw new InputError(`${where}: the path is ${Buffer.byteLength(file)} bytes long, more than the ${MAX_PATH_BYTES} a file system opens`);
+    }
+    const item: ItemRecord = { type: 'item', path: path.resolve(absRoot, file), label, key: toKey(file) };
+    // The rules every reader applies (a label within int32, no NUL in a path): a line that breaks
+    // them is refused here, naming it, not written into a stream the next stage must refuse.
+    validateItem(item as unknown as Record<string, unknown>, where);
+    items.push(item);
   }
   return { classNames: classNames ?? [], items };
 }
+
+/** Linux's PATH_MAX: the longest path open() takes. */
+const MAX_PATH_BYTES = 4096;
 
 /** The largest list file read (ImageNet's train.txt is ~40 MB). */
 const MAX_LIST_FILE_BYTES = 1 << 30;

@@ -16,8 +16,8 @@ import {
   Lock,
   makeDirectory,
   OutputError,
+  isStaleTemp,
   type ParameterNamer,
-  processIsGone,
   tempPathFor,
 } from '@alexnet-stream/core';
 import { recordPieces } from './framing';
@@ -121,7 +121,15 @@ export class ShardWriter extends Writable {
 
   override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.busy = this.writeRecord(record);
-    this.busy.then(() => callback(), (err) => callback(err as Error));
+    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
+  }
+
+  /** A file-system error (ENOSPC, EIO, EROFS) as one line naming the set, exit 2; ours pass as they are. */
+  private asOutputError(err: unknown): Error {
+    if (err instanceof AlexnetStreamError || typeof (err as NodeJS.ErrnoException)?.code !== 'string') return err as Error;
+    return new OutputError(`${this.options.dir}: cannot write shard set "${this.options.prefix}": ${describeWriteError(err)}; no index entry was written for it`, {
+      cause: err,
+    });
   }
 
   private async writeRecord(record: StreamRecord): Promise<void> {
@@ -213,7 +221,7 @@ export class ShardWriter extends Writable {
 
   override _final(callback: (err?: Error | null) => void): void {
     this.busy = this.finish();
-    this.busy.then(() => callback(), (err) => callback(err as Error));
+    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
   }
 
   private async finish(): Promise<void> {
@@ -274,10 +282,11 @@ export class ShardWriter extends Writable {
 async function removeStaleFiles(dir: string, prefix: string, keep: Set<string>): Promise<void> {
   const escaped = prefix.replace(/[.]/g, '\\.');
   const shardPattern = new RegExp(`^${escaped}-\\d{5,}\\.msgpack$`);
-  const tempPattern = new RegExp(`^\\.${escaped}-\\d{5,}\\.msgpack\\.tmp-(\\d+)-`);
+  const tempOf = new RegExp(`^\\.(${escaped}-\\d{5,}\\.msgpack)\\.tmp-`);
   for (const name of await readdir(dir)) {
-    const temp = tempPattern.exec(name);
-    if ((shardPattern.test(name) && !keep.has(name)) || (temp && processIsGone(Number(temp[1])))) {
+    const temp = tempOf.exec(name);
+    // A temp of this host whose writer is gone (atomic-file.ts: temp names carry a host tag).
+    if ((shardPattern.test(name) && !keep.has(name)) || (temp && isStaleTemp(name, join(dir, temp[1])))) {
       await rm(join(dir, name), { force: true });
     }
   }

@@ -17,7 +17,7 @@
  *                                         "bytes": 50331900, "sha256": "…" }, …] } } }
  * ```
  *
- * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-PID-…`)
+ * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-HOST-PID-…`)
  * and renamed when complete; a writer removes its prefix's entry from `index.json` before its
  * first rename and adds the new entry only after its last shard is renamed (index updates are
  * serialised by an `index.json.lock` file and are themselves temp + rename). Readers read only
@@ -29,9 +29,11 @@
  * cannot be checked from here) and its message says which file to remove. A shard directory on
  * a network file system written from several hosts at once is not supported.
  */
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { acquireLock, check, describeReadError, InputError, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
+import { MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_LABEL } from './record-validation';
+
 export const SHARD_INDEX_SCHEMA = 'alexnet-stream/shards/1';
 export const SHARD_INDEX_FILE = 'index.json';
 
@@ -105,19 +107,27 @@ function validateEntry(entry: unknown, where: string): ShardSetEntry {
   for (const name of ['batchSize', 'labelCount', 'images', 'batches', 'partialBatches', 'batchesPerShard']) {
     if (!Number.isInteger(e[name]) || (e[name] as number) < 0) fail(`"${name}" is not a non-negative integer`);
   }
+  // The bounds of the stream format (record-validation): what `read` puts in a header from here
+  // must be a header every reader takes (a batchSize of 1e9 was passed on and refused downstream).
+  if ((e.batchSize as number) < 1 || (e.batchSize as number) > MAX_BATCH_SIZE) fail(`"batchSize" ${e.batchSize} is not from 1 to ${MAX_BATCH_SIZE}`);
+  if ((e.labelCount as number) > MAX_LABEL + 1) fail(`"labelCount" ${e.labelCount} is more than int32 labels can name`);
   const shape = e.imageShape;
-  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1)) fail('"imageShape" is not [C, H, W]');
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1 && d <= MAX_IMAGE_SIDE)) fail(`"imageShape" is not [C, H, W] with sides from 1 to ${MAX_IMAGE_SIDE}`);
   if (e.classNames !== undefined && !(Array.isArray(e.classNames) && e.classNames.every((n) => typeof n === 'string'))) fail('"classNames" is not a list of strings');
   if (e.skipped !== undefined && (!Number.isInteger(e.skipped) || (e.skipped as number) < 0)) fail('"skipped" is not a non-negative integer');
   if (!Array.isArray(e.shards)) fail('"shards" is not a list');
   let images = 0;
   let batches = 0;
+  const files = new Set<string>();
   for (const s of e.shards as unknown[]) {
     if (!isObject(s) || typeof s.file !== 'string' || typeof s.sha256 !== 'string' || !Number.isInteger(s.bytes) || !Number.isInteger(s.images) || !Number.isInteger(s.batches)) {
       fail(`shard entry ${JSON.stringify(s)} lacks file/bytes/images/batches/sha256`);
     }
     const file = (s as Record<string, unknown>).file as string;
     if (file !== basename(file) || file.startsWith('.')) fail(`shard file name ${JSON.stringify(file)} is not a plain file name`);
+    // Listed twice, one shard would be read twice and the file meant in its place never.
+    if (files.has(file)) fail(`shard file ${JSON.stringify(file)} is listed twice`);
+    files.add(file);
     images += (s as Record<string, number>).images;
     batches += (s as Record<string, number>).batches;
   }
@@ -203,10 +213,13 @@ export async function updateShardIndex(dir: string, prefix: string, entry: Shard
   await withIndexLock(dir, async () => {
     const path = join(dir, SHARD_INDEX_FILE);
     let index: ShardIndex = { schema: SHARD_INDEX_SCHEMA, prefixes: Object.create(null) as ShardIndex['prefixes'] };
-    const text = await readFile(path, 'utf8').catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    });
+    const text = await readRegularFileAsync(path, { maxBytes: MAX_INDEX_BYTES }).then(
+      (bytes) => bytes.toString('utf8'),
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`, { code: 'ERR_SHARD_INDEX', cause: err });
+      },
+    );
     if (text !== undefined) index = parseShardIndex(text, path);
     if (entry === null) {
       if (!(prefix in index.prefixes)) return;

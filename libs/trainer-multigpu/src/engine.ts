@@ -21,6 +21,23 @@ export interface OptimizerConfig {
   biasLrMultiplier: number;
 }
 
+/** The training loss: softmax cross-entropy, against label-smoothed targets when `labelSmoothing` > 0. */
+export interface LossConfig {
+  /**
+   * ε: targets (1 − ε)·onehot + ε/K (PyTorch's `CrossEntropyLoss(label_smoothing=ε)`), for the
+   * training step only; evaluation reports plain cross-entropy. Default 0.
+   */
+  labelSmoothing: number;
+}
+
+export const DEFAULT_LOSS: LossConfig = { labelSmoothing: 0 };
+
+/** A loss config, checked once where an engine is created. */
+export function checkLoss(loss: LossConfig): LossConfig {
+  check.number('loss.labelSmoothing', loss.labelSmoothing, { min: 0, max: 1, maxExclusive: true });
+  return loss;
+}
+
 export const DEFAULT_OPTIMIZER: OptimizerConfig = {
   useMomentum: true,
   nesterov: false,
@@ -74,11 +91,12 @@ export interface TrainingEngine {
   /** The most steps `stepGroup` takes in one call (absent: the engine has no `stepGroup`). */
   readonly stepsPerRun?: number;
   /**
-   * `group.count` SGD steps, one per stacked batch, all at `lr`: the same as that many `step`
-   * calls, in fewer round trips (an engine whose per-call cost is high, onnxruntime-node's
-   * output copies, amortizes it). Metrics per step, in order.
+   * `group.count` SGD steps, one per stacked batch, at `lr` (one number: every step; a list: the
+   * lr of each step, `group.count` of them, as a per-iteration schedule gives them): the same as
+   * that many `step` calls, in fewer round trips (an engine whose per-call cost is high,
+   * onnxruntime-node's output copies, amortizes it). Metrics per step, in order.
    */
-  stepGroup?(group: BatchGroup, lr: number): Promise<BatchMetrics[]>;
+  stepGroup?(group: BatchGroup, lr: number | readonly number[]): Promise<BatchMetrics[]>;
   /** Forward without dropout; no update. */
   evaluate(batch: EngineBatch): Promise<BatchMetrics>;
   /** Current weights (copies: safe to keep across steps). */

@@ -52,7 +52,7 @@ test('a YAML alias bomb is refused at once; values of the wrong type name the ke
   assert.ok(Date.now() - started < 20_000, 'refused without expanding it');
   const typed = join(root, 'typed.yaml');
   writeFileSync(typed, 'learning_rate: .inf\n');
-  assertCleanRefusal(cli(['train', '--config', typed]), /expected a number > 0 for learning_rate but received Infinity/, 'infinite lr');
+  assertCleanRefusal(cli(['train', '--config', typed]), /expected a number > 0 and <= 1000000 for learning_rate but received Infinity/, 'infinite lr');
 });
 
 test('shard prefixes, index.json prefixes and state.json fields named after Object members', async () => {
@@ -93,4 +93,19 @@ test('shard prefixes, index.json prefixes and state.json fields named after Obje
     writeFileSync(statePath, JSON.stringify({ ...state, ...change }));
     assertCleanRefusal(cli(['train', '--config', config, '--resume', '--epochs', '2']), message, what);
   }
+});
+
+test('a NUL in a path key (YAML "\\0", --set) is refused naming the key; an unknown YAML tag is one clear line, with no process warning', () => {
+  const file = join(root, 'nul.yaml');
+  writeFileSync(file, 'weights_dir: "/tmp/w\\0x"\n');
+  const r = cli(['train', '--config', file]);
+  assertCleanRefusal(r, /nul\.yaml: expected a string without NUL characters for weights_dir but received "\/tmp\/w\\u0000x"/, 'NUL in weights_dir');
+  assert.doesNotMatch(r.stderr, /ERR_INVALID_ARG_VALUE/);
+  assertCleanRefusal(cli(['train', '--set', 'data_dir="a\\0b"']), /--set data_dir: expected a string without NUL characters \(or null\) for data_dir/, '--set NUL');
+  const tagged = join(root, 'tagged.yaml');
+  writeFileSync(tagged, "learning_rate: !!js/function 'function(){}'\n");
+  const t = cli(['train', '--config', tagged]);
+  assertCleanRefusal(t, /tagged\.yaml: expected a number > 0 and <= 1000000 for learning_rate but received "function\(\)\{\}"/, 'tag');
+  assert.doesNotMatch(t.stderr, /YAMLWarning|TAG_RESOLVE_FAILED/);
+  assert.equal(t.stderr.trim().split('\n').length, 1, t.stderr);
 });

@@ -121,3 +121,30 @@ test('what held: class folders with spaces inside their names, hidden entries an
   assert.equal(readFileSync(join(dir, 'held-data', 'classes.txt'), 'utf8'), 'a\nb\ngolden retriever\n');
   assert.ok(readdirSync(join(dir, 'held-data')).includes('mean.npy'));
 });
+
+test('Caffe list lines the stream format cannot carry (a label past int32, a NUL in the path, a 2 MB path) are refused by scan and prepare naming file:line', async () => {
+  const root = await dataset('lists', () => undefined);
+  const lists: [string, string, RegExp][] = [
+    ['big-label.txt', 'a/1.jpg 2147483648\n', /big-label\.txt:1: field "label" should be an integer from 0 to 2147483647 but is 2147483648/],
+    ['nul.txt', 'a/1.jpg 0\na/\u00001.jpg 1\n', /nul\.txt:2: field "path" should be a path without NUL characters/],
+    ['long.txt', `${'x'.repeat(2_000_000)} 0\n`, /long\.txt:1: the path is 2000000 bytes long, more than the 4096 a file system opens/],
+  ];
+  for (const [name, text, pattern] of lists) {
+    writeFileSync(join(dir, name), text);
+    const r = sh(dir, `${A} scan --list ${name} --root ${root} > items.msgpack`);
+    assert.deepEqual(r.status, [2], `${name}: ${r.stderr}`);
+    clearError(r.stderr, pattern, name);
+    const p = cli(dir, ['prepare', '--train', root, '--val', root, '--val-list', join(dir, name), '--out', join(dir, `${name}-data`), '--size', '16']);
+    assert.equal(p.status, 2, `prepare --val-list ${name}: ${p.stderr}`);
+    // (prepare knows the class count, so a big label is refused as out of range for it)
+    clearError(p.stderr, new RegExp(`${name.replace('.', '\\.')}:\\d: `), `prepare --val-list ${name}`);
+  }
+  // what held: CRLF, a byte-order mark, blank lines, spaces inside a path
+  mkdirSync(join(root, 'with space'));
+  await jpeg(join(root, 'with space', 'x y.jpg'), 70);
+  writeFileSync(join(dir, 'held.txt'), '\ufeffa/1.jpg 0\r\n\r\n  \nwith space/x y.jpg 1\r\n');
+  const r = sh(dir, `${A} scan --list held.txt --root ${root}`);
+  assert.deepEqual(r.status, [0], r.stderr);
+  const items = (await decodeRecords(r.stdout)).filter((x): x is ItemRecord => x.type === 'item');
+  assert.deepEqual(items.map((i) => [i.key, i.label]), [['a/1.jpg', 0], ['with space/x y.jpg', 1]]);
+});

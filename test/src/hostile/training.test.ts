@@ -146,3 +146,34 @@ test('a model whose classes are not the data\'s is refused by train and validate
   const ok = cli(['validate', '--weights', saveCheckpoint(join(root, 'three', 'epoch-0001'), { spec: tinySpec(3, 35), weights: initParameters(tinySpec(3, 35), 1), state: {} }), '--data', three]);
   assert.equal(ok.status, 0, ok.stderr);
 });
+
+test('--resume from a checkpoint whose state.json lies about its position is refused naming the file and the field', async () => {
+  await data();
+  const config = writeConfig('lying-state', 'lying-state', { n_epochs: 2 });
+  const made = cli(['train', '--config', config, '--max-iters', '7']); // epoch-0001, and epoch-0002 inside epoch 2 (1 + 2 iterations)
+  assert.equal(made.status, 0, made.stderr);
+  const { readFileSync } = await import('node:fs');
+  const statePath = join(root, 'lying-state', 'epoch-0002', 'state.json');
+  const original = readFileSync(statePath, 'utf8');
+  const cases: [string, (s: Record<string, unknown>) => void, RegExp][] = [
+    // ended "done" at once with exit 0 before
+    ['epochs', (s) => (s.epochsCompleted = 1e12), /state\.json: the state is at epoch 1000000000000 \+ 2 iterations, but the checkpoint is epoch-0002/],
+    ['past the epoch', (s) => Object.assign(s, { iterationInEpoch: 999, iteration: 1004 }), /state\.json: it stopped after iteration 999 of epoch 2, but an epoch of this data has 5 iterations/],
+    ['future lr change', (s) => (s.lastLrChangeEpoch = 99), /state\.json: "lastLrChangeEpoch" 99 is after the 1 epochs completed/],
+    ['iteration', (s) => (s.iteration = 1), /state\.json: "iteration" 1 is less than the 1 epochs and 2 iterations it completed/],
+    // silently dropped before
+    ['val_record', (s) => (s.val_record = 5), /state\.json: "val_record" is not a list of validation results/],
+  ];
+  for (const [what, change, pattern] of cases) {
+    const state = JSON.parse(original) as Record<string, unknown>;
+    change(state);
+    writeFileSync(statePath, JSON.stringify(state));
+    const r = cli(['train', '--config', config, '--resume', '2', '--set', 'n_epochs=3']);
+    assert.equal(r.status, 2, `${what}: ${r.stderr}`);
+    assert.match(r.stderr, pattern, what);
+    assert.doesNotMatch(r.stderr, /\n\s+at .*:\d+:\d+/, 'no stack trace');
+  }
+  writeFileSync(statePath, original);
+  const resumed = cli(['train', '--config', config, '--resume', '2']);
+  assert.equal(resumed.status, 0, resumed.stderr);
+});

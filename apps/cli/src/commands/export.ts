@@ -6,7 +6,7 @@
  */
 import type { Command } from 'commander';
 import { UsageError } from '@alexnet-stream/core';
-import { channelMeans, lowerInference, lowerWithPreprocessing, writeOnnx } from '@alexnet-stream/onnx-export';
+import { channelMeans, lowerInference, lowerWithPreprocessing, META, writeOnnx } from '@alexnet-stream/onnx-export';
 import { describeSpec } from '@alexnet-stream/model-alexnet';
 import { action, parseInteger } from '../cli-support';
 import { loadClassNames, loadMeanImage, loadWeights } from '../model-support';
@@ -31,7 +31,8 @@ export function register(program: Command): void {
       'Lower a model to an ONNX graph for onnxruntime (opset 17): input "data" float32 [N,3,S,S]\n' +
         '(mean-subtracted center crop), outputs "logits" and "prob" (softmax). The weights are\n' +
         'initializers named as the parameters (conv1.weight, ...); the metadata holds the preset, the\n' +
-        'model spec, class names, per-channel means and a config hash.\n' +
+        'model spec, class names, per-channel means and a config hash. A checkpoint trained with\n' +
+        'input_scale has it folded into conv1\'s weights: the input is pixels − mean all the same.\n' +
         'With --with-preprocessing the input is "image" uint8 [N,256,256,3] (decoded pixels, NHWC) and\n' +
         'the graph subtracts the mean image and takes the center crop itself.\n\n' +
         'Examples: alexnet-stream export --weights weights/epoch-0065 --out alexnet.onnx --classes classes.txt\n' +
@@ -54,14 +55,19 @@ export function register(program: Command): void {
         const classNames = opts.classes ? await loadClassNames(opts.classes, spec.numClasses, '--classes') : loaded.classNames;
         const mean = opts.mean ? await loadMeanImage(opts.mean, spec.inputSize) : undefined;
         const meanChannels = mean ? channelMeans(mean.data, mean.channels) : undefined;
-        const metadata = { 'alexnet_stream.source': loaded.source };
+        // A checkpoint trained with input_scale comes with it folded into conv1 (loadWeights):
+        // the graph's input stays pixels − mean; the factors are recorded, not to be applied again.
+        const metadata: Record<string, string> = {
+          'alexnet_stream.source': loaded.source,
+          ...(loaded.foldedInputScale ? { [META.foldedInputScale]: JSON.stringify(loaded.foldedInputScale) } : {}),
+        };
         const model = opts.withPreprocessing
           ? lowerWithPreprocessing(spec, loaded.weights, { meanImage: mean!.data, imageSize: mean!.height, classNames, meanChannels, metadata })
           : lowerInference(spec, loaded.weights, { classNames, meanChannels, imageSize: mean?.height, metadata });
         const bytes = writeOnnx(opts.out, model);
         process.stderr.write(
           `alexnet-stream export: ${loaded.source} -> ${opts.out} (${describeSpec(spec)}${opts.withPreprocessing ? `, preprocessing for ${mean!.height}x${mean!.width} images` : ''}` +
-            `${classNames ? ', class names' : ''}, ${(bytes / 1e6).toFixed(1)} MB)\n`,
+            `${classNames ? ', class names' : ''}${loaded.foldedInputScale ? ', input scale folded into the first layer' : ''}, ${(bytes / 1e6).toFixed(1)} MB)\n`,
         );
       }, { expectedSpec: '--preset' }),
     );

@@ -89,7 +89,8 @@ function fromOnnx(source: string, opts: ImportOptions): Imported {
   for (const [flag, given] of [['--epoch', opts.epoch], ['--preset', opts.preset], ['--num-classes', opts.numClasses], ['--input-size', opts.inputSize]] as const) {
     if (given !== undefined) throw new UsageError(`${flag} does not apply to --from onnx (the model's structure decides)`);
   }
-  if (!existsSync(source) || !statSync(source).isFile()) throw new InputError(`${source}: no such file (expected an .onnx model)`);
+  // Anything else there (a folder, a FIFO, a device) is refused by the bounded reader, saying what it is.
+  if (!existsSync(source)) throw new InputError(`${source}: no such file (expected an .onnx model)`);
   const imported = importOnnxWeights(source); // its ImportError / OnnxFormatError are InputErrors (exit 2)
   const state: Record<string, unknown> = {
     imported: { from: 'onnx', source },
@@ -180,6 +181,10 @@ export function register(program: Command): void {
         // Read and check the mean before writing anything.
         let mean: ImportedMeanImage | undefined;
         if (opts.mean) mean = importMeanImage(opts.mean);
+        // The rule export and train apply to this model's mean image: square, at least its input size.
+        if (mean && (mean.shape[1] !== mean.shape[2] || mean.shape[1] < imported.spec.inputSize)) {
+          throw new InputError(`${opts.mean}: a mean image of 3xSxS with S >= ${imported.spec.inputSize} is needed for this model, this one is ${mean.shape.join('x')}`);
+        }
         const meanNpy = mean ? encodeNpy(mean.data, mean.shape) : undefined;
         const dir = saveCheckpoint(opts.out, { spec: imported.spec, weights: imported.weights, state: imported.state }, meanInside ? { meanNpy } : {});
         const lines = [`${opts.from} ${source} -> ${dir} (${describeSpec(imported.spec)})`, ...imported.notes];

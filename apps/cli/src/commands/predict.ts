@@ -52,7 +52,7 @@ export function register(program: Command): void {
     .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; README "GPUs"', parseDeviceList)
     .action(
       action('predict', async (images: string[], opts: PredictCliOptions) => {
-        const { skipped } = await runPredict(images, {
+        const { skipped, unanswered } = await runPredict(images, {
           model: opts.model,
           decoder: pipelineDecoder,
           classNames: opts.labels ? await readClassNames(opts.labels) : undefined,
@@ -63,11 +63,11 @@ export function register(program: Command): void {
           threads: opts.threads,
           devices: opts.devices,
           onSkip: (path, why) => process.stderr.write(`alexnet-stream predict: skipped ${path}: ${why}\n`),
+          onUnanswered: (path, why) => process.stderr.write(`alexnet-stream predict: skipped ${path}: ${why}\n`),
         });
-        if (skipped > 0) {
-          process.stderr.write(`alexnet-stream predict: ${skipped} of ${images.length} files were not decodable images (see above)\n`);
-          return 2;
-        }
+        if (skipped > 0) process.stderr.write(`alexnet-stream predict: ${skipped} of ${images.length} files were not decodable images (see above)\n`);
+        if (unanswered > 0) process.stderr.write(`alexnet-stream predict: the model gave no usable answer for ${unanswered} of ${images.length} images (see above)\n`);
+        if (skipped + unanswered > 0) return 2;
       }, { classNames: '--labels', intraOpNumThreads: '--threads' }),
     );
 }

@@ -4,10 +4,9 @@
  * rendered from the same SVG with sharp. Both written atomically.
  */
 import type { Command } from 'commander';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { InputError, writeFileAtomic } from '@alexnet-stream/core';
-import { latestCheckpoint, STATE_FILE } from '@alexnet-stream/model-alexnet';
+import { InputError, readUserFileSync, writeFileAtomic } from '@alexnet-stream/core';
+import { latestCheckpoint, MAX_STATE_FILE_BYTES, STATE_FILE } from '@alexnet-stream/model-alexnet';
 import { bestEpoch, buildReportHtml, buildReportSvg, readTrainLog, readValRecord } from '@alexnet-stream/trainer-multigpu';
 import { action, PROGRAM } from '../cli-support';
 
@@ -29,10 +28,11 @@ function runConfig(weightsDir: string): Record<string, unknown> | undefined {
   const path = join(latest.path, STATE_FILE);
   let config: unknown;
   try {
-    const state = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    const state = JSON.parse(readUserFileSync(path, 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8')) as unknown;
     config = typeof state === 'object' && state !== null && Object.hasOwn(state, 'config') ? (state as { config: unknown }).config : undefined;
   } catch (err) {
-    process.stderr.write(`${PROGRAM} report: warning: ${path}: ${(err as Error).message}; the report shows no config\n`);
+    const message = err instanceof InputError ? err.message : `${path}: ${(err as Error).message}`;
+    process.stderr.write(`${PROGRAM} report: warning: ${message}; the report shows no config\n`);
     return undefined;
   }
   if (config === undefined) return undefined;

@@ -40,6 +40,7 @@ interface Worker {
   child: ChildProcess;
   lines: Record<string, unknown>[];
   stderr: string;
+  /** Once the process has exited and its output is read: its status, and when it exited. */
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>;
   /** Resolves with the first stdout record matching `pred`. */
   waitFor(pred: (line: Record<string, unknown>) => boolean): Promise<void>;
@@ -65,13 +66,19 @@ function startWorker(args: Partial<FixtureArgs> & { rank: number; worldSize: num
     child,
     lines,
     stderr: '',
-    exit: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, atMs: Date.now() }))),
+    // Resolved at 'close', not 'exit': a process can exit before its last stdout lines are read
+    // here (a loaded machine), and the tests read `lines` next. The time is the exit's.
+    exit: new Promise((resolve) => {
+      let atMs = 0;
+      child.once('exit', () => (atMs = Date.now()));
+      child.once('close', (code, signal) => resolve({ code, signal, atMs: atMs || Date.now() }));
+    }),
     waitFor: (pred) =>
       new Promise((resolve, reject) => {
         const check = () => lines.some(pred) && resolve();
         listeners.push(check);
         check();
-        child.on('exit', () => setImmediate(() => (lines.some(pred) ? resolve() : reject(new Error(`rank ${args.rank} exited first: ${worker.stderr}`)))));
+        child.on('close', () => (lines.some(pred) ? resolve() : reject(new Error(`rank ${args.rank} exited first: ${worker.stderr}`))));
       }),
   };
   child.stderr!.on('data', (chunk: Buffer) => (worker.stderr += chunk.toString()));

@@ -5,13 +5,15 @@
  */
 import { check, type NamedTensors } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
-import type { OptimizerConfig, TrainingEngine } from '../engine';
+import type { LossConfig, OptimizerConfig, TrainingEngine } from '../engine';
 
 export const ENGINES = ['onnxruntime', 'tfjs'] as const;
 export type EngineKind = (typeof ENGINES)[number];
 
 export interface CreateEngineOptions {
   optimizer: OptimizerConfig;
+  /** The training loss (label smoothing); default plain cross-entropy. */
+  loss?: LossConfig;
   /** Images per step (the largest batch the engine will see). */
   batchSize: number;
   /** Seed of the dropout mask stream. */
@@ -31,6 +33,7 @@ export async function createEngine(name: EngineKind, spec: ModelSpec, weights: N
       const { createOrtEngine } = require('./onnxruntime/engine') as typeof import('./onnxruntime/engine');
       return createOrtEngine(spec, weights, {
         optimizer: options.optimizer,
+        loss: options.loss,
         batchSize: options.batchSize,
         seed: options.seed,
         devices: options.devices,
@@ -41,7 +44,7 @@ export async function createEngine(name: EngineKind, spec: ModelSpec, weights: N
     }
     case 'tfjs': {
       const { createTfjsEngine } = require('./tfjs/engine') as typeof import('./tfjs/engine');
-      return createTfjsEngine(spec, weights, { optimizer: options.optimizer, seed: options.seed, verbose: options.verbose });
+      return createTfjsEngine(spec, weights, { optimizer: options.optimizer, loss: options.loss, seed: options.seed, verbose: options.verbose });
     }
   }
 }

@@ -29,6 +29,7 @@ import { tfjsForward, weightsToTensors } from '../engines/tfjs/forward';
 import { countTopKErrors, tfjsLossAndGradients, tfjsSoftmaxCrossEntropy } from '../engines/tfjs/loss';
 import { sgdUpdateReference } from '../engines/tfjs/sgd-reference';
 import { buildGraph, gradName, maskName, newName, velocityName } from './training-graph';
+import { DEFAULT_LOWERING, PORTABLE_LOWERING } from './rules';
 import { maxRelativeError, randomArray, reducedSpec, runModel, sizeOf } from './graph.test-util';
 
 const ort = loadOnnxRuntime();
@@ -132,6 +133,65 @@ for (const preset of ['theano-alexnet', 'bvlc-alexnet'] as const) {
     t.diagnostic(`relative errors: ${errors.join(', ')}`);
   });
 }
+
+/**
+ * Label smoothing: the graph's hand-written backward, (softmax − q)/N with q = (1 − ε)·onehot + ε/K,
+ * against tfjs autodiff of the smoothed loss written independently with tfjs ops
+ * (`tfjsSoftmaxCrossEntropy(…, ε)`), with the same tolerances as plain cross-entropy: the change
+ * is one extra term per logit in d loss/d logits, so the float32 sums downstream are the same
+ * sums. The two portable and CPU lowerings share the targets (one expression in buildGraph), and
+ * both are checked. The check cannot pass with smoothing ignored: ε = 0.2 moves every gradient
+ * by far more than the tolerance (asserted below).
+ */
+for (const portable of [false, true]) {
+  test(`label smoothing 0.2 (${portable ? 'portable' : 'CPU'} lowering): gradient graph's loss and every gradient equal tfjs autodiff of the smoothed loss`, async (t) => {
+    const c = cases['theano-alexnet'];
+    const epsilon = 0.2;
+    const lowering = portable ? PORTABLE_LOWERING : DEFAULT_LOWERING;
+    const got = await runModel(buildGraph(c.spec, 'gradients', undefined, lowering, { labelSmoothing: epsilon }).model, ortFeeds(c));
+    const plain = await tfjsReference(c, true);
+    const { tf } = await loadTfjs();
+    const params = weightsToTensors(tf, c.spec, c.weights);
+    const x = tf.tensor4d(c.data, [c.n, 3, c.spec.inputSize, c.spec.inputSize]);
+    const masks: Record<string, tfjs.Tensor> = {};
+    for (const [name, keep] of Object.entries(c.keep)) masks[name] = tf.tensor(keep, c.maskShapes[name]);
+    let want;
+    try {
+      want = tfjsLossAndGradients(tf, c.spec, params, x, c.labels, { training: true, dropoutMasks: masks, labelSmoothing: epsilon });
+    } finally {
+      tf.dispose([x, ...Object.values(params), ...Object.values(masks)]);
+    }
+    // The smoothed loss by hand from tfjs' logits (float64): mean of −Σ_k q_k log softmax_k.
+    const k = c.spec.numClasses;
+    let byHand = 0;
+    for (let i = 0; i < c.n; i++) {
+      const row = Array.from(want.logits.subarray(i * k, (i + 1) * k));
+      const max = Math.max(...row);
+      const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+      for (let j = 0; j < k; j++) byHand -= ((j === c.labels[i] ? 1 - epsilon : 0) + epsilon / k) * (row[j] - lse);
+    }
+    byHand /= c.n;
+    assert.ok(Math.abs(want.loss - byHand) < LOSS_TOLERANCE * Math.max(1, byHand), `tfjs smoothed loss ${want.loss} vs by hand ${byHand}`);
+    assert.ok(Math.abs(got.loss[0] - want.loss) < LOSS_TOLERANCE * Math.max(1, want.loss), `loss ${got.loss[0]} vs ${want.loss}`);
+    const errors: string[] = [];
+    for (const p of parameterList(c.spec)) {
+      const err = maxRelativeError(got[gradName(p.name)], want.grads[p.name]);
+      errors.push(`${p.name} ${err.toExponential(1)}`);
+      assert.ok(err < GRAD_TOLERANCE, `${p.name}: relative error ${err.toExponential(2)}`);
+    }
+    // Smoothing really changes the gradient (so the check above could fail): fc8's moves by > 1%.
+    assert.ok(maxRelativeError(plain.grads['fc8.weight'], want.grads['fc8.weight']) > 1e-2, 'ε = 0.2 changes fc8\'s gradient');
+    t.diagnostic(`relative errors: ${errors.join(', ')}`);
+  });
+}
+
+test('label smoothing: the eval graph still reports plain cross-entropy; ε outside [0, 1) is refused', async () => {
+  const c = makeCase('theano-alexnet', 4, 25);
+  const plain = await runModel(buildGraph(c.spec, 'eval').model, ortFeeds(c, {}, false));
+  const smoothed = await runModel(buildGraph(c.spec, 'eval', undefined, DEFAULT_LOWERING, { labelSmoothing: 0.3 }).model, ortFeeds(c, {}, false));
+  assert.equal(smoothed.loss[0], plain.loss[0]);
+  assert.throws(() => buildGraph(c.spec, 'gradients', undefined, DEFAULT_LOWERING, { labelSmoothing: 1 }), /label smoothing must be in \[0, 1\), got 1/);
+});
 
 const optimizers: [string, OptimizerConfig][] = [
   ['momentum', DEFAULT_OPTIMIZER],

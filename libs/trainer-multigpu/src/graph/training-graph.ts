@@ -1,7 +1,8 @@
 /**
  * The ONNX graphs of the onnxruntime engine (DESIGN §5), pure functions of the spec:
  *
- * - `train`: forward with dropout → softmax cross-entropy (mean over the batch) → backward by
+ * - `train`: forward with dropout → softmax cross-entropy (mean over the batch; against targets
+ *   (1 − ε)·onehot + ε/K with label smoothing ε, `LossConfig`) → backward by
  *   the rules of rules.ts → the seed's optimizer update. Inputs: `data` [N,C,S,S] float32,
  *   `labels` [N] int32, `lr` [] float32, `mask.<dropout layer>` [N, …] float32 (keep/(1−rate)),
  *   every parameter `<name>` and (with momentum) its velocity `<name>.velocity`. Outputs: `loss`,
@@ -14,7 +15,7 @@
  */
 import { inferShapes, isParamLayer, LayerShapes, ModelSpec, parameterList, ParamInfo } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, ModelProto, int, ints } from '@alexnet-stream/onnx-export';
-import type { OptimizerConfig } from '../engine';
+import { DEFAULT_LOSS, LossConfig, OptimizerConfig } from '../engine';
 import { DEFAULT_LOWERING, LoweringOptions, Mode, RULES, Rule, RuleContext, Saved } from './rules';
 import { gemmGradient, lowerUpdate } from './update';
 
@@ -49,8 +50,10 @@ interface TapeEntry {
   needDx: boolean;
 }
 
-export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: OptimizerConfig, lowering: LoweringOptions = DEFAULT_LOWERING): BuiltGraph {
+export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: OptimizerConfig, lowering: LoweringOptions = DEFAULT_LOWERING, loss: LossConfig = DEFAULT_LOSS): BuiltGraph {
   if (kind === 'train' && !optimizer) throw new Error('buildGraph: a train graph needs an optimizer config');
+  const smoothing = kind === 'eval' ? 0 : loss.labelSmoothing;
+  if (!(smoothing >= 0 && smoothing < 1)) throw new Error(`buildGraph: label smoothing must be in [0, 1), got ${smoothing}`);
   const b = new GraphBuilder(`${spec.preset}-${kind}`);
   const mode: Mode = kind === 'eval' ? 'eval' : 'train';
   const N = 'N';
@@ -92,7 +95,10 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
   const k = Math.min(5, numClasses);
   const batch = b.op('Cast', [b.op('Gather', [b.op('Shape', [logits]), b.int64s([0])], { axis: int(0) })], { to: int(1) }); // [1] float
   const { onehot, logp, top1Hits, topKHits } = lowering.portableOps ? portableLossTerms(b, logits, labels, numClasses, k) : lossTerms(b, logits, labels, numClasses, k);
-  const nll = b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [logp, onehot]), b.int64s([1])], { keepdims: int(0) })]);
+  // The targets: one-hot, or with label smoothing ε, (1 − ε)·onehot + ε/K (rows still sum to 1,
+  // so d(−Σ q·log softmax)/d logits = softmax − q, as for one-hot targets).
+  const target = smoothing > 0 ? b.op('Add', [b.op('Mul', [onehot, b.scalar(1 - smoothing)]), b.scalar(smoothing / numClasses)]) : onehot;
+  const nll = b.op('Neg', [b.op('ReduceSum', [b.op('Mul', [logp, target]), b.int64s([1])], { keepdims: int(0) })]);
   b.output(b.op('ReduceMean', [nll], { keepdims: int(0) }), 'float32', [], 'loss');
   const scalarBatch = b.op('Squeeze', [batch, b.int64s([0])]);
   b.output(b.op('Sub', [scalarBatch, top1Hits]), 'float32', [], 'top1_errors');
@@ -102,9 +108,9 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
     return { kind, model: b.model({ docString: `${spec.preset} evaluation graph` }), params, masks, hasVelocities };
   }
 
-  // Backward: d loss / d logits = (softmax − onehot)/N, then the tape in reverse.
+  // Backward: d loss / d logits = (softmax − target)/N, then the tape in reverse.
   // A train graph seeds it with lr·dLoss so that every gradient arrives scaled by lr (update.ts).
-  const dLogits = b.op('Div', [b.op('Sub', [b.op('Exp', [logp]), onehot]), batch]);
+  const dLogits = b.op('Div', [b.op('Sub', [b.op('Exp', [logp]), target]), batch]);
   let dy = kind === 'train' ? b.op('Mul', [dLogits, lr]) : dLogits;
   const grads: Record<string, string | { dy: string; x: string }> = {};
   for (let i = tape.length - 1; i >= 0; i--) {

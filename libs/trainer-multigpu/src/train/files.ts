@@ -16,9 +16,9 @@
  * (1e308, negative, ±Infinity from a `1e999` literal) and a metric may be null (what
  * JSON.stringify makes of NaN: a validation pass over no images); the report renders them.
  */
-import { appendFile, readFile } from 'node:fs/promises';
+import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encodeNpy, InputError, makeDirectorySync, writeFileAtomic } from '@alexnet-stream/core';
+import { describeWriteError, encodeNpy, InputError, makeDirectorySync, OutputError, readErrorCode, readUserFile, writeFileAtomic } from '@alexnet-stream/core';
 import type { TrainLogEntry, ValidationResult } from './trainer';
 
 export const VAL_RECORD_JSON = 'val_record.json';
@@ -142,15 +142,24 @@ export function checkValRecord(entries: unknown[], source: string, where: (i: nu
   });
 }
 
+/** A val_record.json holds one small entry per epoch; a train log one line per `print_freq` iterations. */
+const MAX_VAL_RECORD_BYTES = 64 << 20;
+const MAX_TRAIN_LOG_BYTES = 512 << 20;
+
+/** A file of `weightsDir` as text: a regular file of at most `maxBytes`; undefined when absent. */
+async function readRunFile(path: string, what: string, maxBytes: number): Promise<string | undefined> {
+  try {
+    return (await readUserFile(path, what, maxBytes)).toString('utf8');
+  } catch (err) {
+    if (readErrorCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
 export async function readValRecord(weightsDir: string): Promise<ValidationResult[]> {
   const path = join(weightsDir, VAL_RECORD_JSON);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new InputError(`${path}: cannot read (${(err as Error).message})`);
-  }
+  const text = await readRunFile(path, 'validation record', MAX_VAL_RECORD_BYTES);
+  if (text === undefined) return [];
   let parsed: unknown;
   try {
     parsed = JSON.parse(text) as unknown;
@@ -166,7 +175,11 @@ export async function readValRecord(weightsDir: string): Promise<ValidationResul
 
 export async function appendTrainLog(weightsDir: string, entry: TrainLogEntry): Promise<void> {
   makeDirectorySync(weightsDir, 'weights_dir'); // not Node's recursive mkdir: it loops forever under /proc
-  await appendFile(join(weightsDir, TRAIN_LOG), `${JSON.stringify(entry)}\n`);
+  const path = join(weightsDir, TRAIN_LOG);
+  await appendFile(path, `${JSON.stringify(entry)}\n`).catch((err: unknown) => {
+    // A torn last line is what readTrainLog expects after a failure; the error is one line, exit 2.
+    throw new OutputError(`${path}: cannot append to the training log: ${describeWriteError(err)}`, { cause: err });
+  });
 }
 
 /**
@@ -175,13 +188,8 @@ export async function appendTrainLog(weightsDir: string, entry: TrainLogEntry): 
  */
 export async function readTrainLog(weightsDir: string): Promise<TrainLogEntry[]> {
   const path = join(weightsDir, TRAIN_LOG);
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw new InputError(`${path}: cannot read (${(err as Error).message})`);
-  }
+  const text = await readRunFile(path, 'training log', MAX_TRAIN_LOG_BYTES);
+  if (text === undefined) return [];
   const lines = text.split('\n');
   // The last non-empty line, when the file does not end with a newline, may be torn.
   const torn = text.endsWith('\n') ? -1 : lines.length - 1;

@@ -7,3 +7,4 @@ export * from './trainer';
 export * from './files';
 export * from './run';
 export * from './report';
+export * from './input-scale';

@@ -18,6 +18,7 @@
  */
 import { MeanImage, Rng } from '@alexnet-stream/core';
 import { BatchRecord, cropMirrorSubtract, planCrops, readShard, ShardSetEntry } from '@alexnet-stream/stream-io';
+import { applyInputScale } from './input-scale';
 
 /** 32-bit mix of several integers into a seed (splitmix32's finaliser applied per part). */
 export function deriveSeed(...parts: number[]): number {
@@ -109,6 +110,8 @@ export interface AugmentOptions {
   random: boolean;
   /** One crop/mirror draw per batch (batch_crop_mirror). */
   perBatch: boolean;
+  /** Per-channel factor applied after the mean subtraction (input_scale); absent: none. */
+  inputScale?: readonly number[];
 }
 
 export interface ProducedBatch {
@@ -199,6 +202,7 @@ export class BatchProducer {
     const { crop, random, perBatch } = this.augment;
     const cropPlan = planCrops(n, { crop, height, width, mirror: random, center: !random, perBatch }, new Rng(deriveSeed(this.cropSeed, k, CROP_STREAM)));
     cropMirrorSubtract(batch, this.mean, cropPlan, out);
+    if (this.augment.inputScale) applyInputScale(out, n, set.imageShape[0], crop * crop, this.augment.inputScale);
     return { index: j, size: n, labels };
   }
 }
@@ -225,6 +229,8 @@ export interface LoaderSetup {
   verify: boolean;
   /** Batch buffers in flight between loader and engine (>= 2). */
   queueDepth: number;
+  /** Per-channel factor after the mean subtraction (input_scale), for training and validation alike. */
+  inputScale?: number[];
 }
 
 /** One pass over a set: an epoch of training (from `startIteration`) or a validation pass. */
@@ -250,8 +256,9 @@ export function planPass(setup: LoaderSetup, request: PassRequest): EpochPlan {
 }
 
 export function makeProducer(setup: LoaderSetup, mean: MeanImage, request: PassRequest, plan = planPass(setup, request)): BatchProducer {
+  const scale = setup.inputScale ? { inputScale: setup.inputScale } : {};
   const augment: AugmentOptions = request.train
-    ? { crop: setup.crop, random: setup.randCrop, perBatch: setup.perBatch }
-    : { crop: setup.crop, random: false, perBatch: false };
+    ? { crop: setup.crop, random: setup.randCrop, perBatch: setup.perBatch, ...scale }
+    : { crop: setup.crop, random: false, perBatch: false, ...scale };
   return new BatchProducer(setup.dir, setup.sets[request.prefix], mean, plan, augment, cropSeedFor(setup.seed, request.epoch), setup.verify);
 }

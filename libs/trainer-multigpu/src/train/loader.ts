@@ -17,6 +17,7 @@ import { AlexnetStreamError, check, InputError, MeanImage } from '@alexnet-strea
 import { readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
 import type { EngineBatch } from '../engine';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
+import { applyInputScale } from './input-scale';
 
 export interface LoadedBatch extends EngineBatch {
   /** Iteration index within the pass. */
@@ -232,6 +233,8 @@ export function createLoader(setup: LoaderSetup, paraLoad: boolean): BatchLoader
  * images, whatever size they arrived in (stored batches of 32 train at batch_size 8, or 8 at
  * 32), in order; the last one holds what is left. The stream must end with its trailer: one
  * that stops short is an `InputError` (the run fails rather than end an epoch as if whole).
+ * With `inputScale` each record is multiplied by it (in place: the record is this stream's
+ * own), as the shard loader does after its mean subtraction.
  * Memory: one batch being filled and the record being cut.
  */
 export class StdinBatchStream implements BatchStream {
@@ -246,7 +249,13 @@ export class StdinBatchStream implements BatchStream {
   private current: { data: Float32Array; labels: Int32Array; size: number } | undefined;
   private taken = 0;
 
-  constructor(records: Readable, private readonly crop: number, private readonly numClasses: number, private readonly batchSize = Infinity) {
+  constructor(
+    records: Readable,
+    private readonly crop: number,
+    private readonly numClasses: number,
+    private readonly batchSize = Infinity,
+    private readonly inputScale?: readonly number[],
+  ) {
     if (batchSize !== Infinity) check.integer('batchSize', batchSize, { min: 1 });
     this.iterator = records[Symbol.asyncIterator]() as AsyncIterator<StreamRecord>;
     this.imageLength = 3 * crop * crop;
@@ -275,7 +284,9 @@ export class StdinBatchStream implements BatchStream {
       for (const label of record.labels) {
         if (!(label >= 0 && label < this.numClasses)) throw new InputError(`${where}: label ${label} outside 0..${this.numClasses - 1} (num_classes ${this.numClasses})`);
       }
-      this.current = { data: record.data as Float32Array, labels: record.labels, size: n };
+      const data = record.data as Float32Array;
+      if (this.inputScale) applyInputScale(data, n, c, h * w, this.inputScale);
+      this.current = { data, labels: record.labels, size: n };
       this.taken = 0;
       return true;
     }

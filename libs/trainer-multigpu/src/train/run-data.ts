@@ -4,9 +4,8 @@
  * preset), the optimizer, and the loader's setup.
  */
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describeReadError, InputError, UsageError } from '@alexnet-stream/core';
+import { describeReadError, InputError, readRegularFileAsync, UsageError } from '@alexnet-stream/core';
 import { alexnetSpec, checkDataClasses, ModelSpec, parseSpec, specProblem } from '@alexnet-stream/model-alexnet';
 import { readMeanNpy, readShardIndex, ShardSetEntry, shardSet } from '@alexnet-stream/stream-io';
 import type { OptimizerConfig } from '../engine';
@@ -24,12 +23,17 @@ export function optimizerFromConfig(config: TrainConfig): OptimizerConfig {
   };
 }
 
+/** A model spec is a few kB of JSON (a layer list); 16 MiB is far more than any. */
+const MAX_SPEC_FILE_BYTES = 16 << 20;
+
 /** The model: `spec_file` when given (its class count checked against the data), else the preset. */
 export async function specFromConfig(config: TrainConfig, numClasses: number): Promise<ModelSpec> {
   if (config.spec_file !== null) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(await readFile(config.spec_file, 'utf8'));
+      // A regular file of bounded size: a FIFO or /dev/zero named as spec_file is refused, not read forever.
+      const bytes = await readRegularFileAsync(config.spec_file, { maxBytes: MAX_SPEC_FILE_BYTES, limitName: 'the 16 MiB a model spec may take' });
+      parsed = JSON.parse(bytes.toString('utf8'));
     } catch (err) {
       throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${describeReadError(err)}`, { cause: err });
     }
@@ -120,7 +124,7 @@ export function checkInputSize(config: TrainConfig, data: DataInfo, spec: ModelS
 }
 
 /** The loader's setup for this worker (its share of the batches), or undefined without a data dir (stdin). */
-export function loaderSetupFor(config: TrainConfig, data: DataInfo, spec: ModelSpec, group: WorkerGroup): LoaderSetup | undefined {
+export function loaderSetupFor(config: TrainConfig, data: DataInfo, spec: ModelSpec, group: WorkerGroup, inputScale?: number[]): LoaderSetup | undefined {
   if (!config.data_dir) return undefined;
   return {
     dir: config.data_dir,
@@ -136,5 +140,6 @@ export function loaderSetupFor(config: TrainConfig, data: DataInfo, spec: ModelS
     worldSize: group.worldSize,
     verify: config.verify_shards,
     queueDepth: config.queue_depth,
+    ...(inputScale ? { inputScale } : {}),
   };
 }

@@ -3,18 +3,32 @@
  * Checks the data against the config before anything is trained (run-data.ts), finds the
  * starting point (start-point.ts: a fresh seeded init, `init` fine-tuning, or `resume` from a
  * checkpoint), creates the engine and the loader, writes checkpoints and the files beside them,
- * and cleans up whatever happens.
+ * and cleans up whatever happens. One trainer writes a weights_dir at a time (`TRAIN_LOCK_FILE`).
  */
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { check, checkOptional, InputError, type MessageRender, type NamedTensors, type ParameterNamer, UsageError } from '@alexnet-stream/core';
-import { checkpointDirName, ModelSpec, saveCheckpoint, SaveCheckpointOptions } from '@alexnet-stream/model-alexnet';
+import {
+  acquireLock,
+  AlexnetStreamError,
+  check,
+  checkOptional,
+  describeWriteError,
+  InputError,
+  makeDirectorySync,
+  type MessageRender,
+  type NamedTensors,
+  OutputError,
+  type ParameterNamer,
+  UsageError,
+} from '@alexnet-stream/core';
+import { checkpointDirName, inputScaleProblem, ModelSpec, saveCheckpoint, SaveCheckpointOptions } from '@alexnet-stream/model-alexnet';
 import type { TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
 import type { TrainConfig } from './config';
 import { appendTrainLog, truncateTrainLog, writeValRecord } from './files';
 import { BatchLoader, createLoader, StdinBatchStream } from './loader';
 import { checkData, checkInputSize, DataInfo, loaderSetupFor, optimizerFromConfig, specFromConfig } from './run-data';
+import { scheduleNeedsEpochLength } from './lr-policy';
 import { checkpointEpoch, DataFingerprint, SavedTrainState, StartPoint, startPoint } from './start-point';
 import { runTrainingLoop, TrainEvent, TrainSource, TrainState, TrainSummary, ValSource } from './trainer';
 import { SingleProcessGroup, WorkerGroup } from './worker-group';
@@ -59,28 +73,69 @@ export interface RunTrainingResult extends TrainSummary {
   weightsDir: string;
 }
 
+/** The lock file in weights_dir that the writing trainer (rank 0) holds for its whole run. */
+export const TRAIN_LOCK_FILE = 'train.lock';
+
+/**
+ * Train. One trainer writes a weights_dir at a time: a second one (started by mistake, or a
+ * resume of a run still going) would interleave its checkpoints with the first's, truncate the
+ * first's train_log.jsonl to its own start and rewrite its val_record.json. Rank 0, the only
+ * writer, holds `<weights_dir>/train.lock` (core's lock: broken at once when its process is
+ * gone, e.g. after a kill -9) for the whole run; other ranks write nothing there.
+ */
 export async function runTraining(config: TrainConfig, options: RunTrainingOptions = {}): Promise<RunTrainingResult> {
+  const usingStdin = options.stdinRecords !== undefined;
+  const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
+  checkRunOptions(options, resume);
+  checkSchedule(config, usingStdin);
+
+  // The data, checked against the config before anything else (before weights_dir is made).
+  const data = await checkData(config, !usingStdin);
+  const spec = await specFromConfig(config, data.numClasses);
+  checkInputSize(config, data, spec);
+  if (config.input_scale !== null) {
+    const problem = inputScaleProblem(spec);
+    if (problem) throw new UsageError(`input_scale: ${problem}; train this model without input_scale`);
+  }
+  if ((options.group?.rank ?? 0) !== 0) return trainLocked(config, options, resume, data, spec);
+  const lock = await lockWeightsDir(config.weights_dir);
+  try {
+    return await trainLocked(config, options, resume, data, spec);
+  } finally {
+    await lock.release();
+  }
+}
+
+/** Take `<weights_dir>/train.lock` (making weights_dir first): a second trainer of the same weights_dir is refused. */
+async function lockWeightsDir(weightsDir: string): Promise<{ release(): Promise<void> }> {
+  makeDirectorySync(weightsDir, 'weights_dir');
+  const path = join(weightsDir, TRAIN_LOCK_FILE);
+  return acquireLock(path, {
+    purpose: `training into ${weightsDir}`,
+    advice: (name) => `another train is writing this ${name('weights_dir')}; wait for it to finish, stop it, or use another ${name('weights_dir')}`,
+  }).catch((err: unknown) => {
+    if (err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(`${weightsDir}: cannot take the lock ${TRAIN_LOCK_FILE}: ${describeWriteError(err)}`, { cause: err });
+  });
+}
+
+/** The run, under the weights_dir lock (rank 0) or beside rank 0's (the other ranks). */
+async function trainLocked(config: TrainConfig, options: RunTrainingOptions, resume: boolean | number, data: DataInfo, spec: ModelSpec): Promise<RunTrainingResult> {
   const nameParameter = options.nameParameter ?? ((p: string) => p);
   const notice = (m: string | MessageRender) => options.onNotice?.(typeof m === 'string' ? m : m(nameParameter));
   const group = options.group ?? new SingleProcessGroup();
   const usingStdin = options.stdinRecords !== undefined;
-  const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
-  checkRunOptions(options, resume);
-
-  const data = await checkData(config, !usingStdin);
-  const spec = await specFromConfig(config, data.numClasses);
-  checkInputSize(config, data, spec);
   if (!data.val) notice(`no "${config.val_prefix}" shard set in ${config.data_dir ?? '(no data_dir)'}: epochs are not validated`);
   const fingerprint = fingerprintOf(config, data, group);
-  const start = startPoint(config, spec, fingerprint, { resume, init: options.init, learningRate: options.learningRate, rank: group.rank, notice });
+  const start = await startPoint(config, spec, fingerprint, data, { resume, init: options.init, learningRate: options.learningRate, rank: group.rank, notice });
 
   const engine = await (options.createEngine ?? createEngine)(config.engine, spec, start.weights, engineOptions(config));
   let loader: BatchLoader | undefined;
   try {
     restoreEngineState(engine, start);
-    const setup = loaderSetupFor(config, data, spec, group);
+    const setup = loaderSetupFor(config, data, spec, group, start.inputScale);
     loader = setup ? createLoader(setup, config.para_load) : undefined;
-    const train = usingStdin ? stdinSource(options.stdinRecords!, spec, config) : dataDirSource(loader!, config, data, group);
+    const train = usingStdin ? stdinSource(options.stdinRecords!, spec, config, start.inputScale) : dataDirSource(loader!, config, data, group, start);
     if (!usingStdin) fingerprint.iterationsPerEpoch = train.iterationsPerEpoch;
     const val = valSource(loader, config, data);
     if (group.rank === 0) {
@@ -98,7 +153,7 @@ export async function runTraining(config: TrainConfig, options: RunTrainingOptio
       state: start.state,
       maxIters: options.maxIters,
       resumedFrom: start.resumedFrom,
-      writeCheckpoint: checkpointWriter(config, spec, engine, fingerprint, options.onCheckpointStep),
+      writeCheckpoint: checkpointWriter(config, spec, engine, fingerprint, start.inputScale, options.onCheckpointStep),
       appendLog: (entry) => appendTrainLog(config.weights_dir, entry),
       recordValidation: (record) => writeValRecord(config.weights_dir, record),
       onEvent: options.onEvent,
@@ -128,6 +183,17 @@ function checkRunOptions(options: RunTrainingOptions, resume: boolean | number):
   }
 }
 
+/** A per-iteration schedule (warm-up, cosine, poly) needs the epoch length, which a stream of unknown length has not. */
+function checkSchedule(config: TrainConfig, usingStdin: boolean): void {
+  if (!usingStdin || !scheduleNeedsEpochLength(config)) return;
+  const warmup = config.lr_warmup_epochs > 0 ? ` with lr_warmup_epochs ${config.lr_warmup_epochs}` : '';
+  throw new UsageError(
+    (name) =>
+      `lr_policy ${config.lr_policy}${warmup} needs the epoch length, which a stream (${name('stdinRecords')}) does not have: ` +
+      'train from the data dir, or use lr_policy step without warm-up',
+  );
+}
+
 /** What a resume must find unchanged to continue at a position inside an epoch (saved with each checkpoint). */
 function fingerprintOf(config: TrainConfig, data: DataInfo, group: WorkerGroup): DataFingerprint {
   return {
@@ -144,6 +210,7 @@ function fingerprintOf(config: TrainConfig, data: DataInfo, group: WorkerGroup):
 function engineOptions(config: TrainConfig): CreateEngineOptions {
   return {
     optimizer: optimizerFromConfig(config),
+    loss: { labelSmoothing: config.label_smoothing },
     batchSize: config.batch_size,
     seed: config.seed,
     devices: config.devices,
@@ -164,14 +231,22 @@ function restoreEngineState(engine: TrainingEngine, start: StartPoint): void {
 }
 
 /** Batches from a decoded record stream (train --stdin): one epoch, as long as the stream. */
-function stdinSource(records: Readable, spec: ModelSpec, config: TrainConfig): TrainSource {
-  const stream = new StdinBatchStream(records, spec.inputSize, spec.numClasses, config.batch_size);
+function stdinSource(records: Readable, spec: ModelSpec, config: TrainConfig, inputScale: number[] | undefined): TrainSource {
+  const stream = new StdinBatchStream(records, spec.inputSize, spec.numClasses, config.batch_size, inputScale);
   return { iterationsPerEpoch: Infinity, open: () => stream };
 }
 
 /** This worker's share of the train set's batches, epoch by epoch. */
-function dataDirSource(loader: BatchLoader, config: TrainConfig, data: DataInfo, group: WorkerGroup): TrainSource {
+function dataDirSource(loader: BatchLoader, config: TrainConfig, data: DataInfo, group: WorkerGroup, start: StartPoint): TrainSource {
   const iterationsPerEpoch = loader.passIterations({ prefix: config.train_prefix, epoch: 1, train: true });
+  if (start.resumedFrom && start.state.iterationInEpoch >= iterationsPerEpoch) {
+    // (data that changed since is refused by startPoint when the run stopped inside an epoch)
+    throw new InputError(
+      `${join(start.resumedFrom, 'state.json')}: it stopped after iteration ${start.state.iterationInEpoch} of epoch ${start.state.epochsCompleted + 1}, ` +
+        `but an epoch of this data has ${iterationsPerEpoch} iterations`,
+      { code: 'ERR_CHECKPOINT' },
+    );
+  }
   if (iterationsPerEpoch === 0) {
     const workers = group.worldSize > 1 ? ` x ${group.worldSize} workers` : '';
     throw new UsageError(`batch_size ${config.batch_size}${workers} is larger than the ${data.train!.images} training images: lower batch_size`);
@@ -190,6 +265,7 @@ function checkpointWriter(
   spec: ModelSpec,
   engine: TrainingEngine,
   fingerprint: DataFingerprint,
+  inputScale: number[] | undefined,
   beforeStep: SaveCheckpointOptions['beforeStep'],
 ): (s: TrainState) => Promise<string> {
   return async (s) => {
@@ -212,7 +288,13 @@ function checkpointWriter(
       engine: engine.name,
       savedAt: new Date().toISOString(),
     };
-    const tensors = { spec, weights: engine.getWeights(), ...(config.use_momentum ? { momentum: engine.getVelocities() } : {}), state: saved };
+    const tensors = {
+      spec,
+      weights: engine.getWeights(),
+      ...(config.use_momentum ? { momentum: engine.getVelocities() } : {}),
+      ...(inputScale ? { inputScale } : {}),
+      state: saved,
+    };
     const path = saveCheckpoint(join(config.weights_dir, checkpointDirName(epoch)), tensors, { beforeStep });
     await writeValRecord(config.weights_dir, s.valRecord);
     return path;

@@ -21,14 +21,18 @@ export class StepFeed {
     private readonly stacker: BatchStacker | undefined,
   ) {}
 
-  /** The next run of at most `limit` steps at learning rate `lr()` (read when it runs), or null at the end of the stream. */
-  async next(limit: number, lr: () => number): Promise<EngineRun | null> {
+  /**
+   * The next run of at most `limit` steps, or null at the end of the stream. Step k of the run
+   * (0, 1, …) trains at `lrOfStep(k)`, asked in order when the run starts (a per-iteration
+   * schedule gives each step of a group its own lr).
+   */
+  async next(limit: number, lrOfStep: (k: number) => number): Promise<EngineRun | null> {
     const { engine, stream, stacker } = this;
     if (!stacker || limit === 1) {
       const batch = await this.take();
       if (!batch) return null;
       return async () => {
-        const metrics = await engine.step(batch, lr());
+        const metrics = await engine.step(batch, lrOfStep(0));
         stream.release(batch);
         return [metrics];
       };
@@ -45,7 +49,10 @@ export class StepFeed {
       stream.release(batch);
     }
     if (stacker.count === 0) return null;
-    return () => engine.stepGroup!(stacker.group(), lr());
+    return () => {
+      const lrs = Array.from({ length: stacker.count }, (_, k) => lrOfStep(k));
+      return engine.stepGroup!(stacker.group(), lrs);
+    };
   }
 
   /** Stop the epoch's stream early, releasing the batch that waits. */

@@ -17,7 +17,7 @@ import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 import type { BatchMetrics, TrainingEngine } from '../engine';
 import type { TrainConfig } from './config';
 import type { BatchStream } from './loader';
-import { lrAfterEpoch } from './lr-policy';
+import { lrAfterEpoch, lrAtIteration } from './lr-policy';
 import { PrintWindow, StepFeed, stackerFor } from './step-feed';
 import type { WorkerGroup } from './worker-group';
 
@@ -30,7 +30,7 @@ export interface ValidationResult {
   top5Error: number;
   loss: number;
   images: number;
-  /** The lr the epoch was trained with. */
+  /** The lr the epoch was trained with (under a per-iteration schedule: its last step's). */
   lr: number;
 }
 
@@ -41,6 +41,7 @@ export interface TrainState {
   iterationInEpoch: number;
   /** Iterations done in total. */
   iteration: number;
+  /** The base lr (lr-policy.ts): what `step`/`auto` divide and `--resume --lr` replaces; each step's lr is `lrAtIteration` of it. */
   lr: number;
   /** Epoch after which lr last changed (0: never); the `auto` policy waits two epochs after a change. */
   lastLrChangeEpoch: number;
@@ -62,6 +63,7 @@ export interface TrainLogEntry {
   top1Error?: number;
   /** Images trained on since the previous line, by all workers together (absent in older logs). */
   images?: number;
+  /** The lr of the window's last step. */
   lr: number;
   imagesPerSecond: number;
   /** Fraction of the window's time the engine waited for data. */
@@ -113,7 +115,10 @@ export interface ValSource {
 }
 
 export interface TrainLoopOptions {
-  config: Pick<TrainConfig, 'n_epochs' | 'print_freq' | 'print_train_error' | 'snapshot_freq' | 'sync_every' | 'sync_momentum' | 'lr_policy' | 'lr_step' | 'lr_adapt_threshold'>;
+  config: Pick<
+    TrainConfig,
+    'n_epochs' | 'print_freq' | 'print_train_error' | 'snapshot_freq' | 'sync_every' | 'sync_momentum' | 'lr_policy' | 'lr_step' | 'lr_adapt_threshold' | 'lr_warmup_epochs' | 'lr_min' | 'lr_power'
+  >;
   spec: ModelSpec;
   engine: TrainingEngine;
   group: WorkerGroup;
@@ -179,9 +184,12 @@ class TrainingLoop {
   private waitMs = 0;
   private trainMs = 0;
   private imagesRun = 0;
+  /** The lr of the last step run (what the log line and the validation record report). */
+  private lastLr: number;
 
   constructor(private readonly o: TrainLoopOptions) {
     this.s = cloneState(o.state);
+    this.lastLr = this.s.lr;
     this.startIteration = this.s.iteration;
     this.isRoot = o.group.rank === 0;
     this.stacker = stackerFor(o.engine);
@@ -219,6 +227,11 @@ class TrainingLoop {
     this.o.onEvent?.(e);
   }
 
+  /** The lr of step `iteration` (0-based, global): the schedule's, from the current base lr. */
+  private lrAt(iteration: number): number {
+    return lrAtIteration(this.o.config, this.s.lr, iteration, this.o.train.iterationsPerEpoch);
+  }
+
   private maxItersReached(): boolean {
     return this.o.maxIters !== undefined && this.s.iteration >= this.o.maxIters;
   }
@@ -246,7 +259,8 @@ class TrainingLoop {
           return 'max-iters';
         }
         const t0 = performance.now();
-        const run = await feed.next(this.runLimit(), () => s.lr);
+        // Each step's lr from the schedule, read when the run starts (steps k = 0, 1, … of it).
+        const run = await feed.next(this.runLimit(), (k) => (this.lastLr = this.lrAt(s.iteration + k)));
         const t1 = performance.now();
         if (!run) return train.iterationsPerEpoch === Infinity ? 'end-of-input' : 'complete';
         const stepMetrics = await run();
@@ -319,7 +333,7 @@ class TrainingLoop {
       loss: lossSum / images,
       ...(config.print_train_error ? { top1Error: errors / images } : {}),
       images: Math.round(images),
-      lr: s.lr,
+      lr: this.lastLr,
       imagesPerSecond: images / Math.max(1e-9, elapsedMs / 1000),
       waitFraction: elapsedMs > 0 ? Math.min(1, window.waitMs / elapsedMs) : 0,
       time: new Date().toISOString(),
@@ -347,7 +361,7 @@ class TrainingLoop {
     const { engine, group } = this.o;
     const s = this.s;
     const v = await validate(engine, this.o.val!.open(epoch), group);
-    const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: s.lr };
+    const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: this.lastLr };
     // Weights that give a NaN or infinite validation loss have diverged even when the training
     // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
     if (v.images > 0 && !Number.isFinite(v.loss)) {

@@ -26,7 +26,7 @@
 import { check, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
 import { encodeModel, GraphBuilder, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { BatchGroup, BatchMetrics, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
+import { BatchGroup, BatchMetrics, checkLoss, DEFAULT_LOSS, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
 import { LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, newName, velocityName } from '../../graph/training-graph';
 import { checkNamed, createSession, metricsOf, OrtEngineOptions } from './engine';
@@ -149,9 +149,10 @@ export class OrtDeviceEngine implements TrainingEngine {
     return metricsOf(out, batch.size);
   }
 
-  async stepGroup(group: BatchGroup, lr: number): Promise<BatchMetrics[]> {
+  async stepGroup(group: BatchGroup, lr: number | readonly number[]): Promise<BatchMetrics[]> {
     check.integer('count', group.count, { min: 1, max: 1 });
-    return [await this.step(group, lr)];
+    if (typeof lr !== 'number') check.that('lr', lr.length === 1, 'one learning rate for the 1 step', lr.length);
+    return [await this.step(group, typeof lr === 'number' ? lr : lr[0])];
   }
 
   private evalFeeds(batch: EngineBatch): Record<string, Ort.Tensor> {
@@ -291,7 +292,7 @@ export async function createOrtDeviceEngine(
     process.stderr.write(`onnxruntime: webgpu runs one step per run (the WebGPU provider has no Loop kernel; the state stays on the GPU between runs instead): steps_per_run ${options.stepsPerRun} is ignored\n`);
   }
   const lowering: LoweringOptions = { ...PORTABLE_LOWERING, ...options.lowering };
-  const trainGraph = buildGraph(spec, 'train', options.optimizer, lowering);
+  const trainGraph = buildGraph(spec, 'train', options.optimizer, lowering, checkLoss({ ...DEFAULT_LOSS, ...options.loss }));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const state = trainGraph.params.flatMap((p) => [{ name: p.name, shape: p.shape }, { name: velocityName(p.name), shape: p.shape }]);
   const stateOutputs = trainGraph.params.flatMap((p) => [newName(p.name), ...(trainGraph.hasVelocities ? [newName(velocityName(p.name))] : [])]);

@@ -32,7 +32,18 @@ import {
   primaryDeviceKind,
   type Ort,
 } from '@alexnet-stream/onnx-export';
-import { BatchGroup, BatchMetrics, checkOptimizer, DEFAULT_OPTIMIZER, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
+import {
+  BatchGroup,
+  BatchMetrics,
+  checkLoss,
+  checkOptimizer,
+  DEFAULT_LOSS,
+  DEFAULT_OPTIMIZER,
+  EngineBatch,
+  LossConfig,
+  OptimizerConfig,
+  TrainingEngine,
+} from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
 import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, steppedTrainGraph } from '../../graph/step-loop';
@@ -41,6 +52,8 @@ import type { OrtDeviceEngine } from './device-engine';
 
 export interface OrtEngineOptions {
   optimizer?: Partial<OptimizerConfig>;
+  /** The training loss (label smoothing); default plain cross-entropy. */
+  loss?: Partial<LossConfig>;
   /** The usual batch size; only used to validate that batches are not larger (memory). Default: no limit. */
   batchSize?: number;
   /**
@@ -215,12 +228,14 @@ export class OrtEngine implements TrainingEngine {
     return (await this.stepGroup({ ...batch, count: 1 }, lr))[0];
   }
 
-  async stepGroup(group: BatchGroup, lr: number): Promise<BatchMetrics[]> {
+  async stepGroup(group: BatchGroup, lr: number | readonly number[]): Promise<BatchMetrics[]> {
     const { count, size } = group;
     check.integer('count', count, { min: 1, max: this.stepsPerRun });
-    check.number('lr', lr);
+    const lrs = typeof lr === 'number' ? new Array<number>(count).fill(lr) : lr;
+    check.that('lr', lrs.length === count, `one learning rate per step (${count})`, lrs.length);
+    for (const v of lrs) check.number('lr', v);
     this.checkBatches(group);
-    this.lrs.fill(lr);
+    this.lrs.set(lrs);
     this.stepCount[0] = BigInt(count);
     const ort = loadOnnxRuntime();
     const s = this.spec.inputSize;
@@ -370,7 +385,8 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
     ? { ...DEFAULT_LOWERING, nchwcBlock: await nchwcBlockSize(), ...options.lowering }
     : { ...PORTABLE_LOWERING, ...options.lowering };
   const stepsPerRun = check.integer('stepsPerRun', options.stepsPerRun ?? 4, { min: 1 });
-  const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering));
+  const loss = checkLoss({ ...DEFAULT_LOSS, ...options.loss });
+  const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering, loss));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const t0 = Date.now();
   const trainSession = await createSession(trainGraph, sessionOptions);

@@ -7,7 +7,17 @@
 import type * as tfjs from '@tensorflow/tfjs';
 import { check, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
 import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
-import { type BatchMetrics, checkOptimizer, DEFAULT_OPTIMIZER, type EngineBatch, type OptimizerConfig, type TrainingEngine } from '../../engine';
+import {
+  type BatchMetrics,
+  checkLoss,
+  checkOptimizer,
+  DEFAULT_LOSS,
+  DEFAULT_OPTIMIZER,
+  type EngineBatch,
+  type LossConfig,
+  type OptimizerConfig,
+  type TrainingEngine,
+} from '../../engine';
 import { loadTfjs, Tf } from './backend';
 import { tfjsForward, TfParams, weightsToTensors } from './forward';
 import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } from './loss';
@@ -15,6 +25,8 @@ import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } 
 export interface TfjsEngineOptions {
   /** Fields not given take DEFAULT_OPTIMIZER's values (the seed's). */
   optimizer: Partial<OptimizerConfig>;
+  /** The training loss (label smoothing); default plain cross-entropy. */
+  loss?: Partial<LossConfig>;
   /** Seeds the dropout masks' random stream. */
   seed: number;
   /** One line on stderr naming the tfjs backend chosen. */
@@ -26,7 +38,8 @@ export async function createTfjsEngine(spec: ModelSpec, weights: NamedTensors, o
   checkOptimizer(optimizer);
   check.integer('seed', options.seed, { min: 0 });
   const { tf, backend } = await loadTfjs({ verbose: options.verbose });
-  return new TfjsEngine(tf, backend, spec, weights, optimizer, options.seed);
+  const loss = checkLoss({ ...DEFAULT_LOSS, ...options.loss });
+  return new TfjsEngine(tf, backend, spec, weights, optimizer, options.seed, loss);
 }
 
 
@@ -39,7 +52,7 @@ class TfjsEngine implements TrainingEngine {
   private rng: Rng;
   private disposed = false;
 
-  constructor(private readonly tf: Tf, backend: string, readonly spec: ModelSpec, weights: NamedTensors, private readonly optimizer: OptimizerConfig, seed: number) {
+  constructor(private readonly tf: Tf, backend: string, readonly spec: ModelSpec, weights: NamedTensors, private readonly optimizer: OptimizerConfig, seed: number, private readonly loss: LossConfig = DEFAULT_LOSS) {
     this.name = `tfjs-${backend}`;
     this.rng = new Rng(seed);
     const initial = weightsToTensors(tf, spec, weights); // validates names and sizes
@@ -82,7 +95,7 @@ class TfjsEngine implements TrainingEngine {
     check.number('lr', lr, { min: 0 });
     const tf = this.tf;
     const x = this.input(batch);
-    const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, { training: true, rng: this.rng });
+    const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, { training: true, rng: this.rng, labelSmoothing: this.loss.labelSmoothing });
     const lossValue = (await loss.data())[0];
     const logitValues = await logits.data();
     const o = this.optimizer;

@@ -9,11 +9,17 @@ import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import type { Tf } from './backend';
 import { TfjsForwardOptions, TfParams, tfjsForward } from './forward';
 
-/** Mean over the batch of −log softmax(logits)[label]. */
-export function tfjsSoftmaxCrossEntropy(tf: Tf, logits: tfjs.Tensor2D, labels: Int32Array): tfjs.Scalar {
+/**
+ * Mean over the batch of −Σ_k q_k · log softmax(logits)_k, with q the one-hot label, or with
+ * label smoothing ε the targets (1 − ε)·onehot + ε/K (PyTorch's CrossEntropyLoss(label_smoothing)).
+ * With ε = 0: −log softmax(logits)[label].
+ */
+export function tfjsSoftmaxCrossEntropy(tf: Tf, logits: tfjs.Tensor2D, labels: Int32Array, labelSmoothing = 0): tfjs.Scalar {
   return tf.tidy(() => {
-    const oneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), logits.shape[1]).toFloat();
-    const perImage = tf.neg(tf.sum(tf.mul(oneHot, tf.logSoftmax(logits)), 1));
+    const k = logits.shape[1];
+    const oneHot = tf.oneHot(tf.tensor1d(labels, 'int32'), k).toFloat();
+    const target = labelSmoothing > 0 ? tf.add(tf.mul(oneHot, 1 - labelSmoothing), labelSmoothing / k) : oneHot;
+    const perImage = tf.neg(tf.sum(tf.mul(target, tf.logSoftmax(logits)), 1));
     return tf.mean(perImage) as tfjs.Scalar;
   });
 }
@@ -32,7 +38,7 @@ export interface TfjsLossAndGradients {
  * ONNX training graph's backward is tested against. With `training: true`, dropout masks come
  * from `options.dropoutMasks` or are drawn from `options.rng` (as the engine does).
  */
-export function tfjsLossAndGradients(tf: Tf, spec: ModelSpec, params: TfParams, input: tfjs.Tensor4D, labels: Int32Array, options: TfjsForwardOptions): TfjsLossAndGradients {
+export function tfjsLossAndGradients(tf: Tf, spec: ModelSpec, params: TfParams, input: tfjs.Tensor4D, labels: Int32Array, options: TfjsLossOptions): TfjsLossAndGradients {
   const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, spec, params, input, labels, options);
   const out: TfjsLossAndGradients = { loss: loss.dataSync()[0], logits: Float32Array.from(logits.dataSync()), grads: {} };
   for (const [name, g] of Object.entries(grads)) out.grads[name] = Float32Array.from(g.dataSync());
@@ -40,8 +46,13 @@ export function tfjsLossAndGradients(tf: Tf, spec: ModelSpec, params: TfParams, 
   return out;
 }
 
+/** The forward's options plus the loss's: label smoothing ε (default 0). */
+export interface TfjsLossOptions extends TfjsForwardOptions {
+  labelSmoothing?: number;
+}
+
 /** As `tfjsLossAndGradients`, leaving everything as tensors (the caller disposes them). */
-export function tfjsLossAndGradientTensors(tf: Tf, spec: ModelSpec, params: TfParams, input: tfjs.Tensor4D, labels: Int32Array, options: TfjsForwardOptions): { loss: tfjs.Scalar; logits: tfjs.Tensor2D; grads: TfParams } {
+export function tfjsLossAndGradientTensors(tf: Tf, spec: ModelSpec, params: TfParams, input: tfjs.Tensor4D, labels: Int32Array, options: TfjsLossOptions): { loss: tfjs.Scalar; logits: tfjs.Tensor2D; grads: TfParams } {
   const names = parameterList(spec).map((p) => p.name);
   let logits: tfjs.Tensor2D | undefined;
   const f = (...ps: tfjs.Tensor[]): tfjs.Scalar => {
@@ -49,7 +60,7 @@ export function tfjsLossAndGradientTensors(tf: Tf, spec: ModelSpec, params: TfPa
     names.forEach((n, i) => { byName[n] = ps[i]; });
     const y = tfjsForward(tf, spec, byName, input, options);
     logits = tf.keep(y);
-    return tfjsSoftmaxCrossEntropy(tf, y, labels);
+    return tfjsSoftmaxCrossEntropy(tf, y, labels, options.labelSmoothing ?? 0);
   };
   const { value, grads } = tf.valueAndGrads(f)(names.map((n) => {
     const p = params[n];
