@@ -16,9 +16,11 @@ import { join } from 'node:path';
 const require = createRequire(import.meta.url);
 const sharp = require('sharp');
 const { alexnetSpec, initParameters } = require('../libs/model-alexnet/dist/index.js');
-const { lowerInference, writeOnnx, InferenceModel, sessionOptions, loadOnnxRuntime } = require('../libs/onnx-export/dist/index.js');
+const { lowerInference, writeOnnx, InferenceModel, sessionOptions, loadOnnxRuntime, runPredict } = require('../libs/onnx-export/dist/index.js');
 const ort = loadOnnxRuntime(); // telemetry off before onnxruntime loads (libs/onnx-export/src/onnxruntime.ts)
-const { runPredict } = require('../apps/cli/dist/commands/predict.js');
+// predict's image decoding, as the CLI wires it: stream-io's decode of a file (squashed).
+const { decodeImageFile, describeDecodeError } = require('../libs/stream-io/dist/index.js');
+const decoder = { decode: async (path, size) => (await decodeImageFile(path, { size, resize: 'squash' })).data, describe: describeDecodeError };
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 4);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -90,7 +92,7 @@ try {
   };
   const predictRound = async (allowSpinning) => {
     let lines = 0;
-    const summary = await runPredict(images, { model: modelPath, topk: 5, batchSize: 32, allowSpinning }, (text) => { lines += text.split('\n').length - 1; });
+    const summary = await runPredict(images, { model: modelPath, decoder, topk: 5, batchSize: 32, allowSpinning, write: (text) => { lines += text.split('\n').length - 1; } });
     if (lines !== images.length || summary.predicted !== images.length) throw new Error(`predict printed ${lines} lines for ${images.length} images`);
     if (allowSpinning === undefined) cpuMs.predict32.push((1000 * summary.cpuSeconds) / summary.predicted);
     return summary.predicted / summary.seconds;

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 
 const projects = process.argv.slice(2).length
   ? process.argv.slice(2)
-  : ['libs/stream-io', 'libs/model-alexnet', 'libs/onnx-export', 'libs/trainer-multigpu', 'libs/serve', 'apps/cli', 'test'];
+  : ['libs/core', 'libs/stream-io', 'libs/model-alexnet', 'libs/onnx-export', 'libs/trainer-multigpu', 'libs/serve', 'apps/cli', 'test'];
 
 function findTests(dir, out) {
   if (!existsSync(dir)) return out;

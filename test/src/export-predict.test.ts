@@ -11,8 +11,16 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import type { NamedTensors } from '@alexnet-stream/core';
 import {
-  alexnetSpec, encodeSafetensors, inferShapes, initParameters, loadCheckpoint, ModelSpec, parameterList, saveCheckpoint, Weights,
+  alexnetSpec,
+  encodeSafetensors,
+  inferShapes,
+  initParameters,
+  loadCheckpoint,
+  ModelSpec,
+  parameterList,
+  saveCheckpoint,
 } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, importOnnxWeights, InferenceModel, int, ints, META, readOnnx, writeOnnx } from '@alexnet-stream/onnx-export';
 import {
@@ -26,7 +34,7 @@ const demo = join(root, 'demo');
 const data = join(root, 'data');
 const ckpt = join(root, 'ckpt');
 let spec: ModelSpec;
-let weights: Weights;
+let weights: NamedTensors;
 let valImages: string[];
 
 function cli(args: string[]) {

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { listCheckpoints, loadCheckpoint } from '@alexnet-stream/model-alexnet';
 import { deviceProblem, parseDevice, webgpuUnavailable } from '@alexnet-stream/onnx-export';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const root = mkdtempSync(join(tmpdir(), 'gpu-cli-'));

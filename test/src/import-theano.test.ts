@@ -10,9 +10,16 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { decodeNpy, encodeNpy } from '@alexnet-stream/stream-io';
+import { decodeNpy, encodeNpy, NamedTensors } from '@alexnet-stream/core';
 import {
-  alexnetSpec, exportTheanoNpy, importTheanoNpy, initParameters, loadCheckpoint, parameterList, saveCheckpoint, theanoEpochs, Weights,
+  alexnetSpec,
+  exportTheanoNpy,
+  importTheanoNpy,
+  initParameters,
+  loadCheckpoint,
+  parameterList,
+  saveCheckpoint,
+  theanoEpochs,
 } from '@alexnet-stream/model-alexnet';
 import { lowerInference, writeOnnx } from '@alexnet-stream/onnx-export';
 
@@ -30,7 +37,7 @@ const root = mkdtempSync(join(tmpdir(), 'import-theano-'));
 const seedDir = join(root, 'seed-weights');
 const bytesEqual = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
-function assertSameWeights(actual: Weights, expected: Weights, what: string) {
+function assertSameWeights(actual: NamedTensors, expected: NamedTensors, what: string) {
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), what);
   for (const name of Object.keys(expected)) assert.ok(bytesEqual(actual[name], expected[name]), `${what}: ${name} differs`);
 }
@@ -129,8 +136,9 @@ function cli(args: string[]) {
 }
 
 test('CLI import --from theano-npy writes a checkpoint (classes from b_7) and the mean image', () => {
-  // The seed's img_mean.npy, here written HWC (256, 256, 3) as float64 to exercise the conversion.
-  const h = 4, w = 5;
+  // The seed's img_mean.npy, here written HWC (256, 256, 3) as float64 to exercise the conversion;
+  // 67x67, the smallest a model of input 67 takes (import checks S >= the input size).
+  const h = 67, w = 67;
   const hwc = Float64Array.from({ length: h * w * 3 }, (_, i) => i + 0.5);
   writeFileSync(join(root, 'img_mean.npy'), encodeNpy(hwc, [h, w, 3]));
   const out = join(root, 'cli-ckpt', 'epoch-0003');
@@ -187,7 +195,7 @@ test('CLI import: bad input is a clear message naming the file, exit 2, nothing 
   copyFileSync(saved, file('W0_3'));
 
   expectFailure([...base, '--epoch', '3', '--num-classes', '12'], /W_7_3.npy: shape \(4096, 10\), but fc8.weight .* needs \(4096, 12\) \(n_in, n_out\)/);
-  expectFailure([...base, '--epoch', '3', '--mean', join(root, 'no-such-mean.npy')], /no-such-mean.npy: cannot read \(ENOENT\)/);
+  expectFailure([...base, '--epoch', '3', '--mean', join(root, 'no-such-mean.npy')], /no-such-mean.npy: cannot read the mean image: no such file/);
   expectFailure([...base, '--epoch', '3', '--mean-out', 'm.npy'], /--mean-out needs --mean/);
   // The repaired folder imports again.
   assertSameWeights(importTheanoNpy(seedDir, EPOCH, spec), known, 'after repair');

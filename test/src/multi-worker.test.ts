@@ -14,7 +14,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { listCheckpoints, loadCheckpoint } from '@alexnet-stream/model-alexnet';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const root = mkdtempSync(join(tmpdir(), 'multi-worker-'));
@@ -205,7 +205,7 @@ test('workers started with different configs are refused at start, naming the ra
       const child = spawn(process.execPath, [CLI, 'worker', '--rank', String(rank), '--world-size', '2', '--coordinator', coordinator, '--config', writeConfig(`mismatch${rank}`), '--weights-dir', join(root, `wm${rank}`), '--batch-size', '3', '--lr', lr, '--max-iters', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
       let stderr = '';
       child.stderr!.on('data', (d) => (stderr += d));
-      child.on('exit', (code) => res({ code, stderr }));
+      child.on('close', (code) => res({ code, stderr })); // 'close': after the last stderr bytes are read
     });
   const [r0, r1] = await Promise.all([start(0, '0.01'), start(1, '0.02')]);
   for (const r of [r0, r1]) {

@@ -12,10 +12,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Rng } from '@alexnet-stream/core';
 import { alexnetSpec, ModelSpec, narrowSpec, parameterList, PRESETS, PresetName } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, lowerInference } from '@alexnet-stream/onnx-export';
 import { loadTfjs, tfjsForward, weightsToTensors } from '@alexnet-stream/trainer-multigpu';
-import { Rng } from '@alexnet-stream/stream-io';
 
 /** Weights that keep activations O(input) through the network (He-like), so every layer matters. */
 function heWeights(spec: ModelSpec, seed: number): Record<string, Float32Array> {

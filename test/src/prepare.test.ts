@@ -81,7 +81,7 @@ test('a missing train dir, bad options and a foreign --out exit 2 with one clear
   const cases: [string[], RegExp][] = [
     [['prepare', '--train', 'nope', '--out', 'x'], /alexnet-stream prepare: .*nope/],
     [['prepare', '--train', 'demo/train', '--out', 'x', '--val-split', '0.1', '--val', 'demo/val'], /either --val .* or --val-split/],
-    [['prepare', '--train', 'demo/train', '--out', 'x', '--batch-size', '0'], /Expected an integer between 1 and 1048576 for --batch-size but received "0"/],
+    [['prepare', '--train', 'demo/train', '--out', 'x', '--batch-size', '0'], /Expected an integer between 1 and 1048576 for --batch-size but received 0\n/],
     [['prepare', '--train', 'demo/train', '--out', 'demo'], /demo exists and is not a complete prepare output/],
   ];
   for (const [args, message] of cases) {

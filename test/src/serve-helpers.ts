@@ -5,7 +5,8 @@
  */
 import { ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { alexnetSpec, inferShapes, initParameters, ModelSpec, parameterList, Weights } from '@alexnet-stream/model-alexnet';
+import type { NamedTensors } from '@alexnet-stream/core';
+import { alexnetSpec, inferShapes, initParameters, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { lowerInference, writeOnnx } from '@alexnet-stream/onnx-export';
 import { resolve } from 'node:path';
 
@@ -20,7 +21,7 @@ export function smallSpec(): ModelSpec {
   return spec;
 }
 
-export function smallWeights(spec: ModelSpec, seed: number): Weights {
+export function smallWeights(spec: ModelSpec, seed: number): NamedTensors {
   const weights = initParameters(spec, seed);
   for (const p of parameterList(spec)) {
     if (p.role === 'weight') {

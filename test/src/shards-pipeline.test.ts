@@ -9,8 +9,20 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { decodeNpy, Rng } from '@alexnet-stream/core';
 import { decodeRecords, runPipeline } from './pipeline-helpers';
-import { BatchRecord, centerOffset, cropMirrorSubtract, decodeNpy, ImageRecord, makeHeader, makeTrailer, packRecord, planCrops, readShardIndex, Rng, wholeStream } from '@alexnet-stream/stream-io';
+import {
+  BatchRecord,
+  centerOffset,
+  cropMirrorSubtract,
+  ImageRecord,
+  makeHeader,
+  makeTrailer,
+  packRecord,
+  planCrops,
+  readShardIndex,
+  wholeStream,
+} from '@alexnet-stream/stream-io';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const cli = `"${process.execPath}" "${CLI}"`;
@@ -157,7 +169,7 @@ test('foreign or inconsistent input and bad options exit 2 with a clear message'
     [`${cli} batch --size 4 < mixed.msgpack > /dev/null`, /batch: record 4 \(c0\/img0\.jpg\): image is 3x8x8 but the batch holds 3x16x16 images/],
     [`${cli} augment --mean mean.npy --crop 12 < float32.msgpack > /dev/null`, /augment: record 2 \(batch starting with f\): augment reads uint8 batches, this one is float32 \(already augmented\?\)/],
     [`${cli} augment --mean mean.npy --crop 17 < float32.msgpack > /dev/null`, /augment: Expected a --crop no larger than the 16x16 images but received 17/],
-    [`${cli} batch --size 0 < images.msgpack`, /Expected an integer between 1 and 1048576 for --size but received "0"/],
+    [`${cli} batch --size 0 < images.msgpack`, /Expected an integer between 1 and 1048576 for --size but received 0\n/],
     [`${cli} read no-such-dir`, /read: no-such-dir: no such directory/],
     [`${cli} read shards --prefix val`, /no complete shard set with prefix "val" \(it has "train"/],
     [`${cli} augment --mean missing.npy < images.msgpack`, /missing\.npy: cannot read the mean image \(no such file\)/],

@@ -23,7 +23,7 @@ import { centerOffset, cropMirrorSubtract, readMeanNpy, readShard, readShardInde
 import {
   BatchGroup, createEngine, createOrtEngine, EngineBatch, lrAtIteration, readTrainLog, readValRecord, resolveConfig, runTraining, TrainConfig, TrainingEngine,
 } from '@alexnet-stream/trainer-multigpu';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const root = mkdtempSync(join(tmpdir(), 'tta-'));
@@ -237,6 +237,6 @@ test('refused: resuming with another input_scale than the checkpoint\'s; --stdin
   assert.equal(resumed.state.iteration, 12);
   await assert.rejects(
     () => runTraining(recipe('stdin', { input_scale: null }), { stdinRecords: Readable.from([]) }),
-    /lr_policy cosine with lr_warmup_epochs 1 needs the epoch length, which a --stdin stream does not have/,
+    /lr_policy cosine with lr_warmup_epochs 1 needs the epoch length, which a stream \(stdinRecords\) does not have/,
   );
 });

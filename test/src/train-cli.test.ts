@@ -5,15 +5,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { listCheckpoints, loadCheckpoint } from '@alexnet-stream/model-alexnet';
-import { readValRecord } from '@alexnet-stream/trainer-multigpu';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { readConfigFile, readValRecord } from '@alexnet-stream/trainer-multigpu';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
+/** runTraining in a child process, SIGKILLed at a given step of a given checkpoint write. */
+const TRAIN_CHILD = join(__dirname, 'hostile', 'train-child.js');
 const root = mkdtempSync(join(tmpdir(), 'train-cli-'));
 process.on('exit', () => rmSync(root, { recursive: true, force: true }));
 const dataDir = join(root, 'data');
@@ -80,19 +82,10 @@ test('kill -9 while a checkpoint is being written leaves the previous one usable
 
   const config = writeConfig('killed', 'w-killed');
   const weightsDir = join(root, 'w-killed');
-  // The hook sleeps before and after each checkpoint's files are written: wait for epoch 2's
-  // validation line (the write of epoch-0002 starts right after it) and kill inside the pause.
-  const child = spawn(process.execPath, [CLI, 'train', '--config', config], { env: { ...process.env, ALEXNET_STREAM_TEST_PAUSE_IN_CHECKPOINT_MS: '1500' } });
-  let stderr = '';
-  await new Promise<void>((resolveKill, reject) => {
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      if (/epoch 2 validation/.test(stderr) && !child.killed) {
-        setTimeout(() => child.kill('SIGKILL'), 500);
-      }
-    });
-    child.on('exit', (code, signal) => (signal === 'SIGKILL' ? resolveKill() : reject(new Error(`exited ${code} before the kill:\n${stderr}`))));
-  });
+  // The same run, SIGKILLed inside the write of epoch-0002 (before its first file: its temp dir
+  // exists, no file is whole), at a step the checkpoint writer reports, not after a sleep.
+  const child = spawnSync(process.execPath, [TRAIN_CHILD, JSON.stringify({ config: await readConfigFile(config), killAt: { write: 2, step: 'write-file' } })], { encoding: 'utf8' });
+  assert.equal(child.signal, 'SIGKILL', child.stderr);
   assert.deepEqual(listCheckpoints(weightsDir).map((c) => c.epoch), [1], 'epoch 2 was not written; epoch 1 is intact');
   const survivor = loadCheckpoint(join(weightsDir, 'epoch-0001'));
   assert.equal(survivor.state.iteration, 5);

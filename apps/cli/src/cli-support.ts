@@ -1,28 +1,54 @@
 /**
  * What every command shares: turning errors into one clear stderr line and an exit code,
- * wiring record streams to stdin/stdout, and parsing option values at the boundary.
+ * wiring record streams to stdin/stdout, turning option text into values, and naming the
+ * libraries' parameters by this program's flags.
+ *
+ * Options are checked once, by the library that takes them: the parsers here only turn text
+ * into numbers, words or lists (an integer literal, a size with a suffix) and leave ranges to
+ * the library. A library error names its parameters (`batchSize`); `action` renders it with
+ * the command's flags (`--size`): the option whose attribute has that name, or the command's
+ * own map where a flag's name differs from the parameter's.
  */
 import { Readable, Writable } from 'node:stream';
-import { AlexnetStreamError, describeWriteError, invalidOption, RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
+import type { Command } from 'commander';
+import { AlexnetStreamError, describeError, describeWriteError, invalidParameter, type ParameterNamer } from '@alexnet-stream/core';
+import { RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
 
 export const PROGRAM = 'alexnet-stream';
 
-/** Print an error the way a Unix tool does; a stack trace only with ALEXNET_STREAM_DEBUG=1. */
-export function reportError(command: string, err: unknown): number {
+/** Names by flag: the library parameter `p` as this command's option (or `names`' entry), else as it is. */
+export type FlagNames = Record<string, string> | ((parameter: string) => string | undefined);
+
+/**
+ * How `command` names a library parameter: `names` first (a flag whose name differs from the
+ * parameter's: `batch --size` is `batchSize`), then the option whose attribute is the parameter
+ * (`--max-file-bytes` is `maxFileBytes`), else the parameter as it is (a config key, an
+ * environment variable).
+ */
+export function flagNamer(command: Command | undefined, names: FlagNames = {}): ParameterNamer {
+  const byAttribute = new Map((command?.options ?? []).map((o) => [o.attributeName(), o.long ?? o.flags]));
+  return (parameter) => {
+    const named = typeof names === 'function' ? names(parameter) : Object.hasOwn(names, parameter) ? names[parameter] : undefined;
+    return named ?? byAttribute.get(parameter) ?? parameter;
+  };
+}
+
+/**
+ * Print an error the way a Unix tool does: one line, the error and the causes it does not tell
+ * itself (`describeError`), with library parameters named by `name`; a stack trace only with
+ * ALEXNET_STREAM_DEBUG=1.
+ */
+export function reportError(command: string, err: unknown, name?: ParameterNamer): number {
   const debug = process.env.ALEXNET_STREAM_DEBUG === '1';
   const who = command ? `${PROGRAM} ${command}` : PROGRAM;
   if (err instanceof AlexnetStreamError) {
-    process.stderr.write(`${who}: ${err.message}\n`);
+    process.stderr.write(`${who}: ${describeError(name ? err.renamed(name) : err)}\n`);
     if (debug && err.stack) process.stderr.write(`${err.stack}\n`);
     return err.exitCode;
   }
-  const e = err as NodeJS.ErrnoException & { exitCode?: unknown };
+  const e = err as NodeJS.ErrnoException;
   if (e && e.code === 'EPIPE') return 0; // downstream closed early (`| head`): not our failure
-  const message = e instanceof Error ? e.message : String(err);
-  process.stderr.write(`${who}: ${message}\n`);
-  // Libraries that cannot depend on stream-io (onnx-export's format errors) still carry an
-  // exitCode: their message is already the whole story, as for AlexnetStreamError.
-  if (typeof e?.exitCode === 'number') return e.exitCode;
+  process.stderr.write(`${who}: ${describeError(err)}\n`);
   if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
   else process.stderr.write(`(set ALEXNET_STREAM_DEBUG=1 for a stack trace)\n`);
   return 1;
@@ -69,17 +95,21 @@ export function stdoutRequiredFor(lost: string): void {
 }
 
 /**
- * Wrap a commander action: awaits it, reports any error and sets the exit code. The action
- * may return a number to set the exit code itself (e.g. 1 under --strict after skipped files).
+ * Wrap a commander action: awaits it, reports any error (library parameters named by the
+ * command's flags, see `flagNamer`; `names` for flags named otherwise than their parameter)
+ * and sets the exit code. The action may return a number to set the exit code itself (e.g. 1
+ * under --strict after skipped files).
  */
-export function action<A extends unknown[]>(command: string, fn: (...args: A) => Promise<number | void> | number | void) {
+export function action<A extends unknown[]>(command: string, fn: (...args: A) => Promise<number | void> | number | void, names?: FlagNames) {
   return async (...args: A): Promise<void> => {
     guardStdout(command);
     try {
       const code = await fn(...args);
       if (typeof code === 'number') process.exitCode = code;
     } catch (err) {
-      process.exitCode = reportError(command, err);
+      // commander passes the command last: its options name the parameters
+      const cmd = args[args.length - 1] as Command | undefined;
+      process.exitCode = reportError(command, err, flagNamer(cmd && typeof cmd === 'object' && 'options' in cmd ? cmd : undefined, names));
     } finally {
       // A command that stopped early (bad input) must not wait for the rest of its input:
       // stdin would keep the process alive until the producer ends (a record that claims
@@ -99,7 +129,7 @@ export function action<A extends unknown[]>(command: string, fn: (...args: A) =>
  */
 export function stdinRecords(accept: RecordKind[], highWaterMark?: number, stage?: string): RecordDecoder {
   if (process.stdin.isTTY) {
-    throw invalidOption('stdin', `a record stream piped from another ${PROGRAM} stage`, 'a terminal');
+    throw invalidParameter('stdin', `a record stream piped from another ${PROGRAM} stage`, 'a terminal');
   }
   readsStdin = true;
   const decoder = new RecordDecoder({ accept, source: 'stdin', highWaterMark, stage });
@@ -119,22 +149,28 @@ export function stdoutRecords(): { encoder: RecordEncoder; done: Promise<void> }
   return { encoder, done };
 }
 
-export function parseInteger(name: string, min: number, max = Number.MAX_SAFE_INTEGER) {
+/**
+ * An integer literal (`--size 256`). The range is the library's to check; `min`/`max` only for
+ * an option that no library takes as it is (`worker --frame-kb`, a unit of this program's).
+ */
+export function parseInteger(name: string, min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
     const n = Number(value);
     if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-      const range = max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer between ${min} and ${max}`;
-      throw invalidOption(name, range, value);
+      const range = min === Number.MIN_SAFE_INTEGER && max === Number.MAX_SAFE_INTEGER ? 'an integer'
+        : max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer between ${min} and ${max}`;
+      throw invalidParameter(name, range, value);
     }
     return n;
   };
 }
 
-export function parseNumber(name: string, min: number, max: number) {
+/** A number literal (`--val-split 0.1`); its range is the library's to check (`min`/`max`: as for parseInteger). */
+export function parseNumber(name: string, min = -Infinity, max = Infinity) {
   return (value: string): number => {
     const n = Number(value);
     if (value.trim() === '' || !Number.isFinite(n) || n < min || n > max) {
-      throw invalidOption(name, `a number between ${min} and ${max}`, value);
+      throw invalidParameter(name, min === -Infinity && max === Infinity ? 'a number' : `a number between ${min} and ${max}`, value);
     }
     return n;
   };
@@ -146,27 +182,17 @@ export function parseByteSize(name: string) {
     const m = /^\s*(\d+)\s*([kKmMgG]?)i?[bB]?\s*$/.exec(value);
     const scale = m ? { '': 1, k: 1 << 10, m: 1 << 20, g: 1 << 30 }[m[2].toLowerCase() as '' | 'k' | 'm' | 'g'] : NaN;
     const n = m ? Number(m[1]) * scale : NaN;
-    if (!Number.isSafeInteger(n) || n < 1) throw invalidOption(name, 'a size in bytes >= 1 (an integer, or with a k, M or G suffix: 64M)', value);
+    if (!Number.isSafeInteger(n) || n < 1) throw invalidParameter(name, 'a size in bytes >= 1 (an integer, or with a k, M or G suffix: 64M)', value);
     return n;
   };
 }
 
-/** One of a fixed set of words (`--resize squash|center-crop`). */
-export function parseChoice<T extends string>(name: string, choices: readonly T[]) {
-  return (value: string): T => {
-    if (!(choices as readonly string[]).includes(value)) throw invalidOption(name, choices.join(' or '), value);
-    return value as T;
-  };
-}
-
-/** `--shard i/N` → { index, count } with 0 <= index < count. */
+/** `--shard i/N` → { index, count } (the library checks 0 <= index < count). */
 export function parseShard(name: string) {
   return (value: string): { index: number; count: number } => {
     const m = /^(\d+)\/(\d+)$/.exec(value.trim());
-    const index = m ? Number(m[1]) : NaN;
-    const count = m ? Number(m[2]) : NaN;
-    if (!m || count < 1 || index >= count) throw invalidOption(name, 'i/N with 0 <= i < N (e.g. 0/4)', value);
-    return { index, count };
+    if (!m) throw invalidParameter(name, 'i/N with 0 <= i < N (e.g. 0/4)', value);
+    return { index: Number(m[1]), count: Number(m[2]) };
   };
 }
 
@@ -177,7 +203,7 @@ export function parseShard(name: string) {
 export function parseDeviceList(value: string): string[] {
   const devices = value.split(',').map((d) => d.trim());
   if (!devices.every((d) => /^(cpu|(webgpu|cuda)(:\d{1,3})?)$/.test(d))) {
-    throw invalidOption('--devices', 'a comma-separated list of cpu, webgpu[:<index>], cuda[:<index>]', value);
+    throw invalidParameter('--devices', 'a comma-separated list of cpu, webgpu[:<index>], cuda[:<index>]', value);
   }
   return devices;
 }

@@ -1,12 +1,13 @@
 import { Command } from 'commander';
-import { COMMAND_NAMES, loadCommand } from './commands';
+import { CommandContext, COMMAND_NAMES, loadCommand } from './commands';
 import { PROGRAM, reportError } from './cli-support';
 
 /**
  * The program with every command, or only `only` when given (what `main` does when argv names
- * a command, so that a stage loads just the libraries it uses).
+ * a command, so that a stage loads just the libraries it uses). `context` goes to every command
+ * (`worker` builds `train` with its TrainWorker).
  */
-export function buildProgram(only?: string): Command {
+export function buildProgram(only?: string, context: CommandContext = {}): Command {
   const program = new Command(PROGRAM)
     .description(
       'AlexNet as composable streaming dataflow: JPEGs -> msgpack batches -> training on onnxruntime -> ONNX.\n' +
@@ -22,7 +23,7 @@ export function buildProgram(only?: string): Command {
       process.exit(ok ? 0 : 2);
     });
   const names = COMMAND_NAMES.filter((name) => only === undefined || name === only);
-  for (const name of names.length > 0 ? names : COMMAND_NAMES) loadCommand(name)(program);
+  for (const name of names.length > 0 ? names : COMMAND_NAMES) loadCommand(name)(program, context);
   for (const command of program.commands) command.description(reflow(command.description()));
   return program;
 }

@@ -1,21 +1,10 @@
 /**
  * What export, predict and validate share: loading weights (a checkpoint or a seeded random
- * init) into a spec, mean images and class names, and turning onnx-export's errors (which
- * carry exitCode 2 but are not stream-io errors: onnx-export does not depend on stream-io)
- * into InputErrors so that they exit with 2 like every other bad input.
+ * init) into a spec, mean images and class names.
  */
-import { alexnetSpec, foldInputScale, initParameters, isPresetName, loadCheckpoint, ModelSpec, PRESETS, Weights } from '@alexnet-stream/model-alexnet';
-import { AlexnetStreamError, InputError, invalidOption, MeanImage, readClassNames, readMeanNpy, UsageError } from '@alexnet-stream/stream-io';
-
-/** Run `fn`; an error with exitCode 2 from a library that is not ours becomes an InputError. */
-export async function asInputErrors<T>(fn: () => T | Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (!(err instanceof AlexnetStreamError) && (err as { exitCode?: number })?.exitCode === 2) throw new InputError((err as Error).message);
-    throw err;
-  }
-}
+import { InputError, invalidParameter, MeanImage, type NamedTensors, UsageError } from '@alexnet-stream/core';
+import { alexnetSpec, foldInputScale, initParameters, isPresetName, loadCheckpoint, ModelSpec, ModelSpecError, PRESETS } from '@alexnet-stream/model-alexnet';
+import { readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
 
 export interface WeightsOptions {
   weights?: string;
@@ -32,7 +21,7 @@ export interface LoadedWeights {
    * (`input_scale`) has it folded into its first layer here (model-alexnet input-scale.ts), so
    * that export, validate and predict feed every model the same way.
    */
-  weights: Weights;
+  weights: NamedTensors;
   /** The checkpoint's input scale, already folded into `weights` (for the record: export's metadata). */
   foldedInputScale?: number[];
   /** Class names the checkpoint knows (state.classNames), if any. */
@@ -43,11 +32,15 @@ export interface LoadedWeights {
 function presetSpec(opts: WeightsOptions, fallback?: number): ModelSpec | undefined {
   if (opts.preset === undefined && opts.numClasses === undefined) return undefined;
   const preset = opts.preset ?? 'theano-alexnet';
-  if (!isPresetName(preset)) throw invalidOption('--preset', `one of ${PRESETS.join(', ')}`, preset);
+  if (!isPresetName(preset)) throw invalidParameter('--preset', `one of ${PRESETS.join(', ')}`, preset);
   try {
     return alexnetSpec(preset, { numClasses: opts.numClasses ?? fallback });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message} (the model of --preset ${preset}${opts.numClasses !== undefined ? `, --num-classes ${opts.numClasses}` : ''})`);
+    // A spec the flags make but no model may have (a class count past the spec limits, an input
+    // too small for a layer): say which flags made it. Parameter errors name their flag already.
+    if (!(err instanceof ModelSpecError)) throw err;
+    const flags = `--preset ${preset}${opts.numClasses !== undefined ? `, --num-classes ${opts.numClasses}` : ''}`;
+    throw new UsageError(`${err.message} (the model of ${flags})`, { cause: err });
   }
 }
 
@@ -87,14 +80,6 @@ export async function loadMeanImage(path: string, minSize: number): Promise<Mean
     throw new InputError(`${path}: a mean image of 3xSxS with S >= ${minSize} is needed, this one is ${mean.channels}x${mean.height}x${mean.width}`);
   }
   return mean;
-}
-
-/** A mean image of `size` x `size` from per-channel means (what an exported model's metadata keeps). */
-export function meanFromChannels(channels: number[], size: number): MeanImage {
-  const plane = size * size;
-  const data = new Float32Array(channels.length * plane);
-  channels.forEach((m, c) => data.fill(m, c * plane, (c + 1) * plane));
-  return { channels: channels.length, height: size, width: size, data };
 }
 
 /**

@@ -1,10 +1,10 @@
 /**
  * Multi-worker training from the CLI (DESIGN §6), two halves:
  *
- * - `worker` (commands/worker.ts) sets a TrainWorker and then runs the `train` command with
- *   the remaining arguments; `train` asks `currentTrainWorker()` for the group and for this
- *   worker's view of the config (its own device, its share of the cores), and keeps quiet on
- *   ranks other than 0.
+ * - `worker` (commands/worker.ts) makes a TrainWorker and runs the `train` command built with it
+ *   (buildProgram's context) on the remaining arguments; `train` asks it for the group and for
+ *   this worker's view of the config (its own device, its share of the cores), and keeps quiet
+ *   on ranks other than 0.
  * - `train --devices a,b` / `--workers N` without a TrainWorker launches N local `worker`
  *   processes on an ipc coordinator in a temp dir, forwards rank 0's output, and stops all of
  *   them as soon as one fails (exit status non-zero, naming the rank).
@@ -13,9 +13,16 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { TrainConfig, WorkerGroup, ZmqGroupOptions, ZmqWorkerGroup } from '@alexnet-stream/trainer-multigpu';
-import { checksumTensors, joinGroup, threadsPerWorker } from '@alexnet-stream/trainer-multigpu';
-import { readRegularFileSync, UsageError } from '@alexnet-stream/stream-io';
+import { readRegularFileSync, UsageError } from '@alexnet-stream/core';
+import {
+  checksumTensors,
+  joinGroup,
+  threadsPerWorker,
+  type TrainConfig,
+  type WorkerGroup,
+  type ZmqGroupOptions,
+  type ZmqWorkerGroup,
+} from '@alexnet-stream/trainer-multigpu';
 import { PROGRAM } from './cli-support';
 
 export interface TrainWorker {
@@ -29,16 +36,6 @@ export interface TrainWorker {
   join(config: TrainConfig): Promise<WorkerGroup>;
   /** After `train` returns: leave together (ok) or tell the others this rank failed. */
   finish(ok: boolean): Promise<void>;
-}
-
-let current: TrainWorker | undefined;
-
-export function currentTrainWorker(): TrainWorker | undefined {
-  return current;
-}
-
-export function setTrainWorker(worker: TrainWorker | undefined): void {
-  current = worker;
 }
 
 export interface WorkerSettings extends Omit<ZmqGroupOptions, 'identity' | 'onFatal'> {
@@ -107,6 +104,10 @@ function logSyncChecksums(group: ZmqWorkerGroup, file: string): WorkerGroup {
     averageMetrics: (values) => group.averageMetrics(values),
     barrier: () => group.barrier(),
     close: () => group.close(),
+    abort: (reason) => group.abort(reason),
+    get error() {
+      return group.error;
+    },
   };
 }
 

@@ -25,11 +25,10 @@
  * the name so that a directory shared over a network file system is not "recovered" from
  * another host while its writer runs there.
  */
-import { randomBytes, createHash } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmdirSync, rmSync, writeSync } from 'node:fs';
-import { makeDirectorySync } from '@alexnet-stream/stream-io';
-import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { fsyncDir, HOST_TAG, makeDirectorySync, processIsGone, writeFileSynced } from '@alexnet-stream/core';
 
 /** The steps of a write, in order; a hook sees each just before it happens (tests kill there). */
 export type DirectoryWriteStep =
@@ -54,9 +53,6 @@ export interface DirectoryFile {
   name: string;
   data: Uint8Array | string;
 }
-
-/** A short tag of this host, so that names from another host sharing the directory are told apart. */
-const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
 
 /** `.<name>.tmp-<host>-<pid>-<hex>` / `.old-…`; older versions wrote `.<name>.tmp-<pid>-<hex>` (no host). */
 const LEFTOVER = /^\.(.+)\.(tmp|old)-(?:([0-9a-f]{8})-)?(\d+)-([0-9a-f]+)$/;
@@ -105,15 +101,9 @@ export function leftoverTargets(parent: string): string[] {
   return [...names].sort();
 }
 
-/** Is the writer of a leftover possibly still at work? Another host's, our own, or a live pid: yes. */
+/** Is the writer of a leftover possibly still at work? Another host's, our own, or a pid not certainly gone: yes. */
 function writerMayBeAlive(l: Leftover): boolean {
-  if (l.host !== HOST_TAG || l.pid === process.pid) return true;
-  try {
-    process.kill(l.pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
+  return l.host !== HOST_TAG || !processIsGone(l.pid);
 }
 
 /** A whole version: a directory holding the marker (written last, and deleted first). */
@@ -184,31 +174,6 @@ export function recoverDirectory(target: string, marker: string): RecoveryReport
   return report;
 }
 
-/** fsync a directory so that a rename inside it survives a crash (best effort where unsupported). */
-export function fsyncDir(path: string): void {
-  let fd: number | undefined;
-  try {
-    fd = openSync(path, 'r');
-    fsyncSync(fd);
-  } catch {
-    // Some platforms cannot open or fsync a directory; the rename is still atomic.
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
-
-function writeSynced(path: string, data: Uint8Array | string): void {
-  const fd = openSync(path, 'wx');
-  try {
-    const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
-    let done = 0;
-    while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /**
  * Write `files` as the directory `target`, replacing an existing one, in one atomic step (see the
  * file comment). The last file is the marker. `target`'s parent is created if needed. On an error
@@ -231,11 +196,11 @@ export function writeDirectoryAtomic(target: string, files: DirectoryFile[], opt
     mkdirSync(tmp);
     for (const file of files.slice(0, -1)) {
       step('write-file', join(tmp, file.name));
-      writeSynced(join(tmp, file.name), file.data);
+      writeFileSynced(join(tmp, file.name), file.data, 'wx');
     }
     const markerTemp = join(tmp, `.${marker.name}.partial`);
     step('write-marker', markerTemp);
-    writeSynced(markerTemp, marker.data);
+    writeFileSynced(markerTemp, marker.data, 'wx');
     step('rename-marker', join(tmp, marker.name));
     renameSync(markerTemp, join(tmp, marker.name));
     step('fsync-temp', tmp);

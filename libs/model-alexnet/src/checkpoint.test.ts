@@ -4,8 +4,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { NamedTensors } from '@alexnet-stream/core';
 import { ModelSpec } from './spec';
-import { initParameters, Weights } from './init';
+import { initParameters } from './init';
 import { decodeSafetensors, encodeSafetensors } from './safetensors';
 import {
   checkpointDirName, latestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint, validateWeights,
@@ -24,12 +25,12 @@ const tiny: ModelSpec = {
 };
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'ckpt-test-'));
-const scaled = (w: Weights, k: number): Weights => Object.fromEntries(Object.entries(w).map(([n, a]) => [n, a.map((v) => v * k)]));
+const scaled = (w: NamedTensors, k: number): NamedTensors => Object.fromEntries(Object.entries(w).map(([n, a]) => [n, a.map((v) => v * k)]));
 
 test('checkpointDirName pads to four digits', () => {
   assert.equal(checkpointDirName(7), 'epoch-0007');
   assert.equal(checkpointDirName(12345), 'epoch-12345');
-  assert.throws(() => checkpointDirName(-1), /non-negative integer/);
+  assert.throws(() => checkpointDirName(-1), { code: 'ERR_INVALID_PARAMETER', message: 'Expected an integer >= 0 for epoch but received -1' });
 });
 
 test('save -> load round trip is bit-exact for weights, momentum, state and spec', () => {

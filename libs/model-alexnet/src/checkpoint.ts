@@ -24,13 +24,23 @@
  */
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { AlexnetStreamError, describeWriteError, InputError, OutputError, readUserFileSync } from '@alexnet-stream/stream-io';
+import {
+  AlexnetStreamError,
+  check,
+  describeWriteError,
+  float16ToFloat32,
+  getOwn,
+  InputError,
+  type NamedTensors,
+  OutputError,
+  readUserFileSync,
+  sameJson,
+  setOwn,
+} from '@alexnet-stream/core';
 import { ModelSpec, parameterCount, parameterList } from './spec';
 import { specProblem } from './spec-check';
-import { decodeSafetensors, encodeSafetensors, float16ToFloat32, MAX_HEADER_BYTES, SafeTensor } from './safetensors';
+import { decodeSafetensors, encodeSafetensors, MAX_HEADER_BYTES, SafeTensor } from './safetensors';
 import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
-import type { Weights } from './init';
-import { getOwn, setOwn } from './own-keys';
 import { checkInputScale } from './input-scale';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
@@ -49,8 +59,8 @@ export const CHECKPOINT_FORMAT = 'alexnet-stream-checkpoint/1';
 
 export interface Checkpoint {
   spec: ModelSpec;
-  weights: Weights;
-  momentum?: Weights;
+  weights: NamedTensors;
+  momentum?: NamedTensors;
   /**
    * The per-channel factor the network's input was multiplied by in training, after the mean
    * subtraction (input-scale.ts); absent: none (the seed's raw `pixels − mean`). The weights are
@@ -74,7 +84,7 @@ export interface CheckpointEntry {
 
 /** `epoch-0007`: zero-padded so that directory listings sort by epoch. */
 export function checkpointDirName(epoch: number): string {
-  if (!Number.isSafeInteger(epoch) || epoch < 0) throw new RangeError(`Expected a non-negative integer for epoch but received ${epoch}`);
+  check.integer('epoch', epoch, { min: 0 });
   return `epoch-${String(epoch).padStart(4, '0')}`;
 }
 
@@ -163,7 +173,7 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
     problems.push(`unexpected ${unexpected.map((n) => { const t = weights[n]; return t instanceof Float32Array ? n : `${n} ${shapeText(t.shape)}`; }).join(', ')}`);
   }
   if (problems.length) {
-    throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`);
+    throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`, { code: 'ERR_CHECKPOINT' });
   }
   // Values too: a NaN or infinite weight makes every prediction NaN ("NaN%"), and a trainer
   // resumed from it starts at a NaN loss. The trainer never saves one (it stops first).
@@ -171,7 +181,9 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
     const t = getOwn(weights, name)!;
     const data = t instanceof Float32Array ? t : (t.data as Float32Array);
     const at = firstNonFinite(data);
-    if (at >= 0) throw new InputError(`${source}: ${name}[${at}] is ${data[at]}: weights are finite numbers (the file is damaged, or was saved after training diverged)`);
+    if (at >= 0) throw new InputError(`${source}: ${name}[${at}] is ${data[at]}: weights are finite numbers (the file is damaged, or was saved after training diverged)`, {
+        code: 'ERR_CHECKPOINT',
+      });
   }
 }
 
@@ -193,7 +205,7 @@ function metadataFor(spec: ModelSpec, content: 'weights' | 'momentum', inputScal
 }
 
 /** Weights (in parameterList order) as a self-describing safetensors file. */
-export function encodeWeights(spec: ModelSpec, weights: Weights, content: 'weights' | 'momentum' = 'weights', inputScale?: number[]): Buffer {
+export function encodeWeights(spec: ModelSpec, weights: NamedTensors, content: 'weights' | 'momentum' = 'weights', inputScale?: number[]): Buffer {
   validateWeights(spec, weights, content);
   if (inputScale) checkInputScale(inputScale, spec, content);
   const tensors: Record<string, SafeTensor> = {};
@@ -241,7 +253,10 @@ export function checkReplaceableCheckpoint(path: string): void {
     return; // nothing there
   }
   const refuse = (why: string): never => {
-    throw new InputError(`${path}: ${why}; only a checkpoint directory written by alexnet-stream is replaced: move it away or choose another path`);
+    throw new InputError(
+      `${path}: ${why}; only a checkpoint directory written by alexnet-stream is replaced: move it away or choose another path`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   };
   if (st.isSymbolicLink()) refuse('a symbolic link');
   if (!st.isDirectory()) refuse('not a directory');
@@ -296,17 +311,20 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheck
     // "ENOSPC: no space left on device, write" was exit 1). writeDirectoryAtomic has put back
     // what was there before.
     if (typeof (err as NodeJS.ErrnoException)?.code !== 'string' || err instanceof AlexnetStreamError) throw err;
-    throw new OutputError(`${target}: cannot write the checkpoint: ${describeWriteError(err)}; ${existsSync(target) ? 'the checkpoint there is unchanged' : 'nothing was written'}`, err);
+    throw new OutputError(
+      `${target}: cannot write the checkpoint: ${describeWriteError(err)}; ${existsSync(target) ? 'the checkpoint there is unchanged' : 'nothing was written'}`,
+      { cause: err },
+    );
   }
 }
 
 /** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */
 export function parseSpec(value: unknown, source: string): ModelSpec {
   if (typeof value !== 'object' || value === null || (value as { specVersion?: unknown }).specVersion !== 1) {
-    throw new InputError(`${source}: no alexnet-stream model spec (specVersion 1) in it`);
+    throw new InputError(`${source}: no alexnet-stream model spec (specVersion 1) in it`, { code: 'ERR_CHECKPOINT' });
   }
   const problem = specProblem(value);
-  if (problem) throw new InputError(`${source}: its model spec is not usable: ${problem}`);
+  if (problem) throw new InputError(`${source}: its model spec is not usable: ${problem}`, { code: 'ERR_CHECKPOINT' });
   return value as ModelSpec;
 }
 
@@ -330,25 +348,26 @@ function specFromMetadata(metadata: Record<string, string>, path: string): Model
   let parsed: unknown;
   try {
     parsed = JSON.parse(text);
-  } catch {
-    throw new InputError(`${path}: __metadata__.spec is not JSON`);
+  } catch (err) {
+    throw new InputError(`${path}: __metadata__.spec is not JSON`, { code: 'ERR_CHECKPOINT', cause: err });
   }
   return parseSpec(parsed, `${path} (__metadata__.spec)`);
 }
 
 /** Tensors as Float32Arrays in parameterList order, after validation (F16 files are widened). */
-function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: string): Weights {
+function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: string): NamedTensors {
   const widened: Record<string, SafeTensor> = {};
   for (const [name, t] of Object.entries(tensors)) {
     setOwn(widened, name, t.dtype === 'F16' ? { dtype: 'F32', shape: t.shape, data: float16ToFloat32(t.data as Uint16Array) } : t);
   }
   validateWeights(spec, widened, path);
-  const weights: Weights = {};
+  const weights: NamedTensors = {};
   for (const p of parameterList(spec)) weights[p.name] = widened[p.name].data as Float32Array;
   return weights;
 }
 
-const sameSpec = (a: ModelSpec, b: ModelSpec) => JSON.stringify(a) === JSON.stringify(b);
+/** Equal specs, whatever order their keys were written in (a hand-edited state.json). */
+const sameSpec = (a: ModelSpec, b: ModelSpec) => sameJson(a, b);
 
 /**
  * `path`, or where its committed version lies when a killed writer left it elsewhere: recovered
@@ -376,12 +395,18 @@ function locateCheckpoint(path: string): string {
 export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): LoadedCheckpoint {
   const path = locateCheckpoint(resolve(dirOrFile));
   if (!existsSync(path)) {
-    throw new InputError(`${dirOrFile}: no such checkpoint (expected an epoch directory holding ${WEIGHTS_FILE}, or a .safetensors file)`);
+    throw new InputError(
+      `${dirOrFile}: no such checkpoint (expected an epoch directory holding ${WEIGHTS_FILE}, or a .safetensors file)`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
   const isDir = statSync(path).isDirectory();
   const weightsPath = isDir ? join(path, WEIGHTS_FILE) : path;
   if (isDir && !existsSync(weightsPath)) {
-    throw new InputError(`${path}: not a checkpoint directory: no ${WEIGHTS_FILE} in it (has ${readdirSync(path).join(', ') || 'nothing'})`);
+    throw new InputError(
+      `${path}: not a checkpoint directory: no ${WEIGHTS_FILE} in it (has ${readdirSync(path).join(', ') || 'nothing'})`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
 
   let state: Record<string, unknown> = {};
@@ -394,13 +419,15 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
       parsed = JSON.parse(readUserFileSync(statePath, 'checkpoint state', MAX_STATE_FILE_BYTES).toString('utf8'));
     } catch (err) {
       if (err instanceof InputError) throw err;
-      throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`);
+      throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`, { code: 'ERR_CHECKPOINT', cause: err });
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new InputError(`${statePath}: not a JSON object`);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new InputError(`${statePath}: not a JSON object`, { code: 'ERR_CHECKPOINT' });
+    }
     const { format, spec, [INPUT_SCALE_KEY]: scale, ...rest } = parsed as Record<string, unknown>;
     stateScale = scale;
     if (format !== undefined && format !== CHECKPOINT_FORMAT) {
-      throw new InputError(`${statePath}: checkpoint format ${JSON.stringify(format)}, this version reads ${CHECKPOINT_FORMAT}`);
+      throw new InputError(`${statePath}: checkpoint format ${JSON.stringify(format)}, this version reads ${CHECKPOINT_FORMAT}`, { code: 'ERR_CHECKPOINT' });
     }
     if (spec !== undefined) stateSpec = parseSpec(spec, statePath);
     state = rest;
@@ -409,17 +436,23 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   const file = readSafetensorsFile(weightsPath, expectedSpec ?? stateSpec);
   const metaSpec = specFromMetadata(file.metadata, weightsPath);
   if (stateSpec && metaSpec && !sameSpec(stateSpec, metaSpec)) {
-    throw new InputError(`${path}: ${STATE_FILE} describes ${describeSpec(stateSpec)} but ${WEIGHTS_FILE} was written for ${describeSpec(metaSpec)}: files from different checkpoints?`);
+    throw new InputError(
+      `${path}: ${STATE_FILE} describes ${describeSpec(stateSpec)} but ${WEIGHTS_FILE} was written for ${describeSpec(metaSpec)}: files from different checkpoints?`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
   const ownSpec = stateSpec ?? metaSpec;
   const checkSpec = expectedSpec ?? ownSpec;
   if (!checkSpec) {
-    throw new InputError(`${weightsPath}: no model spec in its __metadata__ (not written by alexnet-stream?): name the model, e.g. with --preset`);
+    throw new InputError(
+      (name) => `${weightsPath}: no model spec in its __metadata__ (not written by alexnet-stream?): name the model, e.g. with ${name('expectedSpec')}`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
   const weights = toWeights(checkSpec, file.tensors, weightsPath);
   const inputScale = inputScaleOf(stateScale, getOwn(file.metadata, INPUT_SCALE_KEY), checkSpec, statePath, weightsPath);
 
-  let momentum: Weights | undefined;
+  let momentum: NamedTensors | undefined;
   const momentumPath = join(path, MOMENTUM_FILE);
   if (isDir && existsSync(momentumPath)) {
     momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath, checkSpec).tensors, momentumPath);
@@ -439,17 +472,17 @@ function inputScaleOf(fromState: unknown, metaText: string | undefined, spec: Mo
     let parsed: unknown;
     try {
       parsed = JSON.parse(metaText);
-    } catch {
-      throw new InputError(`${weightsPath}: __metadata__.${INPUT_SCALE_KEY} is not JSON`);
+    } catch (err) {
+      throw new InputError(`${weightsPath}: __metadata__.${INPUT_SCALE_KEY} is not JSON`, { code: 'ERR_CHECKPOINT', cause: err });
     }
     inMeta = checkInputScale(parsed, spec, `${weightsPath} (__metadata__.${INPUT_SCALE_KEY})`);
   }
   if (inState && inMeta && inState.some((v, i) => v !== inMeta![i])) {
-    throw new InputError(`${statePath} says input_scale [${inState.join(', ')}] but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`);
+    throw new InputError(`${statePath} says input_scale [${inState.join(', ')}] but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`, { code: 'ERR_CHECKPOINT' });
   }
   if (!inState && inMeta && existsSync(statePath)) {
     // state.json without the key but weights with it: state.json from elsewhere (or edited).
-    throw new InputError(`${statePath} has no input_scale but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`);
+    throw new InputError(`${statePath} has no input_scale but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`, { code: 'ERR_CHECKPOINT' });
   }
   return inState ?? inMeta;
 }

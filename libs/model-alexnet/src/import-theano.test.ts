@@ -3,10 +3,19 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encodeNpy } from '@alexnet-stream/stream-io';
+import { encodeNpy } from '@alexnet-stream/core';
 import { ModelSpec } from './spec';
 import { initParameters } from './init';
-import { exportTheanoNpy, importMeanImage, importTheanoNpy, theanoEpochs, theanoFiles, theanoLearningRate, theanoNumClasses, transpose2d } from './import-theano';
+import {
+  exportTheanoNpy,
+  importMeanImage,
+  importTheanoNpy,
+  theanoEpochs,
+  theanoFiles,
+  theanoLearningRate,
+  theanoNumClasses,
+  transpose2d,
+} from './import-theano';
 
 /** conv 4->6 (group 2, 3x3) on 4x5x5 input, then fc 54->3: the seed's grouped layout in miniature. */
 const tinyGrouped: ModelSpec = {

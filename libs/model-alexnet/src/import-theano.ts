@@ -22,10 +22,20 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeNpy, encodeNpy, InputError, makeDirectorySync, meanImageProblem, NpyArray, readUserFileSync, writeFileAtomicSync } from '@alexnet-stream/stream-io';
+import {
+  check,
+  decodeNpy,
+  encodeNpy,
+  InputError,
+  makeDirectorySync,
+  meanImageProblem,
+  NamedTensors,
+  NpyArray,
+  readUserFileSync,
+  writeFileAtomicSync,
+} from '@alexnet-stream/core';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
 import { describeSpec, validateWeights } from './checkpoint';
-import type { Weights } from './init';
 
 export interface TheanoLayoutOptions {
   /** Flip conv kernels spatially (true convolution <-> cross-correlation). Default true. */
@@ -55,7 +65,10 @@ function paramLayers(spec: ModelSpec): LayerInfo[] {
   for (const { layer, input } of inferShapes(spec)) {
     if (layer.kind !== 'conv' && layer.kind !== 'fc') continue;
     if (layer.kind === 'conv' && layer.group !== 1 && layer.group !== 2) {
-      throw new InputError(`${layer.name}: group ${layer.group} has no theano_alexnet file layout (the seed knows groups 1 and 2)`);
+      throw new InputError(
+        `${layer.name}: group ${layer.group} has no theano_alexnet file layout (the seed knows groups 1 and 2)`,
+        { code: 'ERR_THEANO_WEIGHTS' },
+      );
     }
     out.push({ layer, index: out.length, inChannels: input[0] });
   }
@@ -117,7 +130,7 @@ function readNpy(path: string, what: string, maxBytes: number): NpyArray {
 function asFloat32(arr: NpyArray, path: string): Float32Array {
   if (arr.data instanceof Float32Array) return arr.data;
   if (arr.data instanceof Float64Array) return Float32Array.from(arr.data);
-  throw new InputError(`${path}: dtype ${arr.dtype}, expected float32 weights`);
+  throw new InputError(`${path}: dtype ${arr.dtype}, expected float32 weights`, { code: 'ERR_THEANO_WEIGHTS' });
 }
 
 const shapeText = (shape: number[]) => `(${shape.join(', ')})`;
@@ -127,7 +140,8 @@ const shapeText = (shape: number[]) => `(${shape.join(', ')})`;
  * checked (exists, a valid .npy, float32/64, the exact shape) before anything is returned; a
  * problem is an InputError naming the file and what was expected.
  */
-export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, options: TheanoLayoutOptions = {}): Weights {
+export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, options: TheanoLayoutOptions = {}): NamedTensors {
+  check.integer('epoch', epoch, { min: 0 });
   const flip = options.flip ?? true;
   const layers = paramLayers(spec);
   const files = theanoFiles(spec, epoch);
@@ -135,9 +149,12 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
   if (missing.length) {
     const epochs = theanoEpochs(dir);
     const have = epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no W_0_N.npy / W0_0_N.npy files there at all';
-    throw new InputError(`${join(dir, missing[0].file)}: missing${missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1).map((f) => f.file).join(', ')})` : ''}; ${have}`);
+    throw new InputError(
+      `${join(dir, missing[0].file)}: missing${missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1).map((f) => f.file).join(', ')})` : ''}; ${have}`,
+      { code: 'ERR_THEANO_WEIGHTS' },
+    );
   }
-  const weights: Weights = {};
+  const weights: NamedTensors = {};
   for (const { layer, inChannels } of layers) {
     const mine = files.filter((f) => f.param.startsWith(`${layer.name}.`));
     const parts = mine.map((f) => {
@@ -145,7 +162,10 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
       const arr = readNpy(path, 'weights file', npyBound(f.shape));
       if (shapeText(arr.shape) !== shapeText(f.shape)) {
         const role = f.param.endsWith('.weight') ? (layer.kind === 'conv' ? ' (in/group, kh, kw, out/group)' : ' (n_in, n_out)') : '';
-        throw new InputError(`${path}: shape ${shapeText(arr.shape)}, but ${f.param} of the ${describeSpec(spec)} model needs ${shapeText(f.shape)}${role}`);
+        throw new InputError(
+          `${path}: shape ${shapeText(arr.shape)}, but ${f.param} of the ${describeSpec(spec)} model needs ${shapeText(f.shape)}${role}`,
+          { code: 'ERR_THEANO_WEIGHTS' },
+        );
       }
       return { ...f, data: asFloat32(arr, path) };
     });
@@ -169,7 +189,7 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
  * Write `weights` in the seed's layout (the inverse of `importTheanoNpy`; each file atomically).
  * Returns the file paths written.
  */
-export function exportTheanoNpy(spec: ModelSpec, weights: Weights, dir: string, epoch: number, options: TheanoLayoutOptions = {}): string[] {
+export function exportTheanoNpy(spec: ModelSpec, weights: NamedTensors, dir: string, epoch: number, options: TheanoLayoutOptions = {}): string[] {
   const flip = options.flip ?? true;
   validateWeights(spec, weights, 'weights to export');
   makeDirectorySync(dir, 'output folder'); // not Node's recursive mkdir: it loops forever under /proc
@@ -259,10 +279,13 @@ export function theanoNumClasses(dir: string, epoch: number, lastLayerIndex = 7)
   const path = join(dir, `b_${lastLayerIndex}_${epoch}.npy`);
   if (!existsSync(path)) {
     const epochs = theanoEpochs(dir);
-    throw new InputError(`${path}: missing (the softmax layer's bias); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`);
+    throw new InputError(
+      `${path}: missing (the softmax layer's bias); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`,
+      { code: 'ERR_THEANO_WEIGHTS' },
+    );
   }
   const arr = readNpy(path, 'weights file', MAX_OTHER_NPY_BYTES);
-  if (arr.shape.length !== 1) throw new InputError(`${path}: shape ${shapeText(arr.shape)}, expected a bias vector (classes,)`);
+  if (arr.shape.length !== 1) throw new InputError(`${path}: shape ${shapeText(arr.shape)}, expected a bias vector (classes,)`, { code: 'ERR_THEANO_WEIGHTS' });
   return arr.shape[0];
 }
 
@@ -271,7 +294,9 @@ export function theanoLearningRate(dir: string, epoch: number): number | undefin
   const path = join(dir, `lr_${epoch}.npy`);
   if (!existsSync(path)) return undefined;
   const arr = readNpy(path, 'learning rate file', npyBound([1]));
-  if (arr.data.length !== 1 || typeof arr.data[0] !== 'number') throw new InputError(`${path}: expected one float (the learning rate), got shape ${shapeText(arr.shape)} ${arr.dtype}`);
+  if (arr.data.length !== 1 || typeof arr.data[0] !== 'number') {
+    throw new InputError(`${path}: expected one float (the learning rate), got shape ${shapeText(arr.shape)} ${arr.dtype}`, { code: 'ERR_THEANO_WEIGHTS' });
+  }
   return arr.data[0];
 }
 
@@ -297,10 +322,10 @@ export function importMeanImage(path: string): ImportedMeanImage {
   else if (arr.data instanceof Float64Array || arr.data instanceof Uint8Array) {
     data = Float32Array.from(arr.data);
     notices.push(`converted ${arr.dtype} to float32`);
-  } else throw new InputError(`${path}: dtype ${arr.dtype}, expected a float32 mean image`);
+  } else throw new InputError(`${path}: dtype ${arr.dtype}, expected a float32 mean image`, { code: 'ERR_THEANO_WEIGHTS' });
   const s = arr.shape;
   const problem = meanImageProblem(s, data);
-  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`);
+  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`, { code: 'ERR_MEAN_IMAGE' });
   if (s.length === 3 && s[0] === 3) return { data, shape: [3, s[1], s[2]], notice: notices.join('; ') || undefined };
   if (s.length === 3 && s[2] === 3) {
     const [h, w] = s;
@@ -309,5 +334,5 @@ export function importMeanImage(path: string): ImportedMeanImage {
     notices.push(`read (${h}, ${w}, 3) as HWC and transposed it to CHW (3, ${h}, ${w})`);
     return { data: chw, shape: [3, h, w], notice: notices.join('; ') };
   }
-  throw new InputError(`${path}: shape ${shapeText(s)}, expected a mean image (3, H, W) (or (H, W, 3))`);
+  throw new InputError(`${path}: shape ${shapeText(s)}, expected a mean image (3, H, W) (or (H, W, 3))`, { code: 'ERR_THEANO_WEIGHTS' });
 }

@@ -5,7 +5,6 @@ export * from './safetensors';
 export * from './checkpoint';
 export * from './import-theano';
 export * from './atomic-dir';
-export * from './own-keys';
 export * from './spec-check';
 export * from './data-fit';
 export * from './input-scale';

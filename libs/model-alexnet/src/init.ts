@@ -9,10 +9,8 @@
  * float32 (`Float32Array` assignment rounds to nearest), so the bytes are a pure function of
  * (seed, name, shape, rule).
  */
-import { Rng } from '@alexnet-stream/stream-io';
+import { check, InvalidParameterError, type NamedTensors, Rng } from '@alexnet-stream/core';
 import { InitRule, ModelSpec, ParamInfo, parameterList } from './spec';
-
-export type Weights = Record<string, Float32Array>;
 
 /** 32-bit FNV-1a over UTF-16 code units of `text` (all our names are ASCII). */
 function fnv1a32(text: string): number {
@@ -30,7 +28,7 @@ export function parameterSeed(seed: number, name: string): number {
 }
 
 function checkSeed(seed: number): void {
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new RangeError(`Expected a non-negative integer for seed but received ${seed}`);
+  check.seed('seed', seed);
 }
 
 /**
@@ -77,10 +75,10 @@ function initOne(param: ParamInfo, all: ParamInfo[], seed: number): Float32Array
 }
 
 /** Every parameter of `parameterList(spec)`, in that order, initialised by its rule. */
-export function initParameters(spec: ModelSpec, seed: number): Weights {
+export function initParameters(spec: ModelSpec, seed: number): NamedTensors {
   checkSeed(seed);
   const params = parameterList(spec);
-  const weights: Weights = {};
+  const weights: NamedTensors = {};
   for (const p of params) weights[p.name] = initOne(p, params, seed);
   return weights;
 }
@@ -91,14 +89,14 @@ export function initParameters(spec: ModelSpec, seed: number): Weights {
  * replaced in `weights` by a fresh array of the spec's shape, exactly as `initParameters(spec,
  * seed)` would have made it. Mutates and returns `weights`; other entries are kept as they are.
  */
-export function reinitParameters(spec: ModelSpec, weights: Weights, names: string[], seed: number): Weights {
+export function reinitParameters(spec: ModelSpec, weights: NamedTensors, names: string[], seed: number): NamedTensors {
   checkSeed(seed);
   const params = parameterList(spec);
   const selected = new Set<string>();
   for (const name of names) {
     const matches = params.filter((p) => p.name === name || p.layer === name);
     if (matches.length === 0) {
-      throw new RangeError(`reinitParameters: ${JSON.stringify(name)} is neither a parameter nor a layer with parameters of the ${spec.preset} spec (have ${params.map((p) => p.name).join(', ')})`);
+      throw new InvalidParameterError('names', `parameter or layer names of the ${spec.preset} spec (${params.map((p) => p.name).join(', ')})`, name);
     }
     for (const p of matches) selected.add(p.name);
   }

@@ -11,10 +11,10 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Rng } from '@alexnet-stream/stream-io';
+import { Rng, type NamedTensors } from '@alexnet-stream/core';
 import { alexnetSpec } from './presets';
 import { ConvLayer, inferShapes, ModelSpec } from './spec';
-import { initParameters, Weights } from './init';
+import { initParameters } from './init';
 import { foldInputScale, inputScaleProblem, rescaleInputScale } from './input-scale';
 import { INPUT_SCALE_KEY, loadCheckpoint, saveCheckpoint, WEIGHTS_FILE, STATE_FILE } from './checkpoint';
 import { decodeSafetensors } from './safetensors';
@@ -27,7 +27,7 @@ function randomInput(spec: ModelSpec, seed: number): Float64Array {
 }
 
 /** The first conv layer's pre-activation at every output position, float64, and Σ|w·x| per output. */
-function convOutputs(spec: ModelSpec, weights: Weights, x: ArrayLike<number>): { y: Float64Array; mass: Float64Array } {
+function convOutputs(spec: ModelSpec, weights: NamedTensors, x: ArrayLike<number>): { y: Float64Array; mass: Float64Array } {
   const { layer, input, output } = inferShapes(spec)[0] as { layer: ConvLayer; input: number[]; output: number[] };
   const w = weights[`${layer.name}.weight`];
   const [c, h, wd] = input;

@@ -16,9 +16,8 @@
  * need no code of their own. LRN is not homogeneous: a spec with LRN before its first weighted
  * layer cannot be folded (`inputScaleProblem`), and the trainer refuses to train it with a scale.
  */
-import { InputError } from '@alexnet-stream/stream-io';
+import { InputError, type NamedTensors } from '@alexnet-stream/core';
 import { inferShapes, ModelSpec, ParamLayer } from './spec';
-import type { Weights } from './init';
 
 /** Why `spec` cannot have its input scale folded into its first weighted layer, or undefined. */
 export function inputScaleProblem(spec: ModelSpec): string | undefined {
@@ -36,7 +35,7 @@ export function inputScaleProblem(spec: ModelSpec): string | undefined {
 export function checkInputScale(value: unknown, spec: Pick<ModelSpec, 'inputChannels'>, source: string): number[] {
   if (!Array.isArray(value) || value.length !== spec.inputChannels || !value.every((v) => typeof v === 'number' && Number.isFinite(v) && v > 0)) {
     const text = JSON.stringify(value) ?? String(value);
-    throw new InputError(`${source}: input scale ${text.length > 80 ? `${text.slice(0, 77)}...` : text} is not ${spec.inputChannels} finite numbers > 0 (one per input channel)`);
+    throw new InputError(`${source}: input scale ${text.length > 80 ? `${text.slice(0, 77)}...` : text} is not ${spec.inputChannels} finite numbers > 0 (one per input channel)`, { code: 'ERR_INPUT_SCALE' });
   }
   return value.slice() as number[];
 }
@@ -47,7 +46,7 @@ export function checkInputScale(value: unknown, spec: Pick<ModelSpec, 'inputChan
  * `scale` all ones the same arrays come back. The bias is untouched (the scale multiplies the
  * input, not the output).
  */
-export function foldInputScale(spec: ModelSpec, weights: Weights, scale: readonly number[]): Weights {
+export function foldInputScale(spec: ModelSpec, weights: NamedTensors, scale: readonly number[]): NamedTensors {
   const problem = inputScaleProblem(spec);
   if (problem) throw new RangeError(`foldInputScale: ${problem}`);
   if (scale.length !== spec.inputChannels || !scale.every((s) => Number.isFinite(s) && s > 0)) {
@@ -90,7 +89,7 @@ export function foldInputScale(spec: ModelSpec, weights: Weights, scale: readonl
  * input scale `to` (undefined: none): the first layer's weight times from/to per channel. For
  * `--init` from a checkpoint trained with another scale.
  */
-export function rescaleInputScale(spec: ModelSpec, weights: Weights, from: readonly number[] | undefined, to: readonly number[] | undefined): Weights {
+export function rescaleInputScale(spec: ModelSpec, weights: NamedTensors, from: readonly number[] | undefined, to: readonly number[] | undefined): NamedTensors {
   const ones = new Array<number>(spec.inputChannels).fill(1);
   const a = from ?? ones, b = to ?? ones;
   return foldInputScale(spec, weights, a.map((v, c) => v / b[c]));

@@ -3,8 +3,9 @@
  * exist so that their published weights import (`bvlc-alexnet`, `caffenet` from Caffe /
  * the ONNX model zoo, `torchvision-alexnet` from PyTorch exports).
  */
+import { check } from '@alexnet-stream/core';
 import { specProblem } from './spec-check';
-import { InitRule, LayerSpec, ModelSpec, PresetName, PRESETS, inferShapes } from './spec';
+import { InitRule, LayerSpec, ModelSpec, ModelSpecError, PresetName, PRESETS, inferShapes } from './spec';
 
 export interface PresetOptions {
   numClasses?: number;
@@ -133,18 +134,15 @@ export function isPresetName(name: string): name is PresetName {
  * the option, what was expected and what was given.
  */
 export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: PresetOptions = {}): ModelSpec {
-  if (!isPresetName(preset)) throw new Error(`Expected one of ${PRESETS.join(', ')} for preset but received ${JSON.stringify(preset)}`);
-  const numClasses = options.numClasses ?? 1000;
-  const inputSize = options.inputSize ?? (preset === 'torchvision-alexnet' ? 224 : 227);
-  const rate = options.dropout ?? 0.5;
-  if (!Number.isInteger(numClasses) || numClasses < 2) throw new Error(`Expected an integer >= 2 for numClasses but received ${numClasses}`);
-  if (!Number.isInteger(inputSize) || inputSize < 1) throw new Error(`Expected a positive integer for inputSize but received ${inputSize}`);
-  if (!(rate >= 0 && rate < 1)) throw new Error(`Expected a number in [0, 1) for dropout but received ${rate}`);
+  check.oneOf('preset', preset, PRESETS);
+  const numClasses = check.integer('numClasses', options.numClasses ?? 1000, { min: 2 });
+  const inputSize = check.integer('inputSize', options.inputSize ?? (preset === 'torchvision-alexnet' ? 224 : 227), { min: 1 });
+  const rate = check.number('dropout', options.dropout ?? 0.5, { min: 0, max: 1, maxExclusive: true });
   let layers = layersFor(preset, numClasses, rate);
   if (rate === 0) layers = layers.filter((l) => l.kind !== 'dropout');
   if (options.lrn === false) layers = layers.filter((l) => l.kind !== 'lrn');
   const init = options.init ?? 'preset';
-  if (!INIT_SCHEMES.includes(init)) throw new Error(`Expected one of ${INIT_SCHEMES.join(', ')} for init but received ${JSON.stringify(init)}`);
+  check.oneOf('init', init, INIT_SCHEMES);
   if (init === 'kaiming' || init === 'kaiming-all') layers = kaimingInit(layers, init === 'kaiming-all');
   const spec: ModelSpec = { specVersion: 1, preset, inputChannels: 3, inputSize, numClasses, layers };
   inferShapes(spec); // throws, naming the layer, when the input size is too small
@@ -152,7 +150,7 @@ export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: Pres
   // checkpoint could hold (e.g. --num-classes 1000000000: 4e12 fc8 weights) is refused here,
   // by every caller, instead of failing as "Invalid typed array length" when weights are made.
   const problem = specProblem(spec);
-  if (problem) throw new Error(problem);
+  if (problem) throw new ModelSpecError(problem);
   return spec;
 }
 
@@ -165,13 +163,13 @@ export function alexnetSpec(preset: PresetName = 'theano-alexnet', options: Pres
  */
 export function narrowSpec(spec: ModelSpec, convDivisor: number, fcDivisor: number): ModelSpec {
   const lastFc = [...spec.layers].reverse().find((l) => l.kind === 'fc');
-  const divide = (name: string, width: number, divisor: number) => {
-    if (!Number.isInteger(divisor) || divisor < 1 || width % divisor !== 0) throw new Error(`${name}: width ${width} is not divisible by ${divisor}`);
+  const divide = (name: string, width: number, divisor: number, parameter: string) => {
+    check.that(parameter, Number.isInteger(divisor) && divisor >= 1 && width % divisor === 0, `a divisor of ${name}'s width ${width}`, divisor);
     return width / divisor;
   };
   const layers = spec.layers.map((l): LayerSpec => {
-    if (l.kind === 'conv') return { ...l, outChannels: divide(l.name, l.outChannels, convDivisor) };
-    if (l.kind === 'fc' && l !== lastFc) return { ...l, outFeatures: divide(l.name, l.outFeatures, fcDivisor) };
+    if (l.kind === 'conv') return { ...l, outChannels: divide(l.name, l.outChannels, convDivisor, 'convDivisor') };
+    if (l.kind === 'fc' && l !== lastFc) return { ...l, outFeatures: divide(l.name, l.outFeatures, fcDivisor, 'fcDivisor') };
     return l;
   });
   const out = { ...spec, layers };

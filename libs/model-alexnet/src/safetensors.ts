@@ -13,11 +13,10 @@
  * The reader checks all of that (the reference implementation's rules) and reports any
  * violation as an `InputError` that names the file.
  */
-import { setOwn } from './own-keys';
-import { InputError } from '@alexnet-stream/stream-io';
+import { InputError, setOwn } from '@alexnet-stream/core';
 
 export type SafeDtype = 'F32' | 'F16' | 'I32' | 'I64' | 'U8';
-/** F16 travels as raw IEEE half bits in a Uint16Array (see `float16ToFloat32`). */
+/** F16 travels as raw IEEE half bits in a Uint16Array (core's `float16ToFloat32` widens it). */
 export type SafeData = Float32Array | Uint16Array | Int32Array | BigInt64Array | Uint8Array;
 
 export interface SafeTensor {
@@ -97,7 +96,7 @@ export function encodeSafetensors(tensors: Record<string, SafeTensor>, metadata?
  */
 export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safetensors {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const bad = (what: string) => new InputError(`${name}: not a valid safetensors file: ${what}`);
+  const bad = (what: string) => new InputError(`${name}: not a valid safetensors file: ${what}`, { code: 'ERR_SAFETENSORS_FORMAT' });
   if (buf.length < 8) throw bad(`truncated: ${buf.length} bytes, the 8-byte header length is missing`);
   const headerLength = buf.readBigUInt64LE(0);
   if (headerLength > BigInt(MAX_HEADER_BYTES)) throw bad(`header length ${headerLength} exceeds ${MAX_HEADER_BYTES} bytes`);
@@ -130,7 +129,10 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safe
     const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
     if (!isSafeDtype(dtype)) {
       if (typeof dtype === 'string' && OTHER_DTYPES.includes(dtype)) {
-        throw new InputError(`${name}: tensor ${key} has dtype ${dtype}, which we do not read (F32, F16, I32, I64, U8); convert it, e.g. to F32`);
+        throw new InputError(
+          `${name}: tensor ${key} has dtype ${dtype}, which we do not read (F32, F16, I32, I64, U8); convert it, e.g. to F32`,
+          { code: 'ERR_SAFETENSORS_FORMAT' },
+        );
       }
       throw bad(`tensor ${key}: unknown dtype ${JSON.stringify(dtype)}`);
     }
@@ -164,19 +166,4 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safe
     setOwn(tensors, e.name, { dtype: e.dtype, shape: e.shape, data: new ctor(copy) });
   }
   return { tensors, metadata };
-}
-
-/** IEEE 754 half (raw bits) -> float32, exact (every half is representable in float32). */
-export function float16ToFloat32(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) {
-    const h = bits[i];
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    if (exp === 0) out[i] = sign * frac * 2 ** -24;
-    else if (exp === 31) out[i] = frac ? NaN : sign * Infinity;
-    else out[i] = sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return out;
 }

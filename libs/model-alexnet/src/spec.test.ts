@@ -28,5 +28,5 @@ test('narrowSpec divides conv and hidden fc widths, keeps the classifier and the
   const widths = (s: typeof full) => s.layers.map((l) => (l.kind === 'conv' ? l.outChannels : l.kind === 'fc' ? l.outFeatures : l.kind));
   assert.deepEqual(widths(narrow), widths(full).map((w, i) => (typeof w !== 'number' ? w : full.layers[i].name === 'fc8' ? w : full.layers[i].kind === 'conv' ? w / 8 : w / 64)));
   assert.deepEqual(narrow.layers.map((l) => (l.kind === 'conv' ? l.group : 0)), full.layers.map((l) => (l.kind === 'conv' ? l.group : 0)));
-  assert.throws(() => narrowSpec(full, 5, 1), /conv1: width 96 is not divisible by 5/);
+  assert.throws(() => narrowSpec(full, 5, 1), /Expected a divisor of conv1's width 96 for convDivisor but received 5/);
 });

@@ -7,6 +7,7 @@
  * for grouped layers); fc weights `[out, in]` (PyTorch/ONNX Gemm transB=1 layout);
  * LRN attributes in ONNX semantics: `x / (bias + alpha/size * Σ x²)^beta`.
  */
+import { InputError } from '@alexnet-stream/core';
 
 /**
  * How a parameter tensor is initialised. `fan-in-uniform` is PyTorch's default for conv/linear
@@ -88,6 +89,13 @@ export interface LayerShapes {
   output: Shape;
 }
 
+/** A spec whose layers do not fit together (a shape that becomes empty, groups that do not divide): exit 2. */
+export class ModelSpecError extends InputError {
+  constructor(message: string) {
+    super(message, { code: 'ERR_MODEL_SPEC' });
+  }
+}
+
 /**
  * Output shape of every layer for the spec's input size. Throws with the layer's name when a
  * layer cannot apply (spatial size < kernel, channels not divisible by group, …).
@@ -101,7 +109,7 @@ export function inferShapes(spec: ModelSpec): LayerShapes[] {
       case 'conv': {
         const [c, h, w] = expectCHW(input, layer.name);
         if (c % layer.group !== 0 || layer.outChannels % layer.group !== 0) {
-          throw new Error(`${layer.name}: channels ${c} -> ${layer.outChannels} not divisible by group ${layer.group}`);
+          throw new ModelSpecError(`${layer.name}: channels ${c} -> ${layer.outChannels} not divisible by group ${layer.group}`);
         }
         shape = [layer.outChannels, windowOutputSize(h, layer.kernel, layer.stride, layer.pad), windowOutputSize(w, layer.kernel, layer.stride, layer.pad)];
         break;
@@ -115,7 +123,7 @@ export function inferShapes(spec: ModelSpec): LayerShapes[] {
         shape = [input.reduce((a, b) => a * b, 1)];
         break;
       case 'fc':
-        if (input.length !== 1) throw new Error(`${layer.name}: fc needs a flat input, got [${input.join(', ')}] (add a flatten layer)`);
+        if (input.length !== 1) throw new ModelSpecError(`${layer.name}: fc needs a flat input, got [${input.join(', ')}] (add a flatten layer)`);
         shape = [layer.outFeatures];
         break;
       case 'relu':
@@ -124,7 +132,9 @@ export function inferShapes(spec: ModelSpec): LayerShapes[] {
         break;
     }
     if (shape.some((d) => !(d >= 1))) {
-      throw new Error(`${layer.name}: output shape [${shape.join(', ')}] is empty for input [${input.join(', ')}] (input size ${spec.inputSize} too small?)`);
+      throw new ModelSpecError(
+        `${layer.name}: output shape [${shape.join(', ')}] is empty for input [${input.join(', ')}] (input size ${spec.inputSize} too small?)`,
+      );
     }
     out.push({ layer, input, output: shape });
   }
@@ -132,7 +142,7 @@ export function inferShapes(spec: ModelSpec): LayerShapes[] {
 }
 
 function expectCHW(shape: Shape, name: string): [number, number, number] {
-  if (shape.length !== 3) throw new Error(`${name}: needs a CxHxW input, got [${shape.join(', ')}]`);
+  if (shape.length !== 3) throw new ModelSpecError(`${name}: needs a CxHxW input, got [${shape.join(', ')}]`);
   return shape as [number, number, number];
 }
 

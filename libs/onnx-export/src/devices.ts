@@ -27,8 +27,8 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { AlexnetStreamError, InvalidParameterError } from '@alexnet-stream/core';
 import { loadOnnxRuntime, type Ort } from './onnxruntime';
-import { AlexnetStreamError, UsageError } from '@alexnet-stream/stream-io';
 
 export type DeviceKind = 'cpu' | 'webgpu' | 'cuda';
 
@@ -42,24 +42,23 @@ export interface Device {
 
 /** A device this machine or this onnxruntime-node cannot run on; the message is one line. */
 export class DeviceError extends AlexnetStreamError {
-  readonly code = 'E_DEVICE';
   constructor(message: string) {
-    super(message, 2);
+    super(message, { code: 'ERR_DEVICE', exitCode: 2 });
   }
 }
 
-/** `cpu`, `webgpu`, `webgpu:0`, `cuda`, `cuda:3` → a Device; anything else is a UsageError. */
+/** `cpu`, `webgpu`, `webgpu:0`, `cuda`, `cuda:3` → a Device; anything else is an InvalidParameterError. */
 export function parseDevice(text: string): Device {
   const m = typeof text === 'string' ? /^(cpu|webgpu|cuda)(?::(\d{1,3}))?$/.exec(text.trim()) : null;
   if (!m || (m[1] === 'cpu' && m[2] !== undefined)) {
-    throw new UsageError(`Expected cpu, webgpu[:<index>] or cuda[:<index>] for device but received ${JSON.stringify(text)}`);
+    throw new InvalidParameterError('device', 'cpu, webgpu[:<index>] or cuda[:<index>]', text);
   }
   return { kind: m[1] as DeviceKind, index: m[2] === undefined ? 0 : Number(m[2]), name: text.trim() };
 }
 
 export function parseDevices(devices: readonly string[]): Device[] {
   if (!Array.isArray(devices) || devices.length === 0) {
-    throw new UsageError(`Expected a non-empty list of devices (cpu, webgpu, cuda:0, …) for devices but received ${JSON.stringify(devices)}`);
+    throw new InvalidParameterError('devices', 'a non-empty list of devices (cpu, webgpu, cuda:0, …)', devices);
   }
   return devices.map(parseDevice);
 }
@@ -186,8 +185,8 @@ export function webgpuUnavailable(): Promise<string | undefined> {
     const problem = deviceProblem(parseDevice('webgpu'));
     if (problem) return problem;
     // A one-node model (Relu on 4 floats), written out by hand so that probing needs no builder.
-    const { GraphBuilder } = await import('./graph-builder');
-    const { encodeModel } = await import('./proto');
+    const { GraphBuilder } = require('./graph-builder') as typeof import('./graph-builder');
+    const { encodeModel } = require('./proto') as typeof import('./proto');
     const b = new GraphBuilder('webgpu-probe');
     b.input('x', 'float32', [4]);
     b.output(b.op('Relu', ['x']), 'float32', [4], 'y');

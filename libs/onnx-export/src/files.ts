@@ -3,25 +3,20 @@
  * killed export never leaves a half model that looks whole; read with errors naming the file.
  */
 import { dirname } from 'node:path';
-import { setOwn } from '@alexnet-stream/model-alexnet';
-import { describeReadError, formatBytes, readRegularFileSync, writeFileAtomicSync } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, describeReadError, formatBytes, OutputError, readRegularFileSync, setOwn, writeFileAtomicSync } from '@alexnet-stream/core';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
-
-/** An output that cannot be written (missing directory, no permission, disk full): exit code 2. */
-export class OutputError extends Error {
-  readonly exitCode = 2;
-}
 
 /** Write `bytes` to `path` atomically; a failure becomes an OutputError that says why, in words. */
 function writeOutput(path: string, bytes: Uint8Array): void {
   try {
     writeFileAtomicSync(path, bytes);
   } catch (err) {
-    // stream-io's output errors already name the path and say why, in words (exit 2).
-    if (typeof (err as { exitCode?: unknown }).exitCode === 'number') throw err;
+    // writeFileAtomicSync's errors already name the path and say why, in words (an OutputError
+    // for ENOSPC or a missing folder, an InputError for a refused target such as a folder).
+    if (err instanceof AlexnetStreamError) throw err;
     const e = err as NodeJS.ErrnoException;
     const why = e.code === 'ENOENT' ? `no directory ${dirname(path)}` : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'ENOSPC' ? 'disk full' : e.message;
-    throw new OutputError(`${path}: cannot write (${why}); nothing was written`);
+    throw new OutputError(`${path}: cannot write (${why}); nothing was written`, { cause: e });
   }
 }
 
@@ -46,7 +41,7 @@ export function readOnnxBytes(path: string): Buffer {
   try {
     return readRegularFileSync(path, { maxBytes: MAX_ONNX_FILE_BYTES, limitName: `the ${formatBytes(MAX_ONNX_FILE_BYTES)} an ONNX model may take` });
   } catch (err) {
-    throw new OnnxFormatError(`${path}: cannot read the ONNX model (${describeReadError(err)})`);
+    throw new OnnxFormatError(`${path}: cannot read the ONNX model (${describeReadError(err)})`, { cause: err });
   }
 }
 

@@ -3,25 +3,26 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { NamedTensors } from '@alexnet-stream/core';
 import { alexnetSpec, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { float, GraphBuilder, int, ints } from './graph-builder';
 import { importOnnxWeights } from './import-onnx';
-import { lowerInference, NamedWeights } from './lower';
+import { lowerInference } from './lower';
 import { writeOnnx } from './files';
 
 const dir = mkdtempSync(join(tmpdir(), 'import-onnx-'));
 
-const made = new Map<string, NamedWeights>();
+const made = new Map<string, NamedTensors>();
 
 /** Distinct values per tensor so that a swapped or transposed tensor cannot pass (made once per spec). */
-function weightsFor(spec: ModelSpec): NamedWeights {
+function weightsFor(spec: ModelSpec): NamedTensors {
   const key = JSON.stringify(spec);
   if (!made.has(key)) made.set(key, makeWeights(spec));
   return made.get(key)!;
 }
 
-function makeWeights(spec: ModelSpec): NamedWeights {
-  const w: NamedWeights = {};
+function makeWeights(spec: ModelSpec): NamedTensors {
+  const w: NamedTensors = {};
   parameterList(spec).forEach((p, k) => {
     const n = p.shape.reduce((a, b) => a * b, 1);
     const t = new Float32Array(n);
@@ -42,7 +43,7 @@ function transpose(t: Float32Array, rows: number, cols: number): Float32Array {
  * initializers `conv1_w_0`…, conv → relu → LRN → MaxPool with ceil-mode end padding,
  * a Reshape with a constant shape, Gemm transB=1, Dropout nodes, Softmax `prob_1`.
  */
-function bvlcZooModel(w: NamedWeights, options: { lrnBeta?: number; fcTransB0?: boolean } = {}): string {
+function bvlcZooModel(w: NamedTensors, options: { lrnBeta?: number; fcTransB0?: boolean } = {}): string {
   const spec = alexnetSpec('bvlc-alexnet');
   const shapes = new Map(parameterList(spec).map((p) => [p.name, p.shape]));
   const g = new GraphBuilder('bvlcalexnet');
@@ -82,7 +83,7 @@ function bvlcZooModel(w: NamedWeights, options: { lrnBeta?: number; fcTransB0?: 
  * AveragePool for AdaptiveAvgPool2d((6,6)), Flatten, Gemm `classifier.{1,4,6}` (no Dropout
  * in eval), and fc7 as MatMul + Add (as older exporters emit) to cover that form too.
  */
-function torchvisionModel(w: NamedWeights, numClasses: number): string {
+function torchvisionModel(w: NamedTensors, numClasses: number): string {
   const spec = alexnetSpec('torchvision-alexnet', { numClasses });
   const shapes = new Map(parameterList(spec).map((p) => [p.name, p.shape]));
   const g = new GraphBuilder('main_graph');
@@ -114,7 +115,7 @@ function torchvisionModel(w: NamedWeights, numClasses: number): string {
   return path;
 }
 
-function assertSameWeights(actual: NamedWeights, expected: NamedWeights): void {
+function assertSameWeights(actual: NamedTensors, expected: NamedTensors): void {
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort());
   for (const name of Object.keys(expected)) {
     assert.ok(Buffer.from(actual[name].buffer, actual[name].byteOffset, actual[name].byteLength).equals(Buffer.from(expected[name].buffer, expected[name].byteOffset, expected[name].byteLength)), `${name} differs`);

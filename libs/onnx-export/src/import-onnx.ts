@@ -8,18 +8,22 @@
  * then taken in layer order, checked against the preset's shapes, and renamed `conv1.weight`….
  * A graph that is not an AlexNet the presets describe is refused with what differs.
  */
-import { alexnetSpec, getOwn, LayerSpec, ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
+import { getOwn, InputError, type NamedTensors } from '@alexnet-stream/core';
+import { alexnetSpec, LayerSpec, ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnx } from './files';
-import { META, NamedWeights } from './lower';
+import { META } from './lower';
 import { onnx, OnnxFormatError, tensorDims, tensorToFloat32 } from './proto';
 
-export class ImportError extends Error {
-  readonly exitCode = 2;
+/** An ONNX file that is not an AlexNet this project can import: exit 2. */
+export class ImportError extends InputError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { code: 'ERR_ONNX_IMPORT', ...options });
+  }
 }
 
 export interface ImportedWeights {
   spec: ModelSpec;
-  weights: NamedWeights;
+  weights: NamedTensors;
   classNames?: string[];
   /** Things the importer accepted but that a user may want to know (e.g. ceil-mode pooling). */
   notes: string[];
@@ -84,7 +88,7 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
     try {
       return { dims: tensorDims(t), data: tensorToFloat32(t) };
     } catch (err) {
-      throw new ImportError(`${name}: ${(err as Error).message}`);
+      throw new ImportError(`${name}: ${(err as Error).message}`, { cause: err });
     }
   };
   const inputs = (graph.input ?? []).filter((i) => i.name && !tensors.has(i.name));
@@ -279,7 +283,7 @@ export function weightsFromModel(model: onnx.ModelProto, name: string): Imported
 }
 
 function takeWeights(found: Found[], spec: ModelSpec, name: string, metadata: Record<string, string>): ImportedWeights {
-  const weights: NamedWeights = {};
+  const weights: NamedTensors = {};
   const params = parameterList(spec);
   const owners = found.filter((f): f is Extract<Found, { kind: 'conv' | 'fc' }> => f.kind === 'conv' || f.kind === 'fc');
   const notes: string[] = [];
@@ -318,7 +322,7 @@ export function importOnnxWeights(path: string): ImportedWeights {
   try {
     model = readOnnx(path);
   } catch (err) {
-    if (err instanceof OnnxFormatError) throw new ImportError(err.message);
+    if (err instanceof OnnxFormatError) throw new ImportError(err.message, { cause: err });
     throw err;
   }
   return weightsFromModel(model, path);

@@ -6,3 +6,4 @@ export * from './inference';
 export * from './import-onnx';
 export * from './onnxruntime';
 export * from './devices';
+export * from './predict';

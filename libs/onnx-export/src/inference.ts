@@ -13,7 +13,8 @@
  * parallel between ops, and parallel mode only adds scheduling overhead).
  */
 import * as os from 'node:os';
-import { getOwn, specProblem, type ModelSpec } from '@alexnet-stream/model-alexnet';
+import { checkOptional, getOwn } from '@alexnet-stream/core';
+import { specProblem, type ModelSpec } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnxBytes } from './files';
 import { META } from './lower';
 import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
@@ -61,7 +62,8 @@ export interface ModelInfo {
 export function sessionOptions(options: InferenceOptions = {}): Ort.InferenceSession.SessionOptions {
   return {
     graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
-    intraOpNumThreads: options.intraOpNumThreads ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
+    intraOpNumThreads:
+      checkOptional.integer('intraOpNumThreads', options.intraOpNumThreads, { min: 1, max: 1024 }) ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
     interOpNumThreads: 1,
     executionMode: options.executionMode ?? 'sequential',
     ...(options.allowSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
@@ -211,7 +213,7 @@ export class InferenceModel {
       session = await createSessionOn(bytes, devices, sessionOptions(options));
     } catch (err) {
       if (err instanceof DeviceError) throw err;
-      throw new OnnxFormatError(`${name}: onnxruntime cannot load the model (${(err as Error).message})`);
+      throw new OnnxFormatError(`${name}: onnxruntime cannot load the model (${(err as Error).message})`, { cause: err });
     }
     return new InferenceModel(session, info, name);
   }

@@ -15,12 +15,10 @@
  * then `logits` (the last fc) and `prob` = Softmax(axis=1).
  */
 import { createHash } from 'node:crypto';
+import { canonicalJson, InputError, type NamedTensors } from '@alexnet-stream/core';
 import { inferShapes, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { float, GraphBuilder, int, ints } from './graph-builder';
 import { ModelProto } from './proto';
-
-/** Named parameter tensors (`conv1.weight`, …), in the spec's layouts (OIHW, [out, in]). */
-export type NamedWeights = Record<string, Float32Array>;
 
 /** Metadata keys written into `metadata_props` and read back by `InferenceModel`. */
 export const META = {
@@ -41,8 +39,11 @@ export const META = {
   foldedInputScale: 'alexnet_stream.folded_input_scale',
 } as const;
 
-export class WeightsError extends Error {
-  readonly exitCode = 2;
+/** Weights (or lowering options) that do not fit the model spec: exit 2. */
+export class WeightsError extends InputError {
+  constructor(message: string) {
+    super(message, { code: 'ERR_WEIGHTS_MISMATCH' });
+  }
 }
 
 export interface LowerOptions {
@@ -68,18 +69,6 @@ export interface PreprocessingOptions extends LowerOptions {
   imageSize: number;
 }
 
-/** JSON with object keys sorted at every level: the same spec always gives the same text. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
-
 /** sha256 of the canonical spec JSON and the class names: identifies a model configuration. */
 export function configHash(spec: ModelSpec, classNames?: string[]): string {
   return createHash('sha256').update(canonicalJson({ spec, classNames: classNames ?? null })).digest('hex');
@@ -89,7 +78,7 @@ export function configHash(spec: ModelSpec, classNames?: string[]): string {
  * Throw a `WeightsError` naming the first parameter that is missing or has the wrong number
  * of values for `spec` (checkpoints carry flat Float32Arrays; the shape is the spec's).
  */
-export function checkWeights(spec: ModelSpec, weights: NamedWeights, source = 'weights'): void {
+export function checkWeights(spec: ModelSpec, weights: NamedTensors, source = 'weights'): void {
   for (const p of parameterList(spec)) {
     const w = weights[p.name];
     const expected = p.shape.reduce((a, b) => a * b, 1);
@@ -105,7 +94,7 @@ export function checkWeights(spec: ModelSpec, weights: NamedWeights, source = 'w
  * Emit the network body of `spec` reading the float32 NCHW value `input`; returns the logits
  * value. Parameters become initializers named as the parameters (`conv1.weight`, …).
  */
-export function emitNetwork(g: GraphBuilder, spec: ModelSpec, weights: NamedWeights, input: string): string {
+export function emitNetwork(g: GraphBuilder, spec: ModelSpec, weights: NamedTensors, input: string): string {
   const shapes = new Map(parameterList(spec).map((p) => [p.name, p.shape]));
   const param = (name: string): string => g.initializer(name, weights[name], shapes.get(name)!);
   let x = input;
@@ -169,7 +158,7 @@ function finish(g: GraphBuilder, spec: ModelSpec, logits: string, metadata: Reco
 }
 
 /** Input `data` float32 [N, C, S, S] (mean-subtracted crop); outputs `logits`, `prob`. */
-export function lowerInference(spec: ModelSpec, weights: NamedWeights, options: LowerOptions = {}): ModelProto {
+export function lowerInference(spec: ModelSpec, weights: NamedTensors, options: LowerOptions = {}): ModelProto {
   checkWeights(spec, weights);
   const g = new GraphBuilder(`alexnet_${spec.preset.replace(/-/g, '_')}`);
   const data = g.input('data', 'float32', ['N', spec.inputChannels, spec.inputSize, spec.inputSize]);
@@ -193,7 +182,7 @@ export function channelMeans(meanImage: Float32Array, channels: number): number[
  * Sub the mean image → center Slice (offset (S0 − S) >> 1, 14 for 256 → 227) → the network.
  * Subtracting before cropping equals cropping before subtracting, value for value.
  */
-export function lowerWithPreprocessing(spec: ModelSpec, weights: NamedWeights, options: PreprocessingOptions): ModelProto {
+export function lowerWithPreprocessing(spec: ModelSpec, weights: NamedTensors, options: PreprocessingOptions): ModelProto {
   checkWeights(spec, weights);
   const { imageSize, meanImage } = options;
   const c = spec.inputChannels;

@@ -22,10 +22,12 @@
  *   import { loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
  *   const ort = loadOnnxRuntime();            // lazy: the native module loads on the first call
  *   const session: Ort.InferenceSession = await ort.InferenceSession.create(bytes, options);
- * In plain JS (benches): `require('@alexnet-stream/onnx-export/dist/onnxruntime').loadOnnxRuntime()`.
+ * In plain JS (benches): `require('@alexnet-stream/onnx-export/onnxruntime').loadOnnxRuntime()`
+ * (the subpath loads neither protobufjs nor the rest of the package).
  */
 import { isMainThread } from 'node:worker_threads';
 import type * as OnnxRuntimeNode from 'onnxruntime-node';
+import { AlexnetStreamError } from '@alexnet-stream/core';
 
 /** The onnxruntime-node module's type: use `Ort.Tensor`, `Ort.InferenceSession` in type positions. */
 export type OnnxRuntime = typeof OnnxRuntimeNode;
@@ -44,10 +46,11 @@ let loaded: OnnxRuntime | undefined;
 export function disableOnnxRuntimeTelemetry(): void {
   if (process.env[ORT_TELEMETRY_SWITCH] === '1') return;
   if (!isMainThread) {
-    throw new Error(
+    throw new AlexnetStreamError(
       `onnxruntime was loaded in a worker thread, but its telemetry switch (${ORT_TELEMETRY_SWITCH}=1) is not in the process environment, ` +
         'and a worker thread cannot set it (its process.env is a copy): call disableOnnxRuntimeTelemetry() or loadOnnxRuntime() from ' +
         '@alexnet-stream/onnx-export on the main thread before starting the worker',
+      { code: 'ERR_ONNXRUNTIME_TELEMETRY' },
     );
   }
   process.env[ORT_TELEMETRY_SWITCH] = '1';

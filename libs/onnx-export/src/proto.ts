@@ -4,6 +4,7 @@
  * numbers in `opset_import`, so it writes opset-17 models that onnxruntime 1.30 loads.
  */
 import { onnx } from 'onnx-proto';
+import { InputError } from '@alexnet-stream/core';
 
 export { onnx };
 export type ModelProto = onnx.IModelProto;
@@ -22,8 +23,11 @@ export function encodeModel(model: ModelProto): Uint8Array {
   return onnx.ModelProto.encode(onnx.ModelProto.create(model)).finish();
 }
 
-export class OnnxFormatError extends Error {
-  readonly exitCode = 2;
+/** A file that is not a readable ONNX model, or not one of ours where that matters: exit 2. */
+export class OnnxFormatError extends InputError {
+  constructor(message: string, options: { cause?: unknown } = {}) {
+    super(message, { code: 'ERR_ONNX_FORMAT', ...options });
+  }
 }
 
 /** Parse an .onnx file's bytes; `name` (a path) names the file in errors. */
@@ -32,7 +36,7 @@ export function decodeModel(bytes: Uint8Array, name = 'model'): onnx.ModelProto 
   try {
     model = onnx.ModelProto.decode(bytes);
   } catch (err) {
-    throw new OnnxFormatError(`${name}: not a readable ONNX model (${(err as Error).message}); is the file truncated?`);
+    throw new OnnxFormatError(`${name}: not a readable ONNX model (${(err as Error).message}); is the file truncated?`, { cause: err });
   }
   if (!model.graph || !model.graph.node) throw new OnnxFormatError(`${name}: ONNX model has no graph`);
   const external = externalTensor(model.graph, 0, name);

@@ -94,8 +94,10 @@ export class ModelVersion {
 export interface BatcherOptions {
   maxBatch: number;
   maxQueueDelayMs: number;
-  /** For messages: the deadline a request gets (--timeout-ms). */
+  /** The deadline a request gets. */
   timeoutMs: number;
+  /** How messages name `timeoutMs` (the CLI: `--timeout-ms`); default `timeoutMs`. */
+  timeoutMsName?: string;
 }
 
 export interface BatchObserver {
@@ -127,7 +129,7 @@ export class Batcher {
     }
     item.enqueuedAt = now;
     item.timer = setTimeout(() => {
-      if (this.take(version, item)) item.reject(unavailable(`the request was still queued ${this.options.timeoutMs} ms after it arrived (--timeout-ms ${this.options.timeoutMs}); the server is overloaded`, 'timeout'));
+      if (this.take(version, item)) item.reject(unavailable(`the request was still queued ${this.options.timeoutMs} ms after it arrived (${this.options.timeoutMsName ?? 'timeoutMs'} ${this.options.timeoutMs}); the server is overloaded`, 'timeout'));
     }, item.deadline - now);
     version.queue.push(item);
     version.queuedImages += item.n;

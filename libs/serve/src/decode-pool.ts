@@ -5,6 +5,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
+import { AlexnetStreamError } from '@alexnet-stream/core';
 import type { DecodeReply, DecodeRequest, RejectReason } from './decode-protocol';
 import type { Preprocessing } from './model-description';
 
@@ -50,7 +51,7 @@ export class DecodePool {
     const die = (why: string) => {
       if (slot.dead) return;
       slot.dead = true;
-      const err = new Error(`decode worker ${index} died (${why})`);
+      const err = new AlexnetStreamError(`decode worker ${index} died (${why})`, { code: 'ERR_DECODE_WORKER' });
       for (const p of slot.pending.values()) p.reject(err);
       slot.pending.clear();
       if (!this.closed) this.onFatal(err);
@@ -75,7 +76,7 @@ export class DecodePool {
     return this.slots.reduce((n, s) => n + s.pending.size, 0);
   }
 
-  decode(pre: number, bytes: Buffer, maxPixels: number): Promise<DecodedRow> {
+  decode(pre: number, bytes: Buffer, maxPixels: number, maxPixelsName = 'maxPixels'): Promise<DecodedRow> {
     const live = this.slots.filter((s) => !s.dead);
     if (live.length === 0) return Promise.reject(new Error('no decode worker is running'));
     let slot = live[0];
@@ -87,7 +88,8 @@ export class DecodePool {
     const view = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     return new Promise<DecodedRow>((resolve, reject) => {
       slot.pending.set(task, { resolve, reject });
-      slot.worker.postMessage({ type: 'decode', task, pre, bytes: view, maxPixels } satisfies DecodeRequest, owns ? [bytes.buffer as ArrayBuffer] : []);
+      const request: DecodeRequest = { type: 'decode', task, pre, bytes: view, maxPixels, maxPixelsName };
+      slot.worker.postMessage(request, owns ? [bytes.buffer as ArrayBuffer] : []);
     });
   }
 

@@ -5,7 +5,7 @@ export type DecodeRequest =
   /** Preprocessing `id` (a model version's) is used by later decode tasks; sent before them. */
   | { type: 'configure'; id: number; pre: Preprocessing }
   | { type: 'release'; id: number }
-  | { type: 'decode'; task: number; pre: number; bytes: Uint8Array; maxPixels: number };
+  | { type: 'decode'; task: number; pre: number; bytes: Uint8Array; maxPixels: number; maxPixelsName: string };
 
 /** Why an image was refused; also the `reason` label of the rejected-images metric. */
 export type RejectReason = 'empty' | 'not_an_image' | 'too_many_pixels' | 'undecodable';

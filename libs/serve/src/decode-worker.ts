@@ -53,7 +53,10 @@ async function decode(message: Extract<DecodeRequest, { type: 'decode' }>): Prom
     const started = performance.now();
     const { width, height } = await declaredSize(bytes);
     if (width * height > message.maxPixels) {
-      throw new Rejected('too_many_pixels', `the image declares ${width}x${height} = ${width * height} pixels, more than --max-pixels ${message.maxPixels}; it was not decoded`);
+      throw new Rejected(
+        'too_many_pixels',
+        `the image declares ${width}x${height} = ${width * height} pixels, more than ${message.maxPixelsName} ${message.maxPixels}; it was not decoded`,
+      );
     }
     let image;
     try {

@@ -6,6 +6,7 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { disableOnnxRuntimeTelemetry } from '@alexnet-stream/onnx-export';
+import { AlexnetStreamError } from '@alexnet-stream/core';
 import { ModelLoadError } from './errors';
 import type { InferenceReply, InferenceRequest } from './inference-protocol';
 import type { ModelDescription } from './model-description';
@@ -53,7 +54,7 @@ export class InferencePool {
     const die = (why: string) => {
       if (slot.dead) return;
       slot.dead = true;
-      const err = new Error(`inference worker ${index} died (${why})`);
+      const err = new AlexnetStreamError(`inference worker ${index} died (${why})`, { code: 'ERR_INFERENCE_WORKER' });
       for (const p of [...slot.runs.values(), ...slot.loads.values()]) p.reject(err);
       slot.runs.clear();
       slot.loads.clear();

@@ -113,7 +113,7 @@ function fill(value: unknown, out: Float32Array | Uint8Array, state: { k: number
   }
 }
 
-function checkShape(shape: number[], expected: TensorSignature, field: string, maxBatch: number): number {
+function checkShape(shape: number[], expected: TensorSignature, field: string, maxBatch: number, maxBatchName: string): number {
   const want = expected.shape;
   if (shape.length !== want.length) throw badRequest(`${field}.shape is [${shape}]; model input ${expected.name} has shape [${want}] (-1: any batch size)`);
   for (let d = 1; d < want.length; d++) {
@@ -121,7 +121,7 @@ function checkShape(shape: number[], expected: TensorSignature, field: string, m
   }
   const n = shape[0];
   if (n < 1) throw badRequest(`${field}.shape: the batch size is 0`);
-  if (n > maxBatch) throw badRequest(`${field}.shape: batch size ${n} is more than the server's --max-batch ${maxBatch}; split the request`);
+  if (n > maxBatch) throw badRequest(`${field}.shape: batch size ${n} is more than the server's ${maxBatchName} ${maxBatch}; split the request`);
   return n;
 }
 
@@ -141,14 +141,20 @@ function requestedOutputs(body: InferRequestBody, model: ModelDescription): Requ
  * Check an infer request against the model and gather its input bytes. `binary` is the body
  * after the JSON header (binary extension), undefined for a JSON-only request.
  */
-export function parseInfer(body: InferRequestBody, binary: Buffer | undefined, model: ModelDescription, maxBatch: number): ParsedInfer {
+export function parseInfer(
+  body: InferRequestBody,
+  binary: Buffer | undefined,
+  model: ModelDescription,
+  maxBatch: number,
+  maxBatchName = 'maxBatch',
+): ParsedInfer {
   const expected = model.input;
   if (body.inputs.length !== 1) throw badRequest(`inputs holds ${body.inputs.length} tensors; model ${model.name} has one input, ${expected.name}`);
   const input = body.inputs[0];
   const field = 'inputs[0]';
   if (input.name !== expected.name) throw badRequest(`${field}.name: model ${model.name} has no input "${input.name}" (its input is "${expected.name}")`);
   if (input.datatype !== expected.datatype) throw badRequest(`${field}.datatype is ${input.datatype}; model input ${expected.name} is ${expected.datatype}`);
-  const n = checkShape(input.shape, expected, field, maxBatch);
+  const n = checkShape(input.shape, expected, field, maxBatch, maxBatchName);
   const count = n * model.inputLength;
   const byteLength = count * BYTES_PER[expected.datatype];
   const outputs = requestedOutputs(body, model);

@@ -8,10 +8,11 @@
  * structured clone: plain data only.
  */
 import { decodeModel, MAX_ONNX_FILE_BYTES, META, ModelProto, modelInfo, modelMetadata } from '@alexnet-stream/onnx-export';
-import { describeReadError, formatBytes, readClassNames, readMeanNpy, readRegularFileAsync, ResizeMode } from '@alexnet-stream/stream-io';
+import { describeReadError, formatBytes, readRegularFileAsync } from '@alexnet-stream/core';
+import { readClassNames, readMeanNpy, ResizeMode } from '@alexnet-stream/stream-io';
 import { ModelLoadError } from './errors';
 import type { ModelConfig } from './options';
-import { parseChannelValues } from './options';
+import { optionName, parseChannelValues } from './options';
 import type { Ort } from '@alexnet-stream/onnx-export';
 
 /** KServe v2 datatypes this server takes and gives. */
@@ -87,6 +88,7 @@ export async function describeModel(
   sizeBytes: number,
   session: Pick<Ort.InferenceSession, 'inputMetadata' | 'outputMetadata'>,
 ): Promise<ModelDescription> {
+  const nameOf = (key: string): string => optionName(config.optionNames, key);
   const { path } = config;
   if (session.inputMetadata.length !== 1) {
     throw new ModelLoadError(`${path}: the model has ${session.inputMetadata.length} inputs; this server serves models with one image input`);
@@ -125,9 +127,11 @@ export async function describeModel(
     try {
       classNames = await readClassNames(config.labels);
     } catch (err) {
-      throw new ModelLoadError(`--labels ${config.labels}: ${(err as Error).message}`);
+      throw new ModelLoadError(`${nameOf('labels')} ${config.labels}: ${(err as Error).message}`, { cause: err });
     }
-    if (classNames.length !== numClasses) throw new ModelLoadError(`--labels ${config.labels} lists ${classNames.length} classes, model ${config.name} has ${numClasses}`);
+    if (classNames.length !== numClasses) {
+      throw new ModelLoadError(`${nameOf('labels')} ${config.labels} lists ${classNames.length} classes, model ${config.name} has ${numClasses}`);
+    }
   }
   if (classNames && classNames.length !== numClasses) throw new ModelLoadError(`${path}: the metadata lists ${classNames.length} class names for ${numClasses} classes`);
 
@@ -139,7 +143,11 @@ export async function describeModel(
   // Preprocessing for :classify.
   if (layout === 'nhwc-uint8') {
     if (input.datatype !== 'UINT8' || dims[2] !== 3 || dims[0] !== dims[1]) throw new ModelLoadError(`${path}: an 'image' model needs a uint8 [N, S, S, 3] input, this one is ${input.datatype} [${input.shape}]`);
-    if (config.mean !== undefined || config.std !== undefined) throw new ModelLoadError(`--mean/--std do not apply to model ${config.name}: it was exported --with-preprocessing and subtracts its own mean image`);
+    if (config.mean !== undefined || config.std !== undefined) {
+      throw new ModelLoadError(
+        `${nameOf('mean')}/${nameOf('std')} do not apply to model ${config.name}: it was exported --with-preprocessing and subtracts its own mean image`,
+      );
+    }
     return { ...base, preprocessing: { layout, imageSize: dims[0], resize: config.resize ?? 'squash', crop: dims[0] } };
   }
   if (input.datatype !== 'FP32' || dims[0] !== 3 || dims[1] !== dims[2]) {
@@ -147,7 +155,7 @@ export async function describeModel(
   }
   const crop = dims[1];
   const size = config.size ?? imageSize ?? 256;
-  if (size < crop) throw new ModelLoadError(`--size ${size} is smaller than model ${config.name}'s input side ${crop}`);
+  if (size < crop) throw new ModelLoadError(`${nameOf('size')} ${size} is smaller than model ${config.name}'s input side ${crop}`);
   let meanImage: Float32Array | undefined;
   if (config.mean !== undefined) {
     const values = parseChannelValues(config.mean);
@@ -158,10 +166,12 @@ export async function describeModel(
       try {
         mean = await readMeanNpy(config.mean);
       } catch (err) {
-        throw new ModelLoadError(`--mean ${config.mean}: ${(err as Error).message}`);
+        throw new ModelLoadError(`${nameOf('mean')} ${config.mean}: ${(err as Error).message}`, { cause: err });
       }
       if (mean.channels !== 3 || mean.height !== size || mean.width !== size) {
-        throw new ModelLoadError(`--mean ${config.mean} is ${mean.channels}x${mean.height}x${mean.width}; model ${config.name} needs 3x${size}x${size} (the image size before the crop)`);
+        throw new ModelLoadError(
+          `${nameOf('mean')} ${config.mean} is ${mean.channels}x${mean.height}x${mean.width}; model ${config.name} needs 3x${size}x${size} (the image size before the crop)`,
+        );
       }
       meanImage = mean.data;
     }
@@ -170,7 +180,7 @@ export async function describeModel(
     meanImage = spreadMean(meanChannels, size);
   }
   if (!meanImage) {
-    return { ...base, noClassifyReason: `model ${config.name} has no mean in its metadata: serve it with --mean r,g,b (and --std, --size) for :classify` };
+    return { ...base, noClassifyReason: `model ${config.name} has no mean in its metadata: serve it with ${nameOf('mean')} r,g,b (and ${nameOf('std')}, ${nameOf('size')}) for :classify` };
   }
   const std = config.std !== undefined ? parseChannelValues(config.std) : undefined;
   return { ...base, preprocessing: { layout, imageSize: size, resize: config.resize ?? 'squash', crop, meanImage, std } };
@@ -190,6 +200,6 @@ export async function readModelBytes(path: string): Promise<Buffer> {
   try {
     return await readRegularFileAsync(path, { maxBytes: MAX_ONNX_FILE_BYTES, limitName: `the ${formatBytes(MAX_ONNX_FILE_BYTES)} an ONNX model may take` });
   } catch (err) {
-    throw new ModelLoadError(`${path}: cannot read the model (${describeReadError(err)})`);
+    throw new ModelLoadError(`${path}: cannot read the model (${describeReadError(err)})`, { cause: err });
   }
 }

@@ -1,11 +1,14 @@
 /**
- * The server's options, checked once here (the CLI maps flags to these names; messages name
- * the flag). Defaults follow the issue's command line and Triton's dynamic batcher.
+ * The server's options, checked once here; errors name these options (`maxBatch`,
+ * `models[0].size`), and the CLI says the same in terms of its flags. What the running server
+ * tells clients and logs names them as `optionNames` says (the CLI passes its flags).
+ * Defaults follow the issue's command line and Triton's dynamic batcher.
  */
 import * as os from 'node:os';
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
-import { describeReadError, invalidOption, readRegularFileSync, RESIZE_MODES, ResizeMode, UsageError } from '@alexnet-stream/stream-io';
+import { check, checkOptional, describeReadError, InvalidParameterError, readRegularFileSync, UsageError } from '@alexnet-stream/core';
+import { RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
 
 /** One served model: a name in the URL and a file, plus preprocessing for models without our metadata. */
 export interface ModelConfig {
@@ -22,6 +25,16 @@ export interface ModelConfig {
   size?: number;
   /** How the image is brought to size x size (default squash, as the training pipeline). */
   resize?: ResizeMode;
+  /** How messages name these fields (set by the server from `ServeOptions.optionNames`). */
+  optionNames?: OptionNames;
+}
+
+/** How the running server's messages (HTTP answers, logs, load errors) name its options: `{ maxQueue: '--max-queue' }`. */
+export type OptionNames = Partial<Record<string, string>>;
+
+/** The name messages use for option `key`: from `names`, else the key itself. */
+export function optionName(names: OptionNames | undefined, key: string): string {
+  return (names && Object.hasOwn(names, key) ? names[key] : undefined) ?? key;
 }
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
@@ -54,6 +67,8 @@ export interface ServeOptions {
   /** How long SIGTERM waits for in-flight and queued requests before giving up. */
   drainTimeoutMs?: number;
   logLevel?: LogLevel;
+  /** How the running server's messages name these options (the CLI: its flags); default: as named here. */
+  optionNames?: OptionNames;
 }
 
 export type ResolvedServeOptions = Required<Omit<ServeOptions, 'token'>> & { token?: string };
@@ -78,27 +93,20 @@ export function cores(): number {
 
 const MODEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-/** `--model [name=]path.onnx` → { name, path }. */
+/** `[name=]path.onnx` (the CLI's `--model`) → { name, path }. */
 export function parseModelArg(value: string): { name: string; path: string } {
   const eq = value.indexOf('=');
   const path = eq > 0 ? value.slice(eq + 1) : value;
   const name = eq > 0 ? value.slice(0, eq) : basename(path).replace(/\.onnx$/i, '');
-  if (!path) throw invalidOption('--model', '[name=]path.onnx', value);
+  if (!path) throw new InvalidParameterError('models', '[name=]path.onnx', value);
   if (!MODEL_NAME.test(name)) {
-    throw invalidOption('--model', 'a model name of letters, digits, "_", "-" and "." (at most 128, as in [name=]path.onnx)', name);
+    throw new InvalidParameterError('models', 'a model name of letters, digits, "_", "-" and "." (at most 128, as in [name=]path.onnx)', name);
   }
   return { name, path };
 }
 
-function int(name: string, value: number, min: number, max: number): number {
-  if (!Number.isInteger(value) || value < min || value > max) throw invalidOption(name, `an integer between ${min} and ${max}`, value);
-  return value;
-}
-
-function num(name: string, value: number, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) throw invalidOption(name, `a number between ${min} and ${max}`, value);
-  return value;
-}
+const int = (name: string, value: number, min: number, max: number): number => check.integer(name, value, { min, max });
+const num = (name: string, value: number, min: number, max: number): number => check.number(name, value, { min, max });
 
 /** `r,g,b` or a single value (repeated) → 3 finite numbers; undefined when `text` is not such a list. */
 export function parseChannelValues(text: string): number[] | undefined {
@@ -110,76 +118,84 @@ export function parseChannelValues(text: string): number[] | undefined {
 }
 
 export function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
-  if (!Array.isArray(options.models) || options.models.length === 0) throw new UsageError('give at least one --model [name=]path.onnx');
+  if (!Array.isArray(options.models) || options.models.length === 0) {
+    throw new UsageError((name) => `give at least one model: ${name('models')} [name=]path.onnx`);
+  }
+  const optionNames: OptionNames = { ...options.optionNames };
   const names = new Set<string>();
-  for (const m of options.models) {
-    if (!MODEL_NAME.test(m.name)) throw invalidOption('--model', 'a model name of letters, digits, "_", "-" and "."', m.name);
-    if (names.has(m.name)) throw new UsageError(`two --model flags name the model "${m.name}": give each its own name (name=path.onnx)`);
+  options.models.forEach((m, i) => {
+    const at = `models[${i}]`;
+    check.string(`${at}.name`, m.name, { pattern: MODEL_NAME, expected: 'a model name of letters, digits, "_", "-" and "."' });
+    if (names.has(m.name)) throw new UsageError((name) => `two ${name('models')} entries name the model "${m.name}": give each its own name (name=path.onnx)`);
     names.add(m.name);
     let s;
     try {
       s = statSync(m.path);
     } catch {
-      throw new UsageError(`--model ${m.name}=${m.path}: no such file`);
+      throw new UsageError((name) => `${name('models')} ${m.name}=${m.path}: no such file`);
     }
-    if (!s.isFile()) throw new UsageError(`--model ${m.name}=${m.path}: not a file`);
-    if (m.size !== undefined) int('--size', m.size, 1, 4096);
-    if (m.resize !== undefined && !RESIZE_MODES.includes(m.resize)) throw invalidOption('--resize', RESIZE_MODES.join(' or '), m.resize);
+    if (!s.isFile()) throw new UsageError((name) => `${name('models')} ${m.name}=${m.path}: not a file`);
+    checkOptional.integer(`${at}.size`, m.size, { min: 1, max: 4096 });
+    checkOptional.oneOf(`${at}.resize`, m.resize, RESIZE_MODES);
     if (m.std !== undefined) {
       const std = parseChannelValues(m.std);
-      if (!std || std.some((v) => v <= 0)) throw invalidOption('--std', 'one or three positive numbers (r,g,b, pixel units)', m.std);
+      if (!std || std.some((v) => v <= 0)) throw new InvalidParameterError(`${at}.std`, 'one or three positive numbers (r,g,b, pixel units)', m.std);
     }
     if (m.mean !== undefined && !parseChannelValues(m.mean)) {
+      let isFile = false;
       try {
-        if (!statSync(m.mean).isFile()) throw new Error();
+        isFile = statSync(m.mean).isFile();
       } catch {
-        throw invalidOption('--mean', 'r,g,b (pixel units) or a mean image .npy file', m.mean);
+        // not a file either: refused below
       }
+      if (!isFile) throw new InvalidParameterError(`${at}.mean`, 'r,g,b (pixel units) or a mean image .npy file', m.mean);
     }
-  }
+  });
   const host = options.host ?? DEFAULTS.host;
-  if (typeof host !== 'string' || host.length === 0) throw invalidOption('--host', 'a host name or address', host);
-  const workers = int('--workers', options.workers ?? DEFAULTS.workers, 1, 64);
-  const threadsPerWorker = int('--threads', options.threadsPerWorker ?? Math.max(1, Math.floor(cores() / workers)), 1, 256);
-  const maxBatch = int('--max-batch', options.maxBatch ?? DEFAULTS.maxBatch, 1, 1024);
-  const logLevel = options.logLevel ?? DEFAULTS.logLevel;
-  if (!LOG_LEVELS.includes(logLevel)) throw invalidOption('--log-level', LOG_LEVELS.join(', '), logLevel);
+  check.string('host', host, { nonEmpty: true, expected: 'a host name or address' });
+  const workers = int('workers', options.workers ?? DEFAULTS.workers, 1, 64);
+  const threadsPerWorker = int('threadsPerWorker', options.threadsPerWorker ?? Math.max(1, Math.floor(cores() / workers)), 1, 256);
+  const maxBatch = int('maxBatch', options.maxBatch ?? DEFAULTS.maxBatch, 1, 1024);
+  const logLevel = check.oneOf('logLevel', options.logLevel ?? DEFAULTS.logLevel, LOG_LEVELS);
   if (options.token !== undefined && (typeof options.token !== 'string' || options.token.length < 16)) {
-    throw new UsageError('the token (--token-file) must be at least 16 characters');
+    throw new UsageError((name) => `the token (${name('token')}) must be at least 16 characters`);
   }
   return {
-    models: options.models,
+    models: options.models.map((m) => ({ ...m, optionNames })),
     host,
-    port: int('--port', options.port ?? DEFAULTS.port, 0, 65535),
+    port: int('port', options.port ?? DEFAULTS.port, 0, 65535),
     workers,
     threadsPerWorker,
-    decodeWorkers: int('--decode-workers', options.decodeWorkers ?? cores(), 1, 64),
+    decodeWorkers: int('decodeWorkers', options.decodeWorkers ?? cores(), 1, 64),
     maxBatch,
-    maxQueueDelayMs: num('--max-queue-delay-ms', options.maxQueueDelayMs ?? DEFAULTS.maxQueueDelayMs, 0, 60_000),
-    maxQueue: int('--max-queue', options.maxQueue ?? DEFAULTS.maxQueue, 1, 1_000_000),
-    timeoutMs: int('--timeout-ms', options.timeoutMs ?? DEFAULTS.timeoutMs, 1, 3_600_000),
-    bodyLimitBytes: int('--body-limit-mb', options.bodyLimitBytes ?? DEFAULTS.bodyLimitBytes, 1024, 1 << 30),
-    maxPixels: num('--max-pixels', options.maxPixels ?? DEFAULTS.maxPixels, 1, 1e10),
-    maxImagesPerRequest: int('--max-images', options.maxImagesPerRequest ?? maxBatch, 1, 4096),
+    maxQueueDelayMs: num('maxQueueDelayMs', options.maxQueueDelayMs ?? DEFAULTS.maxQueueDelayMs, 0, 60_000),
+    maxQueue: int('maxQueue', options.maxQueue ?? DEFAULTS.maxQueue, 1, 1_000_000),
+    timeoutMs: int('timeoutMs', options.timeoutMs ?? DEFAULTS.timeoutMs, 1, 3_600_000),
+    bodyLimitBytes: int('bodyLimitBytes', options.bodyLimitBytes ?? DEFAULTS.bodyLimitBytes, 1024, 1 << 30),
+    maxPixels: num('maxPixels', options.maxPixels ?? DEFAULTS.maxPixels, 1, 1e10),
+    maxImagesPerRequest: int('maxImagesPerRequest', options.maxImagesPerRequest ?? maxBatch, 1, 4096),
     token: options.token,
-    drainTimeoutMs: int('--drain-timeout-ms', options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs, 0, 3_600_000),
+    drainTimeoutMs: int('drainTimeoutMs', options.drainTimeoutMs ?? DEFAULTS.drainTimeoutMs, 0, 3_600_000),
     logLevel,
+    optionNames,
   };
 }
 
 /** A token file holds one token: a few hundred bytes; 64 KiB is far more than any. */
 const MAX_TOKEN_FILE_BYTES = 64 << 10;
 
-/** The bearer token in `path` (a regular file; surrounding whitespace trimmed); a clear UsageError otherwise. */
+/** The bearer token in `path` (a regular file; surrounding whitespace trimmed); a clear UsageError (naming `tokenFile`) otherwise. */
 export function readTokenFile(path: string): string {
   let text: string;
   try {
     text = readRegularFileSync(path, { maxBytes: MAX_TOKEN_FILE_BYTES, limitName: 'the 64 KiB a token file may take' }).toString('utf8');
   } catch (err) {
-    throw new UsageError(`--token-file ${path}: cannot read it (${describeReadError(err)})`);
+    throw new UsageError((name) => `${name('tokenFile')} ${path}: cannot read it (${describeReadError(err)})`, { cause: err });
   }
   const token = text.trim();
-  if (token.length < 16 || /\s/.test(token)) throw new UsageError(`--token-file ${path}: expected one token of at least 16 characters without spaces`);
+  if (token.length < 16 || /\s/.test(token)) {
+    throw new UsageError((name) => `${name('tokenFile')} ${path}: expected one token of at least 16 characters without spaces`);
+  }
   return token;
 }
 

@@ -4,7 +4,8 @@
  * mean image), then, for models served with --std, a division per channel; or, for models
  * exported --with-preprocessing, the pixels as HWC uint8.
  */
-import { BatchRecord, centerOffset, cropMirrorSubtract, CropPlan, MeanImage } from '@alexnet-stream/stream-io';
+import type { MeanImage } from '@alexnet-stream/core';
+import { BatchRecord, centerOffset, cropMirrorSubtract, CropPlan } from '@alexnet-stream/stream-io';
 import type { Preprocessing } from './model-description';
 
 export interface PreparedPreprocessing {

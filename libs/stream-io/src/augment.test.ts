@@ -2,10 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Rng } from '@alexnet-stream/core';
 import { AugmentStage, augmentBatch, centerOffset, cropMirrorSubtract, planCrops } from './augment';
-import type { MeanImage } from './mean';
+import type { MeanImage } from '@alexnet-stream/core';
 import { BatchRecord, DataRecord, makeHeader, StreamRecord, wholeStream } from './records';
-import { Rng } from './rng';
 
 function randomBatch(n: number, c: number, h: number, w: number, seed = 1): BatchRecord {
   const rng = new Rng(seed);
@@ -132,5 +132,6 @@ test('AugmentStage: float32 input, a size unlike the mean, a too-large crop are 
   const f32 = { ...batch, dtype: 'float32' as const, data: new Float32Array(batch.data.length) };
   await assert.rejects(runStage([f32], { mean, crop: 4 }), /record 2 \(batch starting with k0\): augment reads uint8 batches, this one is float32/);
   await assert.rejects(runStage([randomBatch(1, 3, 7, 7)], { mean, crop: 4 }), /3x7x7 images but the mean image is 3x6x6/);
-  assert.throws(() => new AugmentStage({ mean, crop: 7 }), /--crop no larger than the 6x6 images but received 7/);
+  assert.throws(() => new AugmentStage({ mean, crop: 7 }), /Expected a crop no larger than the 6x6 images but received 7/);
+  assert.throws(() => new AugmentStage({ mean, crop: 4, center: true, mirror: true }), /center takes the fixed center crop without mirroring; it cannot be combined with mirror or perBatch/);
 });

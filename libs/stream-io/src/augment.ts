@@ -19,12 +19,10 @@
  * difference is exact too, so the result equals NumPy's float32 subtraction bit for bit.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError, UsageError } from './errors';
-import type { MeanImage } from './mean';
+import { check, checkOptional, InputError, type MeanImage, Rng, UsageError } from '@alexnet-stream/core';
 import { oversizedBatch } from './framing';
 import { BatchRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 import { IMAGE_CHANNELS } from './record-validation';
-import { Rng } from './rng';
 import { StreamTally } from './stream-check';
 
 export interface CropParams {
@@ -52,10 +50,18 @@ export interface CropPlan {
 
 /** Validate crop parameters once, at the boundary: a crop larger than the image is a usage error. */
 export function checkCropParams(params: CropParams): CropParams {
-  const { crop, height, width } = params;
-  if (!Number.isInteger(crop) || crop < 1) throw new UsageError(`Expected an integer >= 1 for --crop but received ${crop}`);
+  const { height, width } = params;
+  if (params.center && (params.mirror || params.perBatch)) {
+    throw new UsageError(
+      (name) => `${name('center')} takes the fixed center crop without mirroring; it cannot be combined with ${name('mirror')} or ${name('perBatch')}`,
+    );
+  }
+  const crop = check.integer('crop', params.crop, { min: 1 });
   if (crop > height || crop > width) {
-    throw new UsageError(`Expected a --crop no larger than the ${height}x${width} images but received ${crop}`);
+    throw new UsageError(
+      (name) => `Expected a ${name('crop')} no larger than the ${height}x${width} images but received ${crop}`,
+      { code: 'ERR_INVALID_PARAMETER' },
+    );
   }
   return params;
 }
@@ -254,7 +260,7 @@ export class AugmentStage extends Transform {
   constructor(private readonly options: AugmentStageOptions) {
     super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
     checkCropParams({ ...options, height: options.mean.height, width: options.mean.width });
-    this.rng = new Rng(options.seed ?? 0);
+    this.rng = new Rng(checkOptional.seed('seed', options.seed) ?? 0);
   }
 
   override _transform(record: StreamRecord, _enc: BufferEncoding, callback: TransformCallback): void {
@@ -296,7 +302,7 @@ export class AugmentStage extends Transform {
   private checkOutputSize(n: number): void {
     const { crop } = this.options;
     const tooLarge = oversizedBatch(n, IMAGE_CHANNELS * crop * crop, 4, `float32 ${IMAGE_CHANNELS}x${crop}x${crop} crops`);
-    if (tooLarge) throw new UsageError(`${tooLarge}: make smaller batches upstream (batch --size)`);
+    if (tooLarge) throw new UsageError(`${tooLarge}: make smaller batches upstream (batch --size)`, { code: 'ERR_BATCH_TOO_LARGE' });
   }
 
   override _flush(callback: TransformCallback): void {

@@ -53,7 +53,7 @@ test('images of another size are refused naming the record key; bad batch sizes 
   // an input that stops without its trailer gives no trailer, and an error instead of an end
   const cut: StreamRecord[] = [makeHeader('image'), image(0)];
   await assert.rejects(pipeline(Readable.from(cut), new BatchStage({ batchSize: 2 }), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })), /ended after 1 record without its trailer/);
-  assert.throws(() => new BatchAssembler({ batchSize: 0 }), /Expected an integer between 1 and 1048576 for --size but received 0/);
+  assert.throws(() => new BatchAssembler({ batchSize: 0 }), /Expected an integer between 1 and 1048576 for batchSize but received 0/);
 });
 
 test('a recycled batch buffer is packed again (same memory, new contents); one of another size is not used', () => {

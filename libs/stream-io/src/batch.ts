@@ -4,7 +4,7 @@
  * marked `partial: true`, or dropped with `dropLast`.
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError, UsageError } from './errors';
+import { check, InputError, UsageError } from '@alexnet-stream/core';
 import { oversizedBatch } from './framing';
 import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 import { MAX_BATCH_SIZE } from './record-validation';
@@ -15,17 +15,12 @@ export interface BatchOptions {
   batchSize: number;
   /** Drop a last batch smaller than `batchSize` instead of emitting it marked `partial`. */
   dropLast?: boolean;
-  /** The option that set `batchSize`, for messages (default `--size`). */
-  sizeOption?: string;
 }
 
 /** Validate batch options once, at the boundary. */
-export function checkBatchSize(batchSize: number, option = '--size'): number {
+export function checkBatchSize(batchSize: number): number {
   // The stream format's bound (record-validation): a reader refuses a header declaring more.
-  if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > MAX_BATCH_SIZE) {
-    throw new UsageError(`Expected an integer between 1 and ${MAX_BATCH_SIZE} for ${option} but received ${batchSize}`);
-  }
-  return batchSize;
+  return check.integer('batchSize', batchSize, { min: 1, max: MAX_BATCH_SIZE });
 }
 
 /**
@@ -44,7 +39,7 @@ export class BatchAssembler {
   dropped = 0;
 
   constructor(private readonly options: BatchOptions) {
-    checkBatchSize(options.batchSize, options.sizeOption);
+    checkBatchSize(options.batchSize);
   }
 
   /** The CHW shape of the images seen so far. */
@@ -64,7 +59,7 @@ export class BatchAssembler {
       // Before allocating: a batch larger than any reader takes is refused, not written (nor a
       // RangeError "Invalid typed array length" when it cannot even be allocated).
       const tooLarge = oversizedBatch(this.options.batchSize, size, 1, `uint8 ${c}x${h}x${w} images`);
-      if (tooLarge) throw new UsageError(`${tooLarge}: lower ${this.options.sizeOption ?? '--size'}`);
+      if (tooLarge) throw new UsageError((name) => `${tooLarge}: lower ${name('batchSize')}`, { code: 'ERR_BATCH_TOO_LARGE' });
       const length = this.options.batchSize * size;
       this.data = this.spare?.length === length ? this.spare : new Uint8Array(length);
       this.spare = undefined;

@@ -37,5 +37,5 @@ test('float32 (augmented) batches are stretched to 0..255 per image', () => {
 
 test('an empty sheet and a count below 1 are usage errors', async () => {
   await assert.rejects(renderContactSheet([]), /no images to draw/);
-  assert.throws(() => new ContactSheetCollector(0), /Expected an integer >= 1 for --count but received 0/);
+  assert.throws(() => new ContactSheetCollector(0), /Expected an integer between 1 and 10000 for count but received 0/);
 });

@@ -7,8 +7,8 @@
  * `renderContactSheet` draws them. A collector keeps at most `count` tiles.
  */
 import type { OverlayOptions } from 'sharp';
+import { check, checkOptional, UsageError } from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';
-import { UsageError } from './errors';
 import { StreamRecord } from './records';
 
 /** One image to draw: CHW pixels (1 or 3 channels) and its caption. */
@@ -84,10 +84,12 @@ function escapeXml(text: string): string {
   return text.replace(/[<>&'"]/g, (ch) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', "'": '&apos;', '"': '&quot;' })[ch]!);
 }
 
+const checkTileSize = (tileSize: number | undefined) => checkOptional.integer('tileSize', tileSize, { min: 8, max: 1024 });
+
 /** The PNG of a grid of `tiles`, each with its caption below it. */
 export async function renderContactSheet(tiles: ContactTile[], options: ContactSheetOptions = {}): Promise<Buffer> {
   if (tiles.length === 0) throw new UsageError('no images to draw: the input holds no image or batch records');
-  const tileSize = options.tileSize ?? 128;
+  const tileSize = checkTileSize(options.tileSize) ?? 128;
   const columns = Math.max(1, Math.min(tiles.length, options.columns ?? Math.ceil(Math.sqrt(tiles.length))));
   const rows = Math.ceil(tiles.length / columns);
   const cellWidth = tileSize + GAP;
@@ -131,8 +133,10 @@ export class ContactSheetCollector {
   readonly tiles: ContactTile[] = [];
   private classNames: string[] | undefined;
 
-  constructor(readonly count: number) {
-    if (!Number.isInteger(count) || count < 1) throw new UsageError(`Expected an integer >= 1 for --count but received ${count}`);
+  /** `tileSize`, when given, is checked here, so that a bad one is refused before a stream is read for the sheet. */
+  constructor(readonly count: number, options: Pick<ContactSheetOptions, 'tileSize'> = {}) {
+    check.integer('count', count, { min: 1, max: 10000 });
+    checkTileSize(options.tileSize);
   }
 
   get full(): boolean {

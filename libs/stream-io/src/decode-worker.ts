@@ -4,8 +4,8 @@
  * the stage's own thread is left to order, frame and write records.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES, formatBytes, readRegularFileSync } from '@alexnet-stream/core';
 import { decodePlainJpegSync } from './decode-fast';
-import { DEFAULT_MAX_IMAGE_FILE_BYTES, formatBytes, readRegularFileSync } from './read-file';
 import type { DecodeOptions } from './decode';
 
 export interface DecodeTask {
@@ -26,7 +26,8 @@ function handle(task: DecodeTask): { reply: DecodeReply; transfer: ArrayBuffer[]
     // A worker may block: that is what it is for. Only a regular file, at most maxFileBytes
     // (the same limits as decode.ts's imageReadLimits; not imported from there: it loads sharp).
     const maxBytes = task.opts.maxFileBytes ?? DEFAULT_MAX_IMAGE_FILE_BYTES;
-    const bytes = readRegularFileSync(task.path, { maxBytes, limitName: `--max-file-bytes (${formatBytes(maxBytes)})` });
+    const limitName = task.opts.maxFileBytesName ? `${task.opts.maxFileBytesName} (${formatBytes(maxBytes)})` : `the ${formatBytes(maxBytes)} limit`;
+    const bytes = readRegularFileSync(task.path, { maxBytes, limitName });
     if (bytes.length === 0) return { reply: { id, kind: 'error', message: 'empty file (0 bytes)' }, transfer: [] };
     const image = decodePlainJpegSync(bytes, task.opts);
     if (image) return { reply: { id, kind: 'image', data: image.data }, transfer: [image.data.buffer as ArrayBuffer] };

@@ -6,9 +6,10 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { decodeImage, DecodeStage, hwcToChw, DecodedImage } from './decode';
+import { UsageError } from '@alexnet-stream/core';
+import { decodeImage, hwcToChw, DecodedImage } from './decode';
+import { DecodeStage } from './decode-stage';
 import { ImageRecord, ItemRecord, makeHeader, StreamRecord, wholeStream } from './records';
-import { UsageError } from './errors';
 
 function raw(width: number, height: number, channels: 1 | 2 | 3 | 4, f: (x: number, y: number, c: number) => number): ReturnType<typeof sharp> {
   const buf = Buffer.alloc(width * height * channels);
@@ -150,10 +151,10 @@ test('undecodable bytes reject with a reason: text, empty, truncated JPEG, trunc
 });
 
 test('decode options are validated with a message naming the option', () => {
-  assert.throws(() => new DecodeStage({ size: 0, resize: 'squash' }), (e: Error) => e instanceof UsageError && /--size/.test(e.message));
-  assert.throws(() => new DecodeStage({ size: 8, resize: 'stretch' as never }), (e: Error) => e instanceof UsageError && /--resize/.test(e.message));
-  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', concurrency: 0 }), /--concurrency/);
-  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', workers: -1 }), /--workers/);
+  assert.throws(() => new DecodeStage({ size: 0, resize: 'squash' }), (e: Error) => e instanceof UsageError && /for size but received 0/.test(e.message));
+  assert.throws(() => new DecodeStage({ size: 8, resize: 'stretch' as never }), (e: Error) => e instanceof UsageError && /Expected squash or center-crop for resize/.test(e.message));
+  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', concurrency: 0 }), /for concurrency but received 0/);
+  assert.throws(() => new DecodeStage({ size: 8, resize: 'squash', workers: -1 }), /for workers but received -1/);
 });
 
 test('DecodeStage: input order despite out-of-order completion, skips bad files, header becomes image header', async () => {
@@ -235,7 +236,7 @@ test('plain JPEGs (libjpeg-turbo + JS/WASM resize) match the libvips path closel
   // and Cr, i.e. about -1.1 on red and blue and 0 on green after the colour conversion. The
   // resize adds ~0.1 (decode-resample.test.ts). Measured on this image: mean 0.88-0.92, max 4.
   // Tolerance: mean <= 1.25 levels, at most 0.1% of samples off by more than 4.
-  const { decodeWithLibvips } = await import('./decode');
+  const { decodeWithLibvips } = require('./decode') as typeof import('./decode');
   for (const [w, h] of [[500, 375], [333, 500]]) {
     const jpeg = await photoLike(w, h).jpeg({ quality: 90 }).toBuffer();
     for (const resize of ['squash', 'center-crop'] as const) {
@@ -316,7 +317,7 @@ test('a decode worker thread that dies stops the stage with an error, instead of
 });
 
 test('the fast path takes only plain JPEGs of a sensible size; the rest is left to libvips', async () => {
-  const { plainJpegHeader } = await import('./decode-fast');
+  const { plainJpegHeader } = require('./decode-fast') as typeof import('./decode-fast');
   const jpeg = await photoLike(64, 48).jpeg().toBuffer();
   const opts = { size: 32, resize: 'squash' as const };
   assert.ok(plainJpegHeader(jpeg, opts));

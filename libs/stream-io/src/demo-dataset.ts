@@ -17,11 +17,8 @@
  * Same seed → byte-identical files (pure JS rendering + libvips' deterministic JPEG encoder).
  */
 import * as path from 'node:path';
+import { check, makeDirectory, Rng, writeFileAtomic } from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';
-import { invalidOption } from './errors';
-import { Rng } from './rng';
-import { makeDirectory } from './output-file';
-import { writeFileAtomic } from './atomic-file';
 
 /** Sorted, so that sorted folder names (scan's labels) and these indices agree. */
 export const DEMO_CLASSES = ['checkerboard', 'disk', 'horizontal-stripes', 'square', 'triangle', 'vertical-stripes'] as const;
@@ -147,12 +144,8 @@ export function encodeDemoJpeg(image: RenderedImage): Promise<Buffer> {
  * the file, exit 2, where a raw ENOSPC was exit 1 and left the temp file); no fsync per image:
  * the data set is regenerated from its seed, not precious.
  */
-async function writeAtomic(file: string, data: string | Buffer): Promise<void> {
-  await writeFileAtomic(file, data, { fsync: false });
-}
-
-function checkCount(name: string, value: number, min: number): void {
-  if (!Number.isInteger(value) || value < min || value > 100000) throw invalidOption(name, `an integer between ${min} and 100000`, value);
+function writeAtomic(file: string, data: string | Buffer): Promise<void> {
+  return writeFileAtomic(file, data, { fsync: false });
 }
 
 /**
@@ -162,9 +155,9 @@ function checkCount(name: string, value: number, min: number): void {
  */
 export async function generateDemoDataset(outDir: string, options: DemoDatasetOptions): Promise<DemoDatasetSummary> {
   const { seed, trainPerClass, valPerClass } = options;
-  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw invalidOption('--seed', 'an integer between 0 and 4294967295', seed);
-  checkCount('--train-per-class', trainPerClass, 1);
-  checkCount('--val-per-class', valPerClass, 0);
+  check.seed('seed', seed);
+  check.integer('trainPerClass', trainPerClass, { min: 1, max: 100000 });
+  check.integer('valPerClass', valPerClass, { min: 0, max: 100000 });
   const classNames = [...DEMO_CLASSES];
   const K = classNames.length;
   await makeDirectory(path.join(outDir, 'val'), 'demo data folder');

@@ -5,7 +5,7 @@
  */
 import { Transform, TransformCallback } from 'node:stream';
 import { Packr, Unpackr } from 'msgpackr';
-import { InputError } from './errors';
+import { InputError } from '@alexnet-stream/core';
 import { ChunkList, msgpackValueEnd, VALUE_TOO_LARGE } from './msgpack-extent';
 import { DataRecord, RecordKind, StreamHeader, StreamRecord } from './records';
 import { IMAGE_CHANNELS, validateRecord } from './record-validation';
@@ -204,6 +204,7 @@ export class RecordDecoder extends Transform {
           throw new InputError(
             `${this.source}: record ${this.count + 1} is larger than ${formatBytes(this.limit.bytes)} (${this.limit.why}); ` +
               'the stream is corrupt or not an alexnet-stream',
+            { code: 'ERR_RECORD_TOO_LARGE' },
           );
         }
         if (end === -1) throw this.invalid('byte 0xc1 starts no msgpack value');
@@ -223,7 +224,7 @@ export class RecordDecoder extends Transform {
   }
 
   private invalid(reason: string): InputError {
-    return new InputError(`${this.source}: not a valid msgpack record stream near record ${this.count + 1} (${reason})`);
+    return new InputError(`${this.source}: not a valid msgpack record stream near record ${this.count + 1} (${reason})`, { code: 'ERR_STREAM_FRAMING' });
   }
 
   private pushValue(value: unknown): void {
@@ -241,6 +242,7 @@ export class RecordDecoder extends Transform {
         throw new InputError(
           `${this.tally.describe()} ends in the middle of record ${this.count + 1} (${this.buffered.length} trailing bytes); ` +
             'was the producer killed? The stream is incomplete and nothing was finalised from it',
+          { code: 'ERR_STREAM_TRUNCATED' },
         );
       }
       this.tally.end();

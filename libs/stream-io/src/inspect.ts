@@ -8,9 +8,10 @@
  */
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { InputError } from './errors';
+import { InputError } from '@alexnet-stream/core';
 import { StreamRecord } from './records';
-import { readShardIndex, ShardReader, ShardSetEntry } from './shards';
+import { ShardReader } from './shard-reader';
+import { readShardIndex, ShardSetEntry } from './shards';
 import { StreamTally } from './stream-check';
 
 export interface ChannelStats {

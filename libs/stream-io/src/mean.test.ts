@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { encodeNpy } from '@alexnet-stream/core';
 import { MeanAccumulator, MeanStage, readMeanNpy, writeMeanNpy } from './mean';
-import { encodeNpy } from './npy';
 import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
 
 function image(key: string, values: number[], c = 1, h = 1, w = values.length / c / h): ImageRecord {

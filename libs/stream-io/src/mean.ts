@@ -7,21 +7,11 @@
  * are the file IO (atomic write: temp + rename).
  */
 import { Transform, TransformCallback } from 'node:stream';
-import { InputError } from './errors';
-import { decodeNpy, encodeNpy } from './npy';
+import { decodeNpy, describeReadError, encodeNpy, InputError, type MeanImage, meanImageProblem, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
 import { BatchRecord, ImageRecord, StreamRecord } from './records';
-import { writeFileAtomic } from './atomic-file';
 import { StreamTally } from './stream-check';
-import { describeReadError, readRegularFileAsync } from './read-file';
 
 /** A mean image: float32 values in CHW order. */
-export interface MeanImage {
-  channels: number;
-  height: number;
-  width: number;
-  data: Float32Array;
-}
-
 /** Sums uint8 CHW images of one size in float64; `mean()` divides by the count. */
 export class MeanAccumulator {
   private sum: Float64Array | undefined;
@@ -73,7 +63,7 @@ export class MeanAccumulator {
 
   /** The mean so far as float32 (throws if nothing was added: a mean of nothing is an error). */
   mean(): MeanImage {
-    if (!this.shape || this.count === 0) throw new InputError('no images: cannot compute a mean of an empty dataset');
+    if (!this.shape || this.count === 0) throw new InputError('no images: cannot compute a mean of an empty dataset', { code: 'ERR_EMPTY_DATASET' });
     const out = new Float32Array(this.sum!.length);
     for (let i = 0; i < out.length; i++) out[i] = this.sum![i] / this.count;
     return { channels: this.shape[0], height: this.shape[1], width: this.shape[2], data: out };
@@ -132,39 +122,27 @@ export async function writeMeanNpy(path: string, mean: MeanImage): Promise<void>
 
 /**
  * Read a mean image from `.npy`: float32 or float64, shape (C, H, W) — ours or the seed's
- * `img_mean.npy`. Other shapes are refused with the shape named.
+ * `img_mean.npy`; every side at least 1 and every value finite (core's `meanImageProblem`).
+ * Other shapes are refused with the shape named.
  */
-/**
- * What is wrong with a mean image's sides or values, or undefined: every side at least 1, every
- * value finite (a NaN or infinite mean turns every image it is subtracted from into NaN, and a
- * model exported with it carries NaN channel means).
- */
-export function meanImageProblem(shape: readonly number[], data: ArrayLike<number>): string | undefined {
-  if (shape.some((side) => side < 1)) return `shape (${shape.join(', ')}) has an empty side`;
-  for (let i = 0; i < data.length; i++) {
-    if (!Number.isFinite(data[i])) return `value ${i} is ${data[i]}: a mean image holds finite numbers only`;
-  }
-  return undefined;
-}
-
 export async function readMeanNpy(path: string): Promise<MeanImage> {
   let bytes: Buffer;
   try {
     // a regular file of bounded size: `--mean /dev/zero` or a FIFO is refused, not read forever
     bytes = await readRegularFileAsync(path, { maxBytes: MAX_MEAN_FILE_BYTES, limitName: `the ${MAX_MEAN_FILE_BYTES >> 20} MiB a mean image may take` });
   } catch (err) {
-    throw new InputError(`${path}: cannot read the mean image (${describeReadError(err)})`);
+    throw new InputError(`${path}: cannot read the mean image (${describeReadError(err)})`, { code: 'ERR_MEAN_IMAGE', cause: err });
   }
   const array = decodeNpy(bytes, path);
   if (array.shape.length !== 3 || array.shape[0] < 1) {
-    throw new InputError(`${path}: a mean image must have shape (C, H, W), this one is (${array.shape.join(', ')})`);
+    throw new InputError(`${path}: a mean image must have shape (C, H, W), this one is (${array.shape.join(', ')})`, { code: 'ERR_MEAN_IMAGE' });
   }
   let data: Float32Array;
   if (array.data instanceof Float32Array) data = array.data;
   else if (array.data instanceof Float64Array || array.data instanceof Uint8Array) data = Float32Array.from(array.data);
-  else throw new InputError(`${path}: a mean image must be float32 or float64, this one is ${array.dtype}`);
+  else throw new InputError(`${path}: a mean image must be float32 or float64, this one is ${array.dtype}`, { code: 'ERR_MEAN_IMAGE' });
   const problem = meanImageProblem(array.shape, data);
-  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`);
+  if (problem) throw new InputError(`${path}: not a usable mean image: ${problem}`, { code: 'ERR_MEAN_IMAGE' });
   const [channels, height, width] = array.shape;
   return { channels, height, width, data };
 }

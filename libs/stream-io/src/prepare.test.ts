@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { readMeanNpy } from './mean';
 import { formatPrepareSummary, prepareDataDir, PrepareOptions, splitForValidation } from './prepare';
-import { readShard, readShardIndex, shardSet } from './shards';
+import { readShard } from './shard-reader';
+import { readShardIndex, shardSet } from './shards';
 
 /** A tiny class-folder dataset: `perClass` solid-colour PNGs per class (colour = f(class, index)). */
 async function makeDataset(root: string, classes: string[], perClass: number): Promise<void> {
@@ -37,7 +38,7 @@ test('splitForValidation: deterministic, disjoint, covers everything, at least o
   assert.notDeepEqual(a.val, splitForValidation(items, 0.2, 8).val);
   assert.equal(splitForValidation([1, 2], 0.01, 0).val.length, 1);
   assert.equal(splitForValidation([1, 2], 0.99, 0).train.length, 1);
-  assert.throws(() => splitForValidation(items, 1, 0), /between 0 and 1 \(exclusive\) for --val-split but received 1/);
+  assert.throws(() => splitForValidation(items, 1, 0), /Expected a number in \(0, 1\) for valSplit but received 1/);
 });
 
 test('prepare writes train/val shards, the train mean, classes.txt and a manifest; a rerun says it is complete', () =>
@@ -125,9 +126,9 @@ test('bad options, a missing or empty dataset are clear errors (exit code 2)', (
     await assert.rejects(prepareDataDir({ train: join(dir, 'nope'), out }), (e: Error & { exitCode?: number }) => e.exitCode === 2 && /nope/.test(e.message));
     await mkdir(join(dir, 'empty', 'a'), { recursive: true });
     await assert.rejects(prepareDataDir({ train: join(dir, 'empty'), out }), /no images found in its 1 class folders/);
-    await assert.rejects(prepareDataDir({ train: dir, out, batchSize: 0 }), /Expected an integer between 1 and 1048576 for --batch-size but received 0/);
-    await assert.rejects(prepareDataDir({ train: dir, out, valSplit: 0.1, val: dir }), /either --val .* or --val-split/);
-    await assert.rejects(prepareDataDir({ train: dir, out, valList: 'x.txt' }), /--val-list needs --val/);
+    await assert.rejects(prepareDataDir({ train: dir, out, batchSize: 0 }), /Expected an integer between 1 and 1048576 for batchSize but received 0/);
+    await assert.rejects(prepareDataDir({ train: dir, out, valSplit: 0.1, val: dir }), /either val \(with valList\) or valSplit, not both/);
+    await assert.rejects(prepareDataDir({ train: dir, out, valList: 'x.txt' }), /valList needs val, the folder its paths are relative to/);
     await writeFile(join(dir, 'empty', 'a', 'x.png'), 'broken');
     await assert.rejects(prepareDataDir({ train: join(dir, 'empty'), out, fsync: false }), /train: none of the 1 images could be decoded/);
   }));

@@ -20,18 +20,28 @@ import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import {
+  acquireLock,
+  AlexnetStreamError,
+  check,
+  checkOptional,
+  describeWriteError,
+  InputError,
+  makeDirectory,
+  OutputError,
+  UsageError,
+  readRegularFileAsync,
+  Rng,
+  writeFileAtomic,
+} from '@alexnet-stream/core';
 import { BatchStage, checkBatchSize } from './batch';
-import { DecodeStage, ResizeMode } from './decode';
-import { AlexnetStreamError, InputError, UsageError } from './errors';
-import { acquireLock } from './lock-file';
+import { ResizeMode, validateDecodeOptions } from './decode';
+import { DecodeStage } from './decode-stage';
 import { MeanStage, writeMeanNpy } from './mean';
-import { describeWriteError, makeDirectory, OutputError } from './output-file';
 import { ItemRecord, makeHeader, wholeStream } from './records';
-import { readRegularFileAsync } from './read-file';
-import { Rng } from './rng';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
-import { ShardSetEntry, ShardWriter } from './shards';
-import { writeFileAtomic } from './atomic-file';
+import { ShardWriter } from './shard-writer';
+import { ShardSetEntry } from './shards';
 
 export const PREPARE_MANIFEST = 'prepare.json';
 const PARTIAL_MARKER = '.prepare-partial';
@@ -104,7 +114,7 @@ export interface PrepareResult {
  * round(n · fraction) (at least 1) validate, the rest train; each part keeps the input order.
  */
 export function splitForValidation<T>(items: readonly T[], fraction: number, seed: number): { train: T[]; val: T[] } {
-  if (!(fraction > 0 && fraction < 1)) throw new UsageError(`Expected a fraction between 0 and 1 (exclusive) for --val-split but received ${fraction}`);
+  check.number('valSplit', fraction, { min: 0, max: 1, minExclusive: true, maxExclusive: true });
   const order = new Rng((seed ^ 0x2545f491) >>> 0).shuffle(Array.from({ length: items.length }, (_, i) => i));
   const valCount = Math.min(items.length - 1, Math.max(1, Math.round(items.length * fraction)));
   const isVal = new Uint8Array(items.length);
@@ -113,11 +123,17 @@ export function splitForValidation<T>(items: readonly T[], fraction: number, see
 }
 
 function checkOptions(o: PrepareOptions): void {
-  if (o.valSplit !== undefined && (o.val || o.valList)) throw new UsageError('give either --val (with --val-list) or --val-split, not both');
-  if (o.valList && !o.val) throw new UsageError('--val-list needs --val, the folder its paths are relative to');
-  if (o.valSplit !== undefined && !(o.valSplit > 0 && o.valSplit < 1)) throw new UsageError(`Expected a fraction between 0 and 1 (exclusive) for --val-split but received ${o.valSplit}`);
-  checkBatchSize(o.batchSize ?? 256, '--batch-size');
-  if (o.limit !== undefined && !(Number.isInteger(o.limit) && o.limit >= 1)) throw new UsageError(`Expected an integer >= 1 for --limit but received ${o.limit}`);
+  if (o.valSplit !== undefined && (o.val || o.valList)) {
+    throw new UsageError((name) => `give either ${name('val')} (with ${name('valList')}) or ${name('valSplit')}, not both`);
+  }
+  if (o.valList && !o.val) throw new UsageError((name) => `${name('valList')} needs ${name('val')}, the folder its paths are relative to`);
+  checkOptional.number('valSplit', o.valSplit, { min: 0, max: 1, minExclusive: true, maxExclusive: true });
+  checkBatchSize(o.batchSize ?? 256);
+  validateDecodeOptions({ size: o.size ?? 256, resize: o.resize ?? 'squash' });
+  checkOptional.seed('seed', o.seed);
+  checkOptional.integer('concurrency', o.concurrency, { min: 1, max: 1024 });
+  checkOptional.integer('limit', o.limit, { min: 1 });
+  checkOptional.integer('batchesPerShard', o.batchesPerShard, { min: 1 });
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -154,7 +170,9 @@ async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; trai
   } else if (o.val) {
     const val = await listClassFolders(o.val, listing);
     if (val.classNames.join('\n') !== classNames.join('\n')) {
-      throw new InputError(`${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use --val-list for a flat folder)`);
+      throw new InputError(
+        (name) => `${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use ${name('valList')} for a flat folder)`,
+      );
     }
     valItems = val.items;
     if (valItems.length === 0) throw new InputError(`${o.val}: no images found`);
@@ -185,7 +203,7 @@ async function writeSet(
   const batchSize = o.batchSize ?? 256;
   const writer = new ShardWriter({ dir, prefix, batchSize, batchesPerShard: o.batchesPerShard, classNames, fsync: o.fsync, producer: 'alexnet-stream prepare' });
   const source = Readable.from(wholeStream(makeHeader('item', { classNames, producer: 'alexnet-stream prepare' }), items), { objectMode: true, highWaterMark: 16 });
-  const batch = new BatchStage({ batchSize, sizeOption: '--batch-size' });
+  const batch = new BatchStage({ batchSize });
   try {
     if (mean) await pipeline(source, decode, mean, batch, writer);
     else await pipeline(source, decode, batch, writer);
@@ -214,7 +232,7 @@ export async function prepareDataDir(o: PrepareOptions): Promise<PrepareResult> 
     advice: `another prepare is building ${o.out}; wait for it to finish, or stop it (its ${out}.partial is then cleared by the next run)`,
   }).catch((err: unknown) => {
     if (err instanceof AlexnetStreamError) throw err;
-    throw new OutputError(`${o.out}: cannot take the lock ${out}.lock: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${o.out}: cannot take the lock ${out}.lock: ${describeWriteError(err)}`, { cause: err });
   });
   try {
     return await prepareLocked({ ...o, out });
@@ -272,12 +290,12 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
     return { out: o.out, alreadyComplete: true, manifest: existing };
   }
   if (!existing && (await exists(o.out))) {
-    throw new InputError(`${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another --out`);
+    throw new InputError((name) => `${o.out} exists and is not a complete prepare output (no ${PREPARE_MANIFEST}); remove it or choose another ${name('out')}`);
   }
   const partial = `${o.out}.partial`;
   if (await exists(partial)) {
     if (!(await exists(join(partial, PARTIAL_MARKER)))) {
-      throw new InputError(`${partial} exists but was not made by prepare (no ${PARTIAL_MARKER}); remove it or choose another --out`);
+      throw new InputError((name) => `${partial} exists but was not made by prepare (no ${PARTIAL_MARKER}); remove it or choose another ${name('out')}`);
     }
     // Ours to remove: made by prepare, and (we hold the lock) no prepare is writing it now.
     o.onNotice?.(`removing ${partial} left by an interrupted run; starting over`);
@@ -286,7 +304,7 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
 
   const sets = await listSets(o);
   await mkdir(partial).catch((err) => {
-    throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${partial}: cannot create the work folder: ${describeWriteError(err)}`, { cause: err });
   });
 
   let manifest: PrepareManifest;

@@ -9,7 +9,7 @@
  * `header`, when given, is the stream's header: records are also checked against what it
  * declares (class count, image size, batch size, dtype).
  */
-import { InputError } from './errors';
+import { InputError } from '@alexnet-stream/core';
 import {
   BatchDtype,
   BatchRecord,
@@ -43,7 +43,7 @@ function shown(value: unknown): string {
 }
 
 function fail(where: string, field: string, expected: string, value: unknown): never {
-  throw new InputError(`${where}: field "${field}" should be ${expected} but is ${shown(value)}`);
+  throw new InputError(`${where}: field "${field}" should be ${expected} but is ${shown(value)}`, { code: 'ERR_RECORD_INVALID' });
 }
 
 function integerIn(r: Record<string, unknown>, field: string, min: number, max: number, where: string): number {
@@ -74,9 +74,21 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
  * leading or trailing white space (it would be lost on read-back). `where` names its source.
  */
 export function checkClassName(name: unknown, where: string): string {
-  if (typeof name !== 'string' || name.length === 0) throw new InputError(`${where}: class name ${shown(name)} is not a non-empty string`);
-  if (CONTROL.test(name)) throw new InputError(`${where}: class name ${JSON.stringify(name)} contains a control character (a newline, tab, …), which classes.txt cannot keep on one line; rename it`);
-  if (name.trim() !== name) throw new InputError(`${where}: class name ${JSON.stringify(name)} starts or ends with white space, which classes.txt cannot keep (names are trimmed on read-back); rename it`);
+  if (typeof name !== 'string' || name.length === 0) {
+    throw new InputError(`${where}: class name ${shown(name)} is not a non-empty string`, { code: 'ERR_RECORD_INVALID' });
+  }
+  if (CONTROL.test(name)) {
+    throw new InputError(
+      `${where}: class name ${JSON.stringify(name)} contains a control character (a newline, tab, …), which classes.txt cannot keep on one line; rename it`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
+  }
+  if (name.trim() !== name) {
+    throw new InputError(
+      `${where}: class name ${JSON.stringify(name)} starts or ends with white space, which classes.txt cannot keep (names are trimmed on read-back); rename it`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
+  }
   return name;
 }
 
@@ -96,7 +108,10 @@ export function typedFrom<T extends Float32Array | Int32Array | Uint8Array>(
 ): T {
   const size = ctor.BYTES_PER_ELEMENT;
   if (bytes.byteLength % size !== 0) {
-    throw new InputError(`${where}: field "${field}" holds ${bytes.byteLength} bytes, not a whole number of ${size}-byte elements`);
+    throw new InputError(
+      `${where}: field "${field}" holds ${bytes.byteLength} bytes, not a whole number of ${size}-byte elements`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
   }
   const length = bytes.byteLength / size;
   if (bytes.byteOffset % size === 0 && 2 * bytes.byteLength >= bytes.buffer.byteLength) {
@@ -110,13 +125,16 @@ export function typedFrom<T extends Float32Array | Int32Array | Uint8Array>(
 /** The stream header: schema, kind, and the optional facts it declares (checked if present). */
 export function validateHeader(r: Record<string, unknown>, where: string): StreamHeader {
   if (r.schema === LEGACY_SCHEMA) {
-    throw new InputError(`${where}: stream schema ${JSON.stringify(LEGACY_SCHEMA)} was written by an older alexnet-stream, before streams ended with a trailer that proves them whole; run the stage that made it again`);
+    throw new InputError(
+      `${where}: stream schema ${JSON.stringify(LEGACY_SCHEMA)} was written by an older alexnet-stream, before streams ended with a trailer that proves them whole; run the stage that made it again`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
   }
   if (r.schema !== SCHEMA) {
-    throw new InputError(`${where}: stream schema ${shown(r.schema)} is not supported (expected ${JSON.stringify(SCHEMA)})`);
+    throw new InputError(`${where}: stream schema ${shown(r.schema)} is not supported (expected ${JSON.stringify(SCHEMA)})`, { code: 'ERR_RECORD_INVALID' });
   }
   if (r.kind !== 'item' && r.kind !== 'image' && r.kind !== 'batch') {
-    throw new InputError(`${where}: header names unknown record kind ${shown(r.kind)}`);
+    throw new InputError(`${where}: header names unknown record kind ${shown(r.kind)}`, { code: 'ERR_RECORD_INVALID' });
   }
   if (r.classNames !== undefined) {
     if (!Array.isArray(r.classNames)) fail(where, 'classNames', 'a list of class names', r.classNames);
@@ -131,7 +149,9 @@ export function validateHeader(r: Record<string, unknown>, where: string): Strea
 
 function checkLabel(label: number, where: string, header: StreamHeader | undefined): void {
   const classes = header?.classNames?.length;
-  if (classes && label >= classes) throw new InputError(`${where}: label ${label} is out of range for the stream's ${classes} class names`);
+  if (classes && label >= classes) {
+    throw new InputError(`${where}: label ${label} is out of range for the stream's ${classes} class names`, { code: 'ERR_RECORD_INVALID' });
+  }
 }
 
 export function validateItem(r: Record<string, unknown>, where: string, header?: StreamHeader): ItemRecord {
@@ -144,7 +164,10 @@ export function validateItem(r: Record<string, unknown>, where: string, header?:
 
 function checkSide(side: number, field: string, where: string, header: StreamHeader | undefined): void {
   if (header?.imageSize !== undefined && side !== header.imageSize) {
-    throw new InputError(`${where}: ${field} ${side}, but the stream's header declares ${header.imageSize}x${header.imageSize} images`);
+    throw new InputError(
+      `${where}: ${field} ${side}, but the stream's header declares ${header.imageSize}x${header.imageSize} images`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
   }
 }
 
@@ -160,45 +183,68 @@ export function validateImage(r: Record<string, unknown>, where: string, header?
   const data = typedFrom(binField(r, 'data', at), Uint8Array, at, 'data');
   const expected = channels * height * width;
   if (data.length !== expected) {
-    throw new InputError(`${at}: ${data.length} pixel bytes for a ${channels}x${height}x${width} image (expected ${expected})`);
+    throw new InputError(`${at}: ${data.length} pixel bytes for a ${channels}x${height}x${width} image (expected ${expected})`, { code: 'ERR_RECORD_INVALID' });
   }
   return { ...r, data } as unknown as ImageRecord;
 }
 
 export function validateBatch(r: Record<string, unknown>, where: string, header?: StreamHeader): BatchRecord {
   if (!DTYPES.includes(r.dtype as BatchDtype)) {
-    throw new InputError(`${where}: batch dtype ${shown(r.dtype)} is not supported (expected "uint8" or "float32")`);
+    throw new InputError(`${where}: batch dtype ${shown(r.dtype)} is not supported (expected "uint8" or "float32")`, { code: 'ERR_RECORD_INVALID' });
   }
   const dtype = r.dtype as BatchDtype;
-  if (header?.dtype !== undefined && dtype !== header.dtype) throw new InputError(`${where}: a ${dtype} batch in a stream whose header declares ${header.dtype} batches`);
-  if (r.layout !== 'NCHW') throw new InputError(`${where}: batch layout ${shown(r.layout)} is not supported (expected "NCHW")`);
+  if (header?.dtype !== undefined && dtype !== header.dtype) {
+    throw new InputError(`${where}: a ${dtype} batch in a stream whose header declares ${header.dtype} batches`, { code: 'ERR_RECORD_INVALID' });
+  }
+  if (r.layout !== 'NCHW') throw new InputError(`${where}: batch layout ${shown(r.layout)} is not supported (expected "NCHW")`, { code: 'ERR_RECORD_INVALID' });
   const shape = r.shape;
   if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((d) => typeof d === 'number' && Number.isInteger(d))) {
-    throw new InputError(`${where}: batch shape ${Array.isArray(shape) ? JSON.stringify(shape) : shown(shape)} is not 4 integers (NCHW)`);
+    throw new InputError(
+      `${where}: batch shape ${Array.isArray(shape) ? JSON.stringify(shape) : shown(shape)} is not 4 integers (NCHW)`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
   }
   const [n, c, h, w] = shape as number[];
   const maxN = header?.batchSize ?? MAX_BATCH_SIZE;
-  if (n < 1 || n > maxN) throw new InputError(`${where}: a batch of ${n} images (expected 1 to ${maxN}${header?.batchSize !== undefined ? ', the batch size its header declares' : ''})`);
-  if (c !== IMAGE_CHANNELS) throw new InputError(`${where}: batch shape ${JSON.stringify(shape)} has ${c} channels (expected ${IMAGE_CHANNELS}, RGB)`);
-  if (h < 1 || h > MAX_IMAGE_SIDE || w < 1 || w > MAX_IMAGE_SIDE) throw new InputError(`${where}: batch shape ${JSON.stringify(shape)}: image sides must be 1 to ${MAX_IMAGE_SIDE}`);
+  if (n < 1 || n > maxN) {
+    throw new InputError(
+      `${where}: a batch of ${n} images (expected 1 to ${maxN}${header?.batchSize !== undefined ? ', the batch size its header declares' : ''})`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
+  }
+  if (c !== IMAGE_CHANNELS) {
+    throw new InputError(`${where}: batch shape ${JSON.stringify(shape)} has ${c} channels (expected ${IMAGE_CHANNELS}, RGB)`, { code: 'ERR_RECORD_INVALID' });
+  }
+  if (h < 1 || h > MAX_IMAGE_SIDE || w < 1 || w > MAX_IMAGE_SIDE) {
+    throw new InputError(`${where}: batch shape ${JSON.stringify(shape)}: image sides must be 1 to ${MAX_IMAGE_SIDE}`, { code: 'ERR_RECORD_INVALID' });
+  }
   checkSide(h, 'image height', where, header);
   checkSide(w, 'image width', where, header);
   if (r.partial !== undefined && typeof r.partial !== 'boolean') fail(where, 'partial', 'true or false', r.partial);
   const keys = r.keys;
   if (!Array.isArray(keys) || keys.length !== n || !keys.every((k) => typeof k === 'string')) {
-    throw new InputError(`${where}: a batch of ${n} images needs ${n} string keys, it has ${Array.isArray(keys) ? `${keys.length} keys` : shown(keys)}`);
+    throw new InputError(
+      `${where}: a batch of ${n} images needs ${n} string keys, it has ${Array.isArray(keys) ? `${keys.length} keys` : shown(keys)}`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
   }
   const data = dtype === 'uint8' ? typedFrom(binField(r, 'data', where), Uint8Array, where, 'data') : typedFrom(binField(r, 'data', where), Float32Array, where, 'data');
   const labels = typedFrom(binField(r, 'labels', where), Int32Array, where, 'labels');
   if (data.length !== n * c * h * w) {
-    throw new InputError(`${where}: batch has ${data.length} values for shape ${JSON.stringify(shape)} (expected ${n * c * h * w})`);
+    throw new InputError(
+      `${where}: batch has ${data.length} values for shape ${JSON.stringify(shape)} (expected ${n * c * h * w})`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
   }
-  if (labels.length !== n) throw new InputError(`${where}: a batch of ${n} images has ${labels.length} labels`);
+  if (labels.length !== n) throw new InputError(`${where}: a batch of ${n} images has ${labels.length} labels`, { code: 'ERR_RECORD_INVALID' });
   const classes = header?.classNames?.length || MAX_LABEL + 1;
   for (let i = 0; i < n; i++) {
     const label = labels[i];
     if (label < 0 || label >= classes) {
-      throw new InputError(`${where} (${keys[i] as string}): label ${label} is ${label < 0 ? 'negative' : `out of range for the stream's ${classes} class names`}`);
+      throw new InputError(
+        `${where} (${keys[i] as string}): label ${label} is ${label < 0 ? 'negative' : `out of range for the stream's ${classes} class names`}`,
+        { code: 'ERR_RECORD_INVALID' },
+      );
     }
   }
   return { ...r, data, labels } as unknown as BatchRecord;
@@ -225,7 +271,10 @@ function describe(value: unknown): string {
  */
 export function validateRecord(raw: unknown, where: string, header?: StreamHeader): StreamRecord {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Uint8Array) {
-    throw new InputError(`${where}: expected a record (a msgpack map), got ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`);
+    throw new InputError(
+      `${where}: expected a record (a msgpack map), got ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`,
+      { code: 'ERR_RECORD_INVALID' },
+    );
   }
   const r = raw as Record<string, unknown>;
   switch (r.type) {
@@ -235,6 +284,6 @@ export function validateRecord(raw: unknown, where: string, header?: StreamHeade
     case 'batch': return validateBatch(r, where, header);
     case 'trailer': return validateTrailer(r, where);
     default:
-      throw new InputError(`${where}: unknown record ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`);
+      throw new InputError(`${where}: unknown record ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`, { code: 'ERR_RECORD_INVALID' });
   }
 }

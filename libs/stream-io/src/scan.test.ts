@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { InputError } from '@alexnet-stream/core';
 import { listClassFolders, readCaffeList, selectItems, isImageFile } from './scan';
-import { InputError } from './errors';
 
 function tree(files: string[]): string {
   const root = mkdtempSync(join(tmpdir(), 'scan-'));
@@ -69,5 +69,5 @@ test('selectItems: seeded shuffle, shards partition the set, limit after shard',
   assert.deepEqual(shards[1], a.filter((_, i) => i % 3 === 1));
   assert.deepEqual(selectItems(items, { shuffle: true, seed: 5, shard: { index: 1, count: 3 }, limit: 4 }), shards[1].slice(0, 4));
   assert.deepEqual(items.length, 101); // input untouched
-  assert.throws(() => selectItems(items, { shard: { index: 3, count: 3 } }), /shard 3\/3/);
+  assert.throws(() => selectItems(items, { shard: { index: 3, count: 3 } }), /Expected i\/N with 0 <= i < N \(e.g. 0\/4\) for shard but received "3\/3"/);
 });

@@ -10,11 +10,9 @@
  */
 import { Dirent, promises as fs, Stats } from 'node:fs';
 import * as path from 'node:path';
-import { InputError, UsageError } from './errors';
-import { describeReadError, readUserFile } from './read-file';
+import { check, checkOptional, describeReadError, InputError, readUserFile, Rng } from '@alexnet-stream/core';
 import { checkClassName, validateItem } from './record-validation';
 import { ItemRecord } from './records';
-import { Rng } from './rng';
 
 /** File extensions taken as images, compared case-insensitively (ImageNet uses ".JPEG"). */
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff', '.bmp', '.gif'];
@@ -124,7 +122,7 @@ export interface ItemList {
  */
 export async function listClassFolders(root: string, options: ListOptions = {}): Promise<ItemList> {
   const st = await statOrThrow(root, 'data set folder');
-  if (!st.isDirectory()) throw new InputError(`data set folder ${root} is not a folder (for a list file use --list)`);
+  if (!st.isDirectory()) throw new InputError((name) => `data set folder ${root} is not a folder (for a list file use ${name('list')})`);
   const absRoot = path.resolve(root);
   const classes: { name: string; dir: string; stats: Stats }[] = [];
   for (const entry of await readFolder(absRoot)) {
@@ -192,7 +190,9 @@ export async function readCaffeList(listFile: string, root: string, classNames?:
       throw new InputError(`${where}: label ${label} is out of range for ${classNames.length} classes`);
     }
     // No file system opens a longer path (PATH_MAX), and no reader takes an item record over 1 MiB.
-    if (Buffer.byteLength(file) > MAX_PATH_BYTES) throw new InputError(`${where}: the path is ${Buffer.byteLength(file)} bytes long, more than the ${MAX_PATH_BYTES} a file system opens`);
+    if (Buffer.byteLength(file) > MAX_PATH_BYTES) {
+      throw new InputError(`${where}: the path is ${Buffer.byteLength(file)} bytes long, more than the ${MAX_PATH_BYTES} a file system opens`);
+    }
     const item: ItemRecord = { type: 'item', path: path.resolve(absRoot, file), label, key: toKey(file) };
     // The rules every reader applies (a label within int32, no NUL in a path): a line that breaks
     // them is refused here, naming it, not written into a stream the next stage must refuse.
@@ -240,10 +240,9 @@ export interface SelectOptions {
 /** Shuffle → shard → limit, in that order; returns a new array and leaves `items` alone. */
 export function selectItems<T>(items: readonly T[], options: SelectOptions = {}): T[] {
   const { shuffle = false, seed = 0, shard, limit } = options;
-  if (shard && !(Number.isInteger(shard.index) && Number.isInteger(shard.count) && shard.count >= 1 && shard.index >= 0 && shard.index < shard.count)) {
-    throw new UsageError(`shard ${shard.index}/${shard.count} is not i/N with 0 <= i < N`);
-  }
-  if (limit !== undefined && !(Number.isInteger(limit) && limit >= 0)) throw new UsageError(`limit ${limit} is not a non-negative integer`);
+  if (shard) check.shard('shard', shard);
+  checkOptional.integer('limit', limit, { min: 0 });
+  check.seed('seed', seed);
   let out = items.slice();
   if (shuffle) new Rng(seed).shuffle(out);
   if (shard && shard.count > 1) out = out.filter((_, i) => i % shard.count === shard.index);

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,15 +8,9 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BatchStage } from './batch';
 import { ImageRecord, BatchRecord, DataRecord, makeHeader, StreamRecord, StreamTrailer, wholeStream } from './records';
-import {
-  planShardOrder,
-  readShardIndex,
-  ShardReader,
-  ShardWriter,
-  ShardWriterOptions,
-  shardSet,
-  updateShardIndex,
-} from './shards';
+import { planShardOrder, readShard, ShardReader } from './shard-reader';
+import { ShardWriter, ShardWriterOptions } from './shard-writer';
+import { readShardIndex, shardSet, updateShardIndex } from './shards';
 
 function images(count: number, start = 0): ImageRecord[] {
   return Array.from({ length: count }, (_, k) => {
@@ -227,15 +222,34 @@ test('the writer refuses float32 batches, mixed sizes, a batch after a partial o
     assert.ok(!(await readdir(dir)).some((n) => n.endsWith('.msgpack') || n.includes('.tmp-')));
   }));
 
-test('a reader with a stalled consumer reads ahead only a bounded number of shards', () =>
+test('a reader with a stalled consumer reads ahead only a bounded number of shards', { timeout: 30_000 }, () =>
   withDir(async (dir) => {
     await writeShards(dir, images(40), 2); // 20 one-batch shards
-    const reader = new ShardReader({ dir, prefix: 'train', highWaterMark: 2 });
+    // Every shard read is requested only while the buffer has room (the consumer made it): the
+    // readable length at each request, recorded as it happens, not sampled after a sleep.
+    const bufferedAtRequest: number[] = [];
+    const reader: ShardReader = new ShardReader({
+      dir,
+      prefix: 'train',
+      highWaterMark: 2,
+      readShard: (...args) => {
+        bufferedAtRequest.push(reader.readableLength);
+        return readShard(...args);
+      },
+    });
     reader.pause();
+    const stalled = once(reader, 'backpressure');
     reader.read(0); // start it, then consume nothing
-    await new Promise((r) => setTimeout(r, 200));
-    // header + highWaterMark records buffered, one shard decoded: nowhere near the 20 shards
+    await stalled; // its buffer is full and it stopped reading: no timer decides when
+    // A reader that went on would ask for the next shard within microtasks of that (the request is
+    // recorded when readShard is called, before any IO): let them all run.
+    await new Promise((r) => setImmediate(r));
+    // header + highWaterMark records buffered, one shard read: nowhere near the 20 shards
     assert.ok(reader.readableLength <= 3, `buffered ${reader.readableLength} records`);
-    assert.ok((reader as unknown as { position: number }).position <= 3, 'shards read so far');
+    assert.equal(bufferedAtRequest.length, 1, 'shards read with nothing consumed');
     assert.equal((await readAll(reader)).length, 22, 'resuming delivers the header, all 20 batches and the trailer');
+    assert.equal(bufferedAtRequest.length, 20);
+    // Node asks for more (and the next shard is read) as the consumer takes a record, before the
+    // record leaves the buffer: at most highWaterMark records are buffered at any request.
+    assert.ok(bufferedAtRequest.every((n) => n <= 2), `a shard was read with more than highWaterMark records buffered: ${bufferedAtRequest.join(',')}`);
   }));

@@ -1,5 +1,7 @@
 /**
- * Shard directories (DESIGN §4): `train-00000.msgpack` … plus `index.json`.
+ * Shard directories (DESIGN §4): `train-00000.msgpack` … plus `index.json`. This module is the
+ * index: its format, its validation, and its updates under a lock; `shard-reader.ts` reads a
+ * set, `shard-writer.ts` writes one.
  *
  * A shard file is itself a record stream: a header (kind `batch`, with `shard: {prefix, index}`
  * and the class names) followed by uint8 NCHW batch records, so `cat train-00000.msgpack |
@@ -17,31 +19,20 @@
  *
  * Atomicity: every shard is written to a hidden temp file (`.train-00000.msgpack.tmp-HOST-PID-…`)
  * and renamed when complete; a writer removes its prefix's entry from `index.json` before its
- * first rename and adds the new entry only after its last shard is renamed (index updates are serialised by an
- * `index.json.lock` file and are themselves temp + rename). Readers read only the files an
- * index entry lists and verify each one's sha256, so a killed writer, a leftover temp file or a
- * damaged shard is never taken as whole.
+ * first rename and adds the new entry only after its last shard is renamed (index updates are
+ * serialised by an `index.json.lock` file and are themselves temp + rename). Readers read only
+ * the files an index entry lists and verify each one's sha256, so a killed writer, a leftover
+ * temp file or a damaged shard is never taken as whole.
  *
- * Pure parts for the training loader: `readShardIndex`, `shardSet`, `planShardOrder`,
- * `decodeShard`, `verifyShard`, `readShard`. Streams: `ShardWriter` (batches → dir) and
- * `ShardReader` (dir → header + batches).
+ * The lock (core's lock-file.ts) is a single-host lock: a lock whose process is gone on this
+ * host is broken at once; one from another host is never broken automatically (its process
+ * cannot be checked from here) and its message says which file to remove. A shard directory on
+ * a network file system written from several hosts at once is not supported.
  */
-import { createHash } from 'node:crypto';
-import { open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
-import type { FileHandle } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Readable, Writable } from 'node:stream';
-import { Unpackr } from 'msgpackr';
-import { AlexnetStreamError, InputError, UsageError } from './errors';
-import { decodeRecord, recordPieces } from './framing';
-import { BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, StreamHeader, StreamRecord } from './records';
+import { acquireLock, check, describeReadError, InputError, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
 import { MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_LABEL } from './record-validation';
-import { Rng } from './rng';
-import { isStaleTemp, tempPathFor, writeFileAtomic } from './atomic-file';
-import { acquireLock, Lock } from './lock-file';
-import { describeWriteError, makeDirectory, OutputError } from './output-file';
-import { describeReadError, readRegularFileAsync } from './read-file';
-import { StreamTally } from './stream-check';
 
 export const SHARD_INDEX_SCHEMA = 'alexnet-stream/shards/1';
 export const SHARD_INDEX_FILE = 'index.json';
@@ -96,10 +87,10 @@ export function shardFileName(prefix: string, index: number): string {
 
 /** A prefix must be a plain file-name part: letters, digits, `_`, `-`, `.`; not starting with `.`. */
 export function checkPrefix(prefix: string): string {
-  if (!/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(prefix)) {
-    throw new UsageError(`Expected a shard prefix of letters, digits, "_", "-" or "." (not starting with ".") for --prefix but received ${JSON.stringify(prefix)}`);
-  }
-  return prefix;
+  return check.string('prefix', prefix, {
+    pattern: /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/,
+    expected: 'a shard prefix of letters, digits, "_", "-" or "." (not starting with ".")',
+  });
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -108,7 +99,7 @@ function isObject(value: unknown): value is Record<string, unknown> {
 
 function validateEntry(entry: unknown, where: string): ShardSetEntry {
   const fail = (what: string): never => {
-    throw new InputError(`${where}: ${what}; the index is damaged or was not written by alexnet-stream`);
+    throw new InputError(`${where}: ${what}; the index is damaged or was not written by alexnet-stream`, { code: 'ERR_SHARD_INDEX' });
   };
   if (!isObject(entry)) return fail('entry is not an object');
   const e = entry;
@@ -150,10 +141,13 @@ export function parseShardIndex(text: string, name: string): ShardIndex {
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new InputError(`${name}: not valid JSON (${(err as Error).message}); the index is damaged`);
+    throw new InputError(`${name}: not valid JSON (${(err as Error).message}); the index is damaged`, { code: 'ERR_SHARD_INDEX', cause: err });
   }
   if (!isObject(raw) || raw.schema !== SHARD_INDEX_SCHEMA || !isObject(raw.prefixes)) {
-    throw new InputError(`${name}: not an alexnet-stream shard index (expected "schema": ${JSON.stringify(SHARD_INDEX_SCHEMA)} and "prefixes")`);
+    throw new InputError(
+      `${name}: not an alexnet-stream shard index (expected "schema": ${JSON.stringify(SHARD_INDEX_SCHEMA)} and "prefixes")`,
+      { code: 'ERR_SHARD_INDEX' },
+    );
   }
   // No prototype: a prefix named `__proto__` is an ordinary key here, never the object's prototype.
   const prefixes: Record<string, ShardSetEntry> = Object.create(null) as Record<string, ShardSetEntry>;
@@ -178,9 +172,10 @@ export async function readShardIndex(dir: string): Promise<ShardIndex> {
         dirExists
           ? `${dir}: no ${SHARD_INDEX_FILE}: not a shard directory, or its writer did not finish (shards count only once the index lists them)`
           : `${dir}: no such directory`,
+        { code: 'ERR_NO_SHARD_INDEX', cause: err },
       );
     }
-    throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`);
+    throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`, { code: 'ERR_SHARD_INDEX', cause: err });
   }
   return parseShardIndex(text, path);
 }
@@ -194,6 +189,7 @@ export function shardSet(index: ShardIndex, prefix: string, dir = '.'): ShardSet
     throw new InputError(
       `${join(dir, SHARD_INDEX_FILE)}: no complete shard set with prefix "${prefix}" ` +
         `(${have.length ? `it has ${have.map((p) => `"${p}"`).join(', ')}` : 'it lists none'}; an interrupted writer leaves no entry)`,
+      { code: 'ERR_NO_SHARD_SET' },
     );
   }
   return entry;
@@ -221,7 +217,7 @@ export async function updateShardIndex(dir: string, prefix: string, entry: Shard
       (bytes) => bytes.toString('utf8'),
       (err: NodeJS.ErrnoException) => {
         if (err.code === 'ENOENT') return undefined;
-        throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`);
+        throw new InputError(`${path}: cannot read the shard index: ${describeReadError(err)}`, { code: 'ERR_SHARD_INDEX', cause: err });
       },
     );
     if (text !== undefined) index = parseShardIndex(text, path);
@@ -231,473 +227,4 @@ export async function updateShardIndex(dir: string, prefix: string, entry: Shard
     } else index.prefixes[prefix] = entry;
     await writeFileAtomic(path, `${JSON.stringify(index, null, 1)}\n`, options);
   });
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reading shards (pure parts first)
-
-const unpackr = new Unpackr({ useRecords: false });
-
-/** A decoded shard file. */
-export interface DecodedShard {
-  header: StreamHeader;
-  batches: BatchRecord[];
-}
-
-/**
- * Decode the bytes of one shard file: a header, uint8 batch records and the trailer that
- * counts them (each record validated like any stream's). A shard of an older data dir (schema
- * "alexnet-stream/1", written before streams had trailers) is read without one: its index
- * entry (size, sha256, counts) is what proves it whole. A truncated or foreign file is an
- * `InputError` naming `name`.
- */
-export function decodeShard(bytes: Uint8Array, name: string): DecodedShard {
-  const values: unknown[] = [];
-  let consumed = 0;
-  try {
-    unpackr.unpackMultiple(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength), (value: unknown, _start?: number, end?: number) => {
-      values.push(value);
-      consumed = end ?? bytes.byteLength;
-      return true;
-    });
-  } catch (err) {
-    const e = err as Error & { incomplete?: boolean };
-    throw new InputError(`${name}: ${e.incomplete ? 'truncated' : 'corrupt'} shard: record ${values.length + 1} cannot be read (${e.message})`);
-  }
-  if (consumed !== bytes.byteLength) throw new InputError(`${name}: truncated shard (${bytes.byteLength - consumed} trailing bytes)`);
-  if (values.length === 0) throw new InputError(`${name}: empty shard file`);
-  const first = values[0] as Record<string, unknown> | null;
-  const legacy = first !== null && typeof first === 'object' && first.type === 'header' && first.schema === LEGACY_SCHEMA;
-  if (legacy) values[0] = { ...first, schema: SCHEMA };
-  const tally = new StreamTally(name, ['batch']);
-  const batches: BatchRecord[] = [];
-  for (let i = 0; i < values.length; i++) {
-    const where = `${name} record ${i + 1}`;
-    const record = decodeRecord(values[i], where, tally.header);
-    if (i === 0 && record.type !== 'header') throw new InputError(`${name}: not a shard file (it does not start with a batch stream header)`);
-    tally.see(record, where);
-    if (record.type === 'batch') {
-      if (record.dtype !== 'uint8') throw new InputError(`${where}: a shard holds uint8 batch records, this is a ${record.dtype} batch`);
-      batches.push(record);
-    }
-  }
-  if (!legacy) tally.end();
-  return { header: tally.header!, batches };
-}
-
-/** Check `bytes` against the index entry's size and sha256; a mismatch is an `InputError` naming `name`. */
-export function verifyShard(bytes: Uint8Array, entry: ShardFileEntry, name: string): void {
-  if (bytes.byteLength !== entry.bytes) {
-    throw new InputError(`${name}: ${bytes.byteLength} bytes but the index says ${entry.bytes}: the shard is truncated or was replaced; regenerate it`);
-  }
-  const digest = createHash('sha256').update(bytes).digest('hex');
-  if (digest !== entry.sha256) {
-    throw new InputError(`${name}: sha256 checksum mismatch (file ${digest.slice(0, 12)}…, index ${entry.sha256.slice(0, 12)}…): the shard is corrupt; regenerate it`);
-  }
-}
-
-/**
- * Read one shard of a set: the whole file (one shard is the unit of memory: `batchesPerShard`
- * batches), verified against the index (unless `verify: false`), decoded and checked against the
- * entry's counts and image shape.
- */
-export async function readShard(dir: string, set: ShardSetEntry, file: ShardFileEntry, options: { verify?: boolean } = {}): Promise<DecodedShard> {
-  const path = join(dir, file.file);
-  let bytes: Buffer;
-  try {
-    // No more than the index says the file holds: a larger file is not read into memory.
-    bytes = await readRegularFileAsync(path, { maxBytes: file.bytes, limitName: `the ${file.bytes} bytes the index lists` });
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new InputError(`${path}: cannot read shard (${e.code === 'ENOENT' ? 'missing; the directory is incomplete' : `${describeReadError(err)}; the shard was replaced or damaged, regenerate it`})`);
-  }
-  if (options.verify ?? true) verifyShard(bytes, file, path);
-  const shard = decodeShard(bytes, path);
-  const images = shard.batches.reduce((n, b) => n + b.shape[0], 0);
-  if (shard.batches.length !== file.batches || images !== file.images) {
-    throw new InputError(`${path}: holds ${images} images in ${shard.batches.length} batches but the index says ${file.images} in ${file.batches}`);
-  }
-  const [c, h, w] = set.imageShape;
-  for (const b of shard.batches) {
-    if (b.shape[1] !== c || b.shape[2] !== h || b.shape[3] !== w) {
-      throw new InputError(`${path}: a batch of ${b.shape.slice(1).join('x')} images in a set of ${set.imageShape.join('x')} images`);
-    }
-  }
-  return shard;
-}
-
-export interface ShardOrderOptions {
-  /** Shuffle the shard order (and `shuffleWithin` the batches of each shard) with `seed`. */
-  shuffle?: boolean;
-  seed?: number;
-  /** Keep only shards at positions p (after shuffling) with p % count === index. */
-  shard?: { index: number; count: number };
-}
-
-/**
- * The order in which to read a set's shards: indices into `set.shards`. Shuffled with the seed
- * first, then taken every `count`-th from `index`, so workers that use the same seed and
- * different `index` read disjoint shards that together cover the set.
- */
-export function planShardOrder(shardCount: number, options: ShardOrderOptions = {}): number[] {
-  const order = Array.from({ length: shardCount }, (_, i) => i);
-  if (options.shuffle) new Rng(options.seed ?? 0).shuffle(order);
-  const part = options.shard;
-  return part ? order.filter((_, position) => position % part.count === part.index) : order;
-}
-
-export interface ShardReaderOptions extends ShardOrderOptions {
-  dir: string;
-  prefix: string;
-  /** Verify sha256 checksums (default true). */
-  verify?: boolean;
-  /** Records buffered before backpressure applies. */
-  highWaterMark?: number;
-}
-
-/**
- * Shard directory → a batch stream: a header (class names, `prefix`) then the uint8 batches of
- * the selected shards. Holds one shard (plus `highWaterMark` records) in memory. With `shuffle`,
- * the order of batches inside each shard is shuffled too (with one batch per shard, the default,
- * that is simply a shuffled batch order).
- */
-export class ShardReader extends Readable {
-  /** The set being read (after the index is read). */
-  set: ShardSetEntry | undefined;
-  /** How many shards the order/selection kept (after the index is read). */
-  get selectedShards(): number {
-    return this.order?.length ?? 0;
-  }
-  private order: number[] | undefined;
-  private position = 0;
-  private queue: BatchRecord[] = [];
-  private rng: Rng | undefined;
-  private reading = false;
-  private readAgain = false;
-  private exhausted = false;
-  private batchesOut = 0;
-  private imagesOut = 0;
-
-  constructor(private readonly options: ShardReaderOptions) {
-    super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
-  }
-
-  override _read(): void {
-    if (this.reading) {
-      this.readAgain = true; // asked for more while a pump runs: pump again when it ends
-      return;
-    }
-    this.reading = true;
-    this.readAgain = false;
-    this.pump().then(
-      () => {
-        this.reading = false;
-        if (this.readAgain && !this.destroyed && !this.exhausted) this._read();
-      },
-      (err) => this.destroy(err as Error),
-    );
-  }
-
-  private async pump(): Promise<void> {
-    const o = this.options;
-    if (!this.order) {
-      const index = await readShardIndex(o.dir);
-      this.set = shardSet(index, o.prefix, o.dir);
-      this.order = planShardOrder(this.set.shards.length, o);
-      if (o.shuffle) this.rng = new Rng(((o.seed ?? 0) ^ 0x5bd1e995) >>> 0);
-      const [, height, width] = this.set.imageShape;
-      const header = makeHeader('batch', {
-        producer: 'alexnet-stream read',
-        prefix: o.prefix,
-        ...(this.set.classNames ? { classNames: this.set.classNames } : {}),
-        batchSize: Math.max(this.set.batchSize, 1),
-        dtype: 'uint8',
-        ...(height === width ? { imageSize: height } : {}),
-      });
-      if (!this.push(header)) return;
-    }
-    for (;;) {
-      while (this.queue.length > 0) {
-        const batch = this.queue.shift()!;
-        this.batchesOut += 1;
-        this.imagesOut += batch.shape[0];
-        if (!this.push(batch)) return;
-      }
-      if (this.position >= this.order.length) {
-        this.exhausted = true;
-        // The whole set read: what its writer counted as skipped belongs to this stream too.
-        const whole = this.order.length === this.set!.shards.length;
-        this.push(makeTrailer({ records: this.batchesOut, images: this.imagesOut, skipped: whole ? this.set!.skipped : undefined, producer: 'alexnet-stream read' }));
-        this.push(null);
-        return;
-      }
-      const file = this.set!.shards[this.order[this.position++]];
-      const shard = await readShard(o.dir, this.set!, file, { verify: o.verify });
-      this.queue = this.rng ? this.rng.shuffle(shard.batches) : shard.batches;
-    }
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Writing shards
-
-export interface ShardWriterOptions {
-  dir: string;
-  prefix: string;
-  /** Images per full batch; recorded in the index (default: the first full batch's size). */
-  batchSize?: number;
-  /** Batches per shard file (default 1, as the seed: 256 images ≈ 50 MB per file). */
-  batchesPerShard?: number;
-  /** Class names for the index and shard headers (default: from the incoming stream header). */
-  classNames?: string[];
-  /** fsync each shard and the index before renaming (default true). */
-  fsync?: boolean;
-  producer?: string;
-  /** Records buffered before backpressure applies. */
-  highWaterMark?: number;
-}
-
-/** `pieces` without their first `count` bytes. */
-function dropBytes(pieces: Uint8Array[], count: number): Uint8Array[] {
-  const rest = [...pieces];
-  while (count > 0 && rest.length > 0) {
-    const first = rest[0];
-    if (first.byteLength <= count) {
-      count -= first.byteLength;
-      rest.shift();
-    } else {
-      rest[0] = first.subarray(count);
-      count = 0;
-    }
-  }
-  return rest;
-}
-
-interface OpenShard {
-  temp: string;
-  final: string;
-  handle: FileHandle;
-  hash: ReturnType<typeof createHash>;
-  bytes: number;
-  batches: number;
-  images: number;
-}
-
-/**
- * A sink: a batch stream (header, batch records, trailer) → shard files + the prefix's index
- * entry. Emits `written` (the batch record) once a batch's bytes are in its file, so that its
- * producer may reuse the buffer, and `shard` (a `ShardFileEntry`) after each shard file is
- * complete. `entry` holds the index entry once the stream has finished. The index entry is
- * written only after the input's trailer has arrived and agreed: an input that ends without
- * it (a producer killed upstream) leaves no entry, and the shards already renamed are removed.
- * An empty stream is an error (an empty dataset), so is a batch after a partial one, a
- * float32 batch, or a batch whose image shape differs from the first. While it writes, the
- * writer holds `<dir>/.<prefix>.lock`: a second writer of the same prefix is refused at once.
- */
-export class ShardWriter extends Writable {
-  entry: ShardSetEntry | undefined;
-  private readonly files: ShardFileEntry[] = [];
-  private current: OpenShard | undefined;
-  private imageShape: [number, number, number] | undefined;
-  private batchSize: number | undefined;
-  private classNames: string[] | undefined;
-  private maxLabel = -1;
-  private images = 0;
-  private batches = 0;
-  private sawPartial = false;
-  private recordIndex = 0;
-  private readonly batchesPerShard: number;
-  /** The write in flight, so that `_destroy` can wait for it before cleaning up. */
-  private busy: Promise<void> = Promise.resolve();
-  private oldEntryDropped = false;
-  private readonly tally = new StreamTally('input', ['batch'], 'the shard writer');
-  private lock: Lock | undefined;
-
-  constructor(private readonly options: ShardWriterOptions) {
-    super({ objectMode: true, highWaterMark: options.highWaterMark ?? 2 });
-    checkPrefix(options.prefix);
-    this.batchesPerShard = options.batchesPerShard ?? 1;
-    if (!Number.isInteger(this.batchesPerShard) || this.batchesPerShard < 1) throw new UsageError(`Expected an integer >= 1 for --batches-per-shard but received ${this.batchesPerShard}`);
-    this.batchSize = options.batchSize;
-    this.classNames = options.classNames;
-  }
-
-  override _construct(callback: (err?: Error | null) => void): void {
-    const { dir, prefix } = this.options;
-    const start = async (): Promise<void> => {
-      await makeDirectory(dir, 'shard directory');
-      this.lock = await acquireLock(join(dir, `.${prefix}.lock`), { purpose: `writing shard set "${prefix}"`, advice: `another writer of prefix "${prefix}" runs; wait for it, or use another --prefix or --out-dir` }).catch((err: NodeJS.ErrnoException) => {
-        if (err instanceof AlexnetStreamError) throw err;
-        throw new OutputError(`${dir}: cannot write the shard directory: ${describeWriteError(err)}`, err);
-      });
-    };
-    start().then(() => callback(), (err) => callback(err as Error));
-  }
-
-  override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.busy = this.writeRecord(record);
-    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
-  }
-
-  /** A file-system error (ENOSPC, EIO, EROFS) as one line naming the set, exit 2; ours pass as they are. */
-  private asOutputError(err: unknown): Error {
-    if (err instanceof AlexnetStreamError || typeof (err as NodeJS.ErrnoException)?.code !== 'string') return err as Error;
-    return new OutputError(`${this.options.dir}: cannot write shard set "${this.options.prefix}": ${describeWriteError(err)}; no index entry was written for it`, err);
-  }
-
-  private async writeRecord(record: StreamRecord): Promise<void> {
-    if (this.destroyed) return;
-    this.recordIndex += 1;
-    const where = `record ${this.recordIndex}`;
-    this.tally.see(record, where);
-    if (record.type === 'header') {
-      if (!this.classNames && record.classNames) this.classNames = record.classNames;
-      return;
-    }
-    if (record.type === 'trailer') return; // checked by the tally; finish() requires it
-    if (record.type !== 'batch') throw new InputError(`${where}: shards hold batch records, not ${record.type} records (run batch first)`);
-    if (record.dtype !== 'uint8') throw new InputError(`${where}: shards hold uint8 batches, this one is ${record.dtype} (write shards before augment)`);
-    const [n, c, h, w] = record.shape;
-    const first = record.keys[0] ?? '(empty)';
-    if (!this.imageShape) this.imageShape = [c, h, w];
-    else if (this.imageShape[0] !== c || this.imageShape[1] !== h || this.imageShape[2] !== w) {
-      throw new InputError(`${where} (batch starting with ${first}): ${c}x${h}x${w} images, but earlier batches hold ${this.imageShape.join('x')}`);
-    }
-    if (this.sawPartial) throw new InputError(`${where} (batch starting with ${first}): a batch after a partial batch; only the last batch may be partial`);
-    if (this.batchSize === undefined && !record.partial) this.batchSize = n;
-    if (this.batchSize !== undefined && (n > this.batchSize || (n < this.batchSize && !record.partial))) {
-      throw new InputError(`${where} (batch starting with ${first}): ${n} images in a set of ${this.batchSize}-image batches`);
-    }
-    if (record.partial) this.sawPartial = true;
-    for (const label of record.labels) if (label > this.maxLabel) this.maxLabel = label;
-
-    if (!this.current) await this.openShard();
-    const shard = this.current!;
-    await this.writePieces(shard, recordPieces(record));
-    this.emit('written', record);
-    shard.batches += 1;
-    shard.images += n;
-    this.batches += 1;
-    this.images += n;
-    if (shard.batches >= this.batchesPerShard) await this.closeShard();
-  }
-
-  private async openShard(): Promise<void> {
-    const final = join(this.options.dir, shardFileName(this.options.prefix, this.files.length));
-    const temp = tempPathFor(final);
-    const handle = await open(temp, 'wx');
-    this.current = { temp, final, handle, hash: createHash('sha256'), bytes: 0, batches: 0, images: 0 };
-    const header = makeHeader('batch', {
-      producer: this.options.producer ?? 'alexnet-stream batch',
-      shard: { prefix: this.options.prefix, index: this.files.length },
-      ...(this.classNames ? { classNames: this.classNames } : {}),
-    });
-    await this.writePieces(this.current, recordPieces(header));
-  }
-
-  /** Append a record's pieces to the shard and its hash (one writev, nothing concatenated). */
-  private async writePieces(shard: OpenShard, pieces: Uint8Array[]): Promise<void> {
-    for (const piece of pieces) {
-      shard.hash.update(piece);
-      shard.bytes += piece.byteLength;
-    }
-    let rest = pieces.filter((p) => p.byteLength > 0);
-    while (rest.length > 0) {
-      // writev may write less than asked (a signal; more than 2 GB at once): go on from there
-      const { bytesWritten } = await shard.handle.writev(rest);
-      rest = dropBytes(rest, bytesWritten);
-    }
-  }
-
-  private async closeShard(): Promise<void> {
-    const shard = this.current!;
-    this.current = undefined;
-    // A shard file is a whole stream of its own (`augment < train-00000.msgpack` works).
-    await this.writePieces(shard, recordPieces(makeTrailer({ records: shard.batches, images: shard.images, producer: this.options.producer ?? 'alexnet-stream batch' })));
-    if (this.options.fsync ?? true) await shard.handle.sync();
-    await shard.handle.close();
-    if (this.destroyed) {
-      await unlink(shard.temp).catch(() => undefined);
-      return;
-    }
-    if (!this.oldEntryDropped) {
-      // The first rename replaces a file of the old set: drop its entry first. From now until
-      // _final the prefix has no entry (incomplete); a run that fails earlier leaves the old set whole.
-      await updateShardIndex(this.options.dir, this.options.prefix, null, this.options);
-      this.oldEntryDropped = true;
-    }
-    await rename(shard.temp, shard.final);
-    const file: ShardFileEntry = { file: basename(shard.final), batches: shard.batches, images: shard.images, bytes: shard.bytes, sha256: shard.hash.digest('hex') };
-    this.files.push(file);
-    this.emit('shard', file);
-  }
-
-  override _final(callback: (err?: Error | null) => void): void {
-    this.busy = this.finish();
-    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
-  }
-
-  private async finish(): Promise<void> {
-    const trailer = this.tally.end(); // a cut-short input: no index entry (and _destroy removes the shards)
-    if (this.current) await this.closeShard();
-    if (this.batches === 0 || !this.imageShape) throw new InputError(`no images to write under prefix "${this.options.prefix}": the dataset is empty`);
-    const entry: ShardSetEntry = {
-      dtype: 'uint8',
-      layout: 'NCHW',
-      batchSize: this.batchSize ?? this.images,
-      imageShape: this.imageShape,
-      labelCount: this.classNames ? this.classNames.length : this.maxLabel + 1,
-      ...(this.classNames ? { classNames: this.classNames } : {}),
-      images: this.images,
-      batches: this.batches,
-      partialBatches: this.sawPartial ? 1 : 0,
-      batchesPerShard: this.batchesPerShard,
-      checksum: 'sha256',
-      shards: this.files,
-      createdAt: new Date().toISOString(),
-      producer: this.options.producer ?? 'alexnet-stream batch',
-      ...(trailer.skipped !== undefined ? { skipped: trailer.skipped } : {}),
-    };
-    await updateShardIndex(this.options.dir, this.options.prefix, entry, this.options);
-    this.entry = entry;
-    await removeStaleFiles(this.options.dir, this.options.prefix, new Set(this.files.map((f) => f.file)));
-    await this.lock?.release();
-    this.lock = undefined;
-  }
-
-  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    // Wait for the write in flight, then remove this run's temp file and, after a failure, the
-    // shards it renamed: no index entry lists them, so they would only be litter.
-    const cleanUp = async (): Promise<void> => {
-      await this.busy.catch(() => undefined);
-      const shard = this.current;
-      this.current = undefined;
-      if (shard) {
-        await shard.handle.close().catch(() => undefined);
-        await unlink(shard.temp).catch(() => undefined);
-      }
-      if (err && !this.entry) {
-        for (const f of this.files) await unlink(join(this.options.dir, f.file)).catch(() => undefined);
-      }
-      await this.lock?.release();
-      this.lock = undefined;
-    };
-    cleanUp().then(() => callback(err));
-  }
-}
-
-/**
- * After a set is complete: delete `prefix-NNNNN.msgpack` files its entry does not list (left by
- * an earlier, larger run) and temp files of this prefix whose writer process is gone.
- */
-async function removeStaleFiles(dir: string, prefix: string, keep: Set<string>): Promise<void> {
-  const escaped = prefix.replace(/[.]/g, '\\.');
-  const shardPattern = new RegExp(`^${escaped}-\\d{5,}\\.msgpack$`);
-  const tempOf = new RegExp(`^\\.(${escaped}-\\d{5,}\\.msgpack)\\.tmp-`);
-  for (const name of await readdir(dir)) {
-    const temp = tempOf.exec(name);
-    if ((shardPattern.test(name) && !keep.has(name)) || (temp && isStaleTemp(name, join(dir, temp[1])))) {
-      await rm(join(dir, name), { force: true });
-    }
-  }
 }

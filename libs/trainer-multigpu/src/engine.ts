@@ -4,10 +4,8 @@
  * `parameterList`, e.g. `conv1.weight`). Engines: onnxruntime (default, a generated training
  * graph) and tfjs (optional, autodiff; the reference in tests).
  */
+import { check, type NamedTensors } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
-
-/** Parameter name → float32 data, in `parameterList(spec)` order. */
-export type NamedTensors = Record<string, Float32Array>;
 
 /** The seed's optimizer (DESIGN §7). */
 export interface OptimizerConfig {
@@ -34,6 +32,12 @@ export interface LossConfig {
 
 export const DEFAULT_LOSS: LossConfig = { labelSmoothing: 0 };
 
+/** A loss config, checked once where an engine is created. */
+export function checkLoss(loss: LossConfig): LossConfig {
+  check.number('loss.labelSmoothing', loss.labelSmoothing, { min: 0, max: 1, maxExclusive: true });
+  return loss;
+}
+
 export const DEFAULT_OPTIMIZER: OptimizerConfig = {
   useMomentum: true,
   nesterov: false,
@@ -41,6 +45,16 @@ export const DEFAULT_OPTIMIZER: OptimizerConfig = {
   weightDecay: 5e-4,
   biasLrMultiplier: 2,
 };
+
+/** Every field of an optimizer config, checked once where an engine is created. */
+export function checkOptimizer(o: OptimizerConfig): OptimizerConfig {
+  check.boolean('optimizer.useMomentum', o.useMomentum);
+  check.boolean('optimizer.nesterov', o.nesterov);
+  check.number('optimizer.momentum', o.momentum, { min: 0, max: 1, maxExclusive: true });
+  check.number('optimizer.weightDecay', o.weightDecay, { min: 0 });
+  check.number('optimizer.biasLrMultiplier', o.biasLrMultiplier, { min: 0 });
+  return o;
+}
 
 /** A batch ready for the engine: float32 NCHW (already mean-subtracted and cropped). */
 export interface EngineBatch {

@@ -12,12 +12,21 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { encodeNpy, NamedTensors } from '@alexnet-stream/core';
 import {
-  decodeSafetensors, findDirectory, initParameters, latestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint, STATE_FILE, Weights, WEIGHTS_FILE, MOMENTUM_FILE,
+  decodeSafetensors,
+  findDirectory,
+  initParameters,
+  latestCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  saveCheckpoint,
+  STATE_FILE,
+  WEIGHTS_FILE,
+  MOMENTUM_FILE,
 } from '@alexnet-stream/model-alexnet';
 import { lowerInference, writeOnnx } from '@alexnet-stream/onnx-export';
-import { encodeNpy } from '@alexnet-stream/stream-io';
-import { tinySpec } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 import { checkpointVersion } from './checkpoint-fixtures';
 
 const WRITER = join(__dirname, 'checkpoint-writer.js');
@@ -30,7 +39,7 @@ const freshDir = (): string => {
   return dir;
 };
 
-function sameWeights(a: Weights, b: Weights): boolean {
+function sameWeights(a: NamedTensors, b: NamedTensors): boolean {
   return Object.keys(b).every((n) => a[n] !== undefined && Buffer.from(a[n].buffer, a[n].byteOffset, a[n].byteLength).equals(Buffer.from(b[n].buffer, b[n].byteOffset, b[n].byteLength)));
 }
 

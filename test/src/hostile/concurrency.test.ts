@@ -13,8 +13,12 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { initParameters, loadCheckpoint, saveCheckpoint } from '@alexnet-stream/model-alexnet';
 import { decodeModel } from '@alexnet-stream/onnx-export';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { readConfigFile } from '@alexnet-stream/trainer-multigpu';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 import { CLI, clearError, cli, scratch } from './stream-fixtures';
+
+/** runTraining in a child process that can be held inside a checkpoint write (train-child.ts). */
+const TRAIN_CHILD = join(__dirname, 'train-child.js');
 
 const dir = scratch('concurrency');
 const p = (name: string) => join(dir, name);
@@ -32,25 +36,38 @@ function config(name: string, epochs: number): string {
   return path;
 }
 
-/** Start `train` in the background; resolves once it holds its lock and has written a checkpoint. */
-async function startTrain(name: string, epochs: number, env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [CLI, 'train', '--config', config(name, epochs)], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0', ...env } });
+/**
+ * A trainer under way: `runTraining` in a child process, held at the start of its second
+ * checkpoint write (epoch-0001 is written, the lock is held) until `release()`; no sleep decides
+ * how long it runs.
+ */
+async function startHeldTrain(name: string, epochs: number) {
+  const args = { config: await readConfigFile(config(name, epochs)), holdAt: { write: 2, step: 'mkdir-temp' } };
+  const child = spawn(process.execPath, [TRAIN_CHILD, JSON.stringify(args)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stdout = '';
   let stderr = '';
-  child.stderr!.on('data', (d) => (stderr += d));
+  child.stderr.on('data', (d) => (stderr += d));
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  for (let i = 0; i < 3000 && !(existsSync(p(`${name}/train.lock`)) && existsSync(p(`${name}/epoch-0001`))); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(existsSync(p(`${name}/epoch-0001`)), `the first run is under way: ${stderr}`);
-  return { child, exited, stderr: () => stderr };
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout.includes('held\n')) resolve();
+    });
+    child.once('exit', (code, signal) => reject(new Error(`the trainer exited (${code ?? signal}) before it was held:\n${stderr}`)));
+  });
+  assert.ok(existsSync(p(`${name}/train.lock`)) && existsSync(p(`${name}/epoch-0001`)), 'the first run holds its lock and has written epoch 1');
+  return { child, exited, stderr: () => stderr, release: () => child.stdin.end() };
 }
 
 test('a second train on a weights_dir in use is refused (fresh or --resume); the first run ends whole', async () => {
-  // A pause in each checkpoint write keeps the first run going while the second ones start.
-  const first = await startTrain('shared', 6, { ALEXNET_STREAM_TEST_PAUSE_IN_CHECKPOINT_MS: '300' });
+  // The first run is held inside a checkpoint write while the second ones start.
+  const first = await startHeldTrain('shared', 6);
   for (const extra of [[], ['--resume']]) {
     const second = cli(dir, ['train', '--config', p('shared.yaml'), ...extra]);
     assert.equal(second.status, 2, second.stderr);
     clearError(second.stderr, new RegExp(`shared/train\\.lock: held by process ${first.child.pid} on .*another train is writing this weights_dir`));
   }
+  first.release();
   assert.equal(await first.exited, 0, first.stderr());
   const record = JSON.parse(readFileSync(p('shared/val_record.json'), 'utf8')) as { epoch: number }[];
   assert.deepEqual(record.map((r) => r.epoch), [1, 2, 3, 4, 5, 6], 'the val_record is the first run\'s, whole');
@@ -60,7 +77,7 @@ test('a second train on a weights_dir in use is refused (fresh or --resume); the
 });
 
 test('a trainer killed with SIGKILL leaves a lock the next run breaks at once; --resume continues', async () => {
-  const first = await startTrain('killed', 40, { ALEXNET_STREAM_TEST_PAUSE_IN_CHECKPOINT_MS: '200' });
+  const first = await startHeldTrain('killed', 40);
   first.child.kill('SIGKILL');
   await first.exited;
   assert.ok(existsSync(p('killed/train.lock')), 'the dead run\'s lock is still there');

@@ -12,7 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { initParameters, saveCheckpoint } from '@alexnet-stream/model-alexnet';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
 const root = mkdtempSync(join(tmpdir(), 'hostile-config-'));

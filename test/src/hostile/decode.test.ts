@@ -13,9 +13,10 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
+import { encodeNpy } from '@alexnet-stream/core';
 import { saveCheckpoint, initParameters } from '@alexnet-stream/model-alexnet';
-import { decodeImage, encodeNpy, ImageRecord, makeHeader, packRecord, StreamTrailer, wholeStream, withoutExtraneousHeaderBytes } from '@alexnet-stream/stream-io';
-import { tinySpec } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { decodeImage, ImageRecord, makeHeader, packRecord, StreamTrailer, wholeStream, withoutExtraneousHeaderBytes } from '@alexnet-stream/stream-io';
+import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 import { decodeRecords } from '../pipeline-helpers';
 import { A, clearError, cli, scratch, sh } from './stream-fixtures';
 

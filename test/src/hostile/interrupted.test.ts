@@ -11,7 +11,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { clearError, cli, demoData, scratch } from './stream-fixtures';
+import { CLI, clearError, cli, demoData, scratch } from './stream-fixtures';
 
 const dir = scratch('interrupted');
 const p = (name: string) => join(dir, name);
@@ -97,7 +97,6 @@ test('an export killed while writing leaves a hidden temp file that the next wri
   const { spawn } = await import('node:child_process');
   const { createHash } = await import('node:crypto');
   const { hostname } = await import('node:os');
-  const { CLI } = await import('./stream-fixtures');
   const out = p('killed.onnx');
   // A real kill: an AlexNet-sized export (240 MB) is stopped once its temp file exists.
   const child = spawn(process.execPath, [CLI, 'export', '--random-init', '--seed', '1', '--num-classes', '10', '--out', out], { stdio: 'ignore' });
@@ -114,7 +113,7 @@ test('an export killed while writing leaves a hidden temp file that the next wri
   writeFileSync(p(`.killed.onnx.tmp-${host}-${process.pid}-0badcafe`), 'live writer');
   writeFileSync(p(`.killed.onnx.tmp-${other}-${DEAD_PID}-0badcafe`), 'another host');
   const { saveCheckpoint, initParameters } = await import('@alexnet-stream/model-alexnet');
-  const { tinySpec } = await import('@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util');
+  const { tinySpec } = await import('@alexnet-stream/trainer-multigpu/testing');
   const spec = tinySpec(4, 35);
   saveCheckpoint(p('tiny-ckpt'), { spec, weights: initParameters(spec, 1), state: {} });
   const r = cli(dir, ['export', '--weights', p('tiny-ckpt'), '--out', out]);

@@ -12,8 +12,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { initParameters, parameterList, saveCheckpoint } from '@alexnet-stream/model-alexnet';
 import { decodeModel, encodeModel, lowerInference } from '@alexnet-stream/onnx-export';
-import { encodeNpy } from '@alexnet-stream/stream-io';
-import { tinySpec, writeFixtureDataDir } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { encodeNpy } from '@alexnet-stream/core';
+import { tinySpec, writeFixtureDataDir } from '@alexnet-stream/trainer-multigpu/testing';
 import { A, clearError, cli, scratch, sh } from './stream-fixtures';
 
 const dir = scratch('lying-files');

@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import sharp from 'sharp';
 import { initParameters, saveCheckpoint, STATE_FILE, WEIGHTS_FILE } from '@alexnet-stream/model-alexnet';
 import { decodeModel, encodeModel, lowerInference, META } from '@alexnet-stream/onnx-export';
-import { tinySpec } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
 const root = mkdtempSync(join(tmpdir(), 'hostile-models-'));

@@ -11,7 +11,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { processStartTime, readShardIndex } from '@alexnet-stream/stream-io';
+import { processStartTime } from '@alexnet-stream/core';
+import { readShardIndex } from '@alexnet-stream/stream-io';
 import { A, CLI, clearError, cli, demoData, scratch, sh } from './stream-fixtures';
 
 const dir = scratch('outputs');

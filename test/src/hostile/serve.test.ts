@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { initParameters } from '@alexnet-stream/model-alexnet';
 import { encodeModel, lowerInference } from '@alexnet-stream/onnx-export';
-import { tinySpec } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 import { binaryInferBody, ServerProcess, startServe } from '../serve-helpers';
 import { scratch } from './stream-fixtures';
 

@@ -13,7 +13,7 @@ import { copyFileSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodeWeights, exportTheanoNpy, initParameters, saveCheckpoint, STATE_FILE, WEIGHTS_FILE } from '@alexnet-stream/model-alexnet';
 import { encodeModel, lowerInference } from '@alexnet-stream/onnx-export';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 import { TINY_SPEC } from './checkpoint-fixtures';
 import { clearError, cli, scratch } from './stream-fixtures';
 

@@ -10,9 +10,10 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { listCheckpoints, loadCheckpoint, saveCheckpoint, initParameters, Weights } from '@alexnet-stream/model-alexnet';
+import type { NamedTensors } from '@alexnet-stream/core';
+import { listCheckpoints, loadCheckpoint, saveCheckpoint, initParameters } from '@alexnet-stream/model-alexnet';
 import { resolveConfig, runTraining, TrainConfig } from '@alexnet-stream/trainer-multigpu';
-import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/dist/train/fixtures.test-util';
+import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
 const CHILD = join(__dirname, 'train-child.js');
@@ -36,7 +37,7 @@ function configValues(weightsDir: string, over: Partial<TrainConfig> = {}): Part
   return { data_dir: dataDir, weights_dir: join(root, weightsDir), spec_file: specFile, batch_size: 8, n_epochs: 3, learning_rate: 0.01, print_freq: 2, seed: 3, intra_op_threads: 1, ...over };
 }
 
-function sameWeights(a: Weights, b: Weights): boolean {
+function sameWeights(a: NamedTensors, b: NamedTensors): boolean {
   return Object.keys(b).every((n) => Buffer.from(a[n].buffer, a[n].byteOffset, a[n].byteLength).equals(Buffer.from(b[n].buffer, b[n].byteOffset, b[n].byteLength)));
 }
 

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { AugmentStage, readMeanNpy, UsageError } from '@alexnet-stream/stream-io';
+import { AugmentStage, readMeanNpy } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -29,14 +29,13 @@ export function register(program: Command): void {
         'offset 14 for 256 -> 227). Draws come from a seeded generator: the same --seed gives the same crops.',
     )
     .requiredOption('--mean <file>', 'mean image .npy (float32 or float64, C x H x W), e.g. from `mean` or the seed\'s img_mean.npy')
-    .option('--crop <n>', 'crop side in pixels', parseInteger('--crop', 1), 227)
+    .option('--crop <n>', 'crop side in pixels', parseInteger('--crop'), 227)
     .option('--mirror', 'mirror each image (or batch, with --per-batch) with probability 1/2')
     .option('--center', 'center crop, no mirror (validation)')
     .option('--per-batch', 'one crop offset and mirror flag per batch instead of per image')
-    .option('--seed <n>', 'seed of the crop/mirror draws', parseInteger('--seed', 0, 0xffffffff), 0)
+    .option('--seed <n>', 'seed of the crop/mirror draws', parseInteger('--seed'), 0)
     .action(
       action('augment', async (opts: AugmentCliOptions) => {
-        if (opts.center && (opts.mirror || opts.perBatch)) throw new UsageError('--center takes the fixed center crop without mirroring; it cannot be combined with --mirror or --per-batch');
         const mean = await readMeanNpy(opts.mean);
         const stage = new AugmentStage({ mean, crop: opts.crop, mirror: opts.mirror, center: opts.center, perBatch: opts.perBatch, seed: opts.seed });
         const input = stdinRecords(['batch'], undefined, 'augment');

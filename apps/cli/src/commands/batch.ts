@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { BatchRecord, BatchStage, checkPrefix, MAX_BATCH_SIZE, ShardWriter } from '@alexnet-stream/stream-io';
+import { BatchRecord, BatchStage, ShardWriter } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -30,10 +30,10 @@ export function register(program: Command): void {
         'added last, so an interrupted run never leaves a set that a reader takes as complete. Runs with\n' +
         'different --prefix (train, val) share one directory.',
     )
-    .requiredOption('--size <n>', 'images per batch', parseInteger('--size', 1, MAX_BATCH_SIZE))
+    .requiredOption('--size <n>', 'images per batch', parseInteger('--size'))
     .option('--out-dir <dir>', 'write a shard directory instead of batch records on stdout')
-    .option('--prefix <name>', 'shard file prefix and index key (with --out-dir)', checkPrefix, 'train')
-    .option('--batches-per-shard <n>', 'batches per shard file (with --out-dir; 1 batch of 256 is ~50 MB)', parseInteger('--batches-per-shard', 1), 1)
+    .option('--prefix <name>', 'shard file prefix and index key (with --out-dir)', 'train')
+    .option('--batches-per-shard <n>', 'batches per shard file (with --out-dir; 1 batch of 256 is ~50 MB)', parseInteger('--batches-per-shard'), 1)
     .option('--drop-last', 'drop the last batch if it is smaller than --size')
     .option('--no-fsync', 'do not fsync shards before renaming (faster; safe against a killed process, not a power cut)')
     .action(
@@ -58,6 +58,6 @@ export function register(program: Command): void {
           progress.stop();
         }
         if (stage.assembler.dropped) process.stderr.write(`alexnet-stream batch: dropped the last ${stage.assembler.dropped} images (--drop-last)\n`);
-      }),
+      }, { batchSize: '--size', dir: '--out-dir' }),
     );
 }

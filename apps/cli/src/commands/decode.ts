@@ -3,8 +3,9 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { DEFAULT_MAX_IMAGE_FILE_BYTES, DecodeStage, RESIZE_MODES, ResizeMode, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
-import { action, parseByteSize, parseChoice, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
+import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '@alexnet-stream/core';
+import { DecodeStage, ResizeMode, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
+import { action, parseByteSize, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 
 interface DecodeCliOptions {
@@ -29,10 +30,10 @@ export function register(program: Command): void {
         'skipped with one warning line each on stderr. The input must end with its trailer (a stream cut\n' +
         'short upstream is an error, exit 2); the output ends with one counting images and skipped files.',
     )
-    .option('--size <n>', 'output height and width in pixels', parseInteger('--size', 1, 16384), 256)
-    .option('--resize <mode>', 'squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center', parseChoice('--resize', RESIZE_MODES), 'squash')
-    .option('--concurrency <n>', 'files read and decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency', 1, 1024))
-    .option('--workers <n>', 'worker threads that read, decode and resize plain JPEGs beside the main thread (0: none; default: one per core)', parseInteger('--workers', 0, 256))
+    .option('--size <n>', 'output height and width in pixels', parseInteger('--size'), 256)
+    .option('--resize <mode>', 'squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center', 'squash')
+    .option('--concurrency <n>', 'files read and decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency'))
+    .option('--workers <n>', 'worker threads that read, decode and resize plain JPEGs beside the main thread (0: none; default: one per core)', parseInteger('--workers'))
     .option('--strict', 'exit with status 1 if any file was skipped')
     .option('--max-file-bytes <n>', `skip image files larger than this (bytes; k, M, G suffixes; default ${DEFAULT_MAX_IMAGE_FILE_BYTES >> 20}M)`, parseByteSize('--max-file-bytes'))
     .action(
@@ -46,6 +47,7 @@ export function register(program: Command): void {
           concurrency: opts.concurrency,
           workers: opts.workers,
           maxFileBytes: opts.maxFileBytes,
+          maxFileBytesName: '--max-file-bytes',
           onImage: () => progress.tick(),
           onSkip: (_key, reason, file) => process.stderr.write(`alexnet-stream decode: warning: skipped ${file}: ${reason}\n`),
         });

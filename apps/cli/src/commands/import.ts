@@ -10,10 +10,22 @@
 import type { Command } from 'commander';
 import { existsSync, lstatSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { encodeNpy, InputError, invalidOption, UsageError, writeFileAtomicSync } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, encodeNpy, InputError, invalidParameter, type NamedTensors, UsageError, writeFileAtomicSync } from '@alexnet-stream/core';
 import {
-  alexnetSpec, checkReplaceableCheckpoint, describeSpec, importMeanImage, importTheanoNpy, isPresetName, ImportedMeanImage, MEAN_FILE, ModelSpec, PRESETS, saveCheckpoint,
-  theanoEpochs, theanoLearningRate, theanoNumClasses, Weights,
+  alexnetSpec,
+  checkReplaceableCheckpoint,
+  describeSpec,
+  importMeanImage,
+  importTheanoNpy,
+  isPresetName,
+  ImportedMeanImage,
+  MEAN_FILE,
+  ModelSpec,
+  PRESETS,
+  saveCheckpoint,
+  theanoEpochs,
+  theanoLearningRate,
+  theanoNumClasses,
 } from '@alexnet-stream/model-alexnet';
 import { importOnnxWeights } from '@alexnet-stream/onnx-export';
 import { action, parseInteger } from '../cli-support';
@@ -33,7 +45,7 @@ interface ImportOptions {
 
 interface Imported {
   spec: ModelSpec;
-  weights: Weights;
+  weights: NamedTensors;
   state: Record<string, unknown>;
   /** Lines for stderr (conversions the user should know about). */
   notes: string[];
@@ -53,13 +65,14 @@ function fromTheanoNpy(source: string, opts: ImportOptions): Imported {
     throw new InputError(`${source}: no weights of epoch ${opts.epoch} (W_0_${opts.epoch}.npy or W0_0_${opts.epoch}.npy); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`);
   }
   const preset = opts.preset ?? 'theano-alexnet';
-  if (!isPresetName(preset)) throw invalidOption('--preset', `one of ${PRESETS.join(', ')}`, preset);
+  if (!isPresetName(preset)) throw invalidParameter('--preset', `one of ${PRESETS.join(', ')}`, preset);
   const numClasses = opts.numClasses ?? theanoNumClasses(source, opts.epoch);
   let spec: ModelSpec;
   try {
     spec = alexnetSpec(preset, { numClasses, inputSize: opts.inputSize });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message} (from --preset ${preset}, --num-classes ${numClasses}${opts.inputSize ? `, --input-size ${opts.inputSize}` : ''})`);
+    const from = `(from --preset ${preset}, --num-classes ${numClasses}${opts.inputSize ? `, --input-size ${opts.inputSize}` : ''})`;
+    throw new UsageError((name) => `${err instanceof AlexnetStreamError ? err.renamed(name).message : (err as Error).message} ${from}`, { cause: err });
   }
   const weights = importTheanoNpy(source, opts.epoch, spec, { flip: opts.flip });
   const lr = theanoLearningRate(source, opts.epoch);
@@ -78,14 +91,7 @@ function fromOnnx(source: string, opts: ImportOptions): Imported {
   }
   // Anything else there (a folder, a FIFO, a device) is refused by the bounded reader, saying what it is.
   if (!existsSync(source)) throw new InputError(`${source}: no such file (expected an .onnx model)`);
-  let imported: ReturnType<typeof importOnnxWeights>;
-  try {
-    imported = importOnnxWeights(source);
-  } catch (err) {
-    // onnx-export's ImportError / OnnxFormatError carry exitCode 2 but are not our InputError.
-    if ((err as { exitCode?: number }).exitCode === 2) throw new InputError((err as Error).message);
-    throw err;
-  }
+  const imported = importOnnxWeights(source); // its ImportError / OnnxFormatError are InputErrors (exit 2)
   const state: Record<string, unknown> = {
     imported: { from: 'onnx', source },
     ...(imported.classNames ? { classNames: imported.classNames } : {}),
@@ -101,7 +107,7 @@ export const IMPORTERS: Record<string, Importer> = {
 
 /** The importer for a `--from` value (own keys only: `--from constructor` is not a format). */
 function importerFor(from: string): Importer {
-  if (!Object.hasOwn(IMPORTERS, from)) throw invalidOption('--from', `one of ${Object.keys(IMPORTERS).join(', ')}`, from);
+  if (!Object.hasOwn(IMPORTERS, from)) throw invalidParameter('--from', `one of ${Object.keys(IMPORTERS).join(', ')}`, from);
   return IMPORTERS[from];
 }
 
@@ -156,10 +162,10 @@ export function register(program: Command): void {
     .argument('<source>', 'the seed\'s weights folder (theano-npy) or an .onnx file (onnx)')
     .requiredOption('--from <format>', `source format: ${Object.keys(IMPORTERS).join(', ')}`)
     .requiredOption('--out <ckpt-dir>', 'checkpoint directory to write (e.g. weights/epoch-0065)')
-    .option('--epoch <n>', 'theano-npy: the epoch N of the files to read', parseInteger('--epoch', 0))
+    .option('--epoch <n>', 'theano-npy: the epoch N of the files to read', parseInteger('--epoch'))
     .option('--preset <name>', `theano-npy: model preset (${PRESETS.join(', ')}); default theano-alexnet`)
-    .option('--num-classes <k>', 'theano-npy: class count (default: from the softmax bias b_7_N.npy)', parseInteger('--num-classes', 2))
-    .option('--input-size <n>', 'theano-npy: network input (crop) size (default: the preset\'s, 227)', parseInteger('--input-size', 1))
+    .option('--num-classes <k>', 'theano-npy: class count (default: from the softmax bias b_7_N.npy)', parseInteger('--num-classes'))
+    .option('--input-size <n>', 'theano-npy: network input (crop) size (default: the preset\'s, 227)', parseInteger('--input-size'))
     .option('--no-flip', 'theano-npy: do not flip conv kernels (weights from a cross-correlating backend, e.g. cuda-convnet)')
     .option('--mean <file>', 'also import a mean image (the seed\'s img_mean.npy, float32 (3, H, W); (H, W, 3) is transposed)')
     .option('--mean-out <file>', 'where to write it as our mean.npy (default: <ckpt-dir>/mean.npy)')

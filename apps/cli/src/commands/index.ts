@@ -7,8 +7,14 @@
  * a shell pipeline starts one process per stage.
  */
 import type { Command } from 'commander';
+import type { TrainWorker } from '../multi-worker';
 
-export type Register = (program: Command) => void;
+/** What a program is built for besides its arguments: `worker` builds a `train` that is one worker of a group. */
+export interface CommandContext {
+  trainWorker?: TrainWorker;
+}
+
+export type Register = (program: Command, context?: CommandContext) => void;
 
 /** Command names in the order `--help` lists them; each is also its module's file name. */
 export const COMMAND_NAMES = [

@@ -4,18 +4,16 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
+import { resolveOutputTarget, writeFileAtomic } from '@alexnet-stream/core';
 import {
-  checkPrefix,
   ContactSheetCollector,
   formatShardDirSummary,
   formatSummary,
   inspectorSink,
   inspectShardDir,
   renderContactSheet,
-  resolveOutputTarget,
   StreamInspector,
   StreamRecord,
-  writeFileAtomic,
 } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';
@@ -40,16 +38,16 @@ export function register(program: Command): void {
         'shard read and its checksum verified. --json prints the same as JSON. --contact-sheet draws the\n' +
         'first --count images as a labelled grid PNG (class name + key under each).',
     )
-    .option('--prefix <name>', 'with <dir>: only this shard set', checkPrefix)
+    .option('--prefix <name>', 'with <dir>: only this shard set')
     .option('--json', 'print the summary as JSON')
     .option('--contact-sheet <png>', 'write a contact sheet of the first images to this PNG file')
-    .option('--count <n>', 'images on the contact sheet', parseInteger('--count', 1, 10000), 64)
-    .option('--tile-size <px>', 'contact sheet tile side', parseInteger('--tile-size', 8, 1024), 128)
+    .option('--count <n>', 'images on the contact sheet', parseInteger('--count'), 64)
+    .option('--tile-size <px>', 'contact sheet tile side', parseInteger('--tile-size'), 128)
     .option('--no-verify', 'with <dir>: skip the sha256 check of each shard')
     .action(
       action('inspect', async (dir: string | undefined, opts: InspectCliOptions) => {
         if (opts.contactSheet) resolveOutputTarget(opts.contactSheet); // refused before any work, not after
-        const collector = opts.contactSheet ? new ContactSheetCollector(opts.count) : undefined;
+        const collector = opts.contactSheet ? new ContactSheetCollector(opts.count, { tileSize: opts.tileSize }) : undefined;
         const progress = new Progress({ label: 'inspect', unit: 'records' });
         const onRecord = (record: StreamRecord): void => {
           collector?.add(record);

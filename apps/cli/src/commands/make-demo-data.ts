@@ -23,9 +23,9 @@ export function register(program: Command): void {
         'and JPEG quality. The same --seed gives byte-identical files.',
     )
     .requiredOption('--out <dir>', 'output folder (created if needed)')
-    .option('--seed <n>', 'random seed', parseInteger('--seed', 0, 0xffffffff), 1)
-    .option('--train-per-class <n>', 'training images per class', parseInteger('--train-per-class', 1, 100000), 60)
-    .option('--val-per-class <n>', 'validation images per class', parseInteger('--val-per-class', 0, 100000), 10)
+    .option('--seed <n>', 'random seed', parseInteger('--seed'), 1)
+    .option('--train-per-class <n>', 'training images per class', parseInteger('--train-per-class'), 60)
+    .option('--val-per-class <n>', 'validation images per class', parseInteger('--val-per-class'), 10)
     .action(
       action('make-demo-data', async (opts: MakeDemoOptions) => {
         const summary = await generateDemoDataset(opts.out, { seed: opts.seed, trainPerClass: opts.trainPerClass, valPerClass: opts.valPerClass });

@@ -5,7 +5,8 @@
 import type { Command } from 'commander';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { checkPrefix, MeanStage, resolveOutputTarget, ShardReader, writeMeanNpy } from '@alexnet-stream/stream-io';
+import { resolveOutputTarget } from '@alexnet-stream/core';
+import { MeanStage, ShardReader, writeMeanNpy } from '@alexnet-stream/stream-io';
 import { action, stdinRecords, stdoutRecords, stdoutRequiredFor } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -29,7 +30,7 @@ export function register(program: Command): void {
     )
     .argument('[shard-dir]', 'a shard directory written by `batch --out-dir` or `prepare`')
     .requiredOption('--out <file>', 'where to write the mean image (.npy)')
-    .option('--prefix <name>', 'with <shard-dir>: which shard set', checkPrefix, 'train')
+    .option('--prefix <name>', 'with <shard-dir>: which shard set', 'train')
     .option('--no-verify', 'with <shard-dir>: skip the sha256 check of each shard')
     .action(
       action('mean', async (dir: string | undefined, opts: MeanCliOptions) => {

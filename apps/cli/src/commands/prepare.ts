@@ -3,8 +3,8 @@
  * seed's generate_data.sh in one command (an in-process pipeline of the same stages).
  */
 import type { Command } from 'commander';
-import { formatPrepareSummary, MAX_BATCH_SIZE, prepareDataDir, RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
-import { action, parseChoice, parseInteger, parseNumber } from '../cli-support';
+import { formatPrepareSummary, prepareDataDir, ResizeMode } from '@alexnet-stream/stream-io';
+import { action, parseInteger, parseNumber } from '../cli-support';
 import { Progress } from '../progress';
 
 interface PrepareCliOptions {
@@ -42,15 +42,15 @@ export function register(program: Command): void {
     .requiredOption('--train <dir>', 'training images, one sub-folder per class (sorted names are labels)')
     .option('--val <dir>', 'validation images: class folders, or the root of the paths in --val-list')
     .option('--val-list <file>', 'Caffe-style list "relative/path label" of the validation images (paths relative to --val)')
-    .option('--val-split <fraction>', 'hold out this fraction of the training images as the val set (seeded)', parseNumber('--val-split', 0, 1))
+    .option('--val-split <fraction>', 'hold out this fraction of the training images as the val set (seeded)', parseNumber('--val-split'))
     .requiredOption('--out <data-dir>', 'the data dir to create')
-    .option('--batch-size <n>', 'images per batch', parseInteger('--batch-size', 1, MAX_BATCH_SIZE), 256)
-    .option('--size <n>', 'decoded image height and width', parseInteger('--size', 1, 16384), 256)
-    .option('--resize <mode>', 'squash (the seed) or center-crop', parseChoice('--resize', RESIZE_MODES), 'squash')
-    .option('--seed <n>', 'seed of the train shuffle and the val split', parseInteger('--seed', 0, 0xffffffff), 0)
-    .option('--concurrency <n>', 'images decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency', 1, 1024))
-    .option('--limit <n>', 'use at most n train images (and n val images), for a trial run', parseInteger('--limit', 1))
-    .option('--batches-per-shard <n>', 'batches per shard file', parseInteger('--batches-per-shard', 1), 1)
+    .option('--batch-size <n>', 'images per batch', parseInteger('--batch-size'), 256)
+    .option('--size <n>', 'decoded image height and width', parseInteger('--size'), 256)
+    .option('--resize <mode>', 'squash (the seed) or center-crop', 'squash')
+    .option('--seed <n>', 'seed of the train shuffle and the val split', parseInteger('--seed'), 0)
+    .option('--concurrency <n>', 'images decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency'))
+    .option('--limit <n>', 'use at most n train images (and n val images), for a trial run', parseInteger('--limit'))
+    .option('--batches-per-shard <n>', 'batches per shard file', parseInteger('--batches-per-shard'), 1)
     .option('--force', 'rebuild even if --out is already complete')
     .option('--no-fsync', 'do not fsync files before renaming them')
     .option('--strict', 'exit with status 1 if any image was skipped')

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { checkPrefix, ShardReader } from '@alexnet-stream/stream-io';
+import { ShardReader } from '@alexnet-stream/stream-io';
 import { action, parseInteger, parseShard, stdoutRecords } from '../cli-support';
 
 interface ReadCliOptions {
@@ -25,9 +25,9 @@ export function register(program: Command): void {
         'the sha256 in index.json. A missing, truncated or corrupt shard stops the run with an error naming\n' +
         'the file (exit 2). Only files listed in index.json are read; temp files of a killed writer never are.',
     )
-    .option('--prefix <name>', 'which shard set', checkPrefix, 'train')
+    .option('--prefix <name>', 'which shard set', 'train')
     .option('--shuffle-batches', 'shuffle the shard order (and the batches inside each shard), seeded')
-    .option('--seed <n>', 'shuffle seed', parseInteger('--seed', 0, 0xffffffff), 0)
+    .option('--seed <n>', 'shuffle seed', parseInteger('--seed'), 0)
     .option('--shard <i/N>', 'read every N-th shard starting at i (after shuffling): N workers with the same seed read disjoint parts', parseShard('--shard'))
     .option('--no-verify', 'skip the sha256 check (truncation is still detected)')
     .action(

@@ -5,9 +5,8 @@
  */
 import type { Command } from 'commander';
 import { join } from 'node:path';
-import sharp from 'sharp';
+import { InputError, readUserFileSync, writeFileAtomic } from '@alexnet-stream/core';
 import { latestCheckpoint, MAX_STATE_FILE_BYTES, STATE_FILE } from '@alexnet-stream/model-alexnet';
-import { InputError, readUserFileSync, writeFileAtomic } from '@alexnet-stream/stream-io';
 import { bestEpoch, buildReportHtml, buildReportSvg, readTrainLog, readValRecord } from '@alexnet-stream/trainer-multigpu';
 import { action, PROGRAM } from '../cli-support';
 
@@ -72,6 +71,8 @@ export function register(program: Command): void {
         let pngPath: string | undefined;
         if (opts.png !== false) {
           pngPath = typeof opts.png === 'string' ? opts.png : opts.out.replace(/\.html?$/i, '') + '.png';
+          // sharp (native) is loaded only here: building the program must not load it.
+          const sharp = require('sharp') as typeof import('sharp');
           const png = await sharp(Buffer.from(svg)).png().toBuffer();
           await writeFileAtomic(pngPath, png);
         }

@@ -5,7 +5,8 @@ import type { Command } from 'commander';
 import * as path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { InputError, listClassFolders, makeHeader, readCaffeList, readClassNames, selectItems, UsageError, wholeStream } from '@alexnet-stream/stream-io';
+import { InputError, UsageError } from '@alexnet-stream/core';
+import { listClassFolders, makeHeader, readCaffeList, readClassNames, selectItems, wholeStream } from '@alexnet-stream/stream-io';
 import { action, parseInteger, parseShard, stdoutRecords } from '../cli-support';
 
 interface ScanOptions {
@@ -32,9 +33,9 @@ export function register(program: Command): void {
     .option('--root <dir>', 'folder the paths in --list are relative to (default: the list file\'s folder)')
     .option('--classes <file>', 'class names, one per line in label order (with --list; checks labels and names them)')
     .option('--shuffle', 'shuffle the items (seeded: the same --seed gives the same order everywhere)')
-    .option('--seed <n>', 'shuffle seed', parseInteger('--seed', 0, 0xffffffff), 0)
+    .option('--seed <n>', 'shuffle seed', parseInteger('--seed'), 0)
     .option('--shard <i/N>', 'keep every N-th item starting at i (after shuffling), to split work across N machines', parseShard('--shard'))
-    .option('--limit <n>', 'keep at most n items (after sharding)', parseInteger('--limit', 0))
+    .option('--limit <n>', 'keep at most n items (after sharding)', parseInteger('--limit'))
     .action(
       action('scan', async (dir: string | undefined, opts: ScanOptions) => {
         let list;

@@ -5,6 +5,7 @@
  * stdout gets one JSON line at the end (the summary), for scripts.
  */
 import type { Command } from 'commander';
+import { invalidParameter, UsageError } from '@alexnet-stream/core';
 import {
   checkConfigValue,
   ConfigKey,
@@ -17,12 +18,12 @@ import {
   TrainEvent,
   ENGINE_NAMES,
 } from '@alexnet-stream/trainer-multigpu';
-import { invalidOption, UsageError } from '@alexnet-stream/stream-io';
 import { checkDevices } from '@alexnet-stream/onnx-export';
 import { parse as parseYaml } from 'yaml';
-import { action, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';
+import { action, flagNamer, parseInteger, parseNumber, PROGRAM, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';
-import { currentTrainWorker, launchLocalWorkers, localWorkerCount } from '../multi-worker';
+import type { CommandContext } from '.';
+import { launchLocalWorkers, localWorkerCount } from '../multi-worker';
 
 interface TrainCliOptions {
   config?: string;
@@ -43,6 +44,15 @@ interface TrainCliOptions {
   syncMomentum?: boolean;
 }
 
+/** runTraining's parameters and config keys as this command's messages name them (the rest by their flags). */
+const TRAIN_NAMES: Record<string, string> = {
+  stdinRecords: '--stdin',
+  learningRate: '--lr',
+  learning_rate: '--set learning_rate',
+  data_dir: 'data_dir in the config or pass --data <dir>',
+  weights_dir: 'weights_dir (--weights-dir)',
+};
+
 function parseResume(value: string): number {
   return parseInteger('--resume', 0)(value);
 }
@@ -54,7 +64,7 @@ function collectSet(value: string, previous: string[]): string[] {
 /** `key=value` (value in YAML syntax) → a validated override. */
 function parseSetOption(item: string): [ConfigKey, unknown] {
   const eq = item.indexOf('=');
-  if (eq <= 0) throw invalidOption('--set', 'key=value (a config key and a YAML value)', item);
+  if (eq <= 0) throw invalidParameter('--set', 'key=value (a config key and a YAML value)', item);
   const key = item.slice(0, eq).trim();
   if (!Object.hasOwn(CONFIG_KEYS, key)) {
     const suggestion = suggestKey(key);
@@ -161,7 +171,7 @@ class TrainRenderer {
   }
 }
 
-export function register(program: Command): void {
+export function register(program: Command, context: CommandContext = {}): void {
   program
     .command('train')
     .summary('train AlexNet on a data dir (or float32 batches on stdin), with validation, checkpoints and resume')
@@ -189,7 +199,7 @@ export function register(program: Command): void {
     .option('--workers <n>', 'n local worker processes averaging weights over ZeroMQ (default: one per --devices entry); docs/multi-worker.md', parseInteger('--workers', 1))
     .option('--sync-momentum', 'sync_momentum: with several workers, average the momentum velocities too at each sync (default: they stay local, as in the seed)')
     .action(
-      action('train', async (opts: TrainCliOptions) => {
+      action('train', async (opts: TrainCliOptions, command: Command) => {
         const file = opts.config ? await readConfigFile(opts.config) : {};
         const overrides = overridesFrom(opts);
         // A learning rate on the command line of a resumed run replaces the checkpoint's lr (the
@@ -202,7 +212,7 @@ export function register(program: Command): void {
         // A device this machine cannot have fails here, in one line, before any data is read.
         if (resolved.engine === 'onnxruntime') checkDevices(resolved.devices);
         // Multi-worker (docs/multi-worker.md): launch local workers, or be one.
-        const worker = currentTrainWorker();
+        const worker = context.trainWorker;
         const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
         if (workers > 1) return launchLocalWorkers({ workers, devices: resolved.devices, trainArgs: process.argv.slice(3) });
         const config = worker ? worker.adjust(resolved) : resolved;
@@ -218,6 +228,7 @@ export function register(program: Command): void {
             stdinRecords: opts.stdin ? stdinRecords(['batch'], undefined, 'train --stdin') : undefined,
             onEvent: worker?.quiet ? undefined : renderer.onEvent,
             onNotice: worker?.quiet ? undefined : renderer.notice,
+            nameParameter: flagNamer(command, TRAIN_NAMES),
           });
           if (worker?.quiet) return;
           const best = result.state.valRecord.reduce<(typeof result.state.valRecord)[number] | undefined>((b, r) => (!b || r.top1Error < b.top1Error ? r : b), undefined);
@@ -239,6 +250,6 @@ export function register(program: Command): void {
         } finally {
           renderer.stop();
         }
-      }),
+      }, TRAIN_NAMES),
     );
 }

@@ -10,14 +10,23 @@
  */
 import type { Command } from 'commander';
 import { join } from 'node:path';
+import { InputError, UsageError } from '@alexnet-stream/core';
 import { checkDataClasses, describeSpec } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, lowerInference, topK } from '@alexnet-stream/onnx-export';
 import {
-  BatchRecord, centerOffset, checkAugmentInput, cropMirrorSubtract, CropPlan, InputError, readMeanNpy, readShard, readShardIndex, shardSet, UsageError,
+  BatchRecord,
+  centerOffset,
+  checkAugmentInput,
+  cropMirrorSubtract,
+  CropPlan,
+  readMeanNpy,
+  readShard,
+  readShardIndex,
+  shardSet,
 } from '@alexnet-stream/stream-io';
 import { action, parseDeviceList, parseInteger } from '../cli-support';
 import { Progress } from '../progress';
-import { allocateBatch, asInputErrors, loadWeights } from '../model-support';
+import { allocateBatch, loadWeights } from '../model-support';
 
 interface ValidateOptions {
   weights: string;
@@ -80,7 +89,7 @@ export async function runValidate(opts: ValidateOptions): Promise<ValidationResu
   }
   // The rule train applies (model-alexnet data-fit.ts): a model of other classes is refused.
   checkDataClasses([{ name: `"${opts.prefix}" set`, labelCount: set.labelCount, classNames: set.classNames }], spec.numClasses, join(opts.data, 'index.json'), `the model (${loaded.source}: ${describeSpec(spec)})`);
-  const model = await asInputErrors(() => InferenceModel.fromModel(lowerInference(spec, loaded.weights), loaded.source, { intraOpNumThreads: opts.threads, devices: opts.devices }));
+  const model = await InferenceModel.fromModel(lowerInference(spec, loaded.weights), loaded.source, { intraOpNumThreads: opts.threads, devices: opts.devices });
   const bs = opts.batchSize;
   const crop = spec.inputSize;
   const [data] = allocateBatch(() => [new Float32Array(bs * c * crop * crop)], `--batch-size ${bs} of ${crop}x${crop} crops`);
@@ -143,23 +152,21 @@ export function register(program: Command): void {
     .option('--prefix <name>', 'shard set to evaluate', 'val')
     .option('--batch-size <n>', 'images per inference batch', parseInteger('--batch-size', 1, 4096), 32)
     .option('--preset <name>', 'model preset, for a .safetensors file without a spec')
-    .option('--num-classes <k>', 'class count, with --preset', parseInteger('--num-classes', 2))
-    .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads', 1, 1024))
+    .option('--num-classes <k>', 'class count, with --preset', parseInteger('--num-classes'))
+    .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads'))
     .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; docs/gpus.md', parseDeviceList)
     .option('--json', 'print the result as one JSON object')
     .action(
-      action('validate', (opts: ValidateOptions) =>
-        asInputErrors(async () => {
-          if (!opts.prefix.trim()) throw new UsageError('Expected a shard set name for --prefix but received ""');
-          const r = await runValidate(opts);
-          if (opts.json) {
-            process.stdout.write(`${JSON.stringify({ prefix: opts.prefix, images: r.images, top1Error: r.top1Error, top5Error: r.top5Error, loss: r.loss, model: r.spec })}\n`);
-          } else {
-            process.stdout.write(
-              `${opts.prefix}: ${r.images} images, top-1 error ${(100 * r.top1Error).toFixed(2)}%, top-5 error ${(100 * r.top5Error).toFixed(2)}%, loss ${r.loss.toFixed(4)}\n`,
-            );
-          }
-        }),
-      ),
+      action('validate', async (opts: ValidateOptions) => {
+        if (!opts.prefix.trim()) throw new UsageError('Expected a shard set name for --prefix but received ""');
+        const r = await runValidate(opts);
+        if (opts.json) {
+          process.stdout.write(`${JSON.stringify({ prefix: opts.prefix, images: r.images, top1Error: r.top1Error, top5Error: r.top5Error, loss: r.loss, model: r.spec })}\n`);
+        } else {
+          process.stdout.write(
+            `${opts.prefix}: ${r.images} images, top-1 error ${(100 * r.top1Error).toFixed(2)}%, top-5 error ${(100 * r.top5Error).toFixed(2)}%, loss ${r.loss.toFixed(4)}\n`,
+          );
+        }
+      }, { intraOpNumThreads: '--threads', expectedSpec: '--preset' }),
     );
 }

@@ -7,10 +7,13 @@
  * option is `train`'s, with the same meaning.
  */
 import type { Command } from 'commander';
-import { AlexnetStreamError } from '@alexnet-stream/stream-io';
-import { resolveLaunch } from '@alexnet-stream/trainer-multigpu';
+import { AlexnetStreamError, UsageError } from '@alexnet-stream/core';
+import { checkGroupOptions, resolveLaunch } from '@alexnet-stream/trainer-multigpu';
 import { action, parseInteger, PROGRAM } from '../cli-support';
-import { defaultPeerTimeoutMs, makeTrainWorker, setTrainWorker } from '../multi-worker';
+import { defaultPeerTimeoutMs, makeTrainWorker } from '../multi-worker';
+
+/** How long a worker whose group failed may take to unwind (its step in progress, its cleanup) before it is stopped. */
+const FATAL_UNWIND_MS = 60_000;
 
 interface WorkerCliOptions {
   rank?: number;
@@ -23,11 +26,6 @@ interface WorkerCliOptions {
   advertiseHost?: string;
   localWorldSize?: number;
   device?: string;
-}
-
-function parseTransfer(value: string): 'fp32' | 'fp16' {
-  if (value !== 'fp32' && value !== 'fp16') throw new AlexnetStreamError(`Expected fp32 or fp16 for --transfer but received ${JSON.stringify(value)}`, 2);
-  return value;
 }
 
 export function register(program: Command): void {
@@ -44,12 +42,12 @@ export function register(program: Command): void {
         'the coordinator from ALEXNET_STREAM_COORDINATOR or MASTER_ADDR + MASTER_PORT.\n' +
         `Example: ${PROGRAM} worker --rank 1 --world-size 2 --coordinator tcp://10.0.0.1:5555 --config config.yaml`,
     )
-    .option('--rank <r>', 'this worker\'s rank, 0..n-1', parseInteger('--rank', 0))
-    .option('--world-size <n>', 'number of workers', parseInteger('--world-size', 1))
+    .option('--rank <r>', 'this worker\'s rank, 0..n-1', parseInteger('--rank'))
+    .option('--world-size <n>', 'number of workers', parseInteger('--world-size'))
     .option('--coordinator <endpoint>', 'tcp://HOST:PORT (rank 0 binds it; HOST must reach rank 0) or ipc:///path (one host)')
-    .option('--peer-timeout-ms <ms>', 'a silent or dead peer stops the run within this bound (default: ALEXNET_STREAM_PEER_TIMEOUT_MS, else 30000)', parseInteger('--peer-timeout-ms', 200), defaultPeerTimeoutMs())
-    .option('--rendezvous-timeout-ms <ms>', 'how long to wait for all workers to start', parseInteger('--rendezvous-timeout-ms', 100), 120_000)
-    .option('--transfer <precision>', 'weights on the wire: fp32 (exact) or fp16 (half the bytes; rounds weights to float16 at each sync)', parseTransfer, 'fp32')
+    .option('--peer-timeout-ms <ms>', 'a silent or dead peer stops the run within this bound (default: ALEXNET_STREAM_PEER_TIMEOUT_MS, else 30000)', parseInteger('--peer-timeout-ms'), defaultPeerTimeoutMs())
+    .option('--rendezvous-timeout-ms <ms>', 'how long to wait for all workers to start', parseInteger('--rendezvous-timeout-ms'), 120_000)
+    .option('--transfer <precision>', 'weights on the wire: fp32 (exact) or fp16 (half the bytes; rounds weights to float16 at each sync)', 'fp32')
     .option('--frame-kb <kb>', 'ZeroMQ message size for weight frames', parseInteger('--frame-kb', 4, 1 << 20), 4096)
     .option('--advertise-host <host>', 'address other hosts reach this worker at (default: ALEXNET_STREAM_HOST, else the first non-loopback IPv4)')
     .option('--local-world-size <n>', 'workers on this host, to split its cores (default: from the launcher, else 1)', parseInteger('--local-world-size', 1))
@@ -60,7 +58,7 @@ export function register(program: Command): void {
     .action(
       action('worker', async (trainArgs: string[], opts: WorkerCliOptions) => {
         const launch = resolveLaunch({ rank: opts.rank, worldSize: opts.worldSize, coordinator: opts.coordinator });
-        const worker = makeTrainWorker({
+        const settings = {
           rank: launch.rank,
           worldSize: launch.worldSize,
           coordinator: launch.coordinator,
@@ -68,23 +66,30 @@ export function register(program: Command): void {
           rendezvousTimeoutMs: opts.rendezvousTimeoutMs,
           transfer: opts.transfer,
           frameElements: (opts.frameKb * 1024) / 4,
+        };
+        checkGroupOptions(settings); // refused here, before train's options are read
+        const worker = makeTrainWorker({
+          ...settings,
           advertiseHost: opts.advertiseHost,
           localWorldSize: opts.localWorldSize ?? launch.localWorldSize,
           device: opts.device,
           onFatal: (err) => {
-            // The loop may be inside an engine step that will not return soon: stop now.
-            // Checkpoints are written to a temp dir and renamed, so the last one is whole.
-            // (When the loop saw the failure first, train has reported it already.)
-            if (!process.exitCode) process.stderr.write(`${PROGRAM} worker: rank ${launch.rank}: ${err.message}\n`);
-            process.exit(process.exitCode || (err instanceof AlexnetStreamError ? err.exitCode : 1));
+            // The training loop sees the failure after the step in progress (group.error) and
+            // unwinds: train reports it, the group's last messages go out (its control sockets
+            // linger, and a process that ends normally waits for them), the process ends.
+            // Should something keep it from unwinding, stop it after a bound; checkpoints are
+            // written to a temp dir and renamed, so the last one is whole either way.
+            setTimeout(() => {
+              if (!process.exitCode) process.stderr.write(`${PROGRAM} worker: rank ${launch.rank}: ${err.message}\n`);
+              process.exit(process.exitCode || (err instanceof AlexnetStreamError ? err.exitCode : 1));
+            }, FATAL_UNWIND_MS).unref();
           },
         });
-        setTrainWorker(worker);
         // Imported here, not at the top: main.ts loads this module.
-        const { buildProgram } = await import('../main');
-        const train = buildProgram('train');
+        const { buildProgram } = require('../main') as typeof import('../main');
+        const train = buildProgram('train', { trainWorker: worker });
         train.exitOverride((err) => {
-          throw new AlexnetStreamError(`invalid train options for worker: ${err.message}`, 2);
+          throw new UsageError(`invalid train options for worker: ${err.message}`, { cause: err });
         });
         try {
           await train.parseAsync(['train', ...trainArgs], { from: 'user' });

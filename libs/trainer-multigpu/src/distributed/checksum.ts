@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { NamedTensors } from '../engine';
+import type { NamedTensors } from '@alexnet-stream/core';
 
 /** SHA-256 over the raw bytes of the tensors in sorted name order: equal iff bit-identical. */
 export function checksumTensors(tensors: NamedTensors): string {

@@ -4,23 +4,14 @@
  * *which* field differs without shipping the whole config over the wire.
  */
 import { createHash } from 'node:crypto';
+import { canonicalJson } from '@alexnet-stream/core';
 
 export type IdentityHashes = Record<string, string>;
-
-/** JSON with sorted object keys, so that equal values hash equally whatever the key order. */
-export function stableJson(value: unknown): string {
-  return JSON.stringify(value, (_key, v) => {
-    if (v && typeof v === 'object' && !Array.isArray(v) && !ArrayBuffer.isView(v)) {
-      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]));
-    }
-    return v;
-  });
-}
 
 export function hashIdentity(fields: Record<string, unknown>): IdentityHashes {
   const out: IdentityHashes = {};
   for (const key of Object.keys(fields).sort()) {
-    out[key] = createHash('sha256').update(stableJson(fields[key]) ?? 'undefined').digest('hex').slice(0, 16);
+    out[key] = createHash('sha256').update(canonicalJson(fields[key]) ?? 'undefined').digest('hex').slice(0, 16);
   }
   return out;
 }

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { UsageError } from '@alexnet-stream/core';
 import { differingFields, hashIdentity } from './identity';
 import { parseEndpoint, resolveLaunch, threadsPerWorker } from './launch-env';
 
 describe('resolveLaunch', () => {
   it('takes flags over the environment', () => {
     const l = resolveLaunch({ rank: 1, worldSize: 4, coordinator: 'tcp://10.0.0.1:5555' }, { OMPI_COMM_WORLD_RANK: '3', OMPI_COMM_WORLD_SIZE: '8' });
-    assert.deepEqual([l.rank, l.worldSize, l.coordinator, l.source.rank], [1, 4, 'tcp://10.0.0.1:5555', '--rank']);
+    assert.deepEqual([l.rank, l.worldSize, l.coordinator, l.source.rank], [1, 4, 'tcp://10.0.0.1:5555', 'rank']);
   });
   it('reads OpenMPI, then Slurm; the coordinator from ALEXNET_STREAM_COORDINATOR or MASTER_ADDR/PORT', () => {
     const mpi = resolveLaunch({}, { OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_LOCAL_SIZE: '2', ALEXNET_STREAM_COORDINATOR: 'ipc:///tmp/x' });
@@ -16,7 +16,15 @@ describe('resolveLaunch', () => {
     assert.deepEqual([slurm.rank, slurm.worldSize, slurm.coordinator], [5, 8, 'tcp://node01:29500']);
   });
   it('refuses what is missing or inconsistent, naming where it came from', () => {
-    assert.throws(() => resolveLaunch({ worldSize: 2, coordinator: 'tcp://h:1' }, {}), /No rank: pass --rank/);
+    assert.throws(() => resolveLaunch({ worldSize: 2, coordinator: 'tcp://h:1' }, {}), /No rank: pass rank /);
+    // The CLI names its flags in the same message.
+    assert.throws(() => {
+      try {
+        resolveLaunch({ worldSize: 2, coordinator: 'tcp://h:1' }, {});
+      } catch (err) {
+        throw (err as UsageError).renamed((p) => `--${p}`);
+      }
+    }, /No rank: pass --rank /);
     assert.throws(() => resolveLaunch({ rank: 0, worldSize: 2 }, {}), /No coordinator/);
     assert.throws(() => resolveLaunch({}, { SLURM_PROCID: '2', SLURM_NTASKS: '2', MASTER_ADDR: 'h', MASTER_PORT: '1' }), /Rank 2 \(from SLURM_PROCID\) must be below the world size 2 \(from SLURM_NTASKS\)/);
     assert.throws(() => resolveLaunch({}, { OMPI_COMM_WORLD_RANK: 'x', OMPI_COMM_WORLD_SIZE: '2' }), UsageError);

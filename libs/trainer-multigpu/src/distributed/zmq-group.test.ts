@@ -1,6 +1,7 @@
 /**
  * The ZeroMQ group with real sockets in real processes (ipc in a temp dir, tcp on loopback
- * with ephemeral ports). Timeouts are generous: the machine has 2 cores shared by other jobs.
+ * with ephemeral ports): averaging over each transport, faults (a killed, a silent, a lost
+ * rank 0), refusals. Timeouts are generous: the machine has 2 cores shared by other jobs.
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -39,6 +40,7 @@ interface Worker {
   child: ChildProcess;
   lines: Record<string, unknown>[];
   stderr: string;
+  /** Once the process has exited and its output is read: its status, and when it exited. */
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; atMs: number }>;
   /** Resolves with the first stdout record matching `pred`. */
   waitFor(pred: (line: Record<string, unknown>) => boolean): Promise<void>;
@@ -64,13 +66,19 @@ function startWorker(args: Partial<FixtureArgs> & { rank: number; worldSize: num
     child,
     lines,
     stderr: '',
-    exit: new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, atMs: Date.now() }))),
+    // Resolved at 'close', not 'exit': a process can exit before its last stdout lines are read
+    // here (a loaded machine), and the tests read `lines` next. The time is the exit's.
+    exit: new Promise((resolve) => {
+      let atMs = 0;
+      child.once('exit', () => (atMs = Date.now()));
+      child.once('close', (code, signal) => resolve({ code, signal, atMs: atMs || Date.now() }));
+    }),
     waitFor: (pred) =>
       new Promise((resolve, reject) => {
         const check = () => lines.some(pred) && resolve();
         listeners.push(check);
         check();
-        child.on('exit', () => setImmediate(() => (lines.some(pred) ? resolve() : reject(new Error(`rank ${args.rank} exited first: ${worker.stderr}`)))));
+        child.on('close', () => (lines.some(pred) ? resolve() : reject(new Error(`rank ${args.rank} exited first: ${worker.stderr}`))));
       }),
   };
   child.stderr!.on('data', (chunk: Buffer) => (worker.stderr += chunk.toString()));
@@ -92,10 +100,11 @@ const TIMEOUT = { timeout: 120_000 };
 
 // Two groups at a time: most of a test is processes starting and waiting on each other.
 describe('ZmqWorkerGroup (real sockets, one process per rank)', { concurrency: 2 }, () => {
+  // The ring's arithmetic over many world sizes, frames and fp16 is ring.test.ts's (in memory);
+  // here, the same over the two real transports, once each.
   for (const [worldSize, transport] of [
     [2, 'tcp'],
     [3, 'ipc'],
-    [4, 'ipc'],
   ] as const) {
     it(`averages weights across ${worldSize} ranks over ${transport}: matches a float64 hand sum, bit-identical on every rank${worldSize === 3 ? '; broadcast and metrics' : ''}`, TIMEOUT, async () => {
       // Odd sizes, a size smaller than the world, and frames (7 floats) that divide nothing.
@@ -139,27 +148,6 @@ describe('ZmqWorkerGroup (real sockets, one process per rank)', { concurrency: 2
       }
     });
   }
-
-  it('fp16 transfer: bit-identical replicas, error within float16 rounding of the mean', TIMEOUT, async () => {
-    const sizes = [4096];
-    const { workers, exits } = await runGroup(3, { coordinator: ipcEndpoint(), sizes, transfer: 'fp16', frameElements: 1000 });
-    exits.forEach((e, r) => assert.equal(e.code, 0, `rank ${r} failed: ${workers[r].stderr}`));
-    const results = workers.map((w) => w.lines.find((l) => l.round === 0)!);
-    assert.equal(new Set(results.map((r) => r.checksum)).size, 1);
-    const inputs = [0, 1, 2].map((rank) => fixtureTensors(sizes, rank, 0));
-    const got = decode((results[0].data as string[])[0]);
-    let maxErr = 0;
-    for (let i = 0; i < got.length; i++) {
-      const mean = (inputs[0].t00[i] + inputs[1].t00[i] + inputs[2].t00[i]) / 3;
-      maxErr = Math.max(maxErr, Math.abs(got[i] - mean));
-    }
-    // Values lie in [-1, 1). Rounding to float16 errs by half an ulp: 2^-12 below 1, 2^-11
-    // below 2. The two partial sums on the wire (|.| < 1, then < 2) are rounded once each and
-    // then divided by 3; the mean is rounded once more: ≤ (2^-12 + 2^-11)/3 + 2^-12 ≈ 4.9e-4.
-    // We allow 1e-3. It must not be exact either (else fp16 was not used).
-    assert.ok(maxErr < 1e-3, `max abs error ${maxErr}`);
-    assert.ok(maxErr > 0, 'fp16 transfer rounded nothing: was it used?');
-  });
 
   it('a worker killed with SIGKILL: the others exit non-zero within the peer timeout, naming the lost rank', TIMEOUT, async () => {
     const peerTimeoutMs = 4000;

@@ -3,9 +3,9 @@
  * tfjs is only practical for tiny specs, tfjs-node(-gpu) where it installs). Each engine module
  * is loaded only when asked for, so training on onnxruntime never loads tfjs and vice versa.
  */
+import { check, type NamedTensors } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
-import { UsageError } from '@alexnet-stream/stream-io';
-import type { LossConfig, NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
+import type { LossConfig, OptimizerConfig, TrainingEngine } from '../engine';
 
 export const ENGINES = ['onnxruntime', 'tfjs'] as const;
 export type EngineKind = (typeof ENGINES)[number];
@@ -28,9 +28,9 @@ export interface CreateEngineOptions {
 }
 
 export async function createEngine(name: EngineKind, spec: ModelSpec, weights: NamedTensors, options: CreateEngineOptions): Promise<TrainingEngine> {
-  switch (name) {
+  switch (check.oneOf('engine', name, ENGINES)) {
     case 'onnxruntime': {
-      const { createOrtEngine } = await import('./onnxruntime/engine');
+      const { createOrtEngine } = require('./onnxruntime/engine') as typeof import('./onnxruntime/engine');
       return createOrtEngine(spec, weights, {
         optimizer: options.optimizer,
         loss: options.loss,
@@ -43,10 +43,8 @@ export async function createEngine(name: EngineKind, spec: ModelSpec, weights: N
       });
     }
     case 'tfjs': {
-      const { createTfjsEngine } = await import('./tfjs/engine');
+      const { createTfjsEngine } = require('./tfjs/engine') as typeof import('./tfjs/engine');
       return createTfjsEngine(spec, weights, { optimizer: options.optimizer, loss: options.loss, seed: options.seed, verbose: options.verbose });
     }
-    default:
-      throw new UsageError(`Expected one of ${ENGINES.join(', ')} for engine but received ${JSON.stringify(name)}`);
   }
 }

@@ -2,9 +2,9 @@
  * Test-only helpers for the graph tests: a one-layer graph straight from the rule table, running
  * graphs in onnxruntime, float64 reference ops for finite differences, error measures.
  */
+import { Rng } from '@alexnet-stream/core';
 import { alexnetSpec, inferShapes, LayerSpec, ModelSpec, PresetName, Shape } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, encodeModel, loadOnnxRuntime, ModelProto, type Ort } from '@alexnet-stream/onnx-export';
-import { Rng } from '@alexnet-stream/stream-io';
 import { gemmGradient } from './update';
 import { DEFAULT_LOWERING, LoweringOptions, RULES, Rule, RuleContext } from './rules';
 

@@ -17,9 +17,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import type { ConvLayer, LayerSpec, Shape } from '@alexnet-stream/model-alexnet';
-import { windowOutputSize } from '@alexnet-stream/model-alexnet';
-import { Rng } from '@alexnet-stream/stream-io';
+import { Rng } from '@alexnet-stream/core';
+import { type ConvLayer, type LayerSpec, type Shape, windowOutputSize } from '@alexnet-stream/model-alexnet';
 import { loadOnnxRuntime } from '@alexnet-stream/onnx-export';
 import { DEFAULT_LOWERING, LoweringOptions, NCHWC_DOMAIN } from './rules';
 import { nchwcBlockSize } from '../engines/onnxruntime/nchwc';

@@ -20,10 +20,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type * as tfjs from '@tensorflow/tfjs';
+import { NamedTensors, Rng } from '@alexnet-stream/core';
 import { alexnetSpec, initParameters, inferShapes, ModelSpec, PresetName, parameterList } from '@alexnet-stream/model-alexnet';
 import { encodeModel, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
-import { Rng } from '@alexnet-stream/stream-io';
-import { DEFAULT_OPTIMIZER, NamedTensors, OptimizerConfig } from '../engine';
+import { DEFAULT_OPTIMIZER, OptimizerConfig } from '../engine';
 import { loadTfjs } from '../engines/tfjs/backend';
 import { tfjsForward, weightsToTensors } from '../engines/tfjs/forward';
 import { countTopKErrors, tfjsLossAndGradients, tfjsSoftmaxCrossEntropy } from '../engines/tfjs/loss';

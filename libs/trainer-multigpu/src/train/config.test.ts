@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { UsageError } from '@alexnet-stream/stream-io';
+import { UsageError } from '@alexnet-stream/core';
 import { CONFIG_KEYS, defaultConfig, editDistance, parseConfigText, resolveConfig, suggestKey } from './config';
 
 test('a seed-style config.yaml parses; defaults fill the rest; mean_file defaults to <data_dir>/mean.npy', () => {
@@ -75,7 +75,7 @@ test('the time-to-accuracy keys: input_scale forms, warm-up, cosine/poly floor, 
   assert.equal(resolveConfig(parseConfigText('lr_policy: poly\nlr_power: 2\n', 'c.yaml')).lr_power, 2);
   assert.throws(() => parseConfigText('label_smoothing: 1\n', 'c.yaml'), /expected a number >= 0 and <= 0.99 for label_smoothing but received 1/);
   assert.throws(() => parseConfigText('lr_warmup_epochs: -1\n', 'c.yaml'), /expected a number >= 0 and <= 1000 for lr_warmup_epochs/);
-  assert.throws(() => parseConfigText('lr_power: 0\n', 'c.yaml'), /expected a number > 0 for lr_power/);
+  assert.throws(() => parseConfigText('lr_power: 0\n', 'c.yaml'), /expected a number > 0 and <= 100 for lr_power/);
   assert.throws(() => resolveConfig({ lr_policy: 'cosine', learning_rate: 0.01, lr_min: 0.01 }), /lr_min 0.01 must be below learning_rate 0.01: lr_policy cosine decays/);
   assert.equal(resolveConfig({ lr_policy: 'step', learning_rate: 0.01, lr_min: 0.5 }).lr_min, 0.5, 'lr_min means nothing to step: not refused');
   // Typos and other trainers' names for the new keys get the key suggested.

@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { describeReadError, readRegularFileAsync, UsageError } from '@alexnet-stream/stream-io';
+import { describeReadError, readRegularFileAsync, UsageError } from '@alexnet-stream/core';
 import { INIT_SCHEMES, PRESETS } from '@alexnet-stream/model-alexnet';
 
 export const ENGINE_NAMES = ['onnxruntime', 'tfjs'] as const;
@@ -350,7 +350,7 @@ export async function readConfigFile(path: string): Promise<Partial<TrainConfig>
   try {
     text = (await readRegularFileAsync(path, { maxBytes: MAX_CONFIG_FILE_BYTES, limitName: 'the 4 MiB a config file may take' })).toString('utf8');
   } catch (err) {
-    throw new UsageError(`${path}: cannot read the config file (${describeReadError(err)})`);
+    throw new UsageError(`${path}: cannot read the config file (${describeReadError(err)})`, { cause: err });
   }
   return parseConfigText(text, path);
 }

@@ -18,7 +18,7 @@
  */
 import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describeWriteError, encodeNpy, InputError, makeDirectorySync, OutputError, readErrorCode, readUserFile, writeFileAtomic } from '@alexnet-stream/stream-io';
+import { describeWriteError, encodeNpy, InputError, makeDirectorySync, OutputError, readErrorCode, readUserFile, writeFileAtomic } from '@alexnet-stream/core';
 import type { TrainLogEntry, ValidationResult } from './trainer';
 
 export const VAL_RECORD_JSON = 'val_record.json';
@@ -178,7 +178,7 @@ export async function appendTrainLog(weightsDir: string, entry: TrainLogEntry): 
   const path = join(weightsDir, TRAIN_LOG);
   await appendFile(path, `${JSON.stringify(entry)}\n`).catch((err: unknown) => {
     // A torn last line is what readTrainLog expects after a failure; the error is one line, exit 2.
-    throw new OutputError(`${path}: cannot append to the training log: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${path}: cannot append to the training log: ${describeWriteError(err)}`, { cause: err });
   });
 }
 

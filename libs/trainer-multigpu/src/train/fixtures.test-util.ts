@@ -7,7 +7,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { BatchRecord, makeHeader, MeanAccumulator, Rng, ShardWriter, StreamRecord, wholeStream, writeMeanNpy } from '@alexnet-stream/stream-io';
+import { Rng } from '@alexnet-stream/core';
+import { BatchRecord, makeHeader, MeanAccumulator, ShardWriter, StreamRecord, wholeStream, writeMeanNpy } from '@alexnet-stream/stream-io';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 
 export interface FixtureOptions {

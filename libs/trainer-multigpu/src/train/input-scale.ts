@@ -12,7 +12,8 @@
  *
  * Memory: one decoded shard at a time.
  */
-import { InputError, MeanImage, readShard, ShardSetEntry, UsageError } from '@alexnet-stream/stream-io';
+import { InputError, MeanImage, UsageError } from '@alexnet-stream/core';
+import { readShard, ShardSetEntry } from '@alexnet-stream/stream-io';
 import type { InputScaleSetting } from './config';
 
 /** How many training images `auto` looks at, at most. */
@@ -34,7 +35,9 @@ export async function computeInputStd(source: InputStdSource): Promise<number[]>
   const { dir, set, mean } = source;
   const [channels, height, width] = set.imageShape;
   if (mean.channels !== channels || mean.height !== height || mean.width !== width) {
-    throw new InputError(`${dir}: the mean image is ${mean.channels}x${mean.height}x${mean.width} but the images are ${channels}x${height}x${width}`);
+    throw new InputError(`${dir}: the mean image is ${mean.channels}x${mean.height}x${mean.width} but the images are ${channels}x${height}x${width}`, {
+      code: 'ERR_DATA_MISMATCH',
+    });
   }
   const maxImages = source.maxImages ?? INPUT_STD_MAX_IMAGES;
   const plane = height * width;
@@ -65,7 +68,7 @@ export async function computeInputStd(source: InputStdSource): Promise<number[]>
       if (images >= maxImages) break;
     }
   }
-  if (images === 0) throw new InputError(`${dir}: no training images to compute input_scale: auto from`);
+  if (images === 0) throw new InputError(`${dir}: no training images to compute input_scale: auto from`, { code: 'ERR_INPUT_SCALE' });
   const count = images * plane;
   return Array.from(sum, (s, c) => Math.sqrt(Math.max(0, sumSquares[c] / count - (s / count) ** 2)));
 }
@@ -79,7 +82,9 @@ export async function resolveInputScale(setting: InputScaleSetting, channels: nu
   if (setting === 'auto') {
     const std = await computeStd();
     const flat = std.findIndex((s) => !(s > 1e-3));
-    if (flat >= 0) throw new InputError(`input_scale: auto: channel ${flat} of the training images does not vary (std ${std[flat]}): give input_scale as numbers instead`);
+    if (flat >= 0) throw new InputError(`input_scale: auto: channel ${flat} of the training images does not vary (std ${std[flat]}): give input_scale as numbers instead`, {
+        code: 'ERR_INPUT_SCALE',
+      });
     return { scale: std.map((s) => 1 / s), std };
   }
   if (setting.length === 1) return { scale: new Array<number>(channels).fill(setting[0]) };

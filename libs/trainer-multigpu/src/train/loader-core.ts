@@ -16,7 +16,8 @@
  * Several workers: training batch k goes to rank k % worldSize; each rank runs
  * floor(batches / worldSize) iterations per epoch, all ranks the same number.
  */
-import { BatchRecord, cropMirrorSubtract, MeanImage, planCrops, readShard, Rng, ShardSetEntry } from '@alexnet-stream/stream-io';
+import { MeanImage, Rng } from '@alexnet-stream/core';
+import { BatchRecord, cropMirrorSubtract, planCrops, readShard, ShardSetEntry } from '@alexnet-stream/stream-io';
 import { applyInputScale } from './input-scale';
 
 /** 32-bit mix of several integers into a seed (splitmix32's finaliser applied per part). */

@@ -3,7 +3,8 @@
  * into a fixed pool of `queueDepth` buffers that travel to the training thread and back.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { AlexnetStreamError, readMeanNpy } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, describeError } from '@alexnet-stream/core';
+import { readMeanNpy } from '@alexnet-stream/stream-io';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
 
 const setup = workerData as LoaderSetup;
@@ -24,7 +25,8 @@ async function takeBuffer(): Promise<ArrayBuffer> {
 
 function errorMessage(passId: number | null, err: unknown) {
   const exitCode = err instanceof AlexnetStreamError ? err.exitCode : 1;
-  return { type: 'error', passId, message: err instanceof Error ? err.message : String(err), exitCode };
+  const code = err instanceof AlexnetStreamError ? err.code : undefined;
+  return { type: 'error', passId, message: describeError(err), exitCode, code };
 }
 
 async function runPass(passId: number, request: PassRequest): Promise<void> {

@@ -13,7 +13,8 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { AlexnetStreamError, InputError, MeanImage, readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, check, InputError, MeanImage } from '@alexnet-stream/core';
+import { readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
 import type { EngineBatch } from '../engine';
 import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
 import { applyInputScale } from './input-scale';
@@ -44,7 +45,7 @@ export interface BatchLoader {
 type WorkerMessage =
   | { type: 'batch'; passId: number; index: number; size: number; data: Float32Array; labels: Int32Array }
   | { type: 'end'; passId: number }
-  | { type: 'error'; passId: number | null; message: string; exitCode: number };
+  | { type: 'error'; passId: number | null; message: string; exitCode: number; code?: string };
 
 class PassStream implements BatchStream {
   private readonly queue: LoadedBatch[] = [];
@@ -101,8 +102,9 @@ class PassStream implements BatchStream {
   }
 }
 
-function workerError(message: string, exitCode: number): Error {
-  return exitCode === 2 ? new InputError(message) : new AlexnetStreamError(message, exitCode);
+/** The loader thread's error, rebuilt on this side of the thread boundary (class by exit code, and its code). */
+function workerError(message: string, exitCode: number, code: string | undefined): Error {
+  return exitCode === 2 ? new InputError(message, { code }) : new AlexnetStreamError(message, { exitCode, code });
 }
 
 export class ThreadedLoader implements BatchLoader {
@@ -116,7 +118,7 @@ export class ThreadedLoader implements BatchLoader {
     this.worker.on('message', (message: WorkerMessage) => this.onMessage(message));
     this.worker.on('error', (err) => this.failAll(err));
     this.worker.on('exit', (code) => {
-      if (code !== 0 && !this.fatal) this.failAll(new Error(`the loader thread exited with code ${code}`));
+      if (code !== 0 && !this.fatal) this.failAll(new AlexnetStreamError(`the loader thread exited with code ${code}`, { code: 'ERR_LOADER_THREAD' }));
     });
   }
 
@@ -131,7 +133,7 @@ export class ThreadedLoader implements BatchLoader {
   }
 
   private onMessage(message: WorkerMessage): void {
-    if (message.type === 'error' && message.passId === null) return this.failAll(workerError(message.message, message.exitCode));
+    if (message.type === 'error' && message.passId === null) return this.failAll(workerError(message.message, message.exitCode, message.code));
     const pass = this.passes.get(message.passId!);
     if (message.type === 'batch') {
       const batch: LoadedBatch = { index: message.index, size: message.size, data: message.data, labels: message.labels };
@@ -139,7 +141,7 @@ export class ThreadedLoader implements BatchLoader {
       pass.push(batch);
     } else if (pass) {
       this.passes.delete(message.passId!);
-      pass.end(message.type === 'error' ? workerError(message.message, message.exitCode) : undefined);
+      pass.end(message.type === 'error' ? workerError(message.message, message.exitCode, message.code) : undefined);
     }
   }
 
@@ -254,7 +256,7 @@ export class StdinBatchStream implements BatchStream {
     private readonly batchSize = Infinity,
     private readonly inputScale?: readonly number[],
   ) {
-    if (!(batchSize === Infinity || (Number.isInteger(batchSize) && batchSize >= 1))) throw new Error(`StdinBatchStream: batchSize ${batchSize} is not an integer >= 1`);
+    if (batchSize !== Infinity) check.integer('batchSize', batchSize, { min: 1 });
     this.iterator = records[Symbol.asyncIterator]() as AsyncIterator<StreamRecord>;
     this.imageLength = 3 * crop * crop;
   }

@@ -1,47 +1,40 @@
 /**
  * `runTraining(config, options)`: everything between a validated config and the training loop.
- * Checks the data against the config before anything is trained (image size, class count, mean),
- * builds the spec, finds the starting point (fresh seeded init, `--init` fine-tuning, or
- * `--resume` from a checkpoint), creates the engine and the loader, writes checkpoints and the
- * files beside them, and cleans up whatever happens.
+ * Checks the data against the config before anything is trained (run-data.ts), finds the
+ * starting point (start-point.ts: a fresh seeded init, `init` fine-tuning, or `resume` from a
+ * checkpoint), creates the engine and the loader, writes checkpoints and the files beside them,
+ * and cleans up whatever happens. One trainer writes a weights_dir at a time (`TRAIN_LOCK_FILE`).
  */
 import { join } from 'node:path';
-import { existsSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import {
-  alexnetSpec,
-  checkDataClasses,
-  checkpointDirName,
-  describeSpec,
-  initParameters,
-  inputScaleProblem,
-  latestCheckpoint,
-  listCheckpoints,
-  loadCheckpoint,
-  ModelSpec,
-  parameterList,
-  MOMENTUM_FILE,
-  parseSpec,
-  rescaleInputScale,
-  saveCheckpoint,
-  SaveCheckpointOptions,
-  specProblem,
-  Weights,
-} from '@alexnet-stream/model-alexnet';
-import {
-  acquireLock, AlexnetStreamError, describeReadError, describeWriteError, InputError, makeDirectorySync, OutputError, readErrorCode, readMeanNpy, readRegularFileAsync, readShardIndex, ShardSetEntry, shardSet,
+  acquireLock,
+  AlexnetStreamError,
+  check,
+  checkOptional,
+  describeWriteError,
+  InputError,
+  makeDirectorySync,
+  type MessageRender,
+  type NamedTensors,
+  OutputError,
+  type ParameterNamer,
   UsageError,
-} from '@alexnet-stream/stream-io';
-import type { NamedTensors, OptimizerConfig, TrainingEngine } from '../engine';
+} from '@alexnet-stream/core';
+import { checkpointDirName, inputScaleProblem, ModelSpec, saveCheckpoint, SaveCheckpointOptions } from '@alexnet-stream/model-alexnet';
+import type { TrainingEngine } from '../engine';
 import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
-import { MAX_LEARNING_RATE, TrainConfig } from './config';
-import { appendTrainLog, checkValRecord, truncateTrainLog, writeValRecord } from './files';
+import type { TrainConfig } from './config';
+import { appendTrainLog, truncateTrainLog, writeValRecord } from './files';
 import { BatchLoader, createLoader, StdinBatchStream } from './loader';
-import type { LoaderSetup } from './loader-core';
-import { initialState, runTrainingLoop, TrainEvent, TrainSource, TrainState, TrainSummary, ValSource } from './trainer';
-import { computeInputStd, resolveInputScale } from './input-scale';
+import { checkData, checkInputSize, DataInfo, loaderSetupFor, optimizerFromConfig, specFromConfig } from './run-data';
 import { scheduleNeedsEpochLength } from './lr-policy';
+import { checkpointEpoch, DataFingerprint, SavedTrainState, StartPoint, startPoint } from './start-point';
+import { runTrainingLoop, TrainEvent, TrainSource, TrainState, TrainSummary, ValSource } from './trainer';
 import { SingleProcessGroup, WorkerGroup } from './worker-group';
+
+export { checkData, optimizerFromConfig, specFromConfig } from './run-data';
+export { checkpointEpoch, initFromPretrained, type SavedTrainState } from './start-point';
 
 export interface RunTrainingOptions {
   /** Stop when the global iteration count reaches this (a checkpoint of that state is written). */
@@ -67,6 +60,8 @@ export interface RunTrainingOptions {
   onEvent?(event: TrainEvent): void;
   /** Notices (one line each, for stderr). */
   onNotice?(message: string): void;
+  /** How notices name this API's parameters and config keys (the CLI: its flags); default: as they are named here. */
+  nameParameter?: ParameterNamer;
   /** Replace the engine factory (tests). */
   createEngine?(name: EngineKind, spec: ModelSpec, weights: NamedTensors, options: CreateEngineOptions): Promise<TrainingEngine>;
   /** Called after every step (tests). */
@@ -78,306 +73,130 @@ export interface RunTrainingResult extends TrainSummary {
   weightsDir: string;
 }
 
-/** The saved form of the loop state plus what an exact resume must compare. */
-export interface SavedTrainState extends Record<string, unknown> {
-  epoch: number;
-  epochsCompleted: number;
-  iterationInEpoch: number;
-  iteration: number;
-  lr: number;
-  lastLrChangeEpoch: number;
-  val_record: TrainState['valRecord'];
-  config: TrainConfig;
-  rng: { dropout: unknown; loader: { seed: number; epoch: number; position: number; scheme: string } };
-  data: DataFingerprint;
-  engine: string;
-  savedAt: string;
-}
-
-interface DataFingerprint {
-  trainImages: number | null;
-  valImages: number | null;
-  batchSize: number;
-  worldSize: number;
-  iterationsPerEpoch: number | null;
-  shuffle: boolean;
-  seed: number;
-}
-
-/** The directory a state is saved in: `epoch-N` for a finished epoch N, and for a position inside epoch N. */
-export function checkpointEpoch(state: Pick<TrainState, 'epochsCompleted' | 'iterationInEpoch'>): number {
-  return state.iterationInEpoch > 0 ? state.epochsCompleted + 1 : state.epochsCompleted;
-}
-
-export function optimizerFromConfig(config: TrainConfig): OptimizerConfig {
-  return {
-    useMomentum: config.use_momentum,
-    nesterov: config.use_nesterov_momentum,
-    momentum: config.momentum,
-    weightDecay: config.weight_decay,
-    biasLrMultiplier: config.bias_lr_multiplier,
-  };
-}
-
-/** A model spec is a few kB of JSON (a layer list); 16 MiB is far more than any. */
-const MAX_SPEC_FILE_BYTES = 16 << 20;
-
-/** The model: `spec_file` when given (its class count checked against the data), else the preset. */
-export async function specFromConfig(config: TrainConfig, numClasses: number): Promise<ModelSpec> {
-  if (config.spec_file !== null) {
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse((await readRegularFileAsync(config.spec_file, { maxBytes: MAX_SPEC_FILE_BYTES, limitName: 'the 16 MiB a model spec may take' })).toString('utf8'));
-    } catch (err) {
-      if (readErrorCode(err) !== undefined) {
-        throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${describeReadError(err)}`);
-      }
-      throw new UsageError(`${config.spec_file}: cannot read the model spec (spec_file): ${(err as Error).message}`);
-    }
-    const spec = parseSpec(parsed, config.spec_file);
-    if (spec.numClasses !== numClasses) {
-      throw new InputError(`${config.spec_file}: the model has ${spec.numClasses} classes but the data has ${numClasses}`);
-    }
-    return spec;
-  }
-  let spec: ModelSpec;
-  try {
-    spec = alexnetSpec(config.preset, {
-      numClasses,
-      ...(config.input_size !== null ? { inputSize: config.input_size } : {}),
-      dropout: config.dropout,
-      lrn: config.lrn,
-      init: config.init,
-    });
-  } catch (err) {
-    throw new UsageError(`the model does not fit the config: ${(err as Error).message}`);
-  }
-  // The limits every spec read back must meet (spec-check.ts): never train a model whose
-  // checkpoints could not be loaded.
-  const problem = specProblem(spec);
-  if (problem) throw new UsageError(`the model does not fit the config: ${problem}`);
-  return spec;
-}
-
-interface DataInfo {
-  train?: ShardSetEntry;
-  val?: ShardSetEntry;
-  numClasses: number;
-  imageSize?: [number, number];
-}
-
-/** Read the data dir's index and check it (and the mean) against the config: before training starts. */
-export async function checkData(config: TrainConfig, needTrain: boolean): Promise<DataInfo> {
-  if (config.data_dir === null) {
-    if (needTrain) throw new UsageError('no data: set data_dir in the config or pass --data <dir> (a shard directory from `alexnet-stream prepare`), or --stdin');
-    if (config.num_classes === null) throw new UsageError('with --stdin and no data_dir, num_classes must be set in the config');
-    return { numClasses: config.num_classes };
-  }
-  const dir = config.data_dir;
-  if (!existsSync(dir)) {
-    throw new InputError(`${dir}: no such data directory (data_dir); create one with \`alexnet-stream prepare\` (or \`npm run demo\` for the demo data set)`);
-  }
-  const index = await readShardIndex(dir);
-  // Own keys only: a prefix named `constructor` or `__proto__` is a missing set, not Object's.
-  const setOf = (prefix: string): ShardSetEntry | undefined => (Object.hasOwn(index.prefixes, prefix) ? index.prefixes[prefix] : undefined);
-  const train = needTrain ? shardSet(index, config.train_prefix, dir) : setOf(config.train_prefix);
-  const val = setOf(config.val_prefix);
-  const reference = train ?? val;
-  if (!reference) throw new InputError(`${join(dir, 'index.json')}: no "${config.train_prefix}" or "${config.val_prefix}" shard set`);
-  const [channels, height, width] = reference.imageShape;
-  const where = `${join(dir, 'index.json')}`;
-  if (channels !== 3) throw new InputError(`${where}: images have ${channels} channels, AlexNet takes 3 (RGB)`);
-  if (config.image_size !== null && (height !== config.image_size || width !== config.image_size)) {
-    throw new InputError(`${where}: the data holds ${height}x${width} images but the config says image_size ${config.image_size}; use data of that size or change image_size`);
-  }
-  if (val && train && (val.imageShape[1] !== height || val.imageShape[2] !== width)) {
-    throw new InputError(`${where}: "${config.val_prefix}" images are ${val.imageShape[1]}x${val.imageShape[2]} but "${config.train_prefix}" images are ${height}x${width}`);
-  }
-  const dataClasses = Math.max(train?.labelCount ?? 0, val?.labelCount ?? 0);
-  const numClasses = config.num_classes ?? dataClasses;
-  // The same rule validate applies (model-alexnet data-fit.ts).
-  const sets = [
-    ...(train ? [{ name: `"${config.train_prefix}" set`, labelCount: train.labelCount, classNames: train.classNames }] : []),
-    ...(val ? [{ name: `"${config.val_prefix}" set`, labelCount: val.labelCount, classNames: val.classNames }] : []),
-  ];
-  checkDataClasses(sets, numClasses, where, config.num_classes !== null ? `the config (num_classes ${config.num_classes})` : 'the model');
-  const meanFile = config.mean_file ?? join(dir, 'mean.npy');
-  const mean = await readMeanNpy(meanFile);
-  if (mean.channels !== channels || mean.height !== height || mean.width !== width) {
-    throw new InputError(`${meanFile}: the mean image is ${mean.channels}x${mean.height}x${mean.width} but the data's images are ${channels}x${height}x${width}; use the mean of this data (mean_file)`);
-  }
-  return { train, val, numClasses, imageSize: [height, width] };
-}
-
-/**
- * Weights from a pretrained checkpoint for `spec`; layers whose shape differs only in the class
- * count (fc8) are re-initialised. Weights trained at another input scale than this run's
- * `inputScale` are rescaled to compute the same function on this run's input (input-scale.ts).
- */
-export function initFromPretrained(spec: ModelSpec, path: string, seed: number, notice: (m: string) => void, inputScale?: number[]): Weights {
-  const loaded = loadCheckpoint(path);
-  const fresh = initParameters(spec, seed);
-  const params = parameterList(spec);
-  const lastLayer = params[params.length - 1].layer;
-  const reinit: string[] = [];
-  const problems: string[] = [];
-  for (const p of params) {
-    const have = loaded.weights[p.name];
-    if (have && have.length === fresh[p.name].length) fresh[p.name] = have;
-    else if (p.layer === lastLayer) reinit.push(p.name);
-    else problems.push(`${p.name}: ${have ? `${have.length} values` : 'missing'}, the model needs ${fresh[p.name].length}`);
-  }
-  if (problems.length) {
-    throw new InputError(`${path}: the pretrained weights (${describeSpec(loaded.spec)}) do not fit the model (${describeSpec(spec)}): ${problems.join('; ')}`);
-  }
-  if (reinit.length) {
-    notice(`--init: ${lastLayer} re-initialised for ${spec.numClasses} classes (the pretrained model has ${loaded.spec.numClasses}); every other layer is pretrained`);
-  }
-  const from = loaded.inputScale, to = inputScale;
-  if ((from ?? []).join() !== (to ?? []).join()) {
-    notice(`--init: ${path} was trained with input_scale ${from ? `[${from.join(', ')}]` : 'none'}, this run uses ${to ? `[${to.join(', ')}]` : 'none'}: its first layer's weights are rescaled to match`);
-    return rescaleInputScale(spec, fresh, from, to);
-  }
-  return fresh;
-}
-
-/**
- * The loop's state from a checkpoint's state.json (input: it can be edited or come from another
- * checkpoint). Beyond each field's type: the position must be the one the checkpoint's name
- * says (`epoch-0002` holds epoch 2, or a run stopped inside it), the last lr change cannot lie in
- * the future, and a val_record, when there, is a list: an edited `epochsCompleted` of 1e12 made
- * `--resume 2` end at once "done" with exit 0, a val_record of 5 was silently dropped.
- */
-function restoreState(saved: Record<string, unknown>, path: string, checkpointName: number): TrainState {
-  const num = (key: string): number => {
-    const v = Object.hasOwn(saved, key) ? saved[key] : undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw new InputError(`${path}: state.json lacks "${key}" (not written by alexnet-stream train?)`);
-    return v;
-  };
-  const count = (key: string): number => {
-    const v = num(key);
-    if (!Number.isSafeInteger(v) || v < 0) throw new InputError(`${path}: "${key}" is ${v}, expected a count (an integer >= 0)`);
-    return v;
-  };
-  const lr = num('lr');
-  if (!(lr > 0 && lr <= MAX_LEARNING_RATE)) throw new InputError(`${path}: "lr" is ${lr}, expected a learning rate > 0 and <= ${MAX_LEARNING_RATE}`);
-  const record = Object.hasOwn(saved, 'val_record') ? saved.val_record : [];
-  if (!Array.isArray(record)) throw new InputError(`${path}: "val_record" is not a list of validation results`);
-  const position = { epochsCompleted: count('epochsCompleted'), iterationInEpoch: count('iterationInEpoch') };
-  const epoch = checkpointEpoch(position);
-  if (epoch !== checkpointName) {
-    throw new InputError(
-      `${path}: the state is at epoch ${position.epochsCompleted}${position.iterationInEpoch ? ` + ${position.iterationInEpoch} iterations` : ''}, ` +
-        `but the checkpoint is ${checkpointDirName(checkpointName)}: its files come from another checkpoint, or were edited`,
-    );
-  }
-  const iteration = count('iteration');
-  if (iteration < position.epochsCompleted + position.iterationInEpoch) {
-    throw new InputError(`${path}: "iteration" ${iteration} is less than the ${position.epochsCompleted} epochs and ${position.iterationInEpoch} iterations it completed`);
-  }
-  const lastLrChangeEpoch = count('lastLrChangeEpoch');
-  if (lastLrChangeEpoch > position.epochsCompleted) throw new InputError(`${path}: "lastLrChangeEpoch" ${lastLrChangeEpoch} is after the ${position.epochsCompleted} epochs completed`);
-  return { ...position, iteration, lr, lastLrChangeEpoch, valRecord: checkValRecord(record, `${path} (val_record)`) };
-}
-
-/**
- * The input scale of a resumed run: the checkpoint's, never recomputed (the run stays exact
- * whatever happened to the data since). A config that says otherwise describes another run.
- */
-function resumedInputScale(setting: TrainConfig['input_scale'], saved: number[] | undefined, channels: number, path: string): number[] | undefined {
-  const text = (v: number[] | undefined) => (v ? `[${v.join(', ')}]` : 'none');
-  if (setting === null) {
-    if (saved) throw new UsageError(`--resume: ${path} was trained with input_scale ${text(saved)} but the config has none: resume with input_scale: auto (the checkpoint's factors are used)`);
-    return undefined;
-  }
-  if (!saved) throw new UsageError(`--resume: ${path} was trained without input_scale but the config sets ${setting === 'auto' ? 'auto' : text(setting)}: resume with input_scale: null, or start a new run from its weights with --init`);
-  if (setting !== 'auto') {
-    const want = setting.length === 1 ? new Array<number>(channels).fill(setting[0]) : setting;
-    if (want.length !== saved.length || want.some((v, i) => v !== saved[i])) {
-      throw new UsageError(`--resume: ${path} was trained with input_scale ${text(saved)} but the config says ${text(want)}: resume with the run's factors (or input_scale: auto), or start a new run with --init`);
-    }
-  }
-  return saved;
-}
-
-/** A field of a JSON object read back from disk, without the prototype chain. */
-function own(value: unknown, key: string): unknown {
-  return typeof value === 'object' && value !== null && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined;
-}
-
-const sleepMs = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** The lock file in weights_dir that the writing trainer (rank 0) holds for its whole run. */
 export const TRAIN_LOCK_FILE = 'train.lock';
 
 /**
- * One trainer writes a weights_dir at a time: a second one (started by mistake, or a --resume of
- * a run still going) would interleave its checkpoints with the first's, truncate the first's
- * train_log.jsonl to its own start and rewrite its val_record.json. Rank 0, the only writer,
- * holds `<weights_dir>/train.lock` (stream-io's lock: broken at once when its process is gone,
- * e.g. after a kill -9) for the whole run; other ranks write nothing there.
+ * Train. One trainer writes a weights_dir at a time: a second one (started by mistake, or a
+ * resume of a run still going) would interleave its checkpoints with the first's, truncate the
+ * first's train_log.jsonl to its own start and rewrite its val_record.json. Rank 0, the only
+ * writer, holds `<weights_dir>/train.lock` (core's lock: broken at once when its process is
+ * gone, e.g. after a kill -9) for the whole run; other ranks write nothing there.
  */
 export async function runTraining(config: TrainConfig, options: RunTrainingOptions = {}): Promise<RunTrainingResult> {
   const usingStdin = options.stdinRecords !== undefined;
   const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
-  if (usingStdin && resume !== false) throw new UsageError('--resume cannot continue a --stdin run (a stream cannot be rewound to the saved position); train from the data dir instead');
-  if (options.init && resume !== false) throw new UsageError('--init and --resume exclude each other: --resume continues a run, --init starts a new one from pretrained weights');
-  // 1. The data, checked against the config before anything else (before weights_dir is made).
+  checkRunOptions(options, resume);
+  checkSchedule(config, usingStdin);
+
+  // The data, checked against the config before anything else (before weights_dir is made).
   const data = await checkData(config, !usingStdin);
   const spec = await specFromConfig(config, data.numClasses);
-  if (data.imageSize && (spec.inputSize > data.imageSize[0] || spec.inputSize > data.imageSize[1])) {
-    throw new InputError(`${config.data_dir}: ${data.imageSize[0]}x${data.imageSize[1]} images are smaller than the network input ${spec.inputSize}; set input_size <= ${Math.min(...data.imageSize)}`);
+  checkInputSize(config, data, spec);
+  if (config.input_scale !== null) {
+    const problem = inputScaleProblem(spec);
+    if (problem) throw new UsageError(`input_scale: ${problem}; train this model without input_scale`);
   }
-  if ((options.group?.rank ?? 0) !== 0) return runTrainingLocked(config, options, data, spec);
-  makeDirectorySync(config.weights_dir, 'weights_dir');
-  const lock = await acquireLock(join(config.weights_dir, TRAIN_LOCK_FILE), {
-    purpose: `train --weights-dir ${config.weights_dir}`,
-    advice: 'another train is writing this weights_dir; wait for it to finish, stop it, or use another weights_dir',
-  }).catch((err: unknown) => {
-    if (err instanceof AlexnetStreamError) throw err;
-    throw new OutputError(`${config.weights_dir}: cannot take the lock ${TRAIN_LOCK_FILE}: ${describeWriteError(err)}`, err);
-  });
+  if ((options.group?.rank ?? 0) !== 0) return trainLocked(config, options, resume, data, spec);
+  const lock = await lockWeightsDir(config.weights_dir);
   try {
-    return await runTrainingLocked(config, options, data, spec);
+    return await trainLocked(config, options, resume, data, spec);
   } finally {
     await lock.release();
   }
 }
 
-async function runTrainingLocked(config: TrainConfig, options: RunTrainingOptions, data: DataInfo, spec: ModelSpec): Promise<RunTrainingResult> {
-  const notice = (m: string) => options.onNotice?.(m);
-  const group = options.group ?? new SingleProcessGroup();
-  const ownGroup = !options.group;
-  const usingStdin = options.stdinRecords !== undefined;
-  const resume = options.resume ?? (config.resume_train ? (config.load_epoch ?? true) : false);
-  const weightsDir = config.weights_dir;
-  if (config.input_scale !== null) {
-    const problem = inputScaleProblem(spec);
-    if (problem) throw new UsageError(`input_scale: ${problem}; train this model without input_scale`);
-  }
-  if (usingStdin && scheduleNeedsEpochLength(config)) {
-    throw new UsageError(`lr_policy ${config.lr_policy}${config.lr_warmup_epochs > 0 ? ` with lr_warmup_epochs ${config.lr_warmup_epochs}` : ''} needs the epoch length, which a --stdin stream does not have: train from the data dir, or use lr_policy step without warm-up`);
-  }
-  const loaderSetup: LoaderSetup | undefined = config.data_dir
-    ? {
-        dir: config.data_dir,
-        meanFile: config.mean_file ?? join(config.data_dir, 'mean.npy'),
-        sets: { ...(data.train ? { [config.train_prefix]: data.train } : {}), ...(data.val ? { [config.val_prefix]: data.val } : {}) },
-        batchSize: config.batch_size,
-        crop: spec.inputSize,
-        seed: config.seed,
-        shuffle: config.shuffle,
-        randCrop: config.rand_crop,
-        perBatch: config.batch_crop_mirror,
-        rank: group.rank,
-        worldSize: group.worldSize,
-        verify: config.verify_shards,
-        queueDepth: config.queue_depth,
-      }
-    : undefined;
-  if (!data.val) notice(`no "${config.val_prefix}" shard set in ${config.data_dir ?? '(no data_dir)'}: epochs are not validated`);
+/** Take `<weights_dir>/train.lock` (making weights_dir first): a second trainer of the same weights_dir is refused. */
+async function lockWeightsDir(weightsDir: string): Promise<{ release(): Promise<void> }> {
+  makeDirectorySync(weightsDir, 'weights_dir');
+  const path = join(weightsDir, TRAIN_LOCK_FILE);
+  return acquireLock(path, {
+    purpose: `training into ${weightsDir}`,
+    advice: (name) => `another train is writing this ${name('weights_dir')}; wait for it to finish, stop it, or use another ${name('weights_dir')}`,
+  }).catch((err: unknown) => {
+    if (err instanceof AlexnetStreamError) throw err;
+    throw new OutputError(`${weightsDir}: cannot take the lock ${TRAIN_LOCK_FILE}: ${describeWriteError(err)}`, { cause: err });
+  });
+}
 
-  const fingerprint: DataFingerprint = {
+/** The run, under the weights_dir lock (rank 0) or beside rank 0's (the other ranks). */
+async function trainLocked(config: TrainConfig, options: RunTrainingOptions, resume: boolean | number, data: DataInfo, spec: ModelSpec): Promise<RunTrainingResult> {
+  const nameParameter = options.nameParameter ?? ((p: string) => p);
+  const notice = (m: string | MessageRender) => options.onNotice?.(typeof m === 'string' ? m : m(nameParameter));
+  const group = options.group ?? new SingleProcessGroup();
+  const usingStdin = options.stdinRecords !== undefined;
+  if (!data.val) notice(`no "${config.val_prefix}" shard set in ${config.data_dir ?? '(no data_dir)'}: epochs are not validated`);
+  const fingerprint = fingerprintOf(config, data, group);
+  const start = await startPoint(config, spec, fingerprint, data, { resume, init: options.init, learningRate: options.learningRate, rank: group.rank, notice });
+
+  const engine = await (options.createEngine ?? createEngine)(config.engine, spec, start.weights, engineOptions(config));
+  let loader: BatchLoader | undefined;
+  try {
+    restoreEngineState(engine, start);
+    const setup = loaderSetupFor(config, data, spec, group, start.inputScale);
+    loader = setup ? createLoader(setup, config.para_load) : undefined;
+    const train = usingStdin ? stdinSource(options.stdinRecords!, spec, config, start.inputScale) : dataDirSource(loader!, config, data, group, start);
+    if (!usingStdin) fingerprint.iterationsPerEpoch = train.iterationsPerEpoch;
+    const val = valSource(loader, config, data);
+    if (group.rank === 0) {
+      // The files beside the checkpoints describe the run from its (resumed) start point on.
+      await writeValRecord(config.weights_dir, start.state.valRecord);
+      await truncateTrainLog(config.weights_dir, start.state.iteration);
+    }
+    const summary = await runTrainingLoop({
+      config: usingStdin ? { ...config, n_epochs: Math.max(config.n_epochs, 1) } : config,
+      spec,
+      engine,
+      group,
+      train,
+      val,
+      state: start.state,
+      maxIters: options.maxIters,
+      resumedFrom: start.resumedFrom,
+      writeCheckpoint: checkpointWriter(config, spec, engine, fingerprint, start.inputScale, options.onCheckpointStep),
+      appendLog: (entry) => appendTrainLog(config.weights_dir, entry),
+      recordValidation: (record) => writeValRecord(config.weights_dir, record),
+      onEvent: options.onEvent,
+      afterStep: options.afterStep,
+    });
+    return { ...summary, spec, weightsDir: config.weights_dir };
+  } finally {
+    await loader?.close();
+    await engine.dispose();
+    if (!options.group) await group.close();
+  }
+}
+
+/** The options that exclude each other, and the bounds of the rest. */
+function checkRunOptions(options: RunTrainingOptions, resume: boolean | number): void {
+  checkOptional.integer('maxIters', options.maxIters, { min: 0 });
+  if (typeof resume === 'number') check.integer('resume', resume, { min: 0 });
+  if (options.stdinRecords !== undefined && resume !== false) {
+    throw new UsageError(
+      (name) => `${name('resume')} cannot continue a ${name('stdinRecords')} run (a stream cannot be rewound to the saved position); train from the data dir instead`,
+    );
+  }
+  if (options.init && resume !== false) {
+    throw new UsageError(
+      (name) => `${name('init')} and ${name('resume')} exclude each other: ${name('resume')} continues a run, ${name('init')} starts a new one from pretrained weights`,
+    );
+  }
+}
+
+/** A per-iteration schedule (warm-up, cosine, poly) needs the epoch length, which a stream of unknown length has not. */
+function checkSchedule(config: TrainConfig, usingStdin: boolean): void {
+  if (!usingStdin || !scheduleNeedsEpochLength(config)) return;
+  const warmup = config.lr_warmup_epochs > 0 ? ` with lr_warmup_epochs ${config.lr_warmup_epochs}` : '';
+  throw new UsageError(
+    (name) =>
+      `lr_policy ${config.lr_policy}${warmup} needs the epoch length, which a stream (${name('stdinRecords')}) does not have: ` +
+      'train from the data dir, or use lr_policy step without warm-up',
+  );
+}
+
+/** What a resume must find unchanged to continue at a position inside an epoch (saved with each checkpoint). */
+function fingerprintOf(config: TrainConfig, data: DataInfo, group: WorkerGroup): DataFingerprint {
+  return {
     trainImages: data.train?.images ?? null,
     valImages: data.val?.images ?? null,
     batchSize: config.batch_size,
@@ -386,94 +205,10 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
     shuffle: config.shuffle,
     seed: config.seed,
   };
+}
 
-  // 2. The starting point.
-  let weights: Weights;
-  let state = initialState(config);
-  let momentum: Weights | undefined;
-  let dropoutRng: unknown;
-  let resumedFrom: string | undefined;
-  /** The per-channel input factor of this run (input_scale), fixed at its start and saved in every checkpoint. */
-  let inputScale: number[] | undefined;
-  if (resume !== false) {
-    const entry = typeof resume === 'number' ? listCheckpoints(weightsDir).find((c) => c.epoch === resume) : latestCheckpoint(weightsDir);
-    if (!entry) {
-      const have = listCheckpoints(weightsDir).map((c) => c.epoch);
-      throw new UsageError(
-        `--resume: no checkpoint${typeof resume === 'number' ? ` of epoch ${resume}` : ''} in ${weightsDir}` + (have.length ? ` (it has epochs ${have.join(', ')})` : ' (it has none; train without --resume first)'),
-      );
-    }
-    const loaded = loadCheckpoint(entry.path);
-    if (JSON.stringify(loaded.spec) !== JSON.stringify(spec)) {
-      throw new UsageError(`--resume: ${entry.path} holds ${describeSpec(loaded.spec)} but the config describes ${describeSpec(spec)}; resume with the config the run was started with`);
-    }
-    // Momentum is part of the optimizer's state, as in torch.optim: resuming without it would
-    // silently restart it at zero and make a different run. Refuse, and say what works.
-    if (config.use_momentum && !loaded.momentum) {
-      throw new UsageError(
-        `--resume: ${entry.path} has no ${MOMENTUM_FILE} (a run without momentum, an import, or a removed file): resuming with use_momentum: true would restart ` +
-          `the momentum at zero and change the run. Restore the file, resume with use_momentum: false, or start a new run from these weights with --init ${entry.path} ` +
-          '(momentum from zero, learning rate and schedule from the config)',
-      );
-    }
-    inputScale = resumedInputScale(config.input_scale, loaded.inputScale, spec.inputChannels, entry.path);
-    weights = loaded.weights;
-    momentum = loaded.momentum;
-    state = restoreState(loaded.state, join(entry.path, 'state.json'), entry.epoch);
-    resumedFrom = entry.path;
-    const saved = loaded.state;
-    dropoutRng = own(own(saved, 'rng'), 'dropout');
-    if (dropoutRng === undefined && spec.layers.some((l) => l.kind === 'dropout' && l.rate > 0)) {
-      notice(`--resume: ${entry.path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`);
-    }
-    const before = own(saved, 'data') as Partial<DataFingerprint> | undefined;
-    const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => own(before, k) !== fingerprint[k]) : [];
-    if (changed.length && state.iterationInEpoch > 0) {
-      throw new UsageError(
-        `--resume: ${entry.path} stopped inside epoch ${state.epochsCompleted + 1}, and ${changed.join(', ')} changed since (${changed.map((k) => `${own(before, k)} -> ${fingerprint[k]}`).join(', ')}): ` +
-          'the position in the epoch means nothing with other data order; resume from an epoch boundary (--resume <epoch>) or keep those settings',
-      );
-    }
-    if (changed.length) notice(`--resume: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`);
-    const savedEpochs = own(own(saved, 'config'), 'n_epochs');
-    if ((config.lr_policy === 'cosine' || config.lr_policy === 'poly') && typeof savedEpochs === 'number' && savedEpochs !== config.n_epochs) {
-      notice(`--resume: n_epochs ${savedEpochs} -> ${config.n_epochs}: lr_policy ${config.lr_policy} now decays over ${config.n_epochs} epochs, from where the schedule stands at iteration ${state.iteration}`);
-    }
-    // An explicit learning rate replaces the checkpoint's (the schedule goes on from it): one given
-    // for this run, or a config learning_rate that differs from the one the run was configured with.
-    const configuredLr = own(own(saved, 'config'), 'learning_rate');
-    const configChanged = typeof configuredLr === 'number' && config.learning_rate !== configuredLr;
-    const newLr = options.learningRate ?? (configChanged ? config.learning_rate : undefined);
-    if (newLr !== undefined && Math.fround(newLr) !== state.lr) {
-      const why = options.learningRate !== undefined ? 'given for this run' : `the config's learning_rate; the run was configured with ${configuredLr}`;
-      notice(`--resume: learning rate ${newLr} (${why}) replaces the checkpoint's ${Number(state.lr.toPrecision(6))} from iteration ${state.iteration + 1} on`);
-      state.lr = Math.fround(newLr);
-      state.lastLrChangeEpoch = state.epochsCompleted;
-    }
-    notice(`resuming from ${entry.path}: epoch ${state.epochsCompleted}${state.iterationInEpoch ? ` + ${state.iterationInEpoch} iterations` : ''}, iteration ${state.iteration}, lr ${Number(state.lr.toPrecision(6))}`);
-  } else {
-    const existing = listCheckpoints(weightsDir);
-    if (existing.length && group.rank === 0) {
-      throw new UsageError(
-        `${weightsDir} already holds checkpoints (${existing.map((c) => `epoch ${c.epoch}`).join(', ')}): --resume to continue that run, or use another weights_dir (--weights-dir) for a new one`,
-      );
-    }
-    const resolved = await resolveInputScale(config.input_scale, spec.inputChannels, async () => {
-      if (!data.train || !config.data_dir) throw new UsageError('input_scale: auto computes the scale from data_dir\'s training set, and there is none: give input_scale as numbers');
-      return computeInputStd({ dir: config.data_dir, set: data.train, mean: await readMeanNpy(config.mean_file ?? join(config.data_dir, 'mean.npy')), verify: config.verify_shards });
-    });
-    inputScale = resolved.scale;
-    if (resolved.std) {
-      notice(`input_scale: auto: std of the mean-subtracted training pixels ${resolved.std.map((v) => v.toFixed(2)).join(', ')} per channel -> input scale ${inputScale!.map((v) => v.toPrecision(4)).join(', ')}`);
-    }
-    weights = options.init ? initFromPretrained(spec, options.init, config.seed, notice, inputScale) : initParameters(spec, config.seed);
-    if (options.learningRate !== undefined) state.lr = Math.fround(options.learningRate);
-  }
-  if (loaderSetup && inputScale) loaderSetup.inputScale = inputScale;
-
-  // 3. Engine and loader.
-  const factory = options.createEngine ?? createEngine;
-  const engine = await factory(config.engine, spec, weights, {
+function engineOptions(config: TrainConfig): CreateEngineOptions {
+  return {
     optimizer: optimizerFromConfig(config),
     loss: { labelSmoothing: config.label_smoothing },
     batchSize: config.batch_size,
@@ -481,98 +216,87 @@ async function runTrainingLocked(config: TrainConfig, options: RunTrainingOption
     devices: config.devices,
     intraOpThreads: config.intra_op_threads > 0 ? config.intra_op_threads : undefined,
     stepsPerRun: config.steps_per_run,
-  });
-  let loader: BatchLoader | undefined;
+  };
+}
+
+/** A resumed run's momentum and dropout stream, into the engine. */
+function restoreEngineState(engine: TrainingEngine, start: StartPoint): void {
+  if (start.momentum) engine.setVelocities(start.momentum);
+  if (start.dropoutRng === undefined) return;
   try {
-    if (momentum) engine.setVelocities(momentum);
-    if (dropoutRng !== undefined) {
-      try {
-        engine.setRngState(dropoutRng);
-      } catch (err) {
-        throw new InputError(`${join(resumedFrom!, 'state.json')}: rng.dropout is not a dropout RNG state (${(err as Error).message})`);
-      }
-    }
-    loader = loaderSetup ? createLoader(loaderSetup, config.para_load) : undefined;
-    let train: TrainSource;
-    if (usingStdin) {
-      const stream = new StdinBatchStream(options.stdinRecords!, spec.inputSize, spec.numClasses, config.batch_size, inputScale);
-      train = { iterationsPerEpoch: Infinity, open: () => stream };
-    } else {
-      const l = loader!;
-      const iterationsPerEpoch = l.passIterations({ prefix: config.train_prefix, epoch: 1, train: true });
-      if (resumedFrom && state.iterationInEpoch >= iterationsPerEpoch) {
-        // (data that changed since is refused above when the run stopped inside an epoch)
-        throw new InputError(`${join(resumedFrom, 'state.json')}: it stopped after iteration ${state.iterationInEpoch} of epoch ${state.epochsCompleted + 1}, but an epoch of this data has ${iterationsPerEpoch} iterations`);
-      }
-      if (iterationsPerEpoch === 0) {
-        throw new UsageError(`batch_size ${config.batch_size}${group.worldSize > 1 ? ` x ${group.worldSize} workers` : ''} is larger than the ${data.train!.images} training images: lower batch_size`);
-      }
-      fingerprint.iterationsPerEpoch = iterationsPerEpoch;
-      train = { iterationsPerEpoch, open: (epoch, startIteration) => l.open({ prefix: config.train_prefix, epoch, startIteration, train: true }) };
-    }
-    const val: ValSource | undefined = data.val && loader ? { open: (epoch) => loader!.open({ prefix: config.val_prefix, epoch, startIteration: 0, train: false }) } : undefined;
-
-    if (group.rank === 0) {
-      // The files beside the checkpoints describe the run from its (resumed) start point on.
-      await writeValRecord(weightsDir, state.valRecord);
-      await truncateTrainLog(weightsDir, state.iteration);
-    }
-    const pauseMs = Number(process.env.ALEXNET_STREAM_TEST_PAUSE_IN_CHECKPOINT_MS ?? 0);
-
-    const writeCheckpoint = async (s: TrainState): Promise<string> => {
-      const epoch = checkpointEpoch(s);
-      const saved: SavedTrainState = {
-        epoch,
-        epochsCompleted: s.epochsCompleted,
-        iterationInEpoch: s.iterationInEpoch,
-        iteration: s.iteration,
-        lr: s.lr,
-        lastLrChangeEpoch: s.lastLrChangeEpoch,
-        val_record: s.valRecord,
-        config,
-        rng: {
-          dropout: engine.getRngState(),
-          // The loader has no running state: batch j of epoch e is a pure function of (seed, e, j).
-          loader: { seed: config.seed, epoch: s.epochsCompleted + 1, position: s.iterationInEpoch, scheme: 'deriveSeed(seed, epoch, k)' },
-        },
-        data: fingerprint,
-        engine: engine.name,
-        savedAt: new Date().toISOString(),
-      };
-      // Test hook: widen the window in which a `kill -9` lands inside a checkpoint write.
-      if (pauseMs > 0) await sleepMs(pauseMs);
-      const path = saveCheckpoint(join(weightsDir, checkpointDirName(epoch)), {
-        spec,
-        weights: engine.getWeights(),
-        ...(config.use_momentum ? { momentum: engine.getVelocities() } : {}),
-        ...(inputScale ? { inputScale } : {}),
-        state: saved,
-      }, { beforeStep: options.onCheckpointStep });
-      if (pauseMs > 0) await sleepMs(pauseMs);
-      await writeValRecord(weightsDir, s.valRecord);
-      return path;
-    };
-
-    const summary = await runTrainingLoop({
-      config: usingStdin ? { ...config, n_epochs: Math.max(config.n_epochs, 1) } : config,
-      spec,
-      engine,
-      group,
-      train,
-      val,
-      state,
-      maxIters: options.maxIters,
-      resumedFrom,
-      writeCheckpoint,
-      appendLog: (entry) => appendTrainLog(weightsDir, entry),
-      recordValidation: (record) => writeValRecord(weightsDir, record),
-      onEvent: options.onEvent,
-      afterStep: options.afterStep,
-    });
-    return { ...summary, spec, weightsDir };
-  } finally {
-    await loader?.close();
-    await engine.dispose();
-    if (ownGroup) await group.close();
+    engine.setRngState(start.dropoutRng);
+  } catch (err) {
+    throw new InputError(`${join(start.resumedFrom!, 'state.json')}: rng.dropout is not a dropout RNG state`, { code: 'ERR_CHECKPOINT', cause: err });
   }
+}
+
+/** Batches from a decoded record stream (train --stdin): one epoch, as long as the stream. */
+function stdinSource(records: Readable, spec: ModelSpec, config: TrainConfig, inputScale: number[] | undefined): TrainSource {
+  const stream = new StdinBatchStream(records, spec.inputSize, spec.numClasses, config.batch_size, inputScale);
+  return { iterationsPerEpoch: Infinity, open: () => stream };
+}
+
+/** This worker's share of the train set's batches, epoch by epoch. */
+function dataDirSource(loader: BatchLoader, config: TrainConfig, data: DataInfo, group: WorkerGroup, start: StartPoint): TrainSource {
+  const iterationsPerEpoch = loader.passIterations({ prefix: config.train_prefix, epoch: 1, train: true });
+  if (start.resumedFrom && start.state.iterationInEpoch >= iterationsPerEpoch) {
+    // (data that changed since is refused by startPoint when the run stopped inside an epoch)
+    throw new InputError(
+      `${join(start.resumedFrom, 'state.json')}: it stopped after iteration ${start.state.iterationInEpoch} of epoch ${start.state.epochsCompleted + 1}, ` +
+        `but an epoch of this data has ${iterationsPerEpoch} iterations`,
+      { code: 'ERR_CHECKPOINT' },
+    );
+  }
+  if (iterationsPerEpoch === 0) {
+    const workers = group.worldSize > 1 ? ` x ${group.worldSize} workers` : '';
+    throw new UsageError(`batch_size ${config.batch_size}${workers} is larger than the ${data.train!.images} training images: lower batch_size`);
+  }
+  return { iterationsPerEpoch, open: (epoch, startIteration) => loader.open({ prefix: config.train_prefix, epoch, startIteration, train: true }) };
+}
+
+function valSource(loader: BatchLoader | undefined, config: TrainConfig, data: DataInfo): ValSource | undefined {
+  if (!data.val || !loader) return undefined;
+  return { open: (epoch) => loader.open({ prefix: config.val_prefix, epoch, startIteration: 0, train: false }) };
+}
+
+/** Writes the checkpoint of a loop state (with what an exact resume needs), then val_record beside it. */
+function checkpointWriter(
+  config: TrainConfig,
+  spec: ModelSpec,
+  engine: TrainingEngine,
+  fingerprint: DataFingerprint,
+  inputScale: number[] | undefined,
+  beforeStep: SaveCheckpointOptions['beforeStep'],
+): (s: TrainState) => Promise<string> {
+  return async (s) => {
+    const epoch = checkpointEpoch(s);
+    const saved: SavedTrainState = {
+      epoch,
+      epochsCompleted: s.epochsCompleted,
+      iterationInEpoch: s.iterationInEpoch,
+      iteration: s.iteration,
+      lr: s.lr,
+      lastLrChangeEpoch: s.lastLrChangeEpoch,
+      val_record: s.valRecord,
+      config,
+      rng: {
+        dropout: engine.getRngState(),
+        // The loader has no running state: batch j of epoch e is a pure function of (seed, e, j).
+        loader: { seed: config.seed, epoch: s.epochsCompleted + 1, position: s.iterationInEpoch, scheme: 'deriveSeed(seed, epoch, k)' },
+      },
+      data: fingerprint,
+      engine: engine.name,
+      savedAt: new Date().toISOString(),
+    };
+    const tensors = {
+      spec,
+      weights: engine.getWeights(),
+      ...(config.use_momentum ? { momentum: engine.getVelocities() } : {}),
+      ...(inputScale ? { inputScale } : {}),
+      state: saved,
+    };
+    const path = saveCheckpoint(join(config.weights_dir, checkpointDirName(epoch)), tensors, { beforeStep });
+    await writeValRecord(config.weights_dir, s.valRecord);
+    return path;
+  };
 }

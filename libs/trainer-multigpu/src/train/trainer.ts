@@ -12,13 +12,13 @@
  * (seed, e, j) (see loader-core). A run resumed from a checkpoint therefore performs the very
  * same float operations as one that never stopped.
  */
-import { AlexnetStreamError } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, type MessageRender } from '@alexnet-stream/core';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 import type { BatchMetrics, TrainingEngine } from '../engine';
 import type { TrainConfig } from './config';
-import type { BatchStream, LoadedBatch } from './loader';
-import { BatchStacker } from './batch-stacker';
+import type { BatchStream } from './loader';
 import { lrAfterEpoch, lrAtIteration } from './lr-policy';
+import { PrintWindow, StepFeed, stackerFor } from './step-feed';
 import type { WorkerGroup } from './worker-group';
 
 /** One validation pass (an element of val_record.json). */
@@ -98,8 +98,8 @@ export type TrainEvent =
 
 /** Training produced a NaN or infinite loss: stop, keep the last checkpoint, exit 1. */
 export class TrainingDivergedError extends AlexnetStreamError {
-  constructor(message: string) {
-    super(message, 1);
+  constructor(message: string | MessageRender) {
+    super(message, { code: 'ERR_TRAINING_DIVERGED' });
   }
 }
 
@@ -140,8 +140,6 @@ export interface TrainLoopOptions {
   afterStep?(iteration: number, metrics: BatchMetrics): void;
 }
 
-const now = (): number => performance.now();
-
 function cloneState(s: TrainState): TrainState {
   return { ...s, valRecord: s.valRecord.map((v) => ({ ...v })) };
 }
@@ -168,239 +166,264 @@ export async function validate(engine: TrainingEngine, stream: BatchStream, grou
   return { top1Error: t1 / n, top5Error: t5 / n, loss: l / n, images: Math.round(n) };
 }
 
-export async function runTrainingLoop(options: TrainLoopOptions): Promise<TrainSummary> {
-  const { config, engine, group, train } = options;
-  const emit = (e: TrainEvent): void => options.onEvent?.(e);
-  const isRoot = group.rank === 0;
-  const s = cloneState(options.state);
-  const startIteration = s.iteration;
-  let lastCheckpoint: string | undefined;
-  let waitMs = 0;
-  /** The advice of a divergence: resume from the newest checkpoint there is, at a lower lr. */
-  const divergenceAdvice = (lr: number): string => {
-    const from = lastCheckpoint ?? options.resumedFrom;
-    const now = Number(lr.toPrecision(6)); // lr is float32: show it without float32's decimal tail
-    const lower = Number((lr / 10).toPrecision(3));
-    return from
-      ? `${from} is the last checkpoint, intact: resume from it with a lower learning rate, e.g. \`train … --resume --lr ${lower}\` ` +
-          `(or --set learning_rate=${lower}): a learning rate given with --resume replaces the checkpoint's (${now})`
-      : `no checkpoint was written yet: start again with a lower learning rate than ${now}, e.g. --lr ${lower}`;
-  };
-  let trainMs = 0;
-  let imagesRun = 0;
-  /** The lr of step `iteration` (0-based, global): the schedule's, from the current base lr. */
-  const lrAt = (iteration: number): number => lrAtIteration(config, s.lr, iteration, train.iterationsPerEpoch);
-  let lastLr = s.lr;
+export function runTrainingLoop(options: TrainLoopOptions): Promise<TrainSummary> {
+  return new TrainingLoop(options).run();
+}
 
-  const checkpoint = async (reason: 'snapshot' | 'max-iters' | 'final'): Promise<void> => {
-    await group.barrier?.();
-    if (isRoot) {
-      lastCheckpoint = await options.writeCheckpoint(cloneState(s), reason);
-      emit({ type: 'checkpoint', path: lastCheckpoint, reason });
-    }
-    await group.barrier?.();
-  };
-  const summary = (stopReason: StopReason): TrainSummary => ({
-    state: cloneState(s),
-    stopReason,
-    iterationsRun: s.iteration - startIteration,
-    imagesRun,
-    waitFraction: trainMs > 0 ? waitMs / trainMs : 0,
-    trainSeconds: trainMs / 1000,
-    lastCheckpoint,
-  });
-  const finish = (stopReason: StopReason): TrainSummary => {
-    const result = summary(stopReason);
-    emit({ type: 'done', summary: result });
-    return result;
-  };
-  const syncWeights = async (): Promise<void> => {
-    engine.setWeights(await group.averageWeights(engine.getWeights()));
-    // Velocities stay local as in the seed, unless sync_momentum: then the same all-reduce.
-    if (config.sync_momentum) engine.setVelocities(await group.averageWeights(engine.getVelocities()));
-  };
+type CheckpointReason = 'snapshot' | 'max-iters' | 'final';
 
-  // Engines that run several steps per call (onnxruntime: stepGroup) get stacked batches.
-  const stepsPerRun = engine.stepGroup ? Math.max(1, engine.stepsPerRun ?? 1) : 1;
-  const stacker = stepsPerRun > 1 ? new BatchStacker(stepsPerRun) : undefined;
+/** One run of the loop: its state and counters, and the steps of an epoch as methods. */
+class TrainingLoop {
+  private readonly s: TrainState;
+  private readonly startIteration: number;
+  private readonly isRoot: boolean;
+  private readonly stepsPerRun: number;
+  /** Stacks batches for engines that run several steps per call; one for the whole run (its buffers are reused). */
+  private readonly stacker: ReturnType<typeof stackerFor>;
+  private lastCheckpoint: string | undefined;
+  private waitMs = 0;
+  private trainMs = 0;
+  private imagesRun = 0;
+  /** The lr of the last step run (what the log line and the validation record report). */
+  private lastLr: number;
 
-  if (group.worldSize > 1 && group.broadcastWeights) engine.setWeights(await group.broadcastWeights(engine.getWeights()));
-  emit({ type: 'start', epochs: config.n_epochs, iterationsPerEpoch: train.iterationsPerEpoch, state: cloneState(s), worldSize: group.worldSize });
-  if (options.maxIters !== undefined && s.iteration >= options.maxIters) {
-    await checkpoint('max-iters'); // `--max-iters 0`: the initial state (e.g. after --init) as a checkpoint
-    return finish('max-iters');
+  constructor(private readonly o: TrainLoopOptions) {
+    this.s = cloneState(o.state);
+    this.lastLr = this.s.lr;
+    this.startIteration = this.s.iteration;
+    this.isRoot = o.group.rank === 0;
+    this.stacker = stackerFor(o.engine);
+    this.stepsPerRun = this.stacker?.capacity ?? 1;
   }
 
-  while (s.epochsCompleted < config.n_epochs) {
-    const epoch = s.epochsCompleted + 1;
-    const stream = train.open(epoch, s.iterationInEpoch);
-    emit({ type: 'epoch-start', epoch, iterations: train.iterationsPerEpoch, startIteration: s.iterationInEpoch });
-    // The print window: sums since the last log line.
-    let windowLoss = 0;
-    let windowErrors = 0;
-    let windowImages = 0;
-    let windowWaitMs = 0;
-    let windowStart = now();
-    let endOfInput = false;
-    // The next run of the engine: one step, or a group of up to `limit` stacked batches of one
-    // size (a batch of another size, a partial last one, waits in `pending` for the next run).
-    let pending: LoadedBatch | undefined;
-    let streamEnded = false;
-    const take = async (): Promise<LoadedBatch | null> => {
-      if (pending) {
-        const batch = pending;
-        pending = undefined;
-        return batch;
+  async run(): Promise<TrainSummary> {
+    const { config, engine, group, train } = this.o;
+    const s = this.s;
+    if (group.worldSize > 1) engine.setWeights(await group.broadcastWeights(engine.getWeights()));
+    this.emit({ type: 'start', epochs: config.n_epochs, iterationsPerEpoch: train.iterationsPerEpoch, state: cloneState(s), worldSize: group.worldSize });
+    if (this.maxItersReached()) {
+      await this.checkpoint('max-iters'); // `maxIters: 0`: the initial state (e.g. after init) as a checkpoint
+      return this.finish('max-iters');
+    }
+    while (s.epochsCompleted < config.n_epochs) {
+      const epoch = s.epochsCompleted + 1;
+      const end = await this.trainEpoch(epoch);
+      if (end === 'max-iters') {
+        await this.checkpoint('max-iters');
+        return this.finish('max-iters');
       }
-      if (streamEnded) return null;
-      const batch = await stream.next();
-      streamEnded = batch === null;
-      return batch;
-    };
-    const releasePending = (): void => {
-      if (pending) stream.release(pending);
-      pending = undefined;
-    };
-    const nextRun = async (limit: number): Promise<(() => Promise<BatchMetrics[]>) | null> => {
-      if (!stacker || limit === 1) {
-        const batch = await take();
-        if (!batch) return null;
-        return async () => {
-          const lr = (lastLr = lrAt(s.iteration));
-          const metrics = await engine.step(batch, lr);
-          stream.release(batch);
-          return [metrics];
-        };
-      }
-      stacker.clear();
-      while (stacker.count < limit) {
-        const batch = await take();
-        if (!batch) break;
-        if (!stacker.accepts(batch)) {
-          pending = batch;
-          break;
-        }
-        stacker.add(batch);
-        stream.release(batch);
-      }
-      if (stacker.count === 0) return null;
-      return () => {
-        const lrs = Array.from({ length: stacker.count }, (_, i) => lrAt(s.iteration + i));
-        lastLr = lrs[lrs.length - 1];
-        return engine.stepGroup!(stacker.group(), lrs);
-      };
-    };
+      s.epochsCompleted = epoch;
+      s.iterationInEpoch = 0;
+      await this.endEpoch(epoch);
+      const endOfInput = end === 'end-of-input';
+      const last = epoch === config.n_epochs || endOfInput;
+      if (epoch % config.snapshot_freq === 0 || last) await this.checkpoint(last ? 'final' : 'snapshot');
+      if (endOfInput) return this.finish('end-of-input');
+    }
+    return this.finish('completed');
+  }
+
+  private emit(e: TrainEvent): void {
+    this.o.onEvent?.(e);
+  }
+
+  /** The lr of step `iteration` (0-based, global): the schedule's, from the current base lr. */
+  private lrAt(iteration: number): number {
+    return lrAtIteration(this.o.config, this.s.lr, iteration, this.o.train.iterationsPerEpoch);
+  }
+
+  private maxItersReached(): boolean {
+    return this.o.maxIters !== undefined && this.s.iteration >= this.o.maxIters;
+  }
+
+  /**
+   * The steps of `epoch` from where the state stands: 'complete' at the epoch's end, 'max-iters'
+   * at the stop (the feed cancelled), 'end-of-input' when a stream of unknown length ran out.
+   */
+  private async trainEpoch(epoch: number): Promise<'complete' | 'max-iters' | 'end-of-input'> {
+    const { train } = this.o;
+    const s = this.s;
+    const feed = new StepFeed(train.open(epoch, s.iterationInEpoch), this.o.engine, this.stacker);
+    this.emit({ type: 'epoch-start', epoch, iterations: train.iterationsPerEpoch, startIteration: s.iterationInEpoch });
+    const window = new PrintWindow();
     try {
       for (;;) {
         // A finished epoch ends here, before the max-iters check, so that a stop at an epoch
         // boundary still validates that epoch and writes its regular checkpoint.
         if (s.iterationInEpoch >= train.iterationsPerEpoch) {
-          stream.cancel();
-          break;
+          feed.cancel();
+          return 'complete';
         }
-        if (options.maxIters !== undefined && s.iteration >= options.maxIters) {
-          releasePending();
-          stream.cancel();
-          await checkpoint('max-iters');
-          return finish('max-iters');
+        if (this.maxItersReached()) {
+          feed.cancel();
+          return 'max-iters';
         }
-        // A group never runs past a point where the loop must stop between two steps: the end of
-        // the epoch, --max-iters, a progress line (its img/s spans whole groups) or a sync.
-        const groupLimit = Math.min(
-          stepsPerRun,
-          train.iterationsPerEpoch - s.iterationInEpoch,
-          (options.maxIters ?? Infinity) - s.iteration,
-          config.print_freq - (s.iteration % config.print_freq),
-          group.worldSize > 1 ? config.sync_every - (s.iteration % config.sync_every) : Infinity,
-        );
-        const t0 = now();
-        const run = await nextRun(groupLimit);
-        const t1 = now();
-        if (!run) break;
+        const t0 = performance.now();
+        // Each step's lr from the schedule, read when the run starts (steps k = 0, 1, … of it).
+        const run = await feed.next(this.runLimit(), (k) => (this.lastLr = this.lrAt(s.iteration + k)));
+        const t1 = performance.now();
+        if (!run) return train.iterationsPerEpoch === Infinity ? 'end-of-input' : 'complete';
         const stepMetrics = await run();
-        const t2 = now();
-        waitMs += t1 - t0;
-        windowWaitMs += t1 - t0;
-        trainMs += t2 - t0;
-        for (const metrics of stepMetrics) {
-          if (!Number.isFinite(metrics.loss)) {
-            throw new TrainingDivergedError(
-              `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1}): the loss is ${metrics.loss}; training stopped. ${divergenceAdvice(s.lr)}`,
-            );
-          }
-          s.iteration += 1;
-          s.iterationInEpoch += 1;
-          imagesRun += metrics.size;
-          options.afterStep?.(s.iteration, metrics);
-          if (group.worldSize > 1 && s.iteration % config.sync_every === 0) await syncWeights();
-          windowLoss += metrics.loss * metrics.size;
-          windowErrors += metrics.top1Errors;
-          windowImages += metrics.size;
-          emit({ type: 'step', epoch, iteration: s.iteration, iterationInEpoch: s.iterationInEpoch, images: metrics.size });
-          if (s.iteration % config.print_freq === 0) {
-            // The window's sums over all workers (a collective: every rank reaches this iteration).
-            const [lossSum, errors, images] = (await group.averageMetrics([windowLoss, windowErrors, windowImages])).map((v) => v * group.worldSize);
-            const elapsedMs = now() - windowStart;
-            const entry: TrainLogEntry = {
-              iteration: s.iteration,
-              epoch,
-              loss: lossSum / images,
-              ...(config.print_train_error ? { top1Error: errors / images } : {}),
-              images: Math.round(images),
-              lr: lastLr,
-              imagesPerSecond: images / Math.max(1e-9, elapsedMs / 1000),
-              waitFraction: elapsedMs > 0 ? Math.min(1, windowWaitMs / elapsedMs) : 0,
-              time: new Date().toISOString(),
-            };
-            if (isRoot) {
-              emit({ type: 'log', entry });
-              await options.appendLog?.(entry);
-            }
-            windowLoss = windowErrors = windowImages = windowWaitMs = 0;
-            windowStart = now();
-          }
-        }
+        // A lost peer stops this worker at the next step, not only at the next sync (sync_every may be large).
+        if (this.o.group.error) throw this.o.group.error;
+        this.waitMs += t1 - t0;
+        window.waitMs += t1 - t0;
+        this.trainMs += performance.now() - t0;
+        for (const metrics of stepMetrics) await this.afterStep(epoch, metrics, window);
       }
-      if (train.iterationsPerEpoch === Infinity) endOfInput = true;
     } catch (err) {
-      releasePending();
-      stream.cancel();
+      feed.cancel();
       throw err;
     }
-
-    // The epoch is complete.
-    s.epochsCompleted = epoch;
-    s.iterationInEpoch = 0;
-    if (options.val) {
-      const v = await validate(engine, options.val.open(epoch), group);
-      const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: lastLr };
-      // Weights that give a NaN or infinite validation loss have diverged even when the training
-      // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
-      if (v.images > 0 && !Number.isFinite(v.loss)) {
-        throw new TrainingDivergedError(`epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${divergenceAdvice(s.lr)}`);
-      }
-      s.valRecord.push(result);
-      if (isRoot) {
-        emit({ type: 'validation', result });
-        await options.recordValidation?.(s.valRecord.map((r) => ({ ...r })));
-      }
-      const decision = lrAfterEpoch(config, s.lr, epoch, s.valRecord.map((r) => r.top1Error), s.lastLrChangeEpoch);
-      if (decision.changed) {
-        s.lr = decision.lr;
-        s.lastLrChangeEpoch = epoch;
-        if (isRoot) emit({ type: 'lr', epoch, lr: s.lr, reason: decision.reason! });
-      }
-    } else if (config.lr_policy === 'step') {
-      const decision = lrAfterEpoch(config, s.lr, epoch, [], s.lastLrChangeEpoch);
-      if (decision.changed) {
-        s.lr = decision.lr;
-        s.lastLrChangeEpoch = epoch;
-        if (isRoot) emit({ type: 'lr', epoch, lr: s.lr, reason: decision.reason! });
-      }
-    }
-    const last = epoch === config.n_epochs || endOfInput;
-    if (epoch % config.snapshot_freq === 0 || last) await checkpoint(last ? 'final' : 'snapshot');
-    if (endOfInput) return finish('end-of-input');
   }
-  return finish('completed');
+
+  /**
+   * The most steps the next run may take: a group never runs past a point where the loop must
+   * stop between two steps: the end of the epoch, maxIters, a progress line (its img/s spans
+   * whole groups) or a sync.
+   */
+  private runLimit(): number {
+    const { config, group, train, maxIters } = this.o;
+    const s = this.s;
+    return Math.min(
+      this.stepsPerRun,
+      train.iterationsPerEpoch - s.iterationInEpoch,
+      (maxIters ?? Infinity) - s.iteration,
+      config.print_freq - (s.iteration % config.print_freq),
+      group.worldSize > 1 ? config.sync_every - (s.iteration % config.sync_every) : Infinity,
+    );
+  }
+
+  /** Account for one step: divergence, counters, the sync every sync_every steps, the log line every print_freq. */
+  private async afterStep(epoch: number, metrics: BatchMetrics, window: PrintWindow): Promise<void> {
+    const { config, group } = this.o;
+    const s = this.s;
+    if (!Number.isFinite(metrics.loss)) {
+      const advice = this.divergenceAdvice(s.lr);
+      const where = `iteration ${s.iteration + 1} (epoch ${epoch}, batch ${s.iterationInEpoch + 1})`;
+      throw new TrainingDivergedError((name) => `${where}: the loss is ${metrics.loss}; training stopped. ${advice(name)}`);
+    }
+    s.iteration += 1;
+    s.iterationInEpoch += 1;
+    this.imagesRun += metrics.size;
+    this.o.afterStep?.(s.iteration, metrics);
+    if (group.worldSize > 1 && s.iteration % config.sync_every === 0) await this.syncWeights();
+    window.add(metrics);
+    this.emit({ type: 'step', epoch, iteration: s.iteration, iterationInEpoch: s.iterationInEpoch, images: metrics.size });
+    if (s.iteration % config.print_freq === 0) await this.logWindow(epoch, window);
+  }
+
+  /** Average weights (and with sync_momentum, velocities) over the workers: the seed's exchange. */
+  private async syncWeights(): Promise<void> {
+    const { engine, group, config } = this.o;
+    engine.setWeights(await group.averageWeights(engine.getWeights()));
+    // Velocities stay local as in the seed, unless sync_momentum: then the same all-reduce.
+    if (config.sync_momentum) engine.setVelocities(await group.averageWeights(engine.getVelocities()));
+  }
+
+  /** The print window's figures over all workers (a collective: every rank reaches this iteration); rank 0 logs them. */
+  private async logWindow(epoch: number, window: PrintWindow): Promise<void> {
+    const { config, group } = this.o;
+    const s = this.s;
+    const [lossSum, errors, images] = (await group.averageMetrics([window.lossSum, window.errors, window.images])).map((v) => v * group.worldSize);
+    const elapsedMs = performance.now() - window.startedAt;
+    const entry: TrainLogEntry = {
+      iteration: s.iteration,
+      epoch,
+      loss: lossSum / images,
+      ...(config.print_train_error ? { top1Error: errors / images } : {}),
+      images: Math.round(images),
+      lr: this.lastLr,
+      imagesPerSecond: images / Math.max(1e-9, elapsedMs / 1000),
+      waitFraction: elapsedMs > 0 ? Math.min(1, window.waitMs / elapsedMs) : 0,
+      time: new Date().toISOString(),
+    };
+    if (this.isRoot) {
+      this.emit({ type: 'log', entry });
+      await this.o.appendLog?.(entry);
+    }
+    window.reset();
+  }
+
+  /** The epoch is complete: validate it (when there is a val set) and let the lr policy decide. */
+  private async endEpoch(epoch: number): Promise<void> {
+    const { config } = this.o;
+    const s = this.s;
+    if (this.o.val) {
+      await this.validateEpoch(epoch);
+      this.applyLrPolicy(epoch, s.valRecord.map((r) => r.top1Error));
+    } else if (config.lr_policy === 'step') {
+      this.applyLrPolicy(epoch, []);
+    }
+  }
+
+  private async validateEpoch(epoch: number): Promise<void> {
+    const { engine, group } = this.o;
+    const s = this.s;
+    const v = await validate(engine, this.o.val!.open(epoch), group);
+    const result: ValidationResult = { epoch, iteration: s.iteration, ...v, lr: this.lastLr };
+    // Weights that give a NaN or infinite validation loss have diverged even when the training
+    // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
+    if (v.images > 0 && !Number.isFinite(v.loss)) {
+      const advice = this.divergenceAdvice(s.lr);
+      throw new TrainingDivergedError((name) => `epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${advice(name)}`);
+    }
+    s.valRecord.push(result);
+    if (this.isRoot) {
+      this.emit({ type: 'validation', result });
+      await this.o.recordValidation?.(s.valRecord.map((r) => ({ ...r })));
+    }
+  }
+
+  private applyLrPolicy(epoch: number, top1Errors: number[]): void {
+    const s = this.s;
+    const decision = lrAfterEpoch(this.o.config, s.lr, epoch, top1Errors, s.lastLrChangeEpoch);
+    if (!decision.changed) return;
+    s.lr = decision.lr;
+    s.lastLrChangeEpoch = epoch;
+    if (this.isRoot) this.emit({ type: 'lr', epoch, lr: s.lr, reason: decision.reason! });
+  }
+
+  /** Every worker waits for rank 0's checkpoint, so that none races ahead of the state a resume starts from. */
+  private async checkpoint(reason: CheckpointReason): Promise<void> {
+    const { group } = this.o;
+    await group.barrier();
+    if (this.isRoot) {
+      this.lastCheckpoint = await this.o.writeCheckpoint(cloneState(this.s), reason);
+      this.emit({ type: 'checkpoint', path: this.lastCheckpoint, reason });
+    }
+    await group.barrier();
+  }
+
+  /** The advice of a divergence: resume from the newest checkpoint there is, at a lower lr. */
+  private divergenceAdvice(lr: number): MessageRender {
+    const from = this.lastCheckpoint ?? this.o.resumedFrom;
+    const now = Number(lr.toPrecision(6)); // lr is float32: show it without float32's decimal tail
+    const lower = Number((lr / 10).toPrecision(3));
+    return (name) => {
+      // Named as flags (the CLI): a command line; as this API's names: its options.
+      const flags = name('resume').startsWith('-');
+      const resumeLower = flags
+        ? `\`train … ${name('resume')} ${name('learningRate')} ${lower}\` (or ${name('learning_rate')}=${lower})`
+        : `{ resume: true, learningRate: ${lower} } (or learning_rate: ${lower} in the config)`;
+      return from
+        ? `${from} is the last checkpoint, intact: resume from it with a lower learning rate, e.g. ${resumeLower}: ` +
+            `a learning rate given with ${name('resume')} replaces the checkpoint's (${now})`
+        : `no checkpoint was written yet: start again with a lower learning rate than ${now}, e.g. ${flags ? `${name('learningRate')} ${lower}` : `learning_rate: ${lower}`}`;
+    };
+  }
+
+  private finish(stopReason: StopReason): TrainSummary {
+    const summary: TrainSummary = {
+      state: cloneState(this.s),
+      stopReason,
+      iterationsRun: this.s.iteration - this.startIteration,
+      imagesRun: this.imagesRun,
+      waitFraction: this.trainMs > 0 ? this.waitMs / this.trainMs : 0,
+      trainSeconds: this.trainMs / 1000,
+      lastCheckpoint: this.lastCheckpoint,
+    };
+    this.emit({ type: 'done', summary });
+    return summary;
+  }
 }

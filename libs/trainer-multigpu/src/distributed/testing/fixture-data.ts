@@ -1,4 +1,4 @@
-import { Rng } from '@alexnet-stream/stream-io';
+import { Rng } from '@alexnet-stream/core';
 
 /** The data rank `rank` contributes in round `round`: deterministic, so the test can recompute it. */
 export function fixtureTensors(sizes: number[], rank: number, round: number, seed = 1): Record<string, Float32Array> {

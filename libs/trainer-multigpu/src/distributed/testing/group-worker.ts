@@ -3,7 +3,7 @@
  * the options given as JSON in argv[2], runs a scenario, prints one JSON line per result on
  * stdout, and exits with the error's exit code (message on stderr) on failure.
  */
-import { AlexnetStreamError } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError } from '@alexnet-stream/core';
 import { checksumTensors } from '../checksum';
 import { joinGroup, type ZmqGroupOptions } from '../zmq-group';
 import { fixtureTensors } from './fixture-data';
@@ -21,16 +21,21 @@ function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
 }
 
-function die(err: unknown): never {
+/**
+ * Report and end by unwinding, not process.exit(): the group's control sockets linger, and a
+ * process that ends normally waits for what they still have to send (a refusal, an abort).
+ */
+function die(err: unknown): void {
   const code = err instanceof AlexnetStreamError ? err.exitCode : 1;
   process.stderr.write(`group-worker rank ${args.rank}: ${(err as Error).message}\n`);
-  process.exit(code);
+  process.exitCode = code;
 }
 
 const args = JSON.parse(process.argv[2]) as FixtureArgs;
 
 async function main(): Promise<void> {
-  const group = await joinGroup({ ...args, onFatal: die });
+  // A failure rejects the scenario's next call (and `die` reports it); onFatal has nothing to add.
+  const group = await joinGroup({ ...args, onFatal: () => undefined });
   print({ rank: group.rank, event: 'joined' });
   if (args.scenario === 'allreduce') {
     for (let round = 0; round < (args.rounds ?? 1); round++) {

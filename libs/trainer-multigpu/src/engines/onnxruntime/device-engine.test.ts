@@ -12,10 +12,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { NamedTensors, Rng } from '@alexnet-stream/core';
 import { initParameters, ModelSpec } from '@alexnet-stream/model-alexnet';
 import { webgpuUnavailable } from '@alexnet-stream/onnx-export';
-import { Rng } from '@alexnet-stream/stream-io';
-import { EngineBatch, NamedTensors } from '../../engine';
+import { EngineBatch } from '../../engine';
 import { maxRelativeError, reducedSpec } from '../../graph/graph.test-util';
 import { createOrtEngine, OrtEngine } from './engine';
 import { OrtDeviceEngine } from './device-engine';

@@ -23,11 +23,10 @@
  * seed gives the same masks, step by step, layer by layer, row-major), so a run can move
  * between `cpu` and `webgpu` through a checkpoint and draw on.
  */
-import type { Ort } from '@alexnet-stream/onnx-export';
+import { check, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
+import { encodeModel, GraphBuilder, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, encodeModel, loadOnnxRuntime } from '@alexnet-stream/onnx-export';
-import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { BatchGroup, BatchMetrics, DEFAULT_LOSS, EngineBatch, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import { BatchGroup, BatchMetrics, checkLoss, DEFAULT_LOSS, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
 import { LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, newName, velocityName } from '../../graph/training-graph';
 import { checkNamed, createSession, metricsOf, OrtEngineOptions } from './engine';
@@ -90,13 +89,17 @@ export class OrtDeviceEngine implements TrainingEngine {
   }
 
   private checkBatch({ data, labels, size }: EngineBatch): void {
-    if (!Number.isInteger(size) || size < 1) throw new Error(`batch: size must be a positive integer, got ${size}`);
-    if (this.maxBatch !== undefined && size > this.maxBatch) throw new Error(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`);
+    if (!Number.isInteger(size) || size < 1) throw new InputError(`batch: size must be a positive integer, got ${size}`, { code: 'ERR_BATCH_SHAPE' });
+    if (this.maxBatch !== undefined && size > this.maxBatch) {
+      throw new InputError(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`, { code: 'ERR_BATCH_SHAPE' });
+    }
     const s = this.spec.inputSize, c = this.spec.inputChannels;
-    if (data.length !== size * this.imageSize) throw new Error(`batch: data has ${data.length} values, expected ${size}x${c}x${s}x${s} = ${size * this.imageSize}`);
-    if (labels.length !== size) throw new Error(`batch: ${labels.length} labels for ${size} images`);
+    if (data.length !== size * this.imageSize) {
+      throw new InputError(`batch: data has ${data.length} values, expected ${size}x${c}x${s}x${s} = ${size * this.imageSize}`, { code: 'ERR_BATCH_SHAPE' });
+    }
+    if (labels.length !== size) throw new InputError(`batch: ${labels.length} labels for ${size} images`, { code: 'ERR_BATCH_SHAPE' });
     const k = this.spec.numClasses;
-    for (let i = 0; i < labels.length; i++) if (!(labels[i] >= 0 && labels[i] < k)) throw new Error(`batch: label ${labels[i]} of image ${i} is outside [0, ${k})`);
+    for (let i = 0; i < labels.length; i++) if (!(labels[i] >= 0 && labels[i] < k)) throw new InputError(`batch: label ${labels[i]} of image ${i} is outside [0, ${k})`, { code: 'ERR_BATCH_SHAPE' });
   }
 
   private batchFeeds(batch: EngineBatch): Record<string, Ort.Tensor> {
@@ -123,7 +126,7 @@ export class OrtDeviceEngine implements TrainingEngine {
   }
 
   async step(batch: EngineBatch, lr: number): Promise<BatchMetrics> {
-    if (!Number.isFinite(lr)) throw new Error(`step: learning rate must be a finite number, got ${lr}`);
+    check.number('lr', lr);
     const feeds = this.batchFeeds(batch);
     this.lr[0] = lr;
     feeds.lr = new this.ort.Tensor('float32', this.lr, []);
@@ -147,8 +150,8 @@ export class OrtDeviceEngine implements TrainingEngine {
   }
 
   async stepGroup(group: BatchGroup, lr: number | readonly number[]): Promise<BatchMetrics[]> {
-    if (group.count !== 1) throw new Error(`stepGroup: count must be an integer in [1, 1] (stepsPerRun), got ${group.count}`);
-    if (typeof lr !== 'number' && lr.length !== 1) throw new Error(`stepGroup: ${lr.length} learning rates for 1 step`);
+    check.integer('count', group.count, { min: 1, max: 1 });
+    if (typeof lr !== 'number') check.that('lr', lr.length === 1, 'one learning rate for the 1 step', lr.length);
     return [await this.step(group, typeof lr === 'number' ? lr : lr[0])];
   }
 
@@ -226,7 +229,7 @@ export class OrtDeviceEngine implements TrainingEngine {
   setRngState(state: unknown): void {
     const s = state as RngState;
     if (!s || !Array.isArray(s.s) || s.s.length !== 4 || !s.s.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff)) {
-      throw new Error(`setRngState: expected { s: [4 uint32], spareNormal } (from getRngState) but received ${JSON.stringify(state)}`);
+      throw new InvalidParameterError('state', '{ s: [4 uint32], spareNormal } (from getRngState)', state);
     }
     this.rng = new Rng(s);
   }
@@ -289,7 +292,7 @@ export async function createOrtDeviceEngine(
     process.stderr.write(`onnxruntime: webgpu runs one step per run (the WebGPU provider has no Loop kernel; the state stays on the GPU between runs instead): steps_per_run ${options.stepsPerRun} is ignored\n`);
   }
   const lowering: LoweringOptions = { ...PORTABLE_LOWERING, ...options.lowering };
-  const trainGraph = buildGraph(spec, 'train', options.optimizer, lowering, { ...DEFAULT_LOSS, ...options.loss });
+  const trainGraph = buildGraph(spec, 'train', options.optimizer, lowering, checkLoss({ ...DEFAULT_LOSS, ...options.loss }));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const state = trainGraph.params.flatMap((p) => [{ name: p.name, shape: p.shape }, { name: velocityName(p.name), shape: p.shape }]);
   const stateOutputs = trainGraph.params.flatMap((p) => [newName(p.name), ...(trainGraph.hasVelocities ? [newName(velocityName(p.name))] : [])]);

@@ -21,10 +21,29 @@
  * §2): loaders must run in worker threads.
  */
 import * as os from 'node:os';
+import { AlexnetStreamError, check, checkOptional, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
 import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { createSessionOn, DeviceError, encodeModel, executionProvidersFor as providersForDevices, loadOnnxRuntime, primaryDeviceKind, type Ort } from '@alexnet-stream/onnx-export';
-import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { BatchGroup, BatchMetrics, DEFAULT_LOSS, DEFAULT_OPTIMIZER, EngineBatch, LossConfig, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import {
+  createSessionOn,
+  DeviceError,
+  encodeModel,
+  executionProvidersFor as providersForDevices,
+  loadOnnxRuntime,
+  primaryDeviceKind,
+  type Ort,
+} from '@alexnet-stream/onnx-export';
+import {
+  BatchGroup,
+  BatchMetrics,
+  checkLoss,
+  checkOptimizer,
+  DEFAULT_LOSS,
+  DEFAULT_OPTIMIZER,
+  EngineBatch,
+  LossConfig,
+  OptimizerConfig,
+  TrainingEngine,
+} from '../../engine';
 import { DEFAULT_LOWERING, LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
 import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
 import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, steppedTrainGraph } from '../../graph/step-loop';
@@ -89,7 +108,7 @@ export async function createSession(graph: BuiltGraph, options: Ort.InferenceSes
     return await createSessionOn(encodeModel(graph.model), devices, options);
   } catch (err) {
     if (err instanceof DeviceError) throw err;
-    throw new Error(`onnxruntime: could not load the ${graph.kind} graph: ${(err as Error).message}`);
+    throw new AlexnetStreamError(`onnxruntime: could not load the ${graph.kind} graph`, { code: 'ERR_ONNXRUNTIME_SESSION', cause: err });
   }
 }
 
@@ -154,18 +173,23 @@ export class OrtEngine implements TrainingEngine {
 
   /** Checks `count` stacked batches of `size` images (count 1: a plain batch). */
   private checkBatches({ data, labels, size, count }: BatchGroup): void {
-    if (!Number.isInteger(size) || size < 1) throw new Error(`batch: size must be a positive integer, got ${size}`);
-    if (this.maxBatch !== undefined && size > this.maxBatch) throw new Error(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`);
+    if (!Number.isInteger(size) || size < 1) throw new InputError(`batch: size must be a positive integer, got ${size}`, { code: 'ERR_BATCH_SHAPE' });
+    if (this.maxBatch !== undefined && size > this.maxBatch) {
+      throw new InputError(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`, { code: 'ERR_BATCH_SHAPE' });
+    }
     const s = this.spec.inputSize, c = this.spec.inputChannels;
     const stacked = count > 1 ? `${count} batches of ` : '';
     if (data.length !== count * size * this.imageSize) {
-      throw new Error(`batch: data has ${data.length} values, expected ${stacked}${size}x${c}x${s}x${s} = ${count * size * this.imageSize}`);
+      throw new InputError(
+        `batch: data has ${data.length} values, expected ${stacked}${size}x${c}x${s}x${s} = ${count * size * this.imageSize}`,
+        { code: 'ERR_BATCH_SHAPE' },
+      );
     }
-    if (labels.length !== count * size) throw new Error(`batch: ${labels.length} labels for ${stacked}${size} images`);
+    if (labels.length !== count * size) throw new InputError(`batch: ${labels.length} labels for ${stacked}${size} images`, { code: 'ERR_BATCH_SHAPE' });
     const k = this.spec.numClasses;
     for (let i = 0; i < labels.length; i++) {
       const where = count > 1 ? `image ${i % size} of batch ${Math.floor(i / size) + 1}` : `image ${i}`;
-      if (!(labels[i] >= 0 && labels[i] < k)) throw new Error(`batch: label ${labels[i]} of ${where} is outside [0, ${k})`);
+      if (!(labels[i] >= 0 && labels[i] < k)) throw new InputError(`batch: label ${labels[i]} of ${where} is outside [0, ${k})`, { code: 'ERR_BATCH_SHAPE' });
     }
   }
 
@@ -206,10 +230,10 @@ export class OrtEngine implements TrainingEngine {
 
   async stepGroup(group: BatchGroup, lr: number | readonly number[]): Promise<BatchMetrics[]> {
     const { count, size } = group;
-    if (!Number.isInteger(count) || count < 1 || count > this.stepsPerRun) throw new Error(`stepGroup: count must be an integer in [1, ${this.stepsPerRun}] (stepsPerRun), got ${count}`);
+    check.integer('count', count, { min: 1, max: this.stepsPerRun });
     const lrs = typeof lr === 'number' ? new Array<number>(count).fill(lr) : lr;
-    if (lrs.length !== count) throw new Error(`stepGroup: ${lrs.length} learning rates for ${count} steps`);
-    for (const v of lrs) if (!Number.isFinite(v)) throw new Error(`step: learning rate must be a finite number, got ${v}`);
+    check.that('lr', lrs.length === count, `one learning rate per step (${count})`, lrs.length);
+    for (const v of lrs) check.number('lr', v);
     this.checkBatches(group);
     this.lrs.set(lrs);
     this.stepCount[0] = BigInt(count);
@@ -276,7 +300,7 @@ export class OrtEngine implements TrainingEngine {
   setRngState(state: unknown): void {
     const s = state as RngState;
     if (!s || !Array.isArray(s.s) || s.s.length !== 4 || !s.s.every((x) => Number.isInteger(x) && x >= 0 && x <= 0xffffffff)) {
-      throw new Error(`setRngState: expected { s: [4 uint32], spareNormal } (from getRngState) but received ${JSON.stringify(state)}`);
+      throw new InvalidParameterError('state', '{ s: [4 uint32], spareNormal } (from getRngState)', state);
     }
     this.rng = new Rng(s);
   }
@@ -302,11 +326,18 @@ export function metricsOf(out: Ort.InferenceSession.ReturnType, size: number): B
 }
 
 export function checkNamed(what: string, params: ParamInfo[], values: NamedTensors): void {
-  if (!values || typeof values !== 'object') throw new Error(`${what}: expected an object of Float32Arrays by parameter name`);
+  if (!values || typeof values !== 'object') throw new InvalidParameterError(what, 'an object of Float32Arrays by parameter name', values);
   for (const p of params) {
     const v = values[p.name];
-    if (!(v instanceof Float32Array)) throw new Error(`${what}: missing parameter ${p.name} (Float32Array of shape [${p.shape.join(', ')}])`);
-    if (v.length !== sizeOf(p.shape)) throw new Error(`${what}: ${p.name} has ${v.length} values, expected ${sizeOf(p.shape)} (shape [${p.shape.join(', ')}])`);
+    if (!(v instanceof Float32Array)) {
+      throw new InputError(`${what}: missing parameter ${p.name} (Float32Array of shape [${p.shape.join(', ')}])`, { code: 'ERR_WEIGHTS_MISMATCH' });
+    }
+    if (v.length !== sizeOf(p.shape)) {
+      throw new InputError(
+        `${what}: ${p.name} has ${v.length} values, expected ${sizeOf(p.shape)} (shape [${p.shape.join(', ')}])`,
+        { code: 'ERR_WEIGHTS_MISMATCH' },
+      );
+    }
   }
 }
 
@@ -321,8 +352,7 @@ function copyIn(what: string, params: ParamInfo[], buffers: ParamBuffers, values
 
 /** Session options tuned for one training worker on CPU (or the given execution providers). */
 export function sessionOptionsFor(options: OrtEngineOptions): Ort.InferenceSession.SessionOptions {
-  const threads = options.intraOpThreads ?? os.availableParallelism?.() ?? os.cpus().length;
-  if (!Number.isInteger(threads) || threads < 1) throw new Error(`Expected a positive integer for intraOpThreads but received ${options.intraOpThreads}`);
+  const threads = check.integer('intraOpThreads', options.intraOpThreads ?? os.availableParallelism?.() ?? os.cpus().length, { min: 1, max: 1024 });
   return {
     executionProviders: options.executionProviders ?? executionProvidersFor(options.devices ?? ['cpu']),
     graphOptimizationLevel: 'all',
@@ -341,24 +371,22 @@ export function sessionOptionsFor(options: OrtEngineOptions): Ort.InferenceSessi
 /** An onnxruntime engine for `spec`, starting from `weights` (velocities zero). */
 export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, options: OrtEngineOptions = {}): Promise<OrtEngine | OrtDeviceEngine> {
   const optimizer: OptimizerConfig = { ...DEFAULT_OPTIMIZER, ...options.optimizer };
-  const seed = options.seed ?? 0;
-  if (!Number.isSafeInteger(seed) || seed < 0) throw new Error(`Expected a non-negative integer for seed but received ${options.seed}`);
-  if (options.batchSize !== undefined && (!Number.isInteger(options.batchSize) || options.batchSize < 1)) {
-    throw new Error(`Expected a positive integer for batchSize but received ${options.batchSize}`);
-  }
+  checkOptimizer(optimizer);
+  const seed = check.integer('seed', options.seed ?? 0, { min: 0 });
+  checkOptional.integer('batchSize', options.batchSize, { min: 1 });
   const sessionOptions = sessionOptionsFor(options);
   const device = primaryDeviceKind((sessionOptions.executionProviders ?? ['cpu']).map(providerName));
   if (device === 'webgpu') {
-    const { createOrtDeviceEngine } = await import('./device-engine');
+    const { createOrtDeviceEngine } = require('./device-engine') as typeof import('./device-engine');
     return createOrtDeviceEngine(spec, weights, { ...options, optimizer, seed }, sessionOptions);
   }
   // NCHWc kernels are onnxruntime's CPU kernels; a GPU provider gets the portable graph.
   const lowering: LoweringOptions = device === 'cpu'
     ? { ...DEFAULT_LOWERING, nchwcBlock: await nchwcBlockSize(), ...options.lowering }
     : { ...PORTABLE_LOWERING, ...options.lowering };
-  const stepsPerRun = options.stepsPerRun ?? 4;
-  if (!Number.isInteger(stepsPerRun) || stepsPerRun < 1) throw new Error(`Expected a positive integer for stepsPerRun but received ${options.stepsPerRun}`);
-  const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering, { ...DEFAULT_LOSS, ...options.loss }));
+  const stepsPerRun = check.integer('stepsPerRun', options.stepsPerRun ?? 4, { min: 1 });
+  const loss = checkLoss({ ...DEFAULT_LOSS, ...options.loss });
+  const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering, loss));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
   const t0 = Date.now();
   const trainSession = await createSession(trainGraph, sessionOptions);

@@ -5,10 +5,19 @@
  * tiny models (full AlexNet ≈ 0.006 img/s, DESIGN §2).
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import { check, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
 import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
-import { Rng, RngState } from '@alexnet-stream/stream-io';
-import { DEFAULT_LOSS, DEFAULT_OPTIMIZER } from '../../engine';
-import type { BatchMetrics, EngineBatch, LossConfig, NamedTensors, OptimizerConfig, TrainingEngine } from '../../engine';
+import {
+  type BatchMetrics,
+  checkLoss,
+  checkOptimizer,
+  DEFAULT_LOSS,
+  DEFAULT_OPTIMIZER,
+  type EngineBatch,
+  type LossConfig,
+  type OptimizerConfig,
+  type TrainingEngine,
+} from '../../engine';
 import { loadTfjs, Tf } from './backend';
 import { tfjsForward, TfParams, weightsToTensors } from './forward';
 import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } from './loss';
@@ -26,24 +35,13 @@ export interface TfjsEngineOptions {
 
 export async function createTfjsEngine(spec: ModelSpec, weights: NamedTensors, options: TfjsEngineOptions): Promise<TrainingEngine> {
   const optimizer: OptimizerConfig = { ...DEFAULT_OPTIMIZER, ...options.optimizer };
-  validateOptimizer(optimizer);
-  if (!Number.isInteger(options.seed)) throw new Error(`Expected an integer for seed but received ${options.seed}`);
+  checkOptimizer(optimizer);
+  check.integer('seed', options.seed, { min: 0 });
   const { tf, backend } = await loadTfjs({ verbose: options.verbose });
-  const loss: LossConfig = { ...DEFAULT_LOSS, ...options.loss };
-  if (!(loss.labelSmoothing >= 0 && loss.labelSmoothing < 1)) throw new Error(`Expected a number in [0, 1) for loss.labelSmoothing but received ${loss.labelSmoothing}`);
+  const loss = checkLoss({ ...DEFAULT_LOSS, ...options.loss });
   return new TfjsEngine(tf, backend, spec, weights, optimizer, options.seed, loss);
 }
 
-function validateOptimizer(o: OptimizerConfig): void {
-  const check = (ok: boolean, what: string, expected: string, got: unknown) => {
-    if (!ok) throw new Error(`Expected ${expected} for optimizer.${what} but received ${JSON.stringify(got)}`);
-  };
-  check(typeof o.useMomentum === 'boolean', 'useMomentum', 'a boolean', o.useMomentum);
-  check(typeof o.nesterov === 'boolean', 'nesterov', 'a boolean', o.nesterov);
-  check(o.momentum >= 0 && o.momentum < 1, 'momentum', 'a number in [0, 1)', o.momentum);
-  check(o.weightDecay >= 0 && Number.isFinite(o.weightDecay), 'weightDecay', 'a finite number >= 0', o.weightDecay);
-  check(o.biasLrMultiplier >= 0 && Number.isFinite(o.biasLrMultiplier), 'biasLrMultiplier', 'a finite number >= 0', o.biasLrMultiplier);
-}
 
 class TfjsEngine implements TrainingEngine {
   readonly name: string;
@@ -70,10 +68,15 @@ class TfjsEngine implements TrainingEngine {
 
   private input(batch: EngineBatch): tfjs.Tensor4D {
     const { inputChannels: c, inputSize: s, numClasses } = this.spec;
-    if (!(Number.isInteger(batch.size) && batch.size >= 1)) throw new Error(`batch.size must be a positive integer, got ${batch.size}`);
-    if (batch.data.length !== batch.size * c * s * s) throw new Error(`batch: ${batch.data.length} values for ${batch.size} images of ${c}x${s}x${s} (expected ${batch.size * c * s * s})`);
-    if (batch.labels.length !== batch.size) throw new Error(`batch: ${batch.labels.length} labels for ${batch.size} images`);
-    for (const label of batch.labels) if (!(label >= 0 && label < numClasses)) throw new Error(`batch: label ${label} outside 0..${numClasses - 1}`);
+    check.integer('batch.size', batch.size, { min: 1 });
+    if (batch.data.length !== batch.size * c * s * s) {
+      throw new InputError(
+        `batch: ${batch.data.length} values for ${batch.size} images of ${c}x${s}x${s} (expected ${batch.size * c * s * s})`,
+        { code: 'ERR_BATCH_SHAPE' },
+      );
+    }
+    if (batch.labels.length !== batch.size) throw new InputError(`batch: ${batch.labels.length} labels for ${batch.size} images`, { code: 'ERR_BATCH_SHAPE' });
+    for (const label of batch.labels) if (!(label >= 0 && label < numClasses)) throw new InputError(`batch: label ${label} outside 0..${numClasses - 1}`, { code: 'ERR_BATCH_SHAPE' });
     return this.tf.tensor4d(batch.data, [batch.size, c, s, s], 'float32');
   }
 
@@ -89,7 +92,7 @@ class TfjsEngine implements TrainingEngine {
 
   async step(batch: EngineBatch, lr: number): Promise<BatchMetrics> {
     this.checkAlive();
-    if (!(lr >= 0 && Number.isFinite(lr))) throw new Error(`step: lr must be a finite number >= 0, got ${lr}`);
+    check.number('lr', lr, { min: 0 });
     const tf = this.tf;
     const x = this.input(batch);
     const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, { training: true, rng: this.rng, labelSmoothing: this.loss.labelSmoothing });
@@ -149,8 +152,13 @@ class TfjsEngine implements TrainingEngine {
     // Validate everything first, so that a bad call changes nothing.
     for (const name of Object.keys(vars)) {
       const size = this.shapes[name].reduce((a, b) => a * b, 1);
-      if (!values[name]) throw new Error(`${what}: missing ${name}`);
-      if (values[name].length !== size) throw new Error(`${what}: ${name} has ${values[name].length} values, expected ${size} (shape [${this.shapes[name].join(', ')}])`);
+      if (!values[name]) throw new InputError(`${what}: missing ${name}`, { code: 'ERR_WEIGHTS_MISMATCH' });
+      if (values[name].length !== size) {
+        throw new InputError(
+          `${what}: ${name} has ${values[name].length} values, expected ${size} (shape [${this.shapes[name].join(', ')}])`,
+          { code: 'ERR_WEIGHTS_MISMATCH' },
+        );
+      }
     }
     for (const [name, v] of Object.entries(vars)) {
       // A copy: the cpu backend would alias the caller's array, and assign() shares t's data.
@@ -165,7 +173,7 @@ class TfjsEngine implements TrainingEngine {
   setRngState(state: unknown): void {
     const s = state as RngState;
     if (!s || !Array.isArray(s.s) || s.s.length !== 4 || !s.s.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32) || !(s.spareNormal === null || typeof s.spareNormal === 'number')) {
-      throw new Error(`setRngState: expected {s: [4 uint32], spareNormal: number|null}, got ${JSON.stringify(state)}`);
+      throw new InvalidParameterError('state', '{ s: [4 uint32], spareNormal: number | null } (from getRngState)', state);
     }
     this.rng = new Rng(s);
   }

@@ -9,8 +9,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Rng } from '@alexnet-stream/core';
 import { alexnetSpec, inferShapes, LayerSpec, ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
-import { Rng } from '@alexnet-stream/stream-io';
 import { loadTfjs } from './backend';
 import { drawDropoutMask, tfjsForward, weightsToTensors } from './forward';
 import { conv2dNaive, fcNaive, initWeightsForTest, lrnNaive, maxPoolNaive, maxRelativeError, naiveForward, randomArray } from './naive-reference.test-util';

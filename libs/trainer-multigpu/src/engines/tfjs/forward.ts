@@ -12,9 +12,9 @@
  * exactly as an NCHW reshape gives (DESIGN §7).
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import type { NamedTensors, Rng } from '@alexnet-stream/core';
 import { LayerSpec, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
-import type { Rng } from '@alexnet-stream/stream-io';
-import type { NamedTensors } from '../../engine';
+import { InputError } from '@alexnet-stream/core';
 import type { Tf } from './backend';
 
 /** Parameter name (`conv1.weight`, …) → tfjs tensor (or variable) in the spec's layout. */
@@ -43,8 +43,10 @@ export function weightsToTensors(tf: Tf, spec: ModelSpec, weights: NamedTensors)
   for (const p of parameterList(spec)) {
     const data = weights[p.name];
     const size = p.shape.reduce((a, b) => a * b, 1);
-    if (!data) throw new Error(`weights: missing parameter ${p.name} (shape [${p.shape.join(', ')}])`);
-    if (data.length !== size) throw new Error(`weights: ${p.name} has ${data.length} values, expected ${size} (shape [${p.shape.join(', ')}])`);
+    if (!data) throw new InputError(`weights: missing parameter ${p.name} (shape [${p.shape.join(', ')}])`, { code: 'ERR_WEIGHTS_MISMATCH' });
+    if (data.length !== size) {
+      throw new InputError(`weights: ${p.name} has ${data.length} values, expected ${size} (shape [${p.shape.join(', ')}])`, { code: 'ERR_WEIGHTS_MISMATCH' });
+    }
     // A copy: tfjs' cpu backend would otherwise keep (alias) the caller's array.
     out[p.name] = tf.tensor(Float32Array.from(data), p.shape, 'float32');
   }

@@ -4,8 +4,8 @@
  * top-k error counts.
  */
 import type * as tfjs from '@tensorflow/tfjs';
+import type { NamedTensors } from '@alexnet-stream/core';
 import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
-import type { NamedTensors } from '../../engine';
 import type { Tf } from './backend';
 import { TfjsForwardOptions, TfParams, tfjsForward } from './forward';
 

@@ -4,8 +4,8 @@
  * agreement between the two is evidence, and in float64 it is precise enough to take central
  * finite differences of the loss.
  */
+import { Rng } from '@alexnet-stream/core';
 import { ModelSpec, parameterList, InitRule } from '@alexnet-stream/model-alexnet';
-import { Rng } from '@alexnet-stream/stream-io';
 
 export type Arr = Float64Array | Float32Array;
 export interface Act { data: Float64Array; shape: number[] } // NCHW or [N, F]

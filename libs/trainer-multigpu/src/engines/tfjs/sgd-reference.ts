@@ -15,8 +15,9 @@
  * (the seed's `vel_i_next = mu ** 2 * vel_i - (1 + mu) * real_lr * real_grad`). From zero
  * velocity the first step equals Lasagne's; later steps differ from it, and we follow the seed.
  */
+import type { NamedTensors } from '@alexnet-stream/core';
 import type { ParamInfo } from '@alexnet-stream/model-alexnet';
-import type { OptimizerConfig, NamedTensors } from '../../engine';
+import type { OptimizerConfig } from '../../engine';
 
 /** `weight` (decayed, lr) or `bias` (no decay, biasLrMultiplier·lr), as `parameterList` says. */
 type ParamRole = ParamInfo['role'];

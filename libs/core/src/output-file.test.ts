@@ -5,8 +5,10 @@ import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, syml
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic, writeFileAtomicSync } from './atomic-file';
-import { acquireLock, LockHeldError, processStartTime } from './lock-file';
-import { makeDirectory, makeDirectorySync, OutputError, resolveOutputTarget } from './output-file';
+import { acquireLock, LockHeldError } from './lock-file';
+import { processStartTime } from './process-liveness';
+import { OutputError } from './errors';
+import { makeDirectory, makeDirectorySync, resolveOutputTarget } from './output-file';
 import { readRegularFileAsync, readRegularFileSync } from './read-file';
 
 function withDir(fn: (dir: string) => Promise<void> | void): () => Promise<void> {

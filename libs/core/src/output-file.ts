@@ -20,21 +20,8 @@
 import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync, Stats, statSync, writeSync, constants } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { AlexnetStreamError, InputError } from './errors';
+import { AlexnetStreamError, InputError, OutputError } from './errors';
 import { fileKind } from './read-file';
-
-/**
- * An output that cannot be written (no space, read-only file system, …): the job cannot go on,
- * exit status 2 (as onnx-export's output errors). `code` keeps the file system's (ENOSPC, …).
- */
-export class OutputError extends AlexnetStreamError {
-  readonly code: string | undefined;
-  constructor(message: string, cause?: unknown) {
-    super(message, 2);
-    this.code = (cause as NodeJS.ErrnoException | undefined)?.code;
-    if (cause !== undefined) (this as { cause?: unknown }).cause = cause;
-  }
-}
 
 /** A file system error on an output, in a few words. */
 export function describeWriteError(err: unknown): string {
@@ -66,7 +53,7 @@ function lstatOrUndefined(path: string): Stats | undefined {
     return lstatSync(path);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new OutputError(`${path}: cannot write: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${path}: cannot write: ${describeWriteError(err)}`, { cause: err });
   }
 }
 
@@ -134,12 +121,12 @@ function checkOpened(fdStats: Stats, target: OutputTarget & { mode: 'write-throu
 export async function writeThrough(target: OutputTarget & { mode: 'write-through' }, data: Uint8Array | string, path: string): Promise<void> {
   // No O_CREAT: if the node vanished since it was looked at, fail rather than create a file.
   const handle = await open(target.path, constants.O_WRONLY).catch((err) => {
-    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`, { cause: err });
   });
   try {
     checkOpened(await handle.stat(), target, path);
     await handle.writeFile(data).catch((err) => {
-      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`, err);
+      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`, { cause: err });
     });
   } finally {
     await handle.close().catch(() => undefined);
@@ -152,7 +139,7 @@ export function writeThroughSync(target: OutputTarget & { mode: 'write-through' 
   try {
     fd = openSync(target.path, constants.O_WRONLY);
   } catch (err) {
-    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`, err);
+    throw new OutputError(`${path}: cannot open ${target.kind} for writing: ${describeWriteError(err)}`, { cause: err });
   }
   try {
     checkOpened(fstatSync(fd), target, path);
@@ -161,7 +148,7 @@ export function writeThroughSync(target: OutputTarget & { mode: 'write-through' 
     try {
       while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done);
     } catch (err) {
-      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`, err);
+      throw new OutputError(`${path}: cannot write to ${target.kind}: ${describeWriteError(err)}`, { cause: err });
     }
   } finally {
     closeSync(fd);
@@ -169,7 +156,7 @@ export function writeThroughSync(target: OutputTarget & { mode: 'write-through' 
 }
 
 function folderError(path: string, err: unknown, what: string): AlexnetStreamError {
-  return new OutputError(`${path}: cannot create the ${what}: ${describeWriteError(err)}`, err);
+  return new OutputError(`${path}: cannot create the ${what}: ${describeWriteError(err)}`, { cause: err });
 }
 
 /** The folders from the first missing ancestor of `path` down to `path` itself. */

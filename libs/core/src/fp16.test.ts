@@ -1,11 +1,20 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { addHalfInto, decodeHalfInto, encodeHalf, floatBitsToHalf, roundToHalfInPlace } from './fp16';
+import { addHalfInto, decodeHalfInto, encodeHalf, float16ToFloat32, floatBitsToHalf, roundToHalfInPlace } from './fp16';
 
 const bitsOf = (x: number) => new Uint32Array(new Float32Array([x]).buffer)[0];
 const half = (x: number) => floatBitsToHalf(bitsOf(x));
 
 describe('float16 conversion', () => {
+  it('float16ToFloat32 handles subnormals, zero and NaN', () => {
+    const out = float16ToFloat32(new Uint16Array([0x0001, 0x8000, 0x7e00, 0x3555, 0x7bff]));
+    assert.equal(out[0], 2 ** -24);
+    assert.ok(Object.is(out[1], -0));
+    assert.ok(Number.isNaN(out[2]));
+    assert.equal(out[3], 0.333251953125);
+    assert.equal(out[4], 65504);
+  });
+
   it('encodes known values (IEEE 754 binary16 table)', () => {
     assert.equal(half(0), 0x0000);
     assert.equal(half(-0), 0x8000);

@@ -1,8 +1,8 @@
 /**
- * IEEE 754 half-precision conversion for the optional fp16 transfer (Node 20 has no
- * Float16Array). float32 → float16 rounds to nearest, ties to even (as hardware does), with
- * overflow to ±Inf, gradual underflow to subnormals, and NaN kept NaN; float16 → float32 is
- * exact (a 64 Ki-entry table).
+ * IEEE 754 half-precision conversion (Node 20 has no Float16Array), for the workers' optional
+ * fp16 transfer and for F16 tensors in safetensors files. float32 → float16 rounds to nearest,
+ * ties to even (as hardware does), with overflow to ±Inf, gradual underflow to subnormals, and
+ * NaN kept NaN; float16 → float32 is exact (a 64 Ki-entry table, built on first use).
  */
 
 let toFloat32Table: Float32Array | undefined;
@@ -53,6 +53,13 @@ export function floatBitsToHalf(bits: number): number {
 export function encodeHalf(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < bits.length; i++) out[i] = floatBitsToHalf(bits[i]);
+  return out;
+}
+
+/** Raw IEEE half bits → a new Float32Array, exactly (every half is representable in float32). */
+export function float16ToFloat32(bits: Uint16Array): Float32Array {
+  const out = new Float32Array(bits.length);
+  decodeHalfInto(bits, out);
   return out;
 }
 

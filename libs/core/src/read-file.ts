@@ -16,10 +16,10 @@ import { InputError } from './errors';
 export const DEFAULT_MAX_IMAGE_FILE_BYTES = 128 << 20;
 
 /** A file that is not a regular file, or is larger than allowed; `code` says which. */
-export class FileRefusedError extends Error {
-  constructor(message: string, readonly code: 'ERR_NOT_REGULAR_FILE' | 'ERR_FILE_TOO_LARGE') {
-    super(message);
-    this.name = 'FileRefusedError';
+export class FileRefusedError extends InputError {
+  declare readonly code: 'ERR_NOT_REGULAR_FILE' | 'ERR_FILE_TOO_LARGE';
+  constructor(message: string, code: 'ERR_NOT_REGULAR_FILE' | 'ERR_FILE_TOO_LARGE') {
+    super(message, { code });
   }
 }
 
@@ -164,11 +164,15 @@ export function readUserFileSync(path: string, what: string, maxBytes: number): 
   }
 }
 
-/** The InputError of `readUserFile`; `cause` keeps the original (its `code`: ENOENT, ERR_FILE_TOO_LARGE, …). */
+/**
+ * The InputError of `readUserFile`: code ERR_FILE_TOO_LARGE or ERR_INPUT_FILE; `cause` keeps the
+ * original (its `code`: ENOENT, ERR_NOT_REGULAR_FILE, …).
+ */
 function userFileError(path: string, what: string, err: unknown): InputError {
-  const error = new InputError(`${path}: cannot read the ${what}: ${describeReadError(err)}`);
-  (error as { cause?: unknown }).cause = err;
-  return error;
+  return new InputError(`${path}: cannot read the ${what}: ${describeReadError(err)}`, {
+    code: (err as FileRefusedError).code === 'ERR_FILE_TOO_LARGE' ? 'ERR_FILE_TOO_LARGE' : 'ERR_INPUT_FILE',
+    cause: err,
+  });
 }
 
 /** The file-system code behind a `readUserFile` error (`'ENOENT'` for a missing file), if any. */

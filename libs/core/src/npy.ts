@@ -49,32 +49,41 @@ export function encodeNpy(data: NpyData, shape: number[]): Buffer {
 /** Parse a `.npy` file; `name` (a path) appears in every error message. */
 export function decodeNpy(bytes: Uint8Array, name = 'npy'): NpyArray {
   const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (buf.length < 10 || !buf.subarray(0, 6).equals(MAGIC)) throw new InputError(`${name}: not a NumPy .npy file (bad magic)`);
+  if (buf.length < 10 || !buf.subarray(0, 6).equals(MAGIC)) throw new InputError(`${name}: not a NumPy .npy file (bad magic)`, { code: 'ERR_NPY_FORMAT' });
   const major = buf[6];
-  if (major < 1 || major > 3) throw new InputError(`${name}: .npy format version ${major}.${buf[7]} is not one of 1.0, 2.0, 3.0`);
+  if (major < 1 || major > 3) throw new InputError(`${name}: .npy format version ${major}.${buf[7]} is not one of 1.0, 2.0, 3.0`, { code: 'ERR_NPY_FORMAT' });
   const headerLength = major === 1 ? buf.readUInt16LE(8) : buf.readUInt32LE(8);
   const headerStart = major === 1 ? 10 : 12;
-  if (headerStart + headerLength > buf.length) throw new InputError(`${name}: truncated .npy header`);
+  if (headerStart + headerLength > buf.length) throw new InputError(`${name}: truncated .npy header`, { code: 'ERR_NPY_FORMAT' });
   const header = buf.subarray(headerStart, headerStart + headerLength).toString('latin1');
   const descr = /'descr':\s*'([^']+)'/.exec(header)?.[1];
   const fortran = /'fortran_order':\s*(True|False)/.exec(header)?.[1];
   const shapeText = /'shape':\s*\(([^)]*)\)/.exec(header)?.[1];
-  if (descr === undefined || fortran === undefined || shapeText === undefined) throw new InputError(`${name}: unreadable .npy header ${JSON.stringify(header.trim())}`);
+  if (descr === undefined || fortran === undefined || shapeText === undefined) {
+    throw new InputError(`${name}: unreadable .npy header ${JSON.stringify(header.trim())}`, { code: 'ERR_NPY_FORMAT' });
+  }
   const dtype = FROM_DESCR[descr];
-  if (!dtype) throw new InputError(`${name}: dtype ${descr} is not supported (float32, float64, uint8, int32, int64 little-endian)`);
-  if (fortran === 'True') throw new InputError(`${name}: Fortran-order arrays are not supported; save with np.ascontiguousarray`);
+  if (!dtype) {
+    throw new InputError(`${name}: dtype ${descr} is not supported (float32, float64, uint8, int32, int64 little-endian)`, { code: 'ERR_NPY_FORMAT' });
+  }
+  if (fortran === 'True') throw new InputError(`${name}: Fortran-order arrays are not supported; save with np.ascontiguousarray`, { code: 'ERR_NPY_FORMAT' });
   const dims = shapeText.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
   // Every dimension a non-negative integer: "-2", "1.5" or "abc" would make shapes like 3x-2x-2
   // (whose product is still positive) or NaN sizes that slip past the length check below.
   const badDim = dims.find((d) => !/^\d{1,15}$/.test(d));
-  if (badDim !== undefined) throw new InputError(`${name}: .npy shape (${shapeText.trim()}) has ${JSON.stringify(badDim)}, not a non-negative integer`);
+  if (badDim !== undefined) {
+    throw new InputError(`${name}: .npy shape (${shapeText.trim()}) has ${JSON.stringify(badDim)}, not a non-negative integer`, { code: 'ERR_NPY_FORMAT' });
+  }
   const shape = dims.map(Number);
   const count = shape.reduce((a, b) => a * b, 1);
   const ctor = CTORS[dtype];
   const dataStart = headerStart + headerLength;
   const byteLength = count * ctor.BYTES_PER_ELEMENT;
   if (dataStart + byteLength > buf.length) {
-    throw new InputError(`${name}: truncated: shape ${JSON.stringify(shape)} needs ${byteLength} data bytes, file has ${buf.length - dataStart}`);
+    throw new InputError(
+      `${name}: truncated: shape ${JSON.stringify(shape)} needs ${byteLength} data bytes, file has ${buf.length - dataStart}`,
+      { code: 'ERR_NPY_FORMAT' },
+    );
   }
   const copy = new ArrayBuffer(byteLength); // aligned copy, detached from the file buffer
   new Uint8Array(copy).set(buf.subarray(dataStart, dataStart + byteLength));

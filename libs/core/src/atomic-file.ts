@@ -9,16 +9,13 @@
  * A failed write (no space left, read-only) is an `OutputError` naming the file; the previous
  * file, if any, is left as it was.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { FileHandle, open, readdir, rename, unlink } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { AlexnetStreamError } from './errors';
-import { describeWriteError, OutputError, resolveOutputTarget, writeThrough, writeThroughSync } from './output-file';
-
-/** A short tag of this host: temp names from another host sharing the folder are told apart (and never removed). */
-const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+import { AlexnetStreamError, OutputError } from './errors';
+import { describeWriteError, resolveOutputTarget, writeThrough, writeThroughSync } from './output-file';
+import { HOST_TAG, processIsGone } from './process-liveness';
 
 /**
  * A hidden temp name beside `path`, unique to this process and call (`tag` says what it is):
@@ -26,15 +23,6 @@ const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 
  */
 export function tempPathFor(path: string, tag = 'tmp'): string {
   return join(dirname(path), `.${basename(path)}.${tag}-${HOST_TAG}-${process.pid}-${randomBytes(4).toString('hex')}`);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /**
@@ -47,7 +35,8 @@ export function isStaleTemp(name: string, path: string, tag = 'tmp'): boolean {
   if (!name.startsWith(prefix)) return false;
   const m = /^(?:([0-9a-f]{8})-)?(\d+)-[0-9a-f]+$/.exec(name.slice(prefix.length));
   if (!m || (m[1] !== undefined && m[1] !== HOST_TAG)) return false;
-  return Number(m[2]) !== process.pid && !processAlive(Number(m[2]));
+  // HOST_TAG tells other hosts' temps apart: they are never removed (their writers may be alive).
+  return processIsGone(Number(m[2]));
 }
 
 /**
@@ -93,12 +82,15 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
 
 function asOutputError(path: string, err: unknown): Error {
   if (err instanceof AlexnetStreamError) return err;
-  return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`, err);
+  return new OutputError(`${path}: cannot write: ${describeWriteError(err)}; ${path} was not changed`, { cause: err });
 }
 
-/** Write a whole file and fsync it (no rename: for files inside a temp dir that is renamed later). */
-export function writeFileSynced(path: string, data: Uint8Array | string): void {
-  const fd = openSync(path, 'w');
+/**
+ * Write a whole file and fsync it (no rename: for files inside a temp dir that is renamed later).
+ * `flags` 'wx' refuses a path that exists (a name that must be new).
+ */
+export function writeFileSynced(path: string, data: Uint8Array | string, flags: 'w' | 'wx' = 'w'): void {
+  const fd = openSync(path, flags);
   try {
     const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
     let done = 0;

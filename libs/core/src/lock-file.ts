@@ -15,10 +15,10 @@
  * host's lock is removed by hand.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { link, open, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { AlexnetStreamError } from './errors';
+import { AlexnetStreamError, MessageRender } from './errors';
+import { processIsGone, processStartTime } from './process-liveness';
 import { readRegularFileAsync } from './read-file';
 
 export interface LockOwner {
@@ -34,45 +34,15 @@ export interface LockOwner {
 
 /** The lock is held by a live process (or one on another host): the job cannot run, exit status 2. */
 export class LockHeldError extends AlexnetStreamError {
-  constructor(message: string, readonly owner: LockOwner | undefined) {
-    super(message, 2);
-  }
-}
-
-/** Fields 3.. of /proc/<pid>/stat, or undefined where there is no /proc (or no such process). */
-function procStat(pid: number): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // the command name (field 2) is in parentheses and may contain spaces: split after it
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
-/** A process's start time from /proc (field 22), or undefined where there is no /proc (or no such process). */
-export function processStartTime(pid: number): string | undefined {
-  return procStat(pid)?.[19];
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  constructor(message: string | MessageRender, readonly owner: LockOwner | undefined) {
+    super(message, { code: 'ERR_LOCK_HELD', exitCode: 2 });
   }
 }
 
 /** Whether the owner of a lock is certainly gone (same host, and its process is not running). */
 export function ownerIsGone(owner: LockOwner): boolean {
   if (owner.host !== hostname()) return false;
-  if (!processAlive(owner.pid)) return true;
-  if (owner.pid === process.pid) return false;
-  const stat = procStat(owner.pid);
-  if (stat && (stat[0] === 'Z' || stat[0] === 'X')) return true; // exited, not yet reaped by its parent
-  const now = stat?.[19];
-  return owner.startTime !== undefined && now !== undefined && now !== owner.startTime;
+  return processIsGone(owner.pid, owner.startTime);
 }
 
 /**
@@ -109,8 +79,8 @@ export interface AcquireOptions {
   purpose: string;
   /** Wait this long for a live holder to let go (default 0: fail at once). */
   waitMs?: number;
-  /** What to tell a user who finds it held (default: wait for the other run or stop it). */
-  advice?: string;
+  /** What to tell a user who finds it held (default: wait for the other run or stop it); may name parameters. */
+  advice?: string | MessageRender;
 }
 
 function describeOwner(owner: LockOwner | undefined): string {
@@ -164,11 +134,10 @@ export async function acquireLock(path: string, options: AcquireOptions): Promis
     }
     if (Date.now() >= deadline) {
       const remote = held && held.host !== hostname();
+      const advice = options.advice ?? 'wait for it to finish, or stop it';
       throw new LockHeldError(
-        `${path}: held by ${describeOwner(held)}; ` +
-          (remote || !held
-            ? `if no such run is alive any more, remove ${path}`
-            : options.advice ?? 'wait for it to finish, or stop it'),
+        (name) => `${path}: held by ${describeOwner(held)}; ` +
+          (remote || !held ? `if no such run is alive any more, remove ${path}` : typeof advice === 'string' ? advice : advice(name)),
         held,
       );
     }
