@@ -78,7 +78,7 @@ if (process.argv[2] === '--child') {
   await group.close();
   if (args.rank === 0) {
     times.sort((a, b) => a - b);
-    process.stdout.write(JSON.stringify({ median: times[times.length >> 1], best: times[0], identical: checksums[0] === parseInt(checksum.slice(0, 12), 16), maxAbsError, maxAbsWeight }) + '\n');
+    process.stdout.write(`${JSON.stringify({ median: times[times.length >> 1], best: times[0], identical: checksums[0] === parseInt(checksum.slice(0, 12), 16), maxAbsError, maxAbsWeight })}\n`);
   }
   process.exit(0);
 }
@@ -106,7 +106,7 @@ if (process.argv[2] === '--raw') {
       await pair.send('ack');
     }
     times.sort((a, b) => a - b);
-    process.stdout.write(JSON.stringify({ median: times[times.length >> 1] }) + '\n');
+    process.stdout.write(`${JSON.stringify({ median: times[times.length >> 1] })}\n`);
   } else {
     pair.connect(args.endpoint);
     const buf = Buffer.alloc(FRAME, 1);
@@ -149,7 +149,7 @@ if (process.argv[2] === '--train-child') {
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (group) await group.close();
   await engine.dispose();
-  if (args.rank === 0) process.stdout.write(JSON.stringify({ stepSeconds: seconds / args.steps, syncSeconds: syncSeconds / args.steps }) + '\n');
+  if (args.rank === 0) process.stdout.write(`${JSON.stringify({ stepSeconds: seconds / args.steps, syncSeconds: syncSeconds / args.steps })}\n`);
   process.exit(0);
 }
 

@@ -76,7 +76,7 @@ function photo(seed, w, h) {
     const n = (r() - 0.5) * noise;
     for (let c = 0; c < 3; c++) {
       const v = img[i * 3 + c] + n + (r() - 0.5) * noise;
-      px[i * 3 + c] = v < 0 ? 0 : v > 255 ? 255 : v;
+      px[i * 3 + c] = v < 0 ? 0 : Math.min(v , 255);
     }
   }
   return px;
@@ -190,7 +190,7 @@ async function worker(variant, dir) {
     },
   };
   if (!variants[variant]) throw new Error(`unknown variant ${variant}`);
-  process.stdout.write(JSON.stringify({ imagesPerSecond: await variants[variant]() }) + '\n');
+  process.stdout.write(`${JSON.stringify({ imagesPerSecond: await variants[variant]() })}\n`);
 }
 
 const PILLOW = `

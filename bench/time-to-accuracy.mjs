@@ -206,7 +206,7 @@ async function main() {
     );
   }
   const torch = results.find((r) => r.name === 'pytorch');
-  if (torch && torch.epochs.length) {
+  if (torch?.epochs.length) {
     const p = torch.epochs.at(-1);
     const t = timeToReach(recipe, p.top1);
     process.stdout.write(

@@ -284,8 +284,8 @@ try {
     record('small', await timeSteps(() => small.stepGroup(smallGroup, lr), 2), 2 * small.stepsPerRun, smallBatch);
     if (torch) record('torchSmall', await torch.run(torchConfig.small, 2 * small.stepsPerRun), 2 * small.stepsPerRun, smallBatch);
     const show = (k) => `${rates[k][r].toFixed(2)} img/s (${perCpu[k][r].toFixed(2)}/cpu-s, ${busy[k][r].toFixed(2)} cores)`;
-    log(`  round ${r + 1}, 227 batch ${batch}: ours ${show('ours')}, one step per run ${show('single')}` + (baseline ? `, DESIGN rules ${show('baseline')}` : '') + `, inference ${show('eval')}` + (torch ? `, PyTorch ${show('torch')}` : ''));
-    log(`  round ${r + 1}, 113 batch ${smallBatch}: ours ${show('small')}` + (torch ? `, PyTorch ${show('torchSmall')}` : ''));
+    log(`  round ${r + 1}, 227 batch ${batch}: ours ${show('ours')}, one step per run ${show('single')}${baseline ? `, DESIGN rules ${show('baseline')}` : ''}, inference ${show('eval')}${torch ? `, PyTorch ${show('torch')}` : ''}`);
+    log(`  round ${r + 1}, 113 batch ${smallBatch}: ours ${show('small')}${torch ? `, PyTorch ${show('torchSmall')}` : ''}`);
   }
   await baseline?.dispose();
   await small.dispose();

@@ -124,10 +124,10 @@ export async function convertFashionMnist({ out, source = DEFAULT_SOURCE, trainP
     counts[set.name] = picked.length;
     log(`fashion-mnist: ${set.name}: ${picked.length} images (${set.perClass} per class) from ${join(source, set.images)}`);
   }
-  writeFileSync(join(partial, 'test.txt'), testLines.join('\n') + '\n');
-  writeFileSync(join(partial, 'classes.txt'), CLASS_FOLDERS.join('\n') + '\n');
+  writeFileSync(join(partial, 'test.txt'), `${testLines.join('\n')}\n`);
+  writeFileSync(join(partial, 'classes.txt'), `${CLASS_FOLDERS.join('\n')}\n`);
   const done = { ...selection, train: counts.train, test: counts.test, seconds: (Date.now() - started) / 1000 };
-  writeFileSync(join(partial, 'selection.json'), JSON.stringify(done, null, 2) + '\n');
+  writeFileSync(join(partial, 'selection.json'), `${JSON.stringify(done, null, 2)}\n`);
   renameSync(partial, target);
   log(`fashion-mnist: wrote ${target} in ${done.seconds.toFixed(1)} s`);
   return { dir: target, ...done };

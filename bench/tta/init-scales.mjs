@@ -20,7 +20,7 @@ const { lowerInference, encodeModel, loadOnnxRuntime } = require(`${root}/libs/o
 const { readShardIndex, shardSet, readShard, readMeanNpy, cropMirrorSubtract, centerOffset } = require(`${root}/libs/stream-io/dist/index.js`);
 const { buildGraph, gradName, computeInputStd } = require(`${root}/libs/trainer-multigpu/dist/index.js`);
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []));
+const args = Object.fromEntries(process.argv.slice(2).flatMap((a, i, all) => (a.startsWith('--') ? [[a.slice(2), all[i + 1]]] : [])));
 if (!args.data) {
   process.stderr.write('usage: node bench/tta/init-scales.mjs --data <shard dir> [--batch 64] [--input-size 113] [--seed 1]\n');
   process.exit(2);
@@ -102,7 +102,7 @@ for (const recipe of recipes) {
 
 const pad = (s, n) => String(s).padEnd(n);
 const num = (v) => (v >= 1e4 || v < 1e-3 ? v.toExponential(2) : v.toPrecision(3));
-process.stdout.write(`\nRMS of each layer's output (input: the network's input)\n${pad('layer', 10)}${results.map((r, i) => pad(`recipe ${i + 1}`, 12)).join('')}\n`);
+process.stdout.write(`\nRMS of each layer's output (input: the network's input)\n${pad('layer', 10)}${results.map((_r, i) => pad(`recipe ${i + 1}`, 12)).join('')}\n`);
 process.stdout.write(`${pad('input', 10)}${results.map((r) => pad(num(r.input), 12)).join('')}\n`);
 for (let l = 0; l < results[0].layerRms.length; l++) process.stdout.write(`${pad(results[0].layerRms[l][0], 10)}${results.map((r) => pad(num(r.layerRms[l][1]), 12)).join('')}\n`);
 process.stdout.write(`${pad('loss', 10)}${results.map((r) => pad(num(r.loss), 12)).join('')}\n`);

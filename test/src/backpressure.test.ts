@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import sharp from 'sharp';
-import { BatchRecord, BatchStage, DecodedImage, DecodeOptions, DecodeStage, decodeImage, ItemRecord, makeHeader, makeTrailer } from '@alexnet-stream/stream-io';
+import { type BatchRecord, BatchStage, type DecodedImage, type DecodeOptions, DecodeStage, decodeImage, type ItemRecord, makeHeader, makeTrailer } from '@alexnet-stream/stream-io';
 
 const SOURCE_HWM = 16;
 const CONCURRENCY = 4;

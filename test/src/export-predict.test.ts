@@ -18,7 +18,7 @@ import {
   inferShapes,
   initParameters,
   loadCheckpoint,
-  ModelSpec,
+  type ModelSpec,
   parameterList,
   saveCheckpoint,
 } from '@alexnet-stream/model-alexnet';
@@ -205,7 +205,7 @@ test('export --random-init writes initParameters(spec, seed) of the preset', () 
 test('bad checkpoints: a missing tensor, a mis-shaped tensor, a truncated file: exit 2, the tensor/file named, nothing written', () => {
   const meta = { format: 'alexnet-stream-checkpoint/1', content: 'weights', spec: JSON.stringify(spec) };
   const tensors = Object.fromEntries(parameterList(spec).map((p) => [p.name, { dtype: 'F32' as const, shape: p.shape, data: weights[p.name] }]));
-  const { ['fc8.bias']: _gone, ...missing } = tensors;
+  const { 'fc8.bias': _gone, ...missing } = tensors;
   writeFileSync(join(root, 'missing.safetensors'), encodeSafetensors(missing, meta));
   const shapes = { ...tensors, 'conv2.weight': { dtype: 'F32' as const, shape: [32, 6, 25], data: weights['conv2.weight'] } };
   writeFileSync(join(root, 'misshaped.safetensors'), encodeSafetensors(shapes, meta));

@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { decodeNpy, encodeNpy, NamedTensors } from '@alexnet-stream/core';
+import { decodeNpy, encodeNpy, type NamedTensors } from '@alexnet-stream/core';
 import {
   alexnetSpec,
   exportTheanoNpy,

@@ -9,9 +9,9 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { decodeRecords, PipelineRun, runPipeline } from './pipeline-helpers';
+import { decodeRecords, type PipelineRun, runPipeline } from './pipeline-helpers';
 import sharp from 'sharp';
-import { ImageRecord, ItemRecord } from '@alexnet-stream/stream-io';
+import type { ImageRecord, ItemRecord } from '@alexnet-stream/stream-io';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const cli = `"${process.execPath}" "${CLI}"`;

@@ -13,7 +13,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '@alexnet-stream/core';
-import { alexnetSpec, ModelSpec, narrowSpec, parameterList, PRESETS, PresetName } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, type ModelSpec, narrowSpec, parameterList, PRESETS, type PresetName } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, lowerInference } from '@alexnet-stream/onnx-export';
 import { loadTfjs, tfjsForward, weightsToTensors } from '@alexnet-stream/trainer-multigpu';
 

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { RecordDecoder, StreamRecord } from '@alexnet-stream/stream-io';
+import { RecordDecoder, type StreamRecord } from '@alexnet-stream/stream-io';
 
 export interface PipelineRun { status: number[]; stdout: Buffer; stderr: string }
 

@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '@alexnet-stream/core';
 import { centerCropMinusMean, meanFromChannels } from '@alexnet-stream/onnx-export';
-import { BatchRecord, centerOffset, cropMirrorSubtract } from '@alexnet-stream/stream-io';
+import { type BatchRecord, centerOffset, cropMirrorSubtract } from '@alexnet-stream/stream-io';
 
 test('centerCropMinusMean equals augment\'s center crop minus the mean image, bit for bit', () => {
   const rng = new Rng(5);

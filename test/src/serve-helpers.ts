@@ -3,10 +3,10 @@
  * of a theano-alexnet with widths / 8, fc 64, 6 classes, He-scaled so that predictions depend on
  * the image), a server process started through the CLI on a loopback port, and HTTP helpers.
  */
-import { ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { NamedTensors } from '@alexnet-stream/core';
-import { alexnetSpec, inferShapes, initParameters, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, inferShapes, initParameters, type ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { lowerInference, writeOnnx } from '@alexnet-stream/onnx-export';
 import { resolve } from 'node:path';
 
@@ -104,6 +104,6 @@ export function binaryInferBody(inputName: string, shape: number[], data: Float3
 }
 
 /** Split a binary-extension response into its JSON header and binary part. */
-export function splitBinaryResponse(body: Buffer, headerLength: number): { header: any; binary: Buffer } {
+export function splitBinaryResponse(body: Buffer, headerLength: number): { header: { outputs: { name: string; parameters: { binary_data_size: number } }[] }; binary: Buffer } {
   return { header: JSON.parse(body.subarray(0, headerLength).toString('utf8')), binary: body.subarray(headerLength) };
 }

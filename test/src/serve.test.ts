@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { GraphBuilder, InferenceModel, int, ints, loadOnnxRuntime, writeOnnx } from '@alexnet-stream/onnx-export';
 import { centerOffset, decodeImage } from '@alexnet-stream/stream-io';
-import { binaryInferBody, CLASS_NAMES, CLI, meanBatch, metric, ServerProcess, splitBinaryResponse, startServe, writeSmallModel } from './serve-helpers';
+import { binaryInferBody, CLASS_NAMES, CLI, meanBatch, metric, type ServerProcess, splitBinaryResponse, startServe, writeSmallModel } from './serve-helpers';
 
 const root = mkdtempSync(join(tmpdir(), 'serve-'));
 const modelPath = join(root, 'small.onnx');

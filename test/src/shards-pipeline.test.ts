@@ -12,10 +12,10 @@ import { join, resolve } from 'node:path';
 import { decodeNpy, Rng } from '@alexnet-stream/core';
 import { decodeRecords, runPipeline } from './pipeline-helpers';
 import {
-  BatchRecord,
+  type BatchRecord,
   centerOffset,
   cropMirrorSubtract,
-  ImageRecord,
+  type ImageRecord,
   makeHeader,
   makeTrailer,
   packRecord,

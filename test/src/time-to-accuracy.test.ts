@@ -21,7 +21,7 @@ import { loadCheckpoint } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, META, readOnnx } from '@alexnet-stream/onnx-export';
 import { centerOffset, cropMirrorSubtract, readMeanNpy, readShard, readShardIndex, shardSet } from '@alexnet-stream/stream-io';
 import {
-  BatchGroup, createEngine, createOrtEngine, EngineBatch, lrAtIteration, readTrainLog, readValRecord, resolveConfig, runTraining, TrainConfig, TrainingEngine,
+  type BatchGroup, createEngine, createOrtEngine, type EngineBatch, lrAtIteration, readTrainLog, readValRecord, resolveConfig, runTraining, type TrainConfig, type TrainingEngine,
 } from '@alexnet-stream/trainer-multigpu';
 import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
@@ -76,7 +76,11 @@ function recordingFactory(lrs: number[], counts: number[]) {
   return async (...args: Parameters<typeof createEngine>): Promise<TrainingEngine> => {
     const engine = await createEngine(...args);
     return Object.assign(Object.create(engine) as TrainingEngine, {
-      step: (batch: EngineBatch, lr: number) => (lrs.push(lr), counts.push(1), engine.step(batch, lr)),
+      step: (batch: EngineBatch, lr: number) => {
+        lrs.push(lr);
+        counts.push(1);
+        return engine.step(batch, lr);
+      },
       stepGroup: (group: BatchGroup, lr: number | readonly number[]) => {
         const each = typeof lr === 'number' ? new Array<number>(group.count).fill(lr) : [...lr];
         lrs.push(...each);
@@ -129,7 +133,7 @@ test('recipe keys: every step gets lrAtIteration (warm-up, then cosine to lr_min
 
   // Groups of 4 steps per onnxruntime run: each step of a group at its own lr.
   const groupLrs: number[] = [], groupCounts: number[] = [];
-  const grouped = await runTraining(recipe('grouped', { steps_per_run: 4, print_freq: 3 }), { createEngine: recordingFactory(groupLrs, groupCounts) });
+  const _grouped = await runTraining(recipe('grouped', { steps_per_run: 4, print_freq: 3 }), { createEngine: recordingFactory(groupLrs, groupCounts) });
   assert.deepEqual(groupCounts, [3, 3, 3, 3, 3, 3], 'groups cut at the progress lines (print_freq 3)');
   assert.deepEqual(groupLrs, expected);
   // Stopped inside the warm-up (iteration 4), then resumed with steps_per_run 4.

@@ -12,18 +12,18 @@ import { join } from 'node:path';
 import { encodeNpy, InputError } from '@alexnet-stream/core';
 import { initParameters, listCheckpoints, loadCheckpoint } from '@alexnet-stream/model-alexnet';
 import {
-  BatchGroup,
-  BatchMetrics,
+  type BatchGroup,
+  type BatchMetrics,
   createEngine,
-  EngineBatch,
+  type EngineBatch,
   readTrainLog,
   readValRecord,
   resolveConfig,
   runTraining,
-  TrainConfig,
+  type TrainConfig,
   TrainingDivergedError,
-  TrainingEngine,
-  TrainLogEntry,
+  type TrainingEngine,
+  type TrainLogEntry,
 } from '@alexnet-stream/trainer-multigpu';
 import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
@@ -117,8 +117,14 @@ test('steps_per_run: groups of steps give bit-identical checkpoints, logs and va
   const recording = async (...args: Parameters<typeof createEngine>): Promise<TrainingEngine> => {
     const engine = await createEngine(...args);
     return Object.assign(Object.create(engine) as TrainingEngine, {
-      step: (batch: EngineBatch, lr: number) => (runs.push(1), engine.step(batch, lr)),
-      stepGroup: (group: BatchGroup, lr: number) => (runs.push(group.count), engine.stepGroup!(group, lr)),
+      step: (batch: EngineBatch, lr: number) => {
+        runs.push(1);
+        return engine.step(batch, lr);
+      },
+      stepGroup: (group: BatchGroup, lr: number) => {
+        runs.push(group.count);
+        return engine.stepGroup!(group, lr);
+      },
     });
   };
   const grouped = await runTraining(config('spr-4', { ...over, steps_per_run: 4 }), { createEngine: recording });

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import { check, InputError, UsageError } from '@alexnet-stream/core';
+import { check, InputError, type UsageError } from '@alexnet-stream/core';
 import { flagNamer } from './cli-support';
 import { buildProgram } from './main';
 

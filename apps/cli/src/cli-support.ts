@@ -9,10 +9,10 @@
  * the command's flags (`--size`): the option whose attribute has that name, or the command's
  * own map where a flag's name differs from the parameter's.
  */
-import { Readable, Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Command } from 'commander';
 import { AlexnetStreamError, describeError, describeWriteError, invalidParameter, type ParameterNamer } from '@alexnet-stream/core';
-import { RecordDecoder, RecordEncoder, RecordKind } from '@alexnet-stream/stream-io';
+import { RecordDecoder, RecordEncoder, type RecordKind } from '@alexnet-stream/stream-io';
 
 export const PROGRAM = 'alexnet-stream';
 
@@ -100,6 +100,7 @@ export function stdoutRequiredFor(lost: string): void {
  * and sets the exit code. The action may return a number to set the exit code itself (e.g. 1
  * under --strict after skipped files).
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: an action that sets no exit code is an async function returning nothing, whose type is Promise<void>
 export function action<A extends unknown[]>(command: string, fn: (...args: A) => Promise<number | void> | number | void, names?: FlagNames) {
   return async (...args: A): Promise<void> => {
     guardStdout(command);

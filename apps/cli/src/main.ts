@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import { CommandContext, COMMAND_NAMES, loadCommand } from './commands';
+import { type CommandContext, COMMAND_NAMES, loadCommand } from './commands';
 import { PROGRAM, reportError } from './cli-support';
 
 /**

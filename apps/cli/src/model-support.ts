@@ -2,8 +2,8 @@
  * What export, predict and validate share: loading weights (a checkpoint or a seeded random
  * init) into a spec, mean images and class names.
  */
-import { InputError, invalidParameter, MeanImage, type NamedTensors, UsageError } from '@alexnet-stream/core';
-import { alexnetSpec, foldInputScale, initParameters, isPresetName, loadCheckpoint, ModelSpec, ModelSpecError, PRESETS } from '@alexnet-stream/model-alexnet';
+import { InputError, invalidParameter, type MeanImage, type NamedTensors, UsageError } from '@alexnet-stream/core';
+import { alexnetSpec, foldInputScale, initParameters, isPresetName, loadCheckpoint, type ModelSpec, ModelSpecError, PRESETS } from '@alexnet-stream/model-alexnet';
 import { readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
 
 export interface WeightsOptions {

@@ -11,7 +11,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeSync } from 'node:fs';
-import { FileHandle, open, readdir, rename, unlink } from 'node:fs/promises';
+import { type FileHandle, open, readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AlexnetStreamError, OutputError } from './errors';
 import { describeWriteError, resolveOutputTarget, writeThrough, writeThroughSync } from './output-file';
@@ -121,7 +121,10 @@ export function fsyncDir(path: string): void {
  */
 export function writeFileAtomicSync(path: string, data: Uint8Array | string): void {
   const target = resolveOutputTarget(path);
-  if (target.mode === 'write-through') return writeThroughSync(target, data, path);
+  if (target.mode === 'write-through') {
+    writeThroughSync(target, data, path);
+    return;
+  }
   const temp = tempPathFor(target.path);
   try {
     writeFileSynced(temp, data);

@@ -49,10 +49,10 @@ describe('float16 conversion', () => {
     decodeHalfInto(all, floats);
     const back = encodeHalf(floats);
     for (let h = 0; h < 65536; h++) {
-      const isNaN = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
-      if (!isNaN) assert.equal(back[h], h, `0x${h.toString(16)}`);
+      const nan = (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0;
+      if (!nan) assert.equal(back[h], h, `0x${h.toString(16)}`);
     }
-    const values = new Float32Array([0.1, -3.14159, 1234.5678, 1e-6]);
+    const values = new Float32Array([0.1, -Math.PI, 1234.5678, 1e-6]);
     const rounded = values.slice();
     roundToHalfInPlace(rounded);
     const acc = new Float32Array(4).fill(1);

@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, open, rename, unlink } from 'node:fs/promises';
 import { hostname } from 'node:os';
-import { AlexnetStreamError, MessageRender } from './errors';
+import { AlexnetStreamError, type MessageRender } from './errors';
 import { processIsGone, processStartTime } from './process-liveness';
 import { readRegularFileAsync } from './read-file';
 

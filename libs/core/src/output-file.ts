@@ -17,10 +17,10 @@
  * error (EACCES, EROFS, ENOENT under /proc) is reported at once; Node's recursive mkdir loops
  * forever on /proc (it keeps retrying the ENOENT a parent that exists answers with).
  */
-import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync, Stats, statSync, writeSync, constants } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readlinkSync, realpathSync, type Stats, statSync, writeSync, constants } from 'node:fs';
 import { mkdir, open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { AlexnetStreamError, InputError, OutputError } from './errors';
+import { type AlexnetStreamError, InputError, OutputError } from './errors';
 import { fileKind } from './read-file';
 
 /** A file system error on an output, in a few words. */
@@ -111,7 +111,7 @@ export function resolveOutputTarget(path: string): OutputTarget {
   throw new InputError(`${path}: is ${fileKind(st)}; an output file is not written over it`);
 }
 
-function checkOpened(fdStats: Stats, target: OutputTarget & { mode: 'write-through' }, path: string): void {
+function checkOpened(fdStats: Stats, _target: OutputTarget & { mode: 'write-through' }, path: string): void {
   if (!fdStats.isCharacterDevice() && !fdStats.isFIFO()) {
     throw new InputError(`${path}: changed while being opened (now ${fileKind(fdStats)}); not written`);
   }

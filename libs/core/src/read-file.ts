@@ -9,7 +9,7 @@
  * larger than the limit is refused before anything is allocated for it. So memory is bounded
  * by the limit, never by what the file system holds.
  */
-import { close, closeSync, constants, fstat, fstatSync, open, openSync, read, readSync, Stats } from 'node:fs';
+import { close, closeSync, constants, fstat, fstatSync, open, openSync, read, readSync, type Stats } from 'node:fs';
 import { InputError } from './errors';
 
 /** Default bound on one image file's size (`decode --max-file-bytes`): far above any photo. */
@@ -78,8 +78,14 @@ export function readRegularFile(path: string, options: ReadBoundedOptions, callb
       let filled = 0;
       const step = (): void => {
         if (filled === buffer.length) {
-          if (st.size > 0) return finish(null, buffer); // read what fstat said; a file growing now is not waited for
-          if (buffer.length > options.maxBytes) return finish(new FileRefusedError(`file is more than ${limitName}`, 'ERR_FILE_TOO_LARGE'));
+          if (st.size > 0) {
+            finish(null, buffer); // read what fstat said; a file growing now is not waited for
+            return;
+          }
+          if (buffer.length > options.maxBytes) {
+            finish(new FileRefusedError(`file is more than ${limitName}`, 'ERR_FILE_TOO_LARGE'));
+            return;
+          }
           const bigger = Buffer.allocUnsafe(Math.min(2 * buffer.length, options.maxBytes + 1));
           buffer.copy(bigger);
           buffer = bigger;

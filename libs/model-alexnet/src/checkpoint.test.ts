@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
-import { ModelSpec } from './spec';
+import type { ModelSpec } from './spec';
 import { initParameters } from './init';
 import { decodeSafetensors, encodeSafetensors } from './safetensors';
 import {

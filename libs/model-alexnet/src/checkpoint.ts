@@ -37,10 +37,10 @@ import {
   sameJson,
   setOwn,
 } from '@alexnet-stream/core';
-import { ModelSpec, parameterCount, parameterList } from './spec';
+import { type ModelSpec, parameterCount, parameterList } from './spec';
 import { specProblem } from './spec-check';
-import { decodeSafetensors, encodeSafetensors, MAX_HEADER_BYTES, SafeTensor } from './safetensors';
-import { DirectoryFile, DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
+import { decodeSafetensors, encodeSafetensors, MAX_HEADER_BYTES, type SafeTensor } from './safetensors';
+import { type DirectoryFile, type DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import { checkInputScale } from './input-scale';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
@@ -294,7 +294,7 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheck
   validateWeights(ckpt.spec, ckpt.weights, `${target} (weights to save)`);
   if (ckpt.momentum) validateWeights(ckpt.spec, ckpt.momentum, `${target} (momentum to save)`);
   const inputScale = ckpt.inputScale ? checkInputScale(ckpt.inputScale, ckpt.spec, `${target} (input scale to save)`) : undefined;
-  const stateText = JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...(inputScale ? { [INPUT_SCALE_KEY]: inputScale } : {}), ...ckpt.state }, null, 2) + '\n';
+  const stateText = `${JSON.stringify({ format: CHECKPOINT_FORMAT, spec: ckpt.spec, ...(inputScale ? { [INPUT_SCALE_KEY]: inputScale } : {}), ...ckpt.state }, null, 2)}\n`;
   // A killed earlier write of this directory is finished (or undone) first, so that what is
   // replaced below is the committed version.
   recoverDirectory(target, STATE_FILE);

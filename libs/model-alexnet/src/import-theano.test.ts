@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeNpy } from '@alexnet-stream/core';
-import { ModelSpec } from './spec';
+import type { ModelSpec } from './spec';
 import { initParameters } from './init';
 import {
   exportTheanoNpy,

@@ -29,12 +29,12 @@ import {
   InputError,
   makeDirectorySync,
   meanImageProblem,
-  NamedTensors,
-  NpyArray,
+  type NamedTensors,
+  type NpyArray,
   readUserFileSync,
   writeFileAtomicSync,
 } from '@alexnet-stream/core';
-import { inferShapes, ModelSpec, ParamLayer } from './spec';
+import { inferShapes, type ModelSpec, type ParamLayer } from './spec';
 import { describeSpec, validateWeights } from './checkpoint';
 
 export interface TheanoLayoutOptions {

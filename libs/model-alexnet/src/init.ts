@@ -10,7 +10,7 @@
  * (seed, name, shape, rule).
  */
 import { check, InvalidParameterError, type NamedTensors, Rng } from '@alexnet-stream/core';
-import { InitRule, ModelSpec, ParamInfo, parameterList } from './spec';
+import { type InitRule, type ModelSpec, type ParamInfo, parameterList } from './spec';
 
 /** 32-bit FNV-1a over UTF-16 code units of `text` (all our names are ASCII). */
 function fnv1a32(text: string): number {

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng, type NamedTensors } from '@alexnet-stream/core';
 import { alexnetSpec } from './presets';
-import { ConvLayer, inferShapes, ModelSpec } from './spec';
+import { type ConvLayer, inferShapes, type ModelSpec } from './spec';
 import { initParameters } from './init';
 import { foldInputScale, inputScaleProblem, rescaleInputScale } from './input-scale';
 import { INPUT_SCALE_KEY, loadCheckpoint, saveCheckpoint, WEIGHTS_FILE, STATE_FILE } from './checkpoint';

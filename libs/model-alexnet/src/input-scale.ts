@@ -17,7 +17,7 @@
  * layer cannot be folded (`inputScaleProblem`), and the trainer refuses to train it with a scale.
  */
 import { InputError, type NamedTensors } from '@alexnet-stream/core';
-import { inferShapes, ModelSpec, ParamLayer } from './spec';
+import { inferShapes, type ModelSpec, type ParamLayer } from './spec';
 
 /** Why `spec` cannot have its input scale folded into its first weighted layer, or undefined. */
 export function inputScaleProblem(spec: ModelSpec): string | undefined {

@@ -5,7 +5,7 @@
  */
 import { check } from '@alexnet-stream/core';
 import { specProblem } from './spec-check';
-import { InitRule, LayerSpec, ModelSpec, ModelSpecError, PresetName, PRESETS, inferShapes } from './spec';
+import { type InitRule, type LayerSpec, type ModelSpec, ModelSpecError, type PresetName, PRESETS, inferShapes } from './spec';
 
 export interface PresetOptions {
   numClasses?: number;

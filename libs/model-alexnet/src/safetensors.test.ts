@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { float16ToFloat32 } from '@alexnet-stream/core';
-import { decodeSafetensors, encodeSafetensors, SafeTensor } from './safetensors';
+import { decodeSafetensors, encodeSafetensors, type SafeTensor } from './safetensors';
 
 // A file written byte by byte from the format description: u64 LE header length, JSON header
 // (with __metadata__), padded with spaces to a multiple of 8, then the data in offset order.

@@ -38,7 +38,7 @@ const OTHER_DTYPES = ['BOOL', 'I8', 'I16', 'U16', 'U32', 'U64', 'BF16', 'F64', '
 export const MAX_HEADER_BYTES = 100_000_000;
 
 function isSafeDtype(d: unknown): d is SafeDtype {
-  return typeof d === 'string' && Object.prototype.hasOwnProperty.call(BYTES, d);
+  return typeof d === 'string' && Object.hasOwn(BYTES, d);
 }
 
 function elementCount(shape: number[]): number {

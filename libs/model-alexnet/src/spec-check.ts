@@ -6,7 +6,7 @@
  * (a spec must never claim its way into a multi-GB allocation or an "Invalid typed array
  * length"). The first problem is reported naming the source and the field.
  */
-import { inferShapes, LayerSpec, ModelSpec, PRESETS } from './spec';
+import { inferShapes, type LayerSpec, type ModelSpec, PRESETS } from './spec';
 
 /**
  * Limits: generous for any AlexNet-like model (inputs of 227, the largest preset 61M

@@ -4,7 +4,7 @@
  */
 import { dirname } from 'node:path';
 import { AlexnetStreamError, describeReadError, formatBytes, OutputError, readRegularFileSync, setOwn, writeFileAtomicSync } from '@alexnet-stream/core';
-import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
+import { decodeModel, encodeModel, type ModelProto, type onnx, OnnxFormatError } from './proto';
 
 /** Write `bytes` to `path` atomically; a failure becomes an OutputError that says why, in words. */
 function writeOutput(path: string, bytes: Uint8Array): void {

@@ -3,7 +3,7 @@
  * value_info with shapes. Used for inference graphs here and for training graphs by the
  * trainer. Values are referred to by name (strings), as in ONNX itself.
  */
-import { AttributeType, DEFAULT_OPSET, IR_VERSION, ModelProto, NodeProto, onnx, TensorProto, TensorType } from './proto';
+import { AttributeType, DEFAULT_OPSET, IR_VERSION, type ModelProto, type NodeProto, type onnx, type TensorProto, TensorType } from './proto';
 
 export type ElemType = 'float32' | 'int64' | 'int32' | 'uint8' | 'bool' | 'float16';
 export type Dim = number | string; // string = symbolic (dim_param), e.g. 'N'

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
-import { alexnetSpec, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, type ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { float, GraphBuilder, int, ints } from './graph-builder';
 import { importOnnxWeights } from './import-onnx';
 import { lowerInference } from './lower';

@@ -9,10 +9,10 @@
  * A graph that is not an AlexNet the presets describe is refused with what differs.
  */
 import { getOwn, InputError, type NamedTensors } from '@alexnet-stream/core';
-import { alexnetSpec, LayerSpec, ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, type LayerSpec, type ModelSpec, parameterList, PRESETS, specProblem } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnx } from './files';
 import { META } from './lower';
-import { onnx, OnnxFormatError, tensorDims, tensorToFloat32 } from './proto';
+import { type onnx, OnnxFormatError, tensorDims, tensorToFloat32 } from './proto';
 
 /** An ONNX file that is not an AlexNet this project can import: exit 2. */
 export class ImportError extends InputError {
@@ -115,12 +115,12 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
     switch (node.opType) {
       case 'Conv': {
         const autoPad = attr(node, 'auto_pad');
-        if (autoPad && autoPad.s && Buffer.from(autoPad.s).toString() !== 'NOTSET') throw new ImportError(`${name}: ${nodeLabel(node)} uses auto_pad; only explicit pads are supported`);
+        if (autoPad?.s && Buffer.from(autoPad.s).toString() !== 'NOTSET') throw new ImportError(`${name}: ${nodeLabel(node)} uses auto_pad; only explicit pads are supported`);
         const weight = tensor(node.input?.[1], 'weight', node);
         if (!node.input?.[2]) throw new ImportError(`${name}: ${nodeLabel(node)} has no bias; AlexNet's convolutions have biases`);
         const bias = tensor(node.input[2], 'bias', node);
         const dil = attrInts(node, 'dilations');
-        if (dil && dil.some((d) => d !== 1)) throw new ImportError(`${name}: ${nodeLabel(node)} is dilated [${dil.join(', ')}]; AlexNet's convolutions are not`);
+        if (dil?.some((d) => d !== 1)) throw new ImportError(`${name}: ${nodeLabel(node)} is dilated [${dil.join(', ')}]; AlexNet's convolutions are not`);
         const kernel = square(attrInts(node, 'kernel_shape') ?? weight.dims.slice(2), 'kernel', node, name);
         const stride = square(attrInts(node, 'strides') ?? [1, 1], 'stride', node, name);
         const pad = square(attrInts(node, 'pads') ?? [0, 0, 0, 0], 'padding', node, name);

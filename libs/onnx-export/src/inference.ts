@@ -17,7 +17,7 @@ import { checkOptional, getOwn } from '@alexnet-stream/core';
 import { specProblem, type ModelSpec } from '@alexnet-stream/model-alexnet';
 import { modelMetadata, readOnnxBytes } from './files';
 import { META } from './lower';
-import { decodeModel, encodeModel, ModelProto, onnx, OnnxFormatError } from './proto';
+import { decodeModel, encodeModel, type ModelProto, type onnx, OnnxFormatError } from './proto';
 import { loadOnnxRuntime, type Ort } from './onnxruntime';
 import { checkDevices, createSessionOn, DeviceError } from './devices';
 

@@ -4,7 +4,7 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
-import { alexnetSpec, inferShapes, ModelSpec, narrowSpec, parameterList, PRESETS } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, inferShapes, type ModelSpec, narrowSpec, parameterList, PRESETS } from '@alexnet-stream/model-alexnet';
 import { channelMeans, configHash, lowerInference, lowerWithPreprocessing, META } from './lower';
 import { modelMetadata, readOnnx, writeOnnx } from './files';
 import { InferenceModel, topK } from './inference';
@@ -155,7 +155,7 @@ test('the graph has the parameters as named initializers, a dynamic batch and ou
 test('missing or mis-shaped weights are refused naming the tensor', () => {
   const spec = reducedSpec('bvlc-alexnet');
   const weights = randomWeights(spec, 1);
-  const { ['conv3.bias']: _dropped, ...missing } = weights;
+  const { 'conv3.bias': _dropped, ...missing } = weights;
   assert.throws(() => lowerInference(spec, missing), /conv3\.bias is missing/);
   assert.throws(() => lowerInference(spec, { ...weights, 'fc7.weight': new Float32Array(5) }), /fc7\.weight has 5 values/);
 });

@@ -16,9 +16,9 @@
  */
 import { createHash } from 'node:crypto';
 import { canonicalJson, InputError, type NamedTensors } from '@alexnet-stream/core';
-import { inferShapes, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { inferShapes, type ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { float, GraphBuilder, int, ints } from './graph-builder';
-import { ModelProto } from './proto';
+import type { ModelProto } from './proto';
 
 /** Metadata keys written into `metadata_props` and read back by `InferenceModel`. */
 export const META = {

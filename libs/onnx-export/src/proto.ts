@@ -38,7 +38,7 @@ export function decodeModel(bytes: Uint8Array, name = 'model'): onnx.ModelProto 
   } catch (err) {
     throw new OnnxFormatError(`${name}: not a readable ONNX model (${(err as Error).message}); is the file truncated?`, { cause: err });
   }
-  if (!model.graph || !model.graph.node) throw new OnnxFormatError(`${name}: ONNX model has no graph`);
+  if (!model.graph?.node) throw new OnnxFormatError(`${name}: ONNX model has no graph`);
   const external = externalTensor(model.graph, 0, name);
   if (external) {
     // onnxruntime would resolve the location against the working directory (a model given as

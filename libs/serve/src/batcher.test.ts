@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Batcher, BatchItem, ItemResult, ModelVersion } from './batcher';
+import { Batcher, type BatchItem, type ItemResult, ModelVersion } from './batcher';
 import type { InferencePool, RunResult, WorkerSlot } from './inference-pool';
 import type { ModelDescription } from './model-description';
 

@@ -226,7 +226,7 @@ export class Batcher {
     version.queuedImages -= n;
     this.observer.onQueueDepth?.(version);
     const rowBytes = version.bytesPerRow;
-    const input = this.buffer(this.options.maxBatch * rowBytes >= n * rowBytes ? this.options.maxBatch * rowBytes : n * rowBytes);
+    const input = this.buffer(Math.max(this.options.maxBatch * rowBytes , n * rowBytes));
     const bytes = new Uint8Array(input);
     let offset = 0;
     const outputs = new Set<string>();

@@ -12,7 +12,7 @@ import { parentPort } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import { decodePlainJpegSync, decodeWithLibvips, describeDecodeError, readJpegHeader } from '@alexnet-stream/stream-io';
 import type { DecodeReply, DecodeRequest, RejectReason } from './decode-protocol';
-import { PreparedPreprocessing, preparePreprocessing, preprocessImage } from './preprocess';
+import { type PreparedPreprocessing, preparePreprocessing, preprocessImage } from './preprocess';
 
 const prepared = new Map<number, PreparedPreprocessing>();
 

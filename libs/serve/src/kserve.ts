@@ -267,7 +267,7 @@ export function modelMetadataResponse(model: ModelDescription, version: string) 
       origin: model.origin,
       classes: model.numClasses,
       ...(model.classNames ? { labels: true } : {}),
-      classify: model.preprocessing ? true : false,
+      classify: !!model.preprocessing,
       ...(model.preprocessing ? { image_size: model.preprocessing.imageSize, crop: model.preprocessing.crop, resize: model.preprocessing.resize } : {}),
     },
   };

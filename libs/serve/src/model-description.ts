@@ -7,9 +7,9 @@
  * Built in an inference worker (it parses the ONNX file), sent to the main thread by
  * structured clone: plain data only.
  */
-import { decodeModel, MAX_ONNX_FILE_BYTES, META, ModelProto, modelInfo, modelMetadata } from '@alexnet-stream/onnx-export';
+import { decodeModel, MAX_ONNX_FILE_BYTES, META, type ModelProto, modelInfo, modelMetadata } from '@alexnet-stream/onnx-export';
 import { describeReadError, formatBytes, readRegularFileAsync } from '@alexnet-stream/core';
-import { readClassNames, readMeanNpy, ResizeMode } from '@alexnet-stream/stream-io';
+import { readClassNames, readMeanNpy, type ResizeMode } from '@alexnet-stream/stream-io';
 import { ModelLoadError } from './errors';
 import type { ModelConfig } from './options';
 import { optionName, parseChannelValues } from './options';

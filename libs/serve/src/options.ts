@@ -8,7 +8,7 @@ import * as os from 'node:os';
 import { statSync } from 'node:fs';
 import { basename } from 'node:path';
 import { check, checkOptional, describeReadError, InvalidParameterError, readRegularFileSync, UsageError } from '@alexnet-stream/core';
-import { RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
+import { RESIZE_MODES, type ResizeMode } from '@alexnet-stream/stream-io';
 
 /** One served model: a name in the URL and a file, plus preprocessing for models without our metadata. */
 export interface ModelConfig {

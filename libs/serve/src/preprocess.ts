@@ -5,7 +5,7 @@
  * exported --with-preprocessing, the pixels as HWC uint8.
  */
 import type { MeanImage } from '@alexnet-stream/core';
-import { BatchRecord, centerOffset, cropMirrorSubtract, CropPlan } from '@alexnet-stream/stream-io';
+import { type BatchRecord, centerOffset, cropMirrorSubtract, type CropPlan } from '@alexnet-stream/stream-io';
 import type { Preprocessing } from './model-description';
 
 export interface PreparedPreprocessing {

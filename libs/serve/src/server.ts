@@ -11,14 +11,14 @@
  * the queue and frees its slot. This module builds the server from those parts, starts it, and
  * drains and stops it.
  */
-import Fastify, { FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { Batcher } from './batcher';
 import { installClassifyRoute } from './classify-route';
 import { DecodePool } from './decode-pool';
 import { InferencePool } from './inference-pool';
 import { ServerMetrics } from './metrics';
 import { ModelRegistry, type ReloadResult } from './model-registry';
-import { isLoopback, optionName, resolveServeOptions, ResolvedServeOptions, ServeOptions } from './options';
+import { isLoopback, optionName, resolveServeOptions, type ResolvedServeOptions, type ServeOptions } from './options';
 import { installBodyParsers, installRequestHooks, requestId, Traffic } from './request-hooks';
 import { Serving } from './serving';
 import { installV2Routes } from './v2-routes';

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { HttpError, unavailable } from './errors';
-import { buildInferResponse, inferRequestSchema, InferRequestBody, modelMetadataResponse, OutputTensor, parseInfer, splitBinaryBody } from './kserve';
+import { buildInferResponse, inferRequestSchema, type InferRequestBody, modelMetadataResponse, type OutputTensor, parseInfer, splitBinaryBody } from './kserve';
 import type { Serving } from './serving';
 
 const SERVER_NAME = 'alexnet-stream';

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import { Rng } from '@alexnet-stream/core';
 import { AugmentStage, augmentBatch, centerOffset, cropMirrorSubtract, planCrops } from './augment';
 import type { MeanImage } from '@alexnet-stream/core';
-import { BatchRecord, DataRecord, makeHeader, StreamRecord, wholeStream } from './records';
+import { type BatchRecord, type DataRecord, makeHeader, type StreamRecord, wholeStream } from './records';
 
 function randomBatch(n: number, c: number, h: number, w: number, seed = 1): BatchRecord {
   const rng = new Rng(seed);

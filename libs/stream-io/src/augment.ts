@@ -18,10 +18,10 @@
  * The arithmetic is `float32(uint8 − float32 mean)`: both values are exact in float64 and their
  * difference is exact too, so the result equals NumPy's float32 subtraction bit for bit.
  */
-import { Transform, TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { check, checkOptional, InputError, type MeanImage, Rng, UsageError } from '@alexnet-stream/core';
 import { oversizedBatch } from './framing';
-import { BatchRecord, makeHeader, makeTrailer, StreamRecord } from './records';
+import { type BatchRecord, makeHeader, makeTrailer, type StreamRecord } from './records';
 import { IMAGE_CHANNELS } from './record-validation';
 import { StreamTally } from './stream-check';
 

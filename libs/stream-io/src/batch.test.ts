@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BatchAssembler, BatchStage } from './batch';
-import { BatchRecord, DataRecord, ImageRecord, makeHeader, StreamHeader, StreamRecord, StreamTrailer, wholeStream } from './records';
+import { type BatchRecord, type DataRecord, type ImageRecord, makeHeader, type StreamRecord, type StreamTrailer, wholeStream } from './records';
 
 function image(i: number, c = 2, h = 1, w = 2): ImageRecord {
   const data = new Uint8Array(c * h * w).map((_, j) => i * 10 + j);

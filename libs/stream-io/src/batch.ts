@@ -3,10 +3,10 @@
  * (pure, no streams); `BatchStage` is the stream adapter. The last, smaller batch is kept and
  * marked `partial: true`, or dropped with `dropLast`.
  */
-import { Transform, TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { check, InputError, UsageError } from '@alexnet-stream/core';
 import { oversizedBatch } from './framing';
-import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
+import { type BatchRecord, type ImageRecord, makeHeader, makeTrailer, type StreamRecord } from './records';
 import { MAX_BATCH_SIZE } from './record-validation';
 import { StreamTally } from './stream-check';
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import sharp from 'sharp';
 import { ContactSheetCollector, renderContactSheet, tilesFromRecord } from './contact-sheet';
-import { BatchRecord, ImageRecord, makeHeader } from './records';
+import { type BatchRecord, type ImageRecord, makeHeader } from './records';
 
 function solid(key: string, label: number, rgb: [number, number, number], size = 8): ImageRecord {
   const data = new Uint8Array(3 * size * size);

@@ -9,7 +9,7 @@
 import type { OverlayOptions } from 'sharp';
 import { check, checkOptional, UsageError } from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';
-import { StreamRecord } from './records';
+import type { StreamRecord } from './records';
 
 /** One image to draw: CHW pixels (1 or 3 channels) and its caption. */
 export interface ContactTile {

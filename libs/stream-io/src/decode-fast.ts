@@ -3,8 +3,8 @@
  * and resized + transposed to CHW in JS (decode-resample.ts). Pure functions; decode.ts falls
  * back to libvips whenever these answer undefined.
  */
-import { readJpegHeader, JpegHeader } from './decode-jpeg-header';
-import { decodeJpegRgb, decodeJpegRgbSync, releaseRgb, RgbImage } from './decode-jpeg-turbo';
+import { readJpegHeader, type JpegHeader } from './decode-jpeg-header';
+import { decodeJpegRgb, decodeJpegRgbSync, releaseRgb, type RgbImage } from './decode-jpeg-turbo';
 import { resampleRgbToChw, resizeTablesCached } from './decode-resample';
 import type { DecodedImage, DecodeOptions } from './decode';
 
@@ -29,7 +29,7 @@ const MAX_INPUT_PIXELS = 0x3fff * 0x3fff;
  */
 export function plainJpegHeader(bytes: Buffer, opts: DecodeOptions): JpegHeader | undefined {
   const header = readJpegHeader(bytes);
-  if (!header || header.precision !== 8 || (header.components !== 1 && header.components !== 3)) return undefined;
+  if (header?.precision !== 8 || (header.components !== 1 && header.components !== 3)) return undefined;
   if (header.orientation !== 1 || header.hasIccProfile) return undefined;
   const { width, height } = header;
   if (width * height > MAX_INPUT_PIXELS) return undefined;

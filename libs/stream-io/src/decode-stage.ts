@@ -9,8 +9,8 @@ import { AlexnetStreamError, check, InputError } from '@alexnet-stream/core';
 import { jpegTurboAvailable } from './decode-jpeg-turbo';
 import { DecodePool, DecodePoolError } from './decode-pool';
 import {
-  DecodedImage,
-  DecodeOptions,
+  type DecodedImage,
+  type DecodeOptions,
   decodeImage,
   decodeImageFile,
   decodeWithLibvips,
@@ -18,7 +18,7 @@ import {
   readImageBytes,
   validateDecodeOptions,
 } from './decode';
-import { ImageRecord, ItemRecord, makeHeader, makeTrailer, StreamHeader, StreamRecord, StreamTrailer } from './records';
+import { type ImageRecord, type ItemRecord, makeHeader, makeTrailer, type StreamHeader, type StreamRecord, type StreamTrailer } from './records';
 import { StreamTally } from './stream-check';
 
 export interface DecodeStageOptions extends DecodeOptions {

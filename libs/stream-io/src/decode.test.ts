@@ -7,9 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { UsageError } from '@alexnet-stream/core';
-import { decodeImage, hwcToChw, DecodedImage } from './decode';
+import { decodeImage, hwcToChw, type DecodedImage } from './decode';
 import { DecodeStage } from './decode-stage';
-import { ImageRecord, ItemRecord, makeHeader, StreamRecord, wholeStream } from './records';
+import { type ImageRecord, type ItemRecord, makeHeader, type StreamRecord, wholeStream } from './records';
 
 function raw(width: number, height: number, channels: 1 | 2 | 3 | 4, f: (x: number, y: number, c: number) => number): ReturnType<typeof sharp> {
   const buf = Buffer.alloc(width * height * channels);

@@ -38,7 +38,7 @@ import {
   DEFAULT_MAX_IMAGE_FILE_BYTES,
   describeReadError,
   formatBytes,
-  ReadBoundedOptions,
+  type ReadBoundedOptions,
   readRegularFile,
 } from '@alexnet-stream/core';
 import { loadSharp } from './sharp-lazy';

@@ -197,8 +197,8 @@ export async function generateDemoDataset(outDir: string, options: DemoDatasetOp
       }
     }),
   );
-  await writeAtomic(path.join(outDir, 'train.txt'), trainLines.join('\n') + '\n');
+  await writeAtomic(path.join(outDir, 'train.txt'), `${trainLines.join('\n')}\n`);
   await writeAtomic(path.join(outDir, 'val.txt'), valLines.join('\n') + (valLines.length ? '\n' : ''));
-  await writeAtomic(path.join(outDir, 'classes.txt'), classNames.join('\n') + '\n');
+  await writeAtomic(path.join(outDir, 'classes.txt'), `${classNames.join('\n')}\n`);
   return { classNames, train: trainLines.length, val: valLines.length };
 }

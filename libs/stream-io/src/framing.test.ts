@@ -4,7 +4,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Unpackr } from 'msgpackr';
 import { decodeRecord, RecordDecoder, RecordEncoder, packRecord, recordPieces } from './framing';
-import { BatchRecord, DataRecord, ImageRecord, makeHeader, makeTrailer, StreamHeader, StreamRecord, wholeStream } from './records';
+import { type BatchRecord, type DataRecord, type ImageRecord, makeHeader, makeTrailer, type StreamHeader, type StreamRecord, wholeStream } from './records';
 import { msgpackValueEnd, ChunkList, VALUE_TOO_LARGE } from './msgpack-extent';
 
 /** Frame `records` (a trailer appended after the header's data records unless `raw`), split into chunks, decode. */

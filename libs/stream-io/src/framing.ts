@@ -3,11 +3,11 @@
  * in-memory records and msgpack-ready plain objects; `RecordEncoder`/`RecordDecoder` are the
  * thin stream adapters (objectMode on the record side, bytes on the wire side).
  */
-import { Transform, TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { Packr, Unpackr } from 'msgpackr';
 import { InputError } from '@alexnet-stream/core';
 import { ChunkList, msgpackValueEnd, VALUE_TOO_LARGE } from './msgpack-extent';
-import { DataRecord, RecordKind, StreamHeader, StreamRecord } from './records';
+import type { DataRecord, RecordKind, StreamHeader, StreamRecord } from './records';
 import { IMAGE_CHANNELS, validateRecord } from './record-validation';
 import { StreamTally } from './stream-check';
 

@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BatchStage } from './batch';
 import { formatShardDirSummary, formatSummary, inspectRecords, inspectShardDir } from './inspect';
-import { BatchRecord, ImageRecord, makeHeader, wholeStream } from './records';
+import { type BatchRecord, type ImageRecord, makeHeader, wholeStream } from './records';
 import { ShardWriter } from './shard-writer';
 
 const img = (key: string, label: number, values: number[]): ImageRecord => ({ type: 'image', key, label, channels: 2, height: 1, width: 2, data: Uint8Array.from(values) });

@@ -9,9 +9,9 @@
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InputError } from '@alexnet-stream/core';
-import { StreamRecord } from './records';
+import type { StreamRecord } from './records';
 import { ShardReader } from './shard-reader';
-import { readShardIndex, ShardSetEntry } from './shards';
+import { readShardIndex, type ShardSetEntry } from './shards';
 import { StreamTally } from './stream-check';
 
 export interface ChannelStats {

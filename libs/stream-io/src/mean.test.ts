@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { encodeNpy } from '@alexnet-stream/core';
 import { MeanAccumulator, MeanStage, readMeanNpy, writeMeanNpy } from './mean';
-import { BatchRecord, ImageRecord, makeHeader, makeTrailer, StreamRecord } from './records';
+import { type BatchRecord, type ImageRecord, makeHeader, makeTrailer, type StreamRecord } from './records';
 
 function image(key: string, values: number[], c = 1, h = 1, w = values.length / c / h): ImageRecord {
   return { type: 'image', key, label: 0, channels: c, height: h, width: w, data: Uint8Array.from(values) };

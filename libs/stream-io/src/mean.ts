@@ -6,9 +6,9 @@
  * dataset); `MeanStage` is a pass-through stream that feeds it; `writeMeanNpy`/`readMeanNpy`
  * are the file IO (atomic write: temp + rename).
  */
-import { Transform, TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { decodeNpy, describeReadError, encodeNpy, InputError, type MeanImage, meanImageProblem, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
-import { BatchRecord, ImageRecord, StreamRecord } from './records';
+import type { BatchRecord, ImageRecord, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
 
 /** A mean image: float32 values in CHW order. */

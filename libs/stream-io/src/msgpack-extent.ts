@@ -65,17 +65,17 @@ export class ChunkList {
 
 /** Header size and payload size of the value starting with type byte `t` (payload bytes skipped, not read). */
 const FIXED_SIZES: Record<number, number> = {
-  0xc0: 1, 0xc2: 1, 0xc3: 1, // nil, false, true
-  0xca: 5, 0xcb: 9, // float32, float64
-  0xcc: 2, 0xcd: 3, 0xce: 5, 0xcf: 9, // uint8..64
-  0xd0: 2, 0xd1: 3, 0xd2: 5, 0xd3: 9, // int8..64
-  0xd4: 3, 0xd5: 4, 0xd6: 6, 0xd7: 10, 0xd8: 18, // fixext 1..16
+  192: 1, 194: 1, 195: 1, // nil, false, true
+  202: 5, 203: 9, // float32, float64
+  204: 2, 205: 3, 206: 5, 207: 9, // uint8..64
+  208: 2, 209: 3, 210: 5, 211: 9, // int8..64
+  212: 3, 213: 4, 214: 6, 215: 10, 216: 18, // fixext 1..16
 };
 /** Types followed by a length of 1, 2 or 4 bytes and then that many bytes (str, bin, ext: + 1 type byte). */
 const SIZED: Record<number, { lengthBytes: number; extra: number }> = {
-  0xd9: { lengthBytes: 1, extra: 0 }, 0xda: { lengthBytes: 2, extra: 0 }, 0xdb: { lengthBytes: 4, extra: 0 }, // str
-  0xc4: { lengthBytes: 1, extra: 0 }, 0xc5: { lengthBytes: 2, extra: 0 }, 0xc6: { lengthBytes: 4, extra: 0 }, // bin
-  0xc7: { lengthBytes: 1, extra: 1 }, 0xc8: { lengthBytes: 2, extra: 1 }, 0xc9: { lengthBytes: 4, extra: 1 }, // ext
+  217: { lengthBytes: 1, extra: 0 }, 218: { lengthBytes: 2, extra: 0 }, 219: { lengthBytes: 4, extra: 0 }, // str
+  196: { lengthBytes: 1, extra: 0 }, 197: { lengthBytes: 2, extra: 0 }, 198: { lengthBytes: 4, extra: 0 }, // bin
+  199: { lengthBytes: 1, extra: 1 }, 200: { lengthBytes: 2, extra: 1 }, 201: { lengthBytes: 4, extra: 1 }, // ext
 };
 
 /** `msgpackValueEnd`'s answer for a value that would end past the caller's limit. */

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { readMeanNpy } from './mean';
-import { formatPrepareSummary, prepareDataDir, PrepareOptions, splitForValidation } from './prepare';
+import { formatPrepareSummary, prepareDataDir, type PrepareOptions, splitForValidation } from './prepare';
 import { readShard } from './shard-reader';
 import { readShardIndex, shardSet } from './shards';
 

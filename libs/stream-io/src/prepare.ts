@@ -35,13 +35,13 @@ import {
   writeFileAtomic,
 } from '@alexnet-stream/core';
 import { BatchStage, checkBatchSize } from './batch';
-import { ResizeMode, validateDecodeOptions } from './decode';
+import { type ResizeMode, validateDecodeOptions } from './decode';
 import { DecodeStage } from './decode-stage';
 import { MeanStage, writeMeanNpy } from './mean';
-import { ItemRecord, makeHeader, wholeStream } from './records';
+import { type ItemRecord, makeHeader, wholeStream } from './records';
 import { listClassFolders, readCaffeList, selectItems } from './scan';
 import { ShardWriter } from './shard-writer';
-import { ShardSetEntry } from './shards';
+import type { ShardSetEntry } from './shards';
 
 export const PREPARE_MANIFEST = 'prepare.json';
 const PARTIAL_MARKER = '.prepare-partial';

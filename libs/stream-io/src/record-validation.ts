@@ -11,15 +11,15 @@
  */
 import { InputError } from '@alexnet-stream/core';
 import {
-  BatchDtype,
-  BatchRecord,
-  ImageRecord,
-  ItemRecord,
+  type BatchDtype,
+  type BatchRecord,
+  type ImageRecord,
+  type ItemRecord,
   LEGACY_SCHEMA,
   SCHEMA,
-  StreamHeader,
-  StreamRecord,
-  StreamTrailer,
+  type StreamHeader,
+  type StreamRecord,
+  type StreamTrailer,
 } from './records';
 
 /** The largest image side a stream may carry (decode's `--size` limit). */
@@ -65,7 +65,7 @@ function binField(r: Record<string, unknown>, field: string, where: string): Uin
 }
 
 /** Control characters (C0, DEL, C1): they cannot be written one per line and read back. */
-// eslint-disable-next-line no-control-regex
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is this pattern's job
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 /**

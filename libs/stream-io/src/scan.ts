@@ -8,11 +8,11 @@
  * `selectItems` then shuffles (seeded), shards (i/N) and limits the list. Everything here is
  * a plain async/pure function; the CLI only wires it to stdout.
  */
-import { Dirent, promises as fs, Stats } from 'node:fs';
+import { type Dirent, promises as fs, type Stats } from 'node:fs';
 import * as path from 'node:path';
 import { check, checkOptional, describeReadError, InputError, readUserFile, Rng } from '@alexnet-stream/core';
 import { checkClassName, validateItem } from './record-validation';
-import { ItemRecord } from './records';
+import type { ItemRecord } from './records';
 
 /** File extensions taken as images, compared case-insensitively (ImageNet uses ".JPEG"). */
 export const IMAGE_EXTENSIONS: readonly string[] = ['.jpg', '.jpeg', '.png', '.webp', '.tif', '.tiff', '.bmp', '.gif'];

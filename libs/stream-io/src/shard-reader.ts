@@ -9,8 +9,8 @@ import { Readable } from 'node:stream';
 import { Unpackr } from 'msgpackr';
 import { check, checkOptional, describeReadError, InputError, readRegularFileAsync, Rng } from '@alexnet-stream/core';
 import { decodeRecord } from './framing';
-import { BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, StreamHeader, StreamRecord } from './records';
-import { checkPrefix, readShardIndex, ShardFileEntry, shardSet, ShardSetEntry } from './shards';
+import { type BatchRecord, LEGACY_SCHEMA, makeHeader, makeTrailer, SCHEMA, type StreamHeader, type StreamRecord } from './records';
+import { checkPrefix, readShardIndex, type ShardFileEntry, shardSet, type ShardSetEntry } from './shards';
 import { StreamTally } from './stream-check';
 
 const unpackr = new Unpackr({ useRecords: false });

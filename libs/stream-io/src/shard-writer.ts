@@ -13,7 +13,7 @@ import {
   checkOptional,
   describeWriteError,
   InputError,
-  Lock,
+  type Lock,
   makeDirectory,
   OutputError,
   isStaleTemp,
@@ -21,8 +21,8 @@ import {
   tempPathFor,
 } from '@alexnet-stream/core';
 import { recordPieces } from './framing';
-import { makeHeader, makeTrailer, StreamRecord } from './records';
-import { checkPrefix, shardFileName, ShardFileEntry, ShardSetEntry, updateShardIndex } from './shards';
+import { makeHeader, makeTrailer, type StreamRecord } from './records';
+import { checkPrefix, shardFileName, type ShardFileEntry, type ShardSetEntry, updateShardIndex } from './shards';
 import { StreamTally } from './stream-check';
 
 export interface ShardWriterOptions {

@@ -7,9 +7,9 @@ import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { BatchStage } from './batch';
-import { ImageRecord, BatchRecord, DataRecord, makeHeader, StreamRecord, StreamTrailer, wholeStream } from './records';
+import { type ImageRecord, type BatchRecord, type DataRecord, makeHeader, type StreamRecord, wholeStream } from './records';
 import { planShardOrder, readShard, ShardReader } from './shard-reader';
-import { ShardWriter, ShardWriterOptions } from './shard-writer';
+import { ShardWriter, type ShardWriterOptions } from './shard-writer';
 import { readShardIndex, shardSet, updateShardIndex } from './shards';
 
 function images(count: number, start = 0): ImageRecord[] {

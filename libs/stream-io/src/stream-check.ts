@@ -10,7 +10,7 @@
  * (mean.npy, index.json, a summary, a checkpoint of a --stdin run) before `end` has returned.
  */
 import { InputError } from '@alexnet-stream/core';
-import { imagesIn, RecordKind, StreamHeader, StreamRecord, StreamTrailer } from './records';
+import { imagesIn, type RecordKind, type StreamHeader, type StreamRecord, type StreamTrailer } from './records';
 
 export class StreamTally {
   header: StreamHeader | undefined;

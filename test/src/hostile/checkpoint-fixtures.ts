@@ -1,5 +1,5 @@
 /** A tiny model and distinguishable checkpoint versions for the checkpoint hostile tests. */
-import { Checkpoint, initParameters, ModelSpec } from '@alexnet-stream/model-alexnet';
+import { type Checkpoint, initParameters, type ModelSpec } from '@alexnet-stream/model-alexnet';
 
 /** conv 3->4 3x3 on 8x8, then fc 144->3: a checkpoint of a few kB, written in milliseconds. */
 export const TINY_SPEC: ModelSpec = {

@@ -12,7 +12,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { encodeNpy, NamedTensors } from '@alexnet-stream/core';
+import { encodeNpy, type NamedTensors } from '@alexnet-stream/core';
 import {
   decodeSafetensors,
   findDirectory,

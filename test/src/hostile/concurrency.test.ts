@@ -32,7 +32,7 @@ before(async () => {
 
 function config(name: string, epochs: number): string {
   const path = p(`${name}.yaml`);
-  writeFileSync(path, [`data_dir: ${p('data')}`, `weights_dir: ${p(name)}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', `n_epochs: ${epochs}`, 'print_freq: 1', 'intra_op_threads: 1'].join('\n') + '\n');
+  writeFileSync(path, `${[`data_dir: ${p('data')}`, `weights_dir: ${p(name)}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', `n_epochs: ${epochs}`, 'print_freq: 1', 'intra_op_threads: 1'].join('\n')}\n`);
   return path;
 }
 

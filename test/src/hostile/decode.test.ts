@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { encodeNpy } from '@alexnet-stream/core';
 import { saveCheckpoint, initParameters } from '@alexnet-stream/model-alexnet';
-import { decodeImage, ImageRecord, makeHeader, packRecord, StreamTrailer, wholeStream, withoutExtraneousHeaderBytes } from '@alexnet-stream/stream-io';
+import { decodeImage, type ImageRecord, makeHeader, packRecord, type StreamTrailer, wholeStream, withoutExtraneousHeaderBytes } from '@alexnet-stream/stream-io';
 import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 import { decodeRecords } from '../pipeline-helpers';
 import { A, clearError, cli, scratch, sh } from './stream-fixtures';

@@ -57,7 +57,7 @@ test('import and train: a checkpoint that cannot be written is one line naming i
   assert.ok(readFileSync(p('imports/old/weights.safetensors')).equals(before));
   assert.deepEqual(readdirSync(p('imports')), ['old']);
 
-  writeFileSync(p('train.yaml'), [`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n') + '\n');
+  writeFileSync(p('train.yaml'), `${[`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n')}\n`);
   const trained = limited(8, `${A} train --config train.yaml`);
   assert.equal(trained.status, 2, trained.stderr);
   clearError(trained.stderr, new RegExp(`weights/epoch-0001: cannot write the checkpoint: ${EFBIG.source}`));

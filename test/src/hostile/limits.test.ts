@@ -66,7 +66,7 @@ test('a class count whose weights cannot be allocated is refused by the spec lim
 
 test('train: intra_op_threads, learning_rate, weight_decay and bias_lr_multiplier beyond what the engine can use are refused', () => {
   const config = p('train.yaml');
-  writeFileSync(config, [`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n') + '\n');
+  writeFileSync(config, `${[`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n')}\n`);
   // intra_op_threads 100000 started threads until killed (60 s, 2.7 GB); 1e308 is Infinity in float32.
   refused(['train', '--config', config, '--set', 'intra_op_threads=100000'], /expected an integer >= 0 and <= 1024 for intra_op_threads but received 100000/, 60_000);
   refused(['train', '--config', config, '--set', 'learning_rate=1e308'], /expected a number > 0 and <= 1000000 for learning_rate but received 1e\+308/);

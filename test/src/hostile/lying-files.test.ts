@@ -24,7 +24,7 @@ const weights = initParameters(spec, 1);
 /** A .npy file with `header` as its dict text and `data` after it (format 1.0, padded as NumPy pads). */
 function npy(name: string, header: string, data = Buffer.alloc(0)): string {
   let text = header;
-  text += ' '.repeat((64 - ((10 + text.length + 1) % 64)) % 64) + '\n';
+  text += `${' '.repeat((64 - ((10 + text.length + 1) % 64)) % 64)}\n`;
   const prefix = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0, 0, 0]);
   prefix.writeUInt16LE(text.length, 8);
   writeFileSync(p(name), Buffer.concat([prefix, Buffer.from(text, 'latin1'), data]));
@@ -166,7 +166,7 @@ test('an index.json that claims a batch size or image side past the format, or l
     ['count', (t) => (t.images = 1e12), /shards hold \d+ images in \d+ batches but the entry says 1000000000000/],
     ['path', (t) => (shards(t)[0].file = '../../etc/passwd'), /shard file name "\.\.\/\.\.\/etc\/passwd" is not a plain file name/],
   ];
-  writeFileSync(p('index-train.yaml'), ['batch_size: 8', 'n_epochs: 1', `spec_file: ${p('tiny.json')}`].join('\n') + '\n');
+  writeFileSync(p('index-train.yaml'), `${['batch_size: 8', 'n_epochs: 1', `spec_file: ${p('tiny.json')}`].join('\n')}\n`);
   writeFileSync(p('tiny.json'), JSON.stringify(spec));
   for (const [name, change, pattern] of cases) {
     const data = lie(name, change);

@@ -118,7 +118,7 @@ function safetensorsWithExtraTensor(file: Buffer, name: string): Buffer {
   const headerLength = Number(file.readBigUInt64LE(0));
   const header = JSON.parse(file.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { data_offsets?: [number, number] }>;
   const data = file.subarray(8 + headerLength);
-  const text = JSON.stringify(header).slice(0, -1) + `,${JSON.stringify(name)}:{"dtype":"F32","shape":[1],"data_offsets":[${data.length},${data.length + 4}]}}`;
+  const text = `${JSON.stringify(header).slice(0, -1)},${JSON.stringify(name)}:{"dtype":"F32","shape":[1],"data_offsets":[${data.length},${data.length + 4}]}}`;
   const head = Buffer.alloc(8);
   head.writeBigUInt64LE(BigInt(Buffer.byteLength(text)));
   return Buffer.concat([head, Buffer.from(text), data, Buffer.alloc(4)]);

@@ -68,6 +68,7 @@ test('a line torn by a kill at the end of train_log.jsonl is skipped; extreme va
       '{"epoch": 3, "iteration": 30, "top1Error": -1e308, "top5Error": 0.1, "loss": -1e999, "images": 40, "lr": 1e-300}',
     ].join(',\n') +
     '\n]\n';
+  // biome-ignore lint/correctness/noPrecisionLoss: 1e999 is Infinity on purpose: a log value that overflowed
   const log = `${logLine(2, 1e308)}\n${logLine(4, -1e308)}\n${logLine(6, 1e999)}\n${logLine(8, null)}\n{"iteration": 10, "epo`;
   const dir = weightsDir(extremeVal, log);
   const { r, out } = report(dir);

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { ItemRecord } from '@alexnet-stream/stream-io';
+import type { ItemRecord } from '@alexnet-stream/stream-io';
 import { decodeRecords } from '../pipeline-helpers';
 import { A, clearError, cli, scratch, sh } from './stream-fixtures';
 

@@ -17,7 +17,7 @@ import sharp from 'sharp';
 import { initParameters } from '@alexnet-stream/model-alexnet';
 import { encodeModel, lowerInference } from '@alexnet-stream/onnx-export';
 import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
-import { binaryInferBody, ServerProcess, startServe } from '../serve-helpers';
+import { binaryInferBody, type ServerProcess, startServe } from '../serve-helpers';
 import { scratch } from './stream-fixtures';
 
 const dir = scratch('serve');

@@ -88,7 +88,7 @@ test('train: a config, a spec_file or a weights_dir under /proc that cannot be u
   refused(['train', '--config', FIFO], new RegExp(`${FIFO}: cannot read the config file \\(${FIFO_WORDS.source}\\)`));
   refused(['train', '--config', '/dev/zero'], new RegExp(`/dev/zero: cannot read the config file \\(${DEVICE_WORDS.source}\\)`));
   const config = (name: string, lines: string[]) => {
-    writeFileSync(p(name), [`data_dir: ${p('data')}`, 'batch_size: 8', 'n_epochs: 1', ...lines].join('\n') + '\n');
+    writeFileSync(p(name), `${[`data_dir: ${p('data')}`, 'batch_size: 8', 'n_epochs: 1', ...lines].join('\n')}\n`);
     return p(name);
   };
   refused(['train', '--config', config('spec-fifo.yaml', [`weights_dir: ${p('w1')}`, `spec_file: ${FIFO}`])], new RegExp(`cannot read the model spec \\(spec_file\\): ${FIFO_WORDS.source}`));

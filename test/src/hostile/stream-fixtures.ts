@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { runPipeline, PipelineRun } from '../pipeline-helpers';
+import { runPipeline, type PipelineRun } from '../pipeline-helpers';
 
 export const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
 /** The CLI as a shell word: `${A} scan …`. */

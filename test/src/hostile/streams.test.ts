@@ -11,10 +11,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Packr } from 'msgpackr';
-import { makeHeader, makeTrailer, packRecord, StreamRecord } from '@alexnet-stream/stream-io';
+import { makeHeader, makeTrailer, packRecord, type StreamRecord } from '@alexnet-stream/stream-io';
 import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 import { decodeRecords } from '../pipeline-helpers';
-import { A, CLI, clearError, cli, demoData, scratch, sh } from './stream-fixtures';
+import { A, CLI, clearError, demoData, scratch, sh } from './stream-fixtures';
 
 const dir = scratch('streams');
 const file = (name: string) => join(dir, name);

@@ -10,7 +10,7 @@
  * `write` counts checkpoint writes from 1; `step` is an atomic-dir.ts step name.
  */
 import { readSync } from 'node:fs';
-import { resolveConfig, runTraining, TrainConfig } from '@alexnet-stream/trainer-multigpu';
+import { resolveConfig, runTraining, type TrainConfig } from '@alexnet-stream/trainer-multigpu';
 
 interface ChildArgs {
   config: Partial<TrainConfig>;

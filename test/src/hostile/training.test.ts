@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
 import { listCheckpoints, loadCheckpoint, saveCheckpoint, initParameters } from '@alexnet-stream/model-alexnet';
-import { resolveConfig, runTraining, TrainConfig } from '@alexnet-stream/trainer-multigpu';
+import { resolveConfig, runTraining, type TrainConfig } from '@alexnet-stream/trainer-multigpu';
 import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
@@ -72,7 +72,7 @@ function cli(args: string[]) {
 
 function writeConfig(name: string, weightsDir: string, over: Partial<TrainConfig> = {}): string {
   const path = join(root, `${name}.yaml`);
-  writeFileSync(path, Object.entries(configValues(weightsDir, over)).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n') + '\n');
+  writeFileSync(path, `${Object.entries(configValues(weightsDir, over)).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n')}\n`);
   return path;
 }
 

@@ -4,7 +4,7 @@
  */
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
-import { BatchRecord, BatchStage, ShardWriter } from '@alexnet-stream/stream-io';
+import { type BatchRecord, BatchStage, ShardWriter } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 

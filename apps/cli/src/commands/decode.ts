@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
 import { DEFAULT_MAX_IMAGE_FILE_BYTES } from '@alexnet-stream/core';
-import { DecodeStage, ResizeMode, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
+import { DecodeStage, type ResizeMode, tuneSharpForDecoding } from '@alexnet-stream/stream-io';
 import { action, parseByteSize, parseInteger, stdinRecords, stdoutRecords } from '../cli-support';
 import { Progress } from '../progress';
 

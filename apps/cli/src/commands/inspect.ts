@@ -13,7 +13,7 @@ import {
   inspectShardDir,
   renderContactSheet,
   StreamInspector,
-  StreamRecord,
+  type StreamRecord,
 } from '@alexnet-stream/stream-io';
 import { action, parseInteger, stdinRecords } from '../cli-support';
 import { Progress } from '../progress';

@@ -3,7 +3,7 @@
  * seed's generate_data.sh in one command (an in-process pipeline of the same stages).
  */
 import type { Command } from 'commander';
-import { formatPrepareSummary, prepareDataDir, ResizeMode } from '@alexnet-stream/stream-io';
+import { formatPrepareSummary, prepareDataDir, type ResizeMode } from '@alexnet-stream/stream-io';
 import { action, parseInteger, parseNumber } from '../cli-support';
 import { Progress } from '../progress';
 
@@ -60,7 +60,7 @@ export function register(program: Command): void {
         let phase = '';
         const result = await prepareDataDir({
           ...opts,
-          onProgress: (p, done, total) => {
+          onProgress: (p, _done, total) => {
             if (p !== phase) {
               progress?.stop();
               phase = p;

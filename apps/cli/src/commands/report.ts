@@ -70,7 +70,7 @@ export function register(program: Command): void {
         await writeFileAtomic(opts.out, buildReportHtml(input, svg));
         let pngPath: string | undefined;
         if (opts.png !== false) {
-          pngPath = typeof opts.png === 'string' ? opts.png : opts.out.replace(/\.html?$/i, '') + '.png';
+          pngPath = typeof opts.png === 'string' ? opts.png : `${opts.out.replace(/\.html?$/i, '')}.png`;
           // sharp (native) is loaded only here: building the program must not load it.
           const sharp = require('sharp') as typeof import('sharp');
           const png = await sharp(Buffer.from(svg)).png().toBuffer();

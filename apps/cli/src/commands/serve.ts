@@ -4,7 +4,7 @@
  * drained), reloading on SIGHUP.
  */
 import type { Command } from 'commander';
-import { RESIZE_MODES, ResizeMode } from '@alexnet-stream/stream-io';
+import { RESIZE_MODES, type ResizeMode } from '@alexnet-stream/stream-io';
 import { action, flagNamer, parseInteger, parseNumber } from '../cli-support';
 
 interface ServeFlags {

@@ -8,14 +8,14 @@ import type { Command } from 'commander';
 import { invalidParameter, UsageError } from '@alexnet-stream/core';
 import {
   checkConfigValue,
-  ConfigKey,
+  type ConfigKey,
   CONFIG_KEYS,
   readConfigFile,
   resolveConfig,
   runTraining,
   suggestKey,
-  TrainConfig,
-  TrainEvent,
+  type TrainConfig,
+  type TrainEvent,
   ENGINE_NAMES,
 } from '@alexnet-stream/trainer-multigpu';
 import { checkDevices } from '@alexnet-stream/onnx-export';

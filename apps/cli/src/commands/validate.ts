@@ -14,11 +14,11 @@ import { InputError, UsageError } from '@alexnet-stream/core';
 import { checkDataClasses, describeSpec } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, lowerInference, topK } from '@alexnet-stream/onnx-export';
 import {
-  BatchRecord,
+  type BatchRecord,
   centerOffset,
   checkAugmentInput,
   cropMirrorSubtract,
-  CropPlan,
+  type CropPlan,
   readMeanNpy,
   readShard,
   readShardIndex,

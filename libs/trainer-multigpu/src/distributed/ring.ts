@@ -46,7 +46,7 @@ export interface RingOptions {
 }
 
 /** Data message header: op sequence, phase, step, frame index (uint32 each). */
-const enum Phase {
+enum Phase {
   ReduceScatter = 0,
   AllGather = 1,
   Broadcast = 2,

@@ -2,11 +2,11 @@
  * Test-only helpers for the graph tests: a one-layer graph straight from the rule table, running
  * graphs in onnxruntime, float64 reference ops for finite differences, error measures.
  */
-import { Rng } from '@alexnet-stream/core';
-import { alexnetSpec, inferShapes, LayerSpec, ModelSpec, PresetName, Shape } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, encodeModel, loadOnnxRuntime, ModelProto, type Ort } from '@alexnet-stream/onnx-export';
+import type { Rng } from '@alexnet-stream/core';
+import { alexnetSpec, inferShapes, type LayerSpec, type ModelSpec, type PresetName, type Shape } from '@alexnet-stream/model-alexnet';
+import { GraphBuilder, encodeModel, loadOnnxRuntime, type ModelProto, type Ort } from '@alexnet-stream/onnx-export';
 import { gemmGradient } from './update';
-import { DEFAULT_LOWERING, LoweringOptions, RULES, Rule, RuleContext } from './rules';
+import { DEFAULT_LOWERING, type LoweringOptions, RULES, type Rule, type RuleContext } from './rules';
 
 const ort = loadOnnxRuntime();
 
@@ -126,7 +126,7 @@ export function lrnF64(x: ArrayLike<number>, shape: number[], size: number, alph
         let sq = 0;
         for (let cj = Math.max(0, ci - lo); cj <= Math.min(c - 1, ci + hi); cj++) sq += x[(ni * c + cj) * hw + q] ** 2;
         const i = (ni * c + ci) * hw + q;
-        y[i] = x[i] / Math.pow(bias + (alpha / size) * sq, beta);
+        y[i] = x[i] / (bias + (alpha / size) * sq) ** beta;
       }
   return y;
 }

@@ -17,7 +17,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '@alexnet-stream/core';
-import { initParameters, MaxPoolLayer, PRESETS } from '@alexnet-stream/model-alexnet';
+import { initParameters, type MaxPoolLayer, PRESETS } from '@alexnet-stream/model-alexnet';
 import { loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
 import { DEFAULT_OPTIMIZER } from '../engine';
 import { DEFAULT_LOWERING, PORTABLE_LOWERING } from './rules';

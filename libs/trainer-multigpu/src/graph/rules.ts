@@ -9,7 +9,7 @@
  * size). `dy` of the loss is `(softmax − onehot)/N`, times lr in train graphs (training-graph.ts).
  */
 import type { ConvLayer, FcLayer, LayerSpec, LrnLayer, MaxPoolLayer, Shape, DropoutLayer } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, float, int, ints, str } from '@alexnet-stream/onnx-export';
+import { type GraphBuilder, float, int, ints, str } from '@alexnet-stream/onnx-export';
 
 export type Mode = 'train' | 'eval';
 

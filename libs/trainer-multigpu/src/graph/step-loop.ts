@@ -20,7 +20,7 @@
  */
 import { GraphBuilder, valueInfo } from '@alexnet-stream/onnx-export';
 import type { onnx } from '@alexnet-stream/onnx-export';
-import { BuiltGraph, newName, velocityName } from './training-graph';
+import { type BuiltGraph, newName, velocityName } from './training-graph';
 
 export const STEP_COUNT = 'steps';
 export const stepInputName = (input: string) => `steps.${input}`;

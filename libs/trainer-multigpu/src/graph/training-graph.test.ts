@@ -20,12 +20,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type * as tfjs from '@tensorflow/tfjs';
-import { NamedTensors, Rng } from '@alexnet-stream/core';
-import { alexnetSpec, initParameters, inferShapes, ModelSpec, PresetName, parameterList } from '@alexnet-stream/model-alexnet';
+import { type NamedTensors, Rng } from '@alexnet-stream/core';
+import { alexnetSpec, initParameters, inferShapes, type ModelSpec, type PresetName, parameterList } from '@alexnet-stream/model-alexnet';
 import { encodeModel, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
-import { DEFAULT_OPTIMIZER, OptimizerConfig } from '../engine';
+import { DEFAULT_OPTIMIZER, type OptimizerConfig } from '../engine';
 import { loadTfjs } from '../engines/tfjs/backend';
-import { tfjsForward, weightsToTensors } from '../engines/tfjs/forward';
+import { weightsToTensors } from '../engines/tfjs/forward';
 import { countTopKErrors, tfjsLossAndGradients, tfjsSoftmaxCrossEntropy } from '../engines/tfjs/loss';
 import { sgdUpdateReference } from '../engines/tfjs/sgd-reference';
 import { buildGraph, gradName, maskName, newName, velocityName } from './training-graph';
@@ -111,7 +111,7 @@ async function tfjsReferenceUncached(c: Case, training: boolean) {
 
 const cases = { 'theano-alexnet': makeCase('theano-alexnet', 3, 21), 'bvlc-alexnet': makeCase('bvlc-alexnet', 2, 22) };
 
-function tfjsSoftmaxCrossEntropyValue(tf: Awaited<ReturnType<typeof loadTfjs>>['tf'], logits: tfjs.Tensor2D, labels: Int32Array): number {
+function _tfjsSoftmaxCrossEntropyValue(tf: Awaited<ReturnType<typeof loadTfjs>>['tf'], logits: tfjs.Tensor2D, labels: Int32Array): number {
   const loss = tfjsSoftmaxCrossEntropy(tf, logits, labels);
   const value = loss.dataSync()[0];
   loss.dispose();

@@ -13,10 +13,10 @@
  *
  * The batch dimension is symbolic (`N`), so one session serves full and partial last batches.
  */
-import { inferShapes, isParamLayer, LayerShapes, ModelSpec, parameterList, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, ModelProto, int, ints } from '@alexnet-stream/onnx-export';
-import { DEFAULT_LOSS, LossConfig, OptimizerConfig } from '../engine';
-import { DEFAULT_LOWERING, LoweringOptions, Mode, RULES, Rule, RuleContext, Saved } from './rules';
+import { inferShapes, isParamLayer, type LayerShapes, type ModelSpec, parameterList, type ParamInfo } from '@alexnet-stream/model-alexnet';
+import { GraphBuilder, type ModelProto, int, ints } from '@alexnet-stream/onnx-export';
+import { DEFAULT_LOSS, type LossConfig, type OptimizerConfig } from '../engine';
+import { DEFAULT_LOWERING, type LoweringOptions, type Mode, RULES, type Rule, type RuleContext, type Saved } from './rules';
 import { gemmGradient, lowerUpdate } from './update';
 
 export type GraphKind = 'train' | 'gradients' | 'eval';

@@ -17,7 +17,7 @@
  * Results are written straight into the graph outputs named in `out` (no Identity copies).
  */
 import type { ParamInfo } from '@alexnet-stream/model-alexnet';
-import { GraphBuilder, float, int } from '@alexnet-stream/onnx-export';
+import { type GraphBuilder, float, int } from '@alexnet-stream/onnx-export';
 import type { OptimizerConfig } from '../engine';
 
 export interface UpdateValues {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Rng } from '@alexnet-stream/core';
-import { BatchRecord, makeHeader, MeanAccumulator, ShardWriter, StreamRecord, wholeStream, writeMeanNpy } from '@alexnet-stream/stream-io';
+import { type BatchRecord, makeHeader, MeanAccumulator, ShardWriter, type StreamRecord, wholeStream, writeMeanNpy } from '@alexnet-stream/stream-io';
 import type { ModelSpec } from '@alexnet-stream/model-alexnet';
 
 export interface FixtureOptions {

@@ -12,8 +12,8 @@
  *
  * Memory: one decoded shard at a time.
  */
-import { InputError, MeanImage, UsageError } from '@alexnet-stream/core';
-import { readShard, ShardSetEntry } from '@alexnet-stream/stream-io';
+import { InputError, type MeanImage, UsageError } from '@alexnet-stream/core';
+import { readShard, type ShardSetEntry } from '@alexnet-stream/stream-io';
 import type { InputScaleSetting } from './config';
 
 /** How many training images `auto` looks at, at most. */

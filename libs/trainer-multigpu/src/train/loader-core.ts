@@ -16,8 +16,8 @@
  * Several workers: training batch k goes to rank k % worldSize; each rank runs
  * floor(batches / worldSize) iterations per epoch, all ranks the same number.
  */
-import { MeanImage, Rng } from '@alexnet-stream/core';
-import { BatchRecord, cropMirrorSubtract, planCrops, readShard, ShardSetEntry } from '@alexnet-stream/stream-io';
+import { type MeanImage, Rng } from '@alexnet-stream/core';
+import { type BatchRecord, cropMirrorSubtract, planCrops, readShard, type ShardSetEntry } from '@alexnet-stream/stream-io';
 import { applyInputScale } from './input-scale';
 
 /** 32-bit mix of several integers into a seed (splitmix32's finaliser applied per part). */

@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { AlexnetStreamError, describeError } from '@alexnet-stream/core';
 import { readMeanNpy } from '@alexnet-stream/stream-io';
-import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
+import { BatchProducer, type LoaderSetup, makeProducer, type PassRequest, planPass } from './loader-core';
 
 const setup = workerData as LoaderSetup;
 const port = parentPort!;

@@ -4,10 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '@alexnet-stream/core';
-import { cropMirrorSubtract, planCrops, readMeanNpy, readShard, readShardIndex, shardSet, ShardSetEntry } from '@alexnet-stream/stream-io';
+import { cropMirrorSubtract, planCrops, readMeanNpy, readShard, readShardIndex, shardSet, type ShardSetEntry } from '@alexnet-stream/stream-io';
 import { writeFixtureDataDir } from './fixtures.test-util';
-import { BatchStream, InlineLoader, LoadedBatch, ThreadedLoader } from './loader';
-import { LoaderSetup, planEpoch } from './loader-core';
+import { type BatchStream, InlineLoader, type LoadedBatch, ThreadedLoader } from './loader';
+import { type LoaderSetup, planEpoch } from './loader-core';
 
 async function withData(fn: (dir: string, train: ShardSetEntry, val: ShardSetEntry) => Promise<void>, options: { batchesPerShard?: number } = {}): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'loader-'));

@@ -13,10 +13,10 @@
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { AlexnetStreamError, check, InputError, MeanImage } from '@alexnet-stream/core';
-import { readMeanNpy, StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
+import { AlexnetStreamError, check, InputError, type MeanImage } from '@alexnet-stream/core';
+import { readMeanNpy, type StreamRecord, StreamTally } from '@alexnet-stream/stream-io';
 import type { EngineBatch } from '../engine';
-import { BatchProducer, LoaderSetup, makeProducer, PassRequest, planPass } from './loader-core';
+import { BatchProducer, type LoaderSetup, makeProducer, type PassRequest, planPass } from './loader-core';
 import { applyInputScale } from './input-scale';
 
 export interface LoadedBatch extends EngineBatch {
@@ -61,7 +61,10 @@ class PassStream implements BatchStream {
   ) {}
 
   push(batch: LoadedBatch): void {
-    if (this.cancelled) return this.onRelease(batch);
+    if (this.cancelled) {
+      this.onRelease(batch);
+      return;
+    }
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = undefined;
@@ -133,11 +136,17 @@ export class ThreadedLoader implements BatchLoader {
   }
 
   private onMessage(message: WorkerMessage): void {
-    if (message.type === 'error' && message.passId === null) return this.failAll(workerError(message.message, message.exitCode, message.code));
+    if (message.type === 'error' && message.passId === null) {
+      this.failAll(workerError(message.message, message.exitCode, message.code));
+      return;
+    }
     const pass = this.passes.get(message.passId!);
     if (message.type === 'batch') {
       const batch: LoadedBatch = { index: message.index, size: message.size, data: message.data, labels: message.labels };
-      if (!pass) return this.recycle(batch);
+      if (!pass) {
+        this.recycle(batch);
+        return;
+      }
       pass.push(batch);
     } else if (pass) {
       this.passes.delete(message.passId!);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { lrAfterEpoch, lrAtIteration, LrScheduleConfig, warmupIterations } from './lr-policy';
+import { lrAfterEpoch, lrAtIteration, type LrScheduleConfig, warmupIterations } from './lr-policy';
 
 const step = { lr_policy: 'step' as const, lr_step: [2, 4], lr_adapt_threshold: 0.01 };
 const auto = { lr_policy: 'auto' as const, lr_step: [], lr_adapt_threshold: 0.01 };

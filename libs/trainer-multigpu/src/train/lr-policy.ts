@@ -66,7 +66,7 @@ export function lrAtIteration(config: LrScheduleConfig, baseLr: number, iteratio
   if (config.lr_policy === 'step' || config.lr_policy === 'auto') return baseLr;
   const total = config.n_epochs * iterationsPerEpoch;
   const p = total > warmup ? Math.min(1, (iteration - warmup) / (total - warmup)) : 1;
-  const factor = config.lr_policy === 'cosine' ? (1 + Math.cos(Math.PI * p)) / 2 : Math.pow(1 - p, config.lr_power);
+  const factor = config.lr_policy === 'cosine' ? (1 + Math.cos(Math.PI * p)) / 2 : (1 - p) ** config.lr_power;
   return Math.fround(config.lr_min + (baseLr - config.lr_min) * factor);
 }
 

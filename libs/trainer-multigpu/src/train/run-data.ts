@@ -6,8 +6,8 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeReadError, InputError, readRegularFileAsync, UsageError } from '@alexnet-stream/core';
-import { alexnetSpec, checkDataClasses, ModelSpec, parseSpec, specProblem } from '@alexnet-stream/model-alexnet';
-import { readMeanNpy, readShardIndex, ShardSetEntry, shardSet } from '@alexnet-stream/stream-io';
+import { alexnetSpec, checkDataClasses, type ModelSpec, parseSpec, specProblem } from '@alexnet-stream/model-alexnet';
+import { readMeanNpy, readShardIndex, type ShardSetEntry, shardSet } from '@alexnet-stream/stream-io';
 import type { OptimizerConfig } from '../engine';
 import type { TrainConfig } from './config';
 import type { LoaderSetup } from './loader-core';

@@ -21,17 +21,17 @@ import {
   type ParameterNamer,
   UsageError,
 } from '@alexnet-stream/core';
-import { checkpointDirName, inputScaleProblem, ModelSpec, saveCheckpoint, SaveCheckpointOptions } from '@alexnet-stream/model-alexnet';
+import { checkpointDirName, inputScaleProblem, type ModelSpec, saveCheckpoint, type SaveCheckpointOptions } from '@alexnet-stream/model-alexnet';
 import type { TrainingEngine } from '../engine';
-import { createEngine, CreateEngineOptions, EngineKind } from '../engines';
+import { createEngine, type CreateEngineOptions, type EngineKind } from '../engines';
 import type { TrainConfig } from './config';
 import { appendTrainLog, truncateTrainLog, writeValRecord } from './files';
-import { BatchLoader, createLoader, StdinBatchStream } from './loader';
-import { checkData, checkInputSize, DataInfo, loaderSetupFor, optimizerFromConfig, specFromConfig } from './run-data';
+import { type BatchLoader, createLoader, StdinBatchStream } from './loader';
+import { checkData, checkInputSize, type DataInfo, loaderSetupFor, optimizerFromConfig, specFromConfig } from './run-data';
 import { scheduleNeedsEpochLength } from './lr-policy';
-import { checkpointEpoch, DataFingerprint, SavedTrainState, StartPoint, startPoint } from './start-point';
-import { runTrainingLoop, TrainEvent, TrainSource, TrainState, TrainSummary, ValSource } from './trainer';
-import { SingleProcessGroup, WorkerGroup } from './worker-group';
+import { checkpointEpoch, type DataFingerprint, type SavedTrainState, type StartPoint, startPoint } from './start-point';
+import { runTrainingLoop, type TrainEvent, type TrainSource, type TrainState, type TrainSummary, type ValSource } from './trainer';
+import { SingleProcessGroup, type WorkerGroup } from './worker-group';
 
 export { checkData, optimizerFromConfig, specFromConfig } from './run-data';
 export { checkpointEpoch, initFromPretrained, type SavedTrainState } from './start-point';

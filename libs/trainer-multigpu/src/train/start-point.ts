@@ -10,13 +10,13 @@ import { join } from 'node:path';
 import { InputError, type MessageRender, type NamedTensors, sameJson, UsageError } from '@alexnet-stream/core';
 import {
   checkpointDirName,
-  CheckpointEntry,
+  type CheckpointEntry,
   describeSpec,
   initParameters,
   latestCheckpoint,
   listCheckpoints,
   loadCheckpoint,
-  ModelSpec,
+  type ModelSpec,
   MOMENTUM_FILE,
   parameterList,
   rescaleInputScale,
@@ -26,7 +26,7 @@ import { MAX_LEARNING_RATE, type TrainConfig } from './config';
 import { checkValRecord } from './files';
 import { computeInputStd, resolveInputScale } from './input-scale';
 import type { DataInfo } from './run-data';
-import { initialState, TrainState } from './trainer';
+import { initialState, type TrainState } from './trainer';
 
 /** The saved form of the loop state plus what an exact resume must compare. */
 export interface SavedTrainState extends Record<string, unknown> {

@@ -12,12 +12,12 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NamedTensors, Rng } from '@alexnet-stream/core';
-import { initParameters, ModelSpec } from '@alexnet-stream/model-alexnet';
+import { type NamedTensors, Rng } from '@alexnet-stream/core';
+import { initParameters, type ModelSpec } from '@alexnet-stream/model-alexnet';
 import { webgpuUnavailable } from '@alexnet-stream/onnx-export';
-import { EngineBatch } from '../../engine';
+import type { EngineBatch } from '../../engine';
 import { maxRelativeError, reducedSpec } from '../../graph/graph.test-util';
-import { createOrtEngine, OrtEngine } from './engine';
+import { createOrtEngine, type OrtEngine } from './engine';
 import { OrtDeviceEngine } from './device-engine';
 
 const spec = (): ModelSpec => reducedSpec('theano-alexnet', 67, 10);

@@ -23,13 +23,13 @@
  * seed gives the same masks, step by step, layer by layer, row-major), so a run can move
  * between `cpu` and `webgpu` through a checkpoint and draw on.
  */
-import { check, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
+import { check, InputError, InvalidParameterError, type NamedTensors, Rng, type RngState } from '@alexnet-stream/core';
 import { encodeModel, GraphBuilder, loadOnnxRuntime, type Ort } from '@alexnet-stream/onnx-export';
-import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
-import { BatchGroup, BatchMetrics, checkLoss, DEFAULT_LOSS, EngineBatch, OptimizerConfig, TrainingEngine } from '../../engine';
-import { LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
-import { buildGraph, BuiltGraph, newName, velocityName } from '../../graph/training-graph';
-import { checkNamed, createSession, metricsOf, OrtEngineOptions } from './engine';
+import type { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
+import { type BatchGroup, type BatchMetrics, checkLoss, DEFAULT_LOSS, type EngineBatch, type OptimizerConfig, type TrainingEngine } from '../../engine';
+import { type LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
+import { buildGraph, type BuiltGraph, newName, velocityName } from '../../graph/training-graph';
+import { checkNamed, createSession, metricsOf, type OrtEngineOptions } from './engine';
 
 const sizeOf = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
 const METRICS = ['loss', 'top1_errors', 'top5_errors'] as const;

@@ -10,9 +10,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NamedTensors, Rng } from '@alexnet-stream/core';
-import { initParameters, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
-import { BatchGroup, DEFAULT_OPTIMIZER, EngineBatch } from '../../engine';
+import { type NamedTensors, Rng } from '@alexnet-stream/core';
+import { initParameters, type ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { type BatchGroup, DEFAULT_OPTIMIZER, type EngineBatch } from '../../engine';
 import { loadTfjs } from '../tfjs/backend';
 import { weightsToTensors } from '../tfjs/forward';
 import { tfjsLossAndGradients } from '../tfjs/loss';

@@ -21,8 +21,8 @@
  * §2): loaders must run in worker threads.
  */
 import * as os from 'node:os';
-import { AlexnetStreamError, check, checkOptional, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
-import { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
+import { AlexnetStreamError, check, checkOptional, InputError, InvalidParameterError, type NamedTensors, Rng, type RngState } from '@alexnet-stream/core';
+import type { ModelSpec, ParamInfo } from '@alexnet-stream/model-alexnet';
 import {
   createSessionOn,
   DeviceError,
@@ -33,19 +33,19 @@ import {
   type Ort,
 } from '@alexnet-stream/onnx-export';
 import {
-  BatchGroup,
-  BatchMetrics,
+  type BatchGroup,
+  type BatchMetrics,
   checkLoss,
   checkOptimizer,
   DEFAULT_LOSS,
   DEFAULT_OPTIMIZER,
-  EngineBatch,
-  LossConfig,
-  OptimizerConfig,
-  TrainingEngine,
+  type EngineBatch,
+  type LossConfig,
+  type OptimizerConfig,
+  type TrainingEngine,
 } from '../../engine';
-import { DEFAULT_LOWERING, LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
-import { buildGraph, BuiltGraph, velocityName } from '../../graph/training-graph';
+import { DEFAULT_LOWERING, type LoweringOptions, PORTABLE_LOWERING } from '../../graph/rules';
+import { buildGraph, type BuiltGraph, velocityName } from '../../graph/training-graph';
 import { finalName, initialName, STEP_COUNT, stepInputName, stepMetricName, steppedTrainGraph } from '../../graph/step-loop';
 import { nchwcBlockSize } from './nchwc';
 import type { OrtDeviceEngine } from './device-engine';

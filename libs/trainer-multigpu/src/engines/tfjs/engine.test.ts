@@ -6,9 +6,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { NamedTensors, Rng } from '@alexnet-stream/core';
-import { ModelSpec, ParamInfo, parameterList } from '@alexnet-stream/model-alexnet';
-import { DEFAULT_OPTIMIZER, EngineBatch, OptimizerConfig } from '../../engine';
+import { type NamedTensors, Rng } from '@alexnet-stream/core';
+import { type ModelSpec, type ParamInfo, parameterList } from '@alexnet-stream/model-alexnet';
+import { DEFAULT_OPTIMIZER, type EngineBatch, type OptimizerConfig } from '../../engine';
 import { loadTfjs } from './backend';
 import { drawDropoutMask, weightsToTensors } from './forward';
 import { countTopKErrors, tfjsLossAndGradients } from './loss';

@@ -5,8 +5,8 @@
  * tiny models (full AlexNet ≈ 0.006 img/s, DESIGN §2).
  */
 import type * as tfjs from '@tensorflow/tfjs';
-import { check, InputError, InvalidParameterError, type NamedTensors, Rng, RngState } from '@alexnet-stream/core';
-import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { check, InputError, InvalidParameterError, type NamedTensors, Rng, type RngState } from '@alexnet-stream/core';
+import { type ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import {
   type BatchMetrics,
   checkLoss,
@@ -18,8 +18,8 @@ import {
   type OptimizerConfig,
   type TrainingEngine,
 } from '../../engine';
-import { loadTfjs, Tf } from './backend';
-import { tfjsForward, TfParams, weightsToTensors } from './forward';
+import { loadTfjs, type Tf } from './backend';
+import { tfjsForward, type TfParams, weightsToTensors } from './forward';
 import { countTopKErrors, tfjsLossAndGradientTensors, tfjsSoftmaxCrossEntropy } from './loss';
 
 export interface TfjsEngineOptions {

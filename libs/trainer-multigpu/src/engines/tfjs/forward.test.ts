@@ -10,7 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '@alexnet-stream/core';
-import { alexnetSpec, inferShapes, LayerSpec, ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, inferShapes, type LayerSpec, type ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
 import { loadTfjs } from './backend';
 import { drawDropoutMask, tfjsForward, weightsToTensors } from './forward';
 import { conv2dNaive, fcNaive, initWeightsForTest, lrnNaive, maxPoolNaive, maxRelativeError, naiveForward, randomArray } from './naive-reference.test-util';
@@ -111,7 +111,7 @@ test("LRN with the seed's constants is x / (2 + 1e-4 Σ x²)^0.75 (α not divide
     for (let p = 0; p < 4; p++) {
       let s = 0;
       for (let d = Math.max(0, c - 2); d <= Math.min(6, c + 2); d++) s += input[d * 4 + p] ** 2;
-      want[c * 4 + p] = input[c * 4 + p] / Math.pow(2 + 1e-4 * s, 0.75);
+      want[c * 4 + p] = input[c * 4 + p] / (2 + 1e-4 * s) ** 0.75;
     }
   assert.ok(maxRelativeError(got.data, want) < OP_TOLERANCE);
 });

@@ -13,7 +13,7 @@
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import type { NamedTensors, Rng } from '@alexnet-stream/core';
-import { LayerSpec, ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { type LayerSpec, type ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import { InputError } from '@alexnet-stream/core';
 import type { Tf } from './backend';
 

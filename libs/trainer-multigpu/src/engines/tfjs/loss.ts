@@ -5,9 +5,9 @@
  */
 import type * as tfjs from '@tensorflow/tfjs';
 import type { NamedTensors } from '@alexnet-stream/core';
-import { ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
+import { type ModelSpec, parameterList } from '@alexnet-stream/model-alexnet';
 import type { Tf } from './backend';
-import { TfjsForwardOptions, TfParams, tfjsForward } from './forward';
+import { type TfjsForwardOptions, type TfParams, tfjsForward } from './forward';
 
 /**
  * Mean over the batch of −Σ_k q_k · log softmax(logits)_k, with q the one-hot label, or with

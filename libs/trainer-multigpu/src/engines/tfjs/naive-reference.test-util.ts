@@ -5,7 +5,7 @@
  * finite differences of the loss.
  */
 import { Rng } from '@alexnet-stream/core';
-import { ModelSpec, parameterList, InitRule } from '@alexnet-stream/model-alexnet';
+import { type ModelSpec, parameterList, type InitRule } from '@alexnet-stream/model-alexnet';
 
 export type Arr = Float64Array | Float32Array;
 export interface Act { data: Float64Array; shape: number[] } // NCHW or [N, F]
@@ -72,7 +72,7 @@ export function lrnNaive(x: Act, size: number, alpha: number, beta: number, bias
         let sq = 0;
         for (let cj = Math.max(0, ci - lo); cj <= Math.min(c - 1, ci + hi); cj++) sq += x.data[(ni * c + cj) * hw + p] ** 2;
         const i = (ni * c + ci) * hw + p;
-        out[i] = x.data[i] / Math.pow(bias + (alpha / size) * sq, beta);
+        out[i] = x.data[i] / (bias + (alpha / size) * sq) ** beta;
       }
   return { data: out, shape: x.shape };
 }
@@ -95,7 +95,7 @@ export function naiveForward(spec: ModelSpec, weights: Record<string, Arr>, inpu
   for (const l of spec.layers) {
     switch (l.kind) {
       case 'conv': x = conv2dNaive(x, weights[`${l.name}.weight`], weights[`${l.name}.bias`], l.outChannels, l.kernel, l.stride, l.pad, l.group); break;
-      case 'relu': x = { data: x.data.map((v) => (v > 0 ? v : 0)), shape: x.shape }; break;
+      case 'relu': x = { data: x.data.map((v) => (Math.max(v , 0))), shape: x.shape }; break;
       case 'maxpool': x = maxPoolNaive(x, l.kernel, l.stride, l.pad); break;
       case 'lrn': x = lrnNaive(x, l.size, l.alpha, l.beta, l.bias); break;
       case 'flatten': x = { data: x.data, shape: [x.shape[0], x.data.length / x.shape[0]] }; break; // NCHW memory order
