@@ -48,6 +48,29 @@ function cli(args: string[], env: Record<string, string> = {}) {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ...env }, timeout: 150_000 });
 }
 
+/**
+ * The two reference runs the first two tests compare against: 1 worker at batch 6 (weights_dir
+ * w1) and 2 workers at batch 3 without --sync-momentum (w2, replica checksums in `checksums`),
+ * 6 iterations each. Run by whichever test needs them first, once: each test stands alone.
+ */
+const referenceRuns = new Map<'single' | 'two', ReturnType<typeof cli>>();
+function referenceRun(which: 'single' | 'two'): ReturnType<typeof cli> {
+  const done = referenceRuns.get(which);
+  if (done) return done;
+  const config = writeConfig('track');
+  let r: ReturnType<typeof cli>;
+  if (which === 'single') {
+    r = cli(['train', '--config', config, '--weights-dir', join(root, 'w1'), '--batch-size', '6', '--max-iters', '6']);
+  } else {
+    mkdirSync(join(root, 'checksums'));
+    const env = { ALEXNET_STREAM_SYNC_CHECKSUMS: join(root, 'checksums') };
+    r = cli(['train', '--config', config, '--weights-dir', join(root, 'w2'), '--batch-size', '3', '--workers', '2', '--max-iters', '6'], env);
+  }
+  assert.equal(r.status, 0, r.stderr);
+  referenceRuns.set(which, r);
+  return r;
+}
+
 function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer();
@@ -61,13 +84,9 @@ function freePort(): Promise<number> {
 
 test('train --workers 2 at batch 3 tracks 1 worker at batch 6; replicas are bit-identical after every sync', TIMEOUT, async () => {
   await data();
-  const config = writeConfig('track');
-  const single = cli(['train', '--config', config, '--weights-dir', join(root, 'w1'), '--batch-size', '6', '--max-iters', '6']);
-  assert.equal(single.status, 0, single.stderr);
+  referenceRun('single');
+  const two = referenceRun('two');
   const checksums = join(root, 'checksums');
-  mkdirSync(checksums);
-  const two = cli(['train', '--config', config, '--weights-dir', join(root, 'w2'), '--batch-size', '3', '--workers', '2', '--max-iters', '6'], { ALEXNET_STREAM_SYNC_CHECKSUMS: checksums });
-  assert.equal(two.status, 0, two.stderr);
   // Rank 0 speaks for the group: one summary on stdout, one start line on stderr.
   assert.equal(two.stdout.trim().split('\n').length, 1);
   assert.equal(JSON.parse(two.stdout).iteration, 6);
@@ -128,8 +147,9 @@ test('train --workers 2 at batch 3 tracks 1 worker at batch 6; replicas are bit-
 test('train --workers 2 --sync-momentum: velocities are averaged with the weights, bit-identical across ranks after every sync', TIMEOUT, async () => {
   await data();
   const config = writeConfig('momentum');
-  const single = join(root, 'w1'); // written by the test above
-  if (!existsSync(join(single, 'epoch-0001'))) assert.equal(cli(['train', '--config', config, '--weights-dir', single, '--batch-size', '6', '--max-iters', '6']).status, 0);
+  referenceRun('single');
+  referenceRun('two');
+  const single = join(root, 'w1');
   const checksums = join(root, 'checksums-momentum');
   mkdirSync(checksums);
   const r = cli(['train', '--config', config, '--weights-dir', join(root, 'wm'), '--batch-size', '3', '--workers', '2', '--max-iters', '6', '--sync-momentum'], { ALEXNET_STREAM_SYNC_CHECKSUMS: checksums });

@@ -10,7 +10,8 @@
  *
  * Both safetensors files carry the spec as JSON in their `__metadata__` too (and the input scale,
  * `input_scale`, when the model was trained with one: input-scale.ts), so a lone
- * `weights.safetensors` is self-describing (`--weights file.safetensors` works).
+ * `weights.safetensors` is self-describing (`--weights file.safetensors` works). What each of
+ * these files holds, and how one is written and read back, is weights-file.ts's.
  *
  * Atomicity (atomic-dir.ts): a checkpoint directory appears, or replaces an existing one, as
  * one unit, and a kill at any instant leaves every checkpoint written before whole and
@@ -24,24 +25,13 @@
  */
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import {
-  AlexnetStreamError,
-  check,
-  describeWriteError,
-  float16ToFloat32,
-  getOwn,
-  InputError,
-  type NamedTensors,
-  OutputError,
-  readUserFileSync,
-  sameJson,
-  setOwn,
-} from '@alexnet-stream/core';
-import { type ModelSpec, parameterCount, parameterList } from './spec';
-import { specProblem } from './spec-check';
-import { decodeSafetensors, encodeSafetensors, MAX_HEADER_BYTES, type SafeTensor } from './safetensors';
+import { AlexnetStreamError, check, describeWriteError, getOwn, InputError, type NamedTensors, OutputError, readUserFileSync, sameJson } from '@alexnet-stream/core';
+import type { ModelSpec } from './spec';
 import { type DirectoryFile, type DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import { checkInputScale } from './input-scale';
+import { CHECKPOINT_FORMAT, describeSpec, encodeWeights, INPUT_SCALE_KEY, parseSpec, readWeightsFile, specFromMetadata, toWeights, validateWeights } from './weights-file';
+
+export { CHECKPOINT_FORMAT, describeSpec, encodeWeights, INPUT_SCALE_KEY, MAX_WEIGHTS_FILE_BYTES, parseSpec, validateWeights } from './weights-file';
 
 export const WEIGHTS_FILE = 'weights.safetensors';
 export const MOMENTUM_FILE = 'momentum.safetensors';
@@ -52,10 +42,6 @@ export const MEAN_FILE = 'mean.npy';
 export const CHECKPOINT_FILES: readonly string[] = [WEIGHTS_FILE, MOMENTUM_FILE, MEAN_FILE, STATE_FILE];
 /** A state.json is a few kB (the spec, the config, a val_record of one entry per epoch); far more is not one. */
 export const MAX_STATE_FILE_BYTES = 64 << 20;
-/** A weights file whose model is not known before reading it: 2 GiB (AlexNet for 1000 classes is 233 MiB). */
-export const MAX_WEIGHTS_FILE_BYTES = 2 ** 31;
-/** Written into state.json and the safetensors metadata; bump when the layout changes. */
-export const CHECKPOINT_FORMAT = 'alexnet-stream-checkpoint/1';
 
 export interface Checkpoint {
   spec: ModelSpec;
@@ -127,90 +113,6 @@ export function listCheckpoints(weightsDir: string): CheckpointEntry[] {
 export function latestCheckpoint(weightsDir: string): CheckpointEntry | undefined {
   const all = listCheckpoints(weightsDir);
   return all[all.length - 1];
-}
-
-/** "theano-alexnet, 1000 classes, input 227": how messages name a model. */
-export function describeSpec(spec: ModelSpec): string {
-  return `${spec.preset}, ${spec.numClasses} classes, input ${spec.inputSize}`;
-}
-
-const shapeText = (shape: number[]) => `[${shape.join(', ')}]`;
-
-/**
- * Check that `weights` holds exactly the spec's parameters, with their shapes, as float32.
- * Plain Float32Arrays are checked by length; SafeTensors by dtype and exact shape. Every
- * problem goes into one InputError that names `source` (a file or directory).
- */
-export function validateWeights(spec: ModelSpec, weights: Record<string, Float32Array | SafeTensor>, source: string): void {
-  const params = parameterList(spec);
-  const problems: string[] = [];
-  const missing: string[] = [];
-  /** Parameters whose shape and dtype are right: their values are checked next. */
-  const checked = new Set(params.map((p) => p.name));
-  for (const p of params) {
-    const t = getOwn(weights, p.name);
-    const count = p.shape.reduce((a, b) => a * b, 1);
-    if (t === undefined) {
-      missing.push(`${p.name} ${shapeText(p.shape)}`);
-    } else if (t instanceof Float32Array) {
-      if (t.length === count) continue;
-      problems.push(`${p.name} has ${t.length} values, the model needs ${shapeText(p.shape)} = ${count}`);
-    } else if (t.dtype !== 'F32') {
-      problems.push(`${p.name} is ${t.dtype}, the model needs F32`);
-    } else if (shapeText(t.shape) !== shapeText(p.shape)) {
-      problems.push(`${p.name} has shape ${shapeText(t.shape)}, the model needs ${shapeText(p.shape)}`);
-    } else if (!(t.data instanceof Float32Array) || t.data.length !== count) {
-      problems.push(`${p.name} has ${t.data.length} values for shape ${shapeText(p.shape)}`);
-    } else {
-      continue;
-    }
-    checked.delete(p.name);
-  }
-  const known = new Set(params.map((p) => p.name));
-  const unexpected = Object.keys(weights).filter((name) => !known.has(name));
-  if (missing.length) problems.unshift(`missing ${missing.join(', ')}`);
-  if (unexpected.length) {
-    problems.push(`unexpected ${unexpected.map((n) => { const t = weights[n]; return t instanceof Float32Array ? n : `${n} ${shapeText(t.shape)}`; }).join(', ')}`);
-  }
-  if (problems.length) {
-    throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`, { code: 'ERR_CHECKPOINT' });
-  }
-  // Values too: a NaN or infinite weight makes every prediction NaN ("NaN%"), and a trainer
-  // resumed from it starts at a NaN loss. The trainer never saves one (it stops first).
-  for (const name of checked) {
-    const t = getOwn(weights, name)!;
-    const data = t instanceof Float32Array ? t : (t.data as Float32Array);
-    const at = firstNonFinite(data);
-    if (at >= 0) throw new InputError(`${source}: ${name}[${at}] is ${data[at]}: weights are finite numbers (the file is damaged, or was saved after training diverged)`, {
-        code: 'ERR_CHECKPOINT',
-      });
-  }
-}
-
-/** Index of the first NaN or infinite value of `data`, or -1. */
-function firstNonFinite(data: Float32Array): number {
-  for (let i = 0; i < data.length; i++) {
-    // x - x is 0 for every finite x, NaN for NaN and ±Infinity: one subtraction per value.
-    if (data[i] - data[i] !== 0) return i;
-  }
-  return -1;
-}
-
-/** The key of the input scale in state.json and in the safetensors `__metadata__` (JSON there). */
-export const INPUT_SCALE_KEY = 'input_scale';
-
-/** Metadata stored in every safetensors file we write. */
-function metadataFor(spec: ModelSpec, content: 'weights' | 'momentum', inputScale?: number[]): Record<string, string> {
-  return { format: CHECKPOINT_FORMAT, content, spec: JSON.stringify(spec), ...(inputScale ? { [INPUT_SCALE_KEY]: JSON.stringify(inputScale) } : {}) };
-}
-
-/** Weights (in parameterList order) as a self-describing safetensors file. */
-export function encodeWeights(spec: ModelSpec, weights: NamedTensors, content: 'weights' | 'momentum' = 'weights', inputScale?: number[]): Buffer {
-  validateWeights(spec, weights, content);
-  if (inputScale) checkInputScale(inputScale, spec, content);
-  const tensors: Record<string, SafeTensor> = {};
-  for (const p of parameterList(spec)) tensors[p.name] = { dtype: 'F32', shape: p.shape, data: weights[p.name] };
-  return encodeSafetensors(tensors, metadataFor(spec, content, inputScale));
 }
 
 export interface SaveCheckpointOptions extends DirectoryWriteOptions {
@@ -318,54 +220,6 @@ export function saveCheckpoint(dir: string, ckpt: Checkpoint, options: SaveCheck
   }
 }
 
-/** Is `value` a ModelSpec we can use (spec-check.ts)? Throws an InputError naming `source` and the field if not. */
-export function parseSpec(value: unknown, source: string): ModelSpec {
-  if (typeof value !== 'object' || value === null || (value as { specVersion?: unknown }).specVersion !== 1) {
-    throw new InputError(`${source}: no alexnet-stream model spec (specVersion 1) in it`, { code: 'ERR_CHECKPOINT' });
-  }
-  const problem = specProblem(value);
-  if (problem) throw new InputError(`${source}: its model spec is not usable: ${problem}`, { code: 'ERR_CHECKPOINT' });
-  return value as ModelSpec;
-}
-
-/**
- * The largest safetensors file that can hold `spec`'s parameters (F32, the widest dtype we read,
- * after the largest header the format allows), or the generic bound when the model is not known
- * yet: a file is read only if it is a regular file of at most that size, so `/dev/zero`, a FIFO
- * or a file claiming more than the model needs never takes memory.
- */
-function weightsFileBound(spec: ModelSpec | undefined): number {
-  return spec ? 8 + MAX_HEADER_BYTES + 4 * parameterCount(spec) : MAX_WEIGHTS_FILE_BYTES;
-}
-
-function readSafetensorsFile(path: string, spec: ModelSpec | undefined) {
-  return decodeSafetensors(readUserFileSync(path, 'weights file', weightsFileBound(spec)), path);
-}
-
-function specFromMetadata(metadata: Record<string, string>, path: string): ModelSpec | undefined {
-  const text = getOwn(metadata, 'spec');
-  if (text === undefined) return undefined;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new InputError(`${path}: __metadata__.spec is not JSON`, { code: 'ERR_CHECKPOINT', cause: err });
-  }
-  return parseSpec(parsed, `${path} (__metadata__.spec)`);
-}
-
-/** Tensors as Float32Arrays in parameterList order, after validation (F16 files are widened). */
-function toWeights(spec: ModelSpec, tensors: Record<string, SafeTensor>, path: string): NamedTensors {
-  const widened: Record<string, SafeTensor> = {};
-  for (const [name, t] of Object.entries(tensors)) {
-    setOwn(widened, name, t.dtype === 'F16' ? { dtype: 'F32', shape: t.shape, data: float16ToFloat32(t.data as Uint16Array) } : t);
-  }
-  validateWeights(spec, widened, path);
-  const weights: NamedTensors = {};
-  for (const p of parameterList(spec)) weights[p.name] = widened[p.name].data as Float32Array;
-  return weights;
-}
-
 /** Equal specs, whatever order their keys were written in (a hand-edited state.json). */
 const sameSpec = (a: ModelSpec, b: ModelSpec) => sameJson(a, b);
 
@@ -433,7 +287,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
     state = rest;
   }
 
-  const file = readSafetensorsFile(weightsPath, expectedSpec ?? stateSpec);
+  const file = readWeightsFile(weightsPath, expectedSpec ?? stateSpec);
   const metaSpec = specFromMetadata(file.metadata, weightsPath);
   if (stateSpec && metaSpec && !sameSpec(stateSpec, metaSpec)) {
     throw new InputError(
@@ -455,7 +309,7 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
   let momentum: NamedTensors | undefined;
   const momentumPath = join(path, MOMENTUM_FILE);
   if (isDir && existsSync(momentumPath)) {
-    momentum = toWeights(checkSpec, readSafetensorsFile(momentumPath, checkSpec).tensors, momentumPath);
+    momentum = toWeights(checkSpec, readWeightsFile(momentumPath, checkSpec).tensors, momentumPath);
   }
   return { spec: ownSpec ?? checkSpec, weights, ...(momentum ? { momentum } : {}), ...(inputScale ? { inputScale } : {}), state, weightsPath };
 }

@@ -35,7 +35,7 @@ import {
   writeFileAtomicSync,
 } from '@alexnet-stream/core';
 import { inferShapes, type ModelSpec, type ParamLayer } from './spec';
-import { describeSpec, validateWeights } from './checkpoint';
+import { describeSpec, validateWeights } from './weights-file';
 
 export interface TheanoLayoutOptions {
   /** Flip conv kernels spatially (true convolution <-> cross-correlation). Default true. */

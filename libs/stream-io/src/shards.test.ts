@@ -133,7 +133,7 @@ test('a killed writer leaves no index entry and no temp file; a leftover temp fi
     const failing = Readable.from((async function* () {
       yield makeHeader('image');
       yield* images(5); // one whole batch reaches the writer (and becomes a shard) first
-      while (written < 1) await new Promise((r) => setTimeout(r, 5));
+      if (written < 1) await once(writer, 'shard'); // the first shard is renamed: then the producer dies
       throw new Error('killed');
     })());
     writer.on('shard', () => (written += 1));
@@ -155,16 +155,20 @@ test('a killed writer leaves no index entry and no temp file; a leftover temp fi
     // A producer that stops without an error but before its trailer (killed upstream): no entry, no shards.
     const fresh = join(dir, 'fresh');
     const cut = new ShardWriter({ dir: fresh, prefix: 'train', batchSize: 2, fsync: false });
+    let renamed = 0;
+    cut.on('shard', () => (renamed += 1));
     const slowly = Readable.from((async function* () {
       yield makeHeader('image');
-      for (const image of images(9)) {
+      for (const [i, image] of [...images(9)].entries()) {
         yield image;
-        await new Promise((r) => setTimeout(r, 2)); // let the writer rename shards as they come
+        // After each whole batch, until its shard is renamed: the writer has renamed shards to remove.
+        if (i % 2 === 1 && renamed < (i + 1) / 2) await once(cut, 'shard');
       }
     })());
     await assert.rejects(pipeline(slowly, new BatchStage({ batchSize: 2 }), cut), /ended after 9 records without its trailer/);
     if (!cut.closed) await new Promise((resolve) => cut.once('close', resolve));
     await assert.rejects(readShardIndex(fresh), /no index\.json/);
+    assert.equal(renamed, 4, 'four shards were renamed before the input stopped short');
     assert.deepEqual((await readdir(fresh)).filter((n) => !n.startsWith('.')), [], 'the shards it renamed are removed');
 
     // A temp file left by a process killed with SIGKILL (no cleanup) next to a complete set.

@@ -20,7 +20,8 @@ import * as tf from '@tensorflow/tfjs';
 import { Rng } from '@alexnet-stream/core';
 import { type ConvLayer, type LayerSpec, type Shape, windowOutputSize } from '@alexnet-stream/model-alexnet';
 import { loadOnnxRuntime } from '@alexnet-stream/onnx-export';
-import { DEFAULT_LOWERING, type LoweringOptions, NCHWC_DOMAIN } from './rules';
+import { NCHWC_DOMAIN } from './conv-lowering';
+import { DEFAULT_LOWERING, type LoweringOptions } from './rules';
 import { nchwcBlockSize } from '../engines/onnxruntime/nchwc';
 import { convF64, directionalDerivative, dot, lrnF64, maxRelativeError, oneLayerGraph, randomArray, runModel, sizeOf } from './graph.test-util';
 

@@ -19,6 +19,8 @@ const cancelled = new Set<number>();
 let chain: Promise<void> = Promise.resolve();
 
 async function takeBuffer(): Promise<ArrayBuffer> {
+  // Every buffer is with the training thread: the queue is full, this thread waits (backpressure).
+  if (free.length === 0) port.postMessage({ type: 'waiting' });
   while (free.length === 0) await new Promise<void>((resolve) => (bufferWaiter = resolve));
   return free.pop()!;
 }

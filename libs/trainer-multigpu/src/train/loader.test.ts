@@ -109,8 +109,16 @@ test('the queue is bounded: with queue_depth 2 and nothing released, a third bat
       assert.equal(first.data.buffer !== second.data.buffer, true);
       const box: { third?: LoadedBatch | null } = {};
       const pending = stream.next().then((b) => (box.third = b));
-      await new Promise((r) => setTimeout(r, 400));
+      // The loader thread says when it finds no free buffer: from then on it cannot make a third
+      // batch until one comes back (no sleep that the producer might simply not have used).
+      // (The timer only turns a loader that never waits into a failure instead of a hang.)
+      let timer: NodeJS.Timeout | undefined;
+      const never = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error('the loader thread never waited for a free buffer: the queue is not bounded')), 20_000);
+      });
+      await Promise.race([loader.stalled(1), never]).finally(() => clearTimeout(timer));
       assert.equal(box.third, undefined, 'the worker waits for a free buffer');
+      assert.equal(loader.stalls, 1);
       stream.release(first);
       assert.equal(first.data.byteLength, 0, 'the buffer was transferred back (zero copy)');
       const third = await pending;

@@ -45,6 +45,7 @@ export interface BatchLoader {
 type WorkerMessage =
   | { type: 'batch'; passId: number; index: number; size: number; data: Float32Array; labels: Int32Array }
   | { type: 'end'; passId: number }
+  | { type: 'waiting' }
   | { type: 'error'; passId: number | null; message: string; exitCode: number; code?: string };
 
 class PassStream implements BatchStream {
@@ -115,6 +116,9 @@ export class ThreadedLoader implements BatchLoader {
   private nextPassId = 1;
   private readonly passes = new Map<number, PassStream>();
   private fatal: Error | undefined;
+  /** Times the loader thread found every buffer in use and waited for one (a full queue: the engine is the slower side). */
+  stalls = 0;
+  private stallWaiters: { count: number; resolve: () => void }[] = [];
 
   constructor(private readonly setup: LoaderSetup) {
     this.worker = new Worker(join(__dirname, 'loader-worker.js'), { workerData: setup });
@@ -135,7 +139,20 @@ export class ThreadedLoader implements BatchLoader {
     this.passes.clear();
   }
 
+  /** Resolves once the loader thread has waited for a free buffer `count` times in all (`stalls`). */
+  stalled(count = 1): Promise<void> {
+    if (this.stalls >= count) return Promise.resolve();
+    return new Promise((resolve) => this.stallWaiters.push({ count, resolve }));
+  }
+
   private onMessage(message: WorkerMessage): void {
+    if (message.type === 'waiting') {
+      this.stalls += 1;
+      const reached = this.stallWaiters.filter((w) => w.count <= this.stalls);
+      this.stallWaiters = this.stallWaiters.filter((w) => w.count > this.stalls);
+      for (const w of reached) w.resolve();
+      return;
+    }
     if (message.type === 'error' && message.passId === null) {
       this.failAll(workerError(message.message, message.exitCode, message.code));
       return;

@@ -13,18 +13,31 @@ const log: TrainLogEntry[] = [5, 10, 15, 20, 25, 30].map((iteration, i) => ({ it
 test('the SVG holds every point of every curve at its scaled position', () => {
   const svg = buildReportSvg({ valRecord: val, trainLog: log });
   assert.match(svg, /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
-  // Loss chart: x over iterations 5..30, y from 0 to the largest loss (2).
-  const x = scaleLinear(5, 30, MARGIN.left, REPORT_WIDTH - MARGIN.right);
-  const y = scaleLinear(0, 2, CHART_HEIGHT - MARGIN.bottom, MARGIN.top);
-  const trainLoss = log.map((e) => `${coord(x(e.iteration))},${coord(y(e.loss))}`).join(' ');
-  assert.ok(svg.includes(`data-name="train loss" fill="none" stroke="#1f77b4" stroke-width="2" points="${trainLoss}"`), 'train loss polyline');
-  const valLoss = val.map((r) => `${coord(x(r.iteration))},${coord(y(r.loss))}`).join(' ');
-  assert.ok(svg.includes(`points="${valLoss}"`), 'val loss polyline');
-  // Error chart below it: y from 0 to the largest error (0.8).
-  const y2 = scaleLinear(0, 0.8, 2 * CHART_HEIGHT - MARGIN.bottom, CHART_HEIGHT + MARGIN.top);
-  const valTop1 = val.map((r) => `${coord(x(r.iteration))},${coord(y2(r.top1Error))}`).join(' ');
-  assert.ok(svg.includes(`points="${valTop1}"`), 'val top-1 polyline');
+  // The geometry the coordinates below are computed from, by hand (not with the module's own
+  // scale): an 820-wide page with margins left 64, right 150, top 34, bottom 44; two charts of
+  // height 320, one above the other.
+  assert.deepEqual([REPORT_WIDTH, CHART_HEIGHT, MARGIN], [820, 320, { left: 64, right: 150, top: 34, bottom: 44 }]);
+  // x: iterations 5..30 onto 64..670 (820 − 150): x = 64 + (it − 5)·606/25 = 64 + 24.24·(it − 5).
+  // Loss chart, y: 0..2 (the largest loss) onto 276 (320 − 44)..34: y = 276 − 121·loss.
+  // Train losses 2, 1.75, 1.5, 1.25, 1, 0.75 at iterations 5, 10, …, 30:
+  assert.ok(
+    svg.includes('data-name="train loss" fill="none" stroke="#1f77b4" stroke-width="2" points="64.00,34.00 185.20,64.25 306.40,94.50 427.60,124.75 548.80,155.00 670.00,185.25"'),
+    'train loss polyline',
+  );
+  // Validation losses 1.5, 0.9, 1.0 at iterations 10, 20, 30:
+  assert.ok(svg.includes('points="185.20,94.50 427.60,167.10 670.00,155.00"'), 'val loss polyline');
+  // Error chart below it, y: 0..0.8 (the largest error) onto 596 (640 − 44)..354 (320 + 34):
+  // y = 596 − 302.5·error; validation top-1 errors 0.6, 0.3, 0.35.
+  assert.ok(svg.includes('points="185.20,414.50 427.60,505.25 670.00,490.13"'), 'val top-1 polyline');
   assert.equal((svg.match(/<circle /g) ?? []).length, 3 * 3, 'a marker per validation point (loss, top-1, top-5)');
+});
+
+test('scaleLinear maps the domain onto the range, a degenerate domain to its middle, and huge domains without overflow', () => {
+  assert.equal(scaleLinear(5, 30, 64, 670)(17.5), 367);
+  assert.equal(scaleLinear(0, 2, 276, 34)(0.5), 215.5);
+  assert.equal(scaleLinear(3, 3, 10, 20)(3), 15);
+  assert.equal(scaleLinear(-1e308, 1e308, 0, 100)(0), 50);
+  assert.equal(coord(490.125), '490.13');
 });
 
 test('the HTML page is self-contained and names the best epoch', () => {

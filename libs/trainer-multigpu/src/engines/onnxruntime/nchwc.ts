@@ -5,7 +5,7 @@
  * ReorderInput pads a 4-channel tensor to exactly one block.
  */
 import { GraphBuilder, encodeModel, loadOnnxRuntime } from '@alexnet-stream/onnx-export';
-import { NCHWC_DOMAIN } from '../../graph/rules';
+import { NCHWC_DOMAIN } from '../../graph/conv-lowering';
 
 let probed: Promise<number> | undefined;
 

@@ -10,7 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Rng } from '@alexnet-stream/core';
-import { alexnetSpec, inferShapes, type LayerSpec, type ModelSpec, PRESETS } from '@alexnet-stream/model-alexnet';
+import { alexnetSpec, inferShapes, type LayerSpec, type ModelSpec, narrowSpec, PRESETS } from '@alexnet-stream/model-alexnet';
 import { loadTfjs } from './backend';
 import { drawDropoutMask, tfjsForward, weightsToTensors } from './forward';
 import { conv2dNaive, fcNaive, initWeightsForTest, lrnNaive, maxPoolNaive, maxRelativeError, naiveForward, randomArray } from './naive-reference.test-util';
@@ -190,11 +190,14 @@ test('weightsToTensors names a missing or mis-sized parameter', async () => {
 });
 
 // Every preset at a reduced input size (67: the smallest that keeps pool5 at 1x1 … 67 → 15 → 7
-// → 7 → 3 → 3 → 1), full channel counts, against the float64 loops, training with given masks
-// and in evaluation.
+// → 7 → 3 → 3 → 1) and reduced widths (narrowSpec: conv channels / 8, fc features / 64; layer
+// order, kernels, strides, groups and LRN constants as the preset's), against the float64
+// loops, training with given masks and in evaluation. (Full widths cost ~40 s of float64 loops
+// for the same layer arithmetic; the full-size forward is checked against onnxruntime by
+// bench:parity.)
 for (const preset of PRESETS) {
-  test(`preset ${preset} at inputSize 67, 5 classes: shape and values match the naive forward`, async () => {
-    const spec = alexnetSpec(preset, { inputSize: 67, numClasses: 5 });
+  test(`preset ${preset} at inputSize 67, 5 classes, reduced widths: shape and values match the naive forward`, async () => {
+    const spec = narrowSpec(alexnetSpec(preset, { inputSize: 67, numClasses: 5 }), 8, 64);
     const n = 2;
     const w = initWeightsForTest(spec, 21, 10); // 10x the init std: logits well above rounding
     const input = randomArray(new Rng(22), n * 3 * 67 * 67, 100);
