@@ -10,6 +10,7 @@
  */
 import type { ConvLayer, FcLayer, LayerSpec, LrnLayer, MaxPoolLayer, Shape, DropoutLayer } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, float, int, ints, str } from '@alexnet-stream/onnx-export';
+import { convWeightGradByGather } from './conv-weight-grad-gather';
 
 export type Mode = 'train' | 'eval';
 
@@ -20,7 +21,9 @@ export type Mode = 'train' | 'eval';
  *   'convTranspose' uses ConvTranspose(dY, W) for every conv (DESIGN §5's rule as written).
  * - `convWeightGrad`: 'gemm' lowers dW as Gemms over Slices of X, one Slice per kernel tap,
  *   a few taps stacked per Gemm (an im2col in chunks; batch and output pixels form the long K
- *   dimension; strided convs go through SpaceToDepth first); 'dilatedConv' is DESIGN §5's Conv over
+ *   dimension; strided convs go through SpaceToDepth first); 'gather' does the stride-1 convs'
+ *   im2col as one Gather of channels-last X per chunk of taps and one batched MatMul
+ *   (conv-weight-grad-gather.ts), strided ones as 'gemm'; 'dilatedConv' is DESIGN §5's Conv over
  *   batch-transposed X and dY with dilation = stride.
  * The fast pair is the default: on the full AlexNet it made a step ~1.45x faster (bench/train.mjs).
  * - `nchwcBlock`: onnxruntime's NCHWc block size (8 with AVX2, 16 with AVX-512: the engine
@@ -32,7 +35,7 @@ export type Mode = 'train' | 'eval';
  */
 export interface LoweringOptions {
   convInputGrad: 'conv' | 'convTranspose';
-  convWeightGrad: 'gemm' | 'dilatedConv';
+  convWeightGrad: 'gemm' | 'gather' | 'dilatedConv';
   nchwcBlock: number;
   /**
    * MaxPool's backward: 'indices' takes MaxPool's second output (the flat index of each
@@ -210,7 +213,10 @@ const conv: Rule<ConvLayer> = {
         out.dx = b.op('ConvTranspose', [dy, weight!], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(g), output_padding: ints(outputPadding) });
       }
     }
-    if (lowering.convWeightGrad === 'gemm' && s > 1 && g === 1 && !lowering.portableOps) {
+    const im2col = lowering.convWeightGrad === 'gemm' || lowering.convWeightGrad === 'gather';
+    if (lowering.convWeightGrad === 'gather' && s === 1) {
+      out.dWeight = convWeightGradByGather(b, x, dy, { inShape, outShape, kernel: k, stride: s, pad: p, group: g });
+    } else if (im2col && s > 1 && g === 1 && !lowering.portableOps) {
       // Strided (conv1: 11x11/4): im2col through SpaceToDepth, so that the k² strided gathers
       // become ⌈k/s⌉² contiguous Slices. Blocks: Xb[(di, dj, c), n, Y, X] = Xpad[n, c, s·Y + di,
       // s·X + dj]; then the conv is a ⌈k/s⌉² stride-1 conv over blocks with a kernel zero-padded
@@ -231,7 +237,7 @@ const conv: Rule<ConvLayer> = {
       const dwBlocks = b.op('Reshape', [tapGemms(b, dyt, slices, s * s * c), b.int64s([o, kb, kb, s, s, c])]); // (bi, bj, di, dj, c)
       const dwPadded = b.op('Reshape', [b.op('Transpose', [dwBlocks], { perm: ints([0, 5, 1, 3, 2, 4]) }), b.int64s([o, c, kb * s, kb * s])]); // (c, bi, di, bj, dj)
       out.dWeight = kb * s === k ? dwPadded : b.op('Slice', [dwPadded, b.int64s([0, 0]), b.int64s([k, k]), b.int64s([2, 3])]);
-    } else if (lowering.convWeightGrad === 'gemm') {
+    } else if (im2col) {
       // im2col of X with the batch inside, one kernel tap per Slice: for tap (i, j) the Slice
       // X_ij[c, (n, y, x)] = Xpad[n, c, s·y + i, s·x + j] of the channel-major, zero-padded X, and
       // dW[o, c', i, j] = Σ_(n,y,x) dY[n, o, y, x] · X_ij[g·Cg + c', (n, y, x)]: per group, Gemms

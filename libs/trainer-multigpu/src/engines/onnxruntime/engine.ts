@@ -61,6 +61,14 @@ export interface OrtEngineOptions {
    * few percent where the engine owns its cores alone.
    */
   allowSpinning?: boolean;
+  /**
+   * onnxruntime's execution mode. 'sequential' (default): one chain of big ops, each split over
+   * the intra-op pool. 'parallel' also runs independent branches (a conv's dX and dW) at once on
+   * `interOpThreads` threads; for A/B benchmarks (bench/ab-train-step.mjs).
+   */
+  executionMode?: 'sequential' | 'parallel';
+  /** Threads of onnxruntime's inter-op pool (only used by the 'parallel' mode). Default 1. */
+  interOpThreads?: number;
   /** onnxruntime's profiler: writes `<prefix>_<date>.json` when the engine is disposed. */
   profilePrefix?: string;
   /** One line on stderr about the sessions created. */
@@ -326,9 +334,9 @@ export function sessionOptionsFor(options: OrtEngineOptions): Ort.InferenceSessi
   return {
     executionProviders: options.executionProviders ?? executionProvidersFor(options.devices ?? ['cpu']),
     graphOptimizationLevel: 'all',
-    executionMode: 'sequential', // one chain of big ops: inter-op parallelism only adds contention
+    executionMode: options.executionMode ?? 'sequential', // one chain of big ops: see OrtEngineOptions.executionMode
     intraOpNumThreads: threads,
-    interOpNumThreads: 1,
+    interOpNumThreads: options.interOpThreads ?? 1,
     enableCpuMemArena: true,
     enableMemPattern: true,
     enableProfiling: options.profilePrefix !== undefined,
