@@ -74,3 +74,29 @@ export function convWeightGradByGather(b: GraphBuilder, x: string, dy: string, g
   const oct = b.op('Transpose', [b.op('Reshape', [dw, b.int64s([o, taps, cg])])], { perm: ints([0, 2, 1]) });
   return b.op('Reshape', [oct, b.int64s([o, cg, k, k])]);
 }
+
+/**
+ * dW of a strided conv (group 1: conv1, 11x11/4) through SpaceToDepth, as the 'gemm' lowering
+ * does it (rules.ts), then by convWeightGradByGather: blocks Xb[n, (di, dj, c), Y, X] = Xpad[n,
+ * c, s·Y + di, s·X + dj] turn the conv into a stride-1 conv over blocks with a ⌈k/s⌉² kernel
+ * (zero-padded to s·⌈k/s⌉), whose gradient [O, (di, dj, c), bi, bj] is reordered to
+ * [O, c, (bi, di), (bj, dj)] and cropped to k×k. Each gathered run is s²·C floats (48 for conv1)
+ * instead of C (3): the Gather copies bigger blocks.
+ */
+export function stridedConvWeightGradByGather(b: GraphBuilder, x: string, dy: string, geo: WeightGradGeometry, maxFloatsPerImage = MAX_GATHER_FLOATS_PER_IMAGE): string {
+  const [c, h, w] = geo.inShape;
+  const [o, ho, wo] = geo.outShape;
+  const { kernel: k, stride: s, pad: p } = geo;
+  if (geo.group !== 1) throw new Error('stridedConvWeightGradByGather: group 1 only');
+  const kb = Math.ceil(k / s);
+  const hb = ho - 1 + kb, wb = wo - 1 + kb; // blocks the windows touch
+  const padEnd = [s * hb - h - p, s * wb - w - p];
+  let xp = b.op('Pad', [x, b.int64s([0, 0, p, p, 0, 0, Math.max(0, padEnd[0]), Math.max(0, padEnd[1])])]);
+  if (padEnd[0] < 0 || padEnd[1] < 0) xp = b.op('Slice', [xp, b.int64s([0, 0]), b.int64s([s * hb, s * wb]), b.int64s([2, 3])]);
+  const blocks = b.op('SpaceToDepth', [xp], { blocksize: int(s) }); // [N, s²C, hb, wb], channels (di, dj, c)
+  const dwBlocks = convWeightGradByGather(b, blocks, dy, { inShape: [s * s * c, hb, wb], outShape: geo.outShape, kernel: kb, stride: 1, pad: 0, group: 1 }, maxFloatsPerImage);
+  // [O, (di, dj, c), bi, bj] → [O, c, bi, di, bj, dj] → [O, c, kb·s, kb·s] → crop to k×k
+  const reordered = b.op('Transpose', [b.op('Reshape', [dwBlocks, b.int64s([o, s, s, c, kb, kb])])], { perm: ints([0, 3, 4, 1, 5, 2]) });
+  const dwPadded = b.op('Reshape', [reordered, b.int64s([o, c, kb * s, kb * s])]);
+  return kb * s === k ? dwPadded : b.op('Slice', [dwPadded, b.int64s([0, 0]), b.int64s([k, k]), b.int64s([2, 3])]);
+}

@@ -10,7 +10,7 @@
  */
 import type { ConvLayer, FcLayer, LayerSpec, LrnLayer, MaxPoolLayer, Shape, DropoutLayer } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, float, int, ints, str } from '@alexnet-stream/onnx-export';
-import { convWeightGradByGather } from './conv-weight-grad-gather';
+import { convWeightGradByGather, stridedConvWeightGradByGather } from './conv-weight-grad-gather';
 
 export type Mode = 'train' | 'eval';
 
@@ -23,7 +23,8 @@ export type Mode = 'train' | 'eval';
  *   a few taps stacked per Gemm (an im2col in chunks; batch and output pixels form the long K
  *   dimension; strided convs go through SpaceToDepth first); 'gather' does the stride-1 convs'
  *   im2col as one Gather of channels-last X per chunk of taps and one batched MatMul
- *   (conv-weight-grad-gather.ts), strided ones as 'gemm'; 'dilatedConv' is DESIGN §5's Conv over
+ *   (conv-weight-grad-gather.ts), strided group-1 ones the same over SpaceToDepth blocks, other
+ *   strided ones as 'gemm'; 'dilatedConv' is DESIGN §5's Conv over
  *   batch-transposed X and dY with dilation = stride.
  * The fast pair is the default: on the full AlexNet it made a step ~1.45x faster (bench/train.mjs).
  * - `nchwcBlock`: onnxruntime's NCHWc block size (8 with AVX2, 16 with AVX-512: the engine
@@ -214,8 +215,9 @@ const conv: Rule<ConvLayer> = {
       }
     }
     const im2col = lowering.convWeightGrad === 'gemm' || lowering.convWeightGrad === 'gather';
-    if (lowering.convWeightGrad === 'gather' && s === 1) {
-      out.dWeight = convWeightGradByGather(b, x, dy, { inShape, outShape, kernel: k, stride: s, pad: p, group: g });
+    const geometry = { inShape, outShape, kernel: k, stride: s, pad: p, group: g };
+    if (lowering.convWeightGrad === 'gather' && (s === 1 || (g === 1 && !lowering.portableOps))) {
+      out.dWeight = s === 1 ? convWeightGradByGather(b, x, dy, geometry) : stridedConvWeightGradByGather(b, x, dy, geometry);
     } else if (im2col && s > 1 && g === 1 && !lowering.portableOps) {
       // Strided (conv1: 11x11/4): im2col through SpaceToDepth, so that the k² strided gathers
       // become ⌈k/s⌉² contiguous Slices. Blocks: Xb[(di, dj, c), n, Y, X] = Xpad[n, c, s·Y + di,
