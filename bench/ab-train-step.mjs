@@ -12,12 +12,17 @@
 //   stepsPerRun, intraOpThreads, ... The spec is the demo's network by default.
 // Environment: AB_SIZE (113) with AB_CLASSES (10) and AB_DROPOUT (0) for the spec; AB_BATCH (64);
 //   AB_ROUNDS (7); AB_GROUPS (1 group of stepsPerRun steps per engine per round);
+//   AB_ENV_A / AB_ENV_B ("NAME=value ..."): run each side in its own process with those variables
+//   added to its environment (e.g. AB_ENV_B='MALLOC_MMAP_MAX_=0'), rounds still alternating;
 //   AB_QUIET_CORES (1.3): also report the ratios over the rounds where both sides kept more cores busy;
 //   AB_PROFILE=<dir>: afterwards, one onnxruntime profile per side, summarized by op type.
 import { createRequire } from 'node:module';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const { alexnetSpec, initParameters } = require('../libs/model-alexnet/dist/index.js');
 require('../libs/onnx-export/dist/index.js').loadOnnxRuntime(); // telemetry off before onnxruntime loads
@@ -25,7 +30,7 @@ const { createOrtEngine } = require('../libs/trainer-multigpu/dist/engines/onnxr
 const { Rng } = require('../libs/stream-io/dist/index.js');
 
 const [aJson = '{}', bJson = '{}'] = process.argv.slice(2);
-const optsA = JSON.parse(aJson), optsB = JSON.parse(bJson);
+const [optsA, optsB] = aJson === '--serve' ? [{}, {}] : [JSON.parse(aJson), JSON.parse(bJson)];
 const size = Number(process.env.AB_SIZE ?? 113);
 const classes = Number(process.env.AB_CLASSES ?? (size === 227 ? 1000 : 10));
 const dropout = Number(process.env.AB_DROPOUT ?? (size === 227 ? 0.5 : 0));
@@ -52,16 +57,44 @@ async function makeSide(name, opts) {
   return { name, opts, engine, group, perRun, rate: [], perCpu: [], busy: [] };
 }
 
-async function timeGroups(side) {
+/** One round of one side in this process: wall and CPU seconds of `groups` step groups. */
+async function measureHere(side) {
   const c0 = process.cpuUsage();
   const t0 = performance.now();
   for (let g = 0; g < groups; g++) await side.engine.stepGroup(side.group, 0.001);
   const cpu = process.cpuUsage(c0);
-  const seconds = (performance.now() - t0) / 1000, cpuSeconds = (cpu.user + cpu.system) / 1e6;
-  const images = groups * side.perRun * batch;
+  return { seconds: (performance.now() - t0) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6, images: groups * side.perRun * batch };
+}
+
+async function timeGroups(side) {
+  const { seconds, cpuSeconds, images } = side.child ? await side.child.round() : await measureHere(side);
   side.rate.push(images / seconds);
   side.perCpu.push(images / cpuSeconds);
   side.busy.push(cpuSeconds / seconds);
+}
+
+/**
+ * A side in its own process with extra environment variables (AB_ENV_A / AB_ENV_B, e.g.
+ * "MALLOC_MMAP_MAX_=0"): what an environment changes can only be measured in another process.
+ * The child builds the same engine and data and runs one round per line it reads.
+ */
+async function makeChildSide(name, opts, envText) {
+  const env = { ...process.env };
+  for (const pair of envText.split(/\s+/).filter(Boolean)) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new Error(`AB_ENV_${name}: expected NAME=value pairs, got ${pair}`);
+    env[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  delete env.AB_ENV_A; delete env.AB_ENV_B; delete env.AB_PROFILE;
+  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', JSON.stringify(opts)], { env, stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const next = async () => { const { value, done } = await lines.next(); if (done) throw new Error(`side ${name}: its process ended`); return JSON.parse(value); };
+  const ready = await next();
+  return {
+    name, opts: { ...opts, env: envText }, perRun: ready.perRun, rate: [], perCpu: [], busy: [],
+    child: { round: () => { child.stdin.write('round\n'); return next(); }, stop: () => child.stdin.end() },
+    engine: { dispose: async () => child.stdin.end() },
+  };
 }
 
 function summarizeProfile(path) {
@@ -79,13 +112,24 @@ function summarizeProfile(path) {
   return { runMs: last.dur / 1000, kernelMs: total / 1000, ops: [...byOp].sort((x, y) => y[1] - x[1]) };
 }
 
+if (process.argv[2] === '--serve') {
+  // Child side (makeChildSide): build, warm up, then one round per line read; JSON lines out.
+  const side = await makeSide('child', JSON.parse(process.argv[3]));
+  await side.engine.stepGroup(side.group, 0.001); await side.engine.stepGroup(side.group, 0.001);
+  process.stdout.write(`${JSON.stringify({ perRun: side.perRun })}\n`);
+  for await (const _line of createInterface({ input: process.stdin })) process.stdout.write(`${JSON.stringify(await measureHere(side))}\n`);
+  await side.engine.dispose();
+  process.exit(0);
+}
+const envA = process.env.AB_ENV_A ?? '', envB = process.env.AB_ENV_B ?? '';
 log(`ab-train-step on ${cpus()[0]?.model}, ${availableParallelism()} cores; load average ${loadavg().map((v) => v.toFixed(2)).join(' ')}`);
 log(`theano-alexnet ${size}x${size}, ${classes} classes, dropout ${dropout}, batch ${batch}; ${rounds} rounds of ${groups} group(s) per side, alternating`);
 log(`  A: ${JSON.stringify(optsA)}`);
 log(`  B: ${JSON.stringify(optsB)}`);
-const a = await makeSide('A', optsA);
-const b = await makeSide('B', optsB);
-for (const side of [a, b]) { await side.engine.stepGroup(side.group, 0.001); await side.engine.stepGroup(side.group, 0.001); } // warm-up
+if (envA || envB) log(`  each side in its own process; environment A: ${envA || '(as this one)'}, B: ${envB || '(as this one)'}`);
+const a = envA || envB ? await makeChildSide('A', optsA, envA) : await makeSide('A', optsA);
+const b = envA || envB ? await makeChildSide('B', optsB, envB) : await makeSide('B', optsB);
+for (const side of [a, b]) if (!side.child) { await side.engine.stepGroup(side.group, 0.001); await side.engine.stepGroup(side.group, 0.001); } // warm-up (children warm up themselves)
 for (let r = 0; r < rounds; r++) {
   const order = r % 2 ? [b, a] : [a, b]; // alternate who goes first, too
   for (const side of order) await timeGroups(side);
@@ -105,7 +149,7 @@ if (quiet.length) {
 await a.engine.dispose();
 await b.engine.dispose();
 
-if (process.env.AB_PROFILE) {
+if (process.env.AB_PROFILE && !a.child) {
   const dir = mkdtempSync(join(process.env.AB_PROFILE === '1' ? tmpdir() : process.env.AB_PROFILE, 'ab-profile-'));
   for (const s of [a, b]) {
     const prefix = join(dir, s.name);
