@@ -8,7 +8,8 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 const require = createRequire(import.meta.url);
-const { Rng, planCrops, cropMirrorSubtract } = require('../libs/stream-io/dist/index.js');
+const { Rng } = require('../libs/core/dist/index.js');
+const { planCrops, cropMirrorSubtract } = require('../libs/stream-io/dist/index.js');
 
 const N = 256, C = 3, S = 256, CROP = 227, TARGET_IMG_PER_S = 500;
 const seconds = Number(process.env.BENCH_SECONDS ?? 3);

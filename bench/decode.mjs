@@ -41,7 +41,7 @@ function arg(name, fallback) {
 // Photo-like test images: smooth gradients + low-frequency waves + textured ellipses + noise.
 // Pure function of the index (own RNG), so the set is the same on every machine.
 function photo(seed, w, h) {
-  const { Rng } = require(join(ROOT, 'libs/stream-io/dist/rng.js'));
+  const { Rng } = require(join(ROOT, 'libs/core/dist/index.js'));
   const rng = new Rng(seed);
   const r = () => rng.nextFloat();
   const img = new Float32Array(w * h * 3);

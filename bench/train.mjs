@@ -26,8 +26,8 @@
 // Run: npm run bench:train (builds first). Options (environment):
 //   BENCH_BATCH (default 32), BENCH_ROUNDS (3), BENCH_STEPS (2 steps per round per side; ours
 //   runs one group of its stepsPerRun steps per round, as the trainer does),
-//   BENCH_THREADS (all cores), BENCH_RSS_ITERS ("8,20": after the second run of 4 steps, when
-//   onnxruntime's arena has settled, and three runs later; "8,52" for the long memory check),
+//   BENCH_THREADS (all cores), BENCH_RSS_ITERS ("16,32": after the second run of 8 steps, when
+//   onnxruntime's arena has settled, and two runs later; "16,104" for the long memory check),
 //   BENCH_BIG_BATCH (128), BENCH_TORCH=0 to skip PyTorch, BENCH_BASELINE=0 to skip the DESIGN-rules engine.
 import { createRequire } from 'node:module';
 import { spawn, spawnSync } from 'node:child_process';
@@ -39,14 +39,14 @@ const { alexnetSpec, initParameters, trainingMacs } = require('../libs/model-ale
 const { GraphBuilder, encodeModel, loadOnnxRuntime } = require('../libs/onnx-export/dist/index.js');
 const ort = loadOnnxRuntime(); // telemetry off before onnxruntime loads (libs/onnx-export/src/onnxruntime.ts)
 const { createOrtEngine } = require('../libs/trainer-multigpu/dist/engines/onnxruntime/engine.js');
-const { Rng } = require('../libs/stream-io/dist/index.js');
+const { Rng } = require('../libs/core/dist/index.js');
 
 const batch = Number(process.env.BENCH_BATCH ?? 32);
 const bigBatch = Number(process.env.BENCH_BIG_BATCH ?? 128);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const steps = Number(process.env.BENCH_STEPS ?? 2);
 const threads = Number(process.env.BENCH_THREADS ?? availableParallelism());
-const [rssEarly, rssLate] = (process.env.BENCH_RSS_ITERS ?? '8,20').split(',').map(Number);
+const [rssEarly, rssLate] = (process.env.BENCH_RSS_ITERS ?? '16,32').split(',').map(Number);
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;

@@ -15,6 +15,7 @@
 import type { ConvLayer, Shape } from '@alexnet-stream/model-alexnet';
 import { type GraphBuilder, int, ints } from '@alexnet-stream/onnx-export';
 import type { LoweringOptions } from './rules';
+import { convWeightGradByGather, stridedConvWeightGradByGather } from './conv-weight-grad-gather';
 
 export const pads2 = (p: number) => ints([p, p, p, p]);
 
@@ -124,8 +125,12 @@ function inputGradByConvTranspose(b: GraphBuilder, geometry: ConvGradGeometry, d
 
 /** dW of a conv: Gemms over taps (through SpaceToDepth when strided, ungrouped and not portable), or the dilated Conv. */
 export function convWeightGrad(b: GraphBuilder, lowering: LoweringOptions, geometry: ConvGradGeometry, dy: string, x: string): string {
-  const { s, g } = sizes(geometry);
-  if (lowering.convWeightGrad !== 'gemm') return weightGradByDilatedConv(b, geometry, dy, x);
+  const { s, g, k, p } = sizes(geometry);
+  if (lowering.convWeightGrad === 'dilatedConv') return weightGradByDilatedConv(b, geometry, dy, x);
+  if (lowering.convWeightGrad === 'gather' && (s === 1 || (g === 1 && !lowering.portableOps))) {
+    const gatherGeometry = { inShape: geometry.inShape, outShape: geometry.outShape, kernel: k, stride: s, pad: p, group: g };
+    return s === 1 ? convWeightGradByGather(b, x, dy, gatherGeometry) : stridedConvWeightGradByGather(b, x, dy, gatherGeometry);
+  }
   if (s > 1 && g === 1 && !lowering.portableOps) return weightGradBySpaceToDepthGemms(b, geometry, dy, x);
   return weightGradByTapGemms(b, geometry, dy, x);
 }

@@ -72,6 +72,7 @@ const convCases = [
 
 const loweringVariants: [string, LoweringOptions][] = [
   ['fast lowering: dX by flipped-kernel Conv, dW by im2col Gemm', DEFAULT_LOWERING],
+  ['dW by Gather im2col + MatMul', { ...DEFAULT_LOWERING, convWeightGrad: 'gather' }],
   ['DESIGN lowering: dX by ConvTranspose, dW by dilated Conv', { ...DEFAULT_LOWERING, convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv' }],
 ];
 

@@ -21,7 +21,10 @@ export type Mode = 'train' | 'eval';
  *   'convTranspose' uses ConvTranspose(dY, W) for every conv (DESIGN §5's rule as written).
  * - `convWeightGrad`: 'gemm' lowers dW as Gemms over Slices of X, one Slice per kernel tap,
  *   a few taps stacked per Gemm (an im2col in chunks; batch and output pixels form the long K
- *   dimension; strided convs go through SpaceToDepth first); 'dilatedConv' is DESIGN §5's Conv over
+ *   dimension; strided convs go through SpaceToDepth first); 'gather' does the stride-1 convs'
+ *   im2col as one Gather of channels-last X per chunk of taps and one batched MatMul
+ *   (conv-weight-grad-gather.ts), strided group-1 ones the same over SpaceToDepth blocks, other
+ *   strided ones as 'gemm'; 'dilatedConv' is DESIGN §5's Conv over
  *   batch-transposed X and dY with dilation = stride.
  * The fast pair is the default: on the full AlexNet it made a step ~1.45x faster (bench/train.mjs).
  * - `nchwcBlock`: onnxruntime's NCHWc block size (8 with AVX2, 16 with AVX-512: the engine
@@ -33,7 +36,7 @@ export type Mode = 'train' | 'eval';
  */
 export interface LoweringOptions {
   convInputGrad: 'conv' | 'convTranspose';
-  convWeightGrad: 'gemm' | 'dilatedConv';
+  convWeightGrad: 'gemm' | 'gather' | 'dilatedConv';
   nchwcBlock: number;
   /**
    * MaxPool's backward: 'indices' takes MaxPool's second output (the flat index of each

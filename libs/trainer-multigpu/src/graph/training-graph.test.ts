@@ -29,7 +29,7 @@ import { weightsToTensors } from '../engines/tfjs/forward';
 import { countTopKErrors, tfjsLossAndGradients, tfjsSoftmaxCrossEntropy } from '../engines/tfjs/loss';
 import { sgdUpdateReference } from '../engines/tfjs/sgd-reference';
 import { buildGraph, gradName, maskName, newName, velocityName } from './training-graph';
-import { DEFAULT_LOWERING, PORTABLE_LOWERING } from './rules';
+import { DEFAULT_LOWERING, type LoweringOptions, PORTABLE_LOWERING } from './rules';
 import { maxRelativeError, randomArray, reducedSpec, runModel, sizeOf } from './graph.test-util';
 
 const ort = loadOnnxRuntime();
@@ -118,10 +118,11 @@ function _tfjsSoftmaxCrossEntropyValue(tf: Awaited<ReturnType<typeof loadTfjs>>[
   return value;
 }
 
-for (const preset of ['theano-alexnet', 'bvlc-alexnet'] as const) {
-  test(`${preset} (reduced widths, 67x67, dropout): gradient graph equals tfjs autodiff for every parameter`, async (t) => {
+const wholeNetLowerings: [string, LoweringOptions][] = [['', DEFAULT_LOWERING], [', dW by Gather im2col', { ...DEFAULT_LOWERING, convWeightGrad: 'gather' }]];
+for (const preset of ['theano-alexnet', 'bvlc-alexnet'] as const) for (const [variant, lowering] of wholeNetLowerings) {
+  test(`${preset} (reduced widths, 67x67, dropout${variant}): gradient graph equals tfjs autodiff for every parameter`, async (t) => {
     const c = cases[preset];
-    const got = await runModel(buildGraph(c.spec, 'gradients').model, ortFeeds(c));
+    const got = await runModel(buildGraph(c.spec, 'gradients', undefined, lowering).model, ortFeeds(c));
     const want = await tfjsReference(c, true);
     assert.ok(Math.abs(got.loss[0] - want.loss) < LOSS_TOLERANCE * Math.max(1, want.loss), `loss ${got.loss[0]} vs ${want.loss}`);
     const errors: string[] = [];

@@ -164,7 +164,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   queue_depth: { type: { kind: 'integer', min: 2, max: 64 }, default: 3, doc: 'batch buffers between loader and engine (memory = queue_depth x batch)' },
   steps_per_run: {
     type: { kind: 'integer', min: 1, max: 64 },
-    default: 4,
+    default: 8,
     doc: 'onnxruntime: SGD steps per engine run (an ONNX Loop), so that the 488 MB of weights and velocities leave onnxruntime once per run, not per step (memory: steps_per_run x batch for the stacked batches; the Loop also keeps a second copy of the state in onnxruntime); on webgpu always 1: the state stays on the GPU instead',
   },
   verify_shards: { type: { kind: 'boolean' }, default: true, doc: 'check each shard\'s sha256 against index.json when reading it' },

@@ -57,8 +57,11 @@ export interface OrtEngineOptions {
   /** The usual batch size; only used to validate that batches are not larger (memory). Default: no limit. */
   batchSize?: number;
   /**
-   * Most SGD steps per onnxruntime run (`stepGroup`). Default 4: per step, the output copy falls
-   * from ~0.36 s to ~0.09 s; the caller's stacked batches cost stepsPerRun x batch of memory.
+   * Most SGD steps per onnxruntime run (`stepGroup`). Default 8: the copies of the whole state
+   * around each run (into the Loop's outputs, then onnxruntime-node's copy of every output) are
+   * paid once per 8 steps (AlexNet at 227: ~0.36 s per run; at 113, batch 64, 8 instead of 4
+   * steps per run made training 1.13x faster, bench/ab-train-step.mjs); the caller's stacked
+   * batches cost stepsPerRun x batch of memory.
    */
   stepsPerRun?: number;
   /** Seed of the dropout mask stream. Default 0. */
@@ -80,6 +83,14 @@ export interface OrtEngineOptions {
    * few percent where the engine owns its cores alone.
    */
   allowSpinning?: boolean;
+  /**
+   * onnxruntime's execution mode. 'sequential' (default): one chain of big ops, each split over
+   * the intra-op pool. 'parallel' also runs independent branches (a conv's dX and dW) at once on
+   * `interOpThreads` threads; for A/B benchmarks (bench/ab-train-step.mjs).
+   */
+  executionMode?: 'sequential' | 'parallel';
+  /** Threads of onnxruntime's inter-op pool (only used by the 'parallel' mode). Default 1. */
+  interOpThreads?: number;
   /** onnxruntime's profiler: writes `<prefix>_<date>.json` when the engine is disposed. */
   profilePrefix?: string;
   /** One line on stderr about the sessions created. */
@@ -356,9 +367,9 @@ export function sessionOptionsFor(options: OrtEngineOptions): Ort.InferenceSessi
   return {
     executionProviders: options.executionProviders ?? executionProvidersFor(options.devices ?? ['cpu']),
     graphOptimizationLevel: 'all',
-    executionMode: 'sequential', // one chain of big ops: inter-op parallelism only adds contention
+    executionMode: options.executionMode ?? 'sequential', // one chain of big ops: see OrtEngineOptions.executionMode
     intraOpNumThreads: threads,
-    interOpNumThreads: 1,
+    interOpNumThreads: options.interOpThreads ?? 1,
     enableCpuMemArena: true,
     enableMemPattern: true,
     enableProfiling: options.profilePrefix !== undefined,
@@ -384,7 +395,7 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
   const lowering: LoweringOptions = device === 'cpu'
     ? { ...DEFAULT_LOWERING, nchwcBlock: await nchwcBlockSize(), ...options.lowering }
     : { ...PORTABLE_LOWERING, ...options.lowering };
-  const stepsPerRun = check.integer('stepsPerRun', options.stepsPerRun ?? 4, { min: 1 });
+  const stepsPerRun = check.integer('stepsPerRun', options.stepsPerRun ?? 8, { min: 1 });
   const loss = checkLoss({ ...DEFAULT_LOSS, ...options.loss });
   const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering, loss));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
