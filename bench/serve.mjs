@@ -13,11 +13,12 @@
 // >= 0.85; p99 at c=1 <= 1.5x a single raw run (its median).
 // Run: npm run bench:serve. BENCH_SECONDS (default 6) per point, BENCH_IMAGES (default 64),
 // BENCH_WORKERS / BENCH_THREADS (server --workers / --threads; the ceiling uses the same threads),
-// BENCH_DELAY_MS (--max-queue-delay-ms, default 2), BENCH_POINTS (e.g. classify32,binary1: only those).
+// BENCH_DELAY_MS (--max-queue-delay-ms, default 2), BENCH_POINTS (e.g. classify32,binary1: only those),
+// BENCH_SERVER_NODE_ARGS (node flags for the server process, e.g. '--cpu-prof --cpu-prof-dir=DIR').
 import { createRequire } from 'node:module';
 import { spawn } from 'node:child_process';
 import http from 'node:http';
-import { mkdtempSync, rmSync, } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir, availableParallelism, cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +36,8 @@ const cores = availableParallelism();
 const workers = Number(process.env.BENCH_WORKERS ?? 1);
 const threads = Number(process.env.BENCH_THREADS ?? Math.max(1, Math.floor(cores / workers)));
 const delayMs = Number(process.env.BENCH_DELAY_MS ?? 2);
+// Node flags for the server process only, e.g. BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
+const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const MEAN = [122.7, 114.9, 101.6];
 const dir = mkdtempSync(join(tmpdir(), 'bench-serve-'));
 const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
@@ -98,7 +101,7 @@ try {
 
   // ---- the server ----
   const cli = join(here, '../apps/cli/bin/alexnet-stream.js');
-  server = spawn(process.execPath, [cli, 'serve', '--model', `m=${modelPath}`, '--port', '0', '--workers', String(workers), '--threads', String(threads), '--max-queue-delay-ms', String(delayMs), '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  server = spawn(process.execPath, [...serverNodeArgs, cli, 'serve', '--model', `m=${modelPath}`, '--port', '0', '--workers', String(workers), '--threads', String(threads), '--max-queue-delay-ms', String(delayMs), '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let logged = '';
   server.stderr.on('data', (d) => { logged += d; });
   const url = await new Promise((resolve, reject) => {
@@ -139,10 +142,21 @@ try {
     const res = await post('/v2/models/m/infer', { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(b.headerLength) }, b.body);
     if (res.status !== 200 || res.body.length < 4000) throw new Error(`infer: ${res.status} ${res.body.toString()}`);
   };
+  // CPU seconds of the server's main (HTTP) thread, from /proc (Linux; NaN elsewhere): its own
+  // cost per image, apart from onnxruntime's and the decoders' threads.
+  const mainThreadCpuS = () => {
+    try {
+      const fields = readFileSync(`/proc/${server.pid}/task/${server.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in clock ticks (USER_HZ 100)
+    } catch {
+      return Number.NaN;
+    }
+  };
   const point = async (fn, concurrency) => {
     // Warm-up, then a timed closed loop.
     await Promise.all(Array.from({ length: concurrency }, (_, c) => fn(c)));
     const m0 = await metricsText();
+    const main0 = mainThreadCpuS();
     const latencies = [];
     let next = 0, stop = false;
     const start = performance.now();
@@ -157,6 +171,7 @@ try {
     await Promise.all(Array.from({ length: concurrency }, client));
     clearTimeout(timer);
     const elapsed = (performance.now() - start) / 1000;
+    const main1 = mainThreadCpuS();
     const m1 = await metricsText();
     const d = (name, labels) => metric(m1, name, labels) - metric(m0, name, labels);
     const images = d('alexnet_serve_batch_size_sum', 'model="m"');
@@ -166,6 +181,7 @@ try {
       p99: pct(latencies, 0.99),
       meanBatch: images / d('alexnet_serve_batch_size_count', 'model="m"'),
       cpuMsPerImage: (1000 * d('alexnet_serve_process_cpu_seconds_total')) / images,
+      mainCpuMsPerImage: (1000 * (main1 - main0)) / images,
       inferMsPerImage: (1000 * d('alexnet_serve_inference_duration_seconds_sum', 'model="m"')) / images,
       decodeMs: (1000 * d('alexnet_serve_decode_duration_seconds_sum', 'model="m"')) / d('alexnet_serve_decode_duration_seconds_count', 'model="m"'),
       queueMs: (1000 * d('alexnet_serve_queue_duration_seconds_sum', 'model="m"')) / d('alexnet_serve_queue_duration_seconds_count', 'model="m"'),
@@ -187,10 +203,10 @@ try {
   console.log(`serve: full AlexNet (theano-alexnet, 1000 classes, 227x227), ${imageCount} JPEGs 500x375, ${cores} cores (${cpus()[0].model}), onnxruntime-node ${require('onnxruntime-node/package.json').version}`);
   console.log(`server: --workers ${workers} --threads ${threads}, decode workers ${cores}, max batch 32, queue delay ${delayMs} ms; clients in the bench process; ${seconds} s per point`);
   console.log(`ceiling (one session, ${threads} threads): batch 1 ${ceil[1].toFixed(1)} img/s (single run median ${single.toFixed(1)} ms, p99 ${pct(singleRunMs, 0.99).toFixed(1)} ms), batch 8 ${ceil[8].toFixed(1)}, batch 32 ${ceil[32].toFixed(1)} img/s; CPU ${median(cpuPerImage).toFixed(1)} ms/img at batch 32`);
-  console.log('endpoint    conc   img/s  x ceiling(batch=conc)   p50 ms   p99 ms  mean batch  server CPU ms/img  decode ms/img  queue ms  worker busy');
+  console.log('endpoint    conc   img/s  x ceiling(batch=conc)   p50 ms   p99 ms  mean batch  server CPU ms/img  decode ms/img  queue ms  worker busy  main thread CPU ms/img');
   for (const [key, r] of Object.entries(results)) {
     const c = Number(key.replace(/\D+/, ''));
-    console.log(`${key.replace(/\d+$/, '').padEnd(10)} ${String(c).padStart(5)} ${r.rate.toFixed(1).padStart(7)} ${(r.rate / ceil[c]).toFixed(2).padStart(8)}            ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${r.meanBatch.toFixed(1).padStart(10)} ${r.cpuMsPerImage.toFixed(1).padStart(14)}  ${Number.isNaN(r.decodeMs) ? '     -' : r.decodeMs.toFixed(1).padStart(10)}  ${r.queueMs.toFixed(1).padStart(8)}  ${(100 * r.workerBusy).toFixed(0).padStart(9)}%`);
+    console.log(`${key.replace(/\d+$/, '').padEnd(10)} ${String(c).padStart(5)} ${r.rate.toFixed(1).padStart(7)} ${(r.rate / ceil[c]).toFixed(2).padStart(8)}            ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${r.meanBatch.toFixed(1).padStart(10)} ${r.cpuMsPerImage.toFixed(1).padStart(14)}  ${Number.isNaN(r.decodeMs) ? '     -' : r.decodeMs.toFixed(1).padStart(10)}  ${r.queueMs.toFixed(1).padStart(8)}  ${(100 * r.workerBusy).toFixed(0).padStart(9)}%  ${r.mainCpuMsPerImage.toFixed(2).padStart(12)}`);
   }
   const t1 = results.classify32?.rate / ceil[32], t2 = results.binary32?.rate / ceil[32], t3 = results.classify1?.p99 / single, t4 = results.binary1?.p99 / single;
   const verdict = (ok) => (ok ? 'met' : 'NOT met');

@@ -7,9 +7,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import multipart from '@fastify/multipart';
 import { tokenChecker } from './auth';
+import { alignmentPad, type BodyBufferPool, type BodyDone, readBody } from './binary-body';
 import { HttpError, unavailable } from './errors';
 import type { ServerMetrics } from './metrics';
 import type { ResolvedServeOptions } from './options';
@@ -165,14 +166,24 @@ export function installRequestHooks(app: FastifyInstance, { options, metrics, tr
 }
 
 /** JSON (except a binary-extension body sent as application/json: left as bytes), binary tensors, images, multipart. */
-export async function installBodyParsers(app: FastifyInstance, options: ResolvedServeOptions): Promise<void> {
+export async function installBodyParsers(app: FastifyInstance, options: ResolvedServeOptions, bodies?: BodyBufferPool): Promise<void> {
   const jsonParser = app.getDefaultJsonParser('error', 'ignore');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
-    if (request.headers['inference-header-content-length'] !== undefined) done(null, body);
-    else jsonParser(request, (body as Buffer).toString('utf8'), done);
+  // Raw bodies are read by readBody (binary-body.ts: one copy, the tensor bytes 4-byte aligned),
+  // with fastify's limits and errors.
+  const read = (request: FastifyRequest, payload: NodeJS.ReadableStream, done: BodyDone) => {
+    const headerLength = request.headers['inference-header-content-length'];
+    // Binary infer bodies (the v2 route gives them back to the pool once queued); images not:
+    // they are transferred to a decode worker.
+    readBody(payload, request.headers['content-length'], options.bodyLimitBytes, alignmentPad(headerLength), done, headerLength === undefined ? undefined : bodies);
+  };
+  app.addContentTypeParser('application/json', (request, payload, done) => {
+    read(request, payload, (err, body) => {
+      if (err || request.headers['inference-header-content-length'] !== undefined) done(err, body);
+      else jsonParser(request, body!.toString('utf8'), done);
+    });
   });
-  app.addContentTypeParser(['application/octet-stream', ...IMAGE_TYPES], { parseAs: 'buffer' }, (_request, body, done) => done(null, body));
+  app.addContentTypeParser(['application/octet-stream', ...IMAGE_TYPES], (request, payload, done) => read(request, payload, done));
   await app.register(multipart, {
     limits: { fileSize: options.bodyLimitBytes, files: options.maxImagesPerRequest, fields: 16, parts: options.maxImagesPerRequest + 16, fieldSize: 64 * 1024 },
   });

@@ -13,6 +13,7 @@
  */
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import { Batcher } from './batcher';
+import { BodyBufferPool } from './binary-body';
 import { installClassifyRoute } from './classify-route';
 import { DecodePool } from './decode-pool';
 import { InferencePool } from './inference-pool';
@@ -93,8 +94,10 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
   const registry = new ModelRegistry(options.models, { pool, decoders, batcher, metrics, log, onChange: setReady });
 
   installRequestHooks(app, { options, metrics, traffic, nameOf });
-  await installBodyParsers(app, options);
-  const serving = new Serving({ options, metrics, log, registry, batcher, decoders, traffic, nameOf });
+  // Idle body buffers kept for reuse: at most 64 MiB (two batches of 32 AlexNet images are 40 MB).
+  const bodies = new BodyBufferPool(64 << 20);
+  await installBodyParsers(app, options, bodies);
+  const serving = new Serving({ options, metrics, log, registry, batcher, decoders, traffic, nameOf, bodies });
   installV2Routes(app, serving);
   installClassifyRoute(app, serving);
 

@@ -5,6 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
+import type { BodyBufferPool } from './binary-body';
 import type { Batcher, BatchItem, ItemResult, ModelVersion } from './batcher';
 import type { DecodePool } from './decode-pool';
 import { HttpError, notFound, unavailable } from './errors';
@@ -21,6 +22,8 @@ export interface ServerParts {
   batcher: Batcher;
   decoders: DecodePool;
   traffic: Traffic;
+  /** Where binary infer bodies are read into, and go back once their rows are batched. */
+  bodies?: BodyBufferPool;
   /** How answers and logs name an option (the CLI: its flag). */
   nameOf(key: string): string;
 }

@@ -116,6 +116,8 @@ export function installV2Routes(app: FastifyInstance, serving: Serving): void {
         .header('inference-header-content-length', String(json.length))
         .send(Buffer.concat([json, ...response.binary]));
     } finally {
+      // The rows are in a batch (copied) or the request failed: the body is read no more.
+      if (Buffer.isBuffer(request.body)) serving.parts.bodies?.release(request.body.buffer);
       prepared();
       countOutcome(slot, request, ok);
       version.release();
