@@ -85,14 +85,31 @@ async function makeChildSide(name, opts, envText) {
     if (eq < 1) throw new Error(`AB_ENV_${name}: expected NAME=value pairs, got ${pair}`);
     env[pair.slice(0, eq)] = pair.slice(eq + 1);
   }
-  delete env.AB_ENV_A; delete env.AB_ENV_B; delete env.AB_PROFILE;
+  delete env.AB_ENV_A;
+  delete env.AB_ENV_B;
+  delete env.AB_PROFILE;
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--serve', JSON.stringify(opts)], { env, stdio: ['pipe', 'pipe', 'inherit'] });
   const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
-  const next = async () => { const { value, done } = await lines.next(); if (done) throw new Error(`side ${name}: its process ended`); return JSON.parse(value); };
+  const next = async () => {
+    const { value, done } = await lines.next();
+    if (done) throw new Error(`side ${name}: its process ended`);
+    return JSON.parse(value);
+  };
   const ready = await next();
   return {
-    name, opts: { ...opts, env: envText }, perRun: ready.perRun, rate: [], perCpu: [], busy: [],
-    child: { round: () => { child.stdin.write('round\n'); return next(); }, stop: () => child.stdin.end() },
+    name,
+    opts: { ...opts, env: envText },
+    perRun: ready.perRun,
+    rate: [],
+    perCpu: [],
+    busy: [],
+    child: {
+      round: () => {
+        child.stdin.write('round\n');
+        return next();
+      },
+      stop: () => child.stdin.end(),
+    },
     engine: { dispose: async () => child.stdin.end() },
   };
 }
@@ -115,36 +132,55 @@ function summarizeProfile(path) {
 if (process.argv[2] === '--serve') {
   // Child side (makeChildSide): build, warm up, then one round per line read; JSON lines out.
   const side = await makeSide('child', JSON.parse(process.argv[3]));
-  await side.engine.stepGroup(side.group, 0.001); await side.engine.stepGroup(side.group, 0.001);
+  await side.engine.stepGroup(side.group, 0.001);
+  await side.engine.stepGroup(side.group, 0.001);
   process.stdout.write(`${JSON.stringify({ perRun: side.perRun })}\n`);
   for await (const _line of createInterface({ input: process.stdin })) process.stdout.write(`${JSON.stringify(await measureHere(side))}\n`);
   await side.engine.dispose();
   process.exit(0);
 }
-const envA = process.env.AB_ENV_A ?? '', envB = process.env.AB_ENV_B ?? '';
-log(`ab-train-step on ${cpus()[0]?.model}, ${availableParallelism()} cores; load average ${loadavg().map((v) => v.toFixed(2)).join(' ')}`);
+const envA = process.env.AB_ENV_A ?? '',
+  envB = process.env.AB_ENV_B ?? '';
+log(
+  `ab-train-step on ${cpus()[0]?.model}, ${availableParallelism()} cores; load average ${loadavg()
+    .map((v) => v.toFixed(2))
+    .join(' ')}`,
+);
 log(`theano-alexnet ${size}x${size}, ${classes} classes, dropout ${dropout}, batch ${batch}; ${rounds} rounds of ${groups} group(s) per side, alternating`);
 log(`  A: ${JSON.stringify(optsA)}`);
 log(`  B: ${JSON.stringify(optsB)}`);
 if (envA || envB) log(`  each side in its own process; environment A: ${envA || '(as this one)'}, B: ${envB || '(as this one)'}`);
 const a = envA || envB ? await makeChildSide('A', optsA, envA) : await makeSide('A', optsA);
 const b = envA || envB ? await makeChildSide('B', optsB, envB) : await makeSide('B', optsB);
-for (const side of [a, b]) if (!side.child) { await side.engine.stepGroup(side.group, 0.001); await side.engine.stepGroup(side.group, 0.001); } // warm-up (children warm up themselves)
+for (const side of [a, b])
+  if (!side.child) {
+    await side.engine.stepGroup(side.group, 0.001);
+    await side.engine.stepGroup(side.group, 0.001);
+  } // warm-up (children warm up themselves)
 for (let r = 0; r < rounds; r++) {
   const order = r % 2 ? [b, a] : [a, b]; // alternate who goes first, too
   for (const side of order) await timeGroups(side);
-  log(`  round ${r + 1}: A ${a.rate[r].toFixed(1)} img/s (${a.perCpu[r].toFixed(1)}/cpu-s, ${a.busy[r].toFixed(2)} cores)  B ${b.rate[r].toFixed(1)} img/s (${b.perCpu[r].toFixed(1)}/cpu-s, ${b.busy[r].toFixed(2)} cores)`);
+  log(
+    `  round ${r + 1}: A ${a.rate[r].toFixed(1)} img/s (${a.perCpu[r].toFixed(1)}/cpu-s, ${a.busy[r].toFixed(2)} cores)  B ${b.rate[r].toFixed(1)} img/s (${b.perCpu[r].toFixed(1)}/cpu-s, ${b.busy[r].toFixed(2)} cores)`,
+  );
 }
 const ratios = (k) => median(a[k].map((v, i) => b[k][i] / v));
-for (const s of [a, b]) log(`${s.name}: ${median(s.rate).toFixed(2)} img/s, ${median(s.perCpu).toFixed(2)} img per CPU-second, ${median(s.busy).toFixed(2)} cores busy (medians of ${rounds})`);
-log(`B/A: wall ${(median(b.rate) / median(a.rate)).toFixed(3)}x (median of per-round ratios ${ratios('rate').toFixed(3)}x), per CPU-second ${(median(b.perCpu) / median(a.perCpu)).toFixed(3)}x (${ratios('perCpu').toFixed(3)}x); load average now ${loadavg()[0].toFixed(2)}`);
+for (const s of [a, b])
+  log(
+    `${s.name}: ${median(s.rate).toFixed(2)} img/s, ${median(s.perCpu).toFixed(2)} img per CPU-second, ${median(s.busy).toFixed(2)} cores busy (medians of ${rounds})`,
+  );
+log(
+  `B/A: wall ${(median(b.rate) / median(a.rate)).toFixed(3)}x (median of per-round ratios ${ratios('rate').toFixed(3)}x), per CPU-second ${(median(b.perCpu) / median(a.perCpu)).toFixed(3)}x (${ratios('perCpu').toFixed(3)}x); load average now ${loadavg()[0].toFixed(2)}`,
+);
 // Rounds where both sides kept more than AB_QUIET_CORES (1.3) cores busy: the machine was
 // (nearly) ours then; on a shared machine the other rounds measure the neighbours as much as us.
 const quietCores = Number(process.env.AB_QUIET_CORES ?? 1.3);
 const quiet = a.busy.map((_v, i) => i).filter((i) => a.busy[i] > quietCores && b.busy[i] > quietCores);
 if (quiet.length) {
   const q = (k) => median(quiet.map((i) => b[k][i] / a[k][i]));
-  log(`B/A in the ${quiet.length} round(s) where both sides kept > ${quietCores} cores busy (${quiet.map((i) => i + 1).join(', ')}): wall ${q('rate').toFixed(3)}x, per CPU-second ${q('perCpu').toFixed(3)}x (medians of per-round ratios)`);
+  log(
+    `B/A in the ${quiet.length} round(s) where both sides kept > ${quietCores} cores busy (${quiet.map((i) => i + 1).join(', ')}): wall ${q('rate').toFixed(3)}x, per CPU-second ${q('perCpu').toFixed(3)}x (medians of per-round ratios)`,
+  );
 } else log(`no round kept both sides above ${quietCores} cores busy: the machine was shared throughout`);
 await a.engine.dispose();
 await b.engine.dispose();
@@ -160,6 +196,7 @@ if (process.env.AB_PROFILE && !a.child) {
     const file = readdirSync(dir).find((f) => f.startsWith(s.name) && f.endsWith('.json'));
     const p = summarizeProfile(join(dir, file));
     log(`profile ${s.name} (${join(dir, file)}): run ${p.runMs.toFixed(0)} ms (${s.perRun} steps), kernel time ${p.kernelMs.toFixed(0)} ms`);
-    for (const [op, us] of p.ops.slice(0, 16)) log(`  ${op.padEnd(18)} ${(us / 1000).toFixed(1).padStart(8)} ms ${((100 * us) / 1000 / p.kernelMs).toFixed(1).padStart(5)}%`);
+    for (const [op, us] of p.ops.slice(0, 16))
+      log(`  ${op.padEnd(18)} ${(us / 1000).toFixed(1).padStart(8)} ms ${((100 * us) / 1000 / p.kernelMs).toFixed(1).padStart(5)}%`);
   }
 }

@@ -44,7 +44,17 @@ function replica(spec, rank) {
 if (process.argv[2] === '--child') {
   const args = JSON.parse(process.argv[3]);
   const spec = alexnetSpec('theano-alexnet');
-  const group = await joinGroup({ rank: args.rank, worldSize: args.worldSize, coordinator: args.coordinator, transfer: args.transfer, frameElements: args.frameElements, onFatal: (e) => { console.error(e.message); process.exit(1); } });
+  const group = await joinGroup({
+    rank: args.rank,
+    worldSize: args.worldSize,
+    coordinator: args.coordinator,
+    transfer: args.transfer,
+    frameElements: args.frameElements,
+    onFatal: (e) => {
+      console.error(e.message);
+      process.exit(1);
+    },
+  });
   const base = replica(spec, args.rank);
   const work = {};
   for (const [k, v] of Object.entries(base)) work[k] = new Float32Array(v.length);
@@ -78,7 +88,9 @@ if (process.argv[2] === '--child') {
   await group.close();
   if (args.rank === 0) {
     times.sort((a, b) => a - b);
-    process.stdout.write(`${JSON.stringify({ median: times[times.length >> 1], best: times[0], identical: checksums[0] === parseInt(checksum.slice(0, 12), 16), maxAbsError, maxAbsWeight })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ median: times[times.length >> 1], best: times[0], identical: checksums[0] === parseInt(checksum.slice(0, 12), 16), maxAbsError, maxAbsWeight })}\n`,
+    );
   }
   process.exit(0);
 }
@@ -123,9 +135,23 @@ if (process.argv[2] === '--raw') {
 if (process.argv[2] === '--train-child') {
   const args = JSON.parse(process.argv[3]);
   const spec = alexnetSpec('theano-alexnet');
-  const group = args.worldSize > 1 ? await joinGroup({ rank: args.rank, worldSize: args.worldSize, coordinator: args.coordinator, onFatal: (e) => { console.error(e.message); process.exit(1); } }) : undefined;
+  const group =
+    args.worldSize > 1
+      ? await joinGroup({
+          rank: args.rank,
+          worldSize: args.worldSize,
+          coordinator: args.coordinator,
+          onFatal: (e) => {
+            console.error(e.message);
+            process.exit(1);
+          },
+        })
+      : undefined;
   const engine = await trainer.createEngine('onnxruntime', spec, initParameters(spec, 1), {
-    optimizer: trainer.DEFAULT_OPTIMIZER, batchSize: args.batch, seed: 1, intraOpThreads: args.threads,
+    optimizer: trainer.DEFAULT_OPTIMIZER,
+    batchSize: args.batch,
+    seed: 1,
+    intraOpThreads: args.threads,
   });
   const pixels = 3 * spec.inputSize * spec.inputSize;
   const data = new Float32Array(args.batch * pixels);
@@ -183,7 +209,9 @@ async function runRanks(mode, worldSize, extra) {
 const spec = alexnetSpec('theano-alexnet');
 const elements = parameterList(spec).reduce((a, p) => a + p.shape.reduce((x, y) => x * y, 1), 0);
 const bytes = elements * 4;
-console.log(`allreduce: theano-alexnet, ${(elements / 1e6).toFixed(1)}M parameters = ${(bytes / 1e6).toFixed(0)} MB fp32; ${cpus().length} cores; ${ROUNDS} timed averages after 1 warm-up, median`);
+console.log(
+  `allreduce: theano-alexnet, ${(elements / 1e6).toFixed(1)}M parameters = ${(bytes / 1e6).toFixed(0)} MB fp32; ${cpus().length} cores; ${ROUNDS} timed averages after 1 warm-up, median`,
+);
 
 // The step time first, on a quiet machine, so both numbers come from the same run.
 let stepSeconds;
@@ -213,7 +241,9 @@ try {
   for (const transport of ['tcp', 'ipc']) {
     const endpoint = transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : `ipc://${dir}/raw`;
     const raw = await runRanks('--raw', 2, { endpoint, bytes });
-    console.log(`baseline: raw zeromq push -> pull of ${(bytes / 1e6).toFixed(0)} MB over ${transport}, 1 MiB messages: ${raw.median.toFixed(3)} s = ${(bytes / raw.median / 1e9).toFixed(2)} GB/s (one direction)`);
+    console.log(
+      `baseline: raw zeromq push -> pull of ${(bytes / 1e6).toFixed(0)} MB over ${transport}, 1 MiB messages: ${raw.median.toFixed(3)} s = ${(bytes / raw.median / 1e9).toFixed(2)} GB/s (one direction)`,
+    );
     baselines[transport] = raw.median;
   }
   for (const [worldSize, transport, transfer] of [
@@ -231,7 +261,7 @@ try {
       wire: transfer,
       seconds: r.median.toFixed(3),
       'model GB/s': (bytes / r.median / 1e9).toFixed(2),
-      'per-rank traffic GB/s': ((2 * (worldSize - 1)) / worldSize * (transfer === 'fp16' ? bytes / 2 : bytes) / r.median / 1e9).toFixed(2),
+      'per-rank traffic GB/s': ((((2 * (worldSize - 1)) / worldSize) * (transfer === 'fp16' ? bytes / 2 : bytes)) / r.median / 1e9).toFixed(2),
       'x raw one-way': (r.median / baselines[transport]).toFixed(2),
       'of a step': `${((100 * r.median) / stepSeconds).toFixed(1)}%`,
       target: r.median / stepSeconds <= TARGET_FRACTION ? 'met' : 'MISSED',
@@ -251,10 +281,25 @@ if (stepMeasured) {
   const global = Number(process.env.BENCH_SCALING_BATCH ?? 32);
   const cores = cpus().length;
   const one = await runRanks('--train-child', 1, { batch: global, steps: 3, threads: cores });
-  const two = await runRanks('--train-child', 2, { batch: global / 2, steps: 3, threads: threadsPerWorker(cores, 2), coordinator: `tcp://127.0.0.1:${await freePort()}` });
+  const two = await runRanks('--train-child', 2, {
+    batch: global / 2,
+    steps: 3,
+    threads: threadsPerWorker(cores, 2),
+    coordinator: `tcp://127.0.0.1:${await freePort()}`,
+  });
   const table = [
-    { setup: `1 worker x ${cores} threads, batch ${global}`, 's/step': one.stepSeconds.toFixed(2), 'sync s/step': '-', 'img/s': (global / one.stepSeconds).toFixed(1) },
-    { setup: `2 workers x ${threadsPerWorker(cores, 2)} thread, batch ${global / 2} each, sync_every=1`, 's/step': two.stepSeconds.toFixed(2), 'sync s/step': two.syncSeconds.toFixed(2), 'img/s': (global / two.stepSeconds).toFixed(1) },
+    {
+      setup: `1 worker x ${cores} threads, batch ${global}`,
+      's/step': one.stepSeconds.toFixed(2),
+      'sync s/step': '-',
+      'img/s': (global / one.stepSeconds).toFixed(1),
+    },
+    {
+      setup: `2 workers x ${threadsPerWorker(cores, 2)} thread, batch ${global / 2} each, sync_every=1`,
+      's/step': two.stepSeconds.toFixed(2),
+      'sync s/step': two.syncSeconds.toFixed(2),
+      'img/s': (global / two.stepSeconds).toFixed(1),
+    },
   ];
   console.table(table);
   console.log(`ratio (2 workers / 1 worker, img/s): ${(one.stepSeconds / two.stepSeconds).toFixed(2)}x`);

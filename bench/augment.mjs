@@ -11,7 +11,11 @@ const require = createRequire(import.meta.url);
 const { Rng } = require('../libs/core/dist/index.js');
 const { planCrops, cropMirrorSubtract } = require('../libs/stream-io/dist/index.js');
 
-const N = 256, C = 3, S = 256, CROP = 227, TARGET_IMG_PER_S = 500;
+const N = 256,
+  C = 3,
+  S = 256,
+  CROP = 227,
+  TARGET_IMG_PER_S = 500;
 const seconds = Number(process.env.BENCH_SECONDS ?? 3);
 
 const rng = new Rng(1);
@@ -78,5 +82,10 @@ for (const [label, params] of [
       `[per CPU-second; wall clock ${wall.toFixed(0)} img/s]`,
   );
 }
-console.log(`(load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} on ${os.availableParallelism?.() ?? os.cpus().length} cores)`);
+console.log(
+  `(load average ${os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')} on ${os.availableParallelism?.() ?? os.cpus().length} cores)`,
+);
 if (results.some((r) => r.fast < TARGET_IMG_PER_S)) process.exitCode = 1;

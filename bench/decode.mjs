@@ -46,26 +46,46 @@ function photo(seed, w, h) {
   const r = () => rng.nextFloat();
   const img = new Float32Array(w * h * 3);
   for (let c = 0; c < 3; c++) {
-    const b = r() * 200 + 20, gx = r() * 80 - 40, gy = r() * 80 - 40;
+    const b = r() * 200 + 20,
+      gx = r() * 80 - 40,
+      gy = r() * 80 - 40;
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) img[(y * w + x) * 3 + c] = b + (gx * x) / w + (gy * y) / h;
   }
   for (let k = 0; k < 6; k++) {
-    const fx = ((r() * 6 + 0.5) * 2 * Math.PI) / w, fy = ((r() * 6 + 0.5) * 2 * Math.PI) / h, ph = r() * 6.28, a = r() * 40, c = Math.floor(r() * 3);
-    const sx = new Float32Array(w), cx = new Float32Array(w);
-    for (let x = 0; x < w; x++) { sx[x] = Math.sin(fx * x + ph); cx[x] = Math.cos(fx * x + ph); }
+    const fx = ((r() * 6 + 0.5) * 2 * Math.PI) / w,
+      fy = ((r() * 6 + 0.5) * 2 * Math.PI) / h,
+      ph = r() * 6.28,
+      a = r() * 40,
+      c = Math.floor(r() * 3);
+    const sx = new Float32Array(w),
+      cx = new Float32Array(w);
+    for (let x = 0; x < w; x++) {
+      sx[x] = Math.sin(fx * x + ph);
+      cx[x] = Math.cos(fx * x + ph);
+    }
     for (let y = 0; y < h; y++) {
-      const sy = Math.sin(fy * y), cy = Math.cos(fy * y);
+      const sy = Math.sin(fy * y),
+        cy = Math.cos(fy * y);
       for (let x = 0; x < w; x++) img[(y * w + x) * 3 + c] += a * (sx[x] * cy + cx[x] * sy);
     }
   }
   for (let k = 0; k < 8; k++) {
-    const ccx = r() * w, ccy = r() * h, rx = (r() * w) / 5 + 10, ry = (r() * h) / 5 + 10, col = [r() * 255, r() * 255, r() * 255], tex = r() * 0.5;
+    const ccx = r() * w,
+      ccy = r() * h,
+      rx = (r() * w) / 5 + 10,
+      ry = (r() * h) / 5 + 10,
+      col = [r() * 255, r() * 255, r() * 255],
+      tex = r() * 0.5;
     for (let y = Math.max(0, Math.floor(ccy - ry)); y < Math.min(h, Math.ceil(ccy + ry)); y++) {
       for (let x = Math.max(0, Math.floor(ccx - rx)); x < Math.min(w, Math.ceil(ccx + rx)); x++) {
-        const dx = (x - ccx) / rx, dy = (y - ccy) / ry;
+        const dx = (x - ccx) / rx,
+          dy = (y - ccy) / ry;
         if (dx * dx + dy * dy < 1) {
-          const t = 1 + tex * Math.sin(x * 0.3 + y * 0.2), o = (y * w + x) * 3;
-          img[o] = col[0] * t; img[o + 1] = col[1] * t; img[o + 2] = col[2] * t;
+          const t = 1 + tex * Math.sin(x * 0.3 + y * 0.2),
+            o = (y * w + x) * 3;
+          img[o] = col[0] * t;
+          img[o + 1] = col[1] * t;
+          img[o + 2] = col[2] * t;
         }
       }
     }
@@ -76,13 +96,21 @@ function photo(seed, w, h) {
     const n = (r() - 0.5) * noise;
     for (let c = 0; c < 3; c++) {
       const v = img[i * 3 + c] + n + (r() - 0.5) * noise;
-      px[i * 3 + c] = v < 0 ? 0 : Math.min(v , 255);
+      px[i * 3 + c] = v < 0 ? 0 : Math.min(v, 255);
     }
   }
   return px;
 }
 
-const SHAPES = [[500, 375], [500, 333], [375, 500], [450, 350], [500, 400], [400, 300], [333, 500]];
+const SHAPES = [
+  [500, 375],
+  [500, 333],
+  [375, 500],
+  [450, 350],
+  [500, 400],
+  [400, 300],
+  [333, 500],
+];
 
 async function ensureDataset(n) {
   const dir = join(tmpdir(), `alexnet-stream-bench-decode-v1-${n}`);
@@ -95,7 +123,9 @@ async function ensureDataset(n) {
     const quality = 75 + ((i * 7) % 21);
     const cls = join(dir, `n${String(i % 10).padStart(8, '0')}`);
     mkdirSync(cls, { recursive: true });
-    const buf = await sharp(photo(i + 1, w, h), { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality }).toBuffer();
+    const buf = await sharp(photo(i + 1, w, h), { raw: { width: w, height: h, channels: 3 } })
+      .jpeg({ quality })
+      .toBuffer();
     writeFileSync(join(cls, `img_${String(i).padStart(6, '0')}.JPEG`), buf);
   }
   writeFileSync(join(dir, 'done'), '');
@@ -103,7 +133,14 @@ async function ensureDataset(n) {
 }
 
 function listFiles(dir) {
-  return readdirSync(dir).filter((d) => d.startsWith('n')).sort().flatMap((d) => readdirSync(join(dir, d)).sort().map((f) => join(dir, d, f)));
+  return readdirSync(dir)
+    .filter((d) => d.startsWith('n'))
+    .sort()
+    .flatMap((d) =>
+      readdirSync(join(dir, d))
+        .sort()
+        .map((f) => join(dir, d, f)),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,55 +158,121 @@ async function worker(variant, dir) {
     for (const f of warm) await op(f);
     let next = 0;
     const t = performance.now();
-    await Promise.all(Array.from({ length: inFlight }, async () => { while (next < files.length) await op(files[next++]); }));
+    await Promise.all(
+      Array.from({ length: inFlight }, async () => {
+        while (next < files.length) await op(files[next++]);
+      }),
+    );
     return files.length / ((performance.now() - t) / 1000);
   };
   const fs = require('node:fs/promises');
   const variants = {
     // the straightforward call everyone writes first
-    'sharp-plain': () => pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill' }).raw().toBuffer()),
-    'sharp-decode-only': () => pool(async (f) => sharp(await fs.readFile(f)).raw().toBuffer()),
+    'sharp-plain': () =>
+      pool(async (f) =>
+        sharp(await fs.readFile(f))
+          .resize(SIZE, SIZE, { fit: 'fill' })
+          .raw()
+          .toBuffer(),
+      ),
+    'sharp-decode-only': () =>
+      pool(async (f) =>
+        sharp(await fs.readFile(f))
+          .raw()
+          .toBuffer(),
+      ),
     // libjpeg-turbo (TurboJPEG) decode alone, what decode's fast path starts with
     'turbo-decode-only': () => {
       const turbo = require(require.resolve('@julusian/jpeg-turbo', { paths: [join(ROOT, 'libs/stream-io')] }));
       return pool(async (f) => turbo.decompress(await fs.readFile(f), { format: turbo.FORMAT_RGB }));
     },
-    'sharp-linear': () => pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()),
-    'sharp-linear-seq': () => pool(async (f) => sharp(await fs.readFile(f), { sequentialRead: true }).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()),
-    'sharp-linear-c1': () => { sharp.concurrency(1); return pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()); },
-    'sharp-linear-c1-nocache': () => { sharp.concurrency(1); sharp.cache(false); return pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()); },
+    'sharp-linear': () =>
+      pool(async (f) =>
+        sharp(await fs.readFile(f))
+          .resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' })
+          .raw()
+          .toBuffer(),
+      ),
+    'sharp-linear-seq': () =>
+      pool(async (f) =>
+        sharp(await fs.readFile(f), { sequentialRead: true })
+          .resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' })
+          .raw()
+          .toBuffer(),
+      ),
+    'sharp-linear-c1': () => {
+      sharp.concurrency(1);
+      return pool(async (f) =>
+        sharp(await fs.readFile(f))
+          .resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' })
+          .raw()
+          .toBuffer(),
+      );
+    },
+    'sharp-linear-c1-nocache': () => {
+      sharp.concurrency(1);
+      sharp.cache(false);
+      return pool(async (f) =>
+        sharp(await fs.readFile(f))
+          .resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' })
+          .raw()
+          .toBuffer(),
+      );
+    },
     'sharp-linear-file': () => pool((f) => sharp(f).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer()),
-    'sharp-nearest': () => pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'nearest' }).raw().toBuffer()),
+    'sharp-nearest': () =>
+      pool(async (f) =>
+        sharp(await fs.readFile(f))
+          .resize(SIZE, SIZE, { fit: 'fill', kernel: 'nearest' })
+          .raw()
+          .toBuffer(),
+      ),
     // bilinear interpolation by an affine transform (no antialiasing, unlike Pillow's BILINEAR)
-    'sharp-affine': () => pool(async (f) => {
-      const buf = await fs.readFile(f);
-      const { width, height } = await sharp(buf).metadata();
-      return sharp(buf).affine([SIZE / width, 0, 0, SIZE / height], { interpolator: sharp.interpolators.bilinear }).extract({ left: 0, top: 0, width: SIZE, height: SIZE }).raw().toBuffer();
-    }),
+    'sharp-affine': () =>
+      pool(async (f) => {
+        const buf = await fs.readFile(f);
+        const { width, height } = await sharp(buf).metadata();
+        return sharp(buf)
+          .affine([SIZE / width, 0, 0, SIZE / height], { interpolator: sharp.interpolators.bilinear })
+          .extract({ left: 0, top: 0, width: SIZE, height: SIZE })
+          .raw()
+          .toBuffer();
+      }),
     // decode in one libvips pipeline, resize the raw pixels in a second
-    'sharp-2pass': () => pool(async (f) => {
-      const { data, info } = await sharp(await fs.readFile(f)).raw().toBuffer({ resolveWithObject: true });
-      return sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } }).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer();
-    }),
+    'sharp-2pass': () =>
+      pool(async (f) => {
+        const { data, info } = await sharp(await fs.readFile(f))
+          .raw()
+          .toBuffer({ resolveWithObject: true });
+        return sharp(data, { raw: { width: info.width, height: info.height, channels: info.channels } })
+          .resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' })
+          .raw()
+          .toBuffer();
+      }),
     // this process does every other file; run two of these at once (see 'sharp-linear-2proc')
     'sharp-linear-half': () => {
       const part = Number(process.env.BENCH_PART);
       const mine = files.filter((_, i) => i % 2 === part);
       files.length = 0;
       files.push(...mine);
-      return pool(async (f) => sharp(await fs.readFile(f)).resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' }).raw().toBuffer());
+      return pool(async (f) =>
+        sharp(await fs.readFile(f))
+          .resize(SIZE, SIZE, { fit: 'fill', kernel: 'linear' })
+          .raw()
+          .toBuffer(),
+      );
     },
-    'decodeImage': () => {
+    decodeImage: () => {
       const { decodeImage } = require(join(ROOT, 'libs/stream-io/dist/decode.js'));
       return pool(async (f) => decodeImage(await fs.readFile(f), { size: SIZE, resize: 'squash' }));
     },
-    'decodeWithLibvips': () => {
+    decodeWithLibvips: () => {
       const { decodeWithLibvips } = require(join(ROOT, 'libs/stream-io/dist/decode.js'));
       sharp.cache(false);
       return pool(async (f) => decodeWithLibvips(await fs.readFile(f), { size: SIZE, resize: 'squash' }));
     },
     // the library stages in one process: scan → DecodeStage → BatchStage → discard
-    'stages': async () => {
+    stages: async () => {
       const io = require(join(ROOT, 'libs/stream-io/dist/index.js'));
       const { Readable, Writable } = require('node:stream');
       const { pipeline } = require('node:stream/promises');
@@ -179,7 +282,12 @@ async function worker(variant, dir) {
           Readable.from(io.wholeStream(io.makeHeader('item', {}), items)),
           new io.DecodeStage({ size: SIZE, resize: 'squash', concurrency: process.env.BENCH_CONCURRENCY ? Number(process.env.BENCH_CONCURRENCY) : undefined }),
           new io.BatchStage({ batchSize: 256 }),
-          new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } }),
+          new Writable({
+            objectMode: true,
+            write(_r, _e, cb) {
+              cb();
+            },
+          }),
         );
         return items.length / ((performance.now() - t) / 1000);
       };
@@ -226,7 +334,11 @@ function findPython() {
  */
 function spawnWithCpu(script, args, options) {
   const r = spawnSync('bash', ['-o', 'pipefail', '-c', `${script}; s=$?; times >&2; exit $s`, 'bench', ...args], options);
-  const last = r.stderr.trim().split('\n').pop().match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/);
+  const last = r.stderr
+    .trim()
+    .split('\n')
+    .pop()
+    .match(/(\d+)m([\d.]+)s (\d+)m([\d.]+)s/);
   const cpuSeconds = last ? Number(last[1]) * 60 + Number(last[2]) + Number(last[3]) * 60 + Number(last[4]) : NaN;
   return { ...r, cpuSeconds };
 }
@@ -245,10 +357,18 @@ function measure(variant, dir, python, env = {}) {
     // two node processes, each with its own libvips, splitting the files like Pillow's Pool(2)
     const { spawn } = require('node:child_process');
     const t = performance.now();
-    return Promise.all([0, 1].map((part) => new Promise((done, fail) => {
-      const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--worker', 'sharp-linear-half', '--dir', dir], { env: { ...process.env, ...env, BENCH_PART: String(part), BENCH_IN_FLIGHT: '2' }, stdio: ['ignore', 'ignore', 'inherit'] });
-      child.on('exit', (code) => (code === 0 ? done() : fail(new Error(`sharp-linear-half exited ${code}`))));
-    }))).then(() => listFiles(dir).length / ((performance.now() - t) / 1000));
+    return Promise.all(
+      [0, 1].map(
+        (part) =>
+          new Promise((done, fail) => {
+            const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--worker', 'sharp-linear-half', '--dir', dir], {
+              env: { ...process.env, ...env, BENCH_PART: String(part), BENCH_IN_FLIGHT: '2' },
+              stdio: ['ignore', 'ignore', 'inherit'],
+            });
+            child.on('exit', (code) => (code === 0 ? done() : fail(new Error(`sharp-linear-half exited ${code}`))));
+          }),
+      ),
+    ).then(() => listFiles(dir).length / ((performance.now() - t) / 1000));
   }
   if (variant === 'cli') {
     // real processes and pipes; wall time includes three node start-ups
@@ -257,14 +377,21 @@ function measure(variant, dir, python, env = {}) {
     const node = `"${process.execPath}" "${CLI}"`;
     const t = performance.now();
     const decodeFlags = env.BENCH_DECODE_FLAGS ?? '';
-    const r = spawnWithCpu(`${node} scan "${dir}" | ${node} decode --size ${SIZE} ${decodeFlags} | ${node} batch --size 256 --out-dir "${out}" --no-fsync`, [], { encoding: 'utf8', env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0', ...env } });
+    const r = spawnWithCpu(
+      `${node} scan "${dir}" | ${node} decode --size ${SIZE} ${decodeFlags} | ${node} batch --size 256 --out-dir "${out}" --no-fsync`,
+      [],
+      { encoding: 'utf8', env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0', ...env } },
+    );
     const seconds = (performance.now() - t) / 1000;
     if (r.status !== 0) throw new Error(`cli pipeline failed: ${r.stderr}`);
     lastCpuSeconds = r.cpuSeconds;
     rmSync(out, { recursive: true, force: true });
     return listFiles(dir).length / seconds;
   }
-  const r = spawnWithCpu('"$@"', [process.execPath, fileURLToPath(import.meta.url), '--worker', variant, '--dir', dir], { encoding: 'utf8', env: { ...process.env, ...env } });
+  const r = spawnWithCpu('"$@"', [process.execPath, fileURLToPath(import.meta.url), '--worker', variant, '--dir', dir], {
+    encoding: 'utf8',
+    env: { ...process.env, ...env },
+  });
   // (env carries UV_THREADPOOL_SIZE and the BENCH_* knobs of --explore)
   if (r.status !== 0) throw new Error(`${variant} failed: ${r.stderr}`);
   lastCpuSeconds = r.cpuSeconds;
@@ -282,7 +409,9 @@ async function main() {
   const kb = files.reduce((s, f) => s + statSync(f).size, 0) / files.length / 1024;
   for (const f of files) readFileSync(f); // page cache warm for everyone
   const python = findPython();
-  console.log(`decode bench: ${files.length} JPEGs (~500x375, q75-95, mean ${kb.toFixed(0)} KB) → ${SIZE}x${SIZE} RGB; ${availableParallelism()} cores; ${reps} interleaved reps, median`);
+  console.log(
+    `decode bench: ${files.length} JPEGs (~500x375, q75-95, mean ${kb.toFixed(0)} KB) → ${SIZE}x${SIZE} RGB; ${availableParallelism()} cores; ${reps} interleaved reps, median`,
+  );
   const variants = [];
   if (python) variants.push(['pillow-2proc', `Pillow ${python.version}, 2 processes, draft + BILINEAR (${python.py})`]);
   else console.log('Pillow baseline: no python3 with PIL found (apt-get install python3-pil); ratios against plain sharp only');
@@ -301,15 +430,28 @@ async function main() {
       ['sharp-2pass', 'sharp, decode to raw, then resize raw (2 pipelines)'],
       ['sharp-linear-2proc', 'sharp, kernel linear, 2 processes x 2 in flight (incl. start-up)'],
       ['sharp-linear uv2 f2', 'sharp, kernel linear, UV_THREADPOOL_SIZE=2, 2 in flight', { UV_THREADPOOL_SIZE: '2', BENCH_IN_FLIGHT: '2' }],
-      ['sharp-linear c2 uv2 f2', 'sharp, kernel linear, concurrency(2), UV 2, 2 in flight', { BENCH_SHARP_CONCURRENCY: '2', UV_THREADPOOL_SIZE: '2', BENCH_IN_FLIGHT: '2' }],
+      [
+        'sharp-linear c2 uv2 f2',
+        'sharp, kernel linear, concurrency(2), UV 2, 2 in flight',
+        { BENCH_SHARP_CONCURRENCY: '2', UV_THREADPOOL_SIZE: '2', BENCH_IN_FLIGHT: '2' },
+      ],
       ['decodeImage', 'decodeImage (ours, pure function), 4 in flight'],
       ['decodeWithLibvips', 'decodeWithLibvips (ours before the JPEG fast path), 4 in flight'],
     );
   }
   variants.push(['stages', 'ours in-process: DecodeStage → BatchStage(256), sharp.cache(false)']);
   if (process.argv.includes('--explore')) {
-    for (const [uv, conc] of [[2, 2], [4, 8], [8, 8], [8, 16]]) {
-      variants.push([`stages uv${uv} c${conc}`, `  same, UV_THREADPOOL_SIZE=${uv}, concurrency ${conc}`, { UV_THREADPOOL_SIZE: String(uv), BENCH_CONCURRENCY: String(conc) }]);
+    for (const [uv, conc] of [
+      [2, 2],
+      [4, 8],
+      [8, 8],
+      [8, 16],
+    ]) {
+      variants.push([
+        `stages uv${uv} c${conc}`,
+        `  same, UV_THREADPOOL_SIZE=${uv}, concurrency ${conc}`,
+        { UV_THREADPOOL_SIZE: String(uv), BENCH_CONCURRENCY: String(conc) },
+      ]);
     }
   }
   const withCli = !process.env.BENCH_SKIP_CLI;

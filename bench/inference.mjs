@@ -40,29 +40,44 @@ try {
   // JPEGs: smooth colour fields plus noise (compresses like a photo), quality 90, 500x375.
   const images = [];
   for (let i = 0; i < imageCount; i++) {
-    const w = 500, h = 375, px = Buffer.alloc(w * h * 3);
-    let s = (i + 1) * 2654435761 >>> 0;
-    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      const noise = (s >>> 27) - 16;
-      const o = (y * w + x) * 3;
-      px[o] = Math.max(0, Math.min(255, 128 + 100 * Math.sin((x + i * 7) / 40) + noise));
-      px[o + 1] = Math.max(0, Math.min(255, 128 + 100 * Math.cos((y + i * 3) / 30) + noise));
-      px[o + 2] = Math.max(0, Math.min(255, ((x * y) >> 7) % 256 + noise));
-    }
+    const w = 500,
+      h = 375,
+      px = Buffer.alloc(w * h * 3);
+    let s = ((i + 1) * 2654435761) >>> 0;
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        const noise = (s >>> 27) - 16;
+        const o = (y * w + x) * 3;
+        px[o] = Math.max(0, Math.min(255, 128 + 100 * Math.sin((x + i * 7) / 40) + noise));
+        px[o + 1] = Math.max(0, Math.min(255, 128 + 100 * Math.cos((y + i * 3) / 30) + noise));
+        px[o + 2] = Math.max(0, Math.min(255, (((x * y) >> 7) % 256) + noise));
+      }
     const path = join(dir, `img-${String(i).padStart(4, '0')}.jpg`);
-    writeFileSync(path, await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+    writeFileSync(
+      path,
+      await sharp(px, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer(),
+    );
     images.push(path);
   }
 
   // CPU time per image (all threads of this process: onnxruntime's and sharp's): on a machine
   // shared with other work, wall-clock rates depend on the others; CPU time per image much less.
   const cpuMs = { ceiling1: [], ceiling32: [], predict32: [] };
-  const cpuMsSince = (start) => { const d = process.cpuUsage(start); return (d.user + d.system) / 1000; };
+  const cpuMsSince = (start) => {
+    const d = process.cpuUsage(start);
+    return (d.user + d.system) / 1000;
+  };
   const options = sessionOptions();
   const session = await ort.InferenceSession.create(modelPath, options);
   const ceilingRound = async (n) => {
-    const input = new ort.Tensor('float32', new Float32Array(n * 3 * 227 * 227).map((_, i) => (i % 251) - 125), [n, 3, 227, 227]);
+    const input = new ort.Tensor(
+      'float32',
+      new Float32Array(n * 3 * 227 * 227).map((_, i) => (i % 251) - 125),
+      [n, 3, 227, 227],
+    );
     await session.run({ data: input }); // warm up
     let count = 0;
     const start = process.hrtime.bigint();
@@ -92,7 +107,16 @@ try {
   };
   const predictRound = async (allowSpinning) => {
     let lines = 0;
-    const summary = await runPredict(images, { model: modelPath, decoder, topk: 5, batchSize: 32, allowSpinning, write: (text) => { lines += text.split('\n').length - 1; } });
+    const summary = await runPredict(images, {
+      model: modelPath,
+      decoder,
+      topk: 5,
+      batchSize: 32,
+      allowSpinning,
+      write: (text) => {
+        lines += text.split('\n').length - 1;
+      },
+    });
     if (lines !== images.length || summary.predicted !== images.length) throw new Error(`predict printed ${lines} lines for ${images.length} images`);
     if (allowSpinning === undefined) cpuMs.predict32.push((1000 * summary.cpuSeconds) / summary.predicted);
     return summary.predicted / summary.seconds;
@@ -113,8 +137,12 @@ try {
 
   const m = Object.fromEntries(Object.entries(results).map(([k, v]) => [k, median(v)]));
   const line = (name, value, base) => `${name.padEnd(46)} ${value.toFixed(1).padStart(7)} img/s   ${(value / base).toFixed(2)}x of the ceiling`;
-  console.log(`inference: full AlexNet (theano-alexnet, 1000 classes, 227x227), ${cores} cores, onnxruntime-node ${require('onnxruntime-node/package.json').version}`);
-  console.log(`session: graphOptimizationLevel ${options.graphOptimizationLevel}, intraOpNumThreads ${options.intraOpNumThreads}, executionMode ${options.executionMode}; median of ${rounds} rounds of ${seconds} s`);
+  console.log(
+    `inference: full AlexNet (theano-alexnet, 1000 classes, 227x227), ${cores} cores, onnxruntime-node ${require('onnxruntime-node/package.json').version}`,
+  );
+  console.log(
+    `session: graphOptimizationLevel ${options.graphOptimizationLevel}, intraOpNumThreads ${options.intraOpNumThreads}, executionMode ${options.executionMode}; median of ${rounds} rounds of ${seconds} s`,
+  );
   console.log(`${'raw session.run ceiling, batch 1'.padEnd(46)} ${m.ceiling1.toFixed(1).padStart(7)} img/s`);
   console.log(line('InferenceModel.run, batch 1', m.ours1, m.ceiling1));
   console.log(`${'raw session.run ceiling, batch 32'.padEnd(46)} ${m.ceiling32.toFixed(1).padStart(7)} img/s`);
@@ -124,10 +152,21 @@ try {
   const ratio = m.predict32 / m.ceiling32;
   console.log(`predict / ceiling at batch 32: ${ratio.toFixed(2)} (target >= ${TARGET.toFixed(2)}): ${ratio >= TARGET ? 'met' : 'NOT met'}`);
   const c = Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, median(v)]));
-  console.log(`CPU time per image (ms): ceiling batch 32 ${c.ceiling32.toFixed(1)}, predict batch 32 ${c.predict32.toFixed(1)}; ` +
-    `CPU-bound estimate of predict / ceiling: ${(c.ceiling32 / c.predict32).toFixed(2)}`);
-  console.log(`load average at the end: ${(await import('node:os')).loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cores} cores`);
-  console.log(`per round (img/s): ${Object.entries(results).map(([k, v]) => `${k} [${v.map((x) => x.toFixed(0)).join(', ')}]`).join('; ')}`);
+  console.log(
+    `CPU time per image (ms): ceiling batch 32 ${c.ceiling32.toFixed(1)}, predict batch 32 ${c.predict32.toFixed(1)}; ` +
+      `CPU-bound estimate of predict / ceiling: ${(c.ceiling32 / c.predict32).toFixed(2)}`,
+  );
+  console.log(
+    `load average at the end: ${(await import('node:os'))
+      .loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')} on ${cores} cores`,
+  );
+  console.log(
+    `per round (img/s): ${Object.entries(results)
+      .map(([k, v]) => `${k} [${v.map((x) => x.toFixed(0)).join(', ')}]`)
+      .join('; ')}`,
+  );
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

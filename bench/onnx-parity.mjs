@@ -55,7 +55,10 @@ const { logits } = await model.run(x, n);
 const ortMs = performance.now() - t0;
 await model.close();
 
-let diff = 0, scale = 1e-12, min = Infinity, max = -Infinity;
+let diff = 0,
+  scale = 1e-12,
+  min = Infinity,
+  max = -Infinity;
 for (let i = 0; i < expected.length; i++) {
   diff = Math.max(diff, Math.abs(logits[i] - expected[i]));
   scale = Math.max(scale, Math.abs(expected[i]));
@@ -63,7 +66,9 @@ for (let i = 0; i < expected.length; i++) {
   max = Math.max(max, expected[i]);
 }
 const error = diff / scale;
-console.log(`tfjs cpu (reference) ${tfjsMs.toFixed(0)} ms, onnxruntime ${ortMs.toFixed(0)} ms (${(tfjsMs / ortMs).toFixed(1)}x the reference's speed, first run of a fresh session)`);
+console.log(
+  `tfjs cpu (reference) ${tfjsMs.toFixed(0)} ms, onnxruntime ${ortMs.toFixed(0)} ms (${(tfjsMs / ortMs).toFixed(1)}x the reference's speed, first run of a fresh session)`,
+);
 console.log(`max |logit difference| / max |logit| = ${error.toExponential(2)} (tolerance ${TOLERANCE}); logit spread ${(max - min).toFixed(3)}`);
 if (!(max - min > 1e-2)) {
   console.log('FAILED: degenerate logits: the comparison would prove nothing');

@@ -40,7 +40,10 @@ const delayMs = Number(process.env.BENCH_DELAY_MS ?? 2);
 const serverNodeArgs = (process.env.BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const MEAN = [122.7, 114.9, 101.6];
 const dir = mkdtempSync(join(tmpdir(), 'bench-serve-'));
-const pct = (xs, p) => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor(p * s.length))]; };
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))];
+};
 let server;
 
 try {
@@ -51,27 +54,45 @@ try {
   // JPEGs: smooth colour fields plus noise (compresses like a photo), as bench/inference.mjs.
   const jpegs = [];
   for (let i = 0; i < imageCount; i++) {
-    const w = 500, h = 375, px = Buffer.alloc(w * h * 3);
-    let s = (i + 1) * 2654435761 >>> 0;
-    for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-      s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-      const noise = (s >>> 27) - 16, o = (y * w + x) * 3;
-      px[o] = Math.max(0, Math.min(255, 128 + 100 * Math.sin((x + i * 7) / 40) + noise));
-      px[o + 1] = Math.max(0, Math.min(255, 128 + 100 * Math.cos((y + i * 3) / 30) + noise));
-      px[o + 2] = Math.max(0, Math.min(255, ((x * y) >> 7) % 256 + noise));
-    }
-    jpegs.push(await sharp(px, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+    const w = 500,
+      h = 375,
+      px = Buffer.alloc(w * h * 3);
+    let s = ((i + 1) * 2654435761) >>> 0;
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+        const noise = (s >>> 27) - 16,
+          o = (y * w + x) * 3;
+        px[o] = Math.max(0, Math.min(255, 128 + 100 * Math.sin((x + i * 7) / 40) + noise));
+        px[o + 1] = Math.max(0, Math.min(255, 128 + 100 * Math.cos((y + i * 3) / 30) + noise));
+        px[o + 2] = Math.max(0, Math.min(255, (((x * y) >> 7) % 256) + noise));
+      }
+    jpegs.push(
+      await sharp(px, { raw: { width: w, height: h, channels: 3 } })
+        .jpeg({ quality: 90 })
+        .toBuffer(),
+    );
   }
   // Binary infer bodies: the same images preprocessed as the server would (decode, crop, mean).
-  const size = 256, crop = 227, off = centerOffset(size, crop);
+  const size = 256,
+    crop = 227,
+    off = centerOffset(size, crop);
   const meanImage = { channels: 3, height: size, width: size, data: new Float32Array(3 * size * size).map((_, i) => MEAN[Math.floor(i / (size * size))]) };
   const binaryBodies = [];
   for (const j of jpegs.slice(0, 16)) {
     const img = await decodeImage(j, { size, resize: 'squash' });
-    const x = cropMirrorSubtract({ type: 'batch', dtype: 'uint8', shape: [1, 3, size, size], layout: 'NCHW', data: img.data, labels: new Int32Array(1), keys: [''] }, meanImage,
-      { crop, offsetY: Int32Array.of(off), offsetX: Int32Array.of(off), mirror: new Uint8Array(1) });
+    const x = cropMirrorSubtract(
+      { type: 'batch', dtype: 'uint8', shape: [1, 3, size, size], layout: 'NCHW', data: img.data, labels: new Int32Array(1), keys: [''] },
+      meanImage,
+      { crop, offsetY: Int32Array.of(off), offsetX: Int32Array.of(off), mirror: new Uint8Array(1) },
+    );
     const bytes = Buffer.from(x.buffer, x.byteOffset, x.byteLength);
-    const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'data', shape: [1, 3, crop, crop], datatype: 'FP32', parameters: { binary_data_size: bytes.length } }], outputs: [{ name: 'prob', parameters: { binary_data_output: true } }] }));
+    const header = Buffer.from(
+      JSON.stringify({
+        inputs: [{ name: 'data', shape: [1, 3, crop, crop], datatype: 'FP32', parameters: { binary_data_size: bytes.length } }],
+        outputs: [{ name: 'prob', parameters: { binary_data_output: true } }],
+      }),
+    );
     binaryBodies.push({ body: Buffer.concat([header, bytes]), headerLength: header.length });
   }
 
@@ -82,9 +103,14 @@ try {
   const singleRunMs = [];
   const cpuPerImage = [];
   const ceilingRound = async (n) => {
-    const input = new ort.Tensor('float32', new Float32Array(n * 3 * crop * crop).map((_, i) => (i % 251) - 125), [n, 3, crop, crop]);
+    const input = new ort.Tensor(
+      'float32',
+      new Float32Array(n * 3 * crop * crop).map((_, i) => (i % 251) - 125),
+      [n, 3, crop, crop],
+    );
     await session.run({ data: input });
-    let count = 0, elapsed = 0;
+    let count = 0,
+      elapsed = 0;
     const start = process.hrtime.bigint();
     const cpu0 = process.cpuUsage();
     while (elapsed < seconds / 2) {
@@ -94,22 +120,49 @@ try {
       count += n;
       elapsed = Number(process.hrtime.bigint() - start) / 1e9;
     }
-    if (n === 32) { const c = process.cpuUsage(cpu0); cpuPerImage.push((c.user + c.system) / 1000 / count); }
+    if (n === 32) {
+      const c = process.cpuUsage(cpu0);
+      cpuPerImage.push((c.user + c.system) / 1000 / count);
+    }
     ceiling[n].push(count / elapsed);
   };
   for (const n of [1, 8, 32]) await ceilingRound(n);
 
   // ---- the server ----
   const cli = join(here, '../apps/cli/bin/alexnet-stream.js');
-  server = spawn(process.execPath, [...serverNodeArgs, cli, 'serve', '--model', `m=${modelPath}`, '--port', '0', '--workers', String(workers), '--threads', String(threads), '--max-queue-delay-ms', String(delayMs), '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  server = spawn(
+    process.execPath,
+    [
+      ...serverNodeArgs,
+      cli,
+      'serve',
+      '--model',
+      `m=${modelPath}`,
+      '--port',
+      '0',
+      '--workers',
+      String(workers),
+      '--threads',
+      String(threads),
+      '--max-queue-delay-ms',
+      String(delayMs),
+      '--log-level',
+      'info',
+    ],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
   let logged = '';
-  server.stderr.on('data', (d) => { logged += d; });
+  server.stderr.on('data', (d) => {
+    logged += d;
+  });
   const url = await new Promise((resolve, reject) => {
     server.on('exit', (code) => reject(new Error(`serve exited ${code}: ${logged}`)));
     const started = Date.now();
     const poll = () => {
       const m = /"url":"(http:\/\/[^"]+)".*"msg":"listening"/.exec(logged);
-      if (m) resolve(m[1]); else if (Date.now() - started > 120_000) reject(new Error('serve did not start')); else setTimeout(poll, 100);
+      if (m) resolve(m[1]);
+      else if (Date.now() - started > 120_000) reject(new Error('serve did not start'));
+      else setTimeout(poll, 100);
     };
     poll();
   });
@@ -123,15 +176,16 @@ try {
   // keep-alive costs ~1.1 ms of CPU per 618 KB request here, undici's fetch ~4.5 ms (measured).
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const { hostname, port } = new URL(url);
-  const post = (path, headers, body) => new Promise((resolve, reject) => {
-    const req = http.request({ hostname, port, path, method: 'POST', agent, headers: { ...headers, 'content-length': body.length } }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+  const post = (path, headers, body) =>
+    new Promise((resolve, reject) => {
+      const req = http.request({ hostname, port, path, method: 'POST', agent, headers: { ...headers, 'content-length': body.length } }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks) }));
+      });
+      req.on('error', reject);
+      req.end(body);
     });
-    req.on('error', reject);
-    req.end(body);
-  });
   const classify = async (i) => {
     const res = await post('/v1/models/m:classify?topk=5', { 'content-type': 'image/jpeg' }, jpegs[i % jpegs.length]);
     const body = JSON.parse(res.body.toString('utf8'));
@@ -139,7 +193,11 @@ try {
   };
   const binary = async (i) => {
     const b = binaryBodies[i % binaryBodies.length];
-    const res = await post('/v2/models/m/infer', { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(b.headerLength) }, b.body);
+    const res = await post(
+      '/v2/models/m/infer',
+      { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(b.headerLength) },
+      b.body,
+    );
     if (res.status !== 200 || res.body.length < 4000) throw new Error(`infer: ${res.status} ${res.body.toString()}`);
   };
   // CPU seconds of the server's main (HTTP) thread, from /proc (Linux; NaN elsewhere): its own
@@ -158,7 +216,8 @@ try {
     const m0 = await metricsText();
     const main0 = mainThreadCpuS();
     const latencies = [];
-    let next = 0, stop = false;
+    let next = 0,
+      stop = false;
     const start = performance.now();
     const client = async () => {
       while (!stop) {
@@ -167,7 +226,9 @@ try {
         latencies.push(performance.now() - t);
       }
     };
-    const timer = setTimeout(() => { stop = true; }, seconds * 1000);
+    const timer = setTimeout(() => {
+      stop = true;
+    }, seconds * 1000);
     await Promise.all(Array.from({ length: concurrency }, client));
     clearTimeout(timer);
     const elapsed = (performance.now() - start) / 1000;
@@ -191,7 +252,10 @@ try {
   };
   const results = {};
   const only = process.env.BENCH_POINTS?.split(','); // e.g. classify32,binary1
-  for (const [name, fn] of [['classify', classify], ['binary', binary]]) {
+  for (const [name, fn] of [
+    ['classify', classify],
+    ['binary', binary],
+  ]) {
     for (const c of [1, 8, 32]) if (!only || only.includes(`${name}${c}`)) results[`${name}${c}`] = await point(fn, c);
   }
   await ceilingRound(32); // again, after the server runs: the ceiling is the median of both
@@ -200,22 +264,45 @@ try {
   const median = (xs) => pct(xs, 0.5);
   const ceil = { 1: median(ceiling[1]), 8: median(ceiling[8]), 32: median(ceiling[32]) };
   const single = median(singleRunMs);
-  console.log(`serve: full AlexNet (theano-alexnet, 1000 classes, 227x227), ${imageCount} JPEGs 500x375, ${cores} cores (${cpus()[0].model}), onnxruntime-node ${require('onnxruntime-node/package.json').version}`);
-  console.log(`server: --workers ${workers} --threads ${threads}, decode workers ${cores}, max batch 32, queue delay ${delayMs} ms; clients in the bench process; ${seconds} s per point`);
-  console.log(`ceiling (one session, ${threads} threads): batch 1 ${ceil[1].toFixed(1)} img/s (single run median ${single.toFixed(1)} ms, p99 ${pct(singleRunMs, 0.99).toFixed(1)} ms), batch 8 ${ceil[8].toFixed(1)}, batch 32 ${ceil[32].toFixed(1)} img/s; CPU ${median(cpuPerImage).toFixed(1)} ms/img at batch 32`);
-  console.log('endpoint    conc   img/s  x ceiling(batch=conc)   p50 ms   p99 ms  mean batch  server CPU ms/img  decode ms/img  queue ms  worker busy  main thread CPU ms/img');
+  console.log(
+    `serve: full AlexNet (theano-alexnet, 1000 classes, 227x227), ${imageCount} JPEGs 500x375, ${cores} cores (${cpus()[0].model}), onnxruntime-node ${require('onnxruntime-node/package.json').version}`,
+  );
+  console.log(
+    `server: --workers ${workers} --threads ${threads}, decode workers ${cores}, max batch 32, queue delay ${delayMs} ms; clients in the bench process; ${seconds} s per point`,
+  );
+  console.log(
+    `ceiling (one session, ${threads} threads): batch 1 ${ceil[1].toFixed(1)} img/s (single run median ${single.toFixed(1)} ms, p99 ${pct(singleRunMs, 0.99).toFixed(1)} ms), batch 8 ${ceil[8].toFixed(1)}, batch 32 ${ceil[32].toFixed(1)} img/s; CPU ${median(cpuPerImage).toFixed(1)} ms/img at batch 32`,
+  );
+  console.log(
+    'endpoint    conc   img/s  x ceiling(batch=conc)   p50 ms   p99 ms  mean batch  server CPU ms/img  decode ms/img  queue ms  worker busy  main thread CPU ms/img',
+  );
   for (const [key, r] of Object.entries(results)) {
     const c = Number(key.replace(/\D+/, ''));
-    console.log(`${key.replace(/\d+$/, '').padEnd(10)} ${String(c).padStart(5)} ${r.rate.toFixed(1).padStart(7)} ${(r.rate / ceil[c]).toFixed(2).padStart(8)}            ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${r.meanBatch.toFixed(1).padStart(10)} ${r.cpuMsPerImage.toFixed(1).padStart(14)}  ${Number.isNaN(r.decodeMs) ? '     -' : r.decodeMs.toFixed(1).padStart(10)}  ${r.queueMs.toFixed(1).padStart(8)}  ${(100 * r.workerBusy).toFixed(0).padStart(9)}%  ${r.mainCpuMsPerImage.toFixed(2).padStart(12)}`);
+    console.log(
+      `${key.replace(/\d+$/, '').padEnd(10)} ${String(c).padStart(5)} ${r.rate.toFixed(1).padStart(7)} ${(r.rate / ceil[c]).toFixed(2).padStart(8)}            ${r.p50.toFixed(1).padStart(8)} ${r.p99.toFixed(1).padStart(8)} ${r.meanBatch.toFixed(1).padStart(10)} ${r.cpuMsPerImage.toFixed(1).padStart(14)}  ${Number.isNaN(r.decodeMs) ? '     -' : r.decodeMs.toFixed(1).padStart(10)}  ${r.queueMs.toFixed(1).padStart(8)}  ${(100 * r.workerBusy).toFixed(0).padStart(9)}%  ${r.mainCpuMsPerImage.toFixed(2).padStart(12)}`,
+    );
   }
-  const t1 = results.classify32?.rate / ceil[32], t2 = results.binary32?.rate / ceil[32], t3 = results.classify1?.p99 / single, t4 = results.binary1?.p99 / single;
+  const t1 = results.classify32?.rate / ceil[32],
+    t2 = results.binary32?.rate / ceil[32],
+    t3 = results.classify1?.p99 / single,
+    t4 = results.binary1?.p99 / single;
   const verdict = (ok) => (ok ? 'met' : 'NOT met');
   console.log(`classify c=32 / ceiling batch 32: ${t1.toFixed(2)} (target >= 0.70): ${verdict(t1 >= 0.7)}`);
   console.log(`binary infer c=32 / ceiling batch 32: ${t2.toFixed(2)} (target >= 0.85): ${verdict(t2 >= 0.85)}`);
-  console.log(`p99 at c=1 / a single raw run: classify ${t3.toFixed(2)}, binary infer ${t4.toFixed(2)} (target <= 1.5): ${verdict(t3 <= 1.5)} / ${verdict(t4 <= 1.5)}`);
-  console.log(`(for scale, under this machine's load: p99 at c=1 / the raw single run's own p99: classify ${(results.classify1?.p99 / pct(singleRunMs, 0.99)).toFixed(2)}, binary ${(results.binary1?.p99 / pct(singleRunMs, 0.99)).toFixed(2)}; p50 at c=1 / its median: classify ${(results.classify1?.p50 / single).toFixed(2)}, binary ${(results.binary1?.p50 / single).toFixed(2)})`);
-  console.log(`CPU-bound estimate at c=32 (ceiling CPU ms/img / server CPU ms/img): classify ${(median(cpuPerImage) / results.classify32?.cpuMsPerImage).toFixed(2)}, binary ${(median(cpuPerImage) / results.binary32?.cpuMsPerImage).toFixed(2)} (the clients' own CPU, in this process, is not counted)`);
-  console.log(`load average at the end: ${loadavg().map((x) => x.toFixed(1)).join(' ')} on ${cores} cores`);
+  console.log(
+    `p99 at c=1 / a single raw run: classify ${t3.toFixed(2)}, binary infer ${t4.toFixed(2)} (target <= 1.5): ${verdict(t3 <= 1.5)} / ${verdict(t4 <= 1.5)}`,
+  );
+  console.log(
+    `(for scale, under this machine's load: p99 at c=1 / the raw single run's own p99: classify ${(results.classify1?.p99 / pct(singleRunMs, 0.99)).toFixed(2)}, binary ${(results.binary1?.p99 / pct(singleRunMs, 0.99)).toFixed(2)}; p50 at c=1 / its median: classify ${(results.classify1?.p50 / single).toFixed(2)}, binary ${(results.binary1?.p50 / single).toFixed(2)})`,
+  );
+  console.log(
+    `CPU-bound estimate at c=32 (ceiling CPU ms/img / server CPU ms/img): classify ${(median(cpuPerImage) / results.classify32?.cpuMsPerImage).toFixed(2)}, binary ${(median(cpuPerImage) / results.binary32?.cpuMsPerImage).toFixed(2)} (the clients' own CPU, in this process, is not counted)`,
+  );
+  console.log(
+    `load average at the end: ${loadavg()
+      .map((x) => x.toFixed(1))
+      .join(' ')} on ${cores} cores`,
+  );
   await session.release();
 } finally {
   if (server && server.exitCode === null) {

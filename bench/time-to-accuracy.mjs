@@ -63,7 +63,11 @@ function fail(message) {
 
 const log = (m) => process.stderr.write(`${m}\n`);
 const cpuModel = () => os.cpus()[0]?.model ?? 'unknown CPU';
-const load = () => os.loadavg().map((v) => v.toFixed(2)).join(' ');
+const load = () =>
+  os
+    .loadavg()
+    .map((v) => v.toFixed(2))
+    .join(' ');
 
 /** The recipe file's n_epochs (a plain `n_epochs: N` line). */
 function configEpochs(path) {
@@ -105,19 +109,25 @@ async function trainRun(name, dir, config, extraArgs, workDir) {
   let trainingStart;
   const rates = [];
   log(`\n== ${name}: alexnet-stream train --config ${config.replace(`${root}/`, '')} ${extraArgs.join(' ')}`);
-  const { stdout, seconds } = await run(process.execPath, [CLI, 'train', '--config', config, '--data', join(workDir, 'data'), '--weights-dir', weightsDir, ...extraArgs], {
-    onLine: (line, t) => {
-      if (/: \d+ epochs, \d+ iterations per epoch; starting at/.test(line)) trainingStart = t;
-      const it = / ([\d.]+) img\/s, waited/.exec(line);
-      if (it) rates.push(Number(it[1]));
-      const v = /epoch (\d+) validation: top-1 error ([\d.]+)%/.exec(line);
-      if (v) {
-        const e = { epoch: Number(v[1]), top1: 1 - Number(v[2]) / 100, seconds: t, trainingSeconds: t - (trainingStart ?? 0) };
-        epochs.push(e);
-        log(`${name}: epoch ${e.epoch}: top-1 ${(100 * e.top1).toFixed(2)}% at ${e.seconds.toFixed(0)} s (${e.trainingSeconds.toFixed(0)} s of training), load ${load()}`);
-      } else if (/(input_scale|learning rate ->|done:)/.test(line)) log(line);
+  const { stdout, seconds } = await run(
+    process.execPath,
+    [CLI, 'train', '--config', config, '--data', join(workDir, 'data'), '--weights-dir', weightsDir, ...extraArgs],
+    {
+      onLine: (line, t) => {
+        if (/: \d+ epochs, \d+ iterations per epoch; starting at/.test(line)) trainingStart = t;
+        const it = / ([\d.]+) img\/s, waited/.exec(line);
+        if (it) rates.push(Number(it[1]));
+        const v = /epoch (\d+) validation: top-1 error ([\d.]+)%/.exec(line);
+        if (v) {
+          const e = { epoch: Number(v[1]), top1: 1 - Number(v[2]) / 100, seconds: t, trainingSeconds: t - (trainingStart ?? 0) };
+          epochs.push(e);
+          log(
+            `${name}: epoch ${e.epoch}: top-1 ${(100 * e.top1).toFixed(2)}% at ${e.seconds.toFixed(0)} s (${e.trainingSeconds.toFixed(0)} s of training), load ${load()}`,
+          );
+        } else if (/(input_scale|learning rate ->|done:)/.test(line)) log(line);
+      },
     },
-  });
+  );
   const summary = JSON.parse(stdout.trim().split('\n').pop());
   return { name, epochs, seconds, imagesPerSecond: summary.imagesPerSecond, waitFraction: summary.waitFraction, windowRates: rates };
 }
@@ -133,12 +143,18 @@ async function pytorchRun(workDir, epochs) {
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
   const script = join(root, 'bench/tta/torch_recipe.py');
-  log(`\n== pytorch: ${python} bench/tta/torch_recipe.py --data ${join(workDir, 'fashion-mnist')} --epochs ${epochs} --threads ${os.availableParallelism()} (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset)`);
+  log(
+    `\n== pytorch: ${python} bench/tta/torch_recipe.py --data ${join(workDir, 'fashion-mnist')} --epochs ${epochs} --threads ${os.availableParallelism()} (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset)`,
+  );
   const out = [];
-  const { stdout, seconds } = await run(python, [script, '--data', join(workDir, 'fashion-mnist'), '--epochs', String(epochs), '--threads', String(os.availableParallelism())], {
-    env,
-    onLine: (line) => log(`pytorch: ${line}`),
-  });
+  const { stdout, seconds } = await run(
+    python,
+    [script, '--data', join(workDir, 'fashion-mnist'), '--epochs', String(epochs), '--threads', String(os.availableParallelism())],
+    {
+      env,
+      onLine: (line) => log(`pytorch: ${line}`),
+    },
+  );
   for (const line of stdout.trim().split('\n')) {
     const r = JSON.parse(line);
     out.push({ epoch: r.epoch, top1: r.top1, seconds: r.seconds, trainingSeconds: r.seconds, imagesPerSecond: r.images_per_second });
@@ -165,10 +181,33 @@ async function main() {
   const data = join(opts.work, 'data');
   const fm = join(opts.work, 'fashion-mnist');
   if (!existsSync(join(data, 'prepare.json'))) {
-    log(`\n== prepare: alexnet-stream prepare --train ${fm}/train --val ${fm}/test --val-list ${fm}/test.txt --out ${data} --size 128 --batch-size 64 --seed 1`);
-    await run(process.execPath, [CLI, 'prepare', '--train', join(fm, 'train'), '--val', join(fm, 'test'), '--val-list', join(fm, 'test.txt'), '--out', data, '--size', '128', '--batch-size', '64', '--seed', '1'], {
-      onLine: (line) => log(line),
-    });
+    log(
+      `\n== prepare: alexnet-stream prepare --train ${fm}/train --val ${fm}/test --val-list ${fm}/test.txt --out ${data} --size 128 --batch-size 64 --seed 1`,
+    );
+    await run(
+      process.execPath,
+      [
+        CLI,
+        'prepare',
+        '--train',
+        join(fm, 'train'),
+        '--val',
+        join(fm, 'test'),
+        '--val-list',
+        join(fm, 'test.txt'),
+        '--out',
+        data,
+        '--size',
+        '128',
+        '--batch-size',
+        '64',
+        '--seed',
+        '1',
+      ],
+      {
+        onLine: (line) => log(line),
+      },
+    );
   } else log(`prepare: ${data} is complete: kept`);
 
   const results = [];
@@ -177,7 +216,18 @@ async function main() {
   if (opts.baseline) {
     // The demo's schedule scaled to these epochs: lr / 10 after 2/3 of them (demo.yaml: 16 of 24).
     const step = Math.max(1, Math.round((2 * epochs) / 3));
-    const demoArgs = ['--epochs', String(epochs), '--set', 'num_classes=null', '--set', 'image_size=null', '--set', `lr_step=[${step}]`, '--set', 'snapshot_freq=1000'];
+    const demoArgs = [
+      '--epochs',
+      String(epochs),
+      '--set',
+      'num_classes=null',
+      '--set',
+      'image_size=null',
+      '--set',
+      `lr_step=[${step}]`,
+      '--set',
+      'snapshot_freq=1000',
+    ];
     results.push(await trainRun('seed/demo recipe', 'seed-demo', DEMO, demoArgs, opts.work));
   }
   if (opts.pytorch) {
@@ -188,14 +238,20 @@ async function main() {
   process.stdout.write(`\nTime to accuracy: Fashion-MNIST, 10,000 training / 2,000 test images at 128x128, theano-alexnet at 113 input, ${epochs} epochs\n`);
   process.stdout.write(`CPU: ${cpuModel()}, ${os.availableParallelism()} cores; load average before ${loadBefore}, after ${load()}\n\n`);
   for (const r of results) {
-    process.stdout.write(`${r.name}: ${r.imagesPerSecond ? `${r.imagesPerSecond.toFixed(1)} img/s training` : ''}${r.seconds ? `, ${r.seconds.toFixed(0)} s in all` : ''}\n`);
+    process.stdout.write(
+      `${r.name}: ${r.imagesPerSecond ? `${r.imagesPerSecond.toFixed(1)} img/s training` : ''}${r.seconds ? `, ${r.seconds.toFixed(0)} s in all` : ''}\n`,
+    );
     for (const e of r.epochs) {
-      process.stdout.write(`  epoch ${String(e.epoch).padStart(2)}: top-1 ${(100 * e.top1).toFixed(2).padStart(6)}%  after ${e.trainingSeconds.toFixed(0).padStart(5)} s of training${e.seconds !== e.trainingSeconds ? ` (${e.seconds.toFixed(0)} s since start)` : ''}\n`);
+      process.stdout.write(
+        `  epoch ${String(e.epoch).padStart(2)}: top-1 ${(100 * e.top1).toFixed(2).padStart(6)}%  after ${e.trainingSeconds.toFixed(0).padStart(5)} s of training${e.seconds !== e.trainingSeconds ? ` (${e.seconds.toFixed(0)} s since start)` : ''}\n`,
+      );
     }
   }
   const recipe = results[0];
   const final = recipe.epochs.at(-1);
-  process.stdout.write(`\nsmall-data recipe: ${(100 * final.top1).toFixed(2)}% top-1 after ${final.trainingSeconds.toFixed(0)} s of training (target: >= 88% in <= 600 s)\n`);
+  process.stdout.write(
+    `\nsmall-data recipe: ${(100 * final.top1).toFixed(2)}% top-1 after ${final.trainingSeconds.toFixed(0)} s of training (target: >= 88% in <= 600 s)\n`,
+  );
   const baseline = results.find((r) => r.name === 'seed/demo recipe');
   if (baseline) {
     const b = baseline.epochs.at(-1);

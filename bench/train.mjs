@@ -75,7 +75,10 @@ const data = makeBatch(batch, 1);
 /** `count` copies of a batch stacked, as the trainer hands a group of steps to stepGroup. */
 function stack(b, count) {
   const group = { data: new Float32Array(count * b.data.length), labels: new Int32Array(count * b.size), size: b.size, count };
-  for (let k = 0; k < count; k++) { group.data.set(b.data, k * b.data.length); group.labels.set(b.labels, k * b.size); }
+  for (let k = 0; k < count; k++) {
+    group.data.set(b.data, k * b.data.length);
+    group.labels.set(b.labels, k * b.size);
+  }
   return group;
 }
 const lr = 0.01;
@@ -167,17 +170,31 @@ async function startTorch(python) {
     while ((nl = buffered.indexOf('\n')) >= 0) {
       const line = JSON.parse(buffered.slice(0, nl));
       buffered = buffered.slice(nl + 1);
-      if (waiting) { const w = waiting; waiting = undefined; w(line); } else lines.push(line);
+      if (waiting) {
+        const w = waiting;
+        waiting = undefined;
+        w(line);
+      } else lines.push(line);
     }
   });
-  const next = () => (lines.length ? Promise.resolve(lines.shift()) : new Promise((r) => { waiting = r; }));
+  const next = () =>
+    lines.length
+      ? Promise.resolve(lines.shift())
+      : new Promise((r) => {
+          waiting = r;
+        });
   const ready = await next();
   return {
     version: ready.ready,
     info: ready,
     /** Time `steps` steps of one configuration ({ size, batch, classes, dropout }). */
-    async run(config, steps) { child.stdin.write(`${JSON.stringify({ ...config, steps })}\n`); return next(); },
-    stop() { child.stdin.end(); },
+    async run(config, steps) {
+      child.stdin.write(`${JSON.stringify({ ...config, steps })}\n`);
+      return next();
+    },
+    stop() {
+      child.stdin.end();
+    },
   };
 }
 
@@ -200,7 +217,10 @@ async function gemmPeakGflops(reps = 3, size = 2048) {
   b.input('b', 'float32', [size, size]);
   b.output(b.op('MatMul', ['a', 'b']), 'float32', [size, size]);
   const session = await ort.InferenceSession.create(encodeModel(b.model()), { intraOpNumThreads: threads });
-  const feeds = { a: new ort.Tensor('float32', new Float32Array(size * size).fill(0.5), [size, size]), b: new ort.Tensor('float32', new Float32Array(size * size).fill(0.25), [size, size]) };
+  const feeds = {
+    a: new ort.Tensor('float32', new Float32Array(size * size).fill(0.5), [size, size]),
+    b: new ort.Tensor('float32', new Float32Array(size * size).fill(0.25), [size, size]),
+  };
   let best = Infinity;
   await session.run(feeds);
   for (let i = 0; i < reps; i++) {
@@ -225,35 +245,65 @@ function summarizeProfile(path) {
     byOp.set(e.args.op_name, (byOp.get(e.args.op_name) ?? 0) + e.dur);
     total += e.dur;
   }
-  return { stepMs: last.dur / 1000, kernelMs: total / 1000, ops: [...byOp].sort((a, b) => b[1] - a[1]).map(([op, us]) => ({ op, ms: us / 1000, share: us / total })) };
+  return {
+    stepMs: last.dur / 1000,
+    kernelMs: total / 1000,
+    ops: [...byOp].sort((a, b) => b[1] - a[1]).map(([op, us]) => ({ op, ms: us / 1000, share: us / total })),
+  };
 }
 
 const tmp = mkdtempSync(join(tmpdir(), 'bench-train-'));
 /** The targets of issue 14, checked on this run's medians. */
 const targets = [];
-const target = (what, value, goal, unit = 'x') => targets.push(`  ${value >= goal ? 'met    ' : 'NOT met'} ${what}: ${value.toFixed(2)}${unit} (target >= ${goal}${unit})`);
+const target = (what, value, goal, unit = 'x') =>
+  targets.push(`  ${value >= goal ? 'met    ' : 'NOT met'} ${what}: ${value.toFixed(2)}${unit} (target >= ${goal}${unit})`);
 try {
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
-  const isa = ['avx2', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile'].filter((f) => new RegExp(`\\b${f}\\b`).test(readFileSync('/proc/cpuinfo', 'utf8'))).join(' ');
-  log(`bench:train on ${cpu}, ${availableParallelism()} cores (${isa}); load average ${loadavg().map((v) => v.toFixed(2)).join(' ')}`);
-  log(`theano-alexnet 227x227, 1000 classes, batch ${batch}; and 113x113, 10 classes, no dropout, batch ${smallBatch}; ${threads} intra-op threads, ${rounds} rounds x ${steps} steps per side`);
+  const isa = ['avx2', 'avx512f', 'avx512_bf16', 'avx512_vnni', 'amx_tile']
+    .filter((f) => new RegExp(`\\b${f}\\b`).test(readFileSync('/proc/cpuinfo', 'utf8')))
+    .join(' ');
+  log(
+    `bench:train on ${cpu}, ${availableParallelism()} cores (${isa}); load average ${loadavg()
+      .map((v) => v.toFixed(2))
+      .join(' ')}`,
+  );
+  log(
+    `theano-alexnet 227x227, 1000 classes, batch ${batch}; and 113x113, 10 classes, no dropout, batch ${smallBatch}; ${threads} intra-op threads, ${rounds} rounds x ${steps} steps per side`,
+  );
   // The peak before any engine exists and again after the rounds; the better of the two
   // (this machine is a VM whose host is shared: its speed drifts by up to ~1.5x over minutes).
   const peakBefore = await gemmPeakGflops();
   const ours = await createOrtEngine(spec, weights, { intraOpThreads: threads, batchSize: Math.max(batch, bigBatch) });
   const small = await createOrtEngine(smallSpec, initParameters(smallSpec, 1), { intraOpThreads: threads, batchSize: smallBatch });
-  const baseline = process.env.BENCH_BASELINE === '0' ? undefined
-    : await createOrtEngine(spec, weights, { intraOpThreads: threads, lowering: { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv', nchwcBlock: 0 } });
+  const baseline =
+    process.env.BENCH_BASELINE === '0'
+      ? undefined
+      : await createOrtEngine(spec, weights, {
+          intraOpThreads: threads,
+          lowering: { convInputGrad: 'convTranspose', convWeightGrad: 'dilatedConv', nchwcBlock: 0 },
+        });
   const python = process.env.BENCH_TORCH === '0' ? undefined : findTorchPython();
   const torch = python ? await startTorch(python) : undefined;
-  if (!torch) log(process.env.BENCH_TORCH === '0' ? 'PyTorch: skipped (BENCH_TORCH=0)' : 'PyTorch: not measured: no python3 with torch here (Debian: apt-get install -y python3-torch)');
+  if (!torch)
+    log(
+      process.env.BENCH_TORCH === '0'
+        ? 'PyTorch: skipped (BENCH_TORCH=0)'
+        : 'PyTorch: not measured: no python3 with torch here (Debian: apt-get install -y python3-torch)',
+    );
   else {
     const i = torch.info;
     log(`PyTorch ${i.ready} (${python}), ${i.threads} threads; ${i.build.join('; ')}`);
     log(`  BLAS mapped into the process: ${i.blas.join(', ') || 'none found in /proc/self/maps'}`);
-    if (i.blas.some((b) => /\/blas\/libblas\.so/.test(b))) log('  (that is netlib\'s reference BLAS: Debian\'s default for libblas.so.3; apt-get install libopenblas0-pthread gives PyTorch\'s fc layers OpenBLAS)');
+    if (i.blas.some((b) => /\/blas\/libblas\.so/.test(b)))
+      log("  (that is netlib's reference BLAS: Debian's default for libblas.so.3; apt-get install libopenblas0-pthread gives PyTorch's fc layers OpenBLAS)");
     log(`  threadpools: ${typeof i.threadpools === 'string' ? i.threadpools : JSON.stringify(i.threadpools)}`);
-    log(`  its environment: ${Object.entries(i.env).map(([k, v]) => `${k}=${v}`).join(' ')} (OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for its command alone; here they are ${process.env.OPENBLAS_CORETYPE ?? '(unset)'}/${process.env.OPENBLAS_L2_SIZE ?? '(unset)'})`);
+    log(
+      `  its environment: ${Object.entries(i.env)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(
+          ' ',
+        )} (OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset for its command alone; here they are ${process.env.OPENBLAS_CORETYPE ?? '(unset)'}/${process.env.OPENBLAS_L2_SIZE ?? '(unset)'})`,
+    );
   }
 
   // Ours as the trainer runs it: stepsPerRun steps per onnxruntime run (stepGroup, an ONNX Loop).
@@ -274,7 +324,11 @@ try {
   const rates = Object.fromEntries(keys.map((k) => [k, []]));
   const perCpu = Object.fromEntries(keys.map((k) => [k, []]));
   const busy = Object.fromEntries(keys.map((k) => [k, []]));
-  const record = (key, t, n = steps, size = batch) => { rates[key].push((size * n) / t.seconds); perCpu[key].push((size * n) / t.cpuSeconds); busy[key].push(t.cpuSeconds / t.seconds); };
+  const record = (key, t, n = steps, size = batch) => {
+    rates[key].push((size * n) / t.seconds);
+    perCpu[key].push((size * n) / t.cpuSeconds);
+    busy[key].push(t.cpuSeconds / t.seconds);
+  };
   for (let r = 0; r < rounds; r++) {
     record('ours', await timeSteps(() => ours.stepGroup(group, lr), 1), perRun);
     record('single', await timeSteps(() => ours.step(data, lr), steps));
@@ -284,7 +338,9 @@ try {
     record('small', await timeSteps(() => small.stepGroup(smallGroup, lr), 2), 2 * small.stepsPerRun, smallBatch);
     if (torch) record('torchSmall', await torch.run(torchConfig.small, 2 * small.stepsPerRun), 2 * small.stepsPerRun, smallBatch);
     const show = (k) => `${rates[k][r].toFixed(2)} img/s (${perCpu[k][r].toFixed(2)}/cpu-s, ${busy[k][r].toFixed(2)} cores)`;
-    log(`  round ${r + 1}, 227 batch ${batch}: ours ${show('ours')}, one step per run ${show('single')}${baseline ? `, DESIGN rules ${show('baseline')}` : ''}, inference ${show('eval')}${torch ? `, PyTorch ${show('torch')}` : ''}`);
+    log(
+      `  round ${r + 1}, 227 batch ${batch}: ours ${show('ours')}, one step per run ${show('single')}${baseline ? `, DESIGN rules ${show('baseline')}` : ''}, inference ${show('eval')}${torch ? `, PyTorch ${show('torch')}` : ''}`,
+    );
     log(`  round ${r + 1}, 113 batch ${smallBatch}: ours ${show('small')}${torch ? `, PyTorch ${show('torchSmall')}` : ''}`);
   }
   await baseline?.dispose();
@@ -293,22 +349,31 @@ try {
   const c = Object.fromEntries(Object.entries(perCpu).map(([k, v]) => [k, v.length ? median(v) : undefined]));
   const b = Object.fromEntries(Object.entries(busy).map(([k, v]) => [k, v.length ? median(v) : undefined]));
   const ratio = (k, of = 'ours') => `${(m[of] / m[k]).toFixed(2)}x wall, ${(c[of] / c[k]).toFixed(2)}x per CPU-second`;
-  log(`training, 227 batch ${batch}: ${m.ours.toFixed(2)} img/s, ${c.ours.toFixed(2)} img per CPU-second, ${b.ours.toFixed(2)} cores busy (medians of ${rounds})`);
+  log(
+    `training, 227 batch ${batch}: ${m.ours.toFixed(2)} img/s, ${c.ours.toFixed(2)} img per CPU-second, ${b.ours.toFixed(2)} cores busy (medians of ${rounds})`,
+  );
   log(`  vs the engine's inference (ceiling) ${m.eval.toFixed(2)} img/s: ${ratio('eval')}`);
-  log(`  vs the same engine at one step per run ${m.single.toFixed(2)} img/s: ${ratio('single')} (what ${perRun} steps per run save: onnxruntime-node's copy of every output, 488 MB of state, after each run)`);
+  log(
+    `  vs the same engine at one step per run ${m.single.toFixed(2)} img/s: ${ratio('single')} (what ${perRun} steps per run save: onnxruntime-node's copy of every output, 488 MB of state, after each run)`,
+  );
   if (m.baseline) log(`  vs DESIGN §5 rules as first written ${m.baseline.toFixed(2)} img/s: ${ratio('baseline')}`);
   if (m.torch) log(`  vs Debian PyTorch ${torch.version} ${m.torch.toFixed(2)} img/s (${b.torch.toFixed(2)} cores busy): ${ratio('torch')}`);
   log(`training, 113 batch ${smallBatch}: ${m.small.toFixed(2)} img/s, ${c.small.toFixed(2)} img per CPU-second, ${b.small.toFixed(2)} cores busy`);
-  if (m.torchSmall) log(`  vs Debian PyTorch ${torch.version} ${m.torchSmall.toFixed(2)} img/s (${b.torchSmall.toFixed(2)} cores busy): ${ratio('torchSmall', 'small')}`);
+  if (m.torchSmall)
+    log(`  vs Debian PyTorch ${torch.version} ${m.torchSmall.toFixed(2)} img/s (${b.torchSmall.toFixed(2)} cores busy): ${ratio('torchSmall', 'small')}`);
   // How close to the hardware: a step's multiply-adds against the machine's SGEMM peak.
   const peak = Math.max(peakBefore, await gemmPeakGflops());
   const stepGflopPerImage = (2 * trainingMacs(spec)) / 1e9;
   const peakShare = (100 * m.ours * stepGflopPerImage) / peak;
-  log(`  compute: a training step is ${stepGflopPerImage.toFixed(2)} GFLOP per image (forward + dX + dW of conv/fc); ours runs at ${(m.ours * stepGflopPerImage).toFixed(1)} GFLOPS ` +
-    `= ${peakShare.toFixed(0)}% of onnxruntime's SGEMM peak here (${peak.toFixed(1)} GFLOPS, ${threads} threads, best of before and after the rounds); ` +
-    `at 100% of that peak a step could reach ${(peak / stepGflopPerImage).toFixed(1)} img/s`);
+  log(
+    `  compute: a training step is ${stepGflopPerImage.toFixed(2)} GFLOP per image (forward + dX + dW of conv/fc); ours runs at ${(m.ours * stepGflopPerImage).toFixed(1)} GFLOPS ` +
+      `= ${peakShare.toFixed(0)}% of onnxruntime's SGEMM peak here (${peak.toFixed(1)} GFLOPS, ${threads} threads, best of before and after the rounds); ` +
+      `at 100% of that peak a step could reach ${(peak / stepGflopPerImage).toFixed(1)} img/s`,
+  );
   const load = loadavg()[0];
-  log(`  (1-minute load average ${load.toFixed(1)} on ${availableParallelism()} cores: above the core count, other processes share these cores and wall-clock figures drop)`);
+  log(
+    `  (1-minute load average ${load.toFixed(1)} on ${availableParallelism()} cores: above the core count, other processes share these cores and wall-clock figures drop)`,
+  );
   target(`SGEMM peak share, 227 batch ${batch}`, peakShare, 75, '%');
   target(`cores busy, 227 batch ${batch}`, b.ours, 1.85, '');
   if (m.torch) {
@@ -324,28 +389,42 @@ try {
   // RSS early vs late (no growth). RSS is read after each run: at iterations perRun, 2·perRun, …
   const bigGroup = stack(makeBatch(bigBatch, 2), perRun);
   const rss = [];
-  let bigSeconds = 0, bigCpuSeconds = 0, bigSteps = 0;
+  let bigSeconds = 0,
+    bigCpuSeconds = 0,
+    bigSteps = 0;
   const runs = Math.ceil(rssLate / perRun);
   const torchBig = [];
   for (let i = 1; i <= runs; i++) {
     const t = await timeSteps(() => ours.stepGroup(bigGroup, lr), 1);
-    if (i > 1) { bigSeconds += t.seconds; bigCpuSeconds += t.cpuSeconds; bigSteps += perRun; } // the first run plans memory for the new shape
+    if (i > 1) {
+      bigSeconds += t.seconds;
+      bigCpuSeconds += t.cpuSeconds;
+      bigSteps += perRun;
+    } // the first run plans memory for the new shape
     rss[i * perRun] = process.memoryUsage().rss;
     if (torch && i % 2 === 0) torchBig.push(await torch.run(torchConfig.bigBatch, 2)); // interleaved with ours, 2 steps a time
   }
   torch?.stop();
   const at = (iteration) => Math.ceil(iteration / perRun) * perRun;
   const [early, late] = [at(rssEarly), at(rssLate)];
-  const bigRate = (bigBatch * bigSteps) / bigSeconds, bigPerCpu = (bigBatch * bigSteps) / bigCpuSeconds;
-  log(`training, 227 batch ${bigBatch}: ${bigRate.toFixed(2)} img/s, ${bigPerCpu.toFixed(2)} img per CPU-second, ${(bigCpuSeconds / bigSeconds).toFixed(2)} cores busy over ${bigSteps} steps; vs batch ${batch}: ${(bigRate / m.ours).toFixed(2)}x wall, ${(bigPerCpu / c.ours).toFixed(2)}x per CPU-second`);
+  const bigRate = (bigBatch * bigSteps) / bigSeconds,
+    bigPerCpu = (bigBatch * bigSteps) / bigCpuSeconds;
+  log(
+    `training, 227 batch ${bigBatch}: ${bigRate.toFixed(2)} img/s, ${bigPerCpu.toFixed(2)} img per CPU-second, ${(bigCpuSeconds / bigSeconds).toFixed(2)} cores busy over ${bigSteps} steps; vs batch ${batch}: ${(bigRate / m.ours).toFixed(2)}x wall, ${(bigPerCpu / c.ours).toFixed(2)}x per CPU-second`,
+  );
   if (torchBig.length) {
     const sum = (k) => torchBig.reduce((a, t) => a + t[k], 0);
-    const tRate = (bigBatch * 2 * torchBig.length) / sum('seconds'), tPerCpu = (bigBatch * 2 * torchBig.length) / sum('cpuSeconds');
-    log(`  vs Debian PyTorch ${torch.version} ${tRate.toFixed(2)} img/s, ${tPerCpu.toFixed(2)} img per CPU-second (${2 * torchBig.length} steps, interleaved): ${(bigRate / tRate).toFixed(2)}x wall, ${(bigPerCpu / tPerCpu).toFixed(2)}x per CPU-second`);
+    const tRate = (bigBatch * 2 * torchBig.length) / sum('seconds'),
+      tPerCpu = (bigBatch * 2 * torchBig.length) / sum('cpuSeconds');
+    log(
+      `  vs Debian PyTorch ${torch.version} ${tRate.toFixed(2)} img/s, ${tPerCpu.toFixed(2)} img per CPU-second (${2 * torchBig.length} steps, interleaved): ${(bigRate / tRate).toFixed(2)}x wall, ${(bigPerCpu / tPerCpu).toFixed(2)}x per CPU-second`,
+    );
     target(`vs PyTorch wall, 227 batch ${bigBatch}`, bigRate / tRate, 1.5);
     target(`vs PyTorch per CPU-second, 227 batch ${bigBatch}`, bigPerCpu / tPerCpu, 1.5);
   }
-  log(`memory, batch ${bigBatch}: RSS at iteration ${early} ${mb(rss[early])}, at iteration ${late} ${mb(rss[late])} (growth ${mb(rss[late] - rss[early])}); peak RSS of the process ${mb(process.resourceUsage().maxRSS * 1024)}`);
+  log(
+    `memory, batch ${bigBatch}: RSS at iteration ${early} ${mb(rss[early])}, at iteration ${late} ${mb(rss[late])} (growth ${mb(rss[late] - rss[early])}); peak RSS of the process ${mb(process.resourceUsage().maxRSS * 1024)}`,
+  );
   await ours.dispose();
 
   // Profile of one training step at the bench batch.

@@ -16,8 +16,18 @@ const out = join(root, 'demo-out');
 // 32 (11 steps per epoch), 12 epochs.
 const config = join(root, 'libs/trainer-multigpu/config/small-data.yaml');
 const DEMO_TRAIN_ARGS = [
-  '--data', 'demo-out/data', '--weights-dir', 'demo-out/weights', '--batch-size', '32', '--epochs', '12',
-  '--set', 'print_freq=11', '--set', 'snapshot_freq=4',
+  '--data',
+  'demo-out/data',
+  '--weights-dir',
+  'demo-out/weights',
+  '--batch-size',
+  '32',
+  '--epochs',
+  '12',
+  '--set',
+  'print_freq=11',
+  '--set',
+  'snapshot_freq=4',
 ];
 const timings = [];
 
@@ -44,27 +54,60 @@ rmSync(out, { recursive: true, force: true });
 
 run('generate the demo data set (JPEGs, Caffe-style val list)', ['make-demo-data', '--out', 'demo-out/images', '--seed', '1']);
 run('prepare: shuffled train shards, val shards, mean.npy, classes.txt', [
-  'prepare', '--train', 'demo-out/images/train', '--val', 'demo-out/images/val', '--val-list', 'demo-out/images/val.txt',
-  '--out', 'demo-out/data', '--size', '128', '--batch-size', '32', '--seed', '1',
+  'prepare',
+  '--train',
+  'demo-out/images/train',
+  '--val',
+  'demo-out/images/val',
+  '--val-list',
+  'demo-out/images/val.txt',
+  '--out',
+  'demo-out/data',
+  '--size',
+  '128',
+  '--batch-size',
+  '32',
+  '--seed',
+  '1',
 ]);
-process.stdout.write(run('inspect the training shards (+ contact sheet)', [
-  'inspect', 'demo-out/data', '--prefix', 'train', '--contact-sheet', 'demo-out/contact-sheet.png', '--count', '36',
-], { capture: true }));
+process.stdout.write(
+  run(
+    'inspect the training shards (+ contact sheet)',
+    ['inspect', 'demo-out/data', '--prefix', 'train', '--contact-sheet', 'demo-out/contact-sheet.png', '--count', '36'],
+    { capture: true },
+  ),
+);
 const trainSummary = run('train (onnxruntime engine; validation every epoch)', ['train', '--config', config, ...DEMO_TRAIN_ARGS], { capture: true });
 run('report: loss and error curves', ['report', '--weights-dir', 'demo-out/weights', '--out', 'demo-out/report.html']);
 
 const summary = JSON.parse(trainSummary.trim().split('\n').pop());
 run('export the last checkpoint to ONNX', [
-  'export', '--weights', summary.checkpoint, '--out', 'demo-out/model.onnx', '--classes', 'demo-out/data/classes.txt', '--mean', 'demo-out/data/mean.npy',
+  'export',
+  '--weights',
+  summary.checkpoint,
+  '--out',
+  'demo-out/model.onnx',
+  '--classes',
+  'demo-out/data/classes.txt',
+  '--mean',
+  'demo-out/data/mean.npy',
 ]);
 
 // Held-out images: the val split, which training never sees (it only validates on it).
-const valList = readFileSync(join(out, 'images/val.txt'), 'utf8').trim().split('\n').map((l) => l.trim().split(/\s+/));
+const valList = readFileSync(join(out, 'images/val.txt'), 'utf8')
+  .trim()
+  .split('\n')
+  .map((l) => l.trim().split(/\s+/));
 const classes = readFileSync(join(out, 'data/classes.txt'), 'utf8').trim().split('\n');
 const picks = valList.filter((_, i) => i % 6 === 0).slice(0, 10);
-const predictions = run('predict held-out images', [
-  'predict', '--model', 'demo-out/model.onnx', '--topk', '3', '--json', ...picks.map(([p]) => join('demo-out/images/val', p)),
-], { capture: true }).trim().split('\n').map((l) => JSON.parse(l));
+const predictions = run(
+  'predict held-out images',
+  ['predict', '--model', 'demo-out/model.onnx', '--topk', '3', '--json', ...picks.map(([p]) => join('demo-out/images/val', p))],
+  { capture: true },
+)
+  .trim()
+  .split('\n')
+  .map((l) => JSON.parse(l));
 
 // Serve the model over HTTP and classify one held-out image with a real request, then stop.
 {
@@ -85,7 +128,11 @@ const predictions = run('predict held-out images', [
   });
   const image = join('demo-out/images/val', picks[0][0]);
   process.stderr.write(`$ curl -H 'Content-Type: image/jpeg' --data-binary @${image} '${url}/v1/models/demo:classify?topk=3'\n`);
-  const res = await fetch(`${url}/v1/models/demo:classify?topk=3`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(join(root, image)) });
+  const res = await fetch(`${url}/v1/models/demo:classify?topk=3`, {
+    method: 'POST',
+    headers: { 'content-type': 'image/jpeg' },
+    body: readFileSync(join(root, image)),
+  });
   const body = await res.json();
   process.stderr.write(`${JSON.stringify(body)}\n`);
   server.kill('SIGTERM');
@@ -109,8 +156,12 @@ predictions.forEach((p, i) => {
 });
 
 const v = summary.lastValidation;
-process.stdout.write(`\nTraining: ${summary.epochsCompleted} epochs, ${summary.iteration} iterations, ${summary.imagesPerSecond?.toFixed(1)} img/s, engine waited for data ${(100 * summary.waitFraction).toFixed(1)}% of the time\n`);
-process.stdout.write(`Validation after the last epoch: top-1 accuracy ${(100 * (1 - v.top1Error)).toFixed(1)}%, top-5 error ${(100 * v.top5Error).toFixed(1)}%, loss ${v.loss.toFixed(3)}\n`);
+process.stdout.write(
+  `\nTraining: ${summary.epochsCompleted} epochs, ${summary.iteration} iterations, ${summary.imagesPerSecond?.toFixed(1)} img/s, engine waited for data ${(100 * summary.waitFraction).toFixed(1)}% of the time\n`,
+);
+process.stdout.write(
+  `Validation after the last epoch: top-1 accuracy ${(100 * (1 - v.top1Error)).toFixed(1)}%, top-5 error ${(100 * v.top5Error).toFixed(1)}%, loss ${v.loss.toFixed(3)}\n`,
+);
 process.stdout.write(`Held-out predictions correct: ${correct}/${predictions.length}\n`);
 process.stdout.write('\nTime per step:\n');
 for (const [title, seconds] of timings) process.stdout.write(`  ${seconds.toFixed(1).padStart(7)} s  ${title}\n`);

@@ -29,9 +29,7 @@ const require = createRequire(import.meta.url);
 
 export const DEFAULT_SOURCE = '/usr/share/datasets/fashion-mnist';
 /** Folder names sort in label order (0..9), so `scan` assigns the dataset's own labels. */
-export const CLASS_FOLDERS = [
-  '0-tshirt-top', '1-trouser', '2-pullover', '3-dress', '4-coat', '5-sandal', '6-shirt', '7-sneaker', '8-bag', '9-ankle-boot',
-];
+export const CLASS_FOLDERS = ['0-tshirt-top', '1-trouser', '2-pullover', '3-dress', '4-coat', '5-sandal', '6-shirt', '7-sneaker', '8-bag', '9-ankle-boot'];
 
 function readIdx(path, magic) {
   if (!existsSync(path)) {
@@ -45,7 +43,8 @@ function readIdx(path, magic) {
     if (bytes.length !== 8 + count) throw new Error(`${path}: ${bytes.length} bytes for ${count} labels`);
     return { count, labels: bytes.subarray(8) };
   }
-  const rows = bytes.readUInt32BE(8), cols = bytes.readUInt32BE(12);
+  const rows = bytes.readUInt32BE(8),
+    cols = bytes.readUInt32BE(12);
   if (bytes.length !== 16 + count * rows * cols) throw new Error(`${path}: ${bytes.length} bytes for ${count} images of ${rows}x${cols}`);
   return { count, rows, cols, pixels: bytes.subarray(16) };
 }
@@ -113,9 +112,8 @@ export async function convertFashionMnist({ out, source = DEFAULT_SOURCE, trainP
         const index = picked[next++];
         const label = labels[index];
         const id = String(index).padStart(5, '0');
-        const path = set.name === 'train'
-          ? join(partial, 'train', CLASS_FOLDERS[label], `${CLASS_FOLDERS[label]}-${id}.jpg`)
-          : join(partial, 'test', `test-${id}.jpg`);
+        const path =
+          set.name === 'train' ? join(partial, 'train', CLASS_FOLDERS[label], `${CLASS_FOLDERS[label]}-${id}.jpg`) : join(partial, 'test', `test-${id}.jpg`);
         await writeJpeg(sharp, images, index, size, path);
       }
     };

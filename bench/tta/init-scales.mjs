@@ -42,7 +42,12 @@ for (const file of set.shards) {
   for (const batch of shard.batches) {
     const n = Math.min(batch.shape[0], batchSize - filled);
     const part = { ...batch, shape: [n, C, H, W], data: batch.data.subarray(0, n * C * H * W) };
-    const plan = { crop: inputSize, offsetY: new Int32Array(n).fill(centerOffset(H, inputSize)), offsetX: new Int32Array(n).fill(centerOffset(W, inputSize)), mirror: new Uint8Array(n) };
+    const plan = {
+      crop: inputSize,
+      offsetY: new Int32Array(n).fill(centerOffset(H, inputSize)),
+      offsetX: new Int32Array(n).fill(centerOffset(W, inputSize)),
+      mirror: new Uint8Array(n),
+    };
     data.set(cropMirrorSubtract(part, mean, plan), filled * C * inputSize * inputSize);
     labels.set(batch.labels.subarray(0, n), filled);
     filled += n;
@@ -52,7 +57,9 @@ for (const file of set.shards) {
 }
 const std = await computeInputStd({ dir: args.data, set, mean });
 const scale = std.map((s) => 1 / s);
-process.stdout.write(`data: ${args.data}, ${batchSize} training images, ${inputSize}x${inputSize} center crops; std of the mean-subtracted pixels per channel: ${std.map((s) => s.toFixed(2)).join(', ')}\n`);
+process.stdout.write(
+  `data: ${args.data}, ${batchSize} training images, ${inputSize}x${inputSize} center crops; std of the mean-subtracted pixels per channel: ${std.map((s) => s.toFixed(2)).join(', ')}\n`,
+);
 
 const rms = (a) => {
   let s = 0;
@@ -82,10 +89,11 @@ for (const recipe of recipes) {
   const x = Float32Array.from(data);
   if (recipe.scaled) {
     const plane = inputSize * inputSize;
-    for (let i = 0; i < batchSize; i++) for (let c = 0; c < C; c++) {
-      const o = (i * C + c) * plane;
-      for (let j = 0; j < plane; j++) x[o + j] *= scale[c];
-    }
+    for (let i = 0; i < batchSize; i++)
+      for (let c = 0; c < C; c++) {
+        const o = (i * C + c) * plane;
+        for (let j = 0; j < plane; j++) x[o + j] *= scale[c];
+      }
   }
   const inference = lowerInference(spec, weights);
   const layerNames = spec.layers.map((l) => l.name);
@@ -96,19 +104,29 @@ for (const recipe of recipes) {
   for (const p of parameterList(spec)) feeds[p.name] = new ort.Tensor('float32', weights[p.name], p.shape);
   const g = await run(grads.model, feeds);
   const layerRms = spec.layers.map((l, i) => [l.name, rms((i === spec.layers.length - 1 ? acts.logits : acts[l.name]).data)]);
-  const paramRatios = parameterList(spec).filter((p) => p.role === 'weight').map((p) => [p.layer, rms(g[gradName(p.name)].data) / rms(weights[p.name])]);
+  const paramRatios = parameterList(spec)
+    .filter((p) => p.role === 'weight')
+    .map((p) => [p.layer, rms(g[gradName(p.name)].data) / rms(weights[p.name])]);
   results.push({ recipe, input: rms(x), loss: g.loss.data[0], layerRms, paramRatios });
 }
 
 const pad = (s, n) => String(s).padEnd(n);
 const num = (v) => (v >= 1e4 || v < 1e-3 ? v.toExponential(2) : v.toPrecision(3));
-process.stdout.write(`\nRMS of each layer's output (input: the network's input)\n${pad('layer', 10)}${results.map((_r, i) => pad(`recipe ${i + 1}`, 12)).join('')}\n`);
+process.stdout.write(
+  `\nRMS of each layer's output (input: the network's input)\n${pad('layer', 10)}${results.map((_r, i) => pad(`recipe ${i + 1}`, 12)).join('')}\n`,
+);
 process.stdout.write(`${pad('input', 10)}${results.map((r) => pad(num(r.input), 12)).join('')}\n`);
-for (let l = 0; l < results[0].layerRms.length; l++) process.stdout.write(`${pad(results[0].layerRms[l][0], 10)}${results.map((r) => pad(num(r.layerRms[l][1]), 12)).join('')}\n`);
+for (let l = 0; l < results[0].layerRms.length; l++)
+  process.stdout.write(`${pad(results[0].layerRms[l][0], 10)}${results.map((r) => pad(num(r.layerRms[l][1]), 12)).join('')}\n`);
 process.stdout.write(`${pad('loss', 10)}${results.map((r) => pad(num(r.loss), 12)).join('')}\n`);
 process.stdout.write(`\n‖grad‖/‖W‖ per weight (RMS over the tensor; an SGD step at lr moves W by ~lr times this, relative)\n`);
-for (let l = 0; l < results[0].paramRatios.length; l++) process.stdout.write(`${pad(results[0].paramRatios[l][0], 10)}${results.map((r) => pad(num(r.paramRatios[l][1]), 12)).join('')}\n`);
-process.stdout.write(`${pad('max/min', 10)}${results.map((r) => pad(num(Math.max(...r.paramRatios.map((p) => p[1])) / Math.min(...r.paramRatios.map((p) => p[1]))), 12)).join('')}\n`);
-process.stdout.write(`${pad('lr(1%)', 10)}${results.map((r) => pad(num(0.01 / Math.max(...r.paramRatios.map((p) => p[1]))), 12)).join('')}   the lr at which the most sensitive layer moves 1% per step\n`);
+for (let l = 0; l < results[0].paramRatios.length; l++)
+  process.stdout.write(`${pad(results[0].paramRatios[l][0], 10)}${results.map((r) => pad(num(r.paramRatios[l][1]), 12)).join('')}\n`);
+process.stdout.write(
+  `${pad('max/min', 10)}${results.map((r) => pad(num(Math.max(...r.paramRatios.map((p) => p[1])) / Math.min(...r.paramRatios.map((p) => p[1]))), 12)).join('')}\n`,
+);
+process.stdout.write(
+  `${pad('lr(1%)', 10)}${results.map((r) => pad(num(0.01 / Math.max(...r.paramRatios.map((p) => p[1]))), 12)).join('')}   the lr at which the most sensitive layer moves 1% per step\n`,
+);
 process.stdout.write('\nRecipes:\n');
 results.forEach((r, i) => process.stdout.write(`  ${i + 1}. ${r.recipe.name}\n`));

@@ -51,7 +51,11 @@ for (const t of infer.graph.initializer) {
   if (!m) continue;
   t.rawData = undefined;
   t.dataLocation = 1; // EXTERNAL
-  t.externalData = [{ key: 'location', value: WEIGHTS_FILE }, { key: 'offset', value: String(m.offset) }, { key: 'length', value: String(m.length) }];
+  t.externalData = [
+    { key: 'location', value: WEIGHTS_FILE },
+    { key: 'offset', value: String(m.offset) },
+    { key: 'length', value: String(m.length) },
+  ];
 }
 writeFileSync(join(out, 'alexnet-infer.onnx'), encodeModel(infer));
 
@@ -69,15 +73,24 @@ for (const p of params) {
 }
 writeFileSync(join(out, 'download.onnx'), encodeModel(download.model()));
 
-writeFileSync(join(out, 'meta.json'), `${JSON.stringify({
-  preset: spec.preset,
-  inputSize: spec.inputSize,
-  inputChannels: spec.inputChannels,
-  numClasses: spec.numClasses,
-  weightsFile: WEIGHTS_FILE,
-  weightsBytes: offset,
-  params: paramMeta,
-  masks: portable.masks,
-  optimizer: DEFAULT_OPTIMIZER,
-}, null, 1)}\n`);
-process.stderr.write(`make-graphs: wrote ${out}/{alexnet-infer,train-portable,train-cpu,download}.onnx and meta.json (weights: ${(offset / 2 ** 20).toFixed(0)} MiB, generated on the device)\n`);
+writeFileSync(
+  join(out, 'meta.json'),
+  `${JSON.stringify(
+    {
+      preset: spec.preset,
+      inputSize: spec.inputSize,
+      inputChannels: spec.inputChannels,
+      numClasses: spec.numClasses,
+      weightsFile: WEIGHTS_FILE,
+      weightsBytes: offset,
+      params: paramMeta,
+      masks: portable.masks,
+      optimizer: DEFAULT_OPTIMIZER,
+    },
+    null,
+    1,
+  )}\n`,
+);
+process.stderr.write(
+  `make-graphs: wrote ${out}/{alexnet-infer,train-portable,train-cpu,download}.onnx and meta.json (weights: ${(offset / 2 ** 20).toFixed(0)} MiB, generated on the device)\n`,
+);

@@ -38,21 +38,35 @@ const say = (name, value) => {
   process.stdout.write(`${name}: ${typeof value === 'string' ? value : JSON.stringify(value)}\n`);
 };
 const now = () => Number(process.hrtime.bigint()) / 1e9;
-const S = meta.inputSize, C = meta.inputChannels, K = meta.numClasses;
+const S = meta.inputSize,
+  C = meta.inputChannels,
+  K = meta.numClasses;
 const sizeOf = (shape) => shape.reduce((a, b) => a * b, 1);
 
 // xorshift128 + Box-Muller: a fixed stream, so every run feeds the same numbers.
 function rng(seed) {
-  let a = seed >>> 0 || 1, b = 362436069, c = 521288629, d = 88675123, spare;
+  let a = seed >>> 0 || 1,
+    b = 362436069,
+    c = 521288629,
+    d = 88675123,
+    spare;
   const next = () => {
     const t = a ^ (a << 11);
-    a = b; b = c; c = d;
+    a = b;
+    b = c;
+    c = d;
     d = (d ^ (d >>> 19) ^ (t ^ (t >>> 8))) >>> 0;
     return d / 4294967296;
   };
   const normal = () => {
-    if (spare !== undefined) { const s = spare; spare = undefined; return s; }
-    const u = Math.max(next(), 1e-12), v = next(), r = Math.sqrt(-2 * Math.log(u));
+    if (spare !== undefined) {
+      const s = spare;
+      spare = undefined;
+      return s;
+    }
+    const u = Math.max(next(), 1e-12),
+      v = next(),
+      r = Math.sqrt(-2 * Math.log(u));
     spare = r * Math.sin(2 * Math.PI * v);
     return r * Math.cos(2 * Math.PI * v);
   };
@@ -84,19 +98,32 @@ function batch(n, seed) {
 }
 
 const webgpuOptions = (extra = {}) => ({ executionProviders: ['webgpu'], graphOptimizationLevel: 'all', logSeverityLevel: 3, ...extra });
-const cpuOptions = (extra = {}) => ({ executionProviders: ['cpu'], graphOptimizationLevel: 'all', intraOpNumThreads: os.availableParallelism?.() ?? os.cpus().length, logSeverityLevel: 3, ...extra });
+const cpuOptions = (extra = {}) => ({
+  executionProviders: ['cpu'],
+  graphOptimizationLevel: 'all',
+  intraOpNumThreads: os.availableParallelism?.() ?? os.cpus().length,
+  logSeverityLevel: 3,
+  ...extra,
+});
 
 async function timeRuns(fn, seconds, minRuns = 3) {
   await fn(); // warm-up (shader compilation, memory planning)
   let runs = 0;
   const t0 = now();
-  while (runs < minRuns || now() - t0 < seconds) { await fn(); runs++; }
+  while (runs < minRuns || now() - t0 < seconds) {
+    await fn();
+    runs++;
+  }
   return (now() - t0) / runs;
 }
 
 function maxRelDiff(a, b) {
-  let d = 0, m = 1e-30;
-  for (let i = 0; i < b.length; i++) { d = Math.max(d, Math.abs(a[i] - b[i])); m = Math.max(m, Math.abs(b[i])); }
+  let d = 0,
+    m = 1e-30;
+  for (let i = 0; i < b.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
   return d / m;
 }
 
@@ -113,7 +140,11 @@ async function inference(weights) {
     const got = (await gpu.run(feeds, ['logits'])).logits.data;
     const gpuSeconds = await timeRuns(() => gpu.run(feeds, ['logits']), 3);
     const cpuSeconds = process.env.SKIP_CPU_INFER_SPEED ? NaN : await timeRuns(() => cpu.run(feeds, ['logits']), 1, 1);
-    say(`infer.b${n}`, { maxRelDiff: +maxRelDiff(got, want).toExponential(2), webgpuImgPerSec: +(n / gpuSeconds).toFixed(1), cpuImgPerSec: +(n / cpuSeconds).toFixed(1) });
+    say(`infer.b${n}`, {
+      maxRelDiff: +maxRelDiff(got, want).toExponential(2),
+      webgpuImgPerSec: +(n / gpuSeconds).toFixed(1),
+      cpuImgPerSec: +(n / cpuSeconds).toFixed(1),
+    });
   }
   await gpu.release();
   await cpu.release();
@@ -130,7 +161,11 @@ function stepFeeds(weights, velocities, n, seed) {
   };
   for (const m of meta.masks) {
     const keep = 1 / (1 - m.rate);
-    feeds[m.input] = new ort.Tensor('float32', Float32Array.from({ length: n * sizeOf(m.shape) }, () => (r.next() >= m.rate ? keep : 0)), [n, ...m.shape]);
+    feeds[m.input] = new ort.Tensor(
+      'float32',
+      Float32Array.from({ length: n * sizeOf(m.shape) }, () => (r.next() >= m.rate ? keep : 0)),
+      [n, ...m.shape],
+    );
   }
   for (const p of meta.params) {
     feeds[p.name] = new ort.Tensor('float32', weights[p.name], p.shape);
@@ -164,20 +199,34 @@ async function stepCheck(weights) {
   // step differs more where float32 rounding puts a pre-activation on the other side of 0 (a
   // ReLU mask flips) or changes a max-pool's argmax between near-equal values: the gradient then
   // flows through another element, and every layer below sees it (docs/gpus.md).
-  let worst = 0, worstName = '', worstL2 = 0, worstL2Name = '';
+  let worst = 0,
+    worstName = '',
+    worstL2 = 0,
+    worstL2Name = '';
   for (const p of meta.params) {
     const w = weights[p.name];
-    const g = got[`${p.name}.new`].data, c = want[`${p.name}.new`].data;
-    let diff = 0, ref = 1e-30, num = 0, den = 1e-60;
+    const g = got[`${p.name}.new`].data,
+      c = want[`${p.name}.new`].data;
+    let diff = 0,
+      ref = 1e-30,
+      num = 0,
+      den = 1e-60;
     for (let i = 0; i < w.length; i++) {
-      const dg = g[i] - w[i], dc = c[i] - w[i];
+      const dg = g[i] - w[i],
+        dc = c[i] - w[i];
       diff = Math.max(diff, Math.abs(dg - dc));
       ref = Math.max(ref, Math.abs(dc));
       num += (dg - dc) ** 2;
       den += dc ** 2;
     }
-    if (diff / ref > worst) { worst = diff / ref; worstName = p.name; }
-    if (Math.sqrt(num / den) > worstL2) { worstL2 = Math.sqrt(num / den); worstL2Name = p.name; }
+    if (diff / ref > worst) {
+      worst = diff / ref;
+      worstName = p.name;
+    }
+    if (Math.sqrt(num / den) > worstL2) {
+      worstL2 = Math.sqrt(num / den);
+      worstL2Name = p.name;
+    }
   }
   say('step.batch', STEP_BATCH);
   say('step.loss', { webgpu: got.loss.data[0], cpu: want.loss.data[0] });
@@ -187,16 +236,29 @@ async function stepCheck(weights) {
 
 async function trainSpeed(weights) {
   const zeros = Object.fromEntries(meta.params.map((p) => [p.name, new Float32Array(sizeOf(p.shape))]));
-  const preferredOutputLocation = { ...Object.fromEntries(stateOutputs().map((n) => [n, 'gpu-buffer'])), ...Object.fromEntries(METRICS.map((m) => [m, 'cpu'])) };
+  const preferredOutputLocation = {
+    ...Object.fromEntries(stateOutputs().map((n) => [n, 'gpu-buffer'])),
+    ...Object.fromEntries(METRICS.map((m) => [m, 'cpu'])),
+  };
   const session = await ort.InferenceSession.create(path.join(dir, 'train-portable.onnx'), webgpuOptions({ preferredOutputLocation }));
   const download = await ort.InferenceSession.create(path.join(dir, 'download.onnx'), webgpuOptions());
   for (const n of TRAIN_BATCHES) {
     const feeds = stepFeeds(weights, zeros, n, 21);
-    const hostState = Object.fromEntries(meta.params.flatMap((p) => [[p.name, feeds[p.name]], [`${p.name}.velocity`, feeds[`${p.name}.velocity`]]]));
+    const hostState = Object.fromEntries(
+      meta.params.flatMap((p) => [
+        [p.name, feeds[p.name]],
+        [`${p.name}.velocity`, feeds[`${p.name}.velocity`]],
+      ]),
+    );
     let state = hostState;
     const step = async () => {
       const out = await session.run({ ...feeds, ...state }, [...METRICS, ...stateOutputs()]);
-      const next = Object.fromEntries(meta.params.flatMap((p) => [[p.name, out[`${p.name}.new`]], [`${p.name}.velocity`, out[`${p.name}.velocity.new`]]]));
+      const next = Object.fromEntries(
+        meta.params.flatMap((p) => [
+          [p.name, out[`${p.name}.new`]],
+          [`${p.name}.velocity`, out[`${p.name}.velocity.new`]],
+        ]),
+      );
       for (const t of Object.values(state)) if (t.location === 'gpu-buffer') t.dispose();
       state = next;
       return out.loss.data[0];
@@ -209,10 +271,22 @@ async function trainSpeed(weights) {
     if (n === TRAIN_BATCHES[0]) {
       // Transfers: a step fed host state (upload of 488 MB) against one fed device state; a download of all of it.
       const onDevice = await timeRuns(step, 0, 2);
-      const uploaded = await timeRuns(async () => { for (const t of Object.values(state)) if (t.location === 'gpu-buffer') t.dispose(); state = hostState; await step(); }, 0, 2);
+      const uploaded = await timeRuns(
+        async () => {
+          for (const t of Object.values(state)) if (t.location === 'gpu-buffer') t.dispose();
+          state = hostState;
+          await step();
+        },
+        0,
+        2,
+      );
       const t1 = now();
       await download.run(state);
-      say('transfer', { uploadStateSeconds: +(uploaded - onDevice).toFixed(4), downloadStateSeconds: +(now() - t1).toFixed(4), stateMiB: +(2 * meta.weightsBytes / 2 ** 20).toFixed(0) });
+      say('transfer', {
+        uploadStateSeconds: +(uploaded - onDevice).toFixed(4),
+        downloadStateSeconds: +(now() - t1).toFixed(4),
+        stateMiB: +((2 * meta.weightsBytes) / 2 ** 20).toFixed(0),
+      });
     }
     for (const t of Object.values(state)) if (t.location === 'gpu-buffer') t.dispose();
   }
@@ -230,7 +304,10 @@ async function profile(weights) {
   for (let i = 0; i < PROFILE_STEPS + 1; i++) await session.run(feeds, METRICS);
   session.endProfiling();
   await session.release();
-  const file = fs.readdirSync(path.dirname(prefix)).map((f) => path.join(path.dirname(prefix), f)).find((f) => f.startsWith(prefix));
+  const file = fs
+    .readdirSync(path.dirname(prefix))
+    .map((f) => path.join(path.dirname(prefix), f))
+    .find((f) => f.startsWith(prefix));
   if (!file) return say('profile.top', 'no profile file');
   const events = JSON.parse(fs.readFileSync(file, 'utf8'));
   fs.rmSync(file);
@@ -242,13 +319,22 @@ async function profile(weights) {
     byOp[op] = (byOp[op] ?? 0) + e.dur;
     total += e.dur;
   }
-  const top = Object.entries(byOp).sort((a, b) => b[1] - a[1]).slice(0, 12).map(([op, us]) => `${op} ${(100 * us / total).toFixed(1)}%`);
+  const top = Object.entries(byOp)
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, 12)
+    .map(([op, us]) => `${op} ${((100 * us) / total).toFixed(1)}%`);
   say('profile.top', { batch: n, steps: PROFILE_STEPS + 1, kernelSecondsPerStep: +(total / 1e6 / (PROFILE_STEPS + 1)).toFixed(4), top });
 }
 
 (async () => {
   say('versions', { node: process.version, onnxruntime: ort.env?.versions?.node ?? '?', cpus: os.cpus().length, cpu: os.cpus()[0]?.model });
-  say('backends', ort.listSupportedBackends().map((b) => `${b.name}${b.bundled ? '' : ' (not bundled)'}`).join(', '));
+  say(
+    'backends',
+    ort
+      .listSupportedBackends()
+      .map((b) => `${b.name}${b.bundled ? '' : ' (not bundled)'}`)
+      .join(', '),
+  );
   try {
     const probe = await ort.InferenceSession.create(path.join(dir, 'download.onnx'), webgpuOptions());
     await probe.release();
@@ -261,7 +347,12 @@ async function profile(weights) {
   const t0 = now();
   const weights = makeWeights();
   say('weights_seconds', +(now() - t0).toFixed(1));
-  for (const [name, phase] of [['inference', inference], ['step', stepCheck], ['train', trainSpeed], ['profile', profile]]) {
+  for (const [name, phase] of [
+    ['inference', inference],
+    ['step', stepCheck],
+    ['train', trainSpeed],
+    ['profile', profile],
+  ]) {
     if ((process.env.SKIP_PHASES ?? '').split(',').includes(name)) continue;
     try {
       await phase(weights);

@@ -12,7 +12,17 @@ import assert from 'node:assert/strict';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import sharp from 'sharp';
-import { type BatchRecord, BatchStage, type DecodedImage, type DecodeOptions, DecodeStage, decodeImage, type ItemRecord, makeHeader, makeTrailer } from '@alexnet-stream/stream-io';
+import {
+  type BatchRecord,
+  BatchStage,
+  type DecodedImage,
+  type DecodeOptions,
+  DecodeStage,
+  decodeImage,
+  type ItemRecord,
+  makeHeader,
+  makeTrailer,
+} from '@alexnet-stream/stream-io';
 
 const SOURCE_HWM = 16;
 const CONCURRENCY = 4;
@@ -30,10 +40,15 @@ const BATCH_OUT_HWM = 2;
  * assembler, its output buffer plus one batch pushed past the mark; the consumer's buffer (1)
  * and the batch it is working on.
  */
-const BOUND =
-  SOURCE_HWM + 2 + CONCURRENCY + (DECODE_HWM - 1 + CONCURRENCY) + BATCH_IN_HWM + (BATCH - 1) + (BATCH_OUT_HWM + 1) * BATCH + 2 * BATCH;
+const BOUND = SOURCE_HWM + 2 + CONCURRENCY + (DECODE_HWM - 1 + CONCURRENCY) + BATCH_IN_HWM + (BATCH - 1) + (BATCH_OUT_HWM + 1) * BATCH + 2 * BATCH;
 
-interface Result { pulled: number; consumed: number; maxInside: number; maxWhileStalled: number; peakExternalMB: number }
+interface Result {
+  pulled: number;
+  consumed: number;
+  maxInside: number;
+  maxWhileStalled: number;
+  peakExternalMB: number;
+}
 
 async function run(n: number, decode: (b: Buffer, o: DecodeOptions) => Promise<DecodedImage>, files: Buffer[], size: number): Promise<Result> {
   let pulled = 0;
@@ -58,7 +73,10 @@ async function run(n: number, decode: (b: Buffer, o: DecodeOptions) => Promise<D
     },
   });
   const decodeStage = new DecodeStage({
-    size, resize: 'squash', concurrency: CONCURRENCY, highWaterMark: DECODE_HWM,
+    size,
+    resize: 'squash',
+    concurrency: CONCURRENCY,
+    highWaterMark: DECODE_HWM,
     readFile: async (path) => files[Number(path.slice(1))],
     decode,
   });
@@ -93,10 +111,12 @@ async function run(n: number, decode: (b: Buffer, o: DecodeOptions) => Promise<D
 /** A stand-in decoder with the real output size: one fresh CHW buffer per image, after a macrotask. */
 function fakeDecode(size: number) {
   return (input: Buffer) =>
-    new Promise<DecodedImage>((resolve) => setImmediate(() => {
-      const data = new Uint8Array(3 * size * size).fill(input[0]);
-      resolve({ data, height: size, width: size, channels: 3 });
-    }));
+    new Promise<DecodedImage>((resolve) =>
+      setImmediate(() => {
+        const data = new Uint8Array(3 * size * size).fill(input[0]);
+        resolve({ data, height: size, width: size, channels: 3 });
+      }),
+    );
 }
 
 test(`100k items hold no more images in flight than 1k (bound ${BOUND} from the high-water marks)`, async (t) => {
@@ -105,7 +125,10 @@ test(`100k items hold no more images in flight than 1k (bound ${BOUND} from the 
   const small = await run(1000, fakeDecode(size), files, size);
   const large = await run(100_000, fakeDecode(size), files, size);
   t.diagnostic(`1k: ${JSON.stringify(small)}; 100k: ${JSON.stringify(large)}`);
-  for (const [name, r, n] of [['1k', small, 1000], ['100k', large, 100_000]] as const) {
+  for (const [name, r, n] of [
+    ['1k', small, 1000],
+    ['100k', large, 100_000],
+  ] as const) {
     assert.equal(r.pulled, n, name);
     assert.equal(r.consumed, n, name);
     assert.ok(r.maxInside <= BOUND, `${name}: ${r.maxInside} images inside the pipeline > bound ${BOUND}`);
@@ -116,14 +139,24 @@ test(`100k items hold no more images in flight than 1k (bound ${BOUND} from the 
   assert.equal(large.maxWhileStalled, small.maxWhileStalled);
   assert.ok(large.maxInside <= BOUND && large.maxInside >= small.maxInside - BATCH, `${small.maxInside} vs ${large.maxInside}`);
   // memory, loosely: live pixel buffers are bounded (GC timing makes this approximate)
-  assert.ok(large.peakExternalMB < small.peakExternalMB + 64, `external memory 1k ${small.peakExternalMB.toFixed(1)} MB, 100k ${large.peakExternalMB.toFixed(1)} MB`);
+  assert.ok(
+    large.peakExternalMB < small.peakExternalMB + 64,
+    `external memory 1k ${small.peakExternalMB.toFixed(1)} MB, 100k ${large.peakExternalMB.toFixed(1)} MB`,
+  );
 });
 
 test('with the real decoder (sharp) a stalled consumer stops the source too', async () => {
   const size = 16;
   const files = await Promise.all(
-    [[200, 30, 30], [30, 200, 30], [30, 30, 200]].map((rgb) =>
-      sharp({ create: { width: 40, height: 30, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } }).jpeg().toBuffer()),
+    [
+      [200, 30, 30],
+      [30, 200, 30],
+      [30, 30, 200],
+    ].map((rgb) =>
+      sharp({ create: { width: 40, height: 30, channels: 3, background: { r: rgb[0], g: rgb[1], b: rgb[2] } } })
+        .jpeg()
+        .toBuffer(),
+    ),
   );
   const r = await run(600, decodeImage, files, size);
   assert.equal(r.consumed, 600);

@@ -21,10 +21,14 @@ async function nativeModulesAfter(script: string): Promise<string[]> {
     const seen = new Set();
     for (const key of Object.keys(require.cache)) { const m = ${NATIVE}.exec(key); if (m) seen.add(m[1]); }
     process.stdout.write(JSON.stringify([...seen].sort()));`;
-  const { stdout } = await promisify(execFile)(process.execPath, ['-e', `(async () => { ${script}; ${report} })().catch((e) => { console.error(e); process.exit(1); })`], {
-    cwd: REPO,
-    env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' },
-  });
+  const { stdout } = await promisify(execFile)(
+    process.execPath,
+    ['-e', `(async () => { ${script}; ${report} })().catch((e) => { console.error(e); process.exit(1); })`],
+    {
+      cwd: REPO,
+      env: { ...process.env, ORT_DISABLE_TELEMETRY: '1' },
+    },
+  );
   return JSON.parse(stdout) as string[];
 }
 

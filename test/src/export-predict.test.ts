@@ -23,9 +23,7 @@ import {
   saveCheckpoint,
 } from '@alexnet-stream/model-alexnet';
 import { GraphBuilder, importOnnxWeights, InferenceModel, int, ints, META, readOnnx, writeOnnx } from '@alexnet-stream/onnx-export';
-import {
-  centerOffset, cropMirrorSubtract, decodeImage, readMeanNpy, readShard, readShardIndex, shardSet,
-} from '@alexnet-stream/stream-io';
+import { centerOffset, cropMirrorSubtract, decodeImage, readMeanNpy, readShard, readShardIndex, shardSet } from '@alexnet-stream/stream-io';
 import { loadTfjs, tfjsForward, weightsToTensors } from '@alexnet-stream/trainer-multigpu';
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
@@ -69,18 +67,23 @@ before(() => {
   ok(['prepare', '--train', join(demo, 'train'), '--val', join(demo, 'val'), '--val-list', join(demo, 'val.txt'), '--out', data, '--batch-size', '8']);
   // theano-alexnet with widths / 8 (fc / 64): same layers, groups, LRN and 227 input; small and fast.
   spec = alexnetSpec('theano-alexnet', { numClasses: 6 });
-  spec.layers = spec.layers.map((l) => (l.kind === 'conv' ? { ...l, outChannels: l.outChannels / 8 } : l.kind === 'fc' && l.name !== 'fc8' ? { ...l, outFeatures: 64 } : l));
+  spec.layers = spec.layers.map((l) =>
+    l.kind === 'conv' ? { ...l, outChannels: l.outChannels / 8 } : l.kind === 'fc' && l.name !== 'fc8' ? { ...l, outFeatures: 64 } : l,
+  );
   inferShapes(spec);
   // He-scaled weights so that predictions depend on the image (the spec's init gives near-uniform outputs).
   weights = initParameters(spec, 3);
   for (const p of parameterList(spec)) {
     if (p.role === 'weight') {
-      const scale = Math.sqrt(2 / (p.shape.slice(1).reduce((a, b) => a * b, 1))) / (p.init.dist === 'normal' ? p.init.std : 1);
+      const scale = Math.sqrt(2 / p.shape.slice(1).reduce((a, b) => a * b, 1)) / (p.init.dist === 'normal' ? p.init.std : 1);
       weights[p.name] = weights[p.name].map((v) => v * scale);
     }
   }
   saveCheckpoint(ckpt, { spec, weights, state: { epoch: 1 } });
-  valImages = readdirSync(join(demo, 'val')).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(demo, 'val', f));
+  valImages = readdirSync(join(demo, 'val'))
+    .filter((f) => f.endsWith('.jpg'))
+    .sort()
+    .map((f) => join(demo, 'val', f));
 });
 
 test('export writes a model whose metadata and weights round-trip through import --from onnx bit for bit', async () => {
@@ -95,18 +98,29 @@ test('export writes a model whose metadata and weights round-trip through import
   const a = loadCheckpoint(ckpt).weights;
   const b = loadCheckpoint(back).weights;
   for (const p of parameterList(spec)) {
-    assert.ok(Buffer.from(a[p.name].buffer, a[p.name].byteOffset, a[p.name].byteLength).equals(Buffer.from(b[p.name].buffer, b[p.name].byteOffset, b[p.name].byteLength)), p.name);
+    assert.ok(
+      Buffer.from(a[p.name].buffer, a[p.name].byteOffset, a[p.name].byteLength).equals(
+        Buffer.from(b[p.name].buffer, b[p.name].byteOffset, b[p.name].byteLength),
+      ),
+      p.name,
+    );
   }
 });
 
 test('predict: one line per image in order, top-k by probability, equal to the pipeline computed here (batches incl. a partial one)', async () => {
   const out = plainModel();
   const r = ok(['predict', '--model', out, '--json', '--topk', '3', '--batch-size', '4', ...valImages]);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   assert.equal(lines.length, valImages.length);
   // Reference: decode + center crop + full mean image (not the model's channel means) + tfjs forward.
   const mean = await readMeanNpy(join(data, 'mean.npy'));
-  const viaMeanFile = ok(['predict', '--model', out, '--json', '--topk', '6', '--mean', join(data, 'mean.npy'), ...valImages]).stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const viaMeanFile = ok(['predict', '--model', out, '--json', '--topk', '6', '--mean', join(data, 'mean.npy'), ...valImages])
+    .stdout.trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   const { tf } = await loadTfjs();
   const params = weightsToTensors(tf, spec, weights);
   const o = centerOffset(256, 227);
@@ -115,8 +129,11 @@ test('predict: one line per image in order, top-k by probability, equal to the p
     assert.equal(lines[i].top.length, 3);
     assert.ok(lines[i].top[0].prob >= lines[i].top[1].prob && lines[i].top[1].prob >= lines[i].top[2].prob);
     const img = await decodeImage(readFileSync(path), { size: 256, resize: 'squash' });
-    const crop = cropMirrorSubtract({ type: 'batch', dtype: 'uint8', shape: [1, 3, 256, 256], layout: 'NCHW', data: img.data, labels: new Int32Array(1), keys: [] }, mean,
-      { crop: 227, offsetY: Int32Array.of(o), offsetX: Int32Array.of(o), mirror: new Uint8Array(1) });
+    const crop = cropMirrorSubtract(
+      { type: 'batch', dtype: 'uint8', shape: [1, 3, 256, 256], layout: 'NCHW', data: img.data, labels: new Int32Array(1), keys: [] },
+      mean,
+      { crop: 227, offsetY: Int32Array.of(o), offsetX: Int32Array.of(o), mirror: new Uint8Array(1) },
+    );
     const x = tf.tensor4d(crop, [1, 3, 227, 227]);
     const logits = tfjsForward(tf, spec, params, x, { training: false });
     const prob = await tf.softmax(logits).data();
@@ -138,8 +155,14 @@ test('a model exported --with-preprocessing (uint8 NHWC in) predicts what the pl
   assert.ok(!existsSync(pre));
   ok(['export', '--weights', ckpt, '--out', pre, '--with-preprocessing', '--mean', join(data, 'mean.npy')]);
   ok(['export', '--weights', ckpt, '--out', plain]);
-  const a = ok(['predict', '--model', pre, '--json', '--topk', '6', ...valImages.slice(0, 5)]).stdout.trim().split('\n').map((l) => JSON.parse(l));
-  const b = ok(['predict', '--model', plain, '--json', '--topk', '6', '--mean', join(data, 'mean.npy'), ...valImages.slice(0, 5)]).stdout.trim().split('\n').map((l) => JSON.parse(l));
+  const a = ok(['predict', '--model', pre, '--json', '--topk', '6', ...valImages.slice(0, 5)])
+    .stdout.trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  const b = ok(['predict', '--model', plain, '--json', '--topk', '6', '--mean', join(data, 'mean.npy'), ...valImages.slice(0, 5)])
+    .stdout.trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
   for (let i = 0; i < a.length; i++) {
     for (let j = 0; j < 6; j++) {
       const pb = b[i].top.find((t: { index: number }) => t.index === a[i].top[j].index).prob;
@@ -160,19 +183,30 @@ test('validate reports top-1/top-5 error and loss equal to a tfjs evaluation of 
   const index = await readShardIndex(data);
   const set = shardSet(index, 'val', data);
   const mean = await readMeanNpy(join(data, 'mean.npy'));
-  let n = 0, top1 = 0, top5 = 0, loss = 0;
+  let n = 0,
+    top1 = 0,
+    top5 = 0,
+    loss = 0;
   for (const file of set.shards) {
     for (const batch of (await readShard(data, set, file)).batches) {
       const m = batch.shape[0];
       const o = centerOffset(256, 227);
-      const crop = cropMirrorSubtract(batch, mean, { crop: 227, offsetY: new Int32Array(m).fill(o), offsetX: new Int32Array(m).fill(o), mirror: new Uint8Array(m) });
+      const crop = cropMirrorSubtract(batch, mean, {
+        crop: 227,
+        offsetY: new Int32Array(m).fill(o),
+        offsetX: new Int32Array(m).fill(o),
+        mirror: new Uint8Array(m),
+      });
       const x = tf.tensor4d(crop, [m, 3, 227, 227]);
       const logits = tfjsForward(tf, spec, params, x, { training: false });
       const logProb = await tf.logSoftmax(logits).data();
       tf.dispose([x, logits]);
       for (let i = 0; i < m; i++) {
         const row = Array.from(logProb.subarray(i * 6, (i + 1) * 6));
-        const order = row.map((v, j) => [v, j]).sort((p, q) => q[0] - p[0]).map((p) => p[1]);
+        const order = row
+          .map((v, j) => [v, j])
+          .sort((p, q) => q[0] - p[0])
+          .map((p) => p[1]);
         if (order[0] !== batch.labels[i]) top1++;
         if (!order.slice(0, 5).includes(batch.labels[i])) top5++;
         loss -= row[batch.labels[i]];
@@ -217,7 +251,10 @@ test('bad checkpoints: a missing tensor, a mis-shaped tensor, a truncated file: 
   refused(['export', '--weights', join(root, 'cut.safetensors'), '--out', out], /cut\.safetensors/);
   refused(['validate', '--weights', join(root, 'cut.safetensors'), '--data', data], /cut\.safetensors/);
   assert.ok(!existsSync(out));
-  assert.deepEqual(readdirSync(root).filter((f) => f.includes('never') || f.endsWith('.tmp')), []);
+  assert.deepEqual(
+    readdirSync(root).filter((f) => f.includes('never') || f.endsWith('.tmp')),
+    [],
+  );
 });
 
 test('a truncated .onnx and an ONNX model of another architecture: exit 2, named, nothing written', () => {
@@ -229,10 +266,21 @@ test('a truncated .onnx and an ONNX model of another architecture: exit 2, named
   // conv -> relu -> conv -> global average pool -> fc: a CNN, not an AlexNet.
   const g = new GraphBuilder('other');
   let x = g.input('x', 'float32', ['N', 3, 32, 32]);
-  x = g.op('Relu', [g.op('Conv', [x, g.initializer('c.w', new Float32Array(16 * 27), [16, 3, 3, 3]), g.initializer('c.b', new Float32Array(16), [16])], { kernel_shape: ints([3, 3]), pads: ints([1, 1, 1, 1]) })]);
-  x = g.op('Conv', [x, g.initializer('d.w', new Float32Array(16 * 16 * 9), [16, 16, 3, 3]), g.initializer('d.b', new Float32Array(16), [16])], { kernel_shape: ints([3, 3]) });
+  x = g.op('Relu', [
+    g.op('Conv', [x, g.initializer('c.w', new Float32Array(16 * 27), [16, 3, 3, 3]), g.initializer('c.b', new Float32Array(16), [16])], {
+      kernel_shape: ints([3, 3]),
+      pads: ints([1, 1, 1, 1]),
+    }),
+  ]);
+  x = g.op('Conv', [x, g.initializer('d.w', new Float32Array(16 * 16 * 9), [16, 16, 3, 3]), g.initializer('d.b', new Float32Array(16), [16])], {
+    kernel_shape: ints([3, 3]),
+  });
   x = g.op('Flatten', [g.op('GlobalAveragePool', [x])], { axis: int(1) });
-  g.output(g.op('Gemm', [x, g.initializer('f.w', new Float32Array(160), [10, 16]), g.initializer('f.b', new Float32Array(10), [10])], { transB: int(1) }), 'float32', ['N', 10]);
+  g.output(
+    g.op('Gemm', [x, g.initializer('f.w', new Float32Array(160), [10, 16]), g.initializer('f.b', new Float32Array(10), [10])], { transB: int(1) }),
+    'float32',
+    ['N', 10],
+  );
   const other = join(root, 'other.onnx');
   writeOnnx(other, g.model());
   refused(['import', other, '--from', 'onnx', '--out', join(root, 'never-ckpt')], /other\.onnx: .*not an AlexNet layer/);
@@ -242,7 +290,10 @@ test('a truncated .onnx and an ONNX model of another architecture: exit 2, named
 
 test('predict with non-image arguments: missing files refused up front; undecodable files skipped, named, exit 2', () => {
   const model = plainModel();
-  const up = refused(['predict', '--model', model, valImages[0], join(root, 'no-such.jpg'), demo], /not image files: .*no-such\.jpg \(no such file\).*demo \(not a file\)/);
+  const up = refused(
+    ['predict', '--model', model, valImages[0], join(root, 'no-such.jpg'), demo],
+    /not image files: .*no-such\.jpg \(no such file\).*demo \(not a file\)/,
+  );
   assert.equal(up.stdout, '', 'nothing printed');
   const text = join(root, 'notes.jpg');
   writeFileSync(text, 'this is text, not a JPEG\n');
@@ -252,6 +303,12 @@ test('predict with non-image arguments: missing files refused up front; undecoda
   // The reason depends on where libjpeg notices the cut ("truncated or corrupt", sometimes less specific): the file must be named.
   assert.match(r.stderr, /skipped .*truncated\.jpg: /);
   assert.match(r.stderr, /2 of 4 files were not decodable images/);
-  const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
-  assert.deepEqual(lines.map((l) => l.path), [valImages[0], valImages[2]]);
+  const lines = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => JSON.parse(l));
+  assert.deepEqual(
+    lines.map((l) => l.path),
+    [valImages[0], valImages[2]],
+  );
 });

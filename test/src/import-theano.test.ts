@@ -30,12 +30,13 @@ const spec = alexnetSpec('theano-alexnet', { numClasses: 10, inputSize: 67 });
 const known = initParameters(spec, 2026);
 // Make every value distinct from its neighbours so a wrong index cannot go unnoticed: biases are
 // constants in the init rules, so give them distinct values too.
-for (const p of parameterList(spec)) if (p.role === 'bias') known[p.name] = known[p.name].map((_, i) => 0.001 * (i + 1) * (p.name.length % 7 + 1));
+for (const p of parameterList(spec)) if (p.role === 'bias') known[p.name] = known[p.name].map((_, i) => 0.001 * (i + 1) * ((p.name.length % 7) + 1));
 const EPOCH = 3;
 
 const root = mkdtempSync(join(tmpdir(), 'import-theano-'));
 const seedDir = join(root, 'seed-weights');
-const bytesEqual = (a: Float32Array, b: Float32Array) => a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+const bytesEqual = (a: Float32Array, b: Float32Array) =>
+  a.length === b.length && Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
 
 function assertSameWeights(actual: NamedTensors, expected: NamedTensors, what: string) {
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), what);
@@ -58,7 +59,9 @@ function handMadeGroupedConv(name: string, g: number): { data: Float32Array; sha
     for (let y = 0; y < kh; y++)
       for (let x = 0; x < kw; x++)
         for (let o = 0; o < outPer; o++) {
-          const oo = g * outPer + o, yy = kh - 1 - y, xx = kw - 1 - x;
+          const oo = g * outPer + o,
+            yy = kh - 1 - y,
+            xx = kw - 1 - x;
           data[n++] = w[((oo * inPer + c) * kh + yy) * kw + xx];
         }
   return { data, shape: [inPer, kh, kw, outPer] };
@@ -74,7 +77,7 @@ function handMadeFc(name: string): { data: Float32Array; shape: number[] } {
 
 test.after(() => rmSync(root, { recursive: true, force: true }));
 
-test('seed layout: the writer makes exactly the seed\'s files, and hand-made files agree byte for byte', () => {
+test("seed layout: the writer makes exactly the seed's files, and hand-made files agree byte for byte", () => {
   exportTheanoNpy(spec, known, seedDir, EPOCH);
   assert.deepEqual(theanoEpochs(seedDir), [EPOCH]);
   // Layer indices 0-7: conv1, conv2 (grouped), conv3, conv4 (grouped), conv5 (grouped), fc6, fc7, softmax.
@@ -98,7 +101,7 @@ test('seed layout: the writer makes exactly the seed\'s files, and hand-made fil
   assert.deepEqual(decodeNpy(readFileSync(join(seedDir, `W0_1_${EPOCH}.npy`))).shape, [48, 5, 5, 128]);
 });
 
-test('the flip: the seed\'s true convolution with its c01b kernel equals our cross-correlation with the imported OIHW kernel', () => {
+test("the flip: the seed's true convolution with its c01b kernel equals our cross-correlation with the imported OIHW kernel", () => {
   // One output of conv2 group 1 on a random input patch, both ways, from the definitions:
   // true convolution (valid): out[p] = Σ_m in[p + m] · k[K-1-m]; cross-correlation: Σ_m in[p + m] · w[m].
   const imported = importTheanoNpy(seedDir, EPOCH, spec);
@@ -138,11 +141,27 @@ function cli(args: string[]) {
 test('CLI import --from theano-npy writes a checkpoint (classes from b_7) and the mean image', () => {
   // The seed's img_mean.npy, here written HWC (256, 256, 3) as float64 to exercise the conversion;
   // 67x67, the smallest a model of input 67 takes (import checks S >= the input size).
-  const h = 67, w = 67;
+  const h = 67,
+    w = 67;
   const hwc = Float64Array.from({ length: h * w * 3 }, (_, i) => i + 0.5);
   writeFileSync(join(root, 'img_mean.npy'), encodeNpy(hwc, [h, w, 3]));
   const out = join(root, 'cli-ckpt', 'epoch-0003');
-  const r = cli(['import', seedDir, '--from', 'theano-npy', '--epoch', String(EPOCH), '--input-size', '67', '--out', out, '--mean', join(root, 'img_mean.npy'), '--mean-out', join(root, 'mean.npy')]);
+  const r = cli([
+    'import',
+    seedDir,
+    '--from',
+    'theano-npy',
+    '--epoch',
+    String(EPOCH),
+    '--input-size',
+    '67',
+    '--out',
+    out,
+    '--mean',
+    join(root, 'img_mean.npy'),
+    '--mean-out',
+    join(root, 'mean.npy'),
+  ]);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout, '');
   assert.match(r.stderr, /theano-alexnet, 10 classes, input 67/);
@@ -155,9 +174,11 @@ test('CLI import --from theano-npy writes a checkpoint (classes from b_7) and th
   const mean = decodeNpy(readFileSync(join(root, 'mean.npy')));
   assert.equal(mean.dtype, 'float32');
   assert.deepEqual(mean.shape, [3, h, w]);
-  for (let c = 0; c < 3; c++) for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
-    assert.equal((mean.data as Float32Array)[(c * h + y) * w + x], hwc[(y * w + x) * 3 + c]);
-  }
+  for (let c = 0; c < 3; c++)
+    for (let y = 0; y < h; y++)
+      for (let x = 0; x < w; x++) {
+        assert.equal((mean.data as Float32Array)[(c * h + y) * w + x], hwc[(y * w + x) * 3 + c]);
+      }
   // An existing --out is not replaced without --force.
   const again = cli(['import', seedDir, '--from', 'theano-npy', '--epoch', String(EPOCH), '--input-size', '67', '--out', out]);
   assert.equal(again.status, 2);
@@ -201,7 +222,7 @@ test('CLI import: bad input is a clear message naming the file, exit 2, nothing 
   assertSameWeights(importTheanoNpy(seedDir, EPOCH, spec), known, 'after repair');
 });
 
-test('CLI import --from onnx dispatches to onnx-export\'s importer', () => {
+test("CLI import --from onnx dispatches to onnx-export's importer", () => {
   const onnxPath = join(root, 'model.onnx');
   writeOnnx(onnxPath, lowerInference(spec, known));
   const out = join(root, 'onnx-ckpt');

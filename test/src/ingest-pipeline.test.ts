@@ -63,7 +63,11 @@ test('scan | decode: odd files decoded, bad files skipped with one warning each,
   // the trailer accounts for every item: decoded + skipped = scanned
   assert.deepEqual(out[out.length - 1], { type: 'trailer', records: TOTAL - BAD.length, skipped: BAD.length, producer: 'alexnet-stream decode' });
   for (const img of images) assert.deepEqual([img.channels, img.height, img.width, img.data.length], [3, 32, 32, 3 * 32 * 32]);
-  for (const key of ODD) assert.ok(images.some((i) => i.key === key), `${key} decoded`);
+  for (const key of ODD)
+    assert.ok(
+      images.some((i) => i.key === key),
+      `${key} decoded`,
+    );
   for (const key of BAD) assert.ok(!images.some((i) => i.key === key), `${key} skipped`);
   const err = readFileSync(join(dir, 'decode.err'), 'utf8');
   const warnings = err.split('\n').filter((l) => l.includes('warning: skipped'));
@@ -94,13 +98,18 @@ test('--shard 0/2 and 1/2 split the items exactly; the same seed gives identical
   assert.equal(full.length, TOTAL);
   assert.deepEqual([...s0, ...s1].sort(), [...full].sort());
   assert.equal(new Set([...s0, ...s1]).size, TOTAL);
-  assert.deepEqual(s0, full.filter((_, i) => i % 2 === 0));
+  assert.deepEqual(
+    s0,
+    full.filter((_, i) => i % 2 === 0),
+  );
   const limited = await keys(sh(`${cli} scan data/train --shuffle --seed 9 --shard 1/2 --limit 3 2>/dev/null`));
   assert.deepEqual(limited, s1.slice(0, 3));
 });
 
 test('scan | decode | batch --out-dir writes shards holding every decodable image', () => {
-  const r = sh(`${cli} scan data/train --shuffle --seed 1 2>/dev/null | ${cli} decode --size 16 2>/dev/null | ${cli} batch --size 4 --out-dir shards 2> batch.err`);
+  const r = sh(
+    `${cli} scan data/train --shuffle --seed 1 2>/dev/null | ${cli} decode --size 16 2>/dev/null | ${cli} batch --size 4 --out-dir shards 2> batch.err`,
+  );
   assert.deepEqual(r.status, [0, 0, 0], readFileSync(join(dir, 'batch.err'), 'utf8'));
   const index = JSON.parse(readFileSync(join(dir, 'shards', 'index.json'), 'utf8'));
   assert.ok(JSON.stringify(index).includes(`"images":${TOTAL - 3}`), JSON.stringify(index).slice(0, 400));

@@ -39,7 +39,18 @@ function data(): Promise<void> {
 function writeConfig(name: string, extra: string[] = []): string {
   const path = join(root, `${name}.yaml`);
   // Center crops, no shuffling: batch j of 6 images is exactly batches 2j and 2j+1 of 3.
-  const lines = [`data_dir: ${dataDir}`, `spec_file: ${specFile}`, 'n_epochs: 2', 'learning_rate: 0.01', 'print_freq: 2', 'seed: 3', 'intra_op_threads: 1', 'rand_crop: false', 'shuffle: false', ...extra];
+  const lines = [
+    `data_dir: ${dataDir}`,
+    `spec_file: ${specFile}`,
+    'n_epochs: 2',
+    'learning_rate: 0.01',
+    'print_freq: 2',
+    'seed: 3',
+    'intra_op_threads: 1',
+    'rand_crop: false',
+    'shuffle: false',
+    ...extra,
+  ];
   writeFileSync(path, lines.join('\n'));
   return path;
 }
@@ -131,11 +142,21 @@ test('train --workers 2 at batch 3 tracks 1 worker at batch 6; replicas are bit-
   // loss and error are those of the 1-worker run on the same 12 images (weights equal to ~1e-6:
   // losses agree to 1e-5, as the validation's). Rank 0's own half alone would count 6 images and
   // give another loss (its 6 images are not the 12).
-  const logOf = (dir: string) => readFileSync(join(root, dir, 'train_log.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { iteration: number; loss: number; top1Error: number; images: number });
+  const logOf = (dir: string) =>
+    readFileSync(join(root, dir, 'train_log.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { iteration: number; loss: number; top1Error: number; images: number });
   const la = logOf('w1');
   const lb = logOf('w2');
-  assert.deepEqual(lb.map((e) => e.iteration), [2, 4, 6]);
-  assert.deepEqual(la.map((e) => e.iteration), [2, 4, 6]);
+  assert.deepEqual(
+    lb.map((e) => e.iteration),
+    [2, 4, 6],
+  );
+  assert.deepEqual(
+    la.map((e) => e.iteration),
+    [2, 4, 6],
+  );
   for (let i = 0; i < la.length; i++) {
     assert.equal(la[i].images, 12);
     assert.equal(lb[i].images, 12, 'the window counts the images of both workers');
@@ -152,7 +173,10 @@ test('train --workers 2 --sync-momentum: velocities are averaged with the weight
   const single = join(root, 'w1');
   const checksums = join(root, 'checksums-momentum');
   mkdirSync(checksums);
-  const r = cli(['train', '--config', config, '--weights-dir', join(root, 'wm'), '--batch-size', '3', '--workers', '2', '--max-iters', '6', '--sync-momentum'], { ALEXNET_STREAM_SYNC_CHECKSUMS: checksums });
+  const r = cli(
+    ['train', '--config', config, '--weights-dir', join(root, 'wm'), '--batch-size', '3', '--workers', '2', '--max-iters', '6', '--sync-momentum'],
+    { ALEXNET_STREAM_SYNC_CHECKSUMS: checksums },
+  );
   assert.equal(r.status, 0, r.stderr);
   // Each sync averages the weights, then the velocities: 2 lines per iteration, equal on both ranks.
   const r0 = readFileSync(join(checksums, 'rank-0.txt'), 'utf8').trim().split('\n');
@@ -161,7 +185,10 @@ test('train --workers 2 --sync-momentum: velocities are averaged with the weight
   assert.deepEqual(r1, r0);
   const velocityChecksums = r0.filter((_, i) => i % 2 === 1);
   assert.equal(new Set(velocityChecksums).size, 6, 'the velocities change at every step');
-  assert.ok(velocityChecksums.every((v) => !r0.filter((_, i) => i % 2 === 0).includes(v)), 'odd lines are velocities, not weights');
+  assert.ok(
+    velocityChecksums.every((v) => !r0.filter((_, i) => i % 2 === 0).includes(v)),
+    'odd lines are velocities, not weights',
+  );
 
   // What rank 0 saves: with --sync-momentum the mean velocity, which (momentum and weight decay
   // being linear in the gradient, as in the tracking test) is the 1-worker velocity to float32
@@ -186,7 +213,11 @@ test('a worker killed with SIGKILL stops the run within the peer timeout, naming
   const config = writeConfig('kill');
   const weightsDir = join(root, 'wk');
   const env = { ...process.env, ALEXNET_STREAM_PEER_TIMEOUT_MS: '3000' };
-  const launcher = spawn(process.execPath, [CLI, 'train', '--config', config, '--weights-dir', weightsDir, '--batch-size', '3', '--workers', '2', '--epochs', '400'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const launcher = spawn(
+    process.execPath,
+    [CLI, 'train', '--config', config, '--weights-dir', weightsDir, '--batch-size', '3', '--workers', '2', '--epochs', '400'],
+    { env, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let stderr = '';
   launcher.stderr!.on('data', (d) => (stderr += d));
   const exited = new Promise<{ code: number | null; at: number }>((res) => launcher.on('exit', (code) => res({ code, at: Date.now() })));
@@ -194,7 +225,10 @@ test('a worker killed with SIGKILL stops the run within the peer timeout, naming
   const deadline = Date.now() + 120_000;
   while (!existsSync(join(weightsDir, 'epoch-0002')) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   assert.ok(existsSync(join(weightsDir, 'epoch-0002')), `no checkpoint within 120 s: ${stderr}`);
-  const children = spawnSync('pgrep', ['-P', String(launcher.pid), '-f', '--', '--rank 1 '], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
+  const children = spawnSync('pgrep', ['-P', String(launcher.pid), '-f', '--', '--rank 1 '], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n')
+    .filter(Boolean);
   assert.equal(children.length, 1, 'one rank-1 worker under the launcher');
   const killedAt = Date.now();
   process.kill(Number(children[0]), 'SIGKILL');
@@ -211,7 +245,22 @@ test('a worker killed with SIGKILL stops the run within the peer timeout, naming
   const last = loadCheckpoint(saved[saved.length - 1].path);
   const from = last.state.iteration as number;
 
-  const resumed = cli(['train', '--config', config, '--weights-dir', weightsDir, '--batch-size', '3', '--workers', '2', '--epochs', '400', '--resume', '--max-iters', String(from + 4)]);
+  const resumed = cli([
+    'train',
+    '--config',
+    config,
+    '--weights-dir',
+    weightsDir,
+    '--batch-size',
+    '3',
+    '--workers',
+    '2',
+    '--epochs',
+    '400',
+    '--resume',
+    '--max-iters',
+    String(from + 4),
+  ]);
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.match(resumed.stderr, new RegExp(`resuming from .*iteration ${from}\\b`));
   assert.equal(JSON.parse(resumed.stdout).iteration, from + 4);
@@ -222,7 +271,30 @@ test('workers started with different configs are refused at start, naming the ra
   const coordinator = `tcp://127.0.0.1:${await freePort()}`;
   const start = (rank: number, lr: string) =>
     new Promise<{ code: number | null; stderr: string }>((res) => {
-      const child = spawn(process.execPath, [CLI, 'worker', '--rank', String(rank), '--world-size', '2', '--coordinator', coordinator, '--config', writeConfig(`mismatch${rank}`), '--weights-dir', join(root, `wm${rank}`), '--batch-size', '3', '--lr', lr, '--max-iters', '2'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(
+        process.execPath,
+        [
+          CLI,
+          'worker',
+          '--rank',
+          String(rank),
+          '--world-size',
+          '2',
+          '--coordinator',
+          coordinator,
+          '--config',
+          writeConfig(`mismatch${rank}`),
+          '--weights-dir',
+          join(root, `wm${rank}`),
+          '--batch-size',
+          '3',
+          '--lr',
+          lr,
+          '--max-iters',
+          '2',
+        ],
+        { stdio: ['ignore', 'ignore', 'pipe'] },
+      );
       let stderr = '';
       child.stderr!.on('data', (d) => (stderr += d));
       child.on('close', (code) => res({ code, stderr })); // 'close': after the last stderr bytes are read
@@ -237,13 +309,31 @@ test('workers started with different configs are refused at start, naming the ra
 const mpirun = spawnSync('mpirun', ['--version'], { encoding: 'utf8' });
 const noMpi = mpirun.error || mpirun.status !== 0 ? 'mpirun not found (Debian: apt-get install -y openmpi-bin)' : false;
 
-test('mpirun -np 2 alexnet-stream worker: rank and world size from OpenMPI\'s environment', { ...TIMEOUT, skip: noMpi }, async () => {
+test("mpirun -np 2 alexnet-stream worker: rank and world size from OpenMPI's environment", { ...TIMEOUT, skip: noMpi }, async () => {
   await data();
   const weightsDir = join(root, 'wmpi');
   const port = await freePort();
   const r = spawnSync(
     'mpirun',
-    ['--allow-run-as-root', '--oversubscribe', '-np', '2', process.execPath, CLI, 'worker', '--coordinator', `tcp://127.0.0.1:${port}`, '--config', writeConfig('mpi'), '--weights-dir', weightsDir, '--batch-size', '3', '--max-iters', '4'],
+    [
+      '--allow-run-as-root',
+      '--oversubscribe',
+      '-np',
+      '2',
+      process.execPath,
+      CLI,
+      'worker',
+      '--coordinator',
+      `tcp://127.0.0.1:${port}`,
+      '--config',
+      writeConfig('mpi'),
+      '--weights-dir',
+      weightsDir,
+      '--batch-size',
+      '3',
+      '--max-iters',
+      '4',
+    ],
     { encoding: 'utf8', timeout: 150_000 },
   );
   assert.equal(r.status, 0, r.stderr);

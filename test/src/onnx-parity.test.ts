@@ -43,7 +43,8 @@ function input(n: number, spec: ModelSpec, seed: number): Float32Array {
 }
 
 function maxRelativeError(actual: ArrayLike<number>, expected: ArrayLike<number>): number {
-  let diff = 0, scale = 1e-12;
+  let diff = 0,
+    scale = 1e-12;
   for (let i = 0; i < expected.length; i++) {
     diff = Math.max(diff, Math.abs(actual[i] - expected[i]));
     scale = Math.max(scale, Math.abs(expected[i]));

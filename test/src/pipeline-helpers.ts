@@ -5,11 +5,20 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { RecordDecoder, type StreamRecord } from '@alexnet-stream/stream-io';
 
-export interface PipelineRun { status: number[]; stdout: Buffer; stderr: string }
+export interface PipelineRun {
+  status: number[];
+  stdout: Buffer;
+  stderr: string;
+}
 
 /** Run a bash pipeline in `dir`: every stage's exit status (PIPESTATUS), stdout bytes, stderr. */
 export function runPipeline(dir: string, script: string, input?: Buffer): PipelineRun {
-  const r = spawnSync('bash', ['-c', `${script}; echo "\${PIPESTATUS[*]}" > "${dir}/status"`], { cwd: dir, input, maxBuffer: 1 << 28, env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' } });
+  const r = spawnSync('bash', ['-c', `${script}; echo "\${PIPESTATUS[*]}" > "${dir}/status"`], {
+    cwd: dir,
+    input,
+    maxBuffer: 1 << 28,
+    env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' },
+  });
   const status = readFileSync(join(dir, 'status'), 'utf8').trim().split(' ').map(Number);
   return { status, stdout: r.stdout, stderr: r.stderr.toString() };
 }

@@ -18,7 +18,24 @@ function cli(args: string[]): { status: number | null; stdout: Buffer; stderr: s
   return { status: r.status, stdout: r.stdout, stderr: r.stderr.toString() };
 }
 
-const prepareArgs = ['prepare', '--train', 'demo/train', '--val', 'demo/val', '--val-list', 'demo/val.txt', '--out', 'data', '--batch-size', '8', '--size', '32', '--seed', '4', '--no-fsync'];
+const prepareArgs = [
+  'prepare',
+  '--train',
+  'demo/train',
+  '--val',
+  'demo/val',
+  '--val-list',
+  'demo/val.txt',
+  '--out',
+  'data',
+  '--batch-size',
+  '8',
+  '--size',
+  '32',
+  '--seed',
+  '4',
+  '--no-fsync',
+];
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'prepare-e2e-'));
@@ -33,7 +50,17 @@ test('prepare builds a complete data dir with progress on stderr; a rerun says i
   assert.equal(r.stdout.length, 0, 'stdout carries only data; prepare has none');
   assert.match(r.stderr, /prepare train: 24\/24 images, [\d.]+ images\/s/);
   assert.match(r.stderr, /data: train 24 images in 3 batches, val 12 images in 2 batches, 6 classes, 32x32 images, mean\.npy, classes\.txt; [\d.]+ s/);
-  assert.deepEqual(readdirSync(join(dir, 'data')).sort(), ['classes.txt', 'index.json', 'mean.npy', 'prepare.json', 'train-00000.msgpack', 'train-00001.msgpack', 'train-00002.msgpack', 'val-00000.msgpack', 'val-00001.msgpack']);
+  assert.deepEqual(readdirSync(join(dir, 'data')).sort(), [
+    'classes.txt',
+    'index.json',
+    'mean.npy',
+    'prepare.json',
+    'train-00000.msgpack',
+    'train-00001.msgpack',
+    'train-00002.msgpack',
+    'val-00000.msgpack',
+    'val-00001.msgpack',
+  ]);
   const index = await readShardIndex(join(dir, 'data'));
   assert.equal(index.prefixes.train.images, 24);
   assert.equal(index.prefixes.val.images, 12);
@@ -44,7 +71,14 @@ test('prepare builds a complete data dir with progress on stderr; a rerun says i
   assert.match(again.stderr, /data is already complete .*nothing to do/);
 
   // The data dir feeds the rest of the pipeline: read | augment with its own mean.
-  const r2 = spawnSync('bash', ['-c', `"${process.execPath}" "${CLI}" read data --prefix val | "${process.execPath}" "${CLI}" augment --mean data/mean.npy --crop 28 --center | "${process.execPath}" "${CLI}" inspect --json`], { cwd: dir });
+  const r2 = spawnSync(
+    'bash',
+    [
+      '-c',
+      `"${process.execPath}" "${CLI}" read data --prefix val | "${process.execPath}" "${CLI}" augment --mean data/mean.npy --crop 28 --center | "${process.execPath}" "${CLI}" inspect --json`,
+    ],
+    { cwd: dir },
+  );
   assert.equal(r2.status, 0, r2.stderr.toString());
   const summary = JSON.parse(r2.stdout.toString());
   assert.equal(summary.images, 12);
@@ -56,13 +90,20 @@ test('prepare killed mid-run leaves only <out>.partial; the rerun starts over an
   // reliably in the middle of its work (some shards written) when it is killed.
   const fifo = join(dir, 'demo', 'train', 'square', 'zz-blocking.jpg');
   assert.equal(spawnSync('mkfifo', [fifo]).status, 0);
-  const child = spawn(process.execPath, [CLI, ...prepareArgs.map((a) => (a === 'data' ? 'data-killed' : a)), '--concurrency', '1'], { cwd: dir, stdio: 'ignore' });
+  const child = spawn(process.execPath, [CLI, ...prepareArgs.map((a) => (a === 'data' ? 'data-killed' : a)), '--concurrency', '1'], {
+    cwd: dir,
+    stdio: 'ignore',
+  });
   const partial = join(dir, 'data-killed.partial');
-  for (let i = 0; i < 1000 && !(existsSync(partial) && readdirSync(partial).some((n) => n.startsWith('train-'))); i++) await new Promise((r) => setTimeout(r, 10));
+  for (let i = 0; i < 1000 && !(existsSync(partial) && readdirSync(partial).some((n) => n.startsWith('train-'))); i++)
+    await new Promise((r) => setTimeout(r, 10));
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
   rmSync(fifo);
-  assert.ok(readdirSync(partial).some((n) => n.startsWith('train-')), 'the run had written shards before the kill');
+  assert.ok(
+    readdirSync(partial).some((n) => n.startsWith('train-')),
+    'the run had written shards before the kill',
+  );
   assert.ok(!existsSync(join(dir, 'data-killed')), 'nothing under the final name');
   const read = cli(['read', 'data-killed.partial']);
   assert.equal(read.status, 2, 'the partial dir has no complete set to read');

@@ -16,7 +16,9 @@ export const MEAN_CHANNELS = [121.5, 113.25, 100.75];
 
 export function smallSpec(): ModelSpec {
   const spec = alexnetSpec('theano-alexnet', { numClasses: 6 });
-  spec.layers = spec.layers.map((l) => (l.kind === 'conv' ? { ...l, outChannels: l.outChannels / 8 } : l.kind === 'fc' && l.name !== 'fc8' ? { ...l, outFeatures: 64 } : l));
+  spec.layers = spec.layers.map((l) =>
+    l.kind === 'conv' ? { ...l, outChannels: l.outChannels / 8 } : l.kind === 'fc' && l.name !== 'fc8' ? { ...l, outFeatures: 64 } : l,
+  );
   inferShapes(spec);
   return spec;
 }
@@ -97,13 +99,23 @@ export function meanBatch(text: string, model: string): number {
 }
 
 /** Binary-extension infer body: JSON header + raw bytes. */
-export function binaryInferBody(inputName: string, shape: number[], data: Float32Array, extra: Record<string, unknown> = {}): { body: Buffer; headerLength: number } {
+export function binaryInferBody(
+  inputName: string,
+  shape: number[],
+  data: Float32Array,
+  extra: Record<string, unknown> = {},
+): { body: Buffer; headerLength: number } {
   const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const header = Buffer.from(JSON.stringify({ inputs: [{ name: inputName, shape, datatype: 'FP32', parameters: { binary_data_size: bytes.length } }], ...extra }));
+  const header = Buffer.from(
+    JSON.stringify({ inputs: [{ name: inputName, shape, datatype: 'FP32', parameters: { binary_data_size: bytes.length } }], ...extra }),
+  );
   return { body: Buffer.concat([header, bytes]), headerLength: header.length };
 }
 
 /** Split a binary-extension response into its JSON header and binary part. */
-export function splitBinaryResponse(body: Buffer, headerLength: number): { header: { outputs: { name: string; parameters: { binary_data_size: number } }[] }; binary: Buffer } {
+export function splitBinaryResponse(
+  body: Buffer,
+  headerLength: number,
+): { header: { outputs: { name: string; parameters: { binary_data_size: number } }[] }; binary: Buffer } {
   return { header: JSON.parse(body.subarray(0, headerLength).toString('utf8')), binary: body.subarray(headerLength) };
 }

@@ -18,22 +18,39 @@ const root = mkdtempSync(join(tmpdir(), 'serve-ops-'));
 const modelA = join(root, 'a.onnx');
 const modelB = join(root, 'b.onnx');
 let images: string[] = [];
-interface Top { index: number; prob: number }
+interface Top {
+  index: number;
+  prob: number;
+}
 /** Top-1 per image for model A and model B, from `alexnet-stream predict`. */
 const expected: Record<'A' | 'B', Top[]> = { A: [], B: [] };
 
 before(() => {
   writeSmallModel(modelA, 3);
   writeSmallModel(modelB, 5);
-  const r = spawnSync(process.execPath, [CLI, 'make-demo-data', '--out', join(root, 'demo'), '--train-per-class', '1', '--val-per-class', '1'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, 'make-demo-data', '--out', join(root, 'demo'), '--train-per-class', '1', '--val-per-class', '1'], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
-  images = readdirSync(join(root, 'demo', 'val')).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(root, 'demo', 'val', f));
-  for (const [key, path] of [['A', modelA], ['B', modelB]] as const) {
+  images = readdirSync(join(root, 'demo', 'val'))
+    .filter((f) => f.endsWith('.jpg'))
+    .sort()
+    .map((f) => join(root, 'demo', 'val', f));
+  for (const [key, path] of [
+    ['A', modelA],
+    ['B', modelB],
+  ] as const) {
     const p = spawnSync(process.execPath, [CLI, 'predict', '--model', path, '--json', '--topk', '1', ...images], { encoding: 'utf8' });
     assert.equal(p.status, 0, p.stderr);
-    expected[key] = p.stdout.trim().split('\n').map((l) => JSON.parse(l).top[0]);
+    expected[key] = p.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l).top[0]);
   }
-  assert.ok(expected.A.some((t, i) => t.index !== expected.B[i].index || Math.abs(t.prob - expected.B[i].prob) > 1e-3), 'the two models answer differently');
+  assert.ok(
+    expected.A.some((t, i) => t.index !== expected.B[i].index || Math.abs(t.prob - expected.B[i].prob) > 1e-3),
+    'the two models answer differently',
+  );
 });
 
 /** Replace the served file atomically (as a deployment would). */
@@ -44,7 +61,14 @@ function install(from: string | Buffer, to: string): void {
   renameSync(tmp, to);
 }
 
-interface Outcome { started: number; finished: number; status?: number; error?: string; correct?: boolean; version?: string }
+interface Outcome {
+  started: number;
+  finished: number;
+  status?: number;
+  error?: string;
+  correct?: boolean;
+  version?: string;
+}
 
 /** Classify requests from `concurrency` clients until `stop()`; checks each answer against its version's model. */
 function load(url: string, concurrency: number, weightsOf: (version: string) => 'A' | 'B' | undefined, stopOn503 = false) {
@@ -57,9 +81,13 @@ function load(url: string, concurrency: number, weightsOf: (version: string) => 
       const o: Outcome = { started: performance.now(), finished: 0 };
       outcomes.push(o);
       try {
-        const res = await fetch(`${url}/v1/models/live:classify?topk=1`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[k]) });
+        const res = await fetch(`${url}/v1/models/live:classify?topk=1`, {
+          method: 'POST',
+          headers: { 'content-type': 'image/jpeg' },
+          body: readFileSync(images[k]),
+        });
         o.status = res.status;
-        const body = await res.json() as { model_version?: string; predictions?: { top: Top[] }[] };
+        const body = (await res.json()) as { model_version?: string; predictions?: { top: Top[] }[] };
         o.version = body.model_version;
         if (res.status === 200) {
           const which = weightsOf(body.model_version!);
@@ -77,7 +105,14 @@ function load(url: string, concurrency: number, weightsOf: (version: string) => 
   };
   const stopOnAny503 = stopOn503;
   const done = Promise.all(Array.from({ length: concurrency }, client));
-  return { outcomes, stop: async () => { stopped = true; await done; }, done };
+  return {
+    outcomes,
+    stop: async () => {
+      stopped = true;
+      await done;
+    },
+    done,
+  };
 }
 
 test('reload under load: the load endpoint and SIGHUP swap models with no failed request; a broken file keeps the old version serving', async () => {
@@ -90,7 +125,7 @@ test('reload under load: the load endpoint and SIGHUP swap models with no failed
     const pause = () => new Promise((r) => setTimeout(r, 600));
     const reload = async () => {
       const res = await fetch(`${server.url}/v2/repository/models/live/load`, { method: 'POST' });
-      return { status: res.status, body: await res.json() as { version?: string; error?: string } };
+      return { status: res.status, body: (await res.json()) as { version?: string; error?: string } };
     };
     await pause();
     install(modelB, live);
@@ -100,8 +135,12 @@ test('reload under load: the load endpoint and SIGHUP swap models with no failed
     install(modelA, live);
     versions.set('3', 'A');
     server.child.kill('SIGHUP');
-    for (let i = 0; i < 100 && !server.log.some((l) => l.includes('"version":3') && l.includes('model reloaded')); i++) await new Promise((r) => setTimeout(r, 100));
-    assert.ok(server.log.some((l) => l.includes('"version":3') && l.includes('model reloaded')), 'SIGHUP reloaded the model');
+    for (let i = 0; i < 100 && !server.log.some((l) => l.includes('"version":3') && l.includes('model reloaded')); i++)
+      await new Promise((r) => setTimeout(r, 100));
+    assert.ok(
+      server.log.some((l) => l.includes('"version":3') && l.includes('model reloaded')),
+      'SIGHUP reloaded the model',
+    );
     await pause();
     install(readFileSync(modelB).subarray(0, 4000), live); // a truncated copy
     const bad = await reload();
@@ -118,9 +157,15 @@ test('reload under load: the load endpoint and SIGHUP swap models with no failed
     assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${outcomes.length} requests failed or were answered by the wrong version`);
     const seen = new Set(outcomes.map((o) => o.version));
     assert.deepEqual([...seen].sort(), ['1', '2', '3', '4'], 'every version served some requests');
-    const index = await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json() as { version: string; state: string }[];
-    assert.deepEqual(index.map((e) => [e.version, e.state]), [['4', 'READY']]);
-    assert.ok(server.log.some((l) => l.includes('previous version drained and unloaded')), 'old versions are unloaded once drained');
+    const index = (await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json()) as { version: string; state: string }[];
+    assert.deepEqual(
+      index.map((e) => [e.version, e.state]),
+      [['4', 'READY']],
+    );
+    assert.ok(
+      server.log.some((l) => l.includes('previous version drained and unloaded')),
+      'old versions are unloaded once drained',
+    );
   } finally {
     assert.equal(await server.stop(), 0);
   }
@@ -146,9 +191,15 @@ test('SIGTERM under load: the requests in progress are answered, later ones get 
   const answeredAfterSignal = before.filter((o) => o.status === 200 && o.finished > signalAt).length;
   assert.ok(answeredAfterSignal > 0, 'requests in progress at SIGTERM were finished, not dropped');
   for (const o of after) {
-    assert.ok(o.status === 503 || o.status === 200 || (o.error !== undefined && /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET/.test(o.error)), `after SIGTERM: ${o.status ?? o.error}`);
+    assert.ok(
+      o.status === 503 || o.status === 200 || (o.error !== undefined && /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET/.test(o.error)),
+      `after SIGTERM: ${o.status ?? o.error}`,
+    );
   }
-  assert.ok(server.log.some((l) => l.includes('"drained":true')), 'the log says it drained');
+  assert.ok(
+    server.log.some((l) => l.includes('"drained":true')),
+    'the log says it drained',
+  );
 });
 
 test('draining: while a request accepted before SIGTERM is still uploading, ready is 503 and new work gets 503; it is then answered and the server exits 0', async () => {
@@ -156,12 +207,20 @@ test('draining: while a request accepted before SIGTERM is still uploading, read
   const body = readFileSync(images[0]);
   const { hostname, port } = new URL(server.url);
   // A client that sends its headers and half of the image, then waits.
-  const req = request({ hostname, port, method: 'POST', path: '/v1/models/live:classify?topk=1', headers: { 'content-type': 'image/jpeg', 'content-length': body.length } });
+  const req = request({
+    hostname,
+    port,
+    method: 'POST',
+    path: '/v1/models/live:classify?topk=1',
+    headers: { 'content-type': 'image/jpeg', 'content-length': body.length },
+  });
   const answer = new Promise<{ status: number; text: string }>((resolve, reject) => {
     req.on('response', (res) => {
       let text = '';
       res.setEncoding('utf8');
-      res.on('data', (d) => { text += d; });
+      res.on('data', (d) => {
+        text += d;
+      });
       res.on('end', () => resolve({ status: res.statusCode!, text }));
     });
     req.on('error', reject);
@@ -175,7 +234,7 @@ test('draining: while a request accepted before SIGTERM is still uploading, read
   assert.deepEqual(await ready.json(), { ready: false });
   const late = await fetch(`${server.url}/v1/models/live:classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body });
   assert.equal(late.status, 503);
-  assert.match((await late.json() as { error: string }).error, /shutting down/);
+  assert.match(((await late.json()) as { error: string }).error, /shutting down/);
   assert.equal(server.child.exitCode, null, 'still running: the upload is in progress');
   req.end(body.subarray(body.length >> 1));
   const { status, text } = await answer;
@@ -188,18 +247,28 @@ test('draining: while a request accepted before SIGTERM is still uploading, read
 test('several --model flags: each model answers under its own name, with its own weights', async () => {
   const server = await startServe(['--model', `a=${modelA}`, '--model', `b=${modelB}`], root);
   try {
-    for (const [name, key] of [['a', 'A'], ['b', 'B']] as const) {
+    for (const [name, key] of [
+      ['a', 'A'],
+      ['b', 'B'],
+    ] as const) {
       for (const [k, path] of images.slice(0, 3).entries()) {
-        const res = await fetch(`${server.url}/v1/models/${name}:classify?topk=1`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(path) });
-        const body = await res.json() as { model_name: string; predictions: { top: Top[] }[] };
+        const res = await fetch(`${server.url}/v1/models/${name}:classify?topk=1`, {
+          method: 'POST',
+          headers: { 'content-type': 'image/jpeg' },
+          body: readFileSync(path),
+        });
+        const body = (await res.json()) as { model_name: string; predictions: { top: Top[] }[] };
         assert.equal(body.model_name, name);
         const top = body.predictions[0].top[0];
         assert.equal(top.index, expected[key][k].index);
         assert.ok(Math.abs(top.prob - expected[key][k].prob) <= 1e-5);
       }
     }
-    const index = await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json() as { name: string }[];
-    assert.deepEqual(index.map((e) => e.name), ['a', 'b']);
+    const index = (await (await fetch(`${server.url}/v2/repository/index`, { method: 'POST' })).json()) as { name: string }[];
+    assert.deepEqual(
+      index.map((e) => e.name),
+      ['a', 'b'],
+    );
   } finally {
     assert.equal(await server.stop(), 0);
   }

@@ -24,7 +24,11 @@ let server: ServerProcess;
 let base: string;
 const INPUT = 3 * 227 * 227;
 
-interface Top { index: number; label?: string; prob: number }
+interface Top {
+  index: number;
+  label?: string;
+  prob: number;
+}
 
 function jpeg(path: string): Promise<Response> {
   return fetch(`${base}/v1/models/small:classify?topk=6`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(path) });
@@ -43,9 +47,14 @@ function inputBatch(n: number, seed: number): Float32Array {
 
 before(async () => {
   writeSmallModel(modelPath);
-  const r = spawnSync(process.execPath, [CLI, 'make-demo-data', '--out', join(root, 'demo'), '--train-per-class', '1', '--val-per-class', '2'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, 'make-demo-data', '--out', join(root, 'demo'), '--train-per-class', '1', '--val-per-class', '2'], {
+    encoding: 'utf8',
+  });
   assert.equal(r.status, 0, r.stderr);
-  images = readdirSync(join(root, 'demo', 'val')).filter((f) => f.endsWith('.jpg')).sort().map((f) => join(root, 'demo', 'val', f));
+  images = readdirSync(join(root, 'demo', 'val'))
+    .filter((f) => f.endsWith('.jpg'))
+    .sort()
+    .map((f) => join(root, 'demo', 'val', f));
   server = await startServe(['--model', `small=${modelPath}`, '--log-level', 'debug'], root);
   base = server.url;
 });
@@ -59,7 +68,10 @@ describe('serve: answers', () => {
   test(':classify gives the top-k and probabilities of `alexnet-stream predict` (<= 1e-5), raw body and multipart', async () => {
     const p = spawnSync(process.execPath, [CLI, 'predict', '--model', modelPath, '--json', '--topk', '6', ...images], { encoding: 'utf8' });
     assert.equal(p.status, 0, p.stderr);
-    const expected = p.stdout.trim().split('\n').map((l) => JSON.parse(l) as { path: string; top: Top[] });
+    const expected = p.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { path: string; top: Top[] });
     const compare = (got: Top[], want: Top[], what: string) => {
       assert.equal(got.length, 6, what);
       for (const w of want) {
@@ -68,13 +80,21 @@ describe('serve: answers', () => {
         assert.ok(Math.abs(g.prob - w.prob) <= 1e-5, `${what} class ${w.index}: ${g.prob} vs predict ${w.prob}`);
         assert.equal(g.label, w.label);
       }
-      assert.deepEqual(got.map((t) => t.index), want.map((t) => t.index), `${what}: same order`);
+      assert.deepEqual(
+        got.map((t) => t.index),
+        want.map((t) => t.index),
+        `${what}: same order`,
+      );
     };
     for (const [i, path] of images.entries()) {
       const res = await jpeg(path);
       assert.equal(res.status, 200);
       assert.match(res.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
-      const body = await res.json() as { model_name: string; model_version: string; predictions: { top: Top[]; width: number; timings_ms: Record<string, number> }[] };
+      const body = (await res.json()) as {
+        model_name: string;
+        model_version: string;
+        predictions: { top: Top[]; width: number; timings_ms: Record<string, number> }[];
+      };
       assert.equal(body.model_name, 'small');
       assert.equal(body.predictions.length, 1);
       compare(body.predictions[0].top, expected[i].top, path);
@@ -84,14 +104,19 @@ describe('serve: answers', () => {
     for (const path of images.slice(0, 4)) form.append('image', new Blob([readFileSync(path)], { type: 'image/jpeg' }), path.split('/').pop());
     const res = await fetch(`${base}/v1/models/small:classify?topk=6`, { method: 'POST', body: form });
     assert.equal(res.status, 200);
-    const body = await res.json() as { predictions: { filename: string; top: Top[] }[] };
+    const body = (await res.json()) as { predictions: { filename: string; top: Top[] }[] };
     assert.equal(body.predictions.length, 4);
     body.predictions.forEach((p, i) => {
       assert.equal(p.filename, images[i].split('/').pop());
       compare(p.top, expected[i].top, `multipart ${i}`);
     });
-    const top2 = await (await fetch(`${base}/v1/models/small:classify?topk=2`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) })).json() as { predictions: { top: Top[] }[] };
-    assert.deepEqual(top2.predictions[0].top.map((t) => t.index), expected[0].top.slice(0, 2).map((t) => t.index));
+    const top2 = (await (
+      await fetch(`${base}/v1/models/small:classify?topk=2`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) })
+    ).json()) as { predictions: { top: Top[] }[] };
+    assert.deepEqual(
+      top2.predictions[0].top.map((t) => t.index),
+      expected[0].top.slice(0, 2).map((t) => t.index),
+    );
   });
 
   test('v2 infer: JSON (nested and flat) and binary tensors give the logits and probabilities of InferenceModel', async () => {
@@ -104,64 +129,120 @@ describe('serve: answers', () => {
     const close = (got: ArrayLike<number>, want: Float32Array, what: string) => {
       assert.equal(got.length, want.length, what);
       // float32 in both; a different batch in the server could change summation order only.
-      for (let i = 0; i < want.length; i++) assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * Math.max(1, Math.abs(want[i])), `${what}[${i}]: ${got[i]} vs ${want[i]}`);
+      for (let i = 0; i < want.length; i++)
+        assert.ok(Math.abs(got[i] - want[i]) <= 1e-5 * Math.max(1, Math.abs(want[i])), `${what}[${i}]: ${got[i]} vs ${want[i]}`);
     };
     // Flat data, both outputs.
-    const flat = await fetch(`${base}/v2/models/small/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ id: 'r1', inputs: [{ name: 'data', shape: [3, 3, 227, 227], datatype: 'FP32', data: Array.from(x) }] }) });
+    const flat = await fetch(`${base}/v2/models/small/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ id: 'r1', inputs: [{ name: 'data', shape: [3, 3, 227, 227], datatype: 'FP32', data: Array.from(x) }] }),
+    });
     assert.equal(flat.status, 200);
-    const fb = await flat.json() as { id: string; model_name: string; outputs: { name: string; datatype: string; shape: number[]; data: number[] }[] };
+    const fb = (await flat.json()) as { id: string; model_name: string; outputs: { name: string; datatype: string; shape: number[]; data: number[] }[] };
     assert.equal(fb.id, 'r1');
-    assert.deepEqual(fb.outputs.map((o) => [o.name, o.datatype, o.shape]), [['logits', 'FP32', [3, 6]], ['prob', 'FP32', [3, 6]]]);
+    assert.deepEqual(
+      fb.outputs.map((o) => [o.name, o.datatype, o.shape]),
+      [
+        ['logits', 'FP32', [3, 6]],
+        ['prob', 'FP32', [3, 6]],
+      ],
+    );
     close(fb.outputs[0].data, logits, 'flat logits');
     close(fb.outputs[1].data, prob, 'flat prob');
     // Nested data (image 1 alone as [1,3,227,227] nested lists), one output asked.
     const one = x.subarray(INPUT, 2 * INPUT);
-    const nested = Array.from({ length: 3 }, (_, c) => Array.from({ length: 227 }, (_, y) => Array.from(one.subarray((c * 227 + y) * 227, (c * 227 + y + 1) * 227))));
-    const nr = await fetch(`${base}/v2/models/small/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [nested] }], outputs: [{ name: 'logits' }] }) });
+    const nested = Array.from({ length: 3 }, (_, c) =>
+      Array.from({ length: 227 }, (_, y) => Array.from(one.subarray((c * 227 + y) * 227, (c * 227 + y + 1) * 227))),
+    );
+    const nr = await fetch(`${base}/v2/models/small/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [nested] }], outputs: [{ name: 'logits' }] }),
+    });
     assert.equal(nr.status, 200);
-    const nb = await nr.json() as { outputs: { name: string; data: number[] }[] };
-    assert.deepEqual(nb.outputs.map((o) => o.name), ['logits']);
+    const nb = (await nr.json()) as { outputs: { name: string; data: number[] }[] };
+    assert.deepEqual(
+      nb.outputs.map((o) => o.name),
+      ['logits'],
+    );
     close(nb.outputs[0].data, logits.subarray(6, 12), 'nested logits');
     // Binary in, binary out (Triton's extension).
     const { body, headerLength } = binaryInferBody('data', [3, 3, 227, 227], x, { parameters: { binary_data_output: true } });
-    const br = await fetch(`${base}/v2/models/small/infer`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) }, body });
+    const br = await fetch(`${base}/v2/models/small/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(headerLength) },
+      body,
+    });
     assert.equal(br.status, 200);
     assert.equal(br.headers.get('content-type'), 'application/octet-stream');
     const { header, binary } = splitBinaryResponse(Buffer.from(await br.arrayBuffer()), Number(br.headers.get('inference-header-content-length')));
-    assert.deepEqual(header.outputs.map((o: { name: string; parameters: { binary_data_size: number } }) => [o.name, o.parameters.binary_data_size]), [['logits', 72], ['prob', 72]]);
+    assert.deepEqual(
+      header.outputs.map((o: { name: string; parameters: { binary_data_size: number } }) => [o.name, o.parameters.binary_data_size]),
+      [
+        ['logits', 72],
+        ['prob', 72],
+      ],
+    );
     const copy = Uint8Array.from(binary); // aligned, its own buffer
     close(new Float32Array(copy.buffer, copy.byteOffset, 18), logits, 'binary logits');
     close(new Float32Array(copy.buffer, copy.byteOffset + 72, 18), prob, 'binary prob');
     // Classification extension: top 2 as "score:index:label".
-    const cr = await fetch(`${base}/v2/models/small/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: Array.from(one) }], outputs: [{ name: 'prob', parameters: { classification: 2 } }] }) });
-    const cb = await cr.json() as { outputs: { datatype: string; shape: number[]; data: string[] }[] };
+    const cr = await fetch(`${base}/v2/models/small/infer`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: Array.from(one) }],
+        outputs: [{ name: 'prob', parameters: { classification: 2 } }],
+      }),
+    });
+    const cb = (await cr.json()) as { outputs: { datatype: string; shape: number[]; data: string[] }[] };
     const row = Array.from(prob.subarray(6, 12));
     const order = row.map((v, j) => [v, j]).sort((a, b) => b[0] - a[0]);
     assert.deepEqual(cb.outputs[0].shape, [1, 2]);
-    assert.deepEqual(cb.outputs[0].data.map((s) => s.split(':').slice(1).join(':')), order.slice(0, 2).map(([, j]) => `${j}:${CLASS_NAMES[j]}`));
+    assert.deepEqual(
+      cb.outputs[0].data.map((s) => s.split(':').slice(1).join(':')),
+      order.slice(0, 2).map(([, j]) => `${j}:${CLASS_NAMES[j]}`),
+    );
   });
 
   test('health, server and model metadata, readiness, stats, repository index', async () => {
     const live = await fetch(`${base}/v2/health/live`);
     assert.equal(live.status, 200);
     assert.equal((await fetch(`${base}/v2/health/ready`)).status, 200);
-    const meta = await (await fetch(`${base}/v2`)).json() as { name: string; extensions: string[] };
+    const meta = (await (await fetch(`${base}/v2`)).json()) as { name: string; extensions: string[] };
     assert.equal(meta.name, 'alexnet-stream');
     assert.ok(meta.extensions.includes('binary_tensor_data'));
-    const m = await (await fetch(`${base}/v2/models/small`)).json() as Record<string, unknown>;
+    const m = (await (await fetch(`${base}/v2/models/small`)).json()) as Record<string, unknown>;
     assert.deepEqual(m.inputs, [{ name: 'data', datatype: 'FP32', shape: [-1, 3, 227, 227] }]);
-    assert.deepEqual(m.outputs, [{ name: 'logits', datatype: 'FP32', shape: [-1, 6] }, { name: 'prob', datatype: 'FP32', shape: [-1, 6] }]);
+    assert.deepEqual(m.outputs, [
+      { name: 'logits', datatype: 'FP32', shape: [-1, 6] },
+      { name: 'prob', datatype: 'FP32', shape: [-1, 6] },
+    ]);
     assert.equal(m.platform, 'onnxruntime_onnx');
     assert.equal((await fetch(`${base}/v2/models/small/ready`)).status, 200);
     assert.equal((await fetch(`${base}/v2/models/small/versions/1`)).status, 200);
-    const stats = await (await fetch(`${base}/v2/models/small/stats`)).json() as { model_stats: { name: string; inference_count: number; execution_count: number; mean_batch_size: number }[] };
+    const stats = (await (await fetch(`${base}/v2/models/small/stats`)).json()) as {
+      model_stats: { name: string; inference_count: number; execution_count: number; mean_batch_size: number }[];
+    };
     assert.equal(stats.model_stats[0].name, 'small');
     assert.ok(stats.model_stats[0].inference_count >= stats.model_stats[0].execution_count && stats.model_stats[0].execution_count > 0);
-    const index = await (await fetch(`${base}/v2/repository/index`, { method: 'POST' })).json() as { name: string; state: string }[];
-    assert.deepEqual(index.map((e) => [e.name, e.state]), [['small', 'READY']]);
+    const index = (await (await fetch(`${base}/v2/repository/index`, { method: 'POST' })).json()) as { name: string; state: string }[];
+    assert.deepEqual(
+      index.map((e) => [e.name, e.state]),
+      [['small', 'READY']],
+    );
     const metrics = await (await fetch(`${base}/metrics`)).text();
-    for (const name of ['alexnet_serve_requests_total', 'alexnet_serve_request_duration_seconds_bucket', 'alexnet_serve_queue_duration_seconds_bucket', 'alexnet_serve_inference_duration_seconds_bucket',
-      'alexnet_serve_batch_size_bucket', 'alexnet_serve_queue_depth', 'alexnet_serve_images_decoded_total', 'alexnet_serve_process_resident_memory_bytes']) {
+    for (const name of [
+      'alexnet_serve_requests_total',
+      'alexnet_serve_request_duration_seconds_bucket',
+      'alexnet_serve_queue_duration_seconds_bucket',
+      'alexnet_serve_inference_duration_seconds_bucket',
+      'alexnet_serve_batch_size_bucket',
+      'alexnet_serve_queue_depth',
+      'alexnet_serve_images_decoded_total',
+      'alexnet_serve_process_resident_memory_bytes',
+    ]) {
       assert.ok(text(metrics).includes(`\n${name}`), `metrics has ${name}`);
     }
     assert.ok(metric(metrics, 'alexnet_serve_requests_total', 'endpoint="classify",code="200"') >= 1);
@@ -184,7 +265,8 @@ async function refused(res: Promise<Response> | Response, status: number, messag
 }
 
 describe('serve: bad input and limits', () => {
-  const post = (path: string, type: string, body: string | Buffer | FormData, headers: Record<string, string> = {}) => fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': type, ...headers }, body });
+  const post = (path: string, type: string, body: string | Buffer | FormData, headers: Record<string, string> = {}) =>
+    fetch(`${base}${path}`, { method: 'POST', headers: { 'content-type': type, ...headers }, body });
   const infer = (body: unknown) => post('/v2/models/small/infer', 'application/json', JSON.stringify(body));
 
   test('unknown model or route: 404; unsupported content type: 415; not an image: 422 naming why', async () => {
@@ -204,28 +286,60 @@ describe('serve: bad input and limits', () => {
     form.append('a', new Blob([readFileSync(images[0])]), 'good.jpg');
     form.append('b', new Blob([Buffer.from('garbage')]), 'bad.jpg');
     await refused(fetch(`${base}/v1/models/small:classify`, { method: 'POST', body: form }), 422, /image 2 \(bad\.jpg\): not an image/);
-    await refused(fetch(`${base}/v1/models/small:classify?topk=abc`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) }), 400, /topk/);
+    await refused(
+      fetch(`${base}/v1/models/small:classify?topk=abc`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) }),
+      400,
+      /topk/,
+    );
   });
 
   test('malformed JSON, wrong tensor name / datatype / shape / byte size: 400 naming the field', async () => {
     await refused(post('/v2/models/small/infer', 'application/json', '{"inputs": ['), 400, /JSON/);
     await refused(infer({}), 400, /body must have required property 'inputs'/);
     await refused(infer({ inputs: [{ name: 'data', shape: 'x', datatype: 'FP32', data: [] }] }), 400, /body\/inputs\/0\/shape must be array/);
-    await refused(infer({ inputs: [{ name: 'image', shape: [1, 3, 227, 227], datatype: 'FP32', data: [] }] }), 400, /inputs\[0\]\.name: model small has no input "image"/);
-    await refused(infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'UINT8', data: [] }] }), 400, /inputs\[0\]\.datatype is UINT8; model input data is FP32/);
+    await refused(
+      infer({ inputs: [{ name: 'image', shape: [1, 3, 227, 227], datatype: 'FP32', data: [] }] }),
+      400,
+      /inputs\[0\]\.name: model small has no input "image"/,
+    );
+    await refused(
+      infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'UINT8', data: [] }] }),
+      400,
+      /inputs\[0\]\.datatype is UINT8; model input data is FP32/,
+    );
     await refused(infer({ inputs: [{ name: 'data', shape: [1, 3, 224, 224], datatype: 'FP32', data: [] }] }), 400, /inputs\[0\]\.shape is \[1,3,224,224\]/);
-    await refused(infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [1, 2, 3] }] }), 400, /inputs\[0\]\.data holds 3 values; shape \[1,3,227,227\] needs 154587/);
-    await refused(infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [[1, 'x']] }] }), 400, /inputs\[0\]\.data: element 1 is string/);
-    await refused(infer({ inputs: [{ name: 'data', shape: [33, 3, 227, 227], datatype: 'FP32', data: [] }] }), 400, /batch size 33 is more than the server's --max-batch 32/);
-    await refused(infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [] }], outputs: [{ name: 'features' }] }), 400, /outputs\[0\]\.name: model small has no output "features"/);
+    await refused(
+      infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [1, 2, 3] }] }),
+      400,
+      /inputs\[0\]\.data holds 3 values; shape \[1,3,227,227\] needs 154587/,
+    );
+    await refused(
+      infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [[1, 'x']] }] }),
+      400,
+      /inputs\[0\]\.data: element 1 is string/,
+    );
+    await refused(
+      infer({ inputs: [{ name: 'data', shape: [33, 3, 227, 227], datatype: 'FP32', data: [] }] }),
+      400,
+      /batch size 33 is more than the server's --max-batch 32/,
+    );
+    await refused(
+      infer({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', data: [] }], outputs: [{ name: 'features' }] }),
+      400,
+      /outputs\[0\]\.name: model small has no output "features"/,
+    );
     const x = inputBatch(1, 1);
     const { body, headerLength } = binaryInferBody('data', [1, 3, 227, 227], x);
-    const bin = (b: Buffer, h: string | undefined) => post('/v2/models/small/infer', 'application/octet-stream', b, h === undefined ? {} : { 'inference-header-content-length': h });
+    const bin = (b: Buffer, h: string | undefined) =>
+      post('/v2/models/small/infer', 'application/octet-stream', b, h === undefined ? {} : { 'inference-header-content-length': h });
     await refused(bin(body.subarray(0, body.length - 4), String(headerLength)), 400, /binary part is 618344 bytes; inputs declare 618348/);
     await refused(bin(body, undefined), 400, /Inference-Header-Content-Length/);
     await refused(bin(body, 'abc'), 400, /Inference-Header-Content-Length is "abc"/);
     await refused(bin(body, String(headerLength - 3)), 400, /JSON header .* is not valid JSON/);
-    const wrongSize = Buffer.concat([Buffer.from(JSON.stringify({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', parameters: { binary_data_size: 100 } }] })), Buffer.alloc(100)]);
+    const wrongSize = Buffer.concat([
+      Buffer.from(JSON.stringify({ inputs: [{ name: 'data', shape: [1, 3, 227, 227], datatype: 'FP32', parameters: { binary_data_size: 100 } }] })),
+      Buffer.alloc(100),
+    ]);
     await refused(bin(wrongSize, String(wrongSize.length - 100)), 400, /binary_data_size is 100; shape \[1,3,227,227\] of FP32 is 618348 bytes/);
   });
 });
@@ -237,7 +351,15 @@ describe('serve: load, batching, client gone', () => {
     for (const path of images) expected.push(((await (await jpeg(path)).json()) as { predictions: { top: Top[] }[] }).predictions[0].top[0]);
     const x = inputBatch(1, 11);
     const xb = binaryInferBody('data', [1, 3, 227, 227], x, { outputs: [{ name: 'prob', parameters: { binary_data_output: true } }] });
-    const xProb = Buffer.from((await (await fetch(`${base}/v2/models/small/infer`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(xb.headerLength) }, body: xb.body })).arrayBuffer())).subarray(-24);
+    const xProb = Buffer.from(
+      await (
+        await fetch(`${base}/v2/models/small/infer`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(xb.headerLength) },
+          body: xb.body,
+        })
+      ).arrayBuffer(),
+    ).subarray(-24);
     const before = await (await fetch(`${base}/metrics`)).text();
     const rssBefore = metric(before, 'alexnet_serve_process_resident_memory_bytes');
     const batchesBefore = metric(before, 'alexnet_serve_batch_size_count', 'model="small"');
@@ -258,7 +380,11 @@ describe('serve: load, batching, client gone', () => {
           const top = ((await res.json()) as { predictions?: { top: Top[] }[] }).predictions?.[0].top[0];
           ok = !!top && top.index === expected[k].index && Math.abs(top.prob - expected[k].prob) <= 1e-5;
         } else {
-          const res = await fetch(`${base}/v2/models/small/infer`, { method: 'POST', headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(xb.headerLength) }, body: xb.body });
+          const res = await fetch(`${base}/v2/models/small/infer`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(xb.headerLength) },
+            body: xb.body,
+          });
           status = res.status;
           const got = Buffer.from(await res.arrayBuffer()).subarray(-24);
           // Copies into buffers of their own (Buffer.from would take a slice of Node's shared pool).
@@ -286,7 +412,9 @@ describe('serve: load, batching, client gone', () => {
     await new Promise((r) => setTimeout(r, 1000));
     const rssAfter = metric(await (await fetch(`${base}/metrics`)).text(), 'alexnet_serve_process_resident_memory_bytes');
     assert.ok(rssAfter < rssBefore + 192 * 2 ** 20, `RSS ${Math.round(rssBefore / 2 ** 20)} MiB before, ${Math.round(rssAfter / 2 ** 20)} MiB after`);
-    process.stderr.write(`# load: ${total} requests in ${seconds.toFixed(1)} s, mean batch ${(rows / batches).toFixed(2)}, RSS ${Math.round(rssBefore / 2 ** 20)} -> ${Math.round(rssAfter / 2 ** 20)} MiB\n`);
+    process.stderr.write(
+      `# load: ${total} requests in ${seconds.toFixed(1)} s, mean batch ${(rows / batches).toFixed(2)}, RSS ${Math.round(rssBefore / 2 ** 20)} -> ${Math.round(rssAfter / 2 ** 20)} MiB\n`,
+    );
   });
 
   test('one client at a time: every batch holds 1 image, and latency is that of a server without batching (no queue delay: nobody is on the way)', async () => {
@@ -324,10 +452,23 @@ describe('serve: queue limits, deadlines, auth, sizes', () => {
     const s = await startServe(['--model', `small=${modelPath}`, '--max-queue', '2', '--max-queue-delay-ms', '2000', '--timeout-ms', '400'], root);
     try {
       const body = readFileSync(images[0]);
-      const classify = (signal?: AbortSignal) => fetch(`${s.url}/v1/models/small:classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body, signal });
+      const classify = (signal?: AbortSignal) =>
+        fetch(`${s.url}/v1/models/small:classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body, signal });
       const { hostname, port } = new URL(s.url);
-      const slow = request({ hostname, port, method: 'POST', path: '/v1/models/small:classify', headers: { 'content-type': 'multipart/form-data; boundary=XyZ' } });
-      const slowDone = new Promise<void>((resolve) => { slow.on('error', () => resolve()); slow.on('response', (r) => { r.resume(); r.on('end', resolve); }); });
+      const slow = request({
+        hostname,
+        port,
+        method: 'POST',
+        path: '/v1/models/small:classify',
+        headers: { 'content-type': 'multipart/form-data; boundary=XyZ' },
+      });
+      const slowDone = new Promise<void>((resolve) => {
+        slow.on('error', () => resolve());
+        slow.on('response', (r) => {
+          r.resume();
+          r.on('end', resolve);
+        });
+      });
       slow.write('--XyZ\r\nContent-Disposition: form-data; name="a"; filename="a.jpg"\r\nContent-Type: image/jpeg\r\n\r\n');
       slow.write(body.subarray(0, 100));
       await new Promise((r) => setTimeout(r, 200));
@@ -341,7 +482,7 @@ describe('serve: queue limits, deadlines, auth, sizes', () => {
       const gone = classify(controller.signal).catch((e: Error) => e);
       await new Promise((r) => setTimeout(r, 150));
       controller.abort();
-      assert.equal((await gone as Error).name, 'AbortError');
+      assert.equal(((await gone) as Error).name, 'AbortError');
       await new Promise((r) => setTimeout(r, 100));
       const m = await (await fetch(`${s.url}/metrics`)).text();
       assert.equal(metric(m, 'alexnet_serve_inflight_requests'), 1, 'only the slow upload holds a slot');
@@ -368,7 +509,8 @@ describe('serve: queue limits, deadlines, auth, sizes', () => {
       await refused(fetch(`${s.url}/v2/models/small`, { headers: { authorization: 'Bearer wrong-token-wrong-token' } }), 401, /bearer token/);
       await refused(fetch(`${s.url}/metrics`), 401, /bearer token/);
       assert.equal((await fetch(`${s.url}/v2/models/small`, { headers: auth })).status, 200);
-      const classify = (body: Buffer, type = 'image/jpeg') => fetch(`${s.url}/v1/models/small:classify`, { method: 'POST', headers: { 'content-type': type, ...auth }, body });
+      const classify = (body: Buffer, type = 'image/jpeg') =>
+        fetch(`${s.url}/v1/models/small:classify`, { method: 'POST', headers: { 'content-type': type, ...auth }, body });
       assert.equal((await classify(readFileSync(images[0]))).status, 200);
       await refused(classify(Buffer.alloc(600 * 1024)), 413, /too large|exceeds|body/i);
       // A JPEG whose frame header claims 5000 x 4000 (20 Mpx) but holds a small image's data.
@@ -380,7 +522,9 @@ describe('serve: queue limits, deadlines, auth, sizes', () => {
       bomb.writeUInt16BE(5000, p + 7);
       await refused(classify(bomb), 422, /declares 5000x4000 = 20000000 pixels, more than --max-pixels 1000000; it was not decoded/);
       // Not a JPEG: the size comes from libvips' header reader.
-      const png = await sharp({ create: { width: 1250, height: 1000, channels: 3, background: { r: 10, g: 200, b: 30 } } }).png().toBuffer();
+      const png = await sharp({ create: { width: 1250, height: 1000, channels: 3, background: { r: 10, g: 200, b: 30 } } })
+        .png()
+        .toBuffer();
       await refused(classify(png, 'image/png'), 422, /declares 1250x1000 = 1250000 pixels/);
       const m = await (await fetch(`${s.url}/metrics`, { headers: auth })).text();
       assert.equal(metric(m, 'alexnet_serve_images_rejected_total', 'reason="too_many_pixels"'), 2);
@@ -389,7 +533,10 @@ describe('serve: queue limits, deadlines, auth, sizes', () => {
     }
     const open = await startServe(['--model', `small=${modelPath}`, '--host', '0.0.0.0'], root);
     try {
-      assert.ok(open.log.some((l) => l.includes('"level":40') && l.includes('without --token-file')), 'a warning when binding a non-loopback address without a token');
+      assert.ok(
+        open.log.some((l) => l.includes('"level":40') && l.includes('without --token-file')),
+        'a warning when binding a non-loopback address without a token',
+      );
     } finally {
       assert.equal(await open.stop(), 0);
     }
@@ -418,7 +565,12 @@ describe('serve: a model not exported by alexnet-stream', () => {
     const g = new GraphBuilder('foreign');
     const w = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.1);
     let v = g.input('x', 'float32', ['N', 3, 40, 40]);
-    v = g.op('Relu', [g.op('Conv', [v, g.initializer('c.w', w(8 * 27, 1), [8, 3, 3, 3]), g.initializer('c.b', w(8, 2), [8])], { kernel_shape: ints([3, 3]), pads: ints([1, 1, 1, 1]) })]);
+    v = g.op('Relu', [
+      g.op('Conv', [v, g.initializer('c.w', w(8 * 27, 1), [8, 3, 3, 3]), g.initializer('c.b', w(8, 2), [8])], {
+        kernel_shape: ints([3, 3]),
+        pads: ints([1, 1, 1, 1]),
+      }),
+    ]);
     v = g.op('Flatten', [g.op('GlobalAveragePool', [v])], { axis: int(1) });
     g.output(g.op('Gemm', [v, g.initializer('f.w', w(32, 3), [4, 8]), g.initializer('f.b', w(4, 4), [4])], { transB: int(1) }), 'float32', ['N', 4]);
     const foreign = join(root, 'foreign.onnx');
@@ -427,27 +579,46 @@ describe('serve: a model not exported by alexnet-stream', () => {
     writeFileSync(labels, 'w\nx\ny\nz\n');
     const bare = await startServe(['--model', `f=${foreign}`], root);
     try {
-      const meta = await (await fetch(`${bare.url}/v2/models/f`)).json() as { inputs: unknown; outputs: unknown };
+      const meta = (await (await fetch(`${bare.url}/v2/models/f`)).json()) as { inputs: unknown; outputs: unknown };
       assert.deepEqual(meta.inputs, [{ name: 'x', datatype: 'FP32', shape: [-1, 3, 40, 40] }]);
-      assert.deepEqual((meta.outputs as { datatype: string; shape: number[] }[]).map((o) => [o.datatype, o.shape]), [['FP32', [-1, 4]]]);
-      const infer = await fetch(`${bare.url}/v2/models/f/infer`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 40, 40], datatype: 'FP32', data: new Array(4800).fill(1) }] }) });
+      assert.deepEqual(
+        (meta.outputs as { datatype: string; shape: number[] }[]).map((o) => [o.datatype, o.shape]),
+        [['FP32', [-1, 4]]],
+      );
+      const infer = await fetch(`${bare.url}/v2/models/f/infer`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ inputs: [{ name: 'x', shape: [1, 3, 40, 40], datatype: 'FP32', data: new Array(4800).fill(1) }] }),
+      });
       assert.equal(infer.status, 200);
-      await refused(fetch(`${bare.url}/v1/models/f:classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) }), 400, /no mean in its metadata: serve it with --mean/);
+      await refused(
+        fetch(`${bare.url}/v1/models/f:classify`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) }),
+        400,
+        /no mean in its metadata: serve it with --mean/,
+      );
     } finally {
       assert.equal(await bare.stop(), 0);
     }
     const mean = [100, 110, 120];
     const std = [50, 60, 70];
-    const told = await startServe(['--model', `f=${foreign}`, '--mean', mean.join(','), '--std', std.join(','), '--size', '48', '--resize', 'center-crop', '--labels', labels], root);
+    const told = await startServe(
+      ['--model', `f=${foreign}`, '--mean', mean.join(','), '--std', std.join(','), '--size', '48', '--resize', 'center-crop', '--labels', labels],
+      root,
+    );
     try {
-      const res = await fetch(`${told.url}/v1/models/f:classify?topk=4`, { method: 'POST', headers: { 'content-type': 'image/jpeg' }, body: readFileSync(images[0]) });
+      const res = await fetch(`${told.url}/v1/models/f:classify?topk=4`, {
+        method: 'POST',
+        headers: { 'content-type': 'image/jpeg' },
+        body: readFileSync(images[0]),
+      });
       assert.equal(res.status, 200);
-      const top = (await res.json() as { predictions: { top: Top[] }[] }).predictions[0].top;
+      const top = ((await res.json()) as { predictions: { top: Top[] }[] }).predictions[0].top;
       // Reference computed here: decode (shorter side to 48, center), center crop 40, (x - mean) / std, onnxruntime, softmax.
       const img = await decodeImage(readFileSync(images[0]), { size: 48, resize: 'center-crop' });
       const o = centerOffset(48, 40);
       const x = new Float32Array(3 * 40 * 40);
-      for (let c = 0; c < 3; c++) for (let y = 0; y < 40; y++) for (let xx = 0; xx < 40; xx++) x[(c * 40 + y) * 40 + xx] = (img.data[(c * 48 + y + o) * 48 + xx + o] - mean[c]) / std[c];
+      for (let c = 0; c < 3; c++)
+        for (let y = 0; y < 40; y++) for (let xx = 0; xx < 40; xx++) x[(c * 40 + y) * 40 + xx] = (img.data[(c * 48 + y + o) * 48 + xx + o] - mean[c]) / std[c];
       const ort = loadOnnxRuntime();
       const session = await ort.InferenceSession.create(foreign);
       const out = (await session.run({ x: new ort.Tensor('float32', x, [1, 3, 40, 40]) }))[session.outputNames[0]].data as Float32Array;

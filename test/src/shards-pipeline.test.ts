@@ -36,7 +36,12 @@ const records = decodeRecords;
 function imageStream(count: number, size: number, seed = 1): { bytes: Buffer; images: ImageRecord[] } {
   const rng = new Rng(seed);
   const images: ImageRecord[] = Array.from({ length: count }, (_, i) => ({
-    type: 'image', key: `c${i % 3}/img${i}.jpg`, label: i % 3, channels: 3, height: size, width: size,
+    type: 'image',
+    key: `c${i % 3}/img${i}.jpg`,
+    label: i % 3,
+    channels: 3,
+    height: size,
+    width: size,
     data: new Uint8Array(3 * size * size).map(() => rng.nextUint32() & 255),
   }));
   const bytes = Buffer.concat([...wholeStream(makeHeader('image', { classNames: ['c0', 'c1', 'c2'] }), images)].map(packRecord));
@@ -75,8 +80,14 @@ test('batch --out-dir | read round trip gives back every image; mean passes the 
   assert.deepEqual(read.status, [0], read.stderr);
   const out = await records(read.stdout);
   const batches = out.slice(1, -1) as BatchRecord[];
-  assert.deepEqual(batches.map((b) => b.shape[0]), [4, 4, 2]);
-  assert.deepEqual(batches.flatMap((b) => b.keys), images.map((i) => i.key));
+  assert.deepEqual(
+    batches.map((b) => b.shape[0]),
+    [4, 4, 2],
+  );
+  assert.deepEqual(
+    batches.flatMap((b) => b.keys),
+    images.map((i) => i.key),
+  );
   const pixels = Buffer.concat(batches.map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
   assert.deepEqual(pixels, Buffer.concat(images.map((i) => Buffer.from(i.data))));
 
@@ -126,7 +137,10 @@ test('inspect summarises a stream (text and --json) and a shard dir', () => {
   assert.equal(summary.channels.length, 3);
   const text = sh(`${cli} inspect shards --contact-sheet sheet.png --count 5`);
   assert.deepEqual(text.status, [0], text.stderr);
-  assert.match(text.stdout.toString(), /train: 10 images in 3 batches of 4 \(1 partial\), 3 shard files, images 3x16x16, 3 labels, all sha256 checksums verified/);
+  assert.match(
+    text.stdout.toString(),
+    /train: 10 images in 3 batches of 4 \(1 partial\), 3 shard files, images 3x16x16, 3 labels, all sha256 checksums verified/,
+  );
   assert.ok(readFileSync(join(dir, 'sheet.png')).subarray(1, 4).toString() === 'PNG');
 });
 
@@ -150,8 +164,12 @@ test('a writer killed mid-run leaves nothing a reader takes as a complete set', 
   const child = spawn(process.execPath, [CLI, 'batch', '--size', '4', '--out-dir', join(dir, 'killed')], { stdio: ['pipe', 'ignore', 'pipe'] });
   child.stdin.write(bytes.subarray(0, Math.floor(bytes.length / 2))); // half the stream, then no end
   const shardsDir = join(dir, 'killed');
-  for (let i = 0; i < 500 && !(existsSync(shardsDir) && readdirSync(shardsDir).some((n) => n.endsWith('.msgpack'))); i++) await new Promise((r) => setTimeout(r, 10));
-  assert.ok(readdirSync(shardsDir).some((n) => n.endsWith('.msgpack')), 'some shards were written before the kill');
+  for (let i = 0; i < 500 && !(existsSync(shardsDir) && readdirSync(shardsDir).some((n) => n.endsWith('.msgpack'))); i++)
+    await new Promise((r) => setTimeout(r, 10));
+  assert.ok(
+    readdirSync(shardsDir).some((n) => n.endsWith('.msgpack')),
+    'some shards were written before the kill',
+  );
   child.kill('SIGKILL');
   await new Promise((r) => child.once('exit', r));
   const r = sh(`${cli} read killed > /dev/null`);
@@ -163,11 +181,25 @@ test('foreign or inconsistent input and bad options exit 2 with a clear message'
   const two = imageStream(2, 16).images;
   const mixed = Buffer.concat([...wholeStream(makeHeader('image', { classNames: ['c0', 'c1', 'c2'] }), [...two, imageStream(1, 8).images[0]])].map(packRecord));
   writeFileSync(join(dir, 'mixed.msgpack'), mixed);
-  const f32: BatchRecord = { type: 'batch', dtype: 'float32', shape: [1, 3, 16, 16], layout: 'NCHW', data: new Float32Array(768), labels: new Int32Array(1), keys: ['f'] };
-  writeFileSync(join(dir, 'float32.msgpack'), Buffer.concat([packRecord(makeHeader('batch')), packRecord(f32), packRecord(makeTrailer({ records: 1, images: 1 }))]));
+  const f32: BatchRecord = {
+    type: 'batch',
+    dtype: 'float32',
+    shape: [1, 3, 16, 16],
+    layout: 'NCHW',
+    data: new Float32Array(768),
+    labels: new Int32Array(1),
+    keys: ['f'],
+  };
+  writeFileSync(
+    join(dir, 'float32.msgpack'),
+    Buffer.concat([packRecord(makeHeader('batch')), packRecord(f32), packRecord(makeTrailer({ records: 1, images: 1 }))]),
+  );
   const cases: [string, RegExp][] = [
     [`${cli} batch --size 4 < mixed.msgpack > /dev/null`, /batch: record 4 \(c0\/img0\.jpg\): image is 3x8x8 but the batch holds 3x16x16 images/],
-    [`${cli} augment --mean mean.npy --crop 12 < float32.msgpack > /dev/null`, /augment: record 2 \(batch starting with f\): augment reads uint8 batches, this one is float32 \(already augmented\?\)/],
+    [
+      `${cli} augment --mean mean.npy --crop 12 < float32.msgpack > /dev/null`,
+      /augment: record 2 \(batch starting with f\): augment reads uint8 batches, this one is float32 \(already augmented\?\)/,
+    ],
     [`${cli} augment --mean mean.npy --crop 17 < float32.msgpack > /dev/null`, /augment: Expected a --crop no larger than the 16x16 images but received 17/],
     [`${cli} batch --size 0 < images.msgpack`, /Expected an integer between 1 and 1048576 for --size but received 0\n/],
     [`${cli} read no-such-dir`, /read: no-such-dir: no such directory/],

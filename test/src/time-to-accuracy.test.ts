@@ -21,7 +21,17 @@ import { loadCheckpoint } from '@alexnet-stream/model-alexnet';
 import { InferenceModel, META, readOnnx } from '@alexnet-stream/onnx-export';
 import { centerOffset, cropMirrorSubtract, readMeanNpy, readShard, readShardIndex, shardSet } from '@alexnet-stream/stream-io';
 import {
-  type BatchGroup, createEngine, createOrtEngine, type EngineBatch, lrAtIteration, readTrainLog, readValRecord, resolveConfig, runTraining, type TrainConfig, type TrainingEngine,
+  type BatchGroup,
+  createEngine,
+  createOrtEngine,
+  type EngineBatch,
+  lrAtIteration,
+  readTrainLog,
+  readValRecord,
+  resolveConfig,
+  runTraining,
+  type TrainConfig,
+  type TrainingEngine,
 } from '@alexnet-stream/trainer-multigpu';
 import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
@@ -114,7 +124,8 @@ async function independentScale(): Promise<number[]> {
 
 test('recipe keys: every step gets lrAtIteration (warm-up, then cosine to lr_min); resume mid-warm-up and steps_per_run groups are bit-identical', async () => {
   await data();
-  const lrs: number[] = [], counts: number[] = [];
+  const lrs: number[] = [],
+    counts: number[] = [];
   const single = await runTraining(recipe('single', { steps_per_run: 1 }), { createEngine: recordingFactory(lrs, counts) });
   assert.equal(single.state.iteration, 18);
   // The schedule by its formula (independent of lrAtIteration's code): W = 6 warm-up steps,
@@ -125,14 +136,24 @@ test('recipe keys: every step gets lrAtIteration (warm-up, then cosine to lr_min
   );
   assert.deepEqual(lrs, expected);
   const config = recipe('single', { steps_per_run: 1 });
-  assert.deepEqual(lrs, expected.map((_, t) => lrAtIteration(config, base, t, 6)));
+  assert.deepEqual(
+    lrs,
+    expected.map((_, t) => lrAtIteration(config, base, t, 6)),
+  );
   // The log's lr is each window's last step's (print_freq 1: every step), val_record's the epoch's last.
-  assert.deepEqual((await readTrainLog(join(root, 'single'))).map((e) => e.lr), expected);
-  assert.deepEqual((await readValRecord(join(root, 'single'))).map((v) => v.lr), [expected[5], expected[11], expected[17]]);
+  assert.deepEqual(
+    (await readTrainLog(join(root, 'single'))).map((e) => e.lr),
+    expected,
+  );
+  assert.deepEqual(
+    (await readValRecord(join(root, 'single'))).map((v) => v.lr),
+    [expected[5], expected[11], expected[17]],
+  );
   assert.equal(single.state.lr, base, 'the base lr is the state; the schedule is recomputed from it');
 
   // Groups of 4 steps per onnxruntime run: each step of a group at its own lr.
-  const groupLrs: number[] = [], groupCounts: number[] = [];
+  const groupLrs: number[] = [],
+    groupCounts: number[] = [];
   const _grouped = await runTraining(recipe('grouped', { steps_per_run: 4, print_freq: 3 }), { createEngine: recordingFactory(groupLrs, groupCounts) });
   assert.deepEqual(groupCounts, [3, 3, 3, 3, 3, 3], 'groups cut at the progress lines (print_freq 3)');
   assert.deepEqual(groupLrs, expected);
@@ -185,7 +206,9 @@ test('input_scale auto: 1/std of the mean-subtracted training pixels, saved; val
   const set = shardSet(index, 'val', dataDir);
   const mean = await readMeanNpy(join(dataDir, 'mean.npy'));
   const batch = (await readShard(dataDir, set, set.shards[0])).batches[0];
-  const n = batch.shape[0], size = 35, offset = centerOffset(40, size);
+  const n = batch.shape[0],
+    size = 35,
+    offset = centerOffset(40, size);
   const plan = { crop: size, offsetY: new Int32Array(n).fill(offset), offsetX: new Int32Array(n).fill(offset), mirror: new Uint8Array(n) };
   const plain = cropMirrorSubtract(batch, mean, plan);
   const scaled = plain.map((x, i) => x * ckpt.inputScale![Math.floor(i / (size * size)) % 3]);
@@ -194,7 +217,8 @@ test('input_scale auto: 1/std of the mean-subtracted training pixels, saved; val
   try {
     const exported = (await model.run(plain, n)).logits;
     const trained = await (engine as { logits(b: EngineBatch): Promise<Float32Array> }).logits({ data: scaled, labels: batch.labels, size: n });
-    let worst = 0, largest = 0;
+    let worst = 0,
+      largest = 0;
     for (let i = 0; i < trained.length; i++) {
       worst = Math.max(worst, Math.abs(exported[i] - trained[i]));
       largest = Math.max(largest, Math.abs(trained[i]));
@@ -212,31 +236,41 @@ test('input_scale auto: 1/std of the mean-subtracted training pixels, saved; val
   }
 });
 
-test('--init from a checkpoint trained at another input scale rescales conv1: validation of the start equals the source\'s', async () => {
+test("--init from a checkpoint trained at another input scale rescales conv1: validation of the start equals the source's", async () => {
   await data();
   const source = join(root, 'scaled', 'epoch-0002');
   if (!loadCheckpoint(source, undefined)) throw new Error('needs the previous test');
   const notices: string[] = [];
   // The new run takes raw pixels − mean (no scale) at a fine-tuning lr.
   await runTraining(recipe('from-scaled', { input_scale: null, n_epochs: 1 }), { init: source, maxIters: 0, onNotice: (m) => notices.push(m) });
-  assert.ok(notices.some((m) => /trained with input_scale \[.*\], this run uses none: its first layer's weights are rescaled/.test(m)), notices.join('\n'));
+  assert.ok(
+    notices.some((m) => /trained with input_scale \[.*\], this run uses none: its first layer's weights are rescaled/.test(m)),
+    notices.join('\n'),
+  );
   const start = join(root, 'from-scaled', 'epoch-0000');
   const validate = (dir: string) => {
     const r = spawnSync(process.execPath, [CLI, 'validate', '--weights', dir, '--data', dataDir, '--json', '--threads', '1'], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     return JSON.parse(r.stdout) as { top1Error: number; loss: number };
   };
-  const a = validate(source), b = validate(start);
+  const a = validate(source),
+    b = validate(start);
   assert.equal(b.top1Error, a.top1Error);
   assert.ok(Math.abs(a.loss - b.loss) <= 1e-5 * Math.max(1, a.loss), `${b.loss} vs ${a.loss}`);
   assert.equal(loadCheckpoint(start).inputScale, undefined);
 });
 
-test('refused: resuming with another input_scale than the checkpoint\'s; --stdin with a per-iteration schedule', async () => {
+test("refused: resuming with another input_scale than the checkpoint's; --stdin with a per-iteration schedule", async () => {
   await data();
   await runTraining(recipe('resume-scale', { n_epochs: 2 }), { maxIters: 3 });
-  await assert.rejects(() => runTraining(recipe('resume-scale', { n_epochs: 2, input_scale: null }), { resume: true }), /was trained with input_scale \[.*\] but the config has none: resume with input_scale: auto/);
-  await assert.rejects(() => runTraining(recipe('resume-scale', { n_epochs: 2, input_scale: [0.5] }), { resume: true }), /was trained with input_scale \[.*\] but the config says \[0.5, 0.5, 0.5\]/);
+  await assert.rejects(
+    () => runTraining(recipe('resume-scale', { n_epochs: 2, input_scale: null }), { resume: true }),
+    /was trained with input_scale \[.*\] but the config has none: resume with input_scale: auto/,
+  );
+  await assert.rejects(
+    () => runTraining(recipe('resume-scale', { n_epochs: 2, input_scale: [0.5] }), { resume: true }),
+    /was trained with input_scale \[.*\] but the config says \[0.5, 0.5, 0.5\]/,
+  );
   const resumed = await runTraining(recipe('resume-scale', { n_epochs: 2 }), { resume: true });
   assert.equal(resumed.state.iteration, 12);
   await assert.rejects(

@@ -34,7 +34,18 @@ function writeConfig(name: string, weightsDir: string, extra = ''): string {
   const path = join(root, `${name}.yaml`);
   writeFileSync(
     path,
-    [`data_dir: ${dataDir}`, `weights_dir: ${join(root, weightsDir)}`, `spec_file: ${specFile}`, 'batch_size: 8', 'n_epochs: 3', 'learning_rate: 0.01', 'print_freq: 2', 'seed: 3', 'intra_op_threads: 1', extra].join('\n'),
+    [
+      `data_dir: ${dataDir}`,
+      `weights_dir: ${join(root, weightsDir)}`,
+      `spec_file: ${specFile}`,
+      'batch_size: 8',
+      'n_epochs: 3',
+      'learning_rate: 0.01',
+      'print_freq: 2',
+      'seed: 3',
+      'intra_op_threads: 1',
+      extra,
+    ].join('\n'),
   );
   return path;
 }
@@ -84,9 +95,15 @@ test('kill -9 while a checkpoint is being written leaves the previous one usable
   const weightsDir = join(root, 'w-killed');
   // The same run, SIGKILLed inside the write of epoch-0002 (before its first file: its temp dir
   // exists, no file is whole), at a step the checkpoint writer reports, not after a sleep.
-  const child = spawnSync(process.execPath, [TRAIN_CHILD, JSON.stringify({ config: await readConfigFile(config), killAt: { write: 2, step: 'write-file' } })], { encoding: 'utf8' });
+  const child = spawnSync(process.execPath, [TRAIN_CHILD, JSON.stringify({ config: await readConfigFile(config), killAt: { write: 2, step: 'write-file' } })], {
+    encoding: 'utf8',
+  });
   assert.equal(child.signal, 'SIGKILL', child.stderr);
-  assert.deepEqual(listCheckpoints(weightsDir).map((c) => c.epoch), [1], 'epoch 2 was not written; epoch 1 is intact');
+  assert.deepEqual(
+    listCheckpoints(weightsDir).map((c) => c.epoch),
+    [1],
+    'epoch 2 was not written; epoch 1 is intact',
+  );
   const survivor = loadCheckpoint(join(weightsDir, 'epoch-0001'));
   assert.equal(survivor.state.iteration, 5);
   assert.equal((await readValRecord(weightsDir)).length, 2, 'val_record.json already has epoch 2 (written before the checkpoint)');
@@ -101,7 +118,12 @@ test('kill -9 while a checkpoint is being written leaves the previous one usable
   }
   assert.deepEqual(await readValRecord(weightsDir), await readValRecord(join(root, 'w-whole')));
   // No temp directory of the killed writer is taken for a checkpoint, and none is left by the resumed one.
-  assert.deepEqual(readdirSync(weightsDir).filter((n) => n.startsWith('epoch-')).sort(), ['epoch-0001', 'epoch-0002', 'epoch-0003']);
+  assert.deepEqual(
+    readdirSync(weightsDir)
+      .filter((n) => n.startsWith('epoch-'))
+      .sort(),
+    ['epoch-0001', 'epoch-0002', 'epoch-0003'],
+  );
 });
 
 test('--max-iters writes the exact state; --resume finishes; report renders HTML with inline SVG and a PNG', async () => {
@@ -140,7 +162,7 @@ test('read | augment | train --stdin trains on float32 batch records from a pipe
   const summary = JSON.parse(r.stdout.trim()) as { stopReason: string; iteration: number; lastValidation: { images: number } };
   assert.equal(summary.stopReason, 'end-of-input');
   assert.equal(summary.iteration, 5, '40 images in stored batches of 8');
-  assert.equal(summary.lastValidation.images, 12, 'validated on the data dir\'s val set');
+  assert.equal(summary.lastValidation.images, 12, "validated on the data dir's val set");
   const wrongCrop = `"${process.execPath}" "${CLI}" read "${dataDir}" | "${process.execPath}" "${CLI}" augment --mean "${join(dataDir, 'mean.npy')}" --crop 31 | "${process.execPath}" "${CLI}" train --stdin --config "${writeConfig('stdin2', 'w-stdin2')}"`;
   const bad = spawnSync('sh', ['-c', wrongCrop], { encoding: 'utf8' });
   assert.equal(bad.status, 2, bad.stderr);

@@ -62,7 +62,10 @@ function config(weightsDir: string, over: Partial<TrainConfig> = {}): TrainConfi
 function assertSameTensors(a: Record<string, Float32Array>, b: Record<string, Float32Array>, what: string): void {
   assert.deepEqual(Object.keys(a), Object.keys(b));
   for (const name of Object.keys(a)) {
-    assert.ok(Buffer.from(a[name].buffer, a[name].byteOffset, a[name].byteLength).equals(Buffer.from(b[name].buffer, b[name].byteOffset, b[name].byteLength)), `${what}: ${name} differs`);
+    assert.ok(
+      Buffer.from(a[name].buffer, a[name].byteOffset, a[name].byteLength).equals(Buffer.from(b[name].buffer, b[name].byteOffset, b[name].byteLength)),
+      `${what}: ${name} differs`,
+    );
   }
 }
 
@@ -98,8 +101,14 @@ test('--max-iters mid-epoch then --resume gives bit-identical weights, momentum,
   // train_log.jsonl: one line per print_freq iterations, none lost or doubled by the resume.
   const logA = await readTrainLog(join(root, 'whole'));
   const logB = await readTrainLog(join(root, 'parts'));
-  assert.deepEqual(logA.map((e) => e.iteration), [2, 4, 6, 8, 10, 12, 14, 16, 18]);
-  assert.deepEqual(logB.map((e) => e.iteration), logA.map((e) => e.iteration));
+  assert.deepEqual(
+    logA.map((e) => e.iteration),
+    [2, 4, 6, 8, 10, 12, 14, 16, 18],
+  );
+  assert.deepEqual(
+    logB.map((e) => e.iteration),
+    logA.map((e) => e.iteration),
+  );
   // val_record.npy: [epochs, 3] float64 (top-1, top-5, loss), the seed's layout.
   const npy = readFileSync(join(root, 'whole', 'val_record.npy'));
   assert.match(npy.subarray(10, 80).toString('latin1'), /'descr': '<f8'.*'shape': \(3, 3\)/);
@@ -152,8 +161,14 @@ test('resuming a specific epoch re-writes val_record from that checkpoint, and r
   await data();
   const dir = join(root, 'epochs');
   await runTraining(config('epochs', { n_epochs: 2 }));
-  assert.deepEqual(listCheckpoints(dir).map((c) => c.epoch), [1, 2]);
-  await assert.rejects(() => runTraining(config('epochs', { n_epochs: 2 })), /already holds checkpoints \(epoch 1, epoch 2\): resume to continue that run, or use another weights_dir for a new one/);
+  assert.deepEqual(
+    listCheckpoints(dir).map((c) => c.epoch),
+    [1, 2],
+  );
+  await assert.rejects(
+    () => runTraining(config('epochs', { n_epochs: 2 })),
+    /already holds checkpoints \(epoch 1, epoch 2\): resume to continue that run, or use another weights_dir for a new one/,
+  );
   const r = await runTraining(config('epochs', { n_epochs: 2 }), { resume: 1 });
   assert.equal(r.iterationsRun, 6);
   assert.equal((await readValRecord(dir)).length, 2);
@@ -174,17 +189,26 @@ test('a NaN loss stops training naming the iteration; the last checkpoint stays 
       stepGroup: async (group: BatchGroup, lr: number) => (await engine.stepGroup!(group, lr)).map(inject),
     });
   };
-  await assert.rejects(() => runTraining(config('nan'), { createEngine: factory }), (err: unknown) => {
-    assert.ok(err instanceof TrainingDivergedError);
-    assert.equal(err.exitCode, 1);
-    assert.match(err.message, /iteration 9 \(epoch 2, batch 3\): the loss is NaN; training stopped\./);
-    assert.match(err.message, /epoch-0001 is the last checkpoint, intact: resume from it with a lower learning rate, e\.g\. \{ resume: true, learningRate: 0\.001 \}/);
-    // The CLI names the same advice by its flags (hostile/training.test.ts runs it).
-    const flags: Record<string, string> = { resume: '--resume', learningRate: '--lr', learning_rate: '--set learning_rate' };
-    assert.match(err.renamed((p) => flags[p] ?? p).message, /e\.g\. `train … --resume --lr 0\.001` \(or --set learning_rate=0\.001\)/);
-    return true;
-  });
-  assert.deepEqual(listCheckpoints(dir).map((c) => c.epoch), [1]);
+  await assert.rejects(
+    () => runTraining(config('nan'), { createEngine: factory }),
+    (err: unknown) => {
+      assert.ok(err instanceof TrainingDivergedError);
+      assert.equal(err.exitCode, 1);
+      assert.match(err.message, /iteration 9 \(epoch 2, batch 3\): the loss is NaN; training stopped\./);
+      assert.match(
+        err.message,
+        /epoch-0001 is the last checkpoint, intact: resume from it with a lower learning rate, e\.g\. \{ resume: true, learningRate: 0\.001 \}/,
+      );
+      // The CLI names the same advice by its flags (hostile/training.test.ts runs it).
+      const flags: Record<string, string> = { resume: '--resume', learningRate: '--lr', learning_rate: '--set learning_rate' };
+      assert.match(err.renamed((p) => flags[p] ?? p).message, /e\.g\. `train … --resume --lr 0\.001` \(or --set learning_rate=0\.001\)/);
+      return true;
+    },
+  );
+  assert.deepEqual(
+    listCheckpoints(dir).map((c) => c.epoch),
+    [1],
+  );
   const ckpt = loadCheckpoint(join(dir, 'epoch-0001'));
   assert.equal(ckpt.state.iteration, 6);
   // And a real divergence (an absurd learning rate) is caught the same way, from the engine's own numbers.
@@ -195,12 +219,15 @@ test('data that does not match the config is refused before training starts (Inp
   await data();
   const refuse = async (over: Partial<TrainConfig>, pattern: RegExp) => {
     const weightsDir = `refused-${Math.random().toString(36).slice(2)}`;
-    await assert.rejects(() => runTraining(config(weightsDir, over)), (err: unknown) => {
-      assert.ok(err instanceof InputError, String(err));
-      assert.equal(err.exitCode, 2);
-      assert.match(err.message, pattern);
-      return true;
-    });
+    await assert.rejects(
+      () => runTraining(config(weightsDir, over)),
+      (err: unknown) => {
+        assert.ok(err instanceof InputError, String(err));
+        assert.equal(err.exitCode, 2);
+        assert.match(err.message, pattern);
+        return true;
+      },
+    );
     assert.equal(existsSync(join(root, weightsDir)), false, 'nothing written');
   };
   await refuse({ num_classes: 3 }, /index\.json: the "train" set names 4 classes but the config \(num_classes 3\) has 3/);
@@ -225,13 +252,23 @@ test('--init: pretrained weights for every layer but fc8, which is re-initialise
   const notices: string[] = [];
   const r = await runTraining(config('init', { data_dir: threeDir, spec_file: spec3 }), { init: pretrained, maxIters: 0, onNotice: (m) => notices.push(m) });
   assert.equal(r.stopReason, 'max-iters');
-  assert.ok(notices.some((m) => /fc8 re-initialised for 3 classes \(the pretrained model has 4\)/.test(m)), notices.join('\n'));
+  assert.ok(
+    notices.some((m) => /fc8 re-initialised for 3 classes \(the pretrained model has 4\)/.test(m)),
+    notices.join('\n'),
+  );
   const start = loadCheckpoint(join(root, 'init', 'epoch-0000'));
   const source = loadCheckpoint(pretrained);
-  assertSameTensors({ w: start.weights['conv1.weight'], f: start.weights['fc6.weight'] }, { w: source.weights['conv1.weight'], f: source.weights['fc6.weight'] }, 'pretrained layers');
+  assertSameTensors(
+    { w: start.weights['conv1.weight'], f: start.weights['fc6.weight'] },
+    { w: source.weights['conv1.weight'], f: source.weights['fc6.weight'] },
+    'pretrained layers',
+  );
   const fresh = initParameters(tinySpec(3, 35), 5);
   assertSameTensors({ w: start.weights['fc8.weight'] }, { w: fresh['fc8.weight'] }, 'fc8 re-initialised from the seed');
-  await assert.rejects(() => runTraining(config('init2', { data_dir: threeDir, spec_file: spec3 }), { init: pretrained, resume: true }), /init and resume exclude each other: resume continues a run, init starts a new one/);
+  await assert.rejects(
+    () => runTraining(config('init2', { data_dir: threeDir, spec_file: spec3 }), { init: pretrained, resume: true }),
+    /init and resume exclude each other: resume continues a run, init starts a new one/,
+  );
 });
 
 test('the tfjs engine runs the same loop (tiny spec, pure-JS backend)', async () => {

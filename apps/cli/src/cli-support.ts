@@ -158,8 +158,12 @@ export function parseInteger(name: string, min = Number.MIN_SAFE_INTEGER, max = 
   return (value: string): number => {
     const n = Number(value);
     if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-      const range = min === Number.MIN_SAFE_INTEGER && max === Number.MAX_SAFE_INTEGER ? 'an integer'
-        : max === Number.MAX_SAFE_INTEGER ? `an integer >= ${min}` : `an integer between ${min} and ${max}`;
+      const range =
+        min === Number.MIN_SAFE_INTEGER && max === Number.MAX_SAFE_INTEGER
+          ? 'an integer'
+          : max === Number.MAX_SAFE_INTEGER
+            ? `an integer >= ${min}`
+            : `an integer between ${min} and ${max}`;
       throw invalidParameter(name, range, value);
     }
     return n;

@@ -3,7 +3,16 @@
  * init) into a spec, mean images and class names.
  */
 import { InputError, invalidParameter, type MeanImage, type NamedTensors, UsageError } from '@alexnet-stream/core';
-import { alexnetSpec, foldInputScale, initParameters, isPresetName, loadCheckpoint, type ModelSpec, ModelSpecError, PRESETS } from '@alexnet-stream/model-alexnet';
+import {
+  alexnetSpec,
+  foldInputScale,
+  initParameters,
+  isPresetName,
+  loadCheckpoint,
+  type ModelSpec,
+  ModelSpecError,
+  PRESETS,
+} from '@alexnet-stream/model-alexnet';
 import { readClassNames, readMeanNpy } from '@alexnet-stream/stream-io';
 
 export interface WeightsOptions {

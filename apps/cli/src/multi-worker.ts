@@ -51,7 +51,15 @@ export interface WorkerSettings extends Omit<ZmqGroupOptions, 'identity' | 'onFa
  * (devices, thread count, paths), and the model (preset, input size, spec file contents).
  */
 export function workerIdentity(config: TrainConfig): Record<string, unknown> {
-  const { devices: _d, intra_op_threads: _t, data_dir: _dd, weights_dir: _w, mean_file: _m, spec_file, ...shared } = config as TrainConfig & { mean_file?: unknown };
+  const {
+    devices: _d,
+    intra_op_threads: _t,
+    data_dir: _dd,
+    weights_dir: _w,
+    mean_file: _m,
+    spec_file,
+    ...shared
+  } = config as TrainConfig & { mean_file?: unknown };
   let specText: string | null = null;
   if (spec_file) {
     try {
@@ -115,7 +123,9 @@ function logSyncChecksums(group: ZmqWorkerGroup, file: string): WorkerGroup {
 export function localWorkerCount(config: TrainConfig, workers: number | undefined): number {
   const devices = config.devices.length;
   if (workers !== undefined && devices > 1 && workers !== devices) {
-    throw new UsageError(`--workers ${workers} but --devices lists ${devices} devices (${config.devices.join(',')}): give one device per worker, or one device for all`);
+    throw new UsageError(
+      `--workers ${workers} but --devices lists ${devices} devices (${config.devices.join(',')}): give one device per worker, or one device for all`,
+    );
   }
   return workers ?? devices;
 }
@@ -159,7 +169,21 @@ export async function launchLocalWorkers(options: LaunchOptions): Promise<number
   try {
     const exits = [...Array(workers).keys()].map((rank) => {
       const device = options.devices.length > 1 ? options.devices[rank] : options.devices[0];
-      const args = [bin, 'worker', '--rank', String(rank), '--world-size', String(workers), '--coordinator', coordinator, '--local-world-size', String(workers), '--device', device, ...options.trainArgs];
+      const args = [
+        bin,
+        'worker',
+        '--rank',
+        String(rank),
+        '--world-size',
+        String(workers),
+        '--coordinator',
+        coordinator,
+        '--local-world-size',
+        String(workers),
+        '--device',
+        device,
+        ...options.trainArgs,
+      ];
       // Rank 0 speaks for the group on our stdout/stderr; the others are quiet but for errors.
       const child = spawn(process.execPath, args, { stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'] });
       children.push(child);

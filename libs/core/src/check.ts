@@ -56,7 +56,9 @@ export function describeIntegerRange({ min, max }: IntegerRange): string {
 /** "a number between 0 and 1", "a number in [0, 1)", "a number > 0", "a finite number" */
 export function describeNumberRange({ min, max, minExclusive, maxExclusive }: NumberRange): string {
   if (min !== undefined && max !== undefined) {
-    return minExclusive || maxExclusive ? `a number in ${minExclusive ? '(' : '['}${min}, ${max}${maxExclusive ? ')' : ']'}` : `a number between ${min} and ${max}`;
+    return minExclusive || maxExclusive
+      ? `a number in ${minExclusive ? '(' : '['}${min}, ${max}${maxExclusive ? ')' : ']'}`
+      : `a number between ${min} and ${max}`;
   }
   if (min !== undefined) return `a number ${minExclusive ? '>' : '>='} ${min}`;
   if (max !== undefined) return `a number ${maxExclusive ? '<' : '<='} ${max}`;

@@ -27,7 +27,10 @@ test('a message that names parameters is re-rendered with the names a caller use
   assert.equal(flagged.exitCode, 2);
   assert.equal(err.message, 'center cannot be combined with mirror', 'the original is unchanged');
   const plain = new InputError('no parameters here');
-  assert.equal(plain.renamed((p) => `--${p}`), plain);
+  assert.equal(
+    plain.renamed((p) => `--${p}`),
+    plain,
+  );
 });
 
 test('check.* return the value or throw an InvalidParameterError naming parameter, expectation and value', () => {
@@ -47,7 +50,9 @@ test('check.* return the value or throw an InvalidParameterError naming paramete
   assert.equal(err.renamed((p) => (p === 'batchSize' ? '--size' : p)).message, 'Expected an integer >= 1 for --size but received 0');
   assert.throws(() => check.integer('size', 1.5, { min: 1, max: 16384 }), { message: 'Expected an integer between 1 and 16384 for size but received 1.5' });
   assert.throws(() => check.integer('n', '3'), { message: 'Expected an integer for n but received "3"' });
-  assert.throws(() => check.number('dropout', 1, { min: 0, max: 1, maxExclusive: true }), { message: 'Expected a number in [0, 1) for dropout but received 1' });
+  assert.throws(() => check.number('dropout', 1, { min: 0, max: 1, maxExclusive: true }), {
+    message: 'Expected a number in [0, 1) for dropout but received 1',
+  });
   assert.throws(() => check.number('lr', NaN, { min: 0, minExclusive: true }), { message: 'Expected a number > 0 for lr but received NaN' });
   assert.throws(() => check.oneOf('resize', 'fit', ['squash', 'center-crop']), { message: 'Expected squash or center-crop for resize but received "fit"' });
   assert.throws(() => check.oneOf('engine', 'x', ['a', 'b', 'c']), { message: 'Expected one of a, b, c for engine but received "x"' });
@@ -57,7 +62,10 @@ test('check.* return the value or throw an InvalidParameterError naming paramete
 
 test('describeError tells the causes a message does not already tell, but not system errors', () => {
   const inner = new Error('conv1: output shape [0] is empty');
-  assert.equal(describeError(new UsageError('the model does not fit the config', { cause: inner })), 'the model does not fit the config: conv1: output shape [0] is empty');
+  assert.equal(
+    describeError(new UsageError('the model does not fit the config', { cause: inner })),
+    'the model does not fit the config: conv1: output shape [0] is empty',
+  );
   const told = new InputError(`x: ${inner.message}`, { cause: inner });
   assert.equal(describeError(told), told.message);
   const enoent = Object.assign(new Error("ENOENT: no such file or directory, open 'x'"), { code: 'ENOENT' });

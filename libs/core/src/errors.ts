@@ -37,10 +37,13 @@ export class AlexnetStreamError extends Error {
 
   constructor(message: string | MessageRender, options: ErrorDetails & { exitCode?: number } = {}) {
     const parameters: string[] = [];
-    const text = typeof message === 'string' ? message : message((p) => {
-      if (!parameters.includes(p)) parameters.push(p);
-      return ownName(p);
-    });
+    const text =
+      typeof message === 'string'
+        ? message
+        : message((p) => {
+            if (!parameters.includes(p)) parameters.push(p);
+            return ownName(p);
+          });
     super(text, options.cause !== undefined ? { cause: options.cause } : undefined);
     this.name = new.target.name;
     this.code = options.code ?? 'ERR_ALEXNET_STREAM';

@@ -39,13 +39,13 @@ export function floatBitsToHalf(bits: number): number {
     let h = mantissa >>> shift;
     const rest = mantissa & ((1 << shift) - 1);
     const half = 1 << (shift - 1);
-    if (rest > half || (rest === half && (h & 1))) h++;
+    if (rest > half || (rest === half && h & 1)) h++;
     return sign | h;
   }
   let h = (e << 10) | (mantissa >>> 13);
   const rest = mantissa & 0x1fff;
   // A carry out of the mantissa correctly bumps the exponent (and can reach Inf).
-  if (rest > 0x1000 || (rest === 0x1000 && (h & 1))) h++;
+  if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++;
   return sign | h;
 }
 

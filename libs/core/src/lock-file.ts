@@ -34,7 +34,10 @@ export interface LockOwner {
 
 /** The lock is held by a live process (or one on another host): the job cannot run, exit status 2. */
 export class LockHeldError extends AlexnetStreamError {
-  constructor(message: string | MessageRender, readonly owner: LockOwner | undefined) {
+  constructor(
+    message: string | MessageRender,
+    readonly owner: LockOwner | undefined,
+  ) {
     super(message, { code: 'ERR_LOCK_HELD', exitCode: 2 });
   }
 }
@@ -94,7 +97,13 @@ function describeOwner(owner: LockOwner | undefined): string {
  * folder does not exist, is read-only) are the caller's to report.
  */
 export async function acquireLock(path: string, options: AcquireOptions): Promise<Lock> {
-  const owner: LockOwner = { pid: process.pid, host: hostname(), startTime: processStartTime(process.pid), purpose: options.purpose, since: new Date().toISOString() };
+  const owner: LockOwner = {
+    pid: process.pid,
+    host: hostname(),
+    startTime: processStartTime(process.pid),
+    purpose: options.purpose,
+    since: new Date().toISOString(),
+  };
   const text = `${JSON.stringify(owner)}\n`;
   const deadline = Date.now() + (options.waitMs ?? 0);
   let unreadableSince: number | undefined;
@@ -136,7 +145,8 @@ export async function acquireLock(path: string, options: AcquireOptions): Promis
       const remote = held && held.host !== hostname();
       const advice = options.advice ?? 'wait for it to finish, or stop it';
       throw new LockHeldError(
-        (name) => `${path}: held by ${describeOwner(held)}; ` +
+        (name) =>
+          `${path}: held by ${describeOwner(held)}; ` +
           (remote || !held ? `if no such run is alive any more, remove ${path}` : typeof advice === 'string' ? advice : advice(name)),
         held,
       );

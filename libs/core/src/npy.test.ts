@@ -16,7 +16,12 @@ test('a hand-written NumPy header (as np.save writes it) is parsed', () => {
   // np.save(f, np.arange(3, dtype=np.uint8)) header text
   const header = "{'descr': '|u1', 'fortran_order': False, 'shape': (3,), }";
   const padded = `${header + ' '.repeat(128 - 10 - header.length - 1)}\n`;
-  const bytes = Buffer.concat([Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]), Buffer.from([padded.length, 0]), Buffer.from(padded, 'latin1'), Buffer.from([0, 1, 2])]);
+  const bytes = Buffer.concat([
+    Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59, 1, 0]),
+    Buffer.from([padded.length, 0]),
+    Buffer.from(padded, 'latin1'),
+    Buffer.from([0, 1, 2]),
+  ]);
   const arr = decodeNpy(bytes, 'x.npy');
   assert.deepEqual(arr.shape, [3]);
   assert.deepEqual(Array.from(arr.data as Uint8Array), [0, 1, 2]);

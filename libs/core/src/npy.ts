@@ -18,7 +18,13 @@ const MAGIC = Buffer.from([0x93, 0x4e, 0x55, 0x4d, 0x50, 0x59]); // \x93NUMPY
 
 const DESCR: Record<NpyDtype, string> = { float32: '<f4', float64: '<f8', uint8: '|u1', int32: '<i4', int64: '<i8' };
 const FROM_DESCR: Record<string, NpyDtype> = {
-  '<f4': 'float32', '<f8': 'float64', '|u1': 'uint8', '<u1': 'uint8', '|i4': 'int32', '<i4': 'int32', '<i8': 'int64',
+  '<f4': 'float32',
+  '<f8': 'float64',
+  '|u1': 'uint8',
+  '<u1': 'uint8',
+  '|i4': 'int32',
+  '<i4': 'int32',
+  '<i8': 'int64',
 };
 const CTORS = { float32: Float32Array, float64: Float64Array, uint8: Uint8Array, int32: Int32Array, int64: BigInt64Array };
 
@@ -67,7 +73,10 @@ export function decodeNpy(bytes: Uint8Array, name = 'npy'): NpyArray {
     throw new InputError(`${name}: dtype ${descr} is not supported (float32, float64, uint8, int32, int64 little-endian)`, { code: 'ERR_NPY_FORMAT' });
   }
   if (fortran === 'True') throw new InputError(`${name}: Fortran-order arrays are not supported; save with np.ascontiguousarray`, { code: 'ERR_NPY_FORMAT' });
-  const dims = shapeText.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
+  const dims = shapeText
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
   // Every dimension a non-negative integer: "-2", "1.5" or "abc" would make shapes like 3x-2x-2
   // (whose product is still positive) or NaN sizes that slip past the length check below.
   const badDim = dims.find((d) => !/^\d{1,15}$/.test(d));
@@ -80,10 +89,9 @@ export function decodeNpy(bytes: Uint8Array, name = 'npy'): NpyArray {
   const dataStart = headerStart + headerLength;
   const byteLength = count * ctor.BYTES_PER_ELEMENT;
   if (dataStart + byteLength > buf.length) {
-    throw new InputError(
-      `${name}: truncated: shape ${JSON.stringify(shape)} needs ${byteLength} data bytes, file has ${buf.length - dataStart}`,
-      { code: 'ERR_NPY_FORMAT' },
-    );
+    throw new InputError(`${name}: truncated: shape ${JSON.stringify(shape)} needs ${byteLength} data bytes, file has ${buf.length - dataStart}`, {
+      code: 'ERR_NPY_FORMAT',
+    });
   }
   const copy = new ArrayBuffer(byteLength); // aligned copy, detached from the file buffer
   new Uint8Array(copy).set(buf.subarray(dataStart, dataStart + byteLength));

@@ -27,18 +27,31 @@ import { fileKind } from './read-file';
 export function describeWriteError(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   switch (e?.code) {
-    case 'ENOSPC': return 'no space left on device (ENOSPC)';
-    case 'EDQUOT': return 'disk quota exceeded (EDQUOT)';
-    case 'EROFS': return 'read-only file system (EROFS)';
-    case 'EACCES': case 'EPERM': return `permission denied (${e.code})`;
-    case 'ENOENT': return 'its folder does not exist (ENOENT)';
-    case 'ENOTDIR': return 'a part of the path is not a folder (ENOTDIR)';
-    case 'EISDIR': return 'is a folder (EISDIR)';
-    case 'EIO': return 'input/output error (EIO)';
-    case 'EFBIG': return 'file too large for the file system (EFBIG)';
-    case 'ELOOP': return 'a loop of symbolic links (ELOOP)';
-    case 'ENAMETOOLONG': return 'name too long (ENAMETOOLONG)';
-    default: return e?.code ? `${e.message} (${e.code})` : e instanceof Error ? e.message : String(err);
+    case 'ENOSPC':
+      return 'no space left on device (ENOSPC)';
+    case 'EDQUOT':
+      return 'disk quota exceeded (EDQUOT)';
+    case 'EROFS':
+      return 'read-only file system (EROFS)';
+    case 'EACCES':
+    case 'EPERM':
+      return `permission denied (${e.code})`;
+    case 'ENOENT':
+      return 'its folder does not exist (ENOENT)';
+    case 'ENOTDIR':
+      return 'a part of the path is not a folder (ENOTDIR)';
+    case 'EISDIR':
+      return 'is a folder (EISDIR)';
+    case 'EIO':
+      return 'input/output error (EIO)';
+    case 'EFBIG':
+      return 'file too large for the file system (EFBIG)';
+    case 'ELOOP':
+      return 'a loop of symbolic links (ELOOP)';
+    case 'ENAMETOOLONG':
+      return 'name too long (ENAMETOOLONG)';
+    default:
+      return e?.code ? `${e.message} (${e.code})` : e instanceof Error ? e.message : String(err);
   }
 }
 
@@ -196,7 +209,14 @@ export async function makeDirectory(path: string, what = 'output folder'): Promi
   }
   for (const dir of chain) {
     await mkdir(dir).catch(async (err: NodeJS.ErrnoException) => {
-      if (err.code === 'EEXIST' && (await stat(dir).then((s) => s.isDirectory(), () => false))) return;
+      if (
+        err.code === 'EEXIST' &&
+        (await stat(dir).then(
+          (s) => s.isDirectory(),
+          () => false,
+        ))
+      )
+        return;
       throw folderError(path, err, what);
     });
   }

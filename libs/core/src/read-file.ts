@@ -138,13 +138,22 @@ export function readRegularFileSync(path: string, options: ReadBoundedOptions): 
 export function describeReadError(err: unknown): string {
   const e = err as NodeJS.ErrnoException;
   switch (e?.code) {
-    case 'ENOENT': return 'no such file';
-    case 'EISDIR': return 'is a folder, not a file';
-    case 'EACCES': case 'EPERM': return 'permission denied';
-    case 'ELOOP': return 'a loop of symbolic links';
-    case 'ENXIO': return 'not a regular file (a socket or a device without a driver)';
-    case 'ERR_NOT_REGULAR_FILE': case 'ERR_FILE_TOO_LARGE': return e.message;
-    default: return e?.code ? `cannot read (${e.code})` : (e instanceof Error ? e.message : String(err));
+    case 'ENOENT':
+      return 'no such file';
+    case 'EISDIR':
+      return 'is a folder, not a file';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'ELOOP':
+      return 'a loop of symbolic links';
+    case 'ENXIO':
+      return 'not a regular file (a socket or a device without a driver)';
+    case 'ERR_NOT_REGULAR_FILE':
+    case 'ERR_FILE_TOO_LARGE':
+      return e.message;
+    default:
+      return e?.code ? `cannot read (${e.code})` : e instanceof Error ? e.message : String(err);
   }
 }
 

@@ -9,15 +9,36 @@ import type { ModelSpec } from './spec';
 import { initParameters } from './init';
 import { decodeSafetensors, encodeSafetensors } from './safetensors';
 import {
-  checkpointDirName, latestCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint, validateWeights,
-  MOMENTUM_FILE, STATE_FILE, WEIGHTS_FILE,
+  checkpointDirName,
+  latestCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  saveCheckpoint,
+  validateWeights,
+  MOMENTUM_FILE,
+  STATE_FILE,
+  WEIGHTS_FILE,
 } from './checkpoint';
 
 /** A tiny model (a spec is data): conv 3->4 3x3 on 8x8, then fc 144->3. */
 const tiny: ModelSpec = {
-  specVersion: 1, preset: 'theano-alexnet', inputChannels: 3, inputSize: 8, numClasses: 3,
+  specVersion: 1,
+  preset: 'theano-alexnet',
+  inputChannels: 3,
+  inputSize: 8,
+  numClasses: 3,
   layers: [
-    { kind: 'conv', name: 'conv1', outChannels: 4, kernel: 3, stride: 1, pad: 0, group: 1, weightInit: { dist: 'normal', std: 0.01 }, biasInit: { dist: 'constant', value: 0.1 } },
+    {
+      kind: 'conv',
+      name: 'conv1',
+      outChannels: 4,
+      kernel: 3,
+      stride: 1,
+      pad: 0,
+      group: 1,
+      weightInit: { dist: 'normal', std: 0.01 },
+      biasInit: { dist: 'constant', value: 0.1 },
+    },
     { kind: 'relu', name: 'relu1' },
     { kind: 'flatten', name: 'flatten' },
     { kind: 'fc', name: 'fc8', outFeatures: 3, weightInit: { dist: 'normal', std: 0.01 }, biasInit: { dist: 'constant', value: 0 } },
@@ -37,7 +58,14 @@ test('save -> load round trip is bit-exact for weights, momentum, state and spec
   const root = tmp();
   const weights = initParameters(tiny, 5);
   const momentum = scaled(weights, -0.5);
-  const state = { epoch: 3, iteration: 1234, lr: 0.001, val_record: [[0.9, 0.7, 2.3]], config: { batchSize: 256 }, rng: { s: [1, 2, 3, 4], spareNormal: null } };
+  const state = {
+    epoch: 3,
+    iteration: 1234,
+    lr: 0.001,
+    val_record: [[0.9, 0.7, 2.3]],
+    config: { batchSize: 256 },
+    rng: { s: [1, 2, 3, 4], spareNormal: null },
+  };
   const dir = saveCheckpoint(join(root, checkpointDirName(3)), { spec: tiny, weights, momentum, state });
   assert.deepEqual(readdirSync(dir).sort(), [MOMENTUM_FILE, STATE_FILE, WEIGHTS_FILE].sort());
   const back = loadCheckpoint(dir, tiny);
@@ -70,7 +98,10 @@ test('listCheckpoints/latestCheckpoint: sorted by epoch, stray entries and temp 
   writeFileSync(join(root, '.epoch-0011.tmp-1-x', WEIGHTS_FILE), 'partial');
   mkdirSync(join(root, 'epoch-0012')); // no weights file: not a checkpoint
   writeFileSync(join(root, 'val_record.json'), '[]');
-  assert.deepEqual(listCheckpoints(root).map((c) => c.epoch), [2, 9, 10]);
+  assert.deepEqual(
+    listCheckpoints(root).map((c) => c.epoch),
+    [2, 9, 10],
+  );
   assert.equal(latestCheckpoint(root)!.path, join(root, 'epoch-0010'));
   rmSync(root, { recursive: true });
 });
@@ -91,8 +122,14 @@ test('a writer killed before the rename leaves no checkpoint that looks whole; t
     const r = spawnSync(process.execPath, ['-e', script, JSON.stringify(tiny), join(root, target)], { encoding: 'utf8' });
     assert.equal(r.status, 137, r.stderr);
   }
-  assert.ok(readdirSync(root).some((n) => n.startsWith('.epoch-0002.tmp-')), 'the killed writer left its temp dir');
-  assert.deepEqual(listCheckpoints(root).map((c) => c.epoch), [1]);
+  assert.ok(
+    readdirSync(root).some((n) => n.startsWith('.epoch-0002.tmp-')),
+    'the killed writer left its temp dir',
+  );
+  assert.deepEqual(
+    listCheckpoints(root).map((c) => c.epoch),
+    [1],
+  );
   const back = loadCheckpoint(latestCheckpoint(root)!.path, tiny);
   assert.deepEqual(back.state, { epoch: 1 });
   assert.deepEqual(back.weights, weights);
@@ -124,12 +161,21 @@ test('validateWeights names every missing, unexpected and mis-shaped tensor in o
     () => validateWeights(tiny, broken, 'x.safetensors'),
     (err: Error) => {
       assert.equal(err.name, 'InputError');
-      assert.equal(err.message, 'x.safetensors: weights do not match the model (theano-alexnet, 3 classes, input 8): missing fc8.bias [3]; conv1.weight has 10 values, the model needs [4, 3, 3, 3] = 108; unexpected extra');
+      assert.equal(
+        err.message,
+        'x.safetensors: weights do not match the model (theano-alexnet, 3 classes, input 8): missing fc8.bias [3]; conv1.weight has 10 values, the model needs [4, 3, 3, 3] = 108; unexpected extra',
+      );
       return true;
     },
   );
-  const tensors = { 'conv1.weight': { dtype: 'F32' as const, shape: [4, 27], data: w['conv1.weight'] }, 'conv1.bias': { dtype: 'I32' as const, shape: [4], data: new Int32Array(4) } };
-  assert.throws(() => validateWeights(tiny, tensors, 'y'), /missing fc8.weight \[3, 144\], fc8.bias \[3\]; conv1.weight has shape \[4, 27\], the model needs \[4, 3, 3, 3\]; conv1.bias is I32, the model needs F32/);
+  const tensors = {
+    'conv1.weight': { dtype: 'F32' as const, shape: [4, 27], data: w['conv1.weight'] },
+    'conv1.bias': { dtype: 'I32' as const, shape: [4], data: new Int32Array(4) },
+  };
+  assert.throws(
+    () => validateWeights(tiny, tensors, 'y'),
+    /missing fc8.weight \[3, 144\], fc8.bias \[3\]; conv1.weight has shape \[4, 27\], the model needs \[4, 3, 3, 3\]; conv1.bias is I32, the model needs F32/,
+  );
   validateWeights(tiny, w, 'ok'); // no throw
 });
 
@@ -137,7 +183,14 @@ test('loading bad checkpoints: clear InputErrors naming the file', () => {
   const root = tmp();
   const dir = saveCheckpoint(join(root, 'epoch-0001'), { spec: tiny, weights: initParameters(tiny, 1), state: { epoch: 1 } });
   const other: ModelSpec = { ...tiny, numClasses: 5, layers: tiny.layers.map((l) => (l.kind === 'fc' ? { ...l, outFeatures: 5 } : l)) };
-  assert.throws(() => loadCheckpoint(dir, other), (e: Error) => e.name === 'InputError' && /weights.safetensors: weights do not match the model \(theano-alexnet, 5 classes, input 8\): fc8.weight has shape \[3, 144\], the model needs \[5, 144\]; fc8.bias/.test(e.message));
+  assert.throws(
+    () => loadCheckpoint(dir, other),
+    (e: Error) =>
+      e.name === 'InputError' &&
+      /weights.safetensors: weights do not match the model \(theano-alexnet, 5 classes, input 8\): fc8.weight has shape \[3, 144\], the model needs \[5, 144\]; fc8.bias/.test(
+        e.message,
+      ),
+  );
   assert.throws(() => loadCheckpoint(join(root, 'nope')), /nope: no such checkpoint/);
   assert.throws(() => loadCheckpoint(root), /not a checkpoint directory: no weights.safetensors/);
   // A foreign safetensors file (no spec metadata) needs the model named.

@@ -25,11 +25,31 @@
  */
 import { closeSync, existsSync, lstatSync, openSync, readdirSync, readSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { AlexnetStreamError, check, describeWriteError, getOwn, InputError, type NamedTensors, OutputError, readUserFileSync, sameJson } from '@alexnet-stream/core';
+import {
+  AlexnetStreamError,
+  check,
+  describeWriteError,
+  getOwn,
+  InputError,
+  type NamedTensors,
+  OutputError,
+  readUserFileSync,
+  sameJson,
+} from '@alexnet-stream/core';
 import type { ModelSpec } from './spec';
 import { type DirectoryFile, type DirectoryWriteOptions, findDirectory, leftoverTargets, recoverDirectory, writeDirectoryAtomic } from './atomic-dir';
 import { checkInputScale } from './input-scale';
-import { CHECKPOINT_FORMAT, describeSpec, encodeWeights, INPUT_SCALE_KEY, parseSpec, readWeightsFile, specFromMetadata, toWeights, validateWeights } from './weights-file';
+import {
+  CHECKPOINT_FORMAT,
+  describeSpec,
+  encodeWeights,
+  INPUT_SCALE_KEY,
+  parseSpec,
+  readWeightsFile,
+  specFromMetadata,
+  toWeights,
+  validateWeights,
+} from './weights-file';
 
 export { CHECKPOINT_FORMAT, describeSpec, encodeWeights, INPUT_SCALE_KEY, MAX_WEIGHTS_FILE_BYTES, parseSpec, validateWeights } from './weights-file';
 
@@ -155,17 +175,18 @@ export function checkReplaceableCheckpoint(path: string): void {
     return; // nothing there
   }
   const refuse = (why: string): never => {
-    throw new InputError(
-      `${path}: ${why}; only a checkpoint directory written by alexnet-stream is replaced: move it away or choose another path`,
-      { code: 'ERR_CHECKPOINT' },
-    );
+    throw new InputError(`${path}: ${why}; only a checkpoint directory written by alexnet-stream is replaced: move it away or choose another path`, {
+      code: 'ERR_CHECKPOINT',
+    });
   };
   if (st.isSymbolicLink()) refuse('a symbolic link');
   if (!st.isDirectory()) refuse('not a directory');
   const names = readdirSync(path);
   const foreign = names.filter((n) => !CHECKPOINT_FILES.includes(n));
   if (foreign.length) {
-    refuse(`holds ${foreign.length === 1 ? 'a file' : 'files'} a checkpoint does not (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? `, … ${foreign.length - 5} more` : ''})`);
+    refuse(
+      `holds ${foreign.length === 1 ? 'a file' : 'files'} a checkpoint does not (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? `, … ${foreign.length - 5} more` : ''})`,
+    );
   }
   if (names.length === 0) return;
   let format: unknown;
@@ -178,7 +199,8 @@ export function checkReplaceableCheckpoint(path: string): void {
   } else if (names.includes(WEIGHTS_FILE)) {
     format = safetensorsFormat(join(path, WEIGHTS_FILE));
   }
-  if (format !== CHECKPOINT_FORMAT) refuse(`not recognised as a checkpoint (its ${names.includes(STATE_FILE) ? STATE_FILE : WEIGHTS_FILE} does not say format ${CHECKPOINT_FORMAT})`);
+  if (format !== CHECKPOINT_FORMAT)
+    refuse(`not recognised as a checkpoint (its ${names.includes(STATE_FILE) ? STATE_FILE : WEIGHTS_FILE} does not say format ${CHECKPOINT_FORMAT})`);
 }
 
 /**
@@ -249,18 +271,16 @@ function locateCheckpoint(path: string): string {
 export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): LoadedCheckpoint {
   const path = locateCheckpoint(resolve(dirOrFile));
   if (!existsSync(path)) {
-    throw new InputError(
-      `${dirOrFile}: no such checkpoint (expected an epoch directory holding ${WEIGHTS_FILE}, or a .safetensors file)`,
-      { code: 'ERR_CHECKPOINT' },
-    );
+    throw new InputError(`${dirOrFile}: no such checkpoint (expected an epoch directory holding ${WEIGHTS_FILE}, or a .safetensors file)`, {
+      code: 'ERR_CHECKPOINT',
+    });
   }
   const isDir = statSync(path).isDirectory();
   const weightsPath = isDir ? join(path, WEIGHTS_FILE) : path;
   if (isDir && !existsSync(weightsPath)) {
-    throw new InputError(
-      `${path}: not a checkpoint directory: no ${WEIGHTS_FILE} in it (has ${readdirSync(path).join(', ') || 'nothing'})`,
-      { code: 'ERR_CHECKPOINT' },
-    );
+    throw new InputError(`${path}: not a checkpoint directory: no ${WEIGHTS_FILE} in it (has ${readdirSync(path).join(', ') || 'nothing'})`, {
+      code: 'ERR_CHECKPOINT',
+    });
   }
 
   let state: Record<string, unknown> = {};
@@ -332,11 +352,16 @@ function inputScaleOf(fromState: unknown, metaText: string | undefined, spec: Mo
     inMeta = checkInputScale(parsed, spec, `${weightsPath} (__metadata__.${INPUT_SCALE_KEY})`);
   }
   if (inState && inMeta && inState.some((v, i) => v !== inMeta![i])) {
-    throw new InputError(`${statePath} says input_scale [${inState.join(', ')}] but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`, { code: 'ERR_CHECKPOINT' });
+    throw new InputError(
+      `${statePath} says input_scale [${inState.join(', ')}] but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`,
+      { code: 'ERR_CHECKPOINT' },
+    );
   }
   if (!inState && inMeta && existsSync(statePath)) {
     // state.json without the key but weights with it: state.json from elsewhere (or edited).
-    throw new InputError(`${statePath} has no input_scale but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`, { code: 'ERR_CHECKPOINT' });
+    throw new InputError(`${statePath} has no input_scale but ${weightsPath} was written with [${inMeta.join(', ')}]: files from different checkpoints?`, {
+      code: 'ERR_CHECKPOINT',
+    });
   }
   return inState ?? inMeta;
 }

@@ -27,10 +27,9 @@ export function checkDataClasses(sets: LabelledSet[], modelClasses: number, wher
       );
     }
     if (set.labelCount > modelClasses) {
-      throw new InputError(
-        `${where}: the ${set.name} has labels 0..${set.labelCount - 1} (${set.labelCount} classes) but ${model} has ${modelClasses}`,
-        { code: 'ERR_DATA_MISMATCH' },
-      );
+      throw new InputError(`${where}: the ${set.name} has labels 0..${set.labelCount - 1} (${set.labelCount} classes) but ${model} has ${modelClasses}`, {
+        code: 'ERR_DATA_MISMATCH',
+      });
     }
   }
 }

@@ -19,19 +19,40 @@ import {
 
 /** conv 4->6 (group 2, 3x3) on 4x5x5 input, then fc 54->3: the seed's grouped layout in miniature. */
 const tinyGrouped: ModelSpec = {
-  specVersion: 1, preset: 'theano-alexnet', inputChannels: 4, inputSize: 5, numClasses: 3,
+  specVersion: 1,
+  preset: 'theano-alexnet',
+  inputChannels: 4,
+  inputSize: 5,
+  numClasses: 3,
   layers: [
-    { kind: 'conv', name: 'conv1', outChannels: 6, kernel: 3, stride: 1, pad: 0, group: 2, weightInit: { dist: 'normal', std: 1 }, biasInit: { dist: 'normal', std: 1 } },
+    {
+      kind: 'conv',
+      name: 'conv1',
+      outChannels: 6,
+      kernel: 3,
+      stride: 1,
+      pad: 0,
+      group: 2,
+      weightInit: { dist: 'normal', std: 1 },
+      biasInit: { dist: 'normal', std: 1 },
+    },
     { kind: 'flatten', name: 'flatten' },
     { kind: 'fc', name: 'fc8', outFeatures: 3, weightInit: { dist: 'normal', std: 1 }, biasInit: { dist: 'normal', std: 1 } },
   ],
 };
 
-test('theanoFiles lists the seed\'s names and shapes by layer index', () => {
-  assert.deepEqual(theanoFiles(tinyGrouped, 7).map((f) => `${f.file} ${f.param} (${f.shape.join(',')})`), [
-    'W0_0_7.npy conv1.weight (2,3,3,3)', 'W1_0_7.npy conv1.weight (2,3,3,3)', 'b0_0_7.npy conv1.bias (3)', 'b1_0_7.npy conv1.bias (3)',
-    'W_1_7.npy fc8.weight (54,3)', 'b_1_7.npy fc8.bias (3)',
-  ]);
+test("theanoFiles lists the seed's names and shapes by layer index", () => {
+  assert.deepEqual(
+    theanoFiles(tinyGrouped, 7).map((f) => `${f.file} ${f.param} (${f.shape.join(',')})`),
+    [
+      'W0_0_7.npy conv1.weight (2,3,3,3)',
+      'W1_0_7.npy conv1.weight (2,3,3,3)',
+      'b0_0_7.npy conv1.bias (3)',
+      'b1_0_7.npy conv1.bias (3)',
+      'W_1_7.npy fc8.weight (54,3)',
+      'b_1_7.npy fc8.bias (3)',
+    ],
+  );
   const g4: ModelSpec = { ...tinyGrouped, layers: tinyGrouped.layers.map((l) => (l.kind === 'conv' ? { ...l, group: 4, outChannels: 8 } : l)) };
   assert.throws(() => theanoFiles(g4, 1), /conv1: group 4 has no theano_alexnet file layout/);
 });
@@ -50,7 +71,11 @@ test('a small grouped conv by hand: c01b halves, flipped, become OIHW', () => {
   const at = (o: number, c: number, y: number, x: number) => ((o * 2 + c) * 3 + y) * 3 + x;
   assert.equal(flipped[at(5, 1, 2, 0)], 5);
   assert.equal(plain[at(5, 1, 0, 2)], 5);
-  assert.equal(flipped.slice(3 * 18).reduce((a, b) => a + Math.abs(b), 0), 5, 'nothing else in group 1');
+  assert.equal(
+    flipped.slice(3 * 18).reduce((a, b) => a + Math.abs(b), 0),
+    5,
+    'nothing else in group 1',
+  );
   assert.deepEqual(flipped.slice(0, 3 * 18), w['conv1.weight'].slice(0, 3 * 18), 'group 0 untouched');
   rmSync(dir, { recursive: true });
 });
@@ -60,9 +85,15 @@ test('missing files: all named, with the epochs that are there', () => {
   exportTheanoNpy(tinyGrouped, initParameters(tinyGrouped, 3), dir, 4);
   assert.deepEqual(theanoEpochs(dir), [4]);
   assert.equal(theanoNumClasses(dir, 4, 1), 3);
-  assert.throws(() => importTheanoNpy(dir, 5, tinyGrouped), /W0_0_5.npy: missing \(and 5 more: W1_0_5.npy, b0_0_5.npy, b1_0_5.npy, W_1_5.npy, b_1_5.npy\); epochs found there: 4/);
+  assert.throws(
+    () => importTheanoNpy(dir, 5, tinyGrouped),
+    /W0_0_5.npy: missing \(and 5 more: W1_0_5.npy, b0_0_5.npy, b1_0_5.npy, W_1_5.npy, b_1_5.npy\); epochs found there: 4/,
+  );
   unlinkSync(join(dir, 'b1_0_4.npy'));
-  assert.throws(() => importTheanoNpy(dir, 4, tinyGrouped), (e: Error) => e.name === 'InputError' && /b1_0_4.npy: missing; epochs found there: 4$/.test(e.message));
+  assert.throws(
+    () => importTheanoNpy(dir, 4, tinyGrouped),
+    (e: Error) => e.name === 'InputError' && /b1_0_4.npy: missing; epochs found there: 4$/.test(e.message),
+  );
   assert.equal(theanoLearningRate(dir, 4), undefined);
   writeFileSync(join(dir, 'lr_4.npy'), encodeNpy(new Float32Array([0.001]), []));
   assert.equal(theanoLearningRate(dir, 4), Math.fround(0.001));
@@ -90,7 +121,8 @@ test('mean image: CHW float32 as is; HWC and float64/uint8 converted with a noti
 });
 
 test('transpose2d handles sizes that are not multiples of its tile', () => {
-  const rows = 70, cols = 131;
+  const rows = 70,
+    cols = 131;
   const src = Float32Array.from({ length: rows * cols }, (_, i) => i);
   const t = transpose2d(src, rows, cols);
   for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) assert.equal(t[c * rows + r], src[r * cols + c]);

@@ -65,10 +65,9 @@ function paramLayers(spec: ModelSpec): LayerInfo[] {
   for (const { layer, input } of inferShapes(spec)) {
     if (layer.kind !== 'conv' && layer.kind !== 'fc') continue;
     if (layer.kind === 'conv' && layer.group !== 1 && layer.group !== 2) {
-      throw new InputError(
-        `${layer.name}: group ${layer.group} has no theano_alexnet file layout (the seed knows groups 1 and 2)`,
-        { code: 'ERR_THEANO_WEIGHTS' },
-      );
+      throw new InputError(`${layer.name}: group ${layer.group} has no theano_alexnet file layout (the seed knows groups 1 and 2)`, {
+        code: 'ERR_THEANO_WEIGHTS',
+      });
     }
     out.push({ layer, index: out.length, inChannels: input[0] });
   }
@@ -150,7 +149,14 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
     const epochs = theanoEpochs(dir);
     const have = epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no W_0_N.npy / W0_0_N.npy files there at all';
     throw new InputError(
-      `${join(dir, missing[0].file)}: missing${missing.length > 1 ? ` (and ${missing.length - 1} more: ${missing.slice(1).map((f) => f.file).join(', ')})` : ''}; ${have}`,
+      `${join(dir, missing[0].file)}: missing${
+        missing.length > 1
+          ? ` (and ${missing.length - 1} more: ${missing
+              .slice(1)
+              .map((f) => f.file)
+              .join(', ')})`
+          : ''
+      }; ${have}`,
       { code: 'ERR_THEANO_WEIGHTS' },
     );
   }
@@ -162,10 +168,9 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
       const arr = readNpy(path, 'weights file', npyBound(f.shape));
       if (shapeText(arr.shape) !== shapeText(f.shape)) {
         const role = f.param.endsWith('.weight') ? (layer.kind === 'conv' ? ' (in/group, kh, kw, out/group)' : ' (n_in, n_out)') : '';
-        throw new InputError(
-          `${path}: shape ${shapeText(arr.shape)}, but ${f.param} of the ${describeSpec(spec)} model needs ${shapeText(f.shape)}${role}`,
-          { code: 'ERR_THEANO_WEIGHTS' },
-        );
+        throw new InputError(`${path}: shape ${shapeText(arr.shape)}, but ${f.param} of the ${describeSpec(spec)} model needs ${shapeText(f.shape)}${role}`, {
+          code: 'ERR_THEANO_WEIGHTS',
+        });
       }
       return { ...f, data: asFloat32(arr, path) };
     });
@@ -174,11 +179,20 @@ export function importTheanoNpy(dir: string, epoch: number, spec: ModelSpec, opt
     if (layer.kind === 'fc') {
       weights[`${layer.name}.weight`] = transpose2d(wParts[0].data, inChannels, layer.outFeatures);
     } else {
-      weights[`${layer.name}.weight`] = c01bGroupsToOihw(wParts.map((p) => p.data), inChannels / layer.group, layer.kernel, layer.outChannels / layer.group, flip);
+      weights[`${layer.name}.weight`] = c01bGroupsToOihw(
+        wParts.map((p) => p.data),
+        inChannels / layer.group,
+        layer.kernel,
+        layer.outChannels / layer.group,
+        flip,
+      );
     }
     const bias = new Float32Array(bParts.reduce((n, p) => n + p.data.length, 0));
     let at = 0;
-    for (const p of bParts) { bias.set(p.data, at); at += p.data.length; }
+    for (const p of bParts) {
+      bias.set(p.data, at);
+      at += p.data.length;
+    }
     weights[`${layer.name}.bias`] = bias;
   }
   validateWeights(spec, weights, dir);

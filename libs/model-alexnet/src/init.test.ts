@@ -5,11 +5,20 @@ import { alexnetSpec } from './presets';
 import { parameterList } from './spec';
 import { initParameters, parameterSeed, reinitParameters } from './init';
 
-const sha256 = (a: Float32Array) => createHash('sha256').update(Buffer.from(a.buffer, a.byteOffset, a.byteLength)).digest('hex');
+const sha256 = (a: Float32Array) =>
+  createHash('sha256')
+    .update(Buffer.from(a.buffer, a.byteOffset, a.byteLength))
+    .digest('hex');
 
 function moments(a: Float32Array): { mean: number; std: number; min: number; max: number } {
-  let sum = 0, min = Infinity, max = -Infinity;
-  for (const v of a) { sum += v; if (v < min) min = v; if (v > max) max = v; }
+  let sum = 0,
+    min = Infinity,
+    max = -Infinity;
+  for (const v of a) {
+    sum += v;
+    if (v < min) min = v;
+    if (v > max) max = v;
+  }
   const mean = sum / a.length;
   let ss = 0;
   for (const v of a) ss += (v - mean) ** 2;
@@ -26,8 +35,16 @@ const only = (names: string[], seed: number) => reinitParameters(small, {}, name
 test('initParameters gives every parameter of parameterList, in order, with the right sizes', () => {
   const w = shared;
   const params = parameterList(small);
-  assert.deepEqual(Object.keys(w), params.map((p) => p.name));
-  for (const p of params) assert.equal(w[p.name].length, p.shape.reduce((a, b) => a * b, 1), p.name);
+  assert.deepEqual(
+    Object.keys(w),
+    params.map((p) => p.name),
+  );
+  for (const p of params)
+    assert.equal(
+      w[p.name].length,
+      p.shape.reduce((a, b) => a * b, 1),
+      p.name,
+    );
 });
 
 test('same seed -> same bytes (a constant fixed in this test); another seed differs', () => {
@@ -40,7 +57,7 @@ test('same seed -> same bytes (a constant fixed in this test); another seed diff
   assert.notEqual(sha256(only(['conv1.weight'], 1235)['conv1.weight']), CONV1_SHA256);
 });
 
-test('a parameter\'s values do not depend on other layers (seeded by name)', () => {
+test("a parameter's values do not depend on other layers (seeded by name)", () => {
   const a = shared;
   // Different class count and no LRN/dropout layers: the layer list differs, shared names do not.
   const other = initParameters(alexnetSpec('theano-alexnet', { numClasses: 37, inputSize: 67, lrn: false, dropout: 0 }), 1234);
@@ -68,7 +85,11 @@ test('normal init moments: N(0, 0.01) conv1 and N(0, 0.005) fc7; constant biases
 test('fan-in-uniform (torchvision preset) stays within ±1/sqrt(fan_in) and has variance bound²/3', () => {
   const spec = alexnetSpec('torchvision-alexnet', { numClasses: 10, inputSize: 63 });
   const w = initParameters(spec, 3);
-  for (const [name, fanIn] of [['conv1.weight', 3 * 11 * 11], ['conv2.weight', 64 * 25], ['conv2.bias', 64 * 25]] as const) {
+  for (const [name, fanIn] of [
+    ['conv1.weight', 3 * 11 * 11],
+    ['conv2.weight', 64 * 25],
+    ['conv2.bias', 64 * 25],
+  ] as const) {
     const bound = 1 / Math.sqrt(fanIn);
     const m = moments(w[name]);
     assert.ok(m.min >= -bound && m.max <= bound, `${name} within ±${bound}: [${m.min}, ${m.max}]`);
@@ -99,9 +120,12 @@ test('init kaiming: conv1 keeps N(0, 0.01), the layers after it N(0, 2/fan_in), 
     assert.ok(Math.abs(m.std / std - 1) < 0.03, `${name}: std ${m.std}, expected ${std}`);
     assert.ok(Math.abs(m.mean) < 0.03 * std, `${name}: mean ${m.mean}`);
   }
-  assert.deepEqual(w['conv1.weight'], only(['conv1'], 5)['conv1.weight'], 'conv1: the preset\'s values, bit for bit');
+  assert.deepEqual(w['conv1.weight'], only(['conv1'], 5)['conv1.weight'], "conv1: the preset's values, bit for bit");
   assert.ok(w['conv2.bias'].every((v) => v === Math.fround(0.1)));
-  assert.throws(() => alexnetSpec('theano-alexnet', { init: 'xavier' as never }), /Expected one of preset, kaiming, kaiming-all for init but received "xavier"/);
+  assert.throws(
+    () => alexnetSpec('theano-alexnet', { init: 'xavier' as never }),
+    /Expected one of preset, kaiming, kaiming-all for init but received "xavier"/,
+  );
 });
 
 test('init kaiming-all: He-normal in conv1 too (for inputs of unit scale); every later layer as kaiming', () => {
@@ -115,7 +139,7 @@ test('init kaiming-all: He-normal in conv1 too (for inputs of unit scale); every
   }
 });
 
-test('reinitParameters replaces only the named layer, with the spec\'s shape, as initParameters would', () => {
+test("reinitParameters replaces only the named layer, with the spec's shape, as initParameters would", () => {
   const spec5 = alexnetSpec('theano-alexnet', { numClasses: 5, inputSize: 67 });
   const w = { ...only(['conv1', 'fc8'], 9) };
   const conv1 = w['conv1.weight'];
@@ -126,5 +150,8 @@ test('reinitParameters replaces only the named layer, with the spec\'s shape, as
   assert.equal(w['fc8.weight'].length, 5 * 4096);
   assert.deepEqual(w['fc8.weight'], fresh['fc8.weight']);
   assert.deepEqual(w['fc8.bias'], fresh['fc8.bias']);
-  assert.throws(() => reinitParameters(spec5, w, ['fc9'], 9), /Expected parameter or layer names of the theano-alexnet spec \(conv1.weight, .*\) for names but received "fc9"/);
+  assert.throws(
+    () => reinitParameters(spec5, w, ['fc9'], 9),
+    /Expected parameter or layer names of the theano-alexnet spec \(conv1.weight, .*\) for names but received "fc9"/,
+  );
 });

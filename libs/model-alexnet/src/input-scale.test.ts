@@ -32,22 +32,30 @@ function convOutputs(spec: ModelSpec, weights: NamedTensors, x: ArrayLike<number
   const w = weights[`${layer.name}.weight`];
   const [c, h, wd] = input;
   const [o, oh, ow] = output;
-  const inPerGroup = c / layer.group, outPerGroup = o / layer.group, k = layer.kernel;
-  const y = new Float64Array(o * oh * ow), mass = new Float64Array(o * oh * ow);
+  const inPerGroup = c / layer.group,
+    outPerGroup = o / layer.group,
+    k = layer.kernel;
+  const y = new Float64Array(o * oh * ow),
+    mass = new Float64Array(o * oh * ow);
   for (let oc = 0; oc < o; oc++) {
     const g = Math.floor(oc / outPerGroup);
-    for (let yy = 0; yy < oh; yy++) for (let xx = 0; xx < ow; xx++) {
-      let sum = 0, abs = 0;
-      for (let ci = 0; ci < inPerGroup; ci++) for (let ky = 0; ky < k; ky++) for (let kx = 0; kx < k; kx++) {
-        const iy = yy * layer.stride - layer.pad + ky, ix = xx * layer.stride - layer.pad + kx;
-        if (iy < 0 || ix < 0 || iy >= h || ix >= wd) continue;
-        const term = w[((oc * inPerGroup + ci) * k + ky) * k + kx] * x[((g * inPerGroup + ci) * h + iy) * wd + ix];
-        sum += term;
-        abs += Math.abs(term);
+    for (let yy = 0; yy < oh; yy++)
+      for (let xx = 0; xx < ow; xx++) {
+        let sum = 0,
+          abs = 0;
+        for (let ci = 0; ci < inPerGroup; ci++)
+          for (let ky = 0; ky < k; ky++)
+            for (let kx = 0; kx < k; kx++) {
+              const iy = yy * layer.stride - layer.pad + ky,
+                ix = xx * layer.stride - layer.pad + kx;
+              if (iy < 0 || ix < 0 || iy >= h || ix >= wd) continue;
+              const term = w[((oc * inPerGroup + ci) * k + ky) * k + kx] * x[((g * inPerGroup + ci) * h + iy) * wd + ix];
+              sum += term;
+              abs += Math.abs(term);
+            }
+        y[(oc * oh + yy) * ow + xx] = sum;
+        mass[(oc * oh + yy) * ow + xx] = abs;
       }
-      y[(oc * oh + yy) * ow + xx] = sum;
-      mass[(oc * oh + yy) * ow + xx] = abs;
-    }
   }
   return { y, mass };
 }
@@ -88,7 +96,11 @@ test('foldInputScale: a grouped first conv scales each group by its own input ch
 
 test('foldInputScale: an fc first layer after flatten scales its columns channel-major; ReLU/pool before it commute', () => {
   const spec: ModelSpec = {
-    specVersion: 1, preset: 'theano-alexnet', inputChannels: 3, inputSize: 4, numClasses: 3,
+    specVersion: 1,
+    preset: 'theano-alexnet',
+    inputChannels: 3,
+    inputSize: 4,
+    numClasses: 3,
     layers: [
       { kind: 'relu', name: 'relu0' },
       { kind: 'maxpool', name: 'pool0', kernel: 2, stride: 2, pad: 0 },
@@ -99,7 +111,8 @@ test('foldInputScale: an fc first layer after flatten scales its columns channel
   const weights = initParameters(spec, 7);
   const folded = foldInputScale(spec, weights, SCALE);
   // After relu + 2x2 pool the fc reads 3 channels x 2x2: columns 0-3 channel 0, 4-7 channel 1, 8-11 channel 2.
-  const w = weights['fc8.weight'], f = folded['fc8.weight'];
+  const w = weights['fc8.weight'],
+    f = folded['fc8.weight'];
   for (let o = 0; o < 3; o++) for (let j = 0; j < 12; j++) assert.equal(f[o * 12 + j], Math.fround(w[o * 12 + j] * SCALE[Math.floor(j / 4)]));
 });
 
@@ -118,7 +131,8 @@ test('inputScaleProblem: LRN before the first weighted layer cannot be folded; t
 test('rescaleInputScale: weights trained at scale a, rescaled for scale b, compute the same function on x · b', () => {
   const spec = alexnetSpec('theano-alexnet', { numClasses: 5, inputSize: 67 });
   const weights = initParameters(spec, 8);
-  const a = SCALE, b = [0.5, 2, 0.25];
+  const a = SCALE,
+    b = [0.5, 2, 0.25];
   const x = randomInput(spec, 9);
   const original = convOutputs(spec, weights, scaleInput(spec, x, a));
   assertSameOutputs(original, convOutputs(spec, rescaleInputScale(spec, weights, a, b), scaleInput(spec, x, b)), 'a -> b');
@@ -137,7 +151,7 @@ test('checkpoints keep the input scale in state.json and the safetensors metadat
     assert.deepEqual(JSON.parse(decodeSafetensors(readFileSync(join(dir, WEIGHTS_FILE))).metadata[INPUT_SCALE_KEY]), SCALE);
     const back = loadCheckpoint(dir);
     assert.deepEqual(back.inputScale, SCALE);
-    assert.deepEqual(back.state, { epoch: 1 }, 'the scale is not part of the trainer\'s state');
+    assert.deepEqual(back.state, { epoch: 1 }, "the scale is not part of the trainer's state");
     assert.deepEqual(loadCheckpoint(join(dir, WEIGHTS_FILE)).inputScale, SCALE, 'a lone weights file keeps it');
     // A checkpoint without one has none.
     const plain = saveCheckpoint(join(root, 'epoch-0002'), { spec, weights, state: {} });

@@ -23,7 +23,8 @@ import { inferShapes, type ModelSpec, type ParamLayer } from './spec';
 export function inputScaleProblem(spec: ModelSpec): string | undefined {
   for (const { layer } of inferShapes(spec)) {
     if (layer.kind === 'conv' || layer.kind === 'fc') return undefined;
-    if (layer.kind === 'lrn') return `${layer.name} (LRN) comes before the first weighted layer: it is not linear in its input, so an input scale cannot be folded into the weights`;
+    if (layer.kind === 'lrn')
+      return `${layer.name} (LRN) comes before the first weighted layer: it is not linear in its input, so an input scale cannot be folded into the weights`;
   }
   return 'the model has no weighted layer to fold an input scale into';
 }
@@ -35,7 +36,10 @@ export function inputScaleProblem(spec: ModelSpec): string | undefined {
 export function checkInputScale(value: unknown, spec: Pick<ModelSpec, 'inputChannels'>, source: string): number[] {
   if (!Array.isArray(value) || value.length !== spec.inputChannels || !value.every((v) => typeof v === 'number' && Number.isFinite(v) && v > 0)) {
     const text = JSON.stringify(value) ?? String(value);
-    throw new InputError(`${source}: input scale ${text.length > 80 ? `${text.slice(0, 77)}...` : text} is not ${spec.inputChannels} finite numbers > 0 (one per input channel)`, { code: 'ERR_INPUT_SCALE' });
+    throw new InputError(
+      `${source}: input scale ${text.length > 80 ? `${text.slice(0, 77)}...` : text} is not ${spec.inputChannels} finite numbers > 0 (one per input channel)`,
+      { code: 'ERR_INPUT_SCALE' },
+    );
   }
   return value.slice() as number[];
 }
@@ -89,8 +93,18 @@ export function foldInputScale(spec: ModelSpec, weights: NamedTensors, scale: re
  * input scale `to` (undefined: none): the first layer's weight times from/to per channel. For
  * `--init` from a checkpoint trained with another scale.
  */
-export function rescaleInputScale(spec: ModelSpec, weights: NamedTensors, from: readonly number[] | undefined, to: readonly number[] | undefined): NamedTensors {
+export function rescaleInputScale(
+  spec: ModelSpec,
+  weights: NamedTensors,
+  from: readonly number[] | undefined,
+  to: readonly number[] | undefined,
+): NamedTensors {
   const ones = new Array<number>(spec.inputChannels).fill(1);
-  const a = from ?? ones, b = to ?? ones;
-  return foldInputScale(spec, weights, a.map((v, c) => v / b[c]));
+  const a = from ?? ones,
+    b = to ?? ones;
+  return foldInputScale(
+    spec,
+    weights,
+    a.map((v, c) => v / b[c]),
+  );
 }

@@ -40,7 +40,8 @@ export type InitScheme = (typeof INIT_SCHEMES)[number];
  */
 function kaimingInit(layers: LayerSpec[], firstLayerToo: boolean): LayerSpec[] {
   const paramLayers = layers.filter((l) => l.kind === 'conv' || l.kind === 'fc');
-  const first = paramLayers[0], last = paramLayers[paramLayers.length - 1];
+  const first = paramLayers[0],
+    last = paramLayers[paramLayers.length - 1];
   return layers.map((l) => {
     if ((l.kind !== 'conv' && l.kind !== 'fc') || (l === first && !firstLayerToo)) return l;
     return { ...l, weightInit: { dist: 'fan-in-normal', gain: l === last ? 1 : Math.SQRT2 } };
@@ -51,12 +52,27 @@ const normal = (std: number): InitRule => ({ dist: 'normal', std });
 const constant = (value: number): InitRule => ({ dist: 'constant', value });
 const fanIn: InitRule = { dist: 'fan-in-uniform' };
 
-function conv(name: string, outChannels: number, kernel: number, stride: number, pad: number, group: number, weightInit: InitRule, biasInit: InitRule): LayerSpec {
+function conv(
+  name: string,
+  outChannels: number,
+  kernel: number,
+  stride: number,
+  pad: number,
+  group: number,
+  weightInit: InitRule,
+  biasInit: InitRule,
+): LayerSpec {
   return { kind: 'conv', name, outChannels, kernel, stride, pad, group, weightInit, biasInit };
 }
 const relu = (name: string): LayerSpec => ({ kind: 'relu', name });
 const pool = (name: string): LayerSpec => ({ kind: 'maxpool', name, kernel: 3, stride: 2, pad: 0 });
-const fc = (name: string, outFeatures: number, weightInit: InitRule, biasInit: InitRule): LayerSpec => ({ kind: 'fc', name, outFeatures, weightInit, biasInit });
+const fc = (name: string, outFeatures: number, weightInit: InitRule, biasInit: InitRule): LayerSpec => ({
+  kind: 'fc',
+  name,
+  outFeatures,
+  weightInit,
+  biasInit,
+});
 const dropout = (name: string, rate: number): LayerSpec => ({ kind: 'dropout', name, rate });
 
 /**
@@ -72,54 +88,108 @@ function layersFor(preset: PresetName, numClasses: number, rate: number): LayerS
     case 'theano-alexnet':
       // conv -> ReLU -> pool -> LRN (seed order)
       return [
-        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)), relu('relu1'), pool('pool1'), theanoLrn('norm1'),
-        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(0.1)), relu('relu2'), pool('pool2'), theanoLrn('norm2'),
-        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)), relu('relu3'),
-        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(0.1)), relu('relu4'),
-        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(0)), relu('relu5'), pool('pool5'),
+        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)),
+        relu('relu1'),
+        pool('pool1'),
+        theanoLrn('norm1'),
+        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(0.1)),
+        relu('relu2'),
+        pool('pool2'),
+        theanoLrn('norm2'),
+        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)),
+        relu('relu3'),
+        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(0.1)),
+        relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(0)),
+        relu('relu5'),
+        pool('pool5'),
         { kind: 'flatten', name: 'flatten' },
-        fc('fc6', 4096, normal(0.005), constant(0.1)), relu('relu6'), dropout('drop6', rate),
-        fc('fc7', 4096, normal(0.005), constant(0.1)), relu('relu7'), dropout('drop7', rate),
+        fc('fc6', 4096, normal(0.005), constant(0.1)),
+        relu('relu6'),
+        dropout('drop6', rate),
+        fc('fc7', 4096, normal(0.005), constant(0.1)),
+        relu('relu7'),
+        dropout('drop7', rate),
         fc('fc8', numClasses, normal(0.01), constant(0)),
       ];
     case 'bvlc-alexnet':
       // conv -> ReLU -> LRN -> pool (Caffe's bvlc_alexnet train_val.prototxt, its fillers)
       return [
-        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)), relu('relu1'), caffeLrn('norm1'), pool('pool1'),
-        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(0.1)), relu('relu2'), caffeLrn('norm2'), pool('pool2'),
-        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)), relu('relu3'),
-        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(0.1)), relu('relu4'),
-        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(0.1)), relu('relu5'), pool('pool5'),
+        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)),
+        relu('relu1'),
+        caffeLrn('norm1'),
+        pool('pool1'),
+        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(0.1)),
+        relu('relu2'),
+        caffeLrn('norm2'),
+        pool('pool2'),
+        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)),
+        relu('relu3'),
+        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(0.1)),
+        relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(0.1)),
+        relu('relu5'),
+        pool('pool5'),
         { kind: 'flatten', name: 'flatten' },
-        fc('fc6', 4096, normal(0.005), constant(0.1)), relu('relu6'), dropout('drop6', rate),
-        fc('fc7', 4096, normal(0.005), constant(0.1)), relu('relu7'), dropout('drop7', rate),
+        fc('fc6', 4096, normal(0.005), constant(0.1)),
+        relu('relu6'),
+        dropout('drop6', rate),
+        fc('fc7', 4096, normal(0.005), constant(0.1)),
+        relu('relu7'),
+        dropout('drop7', rate),
         fc('fc8', numClasses, normal(0.01), constant(0)),
       ];
     case 'caffenet':
       // CaffeNet: pool before norm (as the seed), Caffe LRN constants, its fillers (biases 1)
       return [
-        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)), relu('relu1'), pool('pool1'), caffeLrn('norm1'),
-        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(1)), relu('relu2'), pool('pool2'), caffeLrn('norm2'),
-        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)), relu('relu3'),
-        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(1)), relu('relu4'),
-        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(1)), relu('relu5'), pool('pool5'),
+        conv('conv1', 96, 11, 4, 0, 1, normal(0.01), constant(0)),
+        relu('relu1'),
+        pool('pool1'),
+        caffeLrn('norm1'),
+        conv('conv2', 256, 5, 1, 2, 2, normal(0.01), constant(1)),
+        relu('relu2'),
+        pool('pool2'),
+        caffeLrn('norm2'),
+        conv('conv3', 384, 3, 1, 1, 1, normal(0.01), constant(0)),
+        relu('relu3'),
+        conv('conv4', 384, 3, 1, 1, 2, normal(0.01), constant(1)),
+        relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 2, normal(0.01), constant(1)),
+        relu('relu5'),
+        pool('pool5'),
         { kind: 'flatten', name: 'flatten' },
-        fc('fc6', 4096, normal(0.005), constant(1)), relu('relu6'), dropout('drop6', rate),
-        fc('fc7', 4096, normal(0.005), constant(1)), relu('relu7'), dropout('drop7', rate),
+        fc('fc6', 4096, normal(0.005), constant(1)),
+        relu('relu6'),
+        dropout('drop6', rate),
+        fc('fc7', 4096, normal(0.005), constant(1)),
+        relu('relu7'),
+        dropout('drop7', rate),
         fc('fc8', numClasses, normal(0.01), constant(0)),
       ];
     case 'torchvision-alexnet':
       // torchvision.models.alexnet: no LRN, no groups, dropout *before* fc6/fc7. At 224 input
       // its AdaptiveAvgPool2d((6, 6)) is the identity, so it is not a layer here.
       return [
-        conv('conv1', 64, 11, 4, 2, 1, fanIn, fanIn), relu('relu1'), pool('pool1'),
-        conv('conv2', 192, 5, 1, 2, 1, fanIn, fanIn), relu('relu2'), pool('pool2'),
-        conv('conv3', 384, 3, 1, 1, 1, fanIn, fanIn), relu('relu3'),
-        conv('conv4', 256, 3, 1, 1, 1, fanIn, fanIn), relu('relu4'),
-        conv('conv5', 256, 3, 1, 1, 1, fanIn, fanIn), relu('relu5'), pool('pool5'),
+        conv('conv1', 64, 11, 4, 2, 1, fanIn, fanIn),
+        relu('relu1'),
+        pool('pool1'),
+        conv('conv2', 192, 5, 1, 2, 1, fanIn, fanIn),
+        relu('relu2'),
+        pool('pool2'),
+        conv('conv3', 384, 3, 1, 1, 1, fanIn, fanIn),
+        relu('relu3'),
+        conv('conv4', 256, 3, 1, 1, 1, fanIn, fanIn),
+        relu('relu4'),
+        conv('conv5', 256, 3, 1, 1, 1, fanIn, fanIn),
+        relu('relu5'),
+        pool('pool5'),
         { kind: 'flatten', name: 'flatten' },
-        dropout('drop6', rate), fc('fc6', 4096, fanIn, fanIn), relu('relu6'),
-        dropout('drop7', rate), fc('fc7', 4096, fanIn, fanIn), relu('relu7'),
+        dropout('drop6', rate),
+        fc('fc6', 4096, fanIn, fanIn),
+        relu('relu6'),
+        dropout('drop7', rate),
+        fc('fc7', 4096, fanIn, fanIn),
+        relu('relu7'),
         fc('fc8', numClasses, fanIn, fanIn),
       ];
   }

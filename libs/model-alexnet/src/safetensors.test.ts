@@ -47,11 +47,11 @@ test('round trip of every dtype, scalars and empty tensors; header padded to 8; 
     scalar: { dtype: 'F32', shape: [], data: new Float32Array([42]) },
     empty: { dtype: 'F32', shape: [0, 4], data: new Float32Array(0) },
   };
-  const bytes = encodeSafetensors(tensors, { spec: '{"a":1}', 'ünïcode': 'välue' });
+  const bytes = encodeSafetensors(tensors, { spec: '{"a":1}', ünïcode: 'välue' });
   const n = Number(bytes.readBigUInt64LE(0));
   assert.equal(n % 8, 0);
   const back = decodeSafetensors(bytes);
-  assert.deepEqual(back.metadata, { spec: '{"a":1}', 'ünïcode': 'välue' });
+  assert.deepEqual(back.metadata, { spec: '{"a":1}', ünïcode: 'välue' });
   assert.deepEqual(Object.keys(back.tensors), Object.keys(tensors));
   for (const [name, t] of Object.entries(tensors)) {
     assert.equal(back.tensors[name].dtype, t.dtype, name);
@@ -61,7 +61,12 @@ test('round trip of every dtype, scalars and empty tensors; header padded to 8; 
   assert.deepEqual(Array.from(float16ToFloat32(back.tensors.half.data as Uint16Array)), [1, -2, Infinity]);
   // No metadata -> no __metadata__ key at all.
   const plain = encodeSafetensors({ a: tensors.bytes });
-  assert.ok(!plain.subarray(8, 8 + Number(plain.readBigUInt64LE(0))).toString().includes('__metadata__'));
+  assert.ok(
+    !plain
+      .subarray(8, 8 + Number(plain.readBigUInt64LE(0)))
+      .toString()
+      .includes('__metadata__'),
+  );
 });
 
 /** The hand-made file with its header replaced (re-padded, length rewritten) and `data` after it. */

@@ -67,7 +67,8 @@ export function encodeSafetensors(tensors: Record<string, SafeTensor>, metadata?
     if (name === '__metadata__') throw new RangeError('safetensors: "__metadata__" is reserved and cannot name a tensor');
     if (!isSafeDtype(t.dtype)) throw new RangeError(`safetensors ${name}: unsupported dtype ${String(t.dtype)}`);
     if (!t.shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw new RangeError(`safetensors ${name}: bad shape ${JSON.stringify(t.shape)}`);
-    if (!dataMatchesDtype(t.dtype, t.data)) throw new RangeError(`safetensors ${name}: dtype ${t.dtype} needs a ${CTORS[t.dtype].name}, got ${t.data.constructor.name}`);
+    if (!dataMatchesDtype(t.dtype, t.data))
+      throw new RangeError(`safetensors ${name}: dtype ${t.dtype} needs a ${CTORS[t.dtype].name}, got ${t.data.constructor.name}`);
     const count = elementCount(t.shape);
     if (count !== t.data.length) throw new RangeError(`safetensors ${name}: shape ${JSON.stringify(t.shape)} holds ${count} values, data has ${t.data.length}`);
     const size = count * BYTES[t.dtype];
@@ -129,14 +130,14 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safe
     const { dtype, shape, data_offsets: offsets } = value as Record<string, unknown>;
     if (!isSafeDtype(dtype)) {
       if (typeof dtype === 'string' && OTHER_DTYPES.includes(dtype)) {
-        throw new InputError(
-          `${name}: tensor ${key} has dtype ${dtype}, which we do not read (F32, F16, I32, I64, U8); convert it, e.g. to F32`,
-          { code: 'ERR_SAFETENSORS_FORMAT' },
-        );
+        throw new InputError(`${name}: tensor ${key} has dtype ${dtype}, which we do not read (F32, F16, I32, I64, U8); convert it, e.g. to F32`, {
+          code: 'ERR_SAFETENSORS_FORMAT',
+        });
       }
       throw bad(`tensor ${key}: unknown dtype ${JSON.stringify(dtype)}`);
     }
-    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) throw bad(`tensor ${key}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+    if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
+      throw bad(`tensor ${key}: shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0)) {
       throw bad(`tensor ${key}: data_offsets ${JSON.stringify(offsets)} is not [begin, end]`);
     }
@@ -144,7 +145,8 @@ export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors'): Safe
     if (begin > end) throw bad(`tensor ${key}: data_offsets [${begin}, ${end}] end before they begin`);
     if (end > dataLength) throw bad(`tensor ${key}: data_offsets [${begin}, ${end}] out of range: the data is ${dataLength} bytes (truncated file?)`);
     const expected = elementCount(shape as number[]) * BYTES[dtype];
-    if (end - begin !== expected) throw bad(`tensor ${key}: ${dtype} ${JSON.stringify(shape)} needs ${expected} bytes, data_offsets [${begin}, ${end}] give ${end - begin}`);
+    if (end - begin !== expected)
+      throw bad(`tensor ${key}: ${dtype} ${JSON.stringify(shape)} needs ${expected} bytes, data_offsets [${begin}, ${end}] give ${end - begin}`);
     entries.push({ name: key, dtype, shape: shape as number[], begin, end });
   }
 

@@ -29,11 +29,20 @@ const LAYER_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
 type Check = (value: unknown) => string | undefined;
 
-const integer = (min: number, max: number): Check => (v) =>
-  typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max ? undefined : `an integer from ${min} to ${max}`;
-const finite = (min = -Infinity, max = Infinity): Check => (v) =>
-  typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max ? undefined : `a finite number${min > -Infinity ? ` >= ${min}` : ''}${max < Infinity ? ` <= ${max}` : ''}`;
-const below = (max: number): Check => (v) => (typeof v === 'number' && v >= 0 && v < max ? undefined : `a number >= 0 and < ${max}`);
+const integer =
+  (min: number, max: number): Check =>
+  (v) =>
+    typeof v === 'number' && Number.isSafeInteger(v) && v >= min && v <= max ? undefined : `an integer from ${min} to ${max}`;
+const finite =
+  (min = -Infinity, max = Infinity): Check =>
+  (v) =>
+    typeof v === 'number' && Number.isFinite(v) && v >= min && v <= max
+      ? undefined
+      : `a finite number${min > -Infinity ? ` >= ${min}` : ''}${max < Infinity ? ` <= ${max}` : ''}`;
+const below =
+  (max: number): Check =>
+  (v) =>
+    typeof v === 'number' && v >= 0 && v < max ? undefined : `a number >= 0 and < ${max}`;
 
 function describe(v: unknown): string {
   const text = JSON.stringify(v);
@@ -152,7 +161,8 @@ export function specProblem(value: unknown): string | undefined {
     let parameters = 0;
     for (const { layer, input, output } of shapes) {
       const values = output.reduce((a, b) => a * b, 1);
-      if (values > SPEC_LIMITS.valuesPerImage) throw new SpecError(`${layer.name}: output [${output.join(', ')}] exceeds ${SPEC_LIMITS.valuesPerImage} values per image`);
+      if (values > SPEC_LIMITS.valuesPerImage)
+        throw new SpecError(`${layer.name}: output [${output.join(', ')}] exceeds ${SPEC_LIMITS.valuesPerImage} values per image`);
       if (layer.kind === 'conv') {
         if (input[0] % layer.group !== 0) throw new SpecError(`${layer.name}: ${input[0]} input channels not divisible by group ${layer.group}`);
         parameters += layer.outChannels * (input[0] / layer.group) * layer.kernel * layer.kernel + layer.outChannels;
@@ -163,7 +173,9 @@ export function specProblem(value: unknown): string | undefined {
     if (parameters > SPEC_LIMITS.parameters) throw new SpecError(`${parameters} parameters, more than the ${SPEC_LIMITS.parameters} a model may have`);
     const last = shapes[shapes.length - 1];
     if (last.layer.kind !== 'fc' || last.output[0] !== spec.numClasses) {
-      throw new SpecError(`numClasses is ${spec.numClasses} but the last layer (${last.layer.name}) gives [${last.output.join(', ')}]; the last layer must be an fc with numClasses outputs`);
+      throw new SpecError(
+        `numClasses is ${spec.numClasses} but the last layer (${last.layer.name}) gives [${last.output.join(', ')}]; the last layer must be an fc with numClasses outputs`,
+      );
     }
     return undefined;
   } catch (err) {

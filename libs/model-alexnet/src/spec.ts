@@ -32,11 +32,34 @@ export interface ConvLayer {
   weightInit: InitRule;
   biasInit: InitRule;
 }
-export interface ReluLayer { kind: 'relu'; name: string }
-export interface MaxPoolLayer { kind: 'maxpool'; name: string; kernel: number; stride: number; pad: number }
-export interface LrnLayer { kind: 'lrn'; name: string; size: number; alpha: number; beta: number; bias: number }
-export interface FlattenLayer { kind: 'flatten'; name: string }
-export interface DropoutLayer { kind: 'dropout'; name: string; rate: number }
+export interface ReluLayer {
+  kind: 'relu';
+  name: string;
+}
+export interface MaxPoolLayer {
+  kind: 'maxpool';
+  name: string;
+  kernel: number;
+  stride: number;
+  pad: number;
+}
+export interface LrnLayer {
+  kind: 'lrn';
+  name: string;
+  size: number;
+  alpha: number;
+  beta: number;
+  bias: number;
+}
+export interface FlattenLayer {
+  kind: 'flatten';
+  name: string;
+}
+export interface DropoutLayer {
+  kind: 'dropout';
+  name: string;
+  rate: number;
+}
 export interface FcLayer {
   kind: 'fc';
   name: string;
@@ -151,7 +174,13 @@ export function parameterList(spec: ModelSpec): ParamInfo[] {
   const params: ParamInfo[] = [];
   for (const { layer, input } of inferShapes(spec)) {
     if (layer.kind === 'conv') {
-      params.push({ name: `${layer.name}.weight`, layer: layer.name, role: 'weight', shape: [layer.outChannels, input[0] / layer.group, layer.kernel, layer.kernel], init: layer.weightInit });
+      params.push({
+        name: `${layer.name}.weight`,
+        layer: layer.name,
+        role: 'weight',
+        shape: [layer.outChannels, input[0] / layer.group, layer.kernel, layer.kernel],
+        init: layer.weightInit,
+      });
       params.push({ name: `${layer.name}.bias`, layer: layer.name, role: 'bias', shape: [layer.outChannels], init: layer.biasInit });
     } else if (layer.kind === 'fc') {
       params.push({ name: `${layer.name}.weight`, layer: layer.name, role: 'weight', shape: [layer.outFeatures, input[0]], init: layer.weightInit });
@@ -174,7 +203,8 @@ export function parameterCount(spec: ModelSpec): number {
 export function forwardMacs(spec: ModelSpec): { layer: string; macs: number }[] {
   const out: { layer: string; macs: number }[] = [];
   for (const { layer, input, output } of inferShapes(spec)) {
-    if (layer.kind === 'conv') out.push({ layer: layer.name, macs: output[0] * output[1] * output[2] * (input[0] / layer.group) * layer.kernel * layer.kernel });
+    if (layer.kind === 'conv')
+      out.push({ layer: layer.name, macs: output[0] * output[1] * output[2] * (input[0] / layer.group) * layer.kernel * layer.kernel });
     if (layer.kind === 'fc') out.push({ layer: layer.name, macs: input.reduce((a, b) => a * b, 1) * layer.outFeatures });
   }
   return out;

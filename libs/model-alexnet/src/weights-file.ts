@@ -57,7 +57,14 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
   const unexpected = Object.keys(weights).filter((name) => !known.has(name));
   if (missing.length) problems.unshift(`missing ${missing.join(', ')}`);
   if (unexpected.length) {
-    problems.push(`unexpected ${unexpected.map((n) => { const t = weights[n]; return t instanceof Float32Array ? n : `${n} ${shapeText(t.shape)}`; }).join(', ')}`);
+    problems.push(
+      `unexpected ${unexpected
+        .map((n) => {
+          const t = weights[n];
+          return t instanceof Float32Array ? n : `${n} ${shapeText(t.shape)}`;
+        })
+        .join(', ')}`,
+    );
   }
   if (problems.length) {
     throw new InputError(`${source}: weights do not match the model (${describeSpec(spec)}): ${problems.join('; ')}`, { code: 'ERR_CHECKPOINT' });

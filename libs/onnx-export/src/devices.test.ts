@@ -11,7 +11,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { initParameters, narrowSpec, alexnetSpec } from '@alexnet-stream/model-alexnet';
-import { checkDevices, createSessionOn, DeviceError, deviceProblem, executionProvidersFor, explainProviderFailure, parseDevice, primaryDeviceKind, webgpuUnavailable } from './devices';
+import {
+  checkDevices,
+  createSessionOn,
+  DeviceError,
+  deviceProblem,
+  executionProvidersFor,
+  explainProviderFailure,
+  parseDevice,
+  primaryDeviceKind,
+  webgpuUnavailable,
+} from './devices';
 import { InferenceModel } from './inference';
 import { lowerInference } from './lower';
 import { loadOnnxRuntime } from './onnxruntime';
@@ -24,7 +34,11 @@ test('device names: cpu, webgpu[:i], cuda[:i]; anything else is a usage error na
   assert.equal(primaryDeviceKind(['cpu', 'webgpu']), 'webgpu');
   assert.equal(primaryDeviceKind(['cpu']), 'cpu');
   for (const bad of ['gpu', 'cpu:0', 'cuda:x', 'webgpu:', '']) {
-    assert.throws(() => parseDevice(bad), (err: Error & { exitCode?: number }) => err.exitCode === 2 && err.message === `Expected cpu, webgpu[:<index>] or cuda[:<index>] for device but received ${JSON.stringify(bad)}`);
+    assert.throws(
+      () => parseDevice(bad),
+      (err: Error & { exitCode?: number }) =>
+        err.exitCode === 2 && err.message === `Expected cpu, webgpu[:<index>] or cuda[:<index>] for device but received ${JSON.stringify(bad)}`,
+    );
   }
   assert.throws(() => executionProvidersFor([]), /non-empty list of devices/);
 });
@@ -36,13 +50,20 @@ test('a device this onnxruntime-node cannot have is refused before anything star
   // The npm package has no CUDA provider unless its install script fetched it (.npmrc skips that).
   const cuda = deviceProblem(parseDevice('cuda:0'));
   if (cuda !== undefined) {
-    assert.equal(cuda, 'cuda: this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (docs/gpus.md)');
-    assert.throws(() => checkDevices(['cpu', 'cuda:0']), (err: unknown) => err instanceof DeviceError && err.exitCode === 2 && err.message === cuda);
+    assert.equal(
+      cuda,
+      'cuda: this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9 (docs/gpus.md)',
+    );
+    assert.throws(
+      () => checkDevices(['cpu', 'cuda:0']),
+      (err: unknown) => err instanceof DeviceError && err.exitCode === 2 && err.message === cuda,
+    );
   }
 });
 
 test("onnxruntime's provider failures become one line that says what is missing", () => {
-  const dawn = '/onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(...) adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters\n';
+  const dawn =
+    '/onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(...) adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters\n';
   const webgpu = explainProviderFailure(['webgpu'], dawn)!;
   assert.ok(webgpu instanceof DeviceError && webgpu.exitCode === 2);
   assert.match(webgpu.message, /^webgpu: no GPU adapter — needs libvulkan\.so\.1 and a Vulkan driver \(.*No supported adapters\)$/);
@@ -61,19 +82,29 @@ test('webgpu without any Vulkan driver: createSessionOn fails with the one-line 
     createSessionOn(encodeModel(b.model()), ['webgpu'], { logSeverityLevel: 3 })
       .then(() => { console.log('UNEXPECTED: a session was created'); process.exit(0); })
       .catch((e) => { console.log(JSON.stringify({ name: e.constructor.name, exitCode: e.exitCode, message: e.message })); });`;
-  const r = spawnSync(process.execPath, ['-e', script], { env: { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' }, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, ['-e', script], {
+    env: { ...process.env, VK_ICD_FILENAMES: '/nonexistent/icd.json', VK_DRIVER_FILES: '/nonexistent/icd.json' },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   const line = r.stdout.trim().split('\n').pop()!;
   const e = JSON.parse(line);
   assert.equal(e.name, 'DeviceError');
   assert.equal(e.exitCode, 2);
-  assert.match(e.message, /^webgpu: no GPU adapter — needs libvulkan\.so\.1 and a Vulkan driver \(libvulkan\.so\.1 is there, but no Vulkan driver offers an adapter/);
+  assert.match(
+    e.message,
+    /^webgpu: no GPU adapter — needs libvulkan\.so\.1 and a Vulkan driver \(libvulkan\.so\.1 is there, but no Vulkan driver offers an adapter/,
+  );
 });
 
 test('an exported model on webgpu equals the CPU provider (narrow at batch 1 and 3, the full AlexNet at batch 1)', async (t) => {
   const reason = await webgpuUnavailable();
   if (reason) return t.skip(`no WebGPU adapter here: ${reason}`);
   // lavapipe is slow: the full-width network (~40 s of a loaded 2-core machine) at batch 1 only.
-  for (const [spec, batches] of [[narrowSpec(alexnetSpec('theano-alexnet', { inputSize: 99, numClasses: 7 }), 8, 64), [1, 3]], [alexnetSpec('theano-alexnet', { numClasses: 10 }), [1]]] as const) {
+  for (const [spec, batches] of [
+    [narrowSpec(alexnetSpec('theano-alexnet', { inputSize: 99, numClasses: 7 }), 8, 64), [1, 3]],
+    [alexnetSpec('theano-alexnet', { numClasses: 10 }), [1]],
+  ] as const) {
     const weights = initParameters(spec, 11);
     const bytes = encodeModel(lowerInference(spec, weights));
     const cpu = await InferenceModel.fromBytes(bytes, 'model.onnx', { intraOpNumThreads: 1 });
@@ -95,7 +126,10 @@ test('createSessionOn on webgpu runs the model on the GPU provider where an adap
   const reason = await webgpuUnavailable();
   if (reason) return t.skip(`no WebGPU adapter here: ${reason}`);
   const spec = narrowSpec(alexnetSpec('theano-alexnet', { inputSize: 67, numClasses: 5 }), 8, 64);
-  const session = await createSessionOn(encodeModel(lowerInference(spec, initParameters(spec, 1))), ['webgpu'], { logSeverityLevel: 3, preferredOutputLocation: 'gpu-buffer' });
+  const session = await createSessionOn(encodeModel(lowerInference(spec, initParameters(spec, 1))), ['webgpu'], {
+    logSeverityLevel: 3,
+    preferredOutputLocation: 'gpu-buffer',
+  });
   // Only a session on the WebGPU provider can leave an output in a GPU buffer.
   const { Tensor } = loadOnnxRuntime();
   const out = await session.run({ data: new Tensor('float32', new Float32Array(3 * 67 * 67), [1, 3, 67, 67]) });

@@ -99,7 +99,8 @@ export function deviceProblem(device: Device): string | undefined {
   const backends = typeof ort.listSupportedBackends === 'function' ? ort.listSupportedBackends() : [];
   const listed = backends.some((b) => b.name === device.kind);
   if (device.kind === 'webgpu') {
-    if (!listed) return `webgpu: this onnxruntime-node (${process.platform}-${process.arch}) has no WebGPU provider — it ships one for linux-x64, win32 and darwin`;
+    if (!listed)
+      return `webgpu: this onnxruntime-node (${process.platform}-${process.arch}) has no WebGPU provider — it ships one for linux-x64, win32 and darwin`;
     if (device.index !== 0) {
       return `${device.name}: onnxruntime-node 1.30 cannot choose a WebGPU adapter by index (it takes the first GPU Dawn prefers) — give each worker its own GPU from outside (one per host or container) and use --devices webgpu`;
     }
@@ -124,7 +125,13 @@ export function checkDevices(devices: readonly string[]): void {
 function vulkanLoaderFound(): boolean {
   const dirs = [
     ...(process.env.LD_LIBRARY_PATH ?? '').split(':').filter(Boolean),
-    '/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/usr/lib64', '/lib', '/usr/lib', '/usr/local/lib',
+    '/lib/x86_64-linux-gnu',
+    '/usr/lib/x86_64-linux-gnu',
+    '/lib64',
+    '/usr/lib64',
+    '/lib',
+    '/usr/lib',
+    '/usr/local/lib',
   ];
   return dirs.some((d) => {
     try {
@@ -137,17 +144,23 @@ function vulkanLoaderFound(): boolean {
 
 /** The one-line DeviceError for a provider that onnxruntime failed to start (`message`: its error). */
 export function explainProviderFailure(kinds: readonly DeviceKind[], message: string): DeviceError | undefined {
-  const first = message.split('\n').map((l) => l.trim()).find((l) => l.length > 0) ?? message;
+  const first =
+    message
+      .split('\n')
+      .map((l) => l.trim())
+      .find((l) => l.length > 0) ?? message;
   if (kinds.includes('webgpu') && /adapter|dawn|vulkan|webgpu/i.test(message)) {
     const why = vulkanLoaderFound()
-      ? 'libvulkan.so.1 is there, but no Vulkan driver offers an adapter: install the GPU\'s Vulkan driver (or Mesa\'s lavapipe, mesa-vulkan-drivers 25 from Debian bookworm-backports; Mesa 22 is refused), or point VK_ICD_FILENAMES at its ICD file'
+      ? "libvulkan.so.1 is there, but no Vulkan driver offers an adapter: install the GPU's Vulkan driver (or Mesa's lavapipe, mesa-vulkan-drivers 25 from Debian bookworm-backports; Mesa 22 is refused), or point VK_ICD_FILENAMES at its ICD file"
       : 'libvulkan.so.1 was not found: install the Vulkan loader (Debian: libvulkan1) and a Vulkan driver';
     // onnxruntime's message starts with a source path and a C++ signature; Dawn's reason is at the end.
     const reason = /Failed to [^\n]*/.exec(message)?.[0].trim() ?? first.slice(-200);
     return new DeviceError(`webgpu: no GPU adapter — needs libvulkan.so.1 and a Vulkan driver (${why}; onnxruntime: ${reason})`);
   }
   if (kinds.includes('cuda') && /cuda|shared librar|providers_shared|cudnn|cublas/i.test(message)) {
-    return new DeviceError(`cuda: the CUDA provider did not start — needs CUDA 12, cuDNN 9 and an NVIDIA driver on the library path (onnxruntime: ${first.slice(0, 200)})`);
+    return new DeviceError(
+      `cuda: the CUDA provider did not start — needs CUDA 12, cuDNN 9 and an NVIDIA driver on the library path (onnxruntime: ${first.slice(0, 200)})`,
+    );
   }
   return undefined;
 }

@@ -15,7 +15,16 @@ function writeOutput(path: string, bytes: Uint8Array): void {
     // for ENOSPC or a missing folder, an InputError for a refused target such as a folder).
     if (err instanceof AlexnetStreamError) throw err;
     const e = err as NodeJS.ErrnoException;
-    const why = e.code === 'ENOENT' ? `no directory ${dirname(path)}` : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'it is a directory' : e.code === 'ENOSPC' ? 'disk full' : e.message;
+    const why =
+      e.code === 'ENOENT'
+        ? `no directory ${dirname(path)}`
+        : e.code === 'EACCES'
+          ? 'permission denied'
+          : e.code === 'EISDIR'
+            ? 'it is a directory'
+            : e.code === 'ENOSPC'
+              ? 'disk full'
+              : e.message;
     throw new OutputError(`${path}: cannot write (${why}); nothing was written`, { cause: e });
   }
 }

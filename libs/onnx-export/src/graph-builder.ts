@@ -155,10 +155,9 @@ export class GraphBuilder {
 
   /** Add a node; returns its output names. Empty-string inputs are ONNX's "omitted optional". */
   node(opType: string, inputs: string[], attrs: Record<string, AttrValue> = {}, options: NodeOptions = {}): string[] {
-    const outputs =
-      Array.isArray(options.outputs)
-        ? options.outputs.map((o) => (o === '' ? '' : this.claim(o)))
-        : Array.from({ length: options.outputs ?? 1 }, () => this.fresh(opType.toLowerCase()));
+    const outputs = Array.isArray(options.outputs)
+      ? options.outputs.map((o) => (o === '' ? '' : this.claim(o)))
+      : Array.from({ length: options.outputs ?? 1 }, () => this.fresh(opType.toLowerCase()));
     if (options.domain) this.domains.add(options.domain);
     this.nodes.push({
       opType,

@@ -51,17 +51,33 @@ function bvlcZooModel(w: NamedTensors, options: { lrnBeta?: number; fcTransB0?: 
   const conv = (i: number, k: number, s: number, p: number, group: number) => {
     const W = g.initializer(`conv${i}_w_0`, w[`conv${i}.weight`], shapes.get(`conv${i}.weight`)!);
     const B = g.initializer(`conv${i}_b_0`, w[`conv${i}.bias`], shapes.get(`conv${i}.bias`)!);
-    x = g.op('Conv', [x, W, B], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: ints([p, p, p, p]), group: int(group), dilations: ints([1, 1]) }, `conv${i}_1`);
+    x = g.op(
+      'Conv',
+      [x, W, B],
+      { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: ints([p, p, p, p]), group: int(group), dilations: ints([1, 1]) },
+      `conv${i}_1`,
+    );
     x = g.op('Relu', [x], {}, `conv${i}_2`);
   };
   const lrn = (i: number) => (x = g.op('LRN', [x], { size: int(5), alpha: float(1e-4), beta: float(options.lrnBeta ?? 0.75), bias: float(1) }, `norm${i}_1`));
   const pool = (i: number) => (x = g.op('MaxPool', [x], { kernel_shape: ints([3, 3]), strides: ints([2, 2]), pads: ints([0, 0, 1, 1]) }, `pool${i}_1`));
-  conv(1, 11, 4, 0, 1); lrn(1); pool(1);
-  conv(2, 5, 1, 2, 2); lrn(2); pool(2);
-  conv(3, 3, 1, 1, 1); conv(4, 3, 1, 1, 2); conv(5, 3, 1, 1, 2); pool(5);
+  conv(1, 11, 4, 0, 1);
+  lrn(1);
+  pool(1);
+  conv(2, 5, 1, 2, 2);
+  lrn(2);
+  pool(2);
+  conv(3, 3, 1, 1, 1);
+  conv(4, 3, 1, 1, 2);
+  conv(5, 3, 1, 1, 2);
+  pool(5);
   const shape = g.initializer('OC2_DUMMY_1', [1, 9216], [2]);
   x = g.op('Reshape', [x, shape], {}, 'OC2_DUMMY_0');
-  for (const [i, out, inF] of [[6, 4096, 9216], [7, 4096, 4096], [8, 1000, 4096]] as const) {
+  for (const [i, out, inF] of [
+    [6, 4096, 9216],
+    [7, 4096, 4096],
+    [8, 1000, 4096],
+  ] as const) {
     const transB = options.fcTransB0 ? 0 : 1;
     const data = transB ? w[`fc${i}.weight`] : transpose(w[`fc${i}.weight`], out, inF);
     const W = g.initializer(`fc${i}_w_0`, data, transB ? [out, inF] : [inF, out]);
@@ -88,13 +104,20 @@ function torchvisionModel(w: NamedTensors, numClasses: number): string {
   const shapes = new Map(parameterList(spec).map((p) => [p.name, p.shape]));
   const g = new GraphBuilder('main_graph');
   let x = g.input('input.1', 'float32', ['batch', 3, 224, 224]);
-  const convs = [[0, 1, 11, 4, 2], [3, 2, 5, 1, 2], [6, 3, 3, 1, 1], [8, 4, 3, 1, 1], [10, 5, 3, 1, 1]] as const;
+  const convs = [
+    [0, 1, 11, 4, 2],
+    [3, 2, 5, 1, 2],
+    [6, 3, 3, 1, 1],
+    [8, 4, 3, 1, 1],
+    [10, 5, 3, 1, 1],
+  ] as const;
   for (const [idx, i, k, s, p] of convs) {
     const W = g.initializer(`features.${idx}.weight`, w[`conv${i}.weight`], shapes.get(`conv${i}.weight`)!);
     const B = g.initializer(`features.${idx}.bias`, w[`conv${i}.bias`], shapes.get(`conv${i}.bias`)!);
     x = g.op('Conv', [x, W, B], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: ints([p, p, p, p]), group: int(1), dilations: ints([1, 1]) });
     x = g.op('Relu', [x]);
-    if (i === 1 || i === 2 || i === 5) x = g.op('MaxPool', [x], { kernel_shape: ints([3, 3]), strides: ints([2, 2]), pads: ints([0, 0, 0, 0]), ceil_mode: int(0) });
+    if (i === 1 || i === 2 || i === 5)
+      x = g.op('MaxPool', [x], { kernel_shape: ints([3, 3]), strides: ints([2, 2]), pads: ints([0, 0, 0, 0]), ceil_mode: int(0) });
   }
   x = g.op('AveragePool', [x], { kernel_shape: ints([1, 1]), strides: ints([1, 1]) });
   x = g.op('Flatten', [x], { axis: int(1) });
@@ -118,7 +141,12 @@ function torchvisionModel(w: NamedTensors, numClasses: number): string {
 function assertSameWeights(actual: NamedTensors, expected: NamedTensors): void {
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort());
   for (const name of Object.keys(expected)) {
-    assert.ok(Buffer.from(actual[name].buffer, actual[name].byteOffset, actual[name].byteLength).equals(Buffer.from(expected[name].buffer, expected[name].byteOffset, expected[name].byteLength)), `${name} differs`);
+    assert.ok(
+      Buffer.from(actual[name].buffer, actual[name].byteOffset, actual[name].byteLength).equals(
+        Buffer.from(expected[name].buffer, expected[name].byteOffset, expected[name].byteLength),
+      ),
+      `${name} differs`,
+    );
   }
 }
 
@@ -159,12 +187,20 @@ test('our own export round-trips: spec (from the metadata), class names and bit-
 
 test('another architecture is refused naming what differs', () => {
   const w = weightsFor(alexnetSpec('bvlc-alexnet'));
-  assert.throws(() => importOnnxWeights(bvlcZooModel(w, { lrnBeta: 0.5 })), (e: Error & { exitCode?: number }) =>
-    e.exitCode === 2 && /not an AlexNet of the presets.*layer 3 \(norm1_1\) is LRN size 5 alpha 0\.0001 beta 0\.5 bias 1, bvlc-alexnet has norm1: LRN size 5 alpha 0\.0001 beta 0\.75/.test(e.message));
+  assert.throws(
+    () => importOnnxWeights(bvlcZooModel(w, { lrnBeta: 0.5 })),
+    (e: Error & { exitCode?: number }) =>
+      e.exitCode === 2 &&
+      /not an AlexNet of the presets.*layer 3 \(norm1_1\) is LRN size 5 alpha 0\.0001 beta 0\.5 bias 1, bvlc-alexnet has norm1: LRN size 5 alpha 0\.0001 beta 0\.75/.test(
+        e.message,
+      ),
+  );
   // A small CNN: conv -> relu -> global pool -> fc.
   const g = new GraphBuilder('tiny');
   let x = g.input('x', 'float32', [1, 3, 32, 32]);
-  x = g.op('Conv', [x, g.initializer('w', new Float32Array(8 * 27), [8, 3, 3, 3]), g.initializer('b', new Float32Array(8), [8])], { kernel_shape: ints([3, 3]) });
+  x = g.op('Conv', [x, g.initializer('w', new Float32Array(8 * 27), [8, 3, 3, 3]), g.initializer('b', new Float32Array(8), [8])], {
+    kernel_shape: ints([3, 3]),
+  });
   x = g.op('GlobalAveragePool', [g.op('Relu', [x])]);
   g.output(x, 'float32', [1, 8, 1, 1]);
   const path = join(dir, 'tiny.onnx');
@@ -177,5 +213,8 @@ test('a truncated .onnx file is refused naming the file (exit code 2)', () => {
   const path = torchvisionModel(w, 10);
   const cut = join(dir, 'cut.onnx');
   writeFileSync(cut, readFileSync(path).subarray(0, 1_000_000));
-  assert.throws(() => importOnnxWeights(cut), (e: Error & { exitCode?: number }) => e.exitCode === 2 && /cut\.onnx: not a readable ONNX model/.test(e.message));
+  assert.throws(
+    () => importOnnxWeights(cut),
+    (e: Error & { exitCode?: number }) => e.exitCode === 2 && /cut\.onnx: not a readable ONNX model/.test(e.message),
+  );
 });

@@ -69,7 +69,8 @@ const SHAPE_OPS = new Set(['Shape', 'Gather', 'Unsqueeze', 'Concat', 'Constant',
 
 function square(values: number[] | undefined, what: string, node: onnx.INodeProto, name: string): number {
   if (!values || values.length === 0) return NaN;
-  if (values.some((v) => v !== values[0])) throw new ImportError(`${name}: ${nodeLabel(node)} has a non-square ${what} [${values.join(', ')}]; AlexNet's are square`);
+  if (values.some((v) => v !== values[0]))
+    throw new ImportError(`${name}: ${nodeLabel(node)} has a non-square ${what} [${values.join(', ')}]; AlexNet's are square`);
   return values[0];
 }
 
@@ -108,14 +109,17 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
     const next = (consumers.get(x) ?? []).filter((n) => !SHAPE_OPS.has(n.opType ?? '') && n.input?.[0] === x);
     if (next.length === 0) break;
     if (next.length > 1) {
-      throw new ImportError(`${name}: the value ${JSON.stringify(x)} feeds ${next.length} nodes (${next.map(nodeLabel).join(', ')}); an AlexNet is a single chain`);
+      throw new ImportError(
+        `${name}: the value ${JSON.stringify(x)} feeds ${next.length} nodes (${next.map(nodeLabel).join(', ')}); an AlexNet is a single chain`,
+      );
     }
     const node = next[0];
     const label = node.output?.[0] || node.name || '?';
     switch (node.opType) {
       case 'Conv': {
         const autoPad = attr(node, 'auto_pad');
-        if (autoPad?.s && Buffer.from(autoPad.s).toString() !== 'NOTSET') throw new ImportError(`${name}: ${nodeLabel(node)} uses auto_pad; only explicit pads are supported`);
+        if (autoPad?.s && Buffer.from(autoPad.s).toString() !== 'NOTSET')
+          throw new ImportError(`${name}: ${nodeLabel(node)} uses auto_pad; only explicit pads are supported`);
         const weight = tensor(node.input?.[1], 'weight', node);
         if (!node.input?.[2]) throw new ImportError(`${name}: ${nodeLabel(node)} has no bias; AlexNet's convolutions have biases`);
         const bias = tensor(node.input[2], 'bias', node);
@@ -139,12 +143,20 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
         const begin = square(pads.slice(0, pads.length / 2), 'padding', node, name);
         const end = pads.slice(pads.length / 2);
         const ceilLike = attrInt(node, 'ceil_mode', 0) === 1 || end.some((e) => e !== begin);
-        if (end.some((e) => e < begin || e > begin + stride - 1)) throw new ImportError(`${name}: ${nodeLabel(node)} has padding [${pads.join(', ')}] that no AlexNet pooling has`);
+        if (end.some((e) => e < begin || e > begin + stride - 1))
+          throw new ImportError(`${name}: ${nodeLabel(node)} has padding [${pads.join(', ')}] that no AlexNet pooling has`);
         found.push({ kind: 'maxpool', node: label, kernel, stride, pad: begin, ceilLike });
         break;
       }
       case 'LRN':
-        found.push({ kind: 'lrn', node: label, size: attrInt(node, 'size', NaN), alpha: attrFloat(node, 'alpha', 1e-4), beta: attrFloat(node, 'beta', 0.75), bias: attrFloat(node, 'bias', 1) });
+        found.push({
+          kind: 'lrn',
+          node: label,
+          size: attrInt(node, 'size', NaN),
+          alpha: attrFloat(node, 'alpha', 1e-4),
+          beta: attrFloat(node, 'beta', 0.75),
+          bias: attrFloat(node, 'bias', 1),
+        });
         break;
       case 'Flatten':
         if (attrInt(node, 'axis', 1) !== 1) throw new ImportError(`${name}: ${nodeLabel(node)} flattens from axis ${attrInt(node, 'axis', 1)}, expected 1`);
@@ -159,7 +171,8 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
         // torchvision's AdaptiveAvgPool2d((6, 6)) on a 6x6 map exports as a 1x1/1 AveragePool.
         const k = attrInts(node, 'kernel_shape') ?? [];
         const s = attrInts(node, 'strides') ?? [1, 1];
-        if (k.some((v) => v !== 1) || s.some((v) => v !== 1)) throw new ImportError(`${name}: ${nodeLabel(node)} is an average pooling [${k.join('x')}]; AlexNet has none`);
+        if (k.some((v) => v !== 1) || s.some((v) => v !== 1))
+          throw new ImportError(`${name}: ${nodeLabel(node)} is an average pooling [${k.join('x')}]; AlexNet has none`);
         break;
       }
       case 'Gemm': {
@@ -191,7 +204,9 @@ function walk(model: onnx.ModelProto, name: string): Found[] {
       case 'LogSoftmax':
         return found; // the head: logits end here
       default:
-        throw new ImportError(`${name}: ${nodeLabel(node)} after ${found.length} recognised layers is not an AlexNet layer (Conv, Relu, LRN, MaxPool, Flatten/Reshape, Gemm/MatMul, Dropout)`);
+        throw new ImportError(
+          `${name}: ${nodeLabel(node)} after ${found.length} recognised layers is not an AlexNet layer (Conv, Relu, LRN, MaxPool, Flatten/Reshape, Gemm/MatMul, Dropout)`,
+        );
     }
     x = node.output![0];
   }
@@ -211,11 +226,16 @@ const close = (a: number, b: number): boolean => Math.abs(a - b) <= 1e-6 * Math.
 
 function describe(l: LayerSpec | Found): string {
   switch (l.kind) {
-    case 'conv': return `Conv ${l.outChannels} ${l.kernel}x${l.kernel}/${l.stride} pad ${l.pad} group ${l.group}`;
-    case 'maxpool': return `MaxPool ${l.kernel}x${l.kernel}/${l.stride} pad ${l.pad}`;
-    case 'lrn': return `LRN size ${l.size} alpha ${num(l.alpha)} beta ${num(l.beta)} bias ${num(l.bias)}`;
-    case 'fc': return `fc ${l.outFeatures}`;
-    default: return l.kind;
+    case 'conv':
+      return `Conv ${l.outChannels} ${l.kernel}x${l.kernel}/${l.stride} pad ${l.pad} group ${l.group}`;
+    case 'maxpool':
+      return `MaxPool ${l.kernel}x${l.kernel}/${l.stride} pad ${l.pad}`;
+    case 'lrn':
+      return `LRN size ${l.size} alpha ${num(l.alpha)} beta ${num(l.beta)} bias ${num(l.bias)}`;
+    case 'fc':
+      return `fc ${l.outFeatures}`;
+    default:
+      return l.kind;
   }
 }
 
@@ -232,9 +252,15 @@ function difference(found: Found[], spec: ModelSpec): { score: number; message: 
     // Closeness: layers matched, plus one when the differing layer is at least of the same kind.
     if (f.kind !== l.kind) return { score: 2 * i, message: mismatch };
     const sameKind = { score: 2 * i + 1, message: mismatch };
-    if (f.kind === 'conv' && l.kind === 'conv' && (f.outChannels !== l.outChannels || f.kernel !== l.kernel || f.stride !== l.stride || f.pad !== l.pad || f.group !== l.group)) return sameKind;
+    if (
+      f.kind === 'conv' &&
+      l.kind === 'conv' &&
+      (f.outChannels !== l.outChannels || f.kernel !== l.kernel || f.stride !== l.stride || f.pad !== l.pad || f.group !== l.group)
+    )
+      return sameKind;
     if (f.kind === 'maxpool' && l.kind === 'maxpool' && (f.kernel !== l.kernel || f.stride !== l.stride || f.pad !== l.pad)) return sameKind;
-    if (f.kind === 'lrn' && l.kind === 'lrn' && !(f.size === l.size && close(f.alpha, l.alpha) && close(f.beta, l.beta) && close(f.bias, l.bias))) return sameKind;
+    if (f.kind === 'lrn' && l.kind === 'lrn' && !(f.size === l.size && close(f.alpha, l.alpha) && close(f.beta, l.beta) && close(f.bias, l.bias)))
+      return sameKind;
     if (f.kind === 'fc' && l.kind === 'fc' && f.outFeatures !== l.outFeatures) return sameKind;
   }
   return undefined;
@@ -287,15 +313,20 @@ function takeWeights(found: Found[], spec: ModelSpec, name: string, metadata: Re
   const params = parameterList(spec);
   const owners = found.filter((f): f is Extract<Found, { kind: 'conv' | 'fc' }> => f.kind === 'conv' || f.kind === 'fc');
   const notes: string[] = [];
-  if (found.some((f) => f.kind === 'maxpool' && f.ceilLike)) notes.push('pooling in ceil mode (Caffe): the same as floor mode at AlexNet\'s sizes');
+  if (found.some((f) => f.kind === 'maxpool' && f.ceilLike)) notes.push("pooling in ceil mode (Caffe): the same as floor mode at AlexNet's sizes");
   const paramLayers = spec.layers.filter((l) => l.kind === 'conv' || l.kind === 'fc');
   owners.forEach((f, i) => {
-    for (const [role, t] of [['weight', f.weight], ['bias', f.bias]] as const) {
+    for (const [role, t] of [
+      ['weight', f.weight],
+      ['bias', f.bias],
+    ] as const) {
       const p = params.find((q) => q.name === `${paramLayers[i].name}.${role}`)!;
       const count = p.shape.reduce((a, b) => a * b, 1);
       const dimsOk = t.dims.length === p.shape.length && t.dims.every((d, j) => d === p.shape[j]);
       if (!dimsOk || t.data.length !== count) {
-        throw new ImportError(`${name}: the ${role} of node ${f.node} has shape [${t.dims.join(', ')}], ${spec.preset}'s ${p.name} needs [${p.shape.join(', ')}]`);
+        throw new ImportError(
+          `${name}: the ${role} of node ${f.node} has shape [${t.dims.join(', ')}], ${spec.preset}'s ${p.name} needs [${p.shape.join(', ')}]`,
+        );
       }
       weights[p.name] = t.data;
     }

@@ -63,7 +63,8 @@ export function sessionOptions(options: InferenceOptions = {}): Ort.InferenceSes
   return {
     graphOptimizationLevel: options.graphOptimizationLevel ?? 'all',
     intraOpNumThreads:
-      checkOptional.integer('intraOpNumThreads', options.intraOpNumThreads, { min: 1, max: 1024 }) ?? Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
+      checkOptional.integer('intraOpNumThreads', options.intraOpNumThreads, { min: 1, max: 1024 }) ??
+      Math.max(1, os.availableParallelism?.() ?? os.cpus().length),
     interOpNumThreads: 1,
     executionMode: options.executionMode ?? 'sequential',
     ...(options.allowSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } } } : {}),
@@ -131,7 +132,9 @@ export function modelInfo(model: ModelProto, name: string): ModelInfo {
   const metadata = modelMetadata(model);
   const specValue = metaJson(metadata, META.spec, name);
   if (specValue === undefined) {
-    throw new OnnxFormatError(`${name}: no alexnet-stream model spec in the metadata (export it with \`alexnet-stream export\`, or import it with \`alexnet-stream import --from onnx\` first)`);
+    throw new OnnxFormatError(
+      `${name}: no alexnet-stream model spec in the metadata (export it with \`alexnet-stream export\`, or import it with \`alexnet-stream import --from onnx\` first)`,
+    );
   }
   const problem = specProblem(specValue);
   if (problem) throw new OnnxFormatError(`${name}: metadata ${META.spec}: ${problem}`);
@@ -143,12 +146,15 @@ export function modelInfo(model: ModelProto, name: string): ModelInfo {
   const classNames = metaJson(metadata, META.classNames, name);
   if (classNames !== undefined) {
     if (!Array.isArray(classNames) || !classNames.every((c) => typeof c === 'string')) bad(META.classNames, 'not a list of strings');
-    if ((classNames as string[]).length !== spec.numClasses) bad(META.classNames, `${(classNames as string[]).length} names for a model of ${spec.numClasses} classes`);
+    if ((classNames as string[]).length !== spec.numClasses)
+      bad(META.classNames, `${(classNames as string[]).length} names for a model of ${spec.numClasses} classes`);
   }
   const meanChannels = metaJson(metadata, META.meanChannels, name);
   if (meanChannels !== undefined) {
-    if (!Array.isArray(meanChannels) || !meanChannels.every((m) => typeof m === 'number' && Number.isFinite(m))) bad(META.meanChannels, 'not a list of finite numbers');
-    if ((meanChannels as number[]).length !== spec.inputChannels) bad(META.meanChannels, `${(meanChannels as number[]).length} means for a model of ${spec.inputChannels} input channels`);
+    if (!Array.isArray(meanChannels) || !meanChannels.every((m) => typeof m === 'number' && Number.isFinite(m)))
+      bad(META.meanChannels, 'not a list of finite numbers');
+    if ((meanChannels as number[]).length !== spec.inputChannels)
+      bad(META.meanChannels, `${(meanChannels as number[]).length} means for a model of ${spec.inputChannels} input channels`);
   }
   const inputKind = getOwn(metadata, META.input) ?? 'data';
   if (inputKind !== 'data' && inputKind !== 'image') bad(META.input, `${JSON.stringify(inputKind)}, expected "data" or "image"`);
@@ -164,7 +170,8 @@ export function modelInfo(model: ModelProto, name: string): ModelInfo {
     imageSize = 256;
   }
   const inputSizeText = getOwn(metadata, META.inputSize);
-  if (inputSizeText !== undefined && inputSizeText !== String(spec.inputSize)) bad(META.inputSize, `${JSON.stringify(inputSizeText)}, but the spec's input size is ${spec.inputSize}`);
+  if (inputSizeText !== undefined && inputSizeText !== String(spec.inputSize))
+    bad(META.inputSize, `${JSON.stringify(inputSizeText)}, but the spec's input size is ${spec.inputSize}`);
   const info = {
     spec,
     ...(classNames !== undefined ? { classNames: classNames as string[] } : {}),
@@ -182,7 +189,11 @@ export class InferenceModel {
   private readonly inputDims: number[];
   private readonly elemsPerImage: number;
 
-  private constructor(readonly session: Ort.InferenceSession, readonly info: ModelInfo, readonly name: string) {
+  private constructor(
+    readonly session: Ort.InferenceSession,
+    readonly info: ModelInfo,
+    readonly name: string,
+  ) {
     const { spec } = info;
     if (info.input === 'image') {
       const s = info.imageSize!;

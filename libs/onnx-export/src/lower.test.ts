@@ -28,7 +28,11 @@ function randomWeights(spec: ModelSpec, seed: number): NamedTensors {
   const w: NamedTensors = {};
   parameterList(spec).forEach((p, i) => {
     const fanIn = p.shape.slice(1).reduce((a, b) => a * b, 1);
-    w[p.name] = randoms(p.shape.reduce((a, b) => a * b, 1), seed + i, p.role === 'bias' ? 0.1 : 1 / Math.sqrt(fanIn));
+    w[p.name] = randoms(
+      p.shape.reduce((a, b) => a * b, 1),
+      seed + i,
+      p.role === 'bias' ? 0.1 : 1 / Math.sqrt(fanIn),
+    );
   });
   return w;
 }
@@ -48,46 +52,64 @@ function naiveForward(spec: ModelSpec, w: NamedTensors, input: Float32Array, n: 
     const y = new Float64Array(n * outPer);
     if (layer.kind === 'conv') {
       const [oc, oh, ow] = output;
-      const W = w[`${layer.name}.weight`], B = w[`${layer.name}.bias`];
-      const icg = c / layer.group, ocg = oc / layer.group, k = layer.kernel;
-      for (let b = 0; b < n; b++) for (let o = 0; o < oc; o++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
-        let s = B[o];
-        const g = Math.floor(o / ocg);
-        for (let ci = 0; ci < icg; ci++) for (let u = 0; u < k; u++) for (let v = 0; v < k; v++) {
-          const yy = i * layer.stride - layer.pad + u, xx = j * layer.stride - layer.pad + v;
-          if (yy < 0 || yy >= h || xx < 0 || xx >= wd) continue;
-          s += W[((o * icg + ci) * k + u) * k + v] * x[b * per + ((g * icg + ci) * h + yy) * wd + xx];
-        }
-        y[b * outPer + (o * oh + i) * ow + j] = s;
-      }
+      const W = w[`${layer.name}.weight`],
+        B = w[`${layer.name}.bias`];
+      const icg = c / layer.group,
+        ocg = oc / layer.group,
+        k = layer.kernel;
+      for (let b = 0; b < n; b++)
+        for (let o = 0; o < oc; o++)
+          for (let i = 0; i < oh; i++)
+            for (let j = 0; j < ow; j++) {
+              let s = B[o];
+              const g = Math.floor(o / ocg);
+              for (let ci = 0; ci < icg; ci++)
+                for (let u = 0; u < k; u++)
+                  for (let v = 0; v < k; v++) {
+                    const yy = i * layer.stride - layer.pad + u,
+                      xx = j * layer.stride - layer.pad + v;
+                    if (yy < 0 || yy >= h || xx < 0 || xx >= wd) continue;
+                    s += W[((o * icg + ci) * k + u) * k + v] * x[b * per + ((g * icg + ci) * h + yy) * wd + xx];
+                  }
+              y[b * outPer + (o * oh + i) * ow + j] = s;
+            }
     } else if (layer.kind === 'relu') {
       for (let i = 0; i < x.length; i++) y[i] = Math.max(0, x[i]);
     } else if (layer.kind === 'maxpool') {
       const [, oh, ow] = output;
-      for (let b = 0; b < n; b++) for (let ch = 0; ch < c; ch++) for (let i = 0; i < oh; i++) for (let j = 0; j < ow; j++) {
-        let m = -Infinity;
-        for (let u = 0; u < layer.kernel; u++) for (let v = 0; v < layer.kernel; v++) {
-          const yy = i * layer.stride - layer.pad + u, xx = j * layer.stride - layer.pad + v;
-          if (yy >= 0 && yy < h && xx >= 0 && xx < wd) m = Math.max(m, x[b * per + (ch * h + yy) * wd + xx]);
-        }
-        y[b * outPer + (ch * oh + i) * ow + j] = m;
-      }
+      for (let b = 0; b < n; b++)
+        for (let ch = 0; ch < c; ch++)
+          for (let i = 0; i < oh; i++)
+            for (let j = 0; j < ow; j++) {
+              let m = -Infinity;
+              for (let u = 0; u < layer.kernel; u++)
+                for (let v = 0; v < layer.kernel; v++) {
+                  const yy = i * layer.stride - layer.pad + u,
+                    xx = j * layer.stride - layer.pad + v;
+                  if (yy >= 0 && yy < h && xx >= 0 && xx < wd) m = Math.max(m, x[b * per + (ch * h + yy) * wd + xx]);
+                }
+              y[b * outPer + (ch * oh + i) * ow + j] = m;
+            }
     } else if (layer.kind === 'lrn') {
       const half = Math.floor((layer.size - 1) / 2);
       const plane = h * wd;
-      for (let b = 0; b < n; b++) for (let ch = 0; ch < c; ch++) for (let p = 0; p < plane; p++) {
-        let sq = 0;
-        for (let d = Math.max(0, ch - half); d <= Math.min(c - 1, ch + Math.ceil((layer.size - 1) / 2)); d++) sq += x[b * per + d * plane + p] ** 2;
-        y[b * per + ch * plane + p] = x[b * per + ch * plane + p] / (layer.bias + (layer.alpha / layer.size) * sq) ** layer.beta;
-      }
+      for (let b = 0; b < n; b++)
+        for (let ch = 0; ch < c; ch++)
+          for (let p = 0; p < plane; p++) {
+            let sq = 0;
+            for (let d = Math.max(0, ch - half); d <= Math.min(c - 1, ch + Math.ceil((layer.size - 1) / 2)); d++) sq += x[b * per + d * plane + p] ** 2;
+            y[b * per + ch * plane + p] = x[b * per + ch * plane + p] / (layer.bias + (layer.alpha / layer.size) * sq) ** layer.beta;
+          }
     } else if (layer.kind === 'fc') {
-      const W = w[`${layer.name}.weight`], B = w[`${layer.name}.bias`];
+      const W = w[`${layer.name}.weight`],
+        B = w[`${layer.name}.bias`];
       const inF = per;
-      for (let b = 0; b < n; b++) for (let o = 0; o < layer.outFeatures; o++) {
-        let s = B[o];
-        for (let i = 0; i < inF; i++) s += W[o * inF + i] * x[b * inF + i];
-        y[b * outPer + o] = s;
-      }
+      for (let b = 0; b < n; b++)
+        for (let o = 0; o < layer.outFeatures; o++) {
+          let s = B[o];
+          for (let i = 0; i < inF; i++) s += W[o * inF + i] * x[b * inF + i];
+          y[b * outPer + o] = s;
+        }
     } else {
       y.set(x); // flatten (NCHW is already channel-major), dropout (identity at inference)
     }
@@ -118,7 +140,8 @@ for (const preset of PRESETS) {
     // expected; 1e-4 leaves room for onnxruntime's reordered (blocked/Winograd) sums.
     assert.ok(maxRelError(logits, expected) < 1e-4, `max rel error ${maxRelError(logits, expected)}`);
     for (let b = 0; b < n; b++) {
-      let max = -Infinity, sum = 0;
+      let max = -Infinity,
+        sum = 0;
       for (let k = 0; k < spec.numClasses; k++) max = Math.max(max, expected[b * spec.numClasses + k]);
       for (let k = 0; k < spec.numClasses; k++) sum += Math.exp(expected[b * spec.numClasses + k] - max);
       for (let k = 0; k < spec.numClasses; k++) {
@@ -138,7 +161,10 @@ test('the graph has the parameters as named initializers, a dynamic batch and ou
   for (const p of parameterList(spec)) assert.ok(names.includes(p.name), p.name);
   assert.equal(model.graph!.input![0].name, 'data');
   assert.equal(model.graph!.input![0].type!.tensorType!.shape!.dim![0].dimParam, 'N');
-  assert.deepEqual(model.graph!.output!.map((o) => o.name), ['logits', 'prob']);
+  assert.deepEqual(
+    model.graph!.output!.map((o) => o.name),
+    ['logits', 'prob'],
+  );
   assert.ok(!model.graph!.node!.some((node) => node.opType === 'Dropout'));
   const meta = modelMetadata(model);
   assert.deepEqual(JSON.parse(meta[META.spec]), spec);
@@ -164,15 +190,20 @@ test('with preprocessing: uint8 NHWC image -> cast, transpose, mean, center crop
   const spec = alexnetSpec('theano-alexnet', { numClasses: 5, inputSize: 67 });
   spec.layers = reducedSpec('theano-alexnet', 5).layers;
   const weights = randomWeights(spec, 3);
-  const S0 = 80, n = 2, c = 3;
+  const S0 = 80,
+    n = 2,
+    c = 3;
   const mean = randoms(c * S0 * S0, 9, 60).map((v) => v + 120);
   const image = new Uint8Array(n * S0 * S0 * c).map((_, i) => (i * 7919) % 256);
   // Reference preprocessing by hand: (pixel - mean) at the center crop, NCHW.
   const off = (S0 - 67) >> 1;
   const data = new Float32Array(n * c * 67 * 67);
-  for (let b = 0; b < n; b++) for (let ch = 0; ch < c; ch++) for (let y = 0; y < 67; y++) for (let x = 0; x < 67; x++) {
-    data[((b * c + ch) * 67 + y) * 67 + x] = image[((b * S0 + y + off) * S0 + x + off) * c + ch] - mean[(ch * S0 + y + off) * S0 + x + off];
-  }
+  for (let b = 0; b < n; b++)
+    for (let ch = 0; ch < c; ch++)
+      for (let y = 0; y < 67; y++)
+        for (let x = 0; x < 67; x++) {
+          data[((b * c + ch) * 67 + y) * 67 + x] = image[((b * S0 + y + off) * S0 + x + off) * c + ch] - mean[(ch * S0 + y + off) * S0 + x + off];
+        }
   const plain = await InferenceModel.fromModel(lowerInference(spec, weights), 'plain');
   const pre = await InferenceModel.fromModel(lowerWithPreprocessing(spec, weights, { meanImage: mean, imageSize: S0 }), 'pre');
   assert.equal(pre.info.input, 'image');
@@ -213,7 +244,13 @@ test('writeOnnx is atomic and readOnnx names a truncated or missing file', () =>
   assert.equal(readFileSync(path).length, bytes);
   assert.equal(readOnnx(path).graph!.name, 'alexnet_torchvision_alexnet');
   writeFileSync(join(dir, 'cut.onnx'), readFileSync(path).subarray(0, bytes >> 1));
-  assert.throws(() => readOnnx(join(dir, 'cut.onnx')), (e: Error & { exitCode?: number }) => /cut\.onnx: not a readable ONNX model/.test(e.message) && e.exitCode === 2);
+  assert.throws(
+    () => readOnnx(join(dir, 'cut.onnx')),
+    (e: Error & { exitCode?: number }) => /cut\.onnx: not a readable ONNX model/.test(e.message) && e.exitCode === 2,
+  );
   assert.throws(() => readOnnx(join(dir, 'nope.onnx')), /nope\.onnx: cannot read the ONNX model \(no such file\)/);
-  assert.throws(() => writeOnnx(join(dir, 'no-dir', 'm.onnx'), lowerInference(spec, randomWeights(spec, 1))), (e: Error & { exitCode?: number }) => e.exitCode === 2 && /no-dir\/m\.onnx: cannot write: its folder does not exist \(ENOENT\)/.test(e.message));
+  assert.throws(
+    () => writeOnnx(join(dir, 'no-dir', 'm.onnx'), lowerInference(spec, randomWeights(spec, 1))),
+    (e: Error & { exitCode?: number }) => e.exitCode === 2 && /no-dir\/m\.onnx: cannot write: its folder does not exist \(ENOENT\)/.test(e.message),
+  );
 });

@@ -71,7 +71,9 @@ export interface PreprocessingOptions extends LowerOptions {
 
 /** sha256 of the canonical spec JSON and the class names: identifies a model configuration. */
 export function configHash(spec: ModelSpec, classNames?: string[]): string {
-  return createHash('sha256').update(canonicalJson({ spec, classNames: classNames ?? null })).digest('hex');
+  return createHash('sha256')
+    .update(canonicalJson({ spec, classNames: classNames ?? null }))
+    .digest('hex');
 }
 
 /**
@@ -102,12 +104,17 @@ export function emitNetwork(g: GraphBuilder, spec: ModelSpec, weights: NamedTens
     switch (layer.kind) {
       case 'conv': {
         const { kernel: k, stride: s, pad: p } = layer;
-        x = g.op('Conv', [x, param(`${layer.name}.weight`), param(`${layer.name}.bias`)], {
-          kernel_shape: ints([k, k]),
-          strides: ints([s, s]),
-          pads: ints([p, p, p, p]),
-          group: int(layer.group),
-        }, layer.name);
+        x = g.op(
+          'Conv',
+          [x, param(`${layer.name}.weight`), param(`${layer.name}.bias`)],
+          {
+            kernel_shape: ints([k, k]),
+            strides: ints([s, s]),
+            pads: ints([p, p, p, p]),
+            group: int(layer.group),
+          },
+          layer.name,
+        );
         break;
       }
       case 'relu':
@@ -199,7 +206,12 @@ export function lowerWithPreprocessing(spec: ModelSpec, weights: NamedTensors, o
   const mean = g.initializer('mean_image', meanImage, [1, c, imageSize, imageSize]);
   const centered = g.op('Sub', [nchw, mean], {}, 'image_centered');
   const offset = (imageSize - spec.inputSize) >> 1;
-  const data = g.op('Slice', [centered, g.int64s([offset, offset]), g.int64s([offset + spec.inputSize, offset + spec.inputSize]), g.int64s([2, 3])], {}, 'data');
+  const data = g.op(
+    'Slice',
+    [centered, g.int64s([offset, offset]), g.int64s([offset + spec.inputSize, offset + spec.inputSize]), g.int64s([2, 3])],
+    {},
+    'data',
+  );
   const meta = metadataFor(spec, { ...options, meanChannels: options.meanChannels ?? channelMeans(meanImage, c) }, 'image', imageSize);
   return finish(g, spec, emitNetwork(g, spec, weights, data), meta, options.opset);
 }

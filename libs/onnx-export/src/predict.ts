@@ -134,7 +134,12 @@ function inputPlan(model: InferenceModel, options: PredictOptions): { imageSize:
   }
   if (options.mean) {
     const m = options.mean;
-    check.that('mean', m.channels === 3 && m.height === m.width && m.height >= spec.inputSize, `a mean image of 3xSxS with S >= ${spec.inputSize}`, `${m.channels}x${m.height}x${m.width}`);
+    check.that(
+      'mean',
+      m.channels === 3 && m.height === m.width && m.height >= spec.inputSize,
+      `a mean image of 3xSxS with S >= ${spec.inputSize}`,
+      `${m.channels}x${m.height}x${m.width}`,
+    );
     return { imageSize: m.height, mean: m };
   }
   if (model.info.meanChannels) {
@@ -149,7 +154,8 @@ function allocate<T>(make: () => T, what: string): T {
   try {
     return make();
   } catch (err) {
-    if (err instanceof RangeError) throw new UsageError((name) => `cannot allocate the buffers for ${what} (${err.message}): lower ${name('batchSize')}`, { cause: err });
+    if (err instanceof RangeError)
+      throw new UsageError((name) => `cannot allocate the buffers for ${what} (${err.message}): lower ${name('batchSize')}`, { cause: err });
     throw err;
   }
 }
@@ -160,7 +166,11 @@ export async function runPredict(images: string[], options: PredictOptions): Pro
   const write = options.write ?? ((t: string) => process.stdout.write(t));
   await checkFiles(images);
 
-  const model = await InferenceModel.load(options.model, { intraOpNumThreads: options.threads, allowSpinning: options.allowSpinning ?? false, devices: options.devices });
+  const model = await InferenceModel.load(options.model, {
+    intraOpNumThreads: options.threads,
+    allowSpinning: options.allowSpinning ?? false,
+    devices: options.devices,
+  });
   let predicted = 0;
   let skipped = 0;
   let unanswered = 0;
@@ -174,7 +184,12 @@ export async function runPredict(images: string[], options: PredictOptions): Pro
     const { spec, input } = model.info;
     const classNames = options.classNames ?? model.info.classNames;
     if (options.classNames) {
-      check.that('classNames', options.classNames.length === spec.numClasses, `a list of the model's ${spec.numClasses} class names`, `${options.classNames.length} names`);
+      check.that(
+        'classNames',
+        options.classNames.length === spec.numClasses,
+        `a list of the model's ${spec.numClasses} class names`,
+        `${options.classNames.length} names`,
+      );
     }
     const { imageSize, mean } = inputPlan(model, options);
     const k = Math.min(topk, spec.numClasses);
@@ -183,7 +198,8 @@ export async function runPredict(images: string[], options: PredictOptions): Pro
     const imageLength = c * imageSize * imageSize;
     const cropLength = c * crop * crop;
     // Buffers reused by every batch.
-    const pixels = input === 'image' ? allocate(() => new Uint8Array(batchSize * imageLength), `batchSize ${batchSize} of ${imageSize}x${imageSize} images`) : undefined;
+    const pixels =
+      input === 'image' ? allocate(() => new Uint8Array(batchSize * imageLength), `batchSize ${batchSize} of ${imageSize}x${imageSize} images`) : undefined;
     const data = input === 'data' ? allocate(() => new Float32Array(batchSize * cropLength), `batchSize ${batchSize} of ${crop}x${crop} crops`) : undefined;
 
     let started = 0;
@@ -246,7 +262,14 @@ function answeredRows(paths: string[], prob: Float32Array, numClasses: number, o
 }
 
 /** One line per image (row `i` of `prob`): `path: label 93.12%, …`, or a JSON line. */
-function resultLines(rows: { path: string; i: number }[], prob: Float32Array, numClasses: number, k: number, classNames: string[] | undefined, json = false): string {
+function resultLines(
+  rows: { path: string; i: number }[],
+  prob: Float32Array,
+  numClasses: number,
+  k: number,
+  classNames: string[] | undefined,
+  json = false,
+): string {
   let text = '';
   rows.forEach(({ path, i }) => {
     const top = topK(prob, i, numClasses, k);

@@ -50,7 +50,10 @@ export function decodeModel(bytes: Uint8Array, name = 'model'): onnx.ModelProto 
     );
   }
   const nonFinite = nonFiniteInitializer(model.graph);
-  if (nonFinite) throw new OnnxFormatError(`${name}: initializer ${JSON.stringify(nonFinite.name)} holds ${nonFinite.value} at index ${nonFinite.index}: the model's weights are damaged (a model holds finite numbers only)`);
+  if (nonFinite)
+    throw new OnnxFormatError(
+      `${name}: initializer ${JSON.stringify(nonFinite.name)} holds ${nonFinite.value} at index ${nonFinite.index}: the model's weights are damaged (a model holds finite numbers only)`,
+    );
   return model;
 }
 
@@ -70,7 +73,7 @@ function nonFiniteInitializer(graph: onnx.IGraphProto): { name: string; index: n
         const bytes = raw.byteOffset % width === 0 ? raw : new Uint8Array(raw.subarray(0, count * width));
         values = width === 4 ? new Float32Array(bytes.buffer, bytes.byteOffset, count) : new Float64Array(bytes.buffer, bytes.byteOffset, count);
       } else {
-        values = t.dataType === TensorType.FLOAT ? t.floatData ?? [] : t.doubleData ?? [];
+        values = t.dataType === TensorType.FLOAT ? (t.floatData ?? []) : (t.doubleData ?? []);
       }
     }
     if (!values) continue;

@@ -9,7 +9,9 @@ import type { InferencePool, RunResult, WorkerSlot } from './inference-pool';
 import type { ModelDescription } from './model-description';
 
 const description = {
-  name: 'm', input: { name: 'data', datatype: 'FP32', shape: [-1, 2] }, inputLength: 2,
+  name: 'm',
+  input: { name: 'data', datatype: 'FP32', shape: [-1, 2] },
+  inputLength: 2,
 } as unknown as ModelDescription;
 
 /** A pool of `size` fake workers; each run answers out[i] = [sum of row i, 10 * rowIndexInBatch] when `finish` is called. */
@@ -29,11 +31,16 @@ class FakePool {
     const rows = Array.from({ length: n }, (_, i) => [x[2 * i], x[2 * i + 1]]);
     return new Promise((resolve) => {
       this.runs.push({
-        slot: slot.index, n, rows,
+        slot: slot.index,
+        n,
+        rows,
         finish: () => {
           slot.busy = false;
           const out = new Float32Array(2 * n);
-          rows.forEach((r, i) => { out[2 * i] = r[0] + r[1]; out[2 * i + 1] = 10 * i; });
+          rows.forEach((r, i) => {
+            out[2 * i] = r[0] + r[1];
+            out[2 * i + 1] = 10 * i;
+          });
           resolve({ outputs: new Map([['y', out]]), input, ms: 1 });
           queueMicrotask(() => this.onIdle());
         },
@@ -45,9 +52,15 @@ class FakePool {
 function item(values: number[], deadlineMs = 60_000): { item: BatchItem; result: Promise<ItemResult> } {
   let resolve!: (r: ItemResult) => void;
   let reject!: (e: Error) => void;
-  const result = new Promise<ItemResult>((a, b) => { resolve = a; reject = b; });
+  const result = new Promise<ItemResult>((a, b) => {
+    resolve = a;
+    reject = b;
+  });
   const data = new Float32Array(values);
-  return { item: { n: values.length / 2, data: new Uint8Array(data.buffer), outputs: ['y'], deadline: performance.now() + deadlineMs, resolve, reject }, result };
+  return {
+    item: { n: values.length / 2, data: new Uint8Array(data.buffer), outputs: ['y'], deadline: performance.now() + deadlineMs, resolve, reject },
+    result,
+  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -71,7 +84,11 @@ test('requests wait for the queue delay, then run as one batch; each gets its ow
   assert.equal(pool.runs.length, 0, 'waits for company');
   await sleep(60);
   assert.equal(pool.runs.length, 1);
-  assert.deepEqual(pool.runs[0].rows, [[1, 2], [3, 4], [5, 6]]);
+  assert.deepEqual(pool.runs[0].rows, [
+    [1, 2],
+    [3, 4],
+    [5, 6],
+  ]);
   pool.runs[0].finish();
   const [ra, rb] = await Promise.all([a.result, b.result]);
   assert.deepEqual(Array.from(ra.outputs.get('y')!), [3, 0]);
@@ -106,7 +123,13 @@ test('with several idle workers the queue is shared out among them', async () =>
   assert.equal(pool.runs.length, 0);
   batcher.flushing = true;
   batcher.pump();
-  assert.deepEqual(pool.runs.map((r) => [r.slot, r.n]), [[0, 5], [1, 5]]);
+  assert.deepEqual(
+    pool.runs.map((r) => [r.slot, r.n]),
+    [
+      [0, 5],
+      [1, 5],
+    ],
+  );
   for (const r of pool.runs) r.finish();
   batcher.close();
 });
@@ -119,7 +142,10 @@ test('a request still queued at its deadline is rejected with 503; a cancelled o
   batcher.enqueue(version, gone.item);
   assert.equal(batcher.cancel(version, gone.item), true);
   assert.equal(version.queuedImages, 1);
-  await assert.rejects(late.result, (err: Error & { statusCode?: number }) => err.statusCode === 503 && /still queued 1000 ms after it arrived/.test(err.message));
+  await assert.rejects(
+    late.result,
+    (err: Error & { statusCode?: number }) => err.statusCode === 503 && /still queued 1000 ms after it arrived/.test(err.message),
+  );
   assert.equal(version.queuedImages, 0);
   batcher.flushing = true;
   batcher.pump();

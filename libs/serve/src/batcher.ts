@@ -60,7 +60,12 @@ export class ModelVersion {
   /** Set when a newer version replaced this one: `onDrained` runs once its last request is answered. */
   retired = false;
   private onDrained?: () => void;
-  constructor(readonly id: number, readonly number: number, readonly description: ModelDescription, readonly loadedAt: Date) {}
+  constructor(
+    readonly id: number,
+    readonly number: number,
+    readonly description: ModelDescription,
+    readonly loadedAt: Date,
+  ) {}
 
   get bytesPerRow(): number {
     return this.description.inputLength * (this.description.input.datatype === 'FP32' ? 4 : 1);
@@ -114,7 +119,11 @@ export class Batcher {
   flushing = false;
   private readonly spare = new Map<number, ArrayBuffer[]>();
 
-  constructor(private readonly pool: InferencePool, private readonly options: BatcherOptions, private readonly observer: BatchObserver = {}) {}
+  constructor(
+    private readonly pool: InferencePool,
+    private readonly options: BatcherOptions,
+    private readonly observer: BatchObserver = {},
+  ) {}
 
   add(version: ModelVersion): void {
     this.versions.add(version);
@@ -129,7 +138,13 @@ export class Batcher {
     }
     item.enqueuedAt = now;
     item.timer = setTimeout(() => {
-      if (this.take(version, item)) item.reject(unavailable(`the request was still queued ${this.options.timeoutMs} ms after it arrived (${this.options.timeoutMsName ?? 'timeoutMs'} ${this.options.timeoutMs}); the server is overloaded`, 'timeout'));
+      if (this.take(version, item))
+        item.reject(
+          unavailable(
+            `the request was still queued ${this.options.timeoutMs} ms after it arrived (${this.options.timeoutMsName ?? 'timeoutMs'} ${this.options.timeoutMs}); the server is overloaded`,
+            'timeout',
+          ),
+        );
     }, item.deadline - now);
     version.queue.push(item);
     version.queuedImages += item.n;
@@ -196,11 +211,14 @@ export class Batcher {
     if (at === Infinity || (this.timer && at >= this.timerAt)) return;
     clearTimeout(this.timer);
     this.timerAt = at;
-    this.timer = setTimeout(() => {
-      this.timer = undefined;
-      this.timerAt = Infinity;
-      this.pump();
-    }, Math.max(0, at - performance.now()));
+    this.timer = setTimeout(
+      () => {
+        this.timer = undefined;
+        this.timerAt = Infinity;
+        this.pump();
+      },
+      Math.max(0, at - performance.now()),
+    );
   }
 
   private buffer(bytes: number): ArrayBuffer {
@@ -226,7 +244,7 @@ export class Batcher {
     version.queuedImages -= n;
     this.observer.onQueueDepth?.(version);
     const rowBytes = version.bytesPerRow;
-    const input = this.buffer(Math.max(this.options.maxBatch * rowBytes , n * rowBytes));
+    const input = this.buffer(Math.max(this.options.maxBatch * rowBytes, n * rowBytes));
     const bytes = new Uint8Array(input);
     let offset = 0;
     const outputs = new Set<string>();
@@ -238,31 +256,34 @@ export class Batcher {
     const started = performance.now();
     const queueMs = items.map((item) => started - item.enqueuedAt!);
     version.inFlight++;
-    this.pool.run(slot, version.id, input, n, [...outputs]).then(
-      (result) => {
-        this.giveBack(result.input);
-        this.observer.onBatch?.(version, n, result.ms, queueMs);
-        let row = 0;
-        items.forEach((item, i) => {
-          const mine = new Map<string, Float32Array>();
-          for (const name of item.outputs) {
-            const all = result.outputs.get(name)!;
-            const width = all.length / n;
-            mine.set(name, all.slice(row * width, (row + item.n) * width));
-          }
-          row += item.n;
-          item.resolve({ outputs: mine, queueMs: queueMs[i], inferenceMs: result.ms, batchSize: n });
-        });
-      },
-      (err: Error & { input?: ArrayBuffer }) => {
-        if (err.input) this.giveBack(err.input);
-        this.observer.onBatchError?.(version, err);
-        const failure = new HttpError(500, `model ${version.description.name}: ${err.message}`, 'inference_failed');
-        for (const item of items) item.reject(failure);
-      },
-    ).finally(() => {
-      version.inFlight--;
-    });
+    this.pool
+      .run(slot, version.id, input, n, [...outputs])
+      .then(
+        (result) => {
+          this.giveBack(result.input);
+          this.observer.onBatch?.(version, n, result.ms, queueMs);
+          let row = 0;
+          items.forEach((item, i) => {
+            const mine = new Map<string, Float32Array>();
+            for (const name of item.outputs) {
+              const all = result.outputs.get(name)!;
+              const width = all.length / n;
+              mine.set(name, all.slice(row * width, (row + item.n) * width));
+            }
+            row += item.n;
+            item.resolve({ outputs: mine, queueMs: queueMs[i], inferenceMs: result.ms, batchSize: n });
+          });
+        },
+        (err: Error & { input?: ArrayBuffer }) => {
+          if (err.input) this.giveBack(err.input);
+          this.observer.onBatchError?.(version, err);
+          const failure = new HttpError(500, `model ${version.description.name}: ${err.message}`, 'inference_failed');
+          for (const item of items) item.reject(failure);
+        },
+      )
+      .finally(() => {
+        version.inFlight--;
+      });
   }
 
   /** Forget a version (retired and drained). */

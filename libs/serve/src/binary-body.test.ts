@@ -59,7 +59,9 @@ test('without a pad, a body of known length owns its whole ArrayBuffer (so it ca
 
 test('a Content-Length over the limit is refused with 413 before any byte is read', async () => {
   const stream = new PassThrough();
-  const result = await new Promise<Error & { statusCode?: number; code?: string }>((resolve) => readBody(stream, '2048', 1024, 0, (err) => resolve(err as never)));
+  const result = await new Promise<Error & { statusCode?: number; code?: string }>((resolve) =>
+    readBody(stream, '2048', 1024, 0, (err) => resolve(err as never)),
+  );
   assert.equal(result.code, 'FST_ERR_CTP_BODY_TOO_LARGE');
   assert.equal(result.statusCode, 413);
   assert.equal(stream.listenerCount('data'), 0, 'nothing read');
@@ -72,7 +74,11 @@ test('a chunked body that grows over the limit gets 413 (and is not buffered fur
 });
 
 test('a Content-Length that lies (fewer or more bytes than it says) gets 400 as in fastify', async () => {
-  for (const [sent, said] of [[100, 101], [101, 100], [0, 5]]) {
+  for (const [sent, said] of [
+    [100, 101],
+    [101, 100],
+    [0, 5],
+  ]) {
     const { err } = await read(bytes(sent), [7], String(said), 1 << 20);
     assert.equal(err?.code, 'FST_ERR_CTP_INVALID_CONTENT_LENGTH', `${sent} bytes, Content-Length ${said}`);
     assert.equal(err?.statusCode, 400);
@@ -80,7 +86,10 @@ test('a Content-Length that lies (fewer or more bytes than it says) gets 400 as 
 });
 
 test('a stream error is answered with 400 unless it carries its own status', async () => {
-  for (const [status, expected] of [[undefined, 400], [408, 408]]) {
+  for (const [status, expected] of [
+    [undefined, 400],
+    [408, 408],
+  ]) {
     const stream = new PassThrough();
     const done = new Promise<Error & { statusCode?: number }>((resolve) => readBody(stream, '100', 1000, 0, (err) => resolve(err as never)));
     stream.write(bytes(10));
@@ -134,7 +143,7 @@ async function rawRequest(port: number, head: string, body: Buffer, sizes: numbe
   return { status: Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1] ?? 0), text: text.slice(text.indexOf('\r\n\r\n') + 4) };
 }
 
-test('through HTTP with the server\'s parsers: odd chunkings, the tensor aligned, 413 over the limit, JSON still JSON', async () => {
+test("through HTTP with the server's parsers: odd chunkings, the tensor aligned, 413 over the limit, JSON still JSON", async () => {
   const options = resolveServeOptions({ models: [{ name: 'm', path: __filename }], bodyLimitBytes: 64 * 1024 });
   const app = Fastify({ bodyLimit: options.bodyLimitBytes });
   const pool = new BodyBufferPool(1 << 20);
@@ -150,7 +159,11 @@ test('through HTTP with the server\'s parsers: odd chunkings, the tensor aligned
   try {
     const body = bytes(50_001, 5);
     const sum = body.reduce((a, b) => (a * 31 + b) >>> 0, 7);
-    for (const [type, sizes, chunked] of [['application/octet-stream', [1, 2, 3, 5, 8, 13], false], ['application/json', [4099], false], ['application/octet-stream', [777], true]] as const) {
+    for (const [type, sizes, chunked] of [
+      ['application/octet-stream', [1, 2, 3, 5, 8, 13], false],
+      ['application/json', [4099], false],
+      ['application/octet-stream', [777], true],
+    ] as const) {
       let head = `POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: ${type}\r\nInference-Header-Content-Length: 123\r\n`;
       let payload = body;
       if (chunked) {
@@ -168,15 +181,30 @@ test('through HTTP with the server\'s parsers: odd chunkings, the tensor aligned
       assert.equal(res.status, 200, res.text);
       assert.deepEqual(JSON.parse(res.text), { length: body.length, sum, aligned: true }, `${type} in chunks of ${sizes}${chunked ? ', chunked' : ''}`);
     }
-    const big = await rawRequest(port, `POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: ${65 * 1024}\r\n\r\n`, Buffer.alloc(0), [1]);
+    const big = await rawRequest(
+      port,
+      `POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nContent-Length: ${65 * 1024}\r\n\r\n`,
+      Buffer.alloc(0),
+      [1],
+    );
     assert.equal(big.status, 413);
     assert.equal(JSON.parse(big.text).code, 'FST_ERR_CTP_BODY_TOO_LARGE');
     const bigChunked = Buffer.concat([Buffer.from(`${(70 * 1024).toString(16)}\r\n`), Buffer.alloc(70 * 1024), Buffer.from('\r\n0\r\n\r\n')]);
-    const tooBig = await rawRequest(port, 'POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n', bigChunked, [8192]);
+    const tooBig = await rawRequest(
+      port,
+      'POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n',
+      bigChunked,
+      [8192],
+    );
     assert.equal(tooBig.status, 413);
     // JSON without the binary header is still parsed as JSON.
     const json = Buffer.from('{"a":[1,2,3]}');
-    const parsed = await rawRequest(port, `POST /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${json.length}\r\n\r\n`, json, [2]);
+    const parsed = await rawRequest(
+      port,
+      `POST /json HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${json.length}\r\n\r\n`,
+      json,
+      [2],
+    );
     assert.deepEqual(JSON.parse(parsed.text), { a: [1, 2, 3] });
   } finally {
     await app.close();

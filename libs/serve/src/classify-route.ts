@@ -59,76 +59,107 @@ export function installClassifyRoute(app: FastifyInstance, serving: Serving): vo
       return files;
     }
     if (!Buffer.isBuffer(request.body) || !(IMAGE_TYPES.includes(type) || type === 'application/octet-stream')) {
-      throw new HttpError(415, `:classify takes an image body (${IMAGE_TYPES.slice(0, 3).join(', ')}, ...) or multipart/form-data; not ${type || 'a body without content type'}`, 'unsupported_media_type');
+      throw new HttpError(
+        415,
+        `:classify takes an image body (${IMAGE_TYPES.slice(0, 3).join(', ')}, ...) or multipart/form-data; not ${type || 'a body without content type'}`,
+        'unsupported_media_type',
+      );
     }
     return [{ bytes: request.body }];
   }
 
-  app.post('/v1/models/:spec', {
-    schema: {
-      params: { type: 'object', properties: { spec: { type: 'string' } }, required: ['spec'] },
-      querystring: { type: 'object', properties: { topk: { type: 'string', pattern: '^[0-9]{1,5}$' } } },
+  app.post(
+    '/v1/models/:spec',
+    {
+      schema: {
+        params: { type: 'object', properties: { spec: { type: 'string' } }, required: ['spec'] },
+        querystring: { type: 'object', properties: { topk: { type: 'string', pattern: '^[0-9]{1,5}$' } } },
+      },
+      config: { endpoint: 'classify', admit: true },
     },
-    config: { endpoint: 'classify', admit: true },
-  }, async (request: FastifyRequest<{ Params: { spec: string }; Querystring: { topk?: string } }>) => {
-    const colon = request.params.spec.lastIndexOf(':');
-    const verb = colon > 0 ? request.params.spec.slice(colon + 1) : '';
-    if (verb !== 'classify') throw notFound(`no route POST ${request.url.split('?')[0]} (this server has /v1/models/{model}:classify)`);
-    const slot = slotFor(request, request.params.spec.slice(0, colon));
-    const version = versionOf(slot);
-    const description: ModelDescription = version.description;
-    version.acquire();
-    const prepared = preparing(version);
-    let ok = false;
-    try {
-      if (!description.preprocessing) throw new HttpError(400, `:classify cannot run: ${description.noClassifyReason}`, 'no_preprocessing');
-      const k = Math.min(Number(request.query.topk ?? 5), description.numClasses);
-      if (!(k >= 1)) throw new HttpError(400, 'querystring/topk must be an integer >= 1', 'bad_request');
-      const images = await uploads(request);
-      if (images.length === 0) throw new HttpError(400, 'the request has no image (send an image body, or multipart/form-data with image files)', 'bad_request');
-      const decoded = await Promise.allSettled(images.map((img) => decoders.decode(version.id, img.bytes, options.maxPixels, nameOf('maxPixels'))));
-      let rejected: { i: number; err: Error } | undefined;
-      decoded.forEach((d, i) => {
-        if (d.status === 'fulfilled') metrics.imagesDecoded.inc({ model: slot.name });
-        else {
-          const reason = d.reason instanceof ImageRejected ? d.reason.reason : 'undecodable';
-          metrics.imagesRejected.inc({ model: slot.name, reason });
-          rejected ??= { i, err: d.reason as Error };
+    async (request: FastifyRequest<{ Params: { spec: string }; Querystring: { topk?: string } }>) => {
+      const colon = request.params.spec.lastIndexOf(':');
+      const verb = colon > 0 ? request.params.spec.slice(colon + 1) : '';
+      if (verb !== 'classify') throw notFound(`no route POST ${request.url.split('?')[0]} (this server has /v1/models/{model}:classify)`);
+      const slot = slotFor(request, request.params.spec.slice(0, colon));
+      const version = versionOf(slot);
+      const description: ModelDescription = version.description;
+      version.acquire();
+      const prepared = preparing(version);
+      let ok = false;
+      try {
+        if (!description.preprocessing) throw new HttpError(400, `:classify cannot run: ${description.noClassifyReason}`, 'no_preprocessing');
+        const k = Math.min(Number(request.query.topk ?? 5), description.numClasses);
+        if (!(k >= 1)) throw new HttpError(400, 'querystring/topk must be an integer >= 1', 'bad_request');
+        const images = await uploads(request);
+        if (images.length === 0)
+          throw new HttpError(400, 'the request has no image (send an image body, or multipart/form-data with image files)', 'bad_request');
+        const decoded = await Promise.allSettled(images.map((img) => decoders.decode(version.id, img.bytes, options.maxPixels, nameOf('maxPixels'))));
+        let rejected: { i: number; err: Error } | undefined;
+        decoded.forEach((d, i) => {
+          if (d.status === 'fulfilled') metrics.imagesDecoded.inc({ model: slot.name });
+          else {
+            const reason = d.reason instanceof ImageRejected ? d.reason.reason : 'undecodable';
+            metrics.imagesRejected.inc({ model: slot.name, reason });
+            rejected ??= { i, err: d.reason as Error };
+          }
+          if (d.status === 'fulfilled') metrics.decodeDuration.observe({ model: slot.name }, d.value.decodeMs / 1000);
+        });
+        if (rejected) {
+          const { i, err } = rejected;
+          if (!(err instanceof ImageRejected)) throw err;
+          const which = images.length > 1 ? `image ${i + 1}${images[i].filename ? ` (${images[i].filename})` : ''}: ` : '';
+          throw new HttpError(422, `${which}${err.message}`, `image_${err.reason}`);
         }
-        if (d.status === 'fulfilled') metrics.decodeDuration.observe({ model: slot.name }, d.value.decodeMs / 1000);
-      });
-      if (rejected) {
-        const { i, err } = rejected;
-        if (!(err instanceof ImageRejected)) throw err;
-        const which = images.length > 1 ? `image ${i + 1}${images[i].filename ? ` (${images[i].filename})` : ''}: ` : '';
-        throw new HttpError(422, `${which}${err.message}`, `image_${err.reason}`);
-      }
-      const rows = decoded.map((d) => (d as PromiseFulfilledResult<{ row: Float32Array | Uint8Array; width: number; height: number; decodeMs: number }>).value);
-      prepared();
-      const results = await Promise.all(rows.map((r) => infer(request, version, 1, new Uint8Array(r.row.buffer, r.row.byteOffset, r.row.byteLength), [description.classifyOutput])));
-      const predictions = results.map((res, i) => {
-        const raw = res.outputs.get(description.classifyOutput)!;
-        const prob = description.classifyOutputIsProb ? raw : softmaxRow(raw);
-        // A model whose weights overflow on this image answers NaN: an error, never "prob": null.
-        const bad = prob.find((v) => !Number.isFinite(v));
-        if (bad !== undefined) {
-          throw new HttpError(500, `${images.length > 1 ? `image ${i + 1}: ` : ''}the model's output is ${bad} for this image (its weights overflow)`, 'output_not_finite');
-        }
+        const rows = decoded.map(
+          (d) => (d as PromiseFulfilledResult<{ row: Float32Array | Uint8Array; width: number; height: number; decodeMs: number }>).value,
+        );
+        prepared();
+        const results = await Promise.all(
+          rows.map((r) => infer(request, version, 1, new Uint8Array(r.row.buffer, r.row.byteOffset, r.row.byteLength), [description.classifyOutput])),
+        );
+        const predictions = results.map((res, i) => {
+          const raw = res.outputs.get(description.classifyOutput)!;
+          const prob = description.classifyOutputIsProb ? raw : softmaxRow(raw);
+          // A model whose weights overflow on this image answers NaN: an error, never "prob": null.
+          const bad = prob.find((v) => !Number.isFinite(v));
+          if (bad !== undefined) {
+            throw new HttpError(
+              500,
+              `${images.length > 1 ? `image ${i + 1}: ` : ''}the model's output is ${bad} for this image (its weights overflow)`,
+              'output_not_finite',
+            );
+          }
+          return {
+            image: i,
+            ...(images[i].filename ? { filename: images[i].filename } : {}),
+            width: rows[i].width,
+            height: rows[i].height,
+            top: topK(prob, 0, description.numClasses, k).map((j) => ({
+              index: j,
+              ...(description.classNames ? { label: description.classNames[j] } : {}),
+              prob: prob[j],
+            })),
+            timings_ms: {
+              decode: +rows[i].decodeMs.toFixed(3),
+              queue: +res.queueMs.toFixed(3),
+              inference: +res.inferenceMs.toFixed(3),
+              batch_size: res.batchSize,
+            },
+          };
+        });
+        ok = true;
         return {
-          image: i,
-          ...(images[i].filename ? { filename: images[i].filename } : {}),
-          width: rows[i].width,
-          height: rows[i].height,
-          top: topK(prob, 0, description.numClasses, k).map((j) => ({ index: j, ...(description.classNames ? { label: description.classNames[j] } : {}), prob: prob[j] })),
-          timings_ms: { decode: +rows[i].decodeMs.toFixed(3), queue: +res.queueMs.toFixed(3), inference: +res.inferenceMs.toFixed(3), batch_size: res.batchSize },
+          model_name: slot.name,
+          model_version: String(version.number),
+          predictions,
+          timings_ms: { total: +(performance.now() - request.state.arrivedAt).toFixed(3) },
         };
-      });
-      ok = true;
-      return { model_name: slot.name, model_version: String(version.number), predictions, timings_ms: { total: +(performance.now() - request.state.arrivedAt).toFixed(3) } };
-    } finally {
-      prepared();
-      countOutcome(slot, request, ok);
-      version.release();
-    }
-  });
+      } finally {
+        prepared();
+        countOutcome(slot, request, ok);
+        version.release();
+      }
+    },
+  );
 }

@@ -10,7 +10,10 @@ import type { DecodeReply, DecodeRequest, RejectReason } from './decode-protocol
 import type { Preprocessing } from './model-description';
 
 export class ImageRejected extends Error {
-  constructor(readonly reason: RejectReason, message: string) {
+  constructor(
+    readonly reason: RejectReason,
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -34,7 +37,10 @@ export class DecodePool {
   private closed = false;
   private readonly configured = new Map<number, Preprocessing>();
 
-  constructor(size: number, private readonly onFatal: (err: Error) => void) {
+  constructor(
+    size: number,
+    private readonly onFatal: (err: Error) => void,
+  ) {
     this.slots = Array.from({ length: size }, (_, i) => this.start(i));
   }
 

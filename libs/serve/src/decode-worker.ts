@@ -16,11 +16,17 @@ import { type PreparedPreprocessing, preparePreprocessing, preprocessImage } fro
 
 const prepared = new Map<number, PreparedPreprocessing>();
 
-type SharpFactory = (input: Buffer, options?: { failOn?: string; limitInputPixels?: number | boolean }) => { metadata(): Promise<{ width?: number; height?: number; format?: string }> };
+type SharpFactory = (
+  input: Buffer,
+  options?: { failOn?: string; limitInputPixels?: number | boolean },
+) => { metadata(): Promise<{ width?: number; height?: number; format?: string }> };
 let sharp: SharpFactory | undefined;
 
 class Rejected extends Error {
-  constructor(readonly reason: RejectReason, message: string) {
+  constructor(
+    readonly reason: RejectReason,
+    message: string,
+  ) {
     super(message);
   }
 }

@@ -30,7 +30,10 @@ export class WorkerSlot {
   dead = false;
   readonly runs = new Map<number, Pending<RunResult>>();
   readonly loads = new Map<number, Pending<ModelDescription>>();
-  constructor(readonly index: number, readonly worker: Worker) {}
+  constructor(
+    readonly index: number,
+    readonly worker: Worker,
+  ) {}
 }
 
 export class InferencePool {
@@ -42,7 +45,12 @@ export class InferencePool {
    * `onIdle` is called whenever a worker finishes a batch (the scheduler then dispatches the
    * next one); `onFatal` when a worker thread dies (the server cannot go on as configured).
    */
-  constructor(size: number, readonly threads: number, private readonly onIdle: () => void, private readonly onFatal: (err: Error) => void) {
+  constructor(
+    size: number,
+    readonly threads: number,
+    private readonly onIdle: () => void,
+    private readonly onFatal: (err: Error) => void,
+  ) {
     disableOnnxRuntimeTelemetry(); // before any worker loads onnxruntime (onnx-export's onnxruntime.ts says why)
     this.slots = Array.from({ length: size }, (_, i) => this.start(i));
   }
@@ -103,10 +111,15 @@ export class InferencePool {
   async loadAll(version: number, config: ModelConfig): Promise<ModelDescription> {
     const live = this.slots.filter((s) => !s.dead);
     if (live.length === 0) throw new ModelLoadError('no inference worker is running');
-    const results = await Promise.allSettled(live.map((slot) => new Promise<ModelDescription>((resolve, reject) => {
-      slot.loads.set(version, { resolve, reject });
-      this.post(slot, { type: 'load', version, config, threads: this.threads });
-    })));
+    const results = await Promise.allSettled(
+      live.map(
+        (slot) =>
+          new Promise<ModelDescription>((resolve, reject) => {
+            slot.loads.set(version, { resolve, reject });
+            this.post(slot, { type: 'load', version, config, threads: this.threads });
+          }),
+      ),
+    );
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
       this.unloadAll(version);

@@ -65,9 +65,10 @@ async function run(message: Extract<InferenceRequest, { type: 'run' }>): Promise
     const length = message.n * loaded.rowLength;
     const shape = [message.n, ...loaded.dims];
     // A view of the transferred buffer: no copy on the way in.
-    const tensor = loaded.input.datatype === 'FP32'
-      ? new ort.Tensor('float32', new Float32Array(message.input, 0, length), shape)
-      : new ort.Tensor('uint8', new Uint8Array(message.input, 0, length), shape);
+    const tensor =
+      loaded.input.datatype === 'FP32'
+        ? new ort.Tensor('float32', new Float32Array(message.input, 0, length), shape)
+        : new ort.Tensor('uint8', new Uint8Array(message.input, 0, length), shape);
     const started = performance.now();
     const result = await loaded.session.run({ [loaded.input.name]: tensor }, message.outputs);
     const ms = performance.now() - started;

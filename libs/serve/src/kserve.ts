@@ -101,7 +101,8 @@ function fill(value: unknown, out: Float32Array | Uint8Array, state: { k: number
     const v = value[i];
     if (typeof v === 'number') {
       if (state.k >= out.length) throw badRequest(`${field} holds more values than its shape needs (${out.length})`);
-      if (datatype === 'UINT8' && !(Number.isInteger(v) && v >= 0 && v <= 255)) throw badRequest(`${field}: value ${v} at element ${state.k} is not a UINT8 (an integer 0..255)`);
+      if (datatype === 'UINT8' && !(Number.isInteger(v) && v >= 0 && v <= 255))
+        throw badRequest(`${field}: value ${v} at element ${state.k} is not a UINT8 (an integer 0..255)`);
       out[state.k] = v;
       if (!Number.isFinite(out[state.k])) throw badRequest(`${field}: value ${v} at element ${state.k} is not a finite ${datatype} number`);
       state.k++;
@@ -162,8 +163,12 @@ export function parseInfer(
   let data: Uint8Array;
   if (size !== undefined) {
     if (input.data !== undefined) throw badRequest(`${field} has both data and parameters.binary_data_size; give one`);
-    if (!binary) throw badRequest(`${field}.parameters.binary_data_size is set but the request has no binary part (send it as application/octet-stream with an Inference-Header-Content-Length header)`);
-    if (size !== byteLength) throw badRequest(`${field}.parameters.binary_data_size is ${size}; shape [${input.shape}] of ${expected.datatype} is ${byteLength} bytes`);
+    if (!binary)
+      throw badRequest(
+        `${field}.parameters.binary_data_size is set but the request has no binary part (send it as application/octet-stream with an Inference-Header-Content-Length header)`,
+      );
+    if (size !== byteLength)
+      throw badRequest(`${field}.parameters.binary_data_size is ${size}; shape [${input.shape}] of ${expected.datatype} is ${byteLength} bytes`);
     if (binary.length !== size) throw badRequest(`the binary part is ${binary.length} bytes; inputs declare ${size} (parameters.binary_data_size)`);
     if (expected.datatype === 'FP32') {
       const at = firstNonFinite(binary);
@@ -171,7 +176,8 @@ export function parseInfer(
     }
     data = binary;
   } else {
-    if (binary && binary.length > 0) throw badRequest(`the request has ${binary.length} bytes of binary data but no input declares parameters.binary_data_size`);
+    if (binary && binary.length > 0)
+      throw badRequest(`the request has ${binary.length} bytes of binary data but no input declares parameters.binary_data_size`);
     if (input.data === undefined) throw badRequest(`${field} has no data (nor parameters.binary_data_size)`);
     const values = expected.datatype === 'FP32' ? new Float32Array(count) : new Uint8Array(count);
     const state = { k: 0 };
@@ -196,7 +202,14 @@ export function firstNonFinite(bytes: Uint8Array): number {
   const values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 2);
   const n = values.length;
   const whole = n - (n & 7);
-  let s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+  let s0 = 0,
+    s1 = 0,
+    s2 = 0,
+    s3 = 0,
+    s4 = 0,
+    s5 = 0,
+    s6 = 0,
+    s7 = 0;
   let i = 0;
   for (; i < whole; i += 8) {
     s0 += values[i];
@@ -219,7 +232,9 @@ export function firstNonFinite(bytes: Uint8Array): number {
 export function splitBinaryBody(body: Buffer, headerLengthText: string | undefined): { header: unknown; binary: Buffer } {
   const headerLength = Number(headerLengthText);
   if (!/^\d+$/.test(String(headerLengthText ?? '')) || headerLength > body.length) {
-    throw badRequest(`Inference-Header-Content-Length is ${JSON.stringify(headerLengthText ?? null)}; expected the byte length of the JSON header (at most the body's ${body.length} bytes)`);
+    throw badRequest(
+      `Inference-Header-Content-Length is ${JSON.stringify(headerLengthText ?? null)}; expected the byte length of the JSON header (at most the body's ${body.length} bytes)`,
+    );
   }
   let header: unknown;
   try {
@@ -255,7 +270,13 @@ function classificationStrings(t: OutputTensor, k: number, classNames?: string[]
   return out;
 }
 
-export function buildInferResponse(model: ModelDescription, version: string, id: string | undefined, requested: RequestedOutput[], tensors: Map<string, OutputTensor>): InferResponse {
+export function buildInferResponse(
+  model: ModelDescription,
+  version: string,
+  id: string | undefined,
+  requested: RequestedOutput[],
+  tensors: Map<string, OutputTensor>,
+): InferResponse {
   const binary: Buffer[] = [];
   const outputs = requested.map((r) => {
     const t = tensors.get(r.name)!;
@@ -263,7 +284,12 @@ export function buildInferResponse(model: ModelDescription, version: string, id:
     // whose weights overflow on these inputs fails the request, saying so. Raw bytes carry NaN as it is.
     if (!r.binary || r.classification) {
       const at = firstNonFinite(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-      if (at >= 0) throw new HttpError(500, `output ${r.name}: the model's value at element ${at} is ${t.data[at]} (its weights overflow on these inputs)`, 'output_not_finite');
+      if (at >= 0)
+        throw new HttpError(
+          500,
+          `output ${r.name}: the model's value at element ${at} is ${t.data[at]} (its weights overflow on these inputs)`,
+          'output_not_finite',
+        );
     }
     if (r.classification) {
       const k = Math.min(r.classification, t.shape[1]);

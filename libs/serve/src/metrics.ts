@@ -26,22 +26,81 @@ export class ServerMetrics {
   constructor(maxBatch: number) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'alexnet_serve_' });
-    this.requests = new Counter({ name: 'alexnet_serve_requests_total', help: 'HTTP requests answered, by model, endpoint and status code', labelNames: ['model', 'endpoint', 'code'], registers });
-    this.requestDuration = new Histogram({ name: 'alexnet_serve_request_duration_seconds', help: 'Time from a request\'s arrival to its answer', labelNames: ['model', 'endpoint'], buckets: LATENCY_BUCKETS, registers });
-    this.queueDuration = new Histogram({ name: 'alexnet_serve_queue_duration_seconds', help: 'Time a request waited in the batch queue', labelNames: ['model'], buckets: LATENCY_BUCKETS, registers });
-    this.inferenceDuration = new Histogram({ name: 'alexnet_serve_inference_duration_seconds', help: 'onnxruntime run time per batch', labelNames: ['model'], buckets: LATENCY_BUCKETS, registers });
-    this.decodeDuration = new Histogram({ name: 'alexnet_serve_decode_duration_seconds', help: 'Image decode + preprocessing time per image, on a decode worker', labelNames: ['model'], buckets: LATENCY_BUCKETS, registers });
+    this.requests = new Counter({
+      name: 'alexnet_serve_requests_total',
+      help: 'HTTP requests answered, by model, endpoint and status code',
+      labelNames: ['model', 'endpoint', 'code'],
+      registers,
+    });
+    this.requestDuration = new Histogram({
+      name: 'alexnet_serve_request_duration_seconds',
+      help: "Time from a request's arrival to its answer",
+      labelNames: ['model', 'endpoint'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.queueDuration = new Histogram({
+      name: 'alexnet_serve_queue_duration_seconds',
+      help: 'Time a request waited in the batch queue',
+      labelNames: ['model'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.inferenceDuration = new Histogram({
+      name: 'alexnet_serve_inference_duration_seconds',
+      help: 'onnxruntime run time per batch',
+      labelNames: ['model'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
+    this.decodeDuration = new Histogram({
+      name: 'alexnet_serve_decode_duration_seconds',
+      help: 'Image decode + preprocessing time per image, on a decode worker',
+      labelNames: ['model'],
+      buckets: LATENCY_BUCKETS,
+      registers,
+    });
     const batchBuckets: number[] = [];
     for (let b = 1; b < maxBatch; b *= 2) batchBuckets.push(b);
     batchBuckets.push(maxBatch);
-    this.batchSize = new Histogram({ name: 'alexnet_serve_batch_size', help: 'Images per onnxruntime run', labelNames: ['model'], buckets: batchBuckets, registers });
+    this.batchSize = new Histogram({
+      name: 'alexnet_serve_batch_size',
+      help: 'Images per onnxruntime run',
+      labelNames: ['model'],
+      buckets: batchBuckets,
+      registers,
+    });
     this.queueDepth = new Gauge({ name: 'alexnet_serve_queue_depth', help: 'Images waiting in the batch queue', labelNames: ['model'], registers });
-    this.inflightRequests = new Gauge({ name: 'alexnet_serve_inflight_requests', help: 'Requests accepted and not yet answered (bounded by --max-queue)', registers });
+    this.inflightRequests = new Gauge({
+      name: 'alexnet_serve_inflight_requests',
+      help: 'Requests accepted and not yet answered (bounded by --max-queue)',
+      registers,
+    });
     this.imagesDecoded = new Counter({ name: 'alexnet_serve_images_decoded_total', help: 'Images decoded for :classify', labelNames: ['model'], registers });
-    this.imagesRejected = new Counter({ name: 'alexnet_serve_images_rejected_total', help: 'Images refused, by reason', labelNames: ['model', 'reason'], registers });
-    this.inferenceImages = new Counter({ name: 'alexnet_serve_inference_images_total', help: 'Images (rows) run through a model', labelNames: ['model'], registers });
-    this.modelLoads = new Counter({ name: 'alexnet_serve_model_loads_total', help: 'Model loads and reloads, by result', labelNames: ['model', 'result'], registers });
-    this.modelVersion = new Gauge({ name: 'alexnet_serve_model_version', help: 'The version number being served (increases with every successful reload)', labelNames: ['model'], registers });
+    this.imagesRejected = new Counter({
+      name: 'alexnet_serve_images_rejected_total',
+      help: 'Images refused, by reason',
+      labelNames: ['model', 'reason'],
+      registers,
+    });
+    this.inferenceImages = new Counter({
+      name: 'alexnet_serve_inference_images_total',
+      help: 'Images (rows) run through a model',
+      labelNames: ['model'],
+      registers,
+    });
+    this.modelLoads = new Counter({
+      name: 'alexnet_serve_model_loads_total',
+      help: 'Model loads and reloads, by result',
+      labelNames: ['model', 'result'],
+      registers,
+    });
+    this.modelVersion = new Gauge({
+      name: 'alexnet_serve_model_version',
+      help: 'The version number being served (increases with every successful reload)',
+      labelNames: ['model'],
+      registers,
+    });
     this.ready = new Gauge({ name: 'alexnet_serve_ready', help: '1 when every model is loaded and the server is not draining', registers });
   }
 }

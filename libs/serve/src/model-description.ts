@@ -95,7 +95,8 @@ export async function describeModel(
   }
   const input = signature(session.inputMetadata[0], 'input', path);
   const outputs = session.outputMetadata.map((m) => signature(m, 'output', path));
-  if (input.shape.length !== 4) throw new ModelLoadError(`${path}: input ${input.name} has shape [${input.shape}]; an image batch [N, C, H, W] (or [N, H, W, C]) is needed`);
+  if (input.shape.length !== 4)
+    throw new ModelLoadError(`${path}: input ${input.name} has shape [${input.shape}]; an image batch [N, C, H, W] (or [N, H, W, C]) is needed`);
   const usable = outputs.filter((o) => o.datatype === 'FP32' && o.shape.length === 2 && o.shape[1] > 0);
   if (usable.length === 0) throw new ModelLoadError(`${path}: no float32 output of shape [N, classes]`);
   const prob = usable.find((o) => o.name === 'prob');
@@ -121,7 +122,8 @@ export async function describeModel(
     imageSize = info.imageSize;
     configHash = info.configHash;
     if (info.input === 'image') layout = 'nhwc-uint8';
-    if (info.spec.numClasses !== numClasses) throw new ModelLoadError(`${path}: the metadata says ${info.spec.numClasses} classes, output ${classifyOutput.name} has ${numClasses}`);
+    if (info.spec.numClasses !== numClasses)
+      throw new ModelLoadError(`${path}: the metadata says ${info.spec.numClasses} classes, output ${classifyOutput.name} has ${numClasses}`);
   }
   if (config.labels) {
     try {
@@ -133,16 +135,31 @@ export async function describeModel(
       throw new ModelLoadError(`${nameOf('labels')} ${config.labels} lists ${classNames.length} classes, model ${config.name} has ${numClasses}`);
     }
   }
-  if (classNames && classNames.length !== numClasses) throw new ModelLoadError(`${path}: the metadata lists ${classNames.length} class names for ${numClasses} classes`);
+  if (classNames && classNames.length !== numClasses)
+    throw new ModelLoadError(`${path}: the metadata lists ${classNames.length} class names for ${numClasses} classes`);
 
   const dims = input.shape.slice(1);
   if (dims.some((d) => d < 1)) throw new ModelLoadError(`${path}: input ${input.name} has shape [${input.shape}]; only the batch dimension may be dynamic`);
   const inputLength = dims.reduce((a, b) => a * b, 1);
-  const base = { name: config.name, path, origin: ours ? 'alexnet-stream' as const : 'foreign' as const, input, outputs, inputLength, numClasses, classNames, classifyOutput: classifyOutput.name, classifyOutputIsProb: classifyOutput.name === 'prob', sizeBytes, configHash };
+  const base = {
+    name: config.name,
+    path,
+    origin: ours ? ('alexnet-stream' as const) : ('foreign' as const),
+    input,
+    outputs,
+    inputLength,
+    numClasses,
+    classNames,
+    classifyOutput: classifyOutput.name,
+    classifyOutputIsProb: classifyOutput.name === 'prob',
+    sizeBytes,
+    configHash,
+  };
 
   // Preprocessing for :classify.
   if (layout === 'nhwc-uint8') {
-    if (input.datatype !== 'UINT8' || dims[2] !== 3 || dims[0] !== dims[1]) throw new ModelLoadError(`${path}: an 'image' model needs a uint8 [N, S, S, 3] input, this one is ${input.datatype} [${input.shape}]`);
+    if (input.datatype !== 'UINT8' || dims[2] !== 3 || dims[0] !== dims[1])
+      throw new ModelLoadError(`${path}: an 'image' model needs a uint8 [N, S, S, 3] input, this one is ${input.datatype} [${input.shape}]`);
     if (config.mean !== undefined || config.std !== undefined) {
       throw new ModelLoadError(
         `${nameOf('mean')}/${nameOf('std')} do not apply to model ${config.name}: it was exported --with-preprocessing and subtracts its own mean image`,
@@ -176,11 +193,15 @@ export async function describeModel(
       meanImage = mean.data;
     }
   } else if (meanChannels) {
-    if (meanChannels.length !== 3 || meanChannels.some((v) => !Number.isFinite(v))) throw new ModelLoadError(`${path}: the metadata's mean channels are not 3 numbers`);
+    if (meanChannels.length !== 3 || meanChannels.some((v) => !Number.isFinite(v)))
+      throw new ModelLoadError(`${path}: the metadata's mean channels are not 3 numbers`);
     meanImage = spreadMean(meanChannels, size);
   }
   if (!meanImage) {
-    return { ...base, noClassifyReason: `model ${config.name} has no mean in its metadata: serve it with ${nameOf('mean')} r,g,b (and ${nameOf('std')}, ${nameOf('size')}) for :classify` };
+    return {
+      ...base,
+      noClassifyReason: `model ${config.name} has no mean in its metadata: serve it with ${nameOf('mean')} r,g,b (and ${nameOf('std')}, ${nameOf('size')}) for :classify`,
+    };
   }
   const std = config.std !== undefined ? parseChannelValues(config.std) : undefined;
   return { ...base, preprocessing: { layout, imageSize: size, resize: config.resize ?? 'squash', crop, meanImage, std } };

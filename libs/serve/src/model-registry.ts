@@ -103,7 +103,10 @@ export class ModelRegistry {
   readonly slots: Map<string, ModelSlot>;
   private nextVersionId = 1;
 
-  constructor(models: ModelConfig[], private readonly parts: RegistryParts) {
+  constructor(
+    models: ModelConfig[],
+    private readonly parts: RegistryParts,
+  ) {
     this.slots = new Map(models.map((m) => [m.name, new ModelSlot(m)]));
   }
 
@@ -154,7 +157,10 @@ export class ModelRegistry {
       const message = (err as Error).message;
       slot.lastError = message;
       metrics.modelLoads.inc({ model: slot.name, result: 'failed' });
-      log.error({ model: slot.name, path: slot.config.path, err: message }, slot.current ? `reload failed; version ${slot.current.number} keeps serving` : 'model failed to load');
+      log.error(
+        { model: slot.name, path: slot.config.path, err: message },
+        slot.current ? `reload failed; version ${slot.current.number} keeps serving` : 'model failed to load',
+      );
       throw err instanceof ModelLoadError ? err : new ModelLoadError(message, { cause: err });
     }
   }

@@ -18,7 +18,15 @@ export interface PreparedPreprocessing {
 
 export function preparePreprocessing(pre: Preprocessing): PreparedPreprocessing {
   const s = pre.imageSize;
-  const record: BatchRecord = { type: 'batch', dtype: 'uint8', shape: [1, 3, s, s], layout: 'NCHW', data: new Uint8Array(0), labels: new Int32Array(1), keys: [''] };
+  const record: BatchRecord = {
+    type: 'batch',
+    dtype: 'uint8',
+    shape: [1, 3, s, s],
+    layout: 'NCHW',
+    data: new Uint8Array(0),
+    labels: new Int32Array(1),
+    keys: [''],
+  };
   if (pre.layout === 'nhwc-uint8') return { pre, record };
   const offset = centerOffset(s, pre.crop);
   return {

@@ -144,7 +144,12 @@ export function installRequestHooks(app: FastifyInstance, { options, metrics, tr
   });
 
   app.setErrorHandler((error: Error & { statusCode?: number; code?: string; validation?: unknown; headers?: Record<string, string> }, request, reply) => {
-    let status = error instanceof HttpError ? error.statusCode : typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500 ? error.statusCode : 500;
+    let status =
+      error instanceof HttpError
+        ? error.statusCode
+        : typeof error.statusCode === 'number' && error.statusCode >= 400 && error.statusCode < 500
+          ? error.statusCode
+          : 500;
     let message = error.message;
     if (error.code === 'FST_INVALID_MULTIPART_CONTENT_TYPE') {
       status = 415;
@@ -158,7 +163,10 @@ export function installRequestHooks(app: FastifyInstance, { options, metrics, tr
     }
     if (error instanceof HttpError) for (const [k, v] of Object.entries(error.headers)) reply.header(k, v);
     if (request.state) request.state.errorMessage = message;
-    void reply.code(status).type('application/json').send(JSON.stringify({ error: message }));
+    void reply
+      .code(status)
+      .type('application/json')
+      .send(JSON.stringify({ error: message }));
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: `no route ${request.method} ${request.url.split('?')[0]}` });
@@ -175,7 +183,14 @@ export async function installBodyParsers(app: FastifyInstance, options: Resolved
     const headerLength = request.headers['inference-header-content-length'];
     // Binary infer bodies (the v2 route gives them back to the pool once queued); images not:
     // they are transferred to a decode worker.
-    readBody(payload, request.headers['content-length'], options.bodyLimitBytes, alignmentPad(headerLength), done, headerLength === undefined ? undefined : bodies);
+    readBody(
+      payload,
+      request.headers['content-length'],
+      options.bodyLimitBytes,
+      alignmentPad(headerLength),
+      done,
+      headerLength === undefined ? undefined : bodies,
+    );
   };
   app.addContentTypeParser('application/json', (request, payload, done) => {
     read(request, payload, (err, body) => {
@@ -188,4 +203,3 @@ export async function installBodyParsers(app: FastifyInstance, options: Resolved
     limits: { fileSize: options.bodyLimitBytes, files: options.maxImagesPerRequest, fields: 16, parts: options.maxImagesPerRequest + 16, fieldSize: 64 * 1024 },
   });
 }
-

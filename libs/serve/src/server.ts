@@ -82,7 +82,10 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
         registry.slots.get(name)?.stats.countBatch(n, ms, queueMs);
       },
       onQueueDepth(version) {
-        metrics.queueDepth.set({ model: version.description.name }, registry.slots.get(version.description.name)?.current === version ? version.queuedImages : 0);
+        metrics.queueDepth.set(
+          { model: version.description.name },
+          registry.slots.get(version.description.name)?.current === version ? version.queuedImages : 0,
+        );
       },
       onBatchError(version, err) {
         log.error({ model: version.description.name, err: err.message }, 'inference failed');
@@ -113,7 +116,10 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
       shuttingDown ??= (async () => {
         traffic.draining = true;
         setReady();
-        log.info({ reason, inflight: traffic.inflight, queued: batcher.queuedImages, drainTimeoutMs: options.drainTimeoutMs }, 'draining: finishing the requests in progress');
+        log.info(
+          { reason, inflight: traffic.inflight, queued: batcher.queuedImages, drainTimeoutMs: options.drainTimeoutMs },
+          'draining: finishing the requests in progress',
+        );
         batcher.flushing = true;
         batcher.pump();
         const drained = await traffic.idle(options.drainTimeoutMs);
@@ -153,7 +159,19 @@ export async function startServer(serveOptions: ServeOptions, logStream: NodeJS.
   handle.url = address;
   handle.port = port;
   setReady();
-  log.info({ url: address, port, models: [...registry.slots.keys()], workers: options.workers, threadsPerWorker: options.threadsPerWorker, decodeWorkers: options.decodeWorkers, maxBatch: options.maxBatch, maxQueueDelayMs: options.maxQueueDelayMs }, 'listening');
+  log.info(
+    {
+      url: address,
+      port,
+      models: [...registry.slots.keys()],
+      workers: options.workers,
+      threadsPerWorker: options.threadsPerWorker,
+      decodeWorkers: options.decodeWorkers,
+      maxBatch: options.maxBatch,
+      maxQueueDelayMs: options.maxQueueDelayMs,
+    },
+    'listening',
+  );
   return handle;
 }
 
@@ -170,12 +188,18 @@ export async function runServer(options: ServeOptions, onStarted?: (handle: Serv
   let handle: ServerHandle | undefined;
   let stopSignal: NodeJS.Signals | undefined;
   let finish: (code: number) => void = () => undefined;
-  const finished = new Promise<number>((resolve) => { finish = resolve; });
+  const finished = new Promise<number>((resolve) => {
+    finish = resolve;
+  });
   const stop = (signal: NodeJS.Signals) => {
     if (stopSignal) return;
     stopSignal = signal;
     process.removeListener('SIGHUP', hup);
-    if (handle) handle.shutdown(signal).then((clean) => finish(clean ? 0 : 1), () => finish(1));
+    if (handle)
+      handle.shutdown(signal).then(
+        (clean) => finish(clean ? 0 : 1),
+        () => finish(1),
+      );
   };
   const hup = () => {
     if (!handle) return;
@@ -194,6 +218,10 @@ export async function runServer(options: ServeOptions, onStarted?: (handle: Serv
     throw err;
   }
   onStarted?.(handle);
-  if (stopSignal) handle.shutdown(stopSignal).then((clean) => finish(clean ? 0 : 1), () => finish(1));
+  if (stopSignal)
+    handle.shutdown(stopSignal).then(
+      (clean) => finish(clean ? 0 : 1),
+      () => finish(1),
+    );
   return finished;
 }

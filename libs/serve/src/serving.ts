@@ -73,9 +73,13 @@ export class Serving {
       const signal = request.state.abort.signal;
       const item: BatchItem = { n, data, outputs, deadline: request.state.deadline, resolve, reject };
       if (signal.aborted) return reject(new HttpError(499, 'client closed the connection', 'client_closed'));
-      signal.addEventListener('abort', () => {
-        if (batcher.cancel(version, item)) reject(new HttpError(499, 'client closed the connection', 'client_closed'));
-      }, { once: true });
+      signal.addEventListener(
+        'abort',
+        () => {
+          if (batcher.cancel(version, item)) reject(new HttpError(499, 'client closed the connection', 'client_closed'));
+        },
+        { once: true },
+      );
       batcher.enqueue(version, item);
     });
   }

@@ -39,40 +39,50 @@ export function installV2Routes(app: FastifyInstance, serving: Serving): void {
   app.get('/v2/models/:model/versions/:version', { schema: { params: modelParams }, config: { endpoint: 'metadata' } }, metadataHandler);
   const readyHandler = async (request: FastifyRequest<{ Params: { model: string; version?: string } }>, reply: FastifyReply) => {
     const slot = slotFor(request, request.params.model);
-    const ready = !traffic.draining && slot.current !== undefined && (request.params.version === undefined || request.params.version === String(slot.current.number));
+    const ready =
+      !traffic.draining && slot.current !== undefined && (request.params.version === undefined || request.params.version === String(slot.current.number));
     void reply.code(ready ? 200 : 503);
     return { name: slot.name, ready };
   };
   app.get('/v2/models/:model/ready', { schema: { params: modelParams }, config: { endpoint: 'health' } }, readyHandler);
   app.get('/v2/models/:model/versions/:version/ready', { schema: { params: modelParams }, config: { endpoint: 'health' } }, readyHandler);
   app.get('/v2/models/stats', { config: { endpoint: 'stats' } }, async () => ({ model_stats: [...registry.slots.values()].map((s) => s.statsResponse()) }));
-  app.get('/v2/models/:model/stats', { schema: { params: modelParams }, config: { endpoint: 'stats' } }, async (request: FastifyRequest<{ Params: { model: string } }>) => ({
-    model_stats: [slotFor(request, request.params.model).statsResponse()],
-  }));
-  app.post('/v2/repository/index', { config: { endpoint: 'repository' } }, async () => [...registry.slots.values()].map((s) => ({
-    name: s.name,
-    ...(s.current ? { version: String(s.current.number) } : {}),
-    state: s.loading ? 'LOADING' : s.current ? 'READY' : 'UNAVAILABLE',
-    reason: s.lastError ?? '',
-  })));
-  app.post('/v2/repository/models/:model/load', { schema: { params: modelParams }, config: { endpoint: 'repository' } }, async (request: FastifyRequest<{ Params: { model: string } }>, reply) => {
-    const slot = slotFor(request, request.params.model);
-    if (traffic.draining) throw unavailable('the server is shutting down', 'shutting_down');
-    const started = performance.now();
-    try {
-      const v = await registry.load(slot);
-      return { name: slot.name, version: String(v.number), load_ms: Math.round(performance.now() - started) };
-    } catch (err) {
-      void reply.code(400);
-      const kept = slot.current ? `; version ${slot.current.number} keeps serving` : '';
-      return { error: `failed to load model ${slot.name}: ${(err as Error).message}${kept}` };
-    }
-  });
+  app.get(
+    '/v2/models/:model/stats',
+    { schema: { params: modelParams }, config: { endpoint: 'stats' } },
+    async (request: FastifyRequest<{ Params: { model: string } }>) => ({
+      model_stats: [slotFor(request, request.params.model).statsResponse()],
+    }),
+  );
+  app.post('/v2/repository/index', { config: { endpoint: 'repository' } }, async () =>
+    [...registry.slots.values()].map((s) => ({
+      name: s.name,
+      ...(s.current ? { version: String(s.current.number) } : {}),
+      state: s.loading ? 'LOADING' : s.current ? 'READY' : 'UNAVAILABLE',
+      reason: s.lastError ?? '',
+    })),
+  );
+  app.post(
+    '/v2/repository/models/:model/load',
+    { schema: { params: modelParams }, config: { endpoint: 'repository' } },
+    async (request: FastifyRequest<{ Params: { model: string } }>, reply) => {
+      const slot = slotFor(request, request.params.model);
+      if (traffic.draining) throw unavailable('the server is shutting down', 'shutting_down');
+      const started = performance.now();
+      try {
+        const v = await registry.load(slot);
+        return { name: slot.name, version: String(v.number), load_ms: Math.round(performance.now() - started) };
+      } catch (err) {
+        void reply.code(400);
+        const kept = slot.current ? `; version ${slot.current.number} keeps serving` : '';
+        return { error: `failed to load model ${slot.name}: ${(err as Error).message}${kept}` };
+      }
+    },
+  );
   app.get('/metrics', { config: { endpoint: 'metrics' } }, async (_request, reply) => {
     void reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
   });
-
 
   // infer
   const inferHandler = async (request: FastifyRequest<{ Params: { model: string; version?: string } }>, reply: FastifyReply) => {
@@ -86,15 +96,20 @@ export function installV2Routes(app: FastifyInstance, serving: Serving): void {
       let header: unknown;
       let binary: Buffer | undefined;
       if (Buffer.isBuffer(request.body)) {
-        if (type !== 'application/octet-stream' && type !== 'application/json') throw new HttpError(415, `infer takes application/json, or application/octet-stream with binary tensors; not ${type}`, 'unsupported_media_type');
+        if (type !== 'application/octet-stream' && type !== 'application/json')
+          throw new HttpError(415, `infer takes application/json, or application/octet-stream with binary tensors; not ${type}`, 'unsupported_media_type');
         if (request.headers['inference-header-content-length'] === undefined) {
-          throw new HttpError(400, 'a binary infer request needs the Inference-Header-Content-Length header (the JSON header\'s byte length)', 'bad_request');
+          throw new HttpError(400, "a binary infer request needs the Inference-Header-Content-Length header (the JSON header's byte length)", 'bad_request');
         }
         ({ header, binary } = splitBinaryBody(request.body, String(request.headers['inference-header-content-length'])));
       } else if (type === 'application/json') {
         header = request.body;
       } else {
-        throw new HttpError(415, `infer takes application/json, or application/octet-stream with binary tensors; not ${type || 'a body without content type'}`, 'unsupported_media_type');
+        throw new HttpError(
+          415,
+          `infer takes application/json, or application/octet-stream with binary tensors; not ${type || 'a body without content type'}`,
+          'unsupported_media_type',
+        );
       }
       const validate = request.compileValidationSchema(inferRequestSchema);
       if (!validate(header)) {

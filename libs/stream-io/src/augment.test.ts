@@ -10,7 +10,15 @@ import { type BatchRecord, type DataRecord, makeHeader, type StreamRecord, whole
 function randomBatch(n: number, c: number, h: number, w: number, seed = 1): BatchRecord {
   const rng = new Rng(seed);
   const data = new Uint8Array(n * c * h * w).map(() => rng.nextUint32() & 255);
-  return { type: 'batch', dtype: 'uint8', shape: [n, c, h, w], layout: 'NCHW', data, labels: Int32Array.from({ length: n }, (_, i) => i), keys: Array.from({ length: n }, (_, i) => `k${i}`) };
+  return {
+    type: 'batch',
+    dtype: 'uint8',
+    shape: [n, c, h, w],
+    layout: 'NCHW',
+    data,
+    labels: Int32Array.from({ length: n }, (_, i) => i),
+    keys: Array.from({ length: n }, (_, i) => `k${i}`),
+  };
 }
 
 function randomMean(c: number, h: number, w: number): MeanImage {
@@ -88,7 +96,10 @@ test('per-batch draws one offset/mirror for all images; per-image varies; offset
   const mirrored = perImage.mirror.reduce((a, b) => a + b, 0);
   assert.ok(mirrored > 900 && mirrored < 1100, `about half mirrored (${mirrored}/2000)`); // 5 sigma ≈ 112
   const plain = planCrops(100, { crop: 3, height: 8, width: 8 }, new Rng(2));
-  assert.ok(plain.mirror.every((m) => m === 0), 'no mirror unless asked');
+  assert.ok(
+    plain.mirror.every((m) => m === 0),
+    'no mirror unless asked',
+  );
 });
 
 test('same seed gives the same crops and bytes; another seed differs', () => {
@@ -117,7 +128,17 @@ test('writes into a preallocated output buffer and refuses one too small', () =>
 /** The stage over a whole batch stream of `batches` (header and trailer added). */
 async function runStage(batches: DataRecord[], options: ConstructorParameters<typeof AugmentStage>[0]): Promise<StreamRecord[]> {
   const out: StreamRecord[] = [];
-  await pipeline(Readable.from(wholeStream(makeHeader('batch'), batches)), new AugmentStage(options), new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  await pipeline(
+    Readable.from(wholeStream(makeHeader('batch'), batches)),
+    new AugmentStage(options),
+    new Writable({
+      objectMode: true,
+      write(r, _e, cb) {
+        out.push(r);
+        cb();
+      },
+    }),
+  );
   return out;
 }
 
@@ -133,5 +154,8 @@ test('AugmentStage: float32 input, a size unlike the mean, a too-large crop are 
   await assert.rejects(runStage([f32], { mean, crop: 4 }), /record 2 \(batch starting with k0\): augment reads uint8 batches, this one is float32/);
   await assert.rejects(runStage([randomBatch(1, 3, 7, 7)], { mean, crop: 4 }), /3x7x7 images but the mean image is 3x6x6/);
   assert.throws(() => new AugmentStage({ mean, crop: 7 }), /Expected a crop no larger than the 6x6 images but received 7/);
-  assert.throws(() => new AugmentStage({ mean, crop: 4, center: true, mirror: true }), /center takes the fixed center crop without mirroring; it cannot be combined with mirror or perBatch/);
+  assert.throws(
+    () => new AugmentStage({ mean, crop: 4, center: true, mirror: true }),
+    /center takes the fixed center crop without mirroring; it cannot be combined with mirror or perBatch/,
+  );
 });

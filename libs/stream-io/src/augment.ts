@@ -58,10 +58,9 @@ export function checkCropParams(params: CropParams): CropParams {
   }
   const crop = check.integer('crop', params.crop, { min: 1 });
   if (crop > height || crop > width) {
-    throw new UsageError(
-      (name) => `Expected a ${name('crop')} no larger than the ${height}x${width} images but received ${crop}`,
-      { code: 'ERR_INVALID_PARAMETER' },
-    );
+    throw new UsageError((name) => `Expected a ${name('crop')} no larger than the ${height}x${width} images but received ${crop}`, {
+      code: 'ERR_INVALID_PARAMETER',
+    });
   }
   return params;
 }
@@ -233,7 +232,15 @@ export function augmentBatch(batch: BatchRecord, mean: MeanImage, params: Omit<C
   const [n, c, h, w] = batch.shape;
   const plan = planCrops(n, { ...params, height: h, width: w }, rng);
   const data = cropMirrorSubtract(batch, mean, plan, out);
-  const result: BatchRecord = { type: 'batch', dtype: 'float32', shape: [n, c, params.crop, params.crop], layout: 'NCHW', data, labels: batch.labels, keys: batch.keys };
+  const result: BatchRecord = {
+    type: 'batch',
+    dtype: 'float32',
+    shape: [n, c, params.crop, params.crop],
+    layout: 'NCHW',
+    data,
+    labels: batch.labels,
+    keys: batch.keys,
+  };
   if (batch.partial) result.partial = true;
   return result;
 }
@@ -271,13 +278,16 @@ export class AugmentStage extends Transform {
         const { type: _t, schema: _s, kind: _k, ...rest } = record;
         const { crop, mirror, center, perBatch, seed } = this.options;
         if (record.batchSize !== undefined) this.checkOutputSize(record.batchSize);
-        callback(null, makeHeader('batch', {
-          ...rest,
-          producer: 'alexnet-stream augment',
-          imageSize: crop,
-          dtype: 'float32',
-          augment: { crop, mirror: Boolean(mirror), center: Boolean(center), perBatch: Boolean(perBatch), seed: seed ?? 0 },
-        }));
+        callback(
+          null,
+          makeHeader('batch', {
+            ...rest,
+            producer: 'alexnet-stream augment',
+            imageSize: crop,
+            dtype: 'float32',
+            augment: { crop, mirror: Boolean(mirror), center: Boolean(center), perBatch: Boolean(perBatch), seed: seed ?? 0 },
+          }),
+        );
         return;
       }
       if (record.type === 'trailer') {

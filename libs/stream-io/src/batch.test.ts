@@ -15,7 +15,17 @@ async function run(records: StreamRecord[], batchSize: number, dropLast = false)
   const [first, ...rest] = records;
   const whole = first?.type === 'header' ? wholeStream(first, rest as DataRecord[]) : wholeStream(makeHeader('image'), records as DataRecord[]);
   const out: StreamRecord[] = [];
-  await pipeline(Readable.from(whole), new BatchStage({ batchSize, dropLast }), new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  await pipeline(
+    Readable.from(whole),
+    new BatchStage({ batchSize, dropLast }),
+    new Writable({
+      objectMode: true,
+      write(r, _e, cb) {
+        out.push(r);
+        cb();
+      },
+    }),
+  );
   return out;
 }
 
@@ -26,8 +36,18 @@ test('images are packed in order into NCHW batches; the last partial batch is ke
   assert.deepEqual((out[0] as { classNames: string[] }).classNames, ['a', 'b', 'c']);
   const batches = out.slice(1, -1) as BatchRecord[];
   assert.deepEqual(out[out.length - 1], { type: 'trailer', records: 3, images: 5, skipped: 0, producer: 'alexnet-stream batch' });
-  assert.deepEqual(batches.map((b) => b.shape), [[2, 2, 1, 2], [2, 2, 1, 2], [1, 2, 1, 2]]);
-  assert.deepEqual(batches.map((b) => b.partial ?? false), [false, false, true]);
+  assert.deepEqual(
+    batches.map((b) => b.shape),
+    [
+      [2, 2, 1, 2],
+      [2, 2, 1, 2],
+      [1, 2, 1, 2],
+    ],
+  );
+  assert.deepEqual(
+    batches.map((b) => b.partial ?? false),
+    [false, false, true],
+  );
   assert.deepEqual(Array.from(batches[1].data), [20, 21, 22, 23, 30, 31, 32, 33]);
   assert.deepEqual(Array.from(batches[1].labels), [2, 0]);
   assert.deepEqual(batches[2].keys, ['img4']);
@@ -35,10 +55,20 @@ test('images are packed in order into NCHW batches; the last partial batch is ke
 });
 
 test('--drop-last drops the partial batch; an exact multiple has no partial batch', async () => {
-  const dropped = await run([0, 1, 2].map((i) => image(i)), 2, true);
-  assert.deepEqual(dropped.map((r) => r.type), ['header', 'batch', 'trailer']);
+  const dropped = await run(
+    [0, 1, 2].map((i) => image(i)),
+    2,
+    true,
+  );
+  assert.deepEqual(
+    dropped.map((r) => r.type),
+    ['header', 'batch', 'trailer'],
+  );
   assert.equal((dropped[2] as StreamTrailer).skipped, 1, 'the dropped image is counted as skipped');
-  const exact = await run([0, 1, 2, 3].map((i) => image(i)), 2);
+  const exact = await run(
+    [0, 1, 2, 3].map((i) => image(i)),
+    2,
+  );
   assert.ok(exact.every((b) => !(b as BatchRecord).partial));
   const assembler = new BatchAssembler({ batchSize: 2, dropLast: true });
   assembler.add(image(0));
@@ -48,11 +78,29 @@ test('--drop-last drops the partial batch; an exact multiple has no partial batc
 
 test('images of another size are refused naming the record key; bad batch sizes are usage errors', async () => {
   await assert.rejects(run([image(0), image(1, 2, 2, 2)], 4), /record 3 \(img1\): image is 2x2x2 but the batch holds 2x1x2 images/);
-  await assert.rejects(run([makeHeader('item'), { type: 'item', path: 'p', label: 0, key: 'p' }], 4), /batch reads image records but the stream carries item records/);
-  await assert.rejects(run([makeHeader('image', { classNames: ['a', 'b'] }), image(2)], 4), /record 2 \(img2\): label 2 is out of range for the stream's 2 class names/);
+  await assert.rejects(
+    run([makeHeader('item'), { type: 'item', path: 'p', label: 0, key: 'p' }], 4),
+    /batch reads image records but the stream carries item records/,
+  );
+  await assert.rejects(
+    run([makeHeader('image', { classNames: ['a', 'b'] }), image(2)], 4),
+    /record 2 \(img2\): label 2 is out of range for the stream's 2 class names/,
+  );
   // an input that stops without its trailer gives no trailer, and an error instead of an end
   const cut: StreamRecord[] = [makeHeader('image'), image(0)];
-  await assert.rejects(pipeline(Readable.from(cut), new BatchStage({ batchSize: 2 }), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })), /ended after 1 record without its trailer/);
+  await assert.rejects(
+    pipeline(
+      Readable.from(cut),
+      new BatchStage({ batchSize: 2 }),
+      new Writable({
+        objectMode: true,
+        write(_r, _e, cb) {
+          cb();
+        },
+      }),
+    ),
+    /ended after 1 record without its trailer/,
+  );
   assert.throws(() => new BatchAssembler({ batchSize: 0 }), /Expected an integer between 1 and 1048576 for batchSize but received 0/);
 });
 

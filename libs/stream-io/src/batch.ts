@@ -128,7 +128,12 @@ export class BatchStage extends Transform {
   private images = 0;
 
   constructor(private readonly options: BatchStageOptions) {
-    super({ writableObjectMode: true, readableObjectMode: true, writableHighWaterMark: options.highWaterMark ?? 4, readableHighWaterMark: options.highWaterMark ?? 2 });
+    super({
+      writableObjectMode: true,
+      readableObjectMode: true,
+      writableHighWaterMark: options.highWaterMark ?? 4,
+      readableHighWaterMark: options.highWaterMark ?? 2,
+    });
     this.assembler = new BatchAssembler(options);
   }
 
@@ -151,7 +156,15 @@ export class BatchStage extends Transform {
       }
       if (record.type === 'trailer') {
         this.pushBatch(this.assembler.finish());
-        callback(null, makeTrailer({ records: this.batches, images: this.images, skipped: this.tally.skippedUpstream + this.assembler.dropped, producer: 'alexnet-stream batch' }));
+        callback(
+          null,
+          makeTrailer({
+            records: this.batches,
+            images: this.images,
+            skipped: this.tally.skippedUpstream + this.assembler.dropped,
+            producer: 'alexnet-stream batch',
+          }),
+        );
         return;
       }
       if (record.type !== 'image') throw new InputError(`record ${this.index}: batch reads image records, not ${record.type} records`);

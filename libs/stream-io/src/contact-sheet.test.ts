@@ -13,11 +13,23 @@ function solid(key: string, label: number, rgb: [number, number, number], size =
 test('the grid puts each image, in order, in its tile (pixels checked), captions from class names', async () => {
   const collector = new ContactSheetCollector(3);
   collector.add(makeHeader('image', { classNames: ['red', 'green', 'blue'] }));
-  const colours: [number, number, number][] = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]];
+  const colours: [number, number, number][] = [
+    [255, 0, 0],
+    [0, 255, 0],
+    [0, 0, 255],
+    [9, 9, 9],
+  ];
   colours.forEach((rgb, i) => collector.add(solid(`k${i}`, i % 3, rgb)));
   assert.equal(collector.tiles.length, 3);
   assert.ok(collector.full);
-  assert.deepEqual(collector.tiles.map((t) => [t.caption, t.detail]), [['red', 'k0'], ['green', 'k1'], ['blue', 'k2']]);
+  assert.deepEqual(
+    collector.tiles.map((t) => [t.caption, t.detail]),
+    [
+      ['red', 'k0'],
+      ['green', 'k1'],
+      ['blue', 'k2'],
+    ],
+  );
   const png = await renderContactSheet(collector.tiles, { tileSize: 32, columns: 2 });
   const { data, info } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
   // 2 columns x 2 rows of (32 + 4 gap) wide, (32 + 28 caption + 4) high, plus the outer gap.
@@ -29,7 +41,15 @@ test('the grid puts each image, in order, in its tile (pixels checked), captions
 });
 
 test('float32 (augmented) batches are stretched to 0..255 per image', () => {
-  const b: BatchRecord = { type: 'batch', dtype: 'float32', shape: [1, 1, 1, 3], layout: 'NCHW', data: Float32Array.from([-2, 0, 2]), labels: Int32Array.from([0]), keys: ['z'] };
+  const b: BatchRecord = {
+    type: 'batch',
+    dtype: 'float32',
+    shape: [1, 1, 1, 3],
+    layout: 'NCHW',
+    data: Float32Array.from([-2, 0, 2]),
+    labels: Int32Array.from([0]),
+    keys: ['z'],
+  };
   const [tile] = tilesFromRecord(b, undefined);
   assert.deepEqual(Array.from(tile.data), [0, 128, 255]);
   assert.deepEqual([tile.caption, tile.detail], ['label 0', 'z']);

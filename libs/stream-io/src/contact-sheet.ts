@@ -60,9 +60,7 @@ export function tilesFromRecord(record: StreamRecord, classNames: string[] | und
   const tiles: ContactTile[] = [];
   for (let i = 0; i < Math.min(n, max); i++) {
     const data =
-      record.dtype === 'uint8'
-        ? (record.data as Uint8Array).subarray(i * size, (i + 1) * size)
-        : toUint8(record.data as Float32Array, i * size, size);
+      record.dtype === 'uint8' ? (record.data as Uint8Array).subarray(i * size, (i + 1) * size) : toUint8(record.data as Float32Array, i * size, size);
     tiles.push({ channels: c, height: h, width: w, data, caption: caption(record.labels[i]), detail: record.keys[i] });
   }
   return tiles;
@@ -134,7 +132,10 @@ export class ContactSheetCollector {
   private classNames: string[] | undefined;
 
   /** `tileSize`, when given, is checked here, so that a bad one is refused before a stream is read for the sheet. */
-  constructor(readonly count: number, options: Pick<ContactSheetOptions, 'tileSize'> = {}) {
+  constructor(
+    readonly count: number,
+    options: Pick<ContactSheetOptions, 'tileSize'> = {},
+  ) {
     check.integer('count', count, { min: 1, max: 10000 });
     checkTileSize(options.tileSize);
   }

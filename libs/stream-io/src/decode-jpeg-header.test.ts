@@ -10,7 +10,14 @@ function image(width: number, height: number, channels: 1 | 3): ReturnType<typeo
 }
 
 test('readJpegHeader: size, precision and components of colour, gray, progressive and CMYK JPEGs', async () => {
-  assert.deepEqual(readJpegHeader(await image(37, 23, 3).jpeg().toBuffer()), { width: 37, height: 23, precision: 8, components: 3, orientation: 1, hasIccProfile: false });
+  assert.deepEqual(readJpegHeader(await image(37, 23, 3).jpeg().toBuffer()), {
+    width: 37,
+    height: 23,
+    precision: 8,
+    components: 3,
+    orientation: 1,
+    hasIccProfile: false,
+  });
   assert.equal(readJpegHeader(await image(20, 30, 1).toColourspace('b-w').jpeg().toBuffer())?.components, 1);
   const progressive = readJpegHeader(await image(640, 480, 3).jpeg({ progressive: true }).toBuffer());
   assert.equal(progressive?.width, 640);

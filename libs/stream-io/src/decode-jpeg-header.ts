@@ -45,8 +45,14 @@ export function readJpegHeader(bytes: Uint8Array): JpegHeader | undefined {
   while (p + 4 <= bytes.length) {
     if (bytes[p] !== 0xff) return undefined; // not at a marker: corrupt (libvips will say so)
     const marker = bytes[p + 1];
-    if (marker === 0xff) { p += 1; continue; } // fill byte
-    if (isStandalone(marker)) { p += 2; continue; }
+    if (marker === 0xff) {
+      p += 1;
+      continue;
+    } // fill byte
+    if (isStandalone(marker)) {
+      p += 2;
+      continue;
+    }
     const length = (bytes[p + 2] << 8) | bytes[p + 3]; // includes the two length bytes
     const body = p + 4;
     const end = p + 2 + length;

@@ -22,7 +22,9 @@ test('closing the decode pool while workers are decoding ends the process normal
     const h = 300;
     const raw = Buffer.alloc(w * h * 3);
     for (let i = 0; i < raw.length; i++) raw[i] = Math.round(128 + 100 * Math.sin(i / 97) * Math.cos(i / 1301));
-    const photo = await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality: 90 }).toBuffer();
+    const photo = await sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+      .jpeg({ quality: 90 })
+      .toBuffer();
     const paths = Array.from({ length: 240 }, (_, i) => join(dir, `${i}.jpg`));
     for (const path of paths) writeFileSync(path, photo);
     // Close as soon as the first image is back, with the rest queued and in flight; ten pools one
@@ -50,7 +52,10 @@ test('closing the decode pool while workers are decoding ends the process normal
       assert.equal(pools.length, 10);
       for (const results of pools) {
         assert.equal(results.length, paths.length);
-        assert.ok(results.includes('decoded') && results.includes('decode pool closed'), `run ${run}: some decoded, the rest refused: ${[...new Set(results)].join(', ')}`);
+        assert.ok(
+          results.includes('decoded') && results.includes('decode pool closed'),
+          `run ${run}: some decoded, the rest refused: ${[...new Set(results)].join(', ')}`,
+        );
       }
     }
   } finally {

@@ -99,16 +99,18 @@ export class DecodePool {
     if (this.closed) return;
     this.closed = true;
     Atomics.store(this.stop, 0, 1);
-    await Promise.all(this.slots.map(async (slot) => {
-      for (const task of slot.pending.values()) task.reject(new Error('decode pool closed'));
-      slot.pending.clear();
-      if (slot.exited) return;
-      const exited = once(slot.worker, 'exit');
-      slot.worker.ref();
-      slot.worker.postMessage('close');
-      const timer = setTimeout(() => void slot.worker.terminate(), CLOSE_TIMEOUT_MS);
-      await exited.catch(() => undefined);
-      clearTimeout(timer);
-    }));
+    await Promise.all(
+      this.slots.map(async (slot) => {
+        for (const task of slot.pending.values()) task.reject(new Error('decode pool closed'));
+        slot.pending.clear();
+        if (slot.exited) return;
+        const exited = once(slot.worker, 'exit');
+        slot.worker.ref();
+        slot.worker.postMessage('close');
+        const timer = setTimeout(() => void slot.worker.terminate(), CLOSE_TIMEOUT_MS);
+        await exited.catch(() => undefined);
+        clearTimeout(timer);
+      }),
+    );
   }
 }

@@ -90,7 +90,8 @@ export function resampleRgbToChwWasm(hwc: Uint8Array, width: number, xs: AxisTab
   const k = load();
   const stride = width * 3;
   if (!k || stride < 16) return undefined;
-  const outW = xs.outLength, outH = ys.outLength;
+  const outW = xs.outLength,
+    outH = ys.outLength;
   const xLanes = horizontalWeights(xs);
   const yWords = verticalWeights(ys);
   const xStarts = 0;

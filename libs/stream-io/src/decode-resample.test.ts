@@ -38,7 +38,8 @@ test('resample: a 4x1 image reduced to 2x1 equals the hand-computed sums, per ch
   // red 0, 70, 140, 210: (0·3 + 70·3 + 140·1)/7 = 50 and (70·1 + 140·3 + 210·3)/7 = 160;
   // green = 255 - red: 205 and 95; blue constant 9.
   const hwc = Uint8Array.from([0, 255, 9, 70, 185, 9, 140, 115, 9, 210, 45, 9]);
-  const xs = axisTable(4, 2), ys = axisTable(1, 1);
+  const xs = axisTable(4, 2),
+    ys = axisTable(1, 1);
   for (const out of [resampleRgbToChwJs(hwc, 4, xs, ys), resampleRgbToChw(hwc, 4, xs, ys)]) assert.deepEqual([...out], [50, 160, 205, 95, 9, 9]);
 });
 
@@ -80,8 +81,14 @@ test('a 1-px checker in 2x2 blocks squashed by 2 gives the hand-computed 0.625 /
 
 test('the WebAssembly kernels give exactly the bytes of the JS loops (tap counts 1-7, odd row lengths, crops)', () => {
   const cases: Array<[number, number, number, 'squash' | 'center-crop']> = [
-    [500, 375, 256, 'squash'], [375, 500, 256, 'center-crop'], [500, 333, 256, 'center-crop'],
-    [7, 5, 16, 'squash'], [6, 9, 4, 'squash'], [700, 700, 256, 'squash'], [100, 80, 256, 'squash'], [33, 17, 8, 'center-crop'],
+    [500, 375, 256, 'squash'],
+    [375, 500, 256, 'center-crop'],
+    [500, 333, 256, 'center-crop'],
+    [7, 5, 16, 'squash'],
+    [6, 9, 4, 'squash'],
+    [700, 700, 256, 'squash'],
+    [100, 80, 256, 'squash'],
+    [33, 17, 8, 'center-crop'],
   ];
   for (const [w, h, size, mode] of cases) {
     const hwc = pseudoRandom(w * h * 3);
@@ -101,13 +108,22 @@ test('squash and center-crop agree with sharp/libvips (kernel linear) when reduc
   // Same triangle filter; libvips differs in its internal rounding (it keeps more precision
   // between passes and orders them differently). Measured on this image: max 3, mean 0.09-0.17
   // levels. Tolerance: max 4 levels, mean 0.3.
-  for (const [w, h, size, mode] of [[300, 200, 128, 'squash'], [200, 300, 128, 'center-crop'], [300, 200, 128, 'center-crop'], [640, 480, 256, 'squash']] as const) {
+  for (const [w, h, size, mode] of [
+    [300, 200, 128, 'squash'],
+    [200, 300, 128, 'center-crop'],
+    [300, 200, 128, 'center-crop'],
+    [640, 480, 256, 'squash'],
+  ] as const) {
     const hwc = photo(w, h);
     const { xs, ys } = resizeTables(w, h, size, mode);
     const ours = resampleRgbToChw(hwc, w, xs, ys);
     const fit = mode === 'squash' ? 'fill' : 'cover';
-    const ref = await sharp(Buffer.from(hwc), { raw: { width: w, height: h, channels: 3 } }).resize(size, size, { fit, kernel: 'linear' }).raw().toBuffer();
-    let max = 0, sum = 0;
+    const ref = await sharp(Buffer.from(hwc), { raw: { width: w, height: h, channels: 3 } })
+      .resize(size, size, { fit, kernel: 'linear' })
+      .raw()
+      .toBuffer();
+    let max = 0,
+      sum = 0;
     for (let i = 0; i < size * size; i++) {
       for (let c = 0; c < 3; c++) {
         const e = Math.abs(ours[c * size * size + i] - ref[i * 3 + c]);

@@ -94,9 +94,16 @@ export function axisTable(inLength: number, outLength: number, from = 0, span = 
  * No clamping: the weights are >= 0 and sum to at most 2^14 plus rounding, so every sum
  * stays within 0..255.5 before the shift.
  */
-export function resampleRgbToChwJs(hwc: Uint8Array, width: number, xs: AxisTable, ys: AxisTable, out: Uint8Array = new Uint8Array(3 * xs.outLength * ys.outLength)): Uint8Array {
+export function resampleRgbToChwJs(
+  hwc: Uint8Array,
+  width: number,
+  xs: AxisTable,
+  ys: AxisTable,
+  out: Uint8Array = new Uint8Array(3 * xs.outLength * ys.outLength),
+): Uint8Array {
   const stride = width * 3;
-  const outW = xs.outLength, outH = ys.outLength;
+  const outW = xs.outLength,
+    outH = ys.outLength;
   const mid = new Uint8Array(outH * stride);
   for (let j = 0; j < outH; j++) {
     const first = ys.starts[j] * stride;
@@ -109,7 +116,9 @@ export function resampleRgbToChwJs(hwc: Uint8Array, width: number, xs: AxisTable
   const plane = outW * outH;
   for (let j = 0; j < outH; j++) {
     for (let i = 0; i < outW; i++) {
-      let red = HALF, green = HALF, blue = HALF;
+      let red = HALF,
+        green = HALF,
+        blue = HALF;
       for (let k = 0; k < xs.taps; k++) {
         const w = xs.weights[i * xs.taps + k];
         const p = j * stride + (xs.starts[i] + k) * 3;
@@ -129,7 +138,13 @@ export function resampleRgbToChwJs(hwc: Uint8Array, width: number, xs: AxisTable
  * `resampleRgbToChwJs`, by the WebAssembly kernels where they run (~5x faster), else in JS.
  * Both give identical bytes (decode-resample.test.ts).
  */
-export function resampleRgbToChw(hwc: Uint8Array, width: number, xs: AxisTable, ys: AxisTable, out: Uint8Array = new Uint8Array(3 * xs.outLength * ys.outLength)): Uint8Array {
+export function resampleRgbToChw(
+  hwc: Uint8Array,
+  width: number,
+  xs: AxisTable,
+  ys: AxisTable,
+  out: Uint8Array = new Uint8Array(3 * xs.outLength * ys.outLength),
+): Uint8Array {
   return resampleRgbToChwWasm(hwc, width, xs, ys, out) ?? resampleRgbToChwJs(hwc, width, xs, ys, out);
 }
 

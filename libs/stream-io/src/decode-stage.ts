@@ -135,20 +135,23 @@ export class DecodeStage extends Duplex {
     } else if (record.type === 'item') {
       const slot: Slot = { settled: false };
       this.queue.push(slot);
-      this.work(record).then(
-        (image) => { slot.output = image; },
-        (err) => {
-          if (this.destroyed) return; // the stage stopped (its input failed): not this file's fault
-          // a dead worker thread is the stage's failure, not this file's: stop, do not skip the rest
-          if (err instanceof DecodePoolError) {
-            this.destroy(new AlexnetStreamError(`${err.message}; stopped at ${record.path}`, { code: 'ERR_DECODE_WORKER', cause: err }));
-          }
-          else slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err, this.opts.maxFileBytesName) };
-        },
-      ).then(() => {
-        slot.settled = true;
-        this.pump();
-      });
+      this.work(record)
+        .then(
+          (image) => {
+            slot.output = image;
+          },
+          (err) => {
+            if (this.destroyed) return; // the stage stopped (its input failed): not this file's fault
+            // a dead worker thread is the stage's failure, not this file's: stop, do not skip the rest
+            if (err instanceof DecodePoolError) {
+              this.destroy(new AlexnetStreamError(`${err.message}; stopped at ${record.path}`, { code: 'ERR_DECODE_WORKER', cause: err }));
+            } else slot.skipped = { key: record.key, path: record.path, reason: describeDecodeError(err, this.opts.maxFileBytesName) };
+          },
+        )
+        .then(() => {
+          slot.settled = true;
+          this.pump();
+        });
     } else {
       callback(new InputError(`decode reads item records, not ${(record as { type?: string }).type} records`));
       return;
@@ -165,9 +168,10 @@ export class DecodeStage extends Duplex {
       image = await (this.decode ?? decodeImage)(bytes, this.opts);
     } else if (this.pool) {
       const result = await this.pool.decode(item.path, this.opts);
-      image = result.kind === 'image'
-        ? { data: result.data, height: this.opts.size, width: this.opts.size, channels: 3 }
-        : await decodeWithLibvips(result.bytes, this.opts);
+      image =
+        result.kind === 'image'
+          ? { data: result.data, height: this.opts.size, width: this.opts.size, channels: 3 }
+          : await decodeWithLibvips(result.bytes, this.opts);
     } else {
       image = await decodeImageFile(item.path, this.opts);
     }
@@ -223,7 +227,11 @@ export class DecodeStage extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    if (this.pool) this.pool.close().then(() => callback(err), () => callback(err));
+    if (this.pool)
+      this.pool.close().then(
+        () => callback(err),
+        () => callback(err),
+      );
     else callback(err);
   }
 

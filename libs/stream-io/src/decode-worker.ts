@@ -34,7 +34,10 @@ function handle(task: DecodeTask): { reply: DecodeReply; transfer: ArrayBuffer[]
     return { reply: { id, kind: 'other', bytes }, transfer: [] }; // copied: rare, and small
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    return { reply: { id, kind: 'error', message: e instanceof Error ? e.message : String(err), code: typeof e?.code === 'string' ? e.code : undefined }, transfer: [] };
+    return {
+      reply: { id, kind: 'error', message: e instanceof Error ? e.message : String(err), code: typeof e?.code === 'string' ? e.code : undefined },
+      transfer: [],
+    };
   }
 }
 

@@ -104,7 +104,9 @@ export function hwcToChw(hwc: Uint8Array, height: number, width: number, out: Ui
     const src = new Uint32Array(hwc.buffer, hwc.byteOffset, quads * 3);
     const dst = new Uint32Array(out.buffer, out.byteOffset, quads * 3);
     for (let k = 0, j = 0; k < quads; k++, j += 3) {
-      const a = src[j], b = src[j + 1], c = src[j + 2];
+      const a = src[j],
+        b = src[j + 1],
+        c = src[j + 2];
       dst[k] = (a & 255) | ((a >>> 24) << 8) | (((b >>> 16) & 255) << 16) | (((c >>> 8) & 255) << 24);
       dst[quads + k] = ((a >>> 8) & 255) | ((b & 255) << 8) | ((b >>> 24) << 16) | (((c >>> 16) & 255) << 24);
       dst[2 * quads + k] = ((a >>> 16) & 255) | (((b >>> 8) & 255) << 8) | ((c & 255) << 16) | ((c >>> 24) << 24);
@@ -165,12 +167,20 @@ export function withoutExtraneousHeaderBytes(bytes: Uint8Array): Buffer | undefi
       continue;
     }
     const marker = bytes[p + 1];
-    if (marker === 0xff) { p += 1; continue; } // fill byte
-    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd9)) { parts.push(bytes.subarray(p, p + 2)); p += 2; continue; }
+    if (marker === 0xff) {
+      p += 1;
+      continue;
+    } // fill byte
+    if (marker === 0x01 || (marker >= 0xd0 && marker <= 0xd9)) {
+      parts.push(bytes.subarray(p, p + 2));
+      p += 2;
+      continue;
+    }
     if (p + 4 > bytes.length) return undefined;
     const end = p + 2 + ((bytes[p + 2] << 8) | bytes[p + 3]);
     if (end > bytes.length) return undefined;
-    if (marker === 0xda) { // start of scan: the rest is entropy-coded data and later markers, kept as is
+    if (marker === 0xda) {
+      // start of scan: the rest is entropy-coded data and later markers, kept as is
       parts.push(bytes.subarray(p));
       return removed ? Buffer.concat(parts) : undefined;
     }
@@ -248,10 +258,14 @@ export function describeDecodeError(err: unknown, maxFileBytesName?: string): st
   const e = err as NodeJS.ErrnoException;
   if (e && typeof e.code === 'string') {
     switch (e.code) {
-      case 'ENOENT': return 'file not found';
-      case 'ERR_NOT_REGULAR_FILE': return e.message;
-      case 'ERR_FILE_TOO_LARGE': return maxFileBytesName ? `${e.message}; raise ${maxFileBytesName} to decode it` : e.message;
-      default: return describeReadError(err);
+      case 'ENOENT':
+        return 'file not found';
+      case 'ERR_NOT_REGULAR_FILE':
+        return e.message;
+      case 'ERR_FILE_TOO_LARGE':
+        return maxFileBytesName ? `${e.message}; raise ${maxFileBytesName} to decode it` : e.message;
+      default:
+        return describeReadError(err);
     }
   }
   const message = (e instanceof Error ? e.message : String(err)).split('\n')[0].trim();

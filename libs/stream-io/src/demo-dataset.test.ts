@@ -8,8 +8,9 @@ import { DEMO_CLASSES, generateDemoDataset } from './demo-dataset';
 import { listClassFolders, readCaffeList } from './scan';
 
 function filesOf(dir: string, prefix = ''): string[] {
-  return readdirSync(join(dir, prefix), { withFileTypes: true }).flatMap((e) =>
-    e.isDirectory() ? filesOf(dir, join(prefix, e.name)) : [join(prefix, e.name)]).sort();
+  return readdirSync(join(dir, prefix), { withFileTypes: true })
+    .flatMap((e) => (e.isDirectory() ? filesOf(dir, join(prefix, e.name)) : [join(prefix, e.name)]))
+    .sort();
 }
 
 test('demo data set: layout, labels agree with scan, sizes/qualities vary, same seed → identical bytes', async () => {
@@ -32,7 +33,10 @@ test('demo data set: layout, labels agree with scan, sizes/qualities vary, same 
     const scanned = await listClassFolders(join(a, 'train'));
     assert.deepEqual(scanned.classNames, [...DEMO_CLASSES]);
     const trainList = await readCaffeList(join(a, 'train.txt'), join(a, 'train'), scanned.classNames);
-    assert.deepEqual(trainList.items.map((i) => [i.key, i.label]), scanned.items.map((i) => [i.key, i.label]));
+    assert.deepEqual(
+      trainList.items.map((i) => [i.key, i.label]),
+      scanned.items.map((i) => [i.key, i.label]),
+    );
     const val = await readCaffeList(join(a, 'val.txt'), join(a, 'val'), scanned.classNames);
     assert.equal(val.items.length, 12);
     assert.deepEqual([...new Set(val.items.map((i) => i.label))].sort(), [0, 1, 2, 3, 4, 5]);

@@ -65,13 +65,15 @@ export function renderDemoImage(label: number, rng: Rng): RenderedImage {
   const bgA = brightColour(rng, !fgLight);
   const bgB = brightColour(rng, !fgLight);
   const gradAngle = rng.nextFloat() * 2 * Math.PI;
-  const gx = Math.cos(gradAngle), gy = Math.sin(gradAngle);
+  const gx = Math.cos(gradAngle),
+    gy = Math.sin(gradAngle);
   const noise = 4 + rng.nextFloat() * 16;
   const quality = 75 + rng.nextInt(21);
   const short = Math.min(width, height);
   // small rotation (±15°): orientation classes stay unambiguous, shapes are not axis-perfect
   const theta = (rng.nextFloat() - 0.5) * (Math.PI / 6);
-  const cos = Math.cos(theta), sin = Math.sin(theta);
+  const cos = Math.cos(theta),
+    sin = Math.sin(theta);
   const cx = width * (0.38 + 0.24 * rng.nextFloat());
   const cy = height * (0.38 + 0.24 * rng.nextFloat());
   const radius = short * (0.2 + 0.13 * rng.nextFloat());
@@ -80,7 +82,8 @@ export function renderDemoImage(label: number, rng: Rng): RenderedImage {
 
   /** Is the pixel at (x, y) foreground? (u, v) = coordinates rotated by -theta around the centre. */
   const inside = (x: number, y: number): boolean => {
-    const dx = x - cx, dy = y - cy;
+    const dx = x - cx,
+      dy = y - cy;
     const u = dx * cos + dy * sin;
     const v = -dx * sin + dy * cos;
     switch (kind) {
@@ -163,9 +166,14 @@ export async function generateDemoDataset(outDir: string, options: DemoDatasetOp
   await makeDirectory(path.join(outDir, 'val'), 'demo data folder');
   for (const name of classNames) await makeDirectory(path.join(outDir, 'train', name), 'demo data folder');
 
-  interface Job { file: string; label: number; rngSeed: number }
+  interface Job {
+    file: string;
+    label: number;
+    rngSeed: number;
+  }
   const jobs: Job[] = [];
-  const imageSeed = (split: number, label: number, index: number) => (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + split * 0x01000193 + label * 0x100003 + index * 0x3b9aca07) >>> 0;
+  const imageSeed = (split: number, label: number, index: number) =>
+    (Math.imul(seed ^ 0x5bd1e995, 0x9e3779b1) + split * 0x01000193 + label * 0x100003 + index * 0x3b9aca07) >>> 0;
   const trainLines: string[] = [];
   for (let label = 0; label < K; label++) {
     for (let i = 0; i < trainPerClass; i++) {

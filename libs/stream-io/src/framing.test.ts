@@ -14,14 +14,29 @@ async function roundTrip(records: StreamRecord[], chunkSize: number, raw = false
   const chunks: Buffer[] = [];
   for (let i = 0; i < bytes.length; i += chunkSize) chunks.push(bytes.subarray(i, i + chunkSize));
   const out: StreamRecord[] = [];
-  await pipeline(Readable.from(chunks), new RecordDecoder(), new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  await pipeline(
+    Readable.from(chunks),
+    new RecordDecoder(),
+    new Writable({
+      objectMode: true,
+      write(r, _e, cb) {
+        out.push(r);
+        cb();
+      },
+    }),
+  );
   return out;
 }
 
 const image: ImageRecord = { type: 'image', key: 'a/b.jpg', label: 3, channels: 3, height: 2, width: 2, data: new Uint8Array([...Array(12).keys()]) };
 const batch: BatchRecord = {
-  type: 'batch', dtype: 'float32', shape: [2, 3, 1, 1], layout: 'NCHW',
-  data: new Float32Array([1.5, -2, 3.25, 1e-7, 0, 9]), labels: new Int32Array([7, 0]), keys: ['x', 'y'],
+  type: 'batch',
+  dtype: 'float32',
+  shape: [2, 3, 1, 1],
+  layout: 'NCHW',
+  data: new Float32Array([1.5, -2, 3.25, 1e-7, 0, 9]),
+  labels: new Int32Array([7, 0]),
+  keys: ['x', 'y'],
 };
 
 test('records survive framing split at every chunk size, typed arrays restored', async () => {
@@ -45,14 +60,35 @@ test('a stream without a header is refused with a clear message', async () => {
 test('a stream of the wrong kind is refused at its header', async () => {
   const bytes = Buffer.concat([packRecord(makeHeader('item')), packRecord({ type: 'item', path: 'p', label: 0, key: 'p' })]);
   const decoder = new RecordDecoder({ accept: ['batch'], source: 'stdin' });
-  await assert.rejects(pipeline(Readable.from([bytes]), decoder, new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })), /reads batch records but the stream carries item records/);
+  await assert.rejects(
+    pipeline(
+      Readable.from([bytes]),
+      decoder,
+      new Writable({
+        objectMode: true,
+        write(_r, _e, cb) {
+          cb();
+        },
+      }),
+    ),
+    /reads batch records but the stream carries item records/,
+  );
 });
 
 test('a truncated stream names the record it stops in', async () => {
   const bytes = Buffer.concat([packRecord(makeHeader('image')), packRecord(image)]);
   const decoder = new RecordDecoder({ source: 'stdin' });
   await assert.rejects(
-    pipeline(Readable.from([bytes.subarray(0, bytes.length - 5)]), decoder, new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })),
+    pipeline(
+      Readable.from([bytes.subarray(0, bytes.length - 5)]),
+      decoder,
+      new Writable({
+        objectMode: true,
+        write(_r, _e, cb) {
+          cb();
+        },
+      }),
+    ),
     /stdin: the image stream ends in the middle of record 2/,
   );
 });
@@ -64,7 +100,16 @@ test('a batch whose data does not match its shape is refused', async () => {
 
 test('encoder output decodes as plain msgpack (no msgpackr extensions)', async () => {
   const chunks: Buffer[] = [];
-  await pipeline(Readable.from([makeHeader('image'), image]), new RecordEncoder(), new Writable({ write(c, _e, cb) { chunks.push(c); cb(); } }));
+  await pipeline(
+    Readable.from([makeHeader('image'), image]),
+    new RecordEncoder(),
+    new Writable({
+      write(c, _e, cb) {
+        chunks.push(c);
+        cb();
+      },
+    }),
+  );
   const bytes = Buffer.concat(chunks);
   // 0xd4..0xd8 / 0xc7..0xc9 are msgpack ext types; none may appear as a top-level value type.
   assert.notEqual(bytes[0], 0xd4);
@@ -116,7 +161,13 @@ test('decoded payloads: a view where the payload is most of its buffer and align
   assert.equal(copied.data.buffer.byteLength, copied.data.byteLength);
   assert.deepEqual(copied.data, image.data);
   // float32 data at an odd offset is copied to an aligned buffer, values intact
-  const f32 = { ...batch, shape: [1, 3, 32, 32] as [number, number, number, number], labels: new Int32Array([1]), keys: ['k'], data: new Float32Array(3072).map((_, j) => j / 3) };
+  const f32 = {
+    ...batch,
+    shape: [1, 3, 32, 32] as [number, number, number, number],
+    labels: new Int32Array([1]),
+    keys: ['k'],
+    data: new Float32Array(3072).map((_, j) => j / 3),
+  };
   const bytes = packRecord(f32);
   const odd = Buffer.alloc(bytes.length + 1);
   bytes.copy(odd, 1);
@@ -128,7 +179,17 @@ test('decoded payloads: a view where the payload is most of its buffer and align
 
 async function decodeBytes(bytes: Buffer, options: ConstructorParameters<typeof RecordDecoder>[0] = {}): Promise<StreamRecord[]> {
   const out: StreamRecord[] = [];
-  await pipeline(Readable.from([bytes]), new RecordDecoder({ source: 'stdin', ...options }), new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  await pipeline(
+    Readable.from([bytes]),
+    new RecordDecoder({ source: 'stdin', ...options }),
+    new Writable({
+      objectMode: true,
+      write(r, _e, cb) {
+        out.push(r);
+        cb();
+      },
+    }),
+  );
   return out;
 }
 
@@ -137,38 +198,67 @@ test('the trailer proves a stream whole: missing, short, long or followed by mor
   const rec = packRecord(image);
   // whole: passes, trailer last
   const ok = await decodeBytes(Buffer.concat([header, rec, rec, packRecord(makeTrailer({ records: 2, skipped: 1 }))]));
-  assert.deepEqual(ok.map((r) => r.type), ['header', 'image', 'image', 'trailer']);
+  assert.deepEqual(
+    ok.map((r) => r.type),
+    ['header', 'image', 'image', 'trailer'],
+  );
   // cut at a record boundary: no trailer
-  await assert.rejects(decodeBytes(Buffer.concat([header, rec, rec])), /the image stream from alexnet-stream decode ended after 2 records without its trailer: alexnet-stream decode .* stopped before finishing/);
+  await assert.rejects(
+    decodeBytes(Buffer.concat([header, rec, rec])),
+    /the image stream from alexnet-stream decode ended after 2 records without its trailer: alexnet-stream decode .* stopped before finishing/,
+  );
   // counts that disagree
-  await assert.rejects(decodeBytes(Buffer.concat([header, rec, packRecord(makeTrailer({ records: 2 }))])), /trailer says alexnet-stream decode wrote 2 records, but 1 arrived/);
-  await assert.rejects(decodeBytes(Buffer.concat([header, rec, rec, rec, packRecord(makeTrailer({ records: 2 }))])), /trailer says .* wrote 2 records, but 3 arrived/);
+  await assert.rejects(
+    decodeBytes(Buffer.concat([header, rec, packRecord(makeTrailer({ records: 2 }))])),
+    /trailer says alexnet-stream decode wrote 2 records, but 1 arrived/,
+  );
+  await assert.rejects(
+    decodeBytes(Buffer.concat([header, rec, rec, rec, packRecord(makeTrailer({ records: 2 }))])),
+    /trailer says .* wrote 2 records, but 3 arrived/,
+  );
   // anything after the trailer (two streams concatenated)
   await assert.rejects(decodeBytes(Buffer.concat([header, packRecord(makeTrailer({ records: 0 })), header])), /after the stream's trailer/);
   // batch streams: the images are counted too
   const b = packRecord(batch);
-  await assert.rejects(decodeBytes(Buffer.concat([packRecord(makeHeader('batch')), b, packRecord(makeTrailer({ records: 1, images: 5 }))])), /wrote 5 images, but the 1 records hold 2/);
+  await assert.rejects(
+    decodeBytes(Buffer.concat([packRecord(makeHeader('batch')), b, packRecord(makeTrailer({ records: 1, images: 5 }))])),
+    /wrote 5 images, but the 1 records hold 2/,
+  );
 });
 
 test('a length prefix larger than the header allows is refused when it arrives, before the payload', async () => {
   // a header declaring 8x8 images, then a record whose bin claims 4 GiB: only its first bytes are sent
   const header = packRecord(makeHeader('image', { imageSize: 8 }));
   const claim = Buffer.from([0x83, 0xa4, ...Buffer.from('type'), 0xa5, ...Buffer.from('image'), 0xa4, ...Buffer.from('data'), 0xc6, 0xff, 0xff, 0xff, 0xf0]);
-  const source = Readable.from((async function* () {
-    yield header;
-    yield claim;
-    // the rest of the claimed 4 GiB never comes; the decoder must not wait for it
-    await new Promise((r) => setTimeout(r, 10_000));
-  })());
+  const source = Readable.from(
+    (async function* () {
+      yield header;
+      yield claim;
+      // the rest of the claimed 4 GiB never comes; the decoder must not wait for it
+      await new Promise((r) => setTimeout(r, 10_000));
+    })(),
+  );
   const started = Date.now();
   await assert.rejects(
-    pipeline(source, new RecordDecoder({ source: 'stdin' }), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })),
+    pipeline(
+      source,
+      new RecordDecoder({ source: 'stdin' }),
+      new Writable({
+        objectMode: true,
+        write(_r, _e, cb) {
+          cb();
+        },
+      }),
+    ),
     /stdin: record 2 is larger than 1\.0 MiB \(the header declares 8x8 images\)/,
   );
   assert.ok(Date.now() - started < 5000, 'refused at once');
   // without a declared size, the decoder's maxRecordBytes applies
   const plain = packRecord(makeHeader('image'));
-  await assert.rejects(decodeBytes(Buffer.concat([plain, claim]), { maxRecordBytes: 1 << 20 }), /record 2 is larger than 1 MiB \(the header declares no image or batch size, so maxRecordBytes applies\)/);
+  await assert.rejects(
+    decodeBytes(Buffer.concat([plain, claim]), { maxRecordBytes: 1 << 20 }),
+    /record 2 is larger than 1 MiB \(the header declares no image or batch size, so maxRecordBytes applies\)/,
+  );
   // a header itself has a bound
   await assert.rejects(decodeBytes(Buffer.from([0xdb, 0xff, 0xff, 0xff, 0xff])), /record 1 is larger than 64 MiB/);
   // msgpackValueEnd: the answer comes from the prefix alone

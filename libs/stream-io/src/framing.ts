@@ -115,7 +115,10 @@ export function recordByteLimit(header: StreamHeader, cap = DEFAULT_MAX_RECORD_B
     derived = { bytes: IMAGE_CHANNELS * side * side + RECORD_FIELDS_BYTES, why: `the header declares ${side}x${side} images` };
   } else if (header.kind === 'batch' && side !== undefined && header.batchSize !== undefined && header.dtype !== undefined) {
     const n = header.batchSize;
-    derived = { bytes: batchRecordBytes(n, IMAGE_CHANNELS * side * side, header.dtype === 'float32' ? 4 : 1), why: `the header declares ${header.dtype} batches of ${n} ${side}x${side} images` };
+    derived = {
+      bytes: batchRecordBytes(n, IMAGE_CHANNELS * side * side, header.dtype === 'float32' ? 4 : 1),
+      why: `the header declares ${header.dtype} batches of ${n} ${side}x${side} images`,
+    };
   }
   if (derived && derived.bytes <= cap) return derived;
   return { bytes: cap, why: derived ? `${derived.why}, capped by maxRecordBytes` : 'the header declares no image or batch size, so maxRecordBytes applies' };

@@ -10,7 +10,15 @@ import { formatShardDirSummary, formatSummary, inspectRecords, inspectShardDir }
 import { type BatchRecord, type ImageRecord, makeHeader, wholeStream } from './records';
 import { ShardWriter } from './shard-writer';
 
-const img = (key: string, label: number, values: number[]): ImageRecord => ({ type: 'image', key, label, channels: 2, height: 1, width: 2, data: Uint8Array.from(values) });
+const img = (key: string, label: number, values: number[]): ImageRecord => ({
+  type: 'image',
+  key,
+  label,
+  channels: 2,
+  height: 1,
+  width: 2,
+  data: Uint8Array.from(values),
+});
 
 test('image stream summary: counts, shapes, label histogram, per-channel mean/std/min/max by hand', () => {
   const s = inspectRecords([
@@ -37,7 +45,16 @@ test('image stream summary: counts, shapes, label histogram, per-channel mean/st
 });
 
 test('batch streams count images inside batches and partial batches; float32 stats', () => {
-  const b: BatchRecord = { type: 'batch', dtype: 'float32', shape: [2, 1, 1, 2], layout: 'NCHW', data: Float32Array.from([-1.5, 1.5, 0.5, -0.5]), labels: Int32Array.from([3, 3]), keys: ['x', 'y'], partial: true };
+  const b: BatchRecord = {
+    type: 'batch',
+    dtype: 'float32',
+    shape: [2, 1, 1, 2],
+    layout: 'NCHW',
+    data: Float32Array.from([-1.5, 1.5, 0.5, -0.5]),
+    labels: Int32Array.from([3, 3]),
+    keys: ['x', 'y'],
+    partial: true,
+  };
   const s = inspectRecords([makeHeader('batch'), b]);
   assert.equal(s.images, 2);
   assert.equal(s.partialBatches, 1);
@@ -49,9 +66,19 @@ test('batch streams count images inside batches and partial batches; float32 sta
 test('shard dir summary covers every prefix with its index facts', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'inspect-'));
   try {
-    for (const [prefix, n] of [['train', 5], ['val', 2]] as const) {
-      const images = Array.from({ length: n }, (_, i): ImageRecord => ({ type: 'image', key: `${prefix}${i}`, label: i % 2, channels: 3, height: 1, width: 2, data: new Uint8Array(6).fill(i) }));
-      await pipeline(Readable.from(wholeStream(makeHeader('image', { classNames: ['cat', 'dog'] }), images)), new BatchStage({ batchSize: 2 }), new ShardWriter({ dir, prefix, fsync: false }));
+    for (const [prefix, n] of [
+      ['train', 5],
+      ['val', 2],
+    ] as const) {
+      const images = Array.from(
+        { length: n },
+        (_, i): ImageRecord => ({ type: 'image', key: `${prefix}${i}`, label: i % 2, channels: 3, height: 1, width: 2, data: new Uint8Array(6).fill(i) }),
+      );
+      await pipeline(
+        Readable.from(wholeStream(makeHeader('image', { classNames: ['cat', 'dog'] }), images)),
+        new BatchStage({ batchSize: 2 }),
+        new ShardWriter({ dir, prefix, fsync: false }),
+      );
     }
     const result = await inspectShardDir(dir);
     assert.deepEqual(Object.keys(result.prefixes), ['train', 'val']);

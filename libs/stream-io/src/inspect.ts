@@ -193,8 +193,16 @@ const fmt = (v: number, digits = 2): string => (Number.isInteger(v) ? String(v) 
 export function formatSummary(summary: InspectSummary, title: string, indent = ''): string {
   const lines: string[] = [`${title}:`];
   lines.push(`  stream: ${summary.kind ?? 'unknown'} records${summary.producer ? ` (from ${summary.producer})` : ''}`);
-  lines.push(`  records: ${summary.records}, images: ${summary.images}${summary.partialBatches ? `, partial batches: ${summary.partialBatches}` : ''}${summary.skipped ? `, ${summary.skipped} source items skipped upstream` : ''}`);
-  lines.push(`  shapes: ${Object.entries(summary.shapes).map(([s, n]) => `${s} (x${n})`).join(', ') || 'none'}`);
+  lines.push(
+    `  records: ${summary.records}, images: ${summary.images}${summary.partialBatches ? `, partial batches: ${summary.partialBatches}` : ''}${summary.skipped ? `, ${summary.skipped} source items skipped upstream` : ''}`,
+  );
+  lines.push(
+    `  shapes: ${
+      Object.entries(summary.shapes)
+        .map(([s, n]) => `${s} (x${n})`)
+        .join(', ') || 'none'
+    }`,
+  );
   const names = summary.classNames;
   const labelEntries = Object.entries(summary.labels);
   lines.push(`  labels: ${labelEntries.length} distinct${names ? ` of ${names.length} classes` : ''}`);
@@ -233,7 +241,10 @@ export async function inspectShardDir(
   for (const prefix of prefixes) {
     const inspector = new StreamInspector();
     const reader = new ShardReader({ dir, prefix, verify: options.verify });
-    await pipeline(reader, inspectorSink(inspector, (r) => options.onRecord?.(r, prefix)));
+    await pipeline(
+      reader,
+      inspectorSink(inspector, (r) => options.onRecord?.(r, prefix)),
+    );
     const { shards, classNames: _names, ...rest } = reader.set!;
     result.prefixes[prefix] = { index: { ...rest, shardFiles: shards.length }, summary: inspector.summary() };
   }

@@ -27,7 +27,15 @@ test('mean of images equals the hand-computed mean, per pixel', () => {
 
 test('a batch adds each of its images; float64 accumulation keeps 1e6 images exact', () => {
   const acc = new MeanAccumulator();
-  const batch: BatchRecord = { type: 'batch', dtype: 'uint8', shape: [2, 1, 1, 2], layout: 'NCHW', data: Uint8Array.from([1, 2, 3, 4]), labels: new Int32Array(2), keys: ['x', 'y'] };
+  const batch: BatchRecord = {
+    type: 'batch',
+    dtype: 'uint8',
+    shape: [2, 1, 1, 2],
+    layout: 'NCHW',
+    data: Uint8Array.from([1, 2, 3, 4]),
+    labels: new Int32Array(2),
+    keys: ['x', 'y'],
+  };
   acc.addBatch(batch);
   assert.deepEqual(Array.from(acc.mean().data), [2, 3]);
   // float32 accumulation would lose integers above 2^24 = 16.7M: 1e6 x 255 = 2.55e8 must stay exact.
@@ -43,7 +51,15 @@ test('images of different sizes and an empty mean are refused by name', () => {
   acc.addImage(image('a.jpg', [1, 2, 3], 3, 1, 1));
   assert.throws(() => acc.addImage(image('b.jpg', [1, 2, 3, 4, 5, 6], 3, 1, 2)), /b\.jpg: image is 3x1x2 but earlier images are 3x1x1/);
   assert.throws(() => new MeanAccumulator().mean(), /empty dataset/);
-  const f32: BatchRecord = { type: 'batch', dtype: 'float32', shape: [1, 1, 1, 1], layout: 'NCHW', data: new Float32Array(1), labels: new Int32Array(1), keys: ['z'] };
+  const f32: BatchRecord = {
+    type: 'batch',
+    dtype: 'float32',
+    shape: [1, 1, 1, 1],
+    layout: 'NCHW',
+    data: new Float32Array(1),
+    labels: new Int32Array(1),
+    keys: ['z'],
+  };
   assert.throws(() => acc.addBatch(f32), /float32 \(already augmented\?\)/);
 });
 
@@ -51,12 +67,34 @@ test('MeanStage passes every record through unchanged and accumulates', async ()
   const records: StreamRecord[] = [makeHeader('image'), image('a', [2, 4]), image('b', [4, 8]), makeTrailer({ records: 2 })];
   const out: StreamRecord[] = [];
   const stage = new MeanStage();
-  await pipeline(Readable.from(records), stage, new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  await pipeline(
+    Readable.from(records),
+    stage,
+    new Writable({
+      objectMode: true,
+      write(r, _e, cb) {
+        out.push(r);
+        cb();
+      },
+    }),
+  );
   assert.equal(out.length, 4);
   for (let i = 0; i < 4; i++) assert.equal(out[i], records[i]);
   assert.deepEqual(Array.from(stage.accumulator.mean().data), [3, 6]);
   // without its trailer the input is incomplete: the stage fails instead of ending
-  await assert.rejects(pipeline(Readable.from(records.slice(0, 3)), new MeanStage(), new Writable({ objectMode: true, write(_r, _e, cb) { cb(); } })), /ended after 2 records without its trailer/);
+  await assert.rejects(
+    pipeline(
+      Readable.from(records.slice(0, 3)),
+      new MeanStage(),
+      new Writable({
+        objectMode: true,
+        write(_r, _e, cb) {
+          cb();
+        },
+      }),
+    ),
+    /ended after 2 records without its trailer/,
+  );
 });
 
 test('mean.npy round trip: float32 (C,H,W), atomic (no temp file left), seed-style float64 accepted', async () => {

@@ -7,7 +7,16 @@
  * are the file IO (atomic write: temp + rename).
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { decodeNpy, describeReadError, encodeNpy, InputError, type MeanImage, meanImageProblem, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
+import {
+  decodeNpy,
+  describeReadError,
+  encodeNpy,
+  InputError,
+  type MeanImage,
+  meanImageProblem,
+  readRegularFileAsync,
+  writeFileAtomic,
+} from '@alexnet-stream/core';
 import type { BatchRecord, ImageRecord, StreamRecord } from './records';
 import { StreamTally } from './stream-check';
 

@@ -18,7 +18,10 @@ const values: [string, unknown][] = [
   ['strings: fixstr, str8, str16, str32', ['', 'a'.repeat(31), 'b'.repeat(32), 'c'.repeat(256), 'd'.repeat(65536)]],
   ['binaries: bin8, bin16, bin32', [new Uint8Array(3), new Uint8Array(300), new Uint8Array(70000)]],
   ['arrays: fixarray and array16', [Array.from({ length: 15 }, (_, i) => i), Array.from({ length: 16 }, (_, i) => i)]],
-  ['maps: fixmap, map16, nested', { small: { a: 1 }, big: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, i])), deep: [[{ x: [new Uint8Array(5)] }]] }],
+  [
+    'maps: fixmap, map16, nested',
+    { small: { a: 1 }, big: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, i])), deep: [[{ x: [new Uint8Array(5)] }]] },
+  ],
   ['an image record', { type: 'image', key: 'a/b.jpg', label: 3, channels: 3, height: 256, width: 256, data: new Uint8Array(3 * 256 * 256) }],
 ];
 

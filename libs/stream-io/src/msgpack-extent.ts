@@ -65,17 +65,36 @@ export class ChunkList {
 
 /** Header size and payload size of the value starting with type byte `t` (payload bytes skipped, not read). */
 const FIXED_SIZES: Record<number, number> = {
-  192: 1, 194: 1, 195: 1, // nil, false, true
-  202: 5, 203: 9, // float32, float64
-  204: 2, 205: 3, 206: 5, 207: 9, // uint8..64
-  208: 2, 209: 3, 210: 5, 211: 9, // int8..64
-  212: 3, 213: 4, 214: 6, 215: 10, 216: 18, // fixext 1..16
+  192: 1,
+  194: 1,
+  195: 1, // nil, false, true
+  202: 5,
+  203: 9, // float32, float64
+  204: 2,
+  205: 3,
+  206: 5,
+  207: 9, // uint8..64
+  208: 2,
+  209: 3,
+  210: 5,
+  211: 9, // int8..64
+  212: 3,
+  213: 4,
+  214: 6,
+  215: 10,
+  216: 18, // fixext 1..16
 };
 /** Types followed by a length of 1, 2 or 4 bytes and then that many bytes (str, bin, ext: + 1 type byte). */
 const SIZED: Record<number, { lengthBytes: number; extra: number }> = {
-  217: { lengthBytes: 1, extra: 0 }, 218: { lengthBytes: 2, extra: 0 }, 219: { lengthBytes: 4, extra: 0 }, // str
-  196: { lengthBytes: 1, extra: 0 }, 197: { lengthBytes: 2, extra: 0 }, 198: { lengthBytes: 4, extra: 0 }, // bin
-  199: { lengthBytes: 1, extra: 1 }, 200: { lengthBytes: 2, extra: 1 }, 201: { lengthBytes: 4, extra: 1 }, // ext
+  217: { lengthBytes: 1, extra: 0 },
+  218: { lengthBytes: 2, extra: 0 },
+  219: { lengthBytes: 4, extra: 0 }, // str
+  196: { lengthBytes: 1, extra: 0 },
+  197: { lengthBytes: 2, extra: 0 },
+  198: { lengthBytes: 4, extra: 0 }, // bin
+  199: { lengthBytes: 1, extra: 1 },
+  200: { lengthBytes: 2, extra: 1 },
+  201: { lengthBytes: 4, extra: 1 }, // ext
 };
 
 /** `msgpackValueEnd`'s answer for a value that would end past the caller's limit. */
@@ -96,16 +115,25 @@ export function msgpackValueEnd(bytes: ChunkList, start = 0, limit = Infinity): 
     if (pos >= bytes.length) return undefined;
     const t = bytes.byteAt(pos);
     values -= 1;
-    if (t <= 0x7f || t >= 0xe0) pos += 1; // fixint
-    else if (t <= 0x8f) { values += 2 * (t & 0x0f); pos += 1; } // fixmap
-    else if (t <= 0x9f) { values += t & 0x0f; pos += 1; } // fixarray
-    else if (t <= 0xbf) pos += 1 + (t & 0x1f); // fixstr
+    if (t <= 0x7f || t >= 0xe0)
+      pos += 1; // fixint
+    else if (t <= 0x8f) {
+      values += 2 * (t & 0x0f);
+      pos += 1;
+    } // fixmap
+    else if (t <= 0x9f) {
+      values += t & 0x0f;
+      pos += 1;
+    } // fixarray
+    else if (t <= 0xbf)
+      pos += 1 + (t & 0x1f); // fixstr
     else if (FIXED_SIZES[t] !== undefined) pos += FIXED_SIZES[t];
     else if (SIZED[t] !== undefined) {
       const { lengthBytes, extra } = SIZED[t];
       if (pos + 1 + lengthBytes > bytes.length) return undefined;
       pos += 1 + lengthBytes + extra + bytes.uintAt(pos + 1, lengthBytes);
-    } else if (t === 0xdc || t === 0xdd || t === 0xde || t === 0xdf) { // array16/32, map16/32
+    } else if (t === 0xdc || t === 0xdd || t === 0xde || t === 0xdf) {
+      // array16/32, map16/32
       const lengthBytes = t === 0xdc || t === 0xde ? 2 : 4;
       if (pos + 1 + lengthBytes > bytes.length) return undefined;
       const n = bytes.uintAt(pos + 1, lengthBytes);

@@ -14,7 +14,9 @@ async function makeDataset(root: string, classes: string[], perClass: number): P
   for (let c = 0; c < classes.length; c++) {
     await mkdir(join(root, classes[c]), { recursive: true });
     for (let i = 0; i < perClass; i++) {
-      const png = await sharp({ create: { width: 12, height: 10, channels: 3, background: { r: 40 * c, g: 10 * i, b: 200 } } }).png().toBuffer();
+      const png = await sharp({ create: { width: 12, height: 10, channels: 3, background: { r: 40 * c, g: 10 * i, b: 200 } } })
+        .png()
+        .toBuffer();
       await writeFile(join(root, classes[c], `${i}.png`), png);
     }
   }
@@ -34,7 +36,10 @@ test('splitForValidation: deterministic, disjoint, covers everything, at least o
   const a = splitForValidation(items, 0.2, 7);
   assert.deepEqual(a, splitForValidation(items, 0.2, 7));
   assert.equal(a.val.length, 10);
-  assert.deepEqual([...a.train, ...a.val].sort((x, y) => x - y), items);
+  assert.deepEqual(
+    [...a.train, ...a.val].sort((x, y) => x - y),
+    items,
+  );
   assert.notDeepEqual(a.val, splitForValidation(items, 0.2, 8).val);
   assert.equal(splitForValidation([1, 2], 0.01, 0).val.length, 1);
   assert.equal(splitForValidation([1, 2], 0.99, 0).train.length, 1);
@@ -46,14 +51,29 @@ test('prepare writes train/val shards, the train mean, classes.txt and a manifes
     await makeDataset(join(dir, 'train'), ['a', 'b', 'c'], 5);
     await writeFile(join(dir, 'train', 'b', 'broken.png'), 'not a png');
     const skipped: string[] = [];
-    const options: PrepareOptions = { train: join(dir, 'train'), valSplit: 0.2, out: join(dir, 'data'), batchSize: 4, size: 8, seed: 3, fsync: false, concurrency: 2, onSkip: (key) => skipped.push(key) };
+    const options: PrepareOptions = {
+      train: join(dir, 'train'),
+      valSplit: 0.2,
+      out: join(dir, 'data'),
+      batchSize: 4,
+      size: 8,
+      seed: 3,
+      fsync: false,
+      concurrency: 2,
+      onSkip: (key) => skipped.push(key),
+    };
     const result = await prepareDataDir(options);
     assert.equal(result.alreadyComplete, false);
     assert.deepEqual(skipped, ['b/broken.png']);
     const m = result.manifest;
     assert.equal(m.train.images + m.val!.images + m.train.skipped + m.val!.skipped, 16);
     assert.equal(m.val!.images + m.val!.skipped, 3); // round(16 * 0.2)
-    assert.deepEqual((await readdir(join(dir, 'data'))).filter((n) => !n.endsWith('.msgpack')).sort(), ['classes.txt', 'index.json', 'mean.npy', 'prepare.json']);
+    assert.deepEqual((await readdir(join(dir, 'data'))).filter((n) => !n.endsWith('.msgpack')).sort(), [
+      'classes.txt',
+      'index.json',
+      'mean.npy',
+      'prepare.json',
+    ]);
     assert.equal(await readFile(join(dir, 'data', 'classes.txt'), 'utf8'), 'a\nb\nc\n');
     assert.ok(!(await readdir(dir)).includes('data.partial'));
 
@@ -71,7 +91,10 @@ test('prepare writes train/val shards, the train mean, classes.txt and a manifes
       }
     }
     const mean = await readMeanNpy(join(dir, 'data', 'mean.npy'));
-    assert.deepEqual(Array.from(mean.data), Array.from(sum, (s) => Math.fround(s / train.images)));
+    assert.deepEqual(
+      Array.from(mean.data),
+      Array.from(sum, (s) => Math.fround(s / train.images)),
+    );
     // shuffled: not in folder order
     assert.notDeepEqual(keys, [...keys].sort());
     assert.equal(shardSet(index, 'val', dir).images, m.val!.images);
@@ -117,7 +140,10 @@ test('--val as class folders: labels by the same class names; different classes 
     assert.deepEqual(batch.keys, ['a/0.png', 'b/0.png']);
     assert.deepEqual(Array.from(batch.labels), [0, 1]);
     await makeDataset(join(dir, 'val2'), ['a', 'c'], 1);
-    await assert.rejects(prepareDataDir({ train: join(dir, 'train'), val: join(dir, 'val2'), out: join(dir, 'data2'), fsync: false }), /val2: its class folders \(2\) differ from .*train's \(2\); labels would not match/);
+    await assert.rejects(
+      prepareDataDir({ train: join(dir, 'train'), val: join(dir, 'val2'), out: join(dir, 'data2'), fsync: false }),
+      /val2: its class folders \(2\) differ from .*train's \(2\); labels would not match/,
+    );
   }));
 
 test('bad options, a missing or empty dataset are clear errors (exit code 2)', () =>

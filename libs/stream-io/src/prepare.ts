@@ -137,7 +137,10 @@ function checkOptions(o: PrepareOptions): void {
 }
 
 async function exists(path: string): Promise<boolean> {
-  return stat(path).then(() => true, () => false);
+  return stat(path).then(
+    () => true,
+    () => false,
+  );
 }
 
 /** The manifest of a complete data dir, or undefined when `dir` is not one. */
@@ -171,7 +174,8 @@ async function listSets(o: PrepareOptions): Promise<{ classNames: string[]; trai
     const val = await listClassFolders(o.val, listing);
     if (val.classNames.join('\n') !== classNames.join('\n')) {
       throw new InputError(
-        (name) => `${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use ${name('valList')} for a flat folder)`,
+        (name) =>
+          `${o.val}: its class folders (${val.classNames.length}) differ from ${o.train}'s (${classNames.length}); labels would not match (use ${name('valList')} for a flat folder)`,
       );
     }
     valItems = val.items;
@@ -201,8 +205,19 @@ async function writeSet(
     onSkip: o.onSkip,
   });
   const batchSize = o.batchSize ?? 256;
-  const writer = new ShardWriter({ dir, prefix, batchSize, batchesPerShard: o.batchesPerShard, classNames, fsync: o.fsync, producer: 'alexnet-stream prepare' });
-  const source = Readable.from(wholeStream(makeHeader('item', { classNames, producer: 'alexnet-stream prepare' }), items), { objectMode: true, highWaterMark: 16 });
+  const writer = new ShardWriter({
+    dir,
+    prefix,
+    batchSize,
+    batchesPerShard: o.batchesPerShard,
+    classNames,
+    fsync: o.fsync,
+    producer: 'alexnet-stream prepare',
+  });
+  const source = Readable.from(wholeStream(makeHeader('item', { classNames, producer: 'alexnet-stream prepare' }), items), {
+    objectMode: true,
+    highWaterMark: 16,
+  });
   const batch = new BatchStage({ batchSize });
   try {
     if (mean) await pipeline(source, decode, mean, batch, writer);
@@ -316,7 +331,11 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
     const fsyncOption = { fsync: o.fsync };
     await writeMeanNpy(join(partial, 'mean.npy'), mean.accumulator.mean());
     await writeFileAtomic(join(partial, 'classes.txt'), `${sets.classNames.join('\n')}\n`, fsyncOption);
-    const summary = (s: { entry: ShardSetEntry; skipped: number }): PrepareSetSummary => ({ images: s.entry.images, batches: s.entry.batches, skipped: s.skipped });
+    const summary = (s: { entry: ShardSetEntry; skipped: number }): PrepareSetSummary => ({
+      images: s.entry.images,
+      batches: s.entry.batches,
+      skipped: s.skipped,
+    });
     manifest = {
       schema: 'alexnet-stream/prepare/1',
       complete: true,
@@ -327,7 +346,13 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
       seed: o.seed ?? 0,
       train: summary(train),
       ...(val ? { val: summary(val) } : {}),
-      sources: { train: o.train, ...(o.val ? { val: o.val } : {}), ...(o.valList ? { valList: o.valList } : {}), ...(o.valSplit !== undefined ? { valSplit: o.valSplit } : {}), ...(o.limit ? { limit: o.limit } : {}) },
+      sources: {
+        train: o.train,
+        ...(o.val ? { val: o.val } : {}),
+        ...(o.valList ? { valList: o.valList } : {}),
+        ...(o.valSplit !== undefined ? { valSplit: o.valSplit } : {}),
+        ...(o.limit ? { limit: o.limit } : {}),
+      },
       seconds: (Date.now() - startMs) / 1000,
       createdAt: new Date().toISOString(),
     };
@@ -357,7 +382,8 @@ async function prepareLocked(o: PrepareOptions): Promise<PrepareResult> {
 /** A one-paragraph, human summary of a prepare result (for stderr). */
 export function formatPrepareSummary(result: PrepareResult): string {
   const m = result.manifest;
-  const set = (name: string, s: PrepareSetSummary) => `${name} ${s.images} images in ${s.batches} batch${s.batches === 1 ? '' : 'es'}${s.skipped ? ` (${s.skipped} skipped)` : ''}`;
+  const set = (name: string, s: PrepareSetSummary) =>
+    `${name} ${s.images} images in ${s.batches} batch${s.batches === 1 ? '' : 'es'}${s.skipped ? ` (${s.skipped} skipped)` : ''}`;
   if (result.alreadyComplete) {
     return `${result.out} is already complete (${set('train', m.train)}${m.val ? `, ${set('val', m.val)}` : ''}; made ${m.createdAt}); nothing to do (--force rebuilds it)`;
   }

@@ -108,10 +108,9 @@ export function typedFrom<T extends Float32Array | Int32Array | Uint8Array>(
 ): T {
   const size = ctor.BYTES_PER_ELEMENT;
   if (bytes.byteLength % size !== 0) {
-    throw new InputError(
-      `${where}: field "${field}" holds ${bytes.byteLength} bytes, not a whole number of ${size}-byte elements`,
-      { code: 'ERR_RECORD_INVALID' },
-    );
+    throw new InputError(`${where}: field "${field}" holds ${bytes.byteLength} bytes, not a whole number of ${size}-byte elements`, {
+      code: 'ERR_RECORD_INVALID',
+    });
   }
   const length = bytes.byteLength / size;
   if (bytes.byteOffset % size === 0 && 2 * bytes.byteLength >= bytes.buffer.byteLength) {
@@ -164,10 +163,9 @@ export function validateItem(r: Record<string, unknown>, where: string, header?:
 
 function checkSide(side: number, field: string, where: string, header: StreamHeader | undefined): void {
   if (header?.imageSize !== undefined && side !== header.imageSize) {
-    throw new InputError(
-      `${where}: ${field} ${side}, but the stream's header declares ${header.imageSize}x${header.imageSize} images`,
-      { code: 'ERR_RECORD_INVALID' },
-    );
+    throw new InputError(`${where}: ${field} ${side}, but the stream's header declares ${header.imageSize}x${header.imageSize} images`, {
+      code: 'ERR_RECORD_INVALID',
+    });
   }
 }
 
@@ -199,10 +197,9 @@ export function validateBatch(r: Record<string, unknown>, where: string, header?
   if (r.layout !== 'NCHW') throw new InputError(`${where}: batch layout ${shown(r.layout)} is not supported (expected "NCHW")`, { code: 'ERR_RECORD_INVALID' });
   const shape = r.shape;
   if (!Array.isArray(shape) || shape.length !== 4 || !shape.every((d) => typeof d === 'number' && Number.isInteger(d))) {
-    throw new InputError(
-      `${where}: batch shape ${Array.isArray(shape) ? JSON.stringify(shape) : shown(shape)} is not 4 integers (NCHW)`,
-      { code: 'ERR_RECORD_INVALID' },
-    );
+    throw new InputError(`${where}: batch shape ${Array.isArray(shape) ? JSON.stringify(shape) : shown(shape)} is not 4 integers (NCHW)`, {
+      code: 'ERR_RECORD_INVALID',
+    });
   }
   const [n, c, h, w] = shape as number[];
   const maxN = header?.batchSize ?? MAX_BATCH_SIZE;
@@ -223,18 +220,17 @@ export function validateBatch(r: Record<string, unknown>, where: string, header?
   if (r.partial !== undefined && typeof r.partial !== 'boolean') fail(where, 'partial', 'true or false', r.partial);
   const keys = r.keys;
   if (!Array.isArray(keys) || keys.length !== n || !keys.every((k) => typeof k === 'string')) {
-    throw new InputError(
-      `${where}: a batch of ${n} images needs ${n} string keys, it has ${Array.isArray(keys) ? `${keys.length} keys` : shown(keys)}`,
-      { code: 'ERR_RECORD_INVALID' },
-    );
+    throw new InputError(`${where}: a batch of ${n} images needs ${n} string keys, it has ${Array.isArray(keys) ? `${keys.length} keys` : shown(keys)}`, {
+      code: 'ERR_RECORD_INVALID',
+    });
   }
-  const data = dtype === 'uint8' ? typedFrom(binField(r, 'data', where), Uint8Array, where, 'data') : typedFrom(binField(r, 'data', where), Float32Array, where, 'data');
+  const data =
+    dtype === 'uint8' ? typedFrom(binField(r, 'data', where), Uint8Array, where, 'data') : typedFrom(binField(r, 'data', where), Float32Array, where, 'data');
   const labels = typedFrom(binField(r, 'labels', where), Int32Array, where, 'labels');
   if (data.length !== n * c * h * w) {
-    throw new InputError(
-      `${where}: batch has ${data.length} values for shape ${JSON.stringify(shape)} (expected ${n * c * h * w})`,
-      { code: 'ERR_RECORD_INVALID' },
-    );
+    throw new InputError(`${where}: batch has ${data.length} values for shape ${JSON.stringify(shape)} (expected ${n * c * h * w})`, {
+      code: 'ERR_RECORD_INVALID',
+    });
   }
   if (labels.length !== n) throw new InputError(`${where}: a batch of ${n} images has ${labels.length} labels`, { code: 'ERR_RECORD_INVALID' });
   const classes = header?.classNames?.length || MAX_LABEL + 1;
@@ -271,18 +267,22 @@ function describe(value: unknown): string {
  */
 export function validateRecord(raw: unknown, where: string, header?: StreamHeader): StreamRecord {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || raw instanceof Uint8Array) {
-    throw new InputError(
-      `${where}: expected a record (a msgpack map), got ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`,
-      { code: 'ERR_RECORD_INVALID' },
-    );
+    throw new InputError(`${where}: expected a record (a msgpack map), got ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`, {
+      code: 'ERR_RECORD_INVALID',
+    });
   }
   const r = raw as Record<string, unknown>;
   switch (r.type) {
-    case 'header': return validateHeader(r, where);
-    case 'item': return validateItem(r, where, header);
-    case 'image': return validateImage(r, where, header);
-    case 'batch': return validateBatch(r, where, header);
-    case 'trailer': return validateTrailer(r, where);
+    case 'header':
+      return validateHeader(r, where);
+    case 'item':
+      return validateItem(r, where, header);
+    case 'image':
+      return validateImage(r, where, header);
+    case 'batch':
+      return validateBatch(r, where, header);
+    case 'trailer':
+      return validateTrailer(r, where);
     default:
       throw new InputError(`${where}: unknown record ${describe(raw)}; is this an alexnet-stream (${SCHEMA})?`, { code: 'ERR_RECORD_INVALID' });
   }

@@ -109,7 +109,11 @@ export function imagesIn(record: DataRecord): number {
  * A whole stream from a header and its records: header, records, then a trailer that counts
  * them (for sources in code: tests, loaders, prepare's item list).
  */
-export function* wholeStream(header: StreamHeader, records: Iterable<DataRecord>, options: { skipped?: number; producer?: string } = {}): Generator<StreamRecord> {
+export function* wholeStream(
+  header: StreamHeader,
+  records: Iterable<DataRecord>,
+  options: { skipped?: number; producer?: string } = {},
+): Generator<StreamRecord> {
   yield header;
   let count = 0;
   let images = 0;
@@ -118,5 +122,10 @@ export function* wholeStream(header: StreamHeader, records: Iterable<DataRecord>
     images += imagesIn(record);
     yield record;
   }
-  yield makeTrailer({ records: count, ...(header.kind === 'batch' ? { images } : {}), skipped: options.skipped, producer: options.producer ?? header.producer });
+  yield makeTrailer({
+    records: count,
+    ...(header.kind === 'batch' ? { images } : {}),
+    skipped: options.skipped,
+    producer: options.producer ?? header.producer,
+  });
 }

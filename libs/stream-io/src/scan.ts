@@ -143,7 +143,9 @@ export async function listClassFolders(root: string, options: ListOptions = {}):
   for (const c of classes) {
     const first = visited.get(folderId(c.stats));
     if (first !== undefined) {
-      options.onWarning?.(`class folder ${c.dir} is the same folder as ${first} (a link); its label ${classNames.indexOf(c.name)} is kept, with no images of its own`);
+      options.onWarning?.(
+        `class folder ${c.dir} is the same folder as ${first} (a link); its label ${classNames.indexOf(c.name)} is kept, with no images of its own`,
+      );
       duplicates.add(c.name);
     } else visited.set(folderId(c.stats), c.dir);
   }

@@ -74,10 +74,9 @@ export function decodeShard(bytes: Uint8Array, name: string): DecodedShard {
 /** Check `bytes` against the index entry's size and sha256; a mismatch is an `InputError` naming `name`. */
 export function verifyShard(bytes: Uint8Array, entry: ShardFileEntry, name: string): void {
   if (bytes.byteLength !== entry.bytes) {
-    throw new InputError(
-      `${name}: ${bytes.byteLength} bytes but the index says ${entry.bytes}: the shard is truncated or was replaced; regenerate it`,
-      { code: 'ERR_SHARD_SIZE' },
-    );
+    throw new InputError(`${name}: ${bytes.byteLength} bytes but the index says ${entry.bytes}: the shard is truncated or was replaced; regenerate it`, {
+      code: 'ERR_SHARD_SIZE',
+    });
   }
   const digest = createHash('sha256').update(bytes).digest('hex');
   if (digest !== entry.sha256) {
@@ -110,18 +109,16 @@ export async function readShard(dir: string, set: ShardSetEntry, file: ShardFile
   const shard = decodeShard(bytes, path);
   const images = shard.batches.reduce((n, b) => n + b.shape[0], 0);
   if (shard.batches.length !== file.batches || images !== file.images) {
-    throw new InputError(
-      `${path}: holds ${images} images in ${shard.batches.length} batches but the index says ${file.images} in ${file.batches}`,
-      { code: 'ERR_SHARD_COUNTS' },
-    );
+    throw new InputError(`${path}: holds ${images} images in ${shard.batches.length} batches but the index says ${file.images} in ${file.batches}`, {
+      code: 'ERR_SHARD_COUNTS',
+    });
   }
   const [c, h, w] = set.imageShape;
   for (const b of shard.batches) {
     if (b.shape[1] !== c || b.shape[2] !== h || b.shape[3] !== w) {
-      throw new InputError(
-        `${path}: a batch of ${b.shape.slice(1).join('x')} images in a set of ${set.imageShape.join('x')} images`,
-        { code: 'ERR_SHARD_CORRUPT' },
-      );
+      throw new InputError(`${path}: a batch of ${b.shape.slice(1).join('x')} images in a set of ${set.imageShape.join('x')} images`, {
+        code: 'ERR_SHARD_CORRUPT',
+      });
     }
   }
   return shard;
@@ -215,7 +212,10 @@ export class ShardReader extends Readable {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     // Ends the generator (a shard being read is dropped) unless it is running: it then stops at its next yield.
-    this.source.return(undefined).then(() => callback(err), () => callback(err));
+    this.source.return(undefined).then(
+      () => callback(err),
+      () => callback(err),
+    );
   }
 
   private async *records(): AsyncGenerator<StreamRecord> {

@@ -116,20 +116,29 @@ export class ShardWriter extends Writable {
         throw new OutputError(`${dir}: cannot write the shard directory: ${describeWriteError(err)}`, { cause: err });
       });
     };
-    start().then(() => callback(), (err) => callback(err as Error));
+    start().then(
+      () => callback(),
+      (err) => callback(err as Error),
+    );
   }
 
   override _write(record: StreamRecord, _enc: BufferEncoding, callback: (err?: Error | null) => void): void {
     this.busy = this.writeRecord(record);
-    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
+    this.busy.then(
+      () => callback(),
+      (err) => callback(this.asOutputError(err)),
+    );
   }
 
   /** A file-system error (ENOSPC, EIO, EROFS) as one line naming the set, exit 2; ours pass as they are. */
   private asOutputError(err: unknown): Error {
     if (err instanceof AlexnetStreamError || typeof (err as NodeJS.ErrnoException)?.code !== 'string') return err as Error;
-    return new OutputError(`${this.options.dir}: cannot write shard set "${this.options.prefix}": ${describeWriteError(err)}; no index entry was written for it`, {
-      cause: err,
-    });
+    return new OutputError(
+      `${this.options.dir}: cannot write shard set "${this.options.prefix}": ${describeWriteError(err)}; no index entry was written for it`,
+      {
+        cause: err,
+      },
+    );
   }
 
   private async writeRecord(record: StreamRecord): Promise<void> {
@@ -200,7 +209,10 @@ export class ShardWriter extends Writable {
     const shard = this.current!;
     this.current = undefined;
     // A shard file is a whole stream of its own (`augment < train-00000.msgpack` works).
-    await this.writePieces(shard, recordPieces(makeTrailer({ records: shard.batches, images: shard.images, producer: this.options.producer ?? 'alexnet-stream batch' })));
+    await this.writePieces(
+      shard,
+      recordPieces(makeTrailer({ records: shard.batches, images: shard.images, producer: this.options.producer ?? 'alexnet-stream batch' })),
+    );
     if (this.options.fsync ?? true) await shard.handle.sync();
     await shard.handle.close();
     if (this.destroyed) {
@@ -214,14 +226,23 @@ export class ShardWriter extends Writable {
       this.oldEntryDropped = true;
     }
     await rename(shard.temp, shard.final);
-    const file: ShardFileEntry = { file: basename(shard.final), batches: shard.batches, images: shard.images, bytes: shard.bytes, sha256: shard.hash.digest('hex') };
+    const file: ShardFileEntry = {
+      file: basename(shard.final),
+      batches: shard.batches,
+      images: shard.images,
+      bytes: shard.bytes,
+      sha256: shard.hash.digest('hex'),
+    };
     this.files.push(file);
     this.emit('shard', file);
   }
 
   override _final(callback: (err?: Error | null) => void): void {
     this.busy = this.finish();
-    this.busy.then(() => callback(), (err) => callback(this.asOutputError(err)));
+    this.busy.then(
+      () => callback(),
+      (err) => callback(this.asOutputError(err)),
+    );
   }
 
   private async finish(): Promise<void> {

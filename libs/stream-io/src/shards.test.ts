@@ -33,7 +33,16 @@ async function writeShards(dir: string, records: StreamRecord[], batchSize: numb
 
 async function readAll(reader: ShardReader): Promise<StreamRecord[]> {
   const out: StreamRecord[] = [];
-  await pipeline(reader, new Writable({ objectMode: true, write(r, _e, cb) { out.push(r); cb(); } }));
+  await pipeline(
+    reader,
+    new Writable({
+      objectMode: true,
+      write(r, _e, cb) {
+        out.push(r);
+        cb();
+      },
+    }),
+  );
   return out;
 }
 
@@ -60,7 +69,13 @@ test('write → read gives identical batches; index lists counts, shape, classes
     assert.equal(set.batchSize, 4);
     assert.deepEqual(set.imageShape, [3, 2, 3]);
     assert.equal(set.labelCount, 4);
-    assert.deepEqual(set.shards.map((s) => [s.file, s.batches, s.images]), [['train-00000.msgpack', 2, 8], ['train-00001.msgpack', 1, 3]]);
+    assert.deepEqual(
+      set.shards.map((s) => [s.file, s.batches, s.images]),
+      [
+        ['train-00000.msgpack', 2, 8],
+        ['train-00001.msgpack', 1, 3],
+      ],
+    );
     assert.match(set.shards[0].sha256, /^[0-9a-f]{64}$/);
 
     const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
@@ -69,10 +84,16 @@ test('write → read gives identical batches; index lists counts, shape, classes
     const batches = out.slice(1, -1) as BatchRecord[];
     assert.deepEqual(out[out.length - 1], { type: 'trailer', records: 3, images: 11, skipped: 0, producer: 'alexnet-stream read' });
     const keys = batches.flatMap((b) => b.keys);
-    assert.deepEqual(keys, source.map((s) => s.key));
+    assert.deepEqual(
+      keys,
+      source.map((s) => s.key),
+    );
     const pixels = Buffer.concat(batches.map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
     assert.deepEqual(pixels, Buffer.concat(source.map((s) => Buffer.from(s.data))));
-    assert.deepEqual(batches.flatMap((b) => Array.from(b.labels)), source.map((s) => s.label));
+    assert.deepEqual(
+      batches.flatMap((b) => Array.from(b.labels)),
+      source.map((s) => s.label),
+    );
     assert.equal(batches[2].partial, true);
   }));
 
@@ -87,7 +108,10 @@ test("the writer announces each batch once written ('written'), so its buffer ca
     });
     const source = images(13);
     await pipeline(Readable.from(whole(source)), stage, writer);
-    assert.deepEqual(written.map((b) => b.keys[0]), ['img0', 'img4', 'img8', 'img12']);
+    assert.deepEqual(
+      written.map((b) => b.keys[0]),
+      ['img0', 'img4', 'img8', 'img12'],
+    );
     // recycled buffers were overwritten only after their batch was in its file
     const out = await readAll(new ShardReader({ dir, prefix: 'train' }));
     const pixels = Buffer.concat((out.slice(1, -1) as BatchRecord[]).map((b) => Buffer.from(b.data.buffer, b.data.byteOffset, b.data.byteLength)));
@@ -118,7 +142,14 @@ test('train and val prefixes coexist in one directory; rewriting one keeps the o
 
 test('concurrent index updates from several writers are all kept (lock file)', () =>
   withDir(async (dir) => {
-    const entry = shardSet(await (async () => { await writeShards(dir, images(4), 4); return readShardIndex(dir); })(), 'train', dir);
+    const entry = shardSet(
+      await (async () => {
+        await writeShards(dir, images(4), 4);
+        return readShardIndex(dir);
+      })(),
+      'train',
+      dir,
+    );
     await Promise.all(Array.from({ length: 12 }, (_, i) => updateShardIndex(dir, `p${i}`, entry, { fsync: false })));
     const index = await readShardIndex(dir);
     assert.equal(Object.keys(index.prefixes).length, 13);
@@ -130,26 +161,36 @@ test('a killed writer leaves no index entry and no temp file; a leftover temp fi
     // A rerun that dies after its first shard: its old entry is gone, nothing half-written stays.
     const writer = new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false });
     let written = 0;
-    const failing = Readable.from((async function* () {
-      yield makeHeader('image');
-      yield* images(5); // one whole batch reaches the writer (and becomes a shard) first
-      if (written < 1) await once(writer, 'shard'); // the first shard is renamed: then the producer dies
-      throw new Error('killed');
-    })());
+    const failing = Readable.from(
+      (async function* () {
+        yield makeHeader('image');
+        yield* images(5); // one whole batch reaches the writer (and becomes a shard) first
+        if (written < 1) await once(writer, 'shard'); // the first shard is renamed: then the producer dies
+        throw new Error('killed');
+      })(),
+    );
     writer.on('shard', () => (written += 1));
     await assert.rejects(pipeline(failing, new BatchStage({ batchSize: 4 }), writer), /killed/);
     if (!writer.closed) await new Promise((resolve) => writer.once('close', resolve)); // pipeline rejects before the writer's clean-up ends
-    await assert.rejects(readShardIndex(dir).then((i) => shardSet(i, 'train', dir)), /no complete shard set with prefix "train".*interrupted writer leaves no entry/);
+    await assert.rejects(
+      readShardIndex(dir).then((i) => shardSet(i, 'train', dir)),
+      /no complete shard set with prefix "train".*interrupted writer leaves no entry/,
+    );
     assert.ok(!(await readdir(dir)).some((n) => n.includes('.tmp-')), 'temp file removed');
 
     // A run that fails before its first shard is complete leaves the previous set whole.
     await writeShards(dir, images(4), 4);
-    const early = Readable.from((async function* () {
-      yield makeHeader('image');
-      yield* images(2);
-      throw new Error('killed early');
-    })());
-    await assert.rejects(pipeline(early, new BatchStage({ batchSize: 4 }), new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false })), /killed early/);
+    const early = Readable.from(
+      (async function* () {
+        yield makeHeader('image');
+        yield* images(2);
+        throw new Error('killed early');
+      })(),
+    );
+    await assert.rejects(
+      pipeline(early, new BatchStage({ batchSize: 4 }), new ShardWriter({ dir, prefix: 'train', batchSize: 4, fsync: false })),
+      /killed early/,
+    );
     assert.equal((await readAll(new ShardReader({ dir, prefix: 'train' }))).length, 3);
 
     // A producer that stops without an error but before its trailer (killed upstream): no entry, no shards.
@@ -157,19 +198,25 @@ test('a killed writer leaves no index entry and no temp file; a leftover temp fi
     const cut = new ShardWriter({ dir: fresh, prefix: 'train', batchSize: 2, fsync: false });
     let renamed = 0;
     cut.on('shard', () => (renamed += 1));
-    const slowly = Readable.from((async function* () {
-      yield makeHeader('image');
-      for (const [i, image] of [...images(9)].entries()) {
-        yield image;
-        // After each whole batch, until its shard is renamed: the writer has renamed shards to remove.
-        if (i % 2 === 1 && renamed < (i + 1) / 2) await once(cut, 'shard');
-      }
-    })());
+    const slowly = Readable.from(
+      (async function* () {
+        yield makeHeader('image');
+        for (const [i, image] of [...images(9)].entries()) {
+          yield image;
+          // After each whole batch, until its shard is renamed: the writer has renamed shards to remove.
+          if (i % 2 === 1 && renamed < (i + 1) / 2) await once(cut, 'shard');
+        }
+      })(),
+    );
     await assert.rejects(pipeline(slowly, new BatchStage({ batchSize: 2 }), cut), /ended after 9 records without its trailer/);
     if (!cut.closed) await new Promise((resolve) => cut.once('close', resolve));
     await assert.rejects(readShardIndex(fresh), /no index\.json/);
     assert.equal(renamed, 4, 'four shards were renamed before the input stopped short');
-    assert.deepEqual((await readdir(fresh)).filter((n) => !n.startsWith('.')), [], 'the shards it renamed are removed');
+    assert.deepEqual(
+      (await readdir(fresh)).filter((n) => !n.startsWith('.')),
+      [],
+      'the shards it renamed are removed',
+    );
 
     // A temp file left by a process killed with SIGKILL (no cleanup) next to a complete set.
     await writeShards(dir, images(4), 4);
@@ -201,7 +248,10 @@ test('shuffle is deterministic per seed; --shard i/N parts are disjoint and cove
     assert.deepEqual(planShardOrder(10, { shuffle: true, seed: 3 }), planShardOrder(10, { shuffle: true, seed: 3 }));
     assert.notDeepEqual(planShardOrder(10, { shuffle: true, seed: 3 }), planShardOrder(10, { shuffle: true, seed: 4 }));
     const parts = [0, 1, 2].map((index) => planShardOrder(10, { shuffle: true, seed: 3, shard: { index, count: 3 } }));
-    assert.deepEqual(parts.flat().sort((a, b) => a - b), [...Array(10).keys()]);
+    assert.deepEqual(
+      parts.flat().sort((a, b) => a - b),
+      [...Array(10).keys()],
+    );
 
     await writeShards(dir, images(20), 2);
     const keysOf = async (o: object) => ((await readAll(new ShardReader({ dir, prefix: 'train', ...o }))).slice(1, -1) as BatchRecord[]).map((b) => b.keys[0]);
@@ -217,8 +267,18 @@ test('shuffle is deterministic per seed; --shard i/N parts are disjoint and cove
 
 test('the writer refuses float32 batches, mixed sizes, a batch after a partial one and an empty stream', () =>
   withDir(async (dir) => {
-    const write = (records: DataRecord[]) => pipeline(Readable.from(wholeStream(makeHeader('batch'), records)), new ShardWriter({ dir, prefix: 'train', fsync: false }));
-    const b = (n: number, partial = false, h = 2): BatchRecord => ({ type: 'batch', dtype: 'uint8', shape: [n, 1, h, 1], layout: 'NCHW', data: new Uint8Array(n * h), labels: new Int32Array(n), keys: Array.from({ length: n }, (_, i) => `k${i}`), ...(partial ? { partial } : {}) });
+    const write = (records: DataRecord[]) =>
+      pipeline(Readable.from(wholeStream(makeHeader('batch'), records)), new ShardWriter({ dir, prefix: 'train', fsync: false }));
+    const b = (n: number, partial = false, h = 2): BatchRecord => ({
+      type: 'batch',
+      dtype: 'uint8',
+      shape: [n, 1, h, 1],
+      layout: 'NCHW',
+      data: new Uint8Array(n * h),
+      labels: new Int32Array(n),
+      keys: Array.from({ length: n }, (_, i) => `k${i}`),
+      ...(partial ? { partial } : {}),
+    });
     await assert.rejects(write([{ ...b(2), dtype: 'float32', data: new Float32Array(4) }]), /shards hold uint8 batches, this one is float32/);
     await assert.rejects(write([b(2), b(2, false, 3)]), /record 3 \(batch starting with k0\): 1x3x1 images, but earlier batches hold 1x2x1/);
     await assert.rejects(write([b(2), b(1, true), b(2)]), /a batch after a partial batch/);
@@ -255,5 +315,9 @@ test('a reader with a stalled consumer reads ahead only a bounded number of shar
     assert.equal(bufferedAtRequest.length, 20);
     // Node asks for more (and the next shard is read) as the consumer takes a record, before the
     // record leaves the buffer: at most highWaterMark records are buffered at any request.
-    assert.ok(bufferedAtRequest.every((n) => n <= 2), `a shard was read with more than highWaterMark records buffered: ${bufferedAtRequest.join(',')}`);
-  }));
+    assert.ok(
+      bufferedAtRequest.every((n) => n <= 2),
+      `a shard was read with more than highWaterMark records buffered: ${bufferedAtRequest.join(',')}`,
+    );
+  }),
+);

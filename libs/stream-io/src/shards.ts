@@ -112,15 +112,24 @@ function validateEntry(entry: unknown, where: string): ShardSetEntry {
   if ((e.batchSize as number) < 1 || (e.batchSize as number) > MAX_BATCH_SIZE) fail(`"batchSize" ${e.batchSize} is not from 1 to ${MAX_BATCH_SIZE}`);
   if ((e.labelCount as number) > MAX_LABEL + 1) fail(`"labelCount" ${e.labelCount} is more than int32 labels can name`);
   const shape = e.imageShape;
-  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1 && d <= MAX_IMAGE_SIDE)) fail(`"imageShape" is not [C, H, W] with sides from 1 to ${MAX_IMAGE_SIDE}`);
-  if (e.classNames !== undefined && !(Array.isArray(e.classNames) && e.classNames.every((n) => typeof n === 'string'))) fail('"classNames" is not a list of strings');
+  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1 && d <= MAX_IMAGE_SIDE))
+    fail(`"imageShape" is not [C, H, W] with sides from 1 to ${MAX_IMAGE_SIDE}`);
+  if (e.classNames !== undefined && !(Array.isArray(e.classNames) && e.classNames.every((n) => typeof n === 'string')))
+    fail('"classNames" is not a list of strings');
   if (e.skipped !== undefined && (!Number.isInteger(e.skipped) || (e.skipped as number) < 0)) fail('"skipped" is not a non-negative integer');
   if (!Array.isArray(e.shards)) fail('"shards" is not a list');
   let images = 0;
   let batches = 0;
   const files = new Set<string>();
   for (const s of e.shards as unknown[]) {
-    if (!isObject(s) || typeof s.file !== 'string' || typeof s.sha256 !== 'string' || !Number.isInteger(s.bytes) || !Number.isInteger(s.images) || !Number.isInteger(s.batches)) {
+    if (
+      !isObject(s) ||
+      typeof s.file !== 'string' ||
+      typeof s.sha256 !== 'string' ||
+      !Number.isInteger(s.bytes) ||
+      !Number.isInteger(s.images) ||
+      !Number.isInteger(s.batches)
+    ) {
       fail(`shard entry ${JSON.stringify(s)} lacks file/bytes/images/batches/sha256`);
     }
     const file = (s as Record<string, unknown>).file as string;
@@ -144,10 +153,9 @@ export function parseShardIndex(text: string, name: string): ShardIndex {
     throw new InputError(`${name}: not valid JSON (${(err as Error).message}); the index is damaged`, { code: 'ERR_SHARD_INDEX', cause: err });
   }
   if (!isObject(raw) || raw.schema !== SHARD_INDEX_SCHEMA || !isObject(raw.prefixes)) {
-    throw new InputError(
-      `${name}: not an alexnet-stream shard index (expected "schema": ${JSON.stringify(SHARD_INDEX_SCHEMA)} and "prefixes")`,
-      { code: 'ERR_SHARD_INDEX' },
-    );
+    throw new InputError(`${name}: not an alexnet-stream shard index (expected "schema": ${JSON.stringify(SHARD_INDEX_SCHEMA)} and "prefixes")`, {
+      code: 'ERR_SHARD_INDEX',
+    });
   }
   // No prototype: a prefix named `__proto__` is an ordinary key here, never the object's prototype.
   const prefixes: Record<string, ShardSetEntry> = Object.create(null) as Record<string, ShardSetEntry>;
@@ -167,7 +175,10 @@ export async function readShardIndex(dir: string): Promise<ShardIndex> {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'ENOENT') {
-      const dirExists = await stat(dir).then((s) => s.isDirectory(), () => false);
+      const dirExists = await stat(dir).then(
+        (s) => s.isDirectory(),
+        () => false,
+      );
       throw new InputError(
         dirExists
           ? `${dir}: no ${SHARD_INDEX_FILE}: not a shard directory, or its writer did not finish (shards count only once the index lists them)`

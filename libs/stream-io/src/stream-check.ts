@@ -40,10 +40,9 @@ export class StreamTally {
   /** Check one (validated) record's place in the stream and count it. `where` names it. */
   see(record: StreamRecord, where: string): void {
     if (this.trailer) {
-      throw new InputError(
-        `${where}: a ${record.type} record after the stream's trailer (two streams concatenated? each stage reads one stream)`,
-        { code: 'ERR_STREAM_CONCATENATED' },
-      );
+      throw new InputError(`${where}: a ${record.type} record after the stream's trailer (two streams concatenated? each stage reads one stream)`, {
+        code: 'ERR_STREAM_CONCATENATED',
+      });
     }
     if (!this.header) {
       if (record.type !== 'header') {
@@ -83,10 +82,9 @@ export class StreamTally {
       );
     }
     if (trailer.images !== undefined && trailer.images !== this.images) {
-      throw new InputError(
-        `${where}: the trailer says ${by} wrote ${trailer.images} images, but the ${this.records} records hold ${this.images}`,
-        { code: 'ERR_STREAM_TRAILER_MISMATCH' },
-      );
+      throw new InputError(`${where}: the trailer says ${by} wrote ${trailer.images} images, but the ${this.records} records hold ${this.images}`, {
+        code: 'ERR_STREAM_TRAILER_MISMATCH',
+      });
     }
   }
 

@@ -11,7 +11,7 @@
  * a writer that is alive in the middle of its write.
  */
 import { saveCheckpoint } from '@alexnet-stream/model-alexnet';
-import { checkpointVersion, } from './checkpoint-fixtures';
+import { checkpointVersion } from './checkpoint-fixtures';
 
 const [dir, versionText, killAtText] = process.argv.slice(2);
 const version = Number(versionText);

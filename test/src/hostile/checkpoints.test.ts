@@ -40,14 +40,17 @@ const freshDir = (): string => {
 };
 
 function sameWeights(a: NamedTensors, b: NamedTensors): boolean {
-  return Object.keys(b).every((n) => a[n] !== undefined && Buffer.from(a[n].buffer, a[n].byteOffset, a[n].byteLength).equals(Buffer.from(b[n].buffer, b[n].byteOffset, b[n].byteLength)));
+  return Object.keys(b).every(
+    (n) => a[n] !== undefined && Buffer.from(a[n].buffer, a[n].byteOffset, a[n].byteLength).equals(Buffer.from(b[n].buffer, b[n].byteOffset, b[n].byteLength)),
+  );
 }
 
 /** The version a checkpoint directory holds, read without any recovery, checking that every file is whole and of that version. */
 function versionReadOnly(dir: string): number {
   const state = JSON.parse(readFileSync(join(dir, STATE_FILE), 'utf8')) as { version: number };
   const expected = checkpointVersion(state.version);
-  const tensors = (file: string) => Object.fromEntries(Object.entries(decodeSafetensors(readFileSync(join(dir, file)), file).tensors).map(([n, t]) => [n, t.data as Float32Array]));
+  const tensors = (file: string) =>
+    Object.fromEntries(Object.entries(decodeSafetensors(readFileSync(join(dir, file)), file).tensors).map(([n, t]) => [n, t.data as Float32Array]));
   assert.ok(sameWeights(tensors(WEIGHTS_FILE), expected.weights), `${dir}: weights are not those of version ${state.version}`);
   assert.ok(sameWeights(tensors(MOMENTUM_FILE), expected.momentum!), `${dir}: momentum is not that of version ${state.version}`);
   return state.version;
@@ -70,7 +73,13 @@ for (const scenario of ['a new checkpoint', 'replacing a checkpoint'] as const) 
     assert.equal(counted.status, 0, counted.stderr);
     const steps = JSON.parse(counted.stdout) as string[];
     // The write's steps: every rename and unlink is among them.
-    for (const s of ['mkdir-temp', 'write-file', 'rename-marker', 'rename-into-place', ...(replacing ? ['move-old-aside', 'unlink-old-file', 'rmdir-old'] : [])]) {
+    for (const s of [
+      'mkdir-temp',
+      'write-file',
+      'rename-marker',
+      'rename-into-place',
+      ...(replacing ? ['move-old-aside', 'unlink-old-file', 'rmdir-old'] : []),
+    ]) {
       assert.ok(steps.includes(s), `step ${s} in ${steps.join(', ')}`);
     }
     // The first step after which the new version is the committed one.
@@ -95,7 +104,11 @@ for (const scenario of ['a new checkpoint', 'replacing a checkpoint'] as const) 
       assert.ok(sameWeights(loaded.momentum!, checkpointVersion(newest ?? 1).momentum!), `${where}: momentum whole`);
       // Recovered: the visible checkpoints only, nothing left behind.
       assert.deepEqual(readdirSync(dir).sort(), newest === undefined ? ['epoch-0001'] : ['epoch-0001', 'epoch-0002'], where);
-      assert.deepEqual(listCheckpoints(dir).map((c) => c.path), [join(dir, 'epoch-0001'), ...(newest === undefined ? [] : [target])], where);
+      assert.deepEqual(
+        listCheckpoints(dir).map((c) => c.path),
+        [join(dir, 'epoch-0001'), ...(newest === undefined ? [] : [target])],
+        where,
+      );
     }
   });
 }
@@ -111,7 +124,12 @@ test('a disk that fills up at any step of a replacement: the save fails with the
     let seen = 0;
     const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
     const version = 10 + k;
-    const save = () => saveCheckpoint(target, checkpointVersion(version), { beforeStep: () => { if (seen++ === k) throw full; } });
+    const save = () =>
+      saveCheckpoint(target, checkpointVersion(version), {
+        beforeStep: () => {
+          if (seen++ === k) throw full;
+        },
+      });
     const where = `disk full at step ${k} (${steps[k]})`;
     if (k <= steps.indexOf('rename-into-place')) {
       assert.throws(save, /ENOSPC/, where);
@@ -153,7 +171,10 @@ test('leftovers of a writer that is still alive are never touched; once it is de
     child.kill('SIGKILL');
     await new Promise((res) => child.on('exit', res));
   }
-  assert.deepEqual(listCheckpoints(dir).map((c) => c.path), [target]);
+  assert.deepEqual(
+    listCheckpoints(dir).map((c) => c.path),
+    [target],
+  );
   assert.deepEqual(readdirSync(dir), ['epoch-0002'], 'recovered once the writer is dead');
   assert.equal(versionReadOnly(target), 3);
 });
@@ -163,7 +184,10 @@ test('saving over a directory that is not a checkpoint of ours is refused, and n
   const notes = join(dir, 'epoch-0003');
   mkdirSync(notes);
   writeFileSync(join(notes, 'notes.txt'), 'mine');
-  assert.throws(() => saveCheckpoint(notes, checkpointVersion(3)), /epoch-0003: holds a file a checkpoint does not \(notes\.txt\); only a checkpoint directory written by alexnet-stream is replaced/);
+  assert.throws(
+    () => saveCheckpoint(notes, checkpointVersion(3)),
+    /epoch-0003: holds a file a checkpoint does not \(notes\.txt\); only a checkpoint directory written by alexnet-stream is replaced/,
+  );
   const ours = join(dir, 'epoch-0004');
   saveCheckpoint(ours, checkpointVersion(4));
   writeFileSync(join(ours, 'notes.txt'), 'added by the user');
@@ -181,7 +205,8 @@ test('import --force replaces only a checkpoint directory this project wrote, in
   const model = join(dir, 'm.onnx');
   const spec = tinySpec(3, 35);
   writeOnnx(model, lowerInference(spec, initParameters(spec, 1)));
-  const imp = (out: string, ...extra: string[]) => spawnSync(process.execPath, [CLI, 'import', model, '--from', 'onnx', '--out', out, ...extra], { encoding: 'utf8' });
+  const imp = (out: string, ...extra: string[]) =>
+    spawnSync(process.execPath, [CLI, 'import', model, '--from', 'onnx', '--out', out, ...extra], { encoding: 'utf8' });
 
   // A weights dir with its logs and checkpoints, a folder of notes, a file, a symlink: all refused, all intact.
   const weightsDir = join(dir, 'weights');
@@ -192,7 +217,11 @@ test('import --force replaces only a checkpoint directory this project wrote, in
   writeFileSync(join(notes, 'todo.txt'), 'keep me');
   const file = join(dir, 'file.txt');
   writeFileSync(file, 'a file');
-  for (const [out, why] of [[weightsDir, /holds files a checkpoint does not \((epoch-0001, train_log\.jsonl|train_log\.jsonl, epoch-0001)\)/], [notes, /holds a file a checkpoint does not \(todo\.txt\)/], [file, /not a directory/]] as const) {
+  for (const [out, why] of [
+    [weightsDir, /holds files a checkpoint does not \((epoch-0001, train_log\.jsonl|train_log\.jsonl, epoch-0001)\)/],
+    [notes, /holds a file a checkpoint does not \(todo\.txt\)/],
+    [file, /not a directory/],
+  ] as const) {
     const r = imp(out, '--force');
     assert.equal(r.status, 2, r.stderr);
     assert.match(r.stderr, why);
@@ -215,5 +244,9 @@ test('import --force replaces only a checkpoint directory this project wrote, in
   const forced = imp(ckpt, '--force', '--mean', mean);
   assert.equal(forced.status, 0, forced.stderr);
   assert.deepEqual(readdirSync(ckpt).sort(), ['mean.npy', 'state.json', 'weights.safetensors']);
-  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.')), [], 'no temp or old dir left');
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('.')),
+    [],
+    'no temp or old dir left',
+  );
 });

@@ -32,7 +32,10 @@ before(async () => {
 
 function config(name: string, epochs: number): string {
   const path = p(`${name}.yaml`);
-  writeFileSync(path, `${[`data_dir: ${p('data')}`, `weights_dir: ${p(name)}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', `n_epochs: ${epochs}`, 'print_freq: 1', 'intra_op_threads: 1'].join('\n')}\n`);
+  writeFileSync(
+    path,
+    `${[`data_dir: ${p('data')}`, `weights_dir: ${p(name)}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', `n_epochs: ${epochs}`, 'print_freq: 1', 'intra_op_threads: 1'].join('\n')}\n`,
+  );
   return path;
 }
 
@@ -70,9 +73,20 @@ test('a second train on a weights_dir in use is refused (fresh or --resume); the
   first.release();
   assert.equal(await first.exited, 0, first.stderr());
   const record = JSON.parse(readFileSync(p('shared/val_record.json'), 'utf8')) as { epoch: number }[];
-  assert.deepEqual(record.map((r) => r.epoch), [1, 2, 3, 4, 5, 6], 'the val_record is the first run\'s, whole');
-  const iterations = readFileSync(p('shared/train_log.jsonl'), 'utf8').trim().split('\n').map((l) => (JSON.parse(l) as { iteration: number }).iteration);
-  assert.deepEqual(iterations, Array.from({ length: 30 }, (_, i) => i + 1), 'the train log is the first run\'s, never truncated');
+  assert.deepEqual(
+    record.map((r) => r.epoch),
+    [1, 2, 3, 4, 5, 6],
+    "the val_record is the first run's, whole",
+  );
+  const iterations = readFileSync(p('shared/train_log.jsonl'), 'utf8')
+    .trim()
+    .split('\n')
+    .map((l) => (JSON.parse(l) as { iteration: number }).iteration);
+  assert.deepEqual(
+    iterations,
+    Array.from({ length: 30 }, (_, i) => i + 1),
+    "the train log is the first run's, never truncated",
+  );
   assert.ok(!existsSync(p('shared/train.lock')), 'the lock is released');
 });
 
@@ -80,7 +94,7 @@ test('a trainer killed with SIGKILL leaves a lock the next run breaks at once; -
   const first = await startHeldTrain('killed', 40);
   first.child.kill('SIGKILL');
   await first.exited;
-  assert.ok(existsSync(p('killed/train.lock')), 'the dead run\'s lock is still there');
+  assert.ok(existsSync(p('killed/train.lock')), "the dead run's lock is still there");
   const resumed = cli(dir, ['train', '--config', p('killed.yaml'), '--resume', '--set', 'n_epochs=2']);
   assert.equal(resumed.status, 0, resumed.stderr);
   assert.ok(!existsSync(p('killed/train.lock')));
@@ -96,5 +110,9 @@ test('concurrent exports to one --out and imports to one --out --force: each res
   const imports = await Promise.all([1, 2, 3, 4].map(() => run(['import', '--from', 'onnx', p('same.onnx'), '--out', p('same-ckpt'), '--force'])));
   assert.deepEqual(imports, [0, 0, 0, 0]);
   loadCheckpoint(p('same-ckpt'));
-  assert.deepEqual(readdirSync(dir).filter((n) => n.includes('same') && n.startsWith('.')), [], 'no temp files or dirs left');
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.includes('same') && n.startsWith('.')),
+    [],
+    'no temp files or dirs left',
+  );
 });

@@ -44,7 +44,12 @@ test('config keys named after Object members are unknown keys, in the file and i
 
 test('a YAML alias bomb is refused at once; values of the wrong type name the key', () => {
   const lines = ['a: &a [x, x, x, x, x, x, x, x, x, x]'];
-  for (let i = 1; i < 9; i++) lines.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10).fill(`*${String.fromCharCode(96 + i)}`).join(', ')}]`);
+  for (let i = 1; i < 9; i++)
+    lines.push(
+      `${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(10)
+        .fill(`*${String.fromCharCode(96 + i)}`)
+        .join(', ')}]`,
+    );
   const bomb = join(root, 'bomb.yaml');
   writeFileSync(bomb, `${lines.join('\n')}\n`);
   const started = Date.now();
@@ -63,7 +68,11 @@ test('shard prefixes, index.json prefixes and state.json fields named after Obje
   for (const key of ['constructor', '__proto__', 'toString']) {
     const file = join(root, `prefix-${key}.yaml`);
     writeFileSync(file, `data_dir: ${data}\nspec_file: ${spec}\ntrain_prefix: "${key}"\n`);
-    assertCleanRefusal(cli(['train', '--config', file]), new RegExp(`index\\.json: no complete shard set with prefix "${key}" \\(it has "train", "val"`), `train_prefix ${key}`);
+    assertCleanRefusal(
+      cli(['train', '--config', file]),
+      new RegExp(`index\\.json: no complete shard set with prefix "${key}" \\(it has "train", "val"`),
+      `train_prefix ${key}`,
+    );
     assertCleanRefusal(cli(['validate', '--weights', ckpt, '--data', data, '--prefix', key]), /no complete shard set with prefix/, `validate --prefix ${key}`);
   }
   // An index.json that lists a set named __proto__: an ordinary set, listed by name.
@@ -101,7 +110,11 @@ test('a NUL in a path key (YAML "\\0", --set) is refused naming the key; an unkn
   const r = cli(['train', '--config', file]);
   assertCleanRefusal(r, /nul\.yaml: expected a string without NUL characters for weights_dir but received "\/tmp\/w\\u0000x"/, 'NUL in weights_dir');
   assert.doesNotMatch(r.stderr, /ERR_INVALID_ARG_VALUE/);
-  assertCleanRefusal(cli(['train', '--set', 'data_dir="a\\0b"']), /--set data_dir: expected a string without NUL characters \(or null\) for data_dir/, '--set NUL');
+  assertCleanRefusal(
+    cli(['train', '--set', 'data_dir="a\\0b"']),
+    /--set data_dir: expected a string without NUL characters \(or null\) for data_dir/,
+    '--set NUL',
+  );
   const tagged = join(root, 'tagged.yaml');
   writeFileSync(tagged, "learning_rate: !!js/function 'function(){}'\n");
   const t = cli(['train', '--config', tagged]);

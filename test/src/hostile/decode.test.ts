@@ -15,7 +15,15 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { encodeNpy } from '@alexnet-stream/core';
 import { saveCheckpoint, initParameters } from '@alexnet-stream/model-alexnet';
-import { decodeImage, type ImageRecord, makeHeader, packRecord, type StreamTrailer, wholeStream, withoutExtraneousHeaderBytes } from '@alexnet-stream/stream-io';
+import {
+  decodeImage,
+  type ImageRecord,
+  makeHeader,
+  packRecord,
+  type StreamTrailer,
+  wholeStream,
+  withoutExtraneousHeaderBytes,
+} from '@alexnet-stream/stream-io';
 import { tinySpec } from '@alexnet-stream/trainer-multigpu/testing';
 import { decodeRecords } from '../pipeline-helpers';
 import { A, clearError, cli, scratch, sh } from './stream-fixtures';
@@ -34,7 +42,9 @@ async function photo(quality = 90): Promise<Buffer> {
       for (let c = 0; c < 3; c++) raw[(y * w + x) * 3 + c] = Math.round(128 + 60 * Math.sin(x / 37 + c) + 50 * Math.cos(y / 23 - c));
     }
   }
-  return sharp(raw, { raw: { width: w, height: h, channels: 3 } }).jpeg({ quality }).toBuffer();
+  return sharp(raw, { raw: { width: w, height: h, channels: 3 } })
+    .jpeg({ quality })
+    .toBuffer();
 }
 
 const CORRUPT = ['half-eoi.jpg', 'middle-cut.jpg', 'big-header.jpg', 'truncated.jpg'];
@@ -65,7 +75,12 @@ before(async () => {
   writeFileSync(file('png-named.jpg'), await small.clone().png().toBuffer());
   writeFileSync(file('cmyk.jpg'), await small.clone().toColourspace('cmyk').jpeg().toBuffer());
   writeFileSync(file('sixteen.png'), await small.clone().toColourspace('rgb16').png().toBuffer());
-  writeFileSync(file('rgba.png'), await sharp({ create: { width: 40, height: 30, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } }).png().toBuffer());
+  writeFileSync(
+    file('rgba.png'),
+    await sharp({ create: { width: 40, height: 30, channels: 4, background: { r: 1, g: 2, b: 3, alpha: 0.5 } } })
+      .png()
+      .toBuffer(),
+  );
   writeFileSync(file('palette.png'), await small.clone().png({ palette: true }).toBuffer());
   // a PNG header bomb: 30000 x 30000 claimed in a few bytes
   const png = await small.clone().png().toBuffer();
@@ -95,7 +110,10 @@ for (const workers of ['default', '0']) {
     const flags = workers === '0' ? ['--workers', '0'] : [];
     const { r, images, trailer, skips } = await decodeFiles(['good.jpg', ...CORRUPT, 'extraneous.jpg'], flags);
     assert.deepEqual(r.status, [0], r.stderr);
-    assert.deepEqual(images.map((i) => i.key), ['good.jpg', 'extraneous.jpg']);
+    assert.deepEqual(
+      images.map((i) => i.key),
+      ['good.jpg', 'extraneous.jpg'],
+    );
     for (const name of CORRUPT) assert.match(skips.get(name) ?? '', /^truncated or corrupt image/, `${name}: ${r.stderr}`);
     assert.match(skips.get('half-eoi.jpg')!, /corrupt JPEG data: premature end of data segment|damaged data/);
     assert.deepEqual([trailer.records, trailer.skipped], [2, CORRUPT.length]);
@@ -122,7 +140,10 @@ test('special files in a list: /dev/zero, a FIFO named .jpg, a folder, a file ov
   assert.equal(skips.get('tmp'), 'not a regular file (a folder)');
   for (const workers of ['0', '2']) {
     const small = await decodeFiles(['good.jpg', 'png-named.jpg'], ['--max-file-bytes', '10k', '--workers', workers]);
-    assert.deepEqual(small.images.map((i) => i.key), ['png-named.jpg']);
+    assert.deepEqual(
+      small.images.map((i) => i.key),
+      ['png-named.jpg'],
+    );
     assert.match(small.skips.get('good.jpg')!, /^file is \d+\.\d KiB, more than --max-file-bytes \(10\.0 KiB\); raise --max-file-bytes to decode it/);
   }
   const bad = sh(dir, `${A} decode --max-file-bytes 12x < items.msgpack`);
@@ -136,7 +157,10 @@ test('what held: odd but decodable files decode, broken ones are skipped, header
     const { r, seconds, images, skips } = await decodeFiles(names, flags);
     assert.deepEqual(r.status, [0], r.stderr);
     assert.ok(seconds < 30);
-    assert.deepEqual(images.map((i) => i.key), ['png-named.jpg', 'cmyk.jpg', 'sixteen.png', 'rgba.png', 'palette.png']);
+    assert.deepEqual(
+      images.map((i) => i.key),
+      ['png-named.jpg', 'cmyk.jpg', 'sixteen.png', 'rgba.png', 'palette.png'],
+    );
     assert.match(skips.get('zero.jpg')!, /empty file/);
     assert.match(skips.get('text.jpg')!, /not an image/);
     assert.match(skips.get('truncated.jpg')!, /truncated or corrupt/);
@@ -151,16 +175,32 @@ test('predict decodes through the same functions: a corrupt JPEG or a special fi
   writeFileSync(join(dir, 'mean40.npy'), encodeNpy(new Float32Array(3 * 40 * 40).fill(100), [3, 40, 40]));
   const exp = cli(dir, ['export', '--weights', join(dir, 'ckpt'), '--out', join(dir, 'tiny.onnx'), '--mean', join(dir, 'mean40.npy')]);
   assert.equal(exp.status, 0, exp.stderr);
-  const r = cli(dir, ['predict', '--model', join(dir, 'tiny.onnx'), '--mean', join(dir, 'mean40.npy'), file('good.jpg'), file('half-eoi.jpg'), file('middle-cut.jpg'), file('big-header.jpg')]);
+  const r = cli(dir, [
+    'predict',
+    '--model',
+    join(dir, 'tiny.onnx'),
+    '--mean',
+    join(dir, 'mean40.npy'),
+    file('good.jpg'),
+    file('half-eoi.jpg'),
+    file('middle-cut.jpg'),
+    file('big-header.jpg'),
+  ]);
   assert.equal(r.status, 2, r.stderr);
   const lines = r.stdout.toString().trim().split('\n');
   assert.equal(lines.length, 1, 'only the good image is predicted');
   assert.match(lines[0], /good\.jpg: class \d \d+\.\d\d%/);
-  for (const name of ['half-eoi.jpg', 'middle-cut.jpg', 'big-header.jpg']) clearError(r.stderr, new RegExp(`skipped \\S*${name.replace('.', '\\.')}: truncated or corrupt image`));
-  const special = cli(dir, ['predict', '--model', join(dir, 'tiny.onnx'), '--mean', join(dir, 'mean40.npy'), file('good.jpg'), file('fifo.jpg'), '/dev/zero'], { timeoutMs: 60_000 });
+  for (const name of ['half-eoi.jpg', 'middle-cut.jpg', 'big-header.jpg'])
+    clearError(r.stderr, new RegExp(`skipped \\S*${name.replace('.', '\\.')}: truncated or corrupt image`));
+  const special = cli(dir, ['predict', '--model', join(dir, 'tiny.onnx'), '--mean', join(dir, 'mean40.npy'), file('good.jpg'), file('fifo.jpg'), '/dev/zero'], {
+    timeoutMs: 60_000,
+  });
   assert.equal(special.status, 2, special.stderr);
   assert.equal(special.signal, null, 'did not hang');
-  clearError(special.stderr, /not image files: .*(fifo\.jpg \(not a file\), \/dev\/zero \(not a file\)|\/dev\/zero \(not a file\), .*fifo\.jpg \(not a file\))/);
+  clearError(
+    special.stderr,
+    /not image files: .*(fifo\.jpg \(not a file\), \/dev\/zero \(not a file\)|\/dev\/zero \(not a file\), .*fifo\.jpg \(not a file\))/,
+  );
   // predict | head -1, predict | true: the reader going away is not an error, and prints nothing
   const many = Array.from({ length: 100 }, () => file('good.jpg')).join(' ');
   for (const reader of ['head -1', 'true']) {

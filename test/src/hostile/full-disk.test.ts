@@ -27,19 +27,29 @@ before(async () => {
   const exported = cli(dir, ['export', '--weights', p('ckpt'), '--mean', p('data/mean.npy'), '--out', p('model.onnx')]);
   assert.equal(exported.status, 0, exported.stderr);
   demoData(dir, 2);
-  const made = spawnSync('bash', ['-c', `${A} scan demo/train > items.msgpack && ${A} decode --size 32 < items.msgpack > images.msgpack`], { cwd: dir, encoding: 'utf8' });
+  const made = spawnSync('bash', ['-c', `${A} scan demo/train > items.msgpack && ${A} decode --size 32 < items.msgpack > images.msgpack`], {
+    cwd: dir,
+    encoding: 'utf8',
+  });
   assert.equal(made.status, 0, made.stderr);
 });
 
 /** Run a bash script whose files can grow to `kb` KiB at most (writes past it fail with EFBIG). */
 function limited(kb: number, script: string) {
-  const r = spawnSync('bash', ['-c', `trap '' XFSZ; ulimit -f ${kb}; ${script}`], { cwd: dir, encoding: 'utf8', env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' } });
+  const r = spawnSync('bash', ['-c', `trap '' XFSZ; ulimit -f ${kb}; ${script}`], {
+    cwd: dir,
+    encoding: 'utf8',
+    env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' },
+  });
   return { status: r.status, stderr: r.stderr };
 }
 
 const EFBIG = /file too large for the file system \(EFBIG\)/;
 /** Names in `folder` (recursively) that look like temp files of a write. */
-const temps = (folder: string): string[] => readdirSync(folder, { recursive: true }).map(String).filter((n) => /\.tmp|\.partial/.test(n));
+const temps = (folder: string): string[] =>
+  readdirSync(folder, { recursive: true })
+    .map(String)
+    .filter((n) => /\.tmp|\.partial/.test(n));
 
 test('import and train: a checkpoint that cannot be written is one line naming it (exit 2); the previous one stays whole', () => {
   mkdirSync(p('imports'));
@@ -57,7 +67,10 @@ test('import and train: a checkpoint that cannot be written is one line naming i
   assert.ok(readFileSync(p('imports/old/weights.safetensors')).equals(before));
   assert.deepEqual(readdirSync(p('imports')), ['old']);
 
-  writeFileSync(p('train.yaml'), `${[`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n')}\n`);
+  writeFileSync(
+    p('train.yaml'),
+    `${[`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n')}\n`,
+  );
   const trained = limited(8, `${A} train --config train.yaml`);
   assert.equal(trained.status, 2, trained.stderr);
   clearError(trained.stderr, new RegExp(`weights/epoch-0001: cannot write the checkpoint: ${EFBIG.source}`));
@@ -69,7 +82,11 @@ test('batch --out-dir: a shard that cannot be written is one line naming the set
   const r = limited(4, `${A} batch --size 4 --out-dir shards < images.msgpack`);
   assert.equal(r.status, 2, r.stderr);
   clearError(r.stderr, new RegExp(`shards: cannot write shard set "train": ${EFBIG.source}; no index entry was written for it`));
-  assert.deepEqual(readdirSync(p('shards')).filter((n) => !n.startsWith('.train.lock')), [], readdirSync(p('shards')).join(', '));
+  assert.deepEqual(
+    readdirSync(p('shards')).filter((n) => !n.startsWith('.train.lock')),
+    [],
+    readdirSync(p('shards')).join(', '),
+  );
 });
 
 test('make-demo-data: an image that cannot be written is one line naming it (exit 2), with no temp file left', () => {
@@ -98,5 +115,8 @@ test('what held: export, mean, prepare, inspect --contact-sheet name the file, l
   assert.equal(readFileSync(p('keep.npy'), 'utf8'), 'old mean');
   assert.ok(!existsSync(p('prepared')) && !existsSync(p('prepared.partial')), 'prepare left no data dir and no work folder');
   assert.ok(!existsSync(p('sheet.png')));
-  assert.deepEqual(temps(dir).filter((n) => !n.startsWith('demo')), []);
+  assert.deepEqual(
+    temps(dir).filter((n) => !n.startsWith('demo')),
+    [],
+  );
 });

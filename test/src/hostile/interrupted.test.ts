@@ -45,7 +45,11 @@ test('prepare --force killed between its two renames: the next run puts the rebu
   assert.match(r.stderr, /finished replacing \S*forward with its rebuilt data/);
   assert.match(r.stderr, /is already complete/, 'nothing rebuilt: the data was there');
   assert.equal(imageSize(out), 24, 'the rebuilt data is in place');
-  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('forward')), ['forward'], 'no hidden copy or work folder left');
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('forward')),
+    ['forward'],
+    'no hidden copy or work folder left',
+  );
 });
 
 test('prepare --force killed before its rebuilt data was complete: the next run restores the old data dir', () => {
@@ -60,7 +64,10 @@ test('prepare --force killed before its rebuilt data was complete: the next run 
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /restored \S*back from \S*back\.partial\.old-4194305/);
   assert.equal(imageSize(out), 16);
-  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('back')), ['back']);
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('back')),
+    ['back'],
+  );
 });
 
 test('prepare --force killed while deleting the old data: the next run removes the hidden copy', () => {
@@ -69,7 +76,10 @@ test('prepare --force killed while deleting the old data: the next run removes t
   cpSync(out, `${out}.partial.old-${DEAD_PID}`, { recursive: true });
   const r = cli(dir, ['prepare', '--train', train, '--out', out, '--size', '16', '--batch-size', '4']);
   assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('leftover')), ['leftover']);
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('leftover')),
+    ['leftover'],
+  );
 });
 
 test('prepare --force killed while rebuilding: the next run keeps the complete data and removes the half-built work folder', () => {
@@ -81,7 +91,10 @@ test('prepare --force killed while rebuilding: the next run keeps the complete d
   const r = cli(dir, ['prepare', '--train', train, '--out', out, '--size', '16', '--batch-size', '4']);
   assert.equal(r.status, 0, r.stderr);
   assert.match(r.stderr, /removing \S*rebuilding\.partial left by an interrupted run/);
-  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('rebuilding')), ['rebuilding']);
+  assert.deepEqual(
+    readdirSync(dir).filter((n) => n.startsWith('rebuilding')),
+    ['rebuilding'],
+  );
   assert.equal(imageSize(out), 16);
 });
 
@@ -93,7 +106,7 @@ test('a prepare that fails (not killed) removes its work folder: nothing half-wr
   assert.ok(!existsSync(out) && !existsSync(`${out}.partial`) && !existsSync(`${out}.lock`), readdirSync(dir).join(', '));
 });
 
-test('an export killed while writing leaves a hidden temp file that the next write of the same file removes; live or foreign writers\' temps stay', async () => {
+test("an export killed while writing leaves a hidden temp file that the next write of the same file removes; live or foreign writers' temps stay", async () => {
   const { spawn } = await import('node:child_process');
   const { createHash } = await import('node:crypto');
   const { hostname } = await import('node:os');
@@ -118,5 +131,10 @@ test('an export killed while writing leaves a hidden temp file that the next wri
   saveCheckpoint(p('tiny-ckpt'), { spec, weights: initParameters(spec, 1), state: {} });
   const r = cli(dir, ['export', '--weights', p('tiny-ckpt'), '--out', out]);
   assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(readdirSync(dir).filter((n) => n.startsWith('.killed.onnx')).sort(), [`.killed.onnx.tmp-${host}-${process.pid}-0badcafe`, `.killed.onnx.tmp-${other}-${DEAD_PID}-0badcafe`].sort());
+  assert.deepEqual(
+    readdirSync(dir)
+      .filter((n) => n.startsWith('.killed.onnx'))
+      .sort(),
+    [`.killed.onnx.tmp-${host}-${process.pid}-0badcafe`, `.killed.onnx.tmp-${other}-${DEAD_PID}-0badcafe`].sort(),
+  );
 });

@@ -35,13 +35,21 @@ function refused(args: string[], pattern: RegExp, timeoutMs = 30_000): void {
   clearError(r.stderr, pattern, args.join(' '));
 }
 
-test('batch --size and prepare --batch-size: past the format\'s bound, or past 1 GiB a batch, refused before allocating', () => {
+test("batch --size and prepare --batch-size: past the format's bound, or past 1 GiB a batch, refused before allocating", () => {
   refused(['batch', '--size', '9007199254740991'], /Expected an integer between 1 and 1048576 for --size but received 9007199254740991/);
-  refused(['prepare', '--train', join(demoData(dir, 2), 'train'), '--out', p('prepared'), '--batch-size', '1048577'], /Expected an integer between 1 and 1048576 for --batch-size/);
+  refused(
+    ['prepare', '--train', join(demoData(dir, 2), 'train'), '--out', p('prepared'), '--batch-size', '1048577'],
+    /Expected an integer between 1 and 1048576 for --batch-size/,
+  );
   for (const size of ['1048576', '100000']) {
     const r = sh(dir, `${A} batch --size ${size} < images.msgpack > batches.msgpack`);
     assert.deepEqual(r.status, [2], r.stderr);
-    clearError(r.stderr, new RegExp(`batch: a batch of ${size} uint8 3x32x32 images takes [\\d.]+ GiB, more than the 1 GiB a record may take \\(readers refuse larger records\\): lower --size`));
+    clearError(
+      r.stderr,
+      new RegExp(
+        `batch: a batch of ${size} uint8 3x32x32 images takes [\\d.]+ GiB, more than the 1 GiB a record may take \\(readers refuse larger records\\): lower --size`,
+      ),
+    );
   }
   const prepared = cli(dir, ['prepare', '--train', join(demoData(dir, 2), 'train'), '--out', p('prepared'), '--batch-size', '1048576', '--size', '32']);
   assert.equal(prepared.status, 2, prepared.stderr);
@@ -55,20 +63,36 @@ test('augment: batches whose float32 crops would exceed what a reader takes are 
   assert.deepEqual(made.status, [0, 0], made.stderr);
   const r = sh(dir, `${A} augment --mean mean32.npy --crop 32 < big.msgpack > /dev/null`);
   assert.deepEqual(r.status, [2], r.stderr);
-  clearError(r.stderr, /augment: a batch of 60000 float32 3x32x32 crops takes 1\.1 GiB, more than the 1 GiB a record may take .*: make smaller batches upstream \(batch --size\)/);
+  clearError(
+    r.stderr,
+    /augment: a batch of 60000 float32 3x32x32 crops takes 1\.1 GiB, more than the 1 GiB a record may take .*: make smaller batches upstream \(batch --size\)/,
+  );
 });
 
 test('a class count whose weights cannot be allocated is refused by the spec limits, naming the options', () => {
-  refused(['export', '--random-init', '--seed', '1', '--num-classes', '1000000000', '--out', p('x.onnx')], /spec\.numClasses is 1000000000, expected an integer from 1 to 1000000 \(the model of --preset theano-alexnet, --num-classes 1000000000\)/);
-  refused(['export', '--random-init', '--seed', '1', '--num-classes', '300000', '--out', p('x.onnx')], /1285968224 parameters, more than the 1000000000 a model may have/);
+  refused(
+    ['export', '--random-init', '--seed', '1', '--num-classes', '1000000000', '--out', p('x.onnx')],
+    /spec\.numClasses is 1000000000, expected an integer from 1 to 1000000 \(the model of --preset theano-alexnet, --num-classes 1000000000\)/,
+  );
+  refused(
+    ['export', '--random-init', '--seed', '1', '--num-classes', '300000', '--out', p('x.onnx')],
+    /1285968224 parameters, more than the 1000000000 a model may have/,
+  );
   refused(['validate', '--weights', p('ckpt'), '--data', p('data'), '--num-classes', '999999999'], /spec\.numClasses is 999999999/);
 });
 
 test('train: intra_op_threads, learning_rate, weight_decay and bias_lr_multiplier beyond what the engine can use are refused', () => {
   const config = p('train.yaml');
-  writeFileSync(config, `${[`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n')}\n`);
+  writeFileSync(
+    config,
+    `${[`data_dir: ${p('data')}`, `weights_dir: ${p('weights')}`, `spec_file: ${p('tiny.json')}`, 'batch_size: 8', 'n_epochs: 1'].join('\n')}\n`,
+  );
   // intra_op_threads 100000 started threads until killed (60 s, 2.7 GB); 1e308 is Infinity in float32.
-  refused(['train', '--config', config, '--set', 'intra_op_threads=100000'], /expected an integer >= 0 and <= 1024 for intra_op_threads but received 100000/, 60_000);
+  refused(
+    ['train', '--config', config, '--set', 'intra_op_threads=100000'],
+    /expected an integer >= 0 and <= 1024 for intra_op_threads but received 100000/,
+    60_000,
+  );
   refused(['train', '--config', config, '--set', 'learning_rate=1e308'], /expected a number > 0 and <= 1000000 for learning_rate but received 1e\+308/);
   refused(['train', '--config', config, '--set', 'weight_decay=1e40'], /expected a number >= 0 and <= 1000000 for weight_decay/);
   refused(['train', '--config', config, '--set', 'bias_lr_multiplier=1e39'], /expected a number >= 0 and <= 1000000 for bias_lr_multiplier/);

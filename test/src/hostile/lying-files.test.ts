@@ -34,15 +34,26 @@ function npy(name: string, header: string, data = Buffer.alloc(0)): string {
 before(async () => {
   await writeFixtureDataDir({ dir: p('data'), classes: 4, trainPerClass: 4, valPerClass: 2, size: 40, batchSize: 8 });
   saveCheckpoint(p('ckpt'), { spec, weights, state: {} });
-  writeFileSync(p('model.onnx'), encodeModel(lowerInference(spec, weights, { classNames: ['a', 'b', 'c', 'd'], meanChannels: [100, 110, 120], imageSize: 40 })));
-  await sharp({ create: { width: 60, height: 50, channels: 3, background: '#a05030' } }).jpeg().toFile(p('photo.jpg'));
+  writeFileSync(
+    p('model.onnx'),
+    encodeModel(lowerInference(spec, weights, { classNames: ['a', 'b', 'c', 'd'], meanChannels: [100, 110, 120], imageSize: 40 })),
+  );
+  await sharp({ create: { width: 60, height: 50, channels: 3, background: '#a05030' } })
+    .jpeg()
+    .toFile(p('photo.jpg'));
 });
 
 test('a mean .npy whose header claims negative, fractional or unreadable sides, or whose values are NaN or infinite, is refused by every reader', () => {
   const f32 = (n: number, value = 0) => Buffer.from(new Float32Array(n).fill(value).buffer);
   const cases: [string, RegExp][] = [
-    [npy('neg.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -2, -2), }", f32(12)), /\.npy shape \(3, -2, -2\) has "-2", not a non-negative integer/],
-    [npy('frac.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1.5, 2), }", f32(9)), /\.npy shape \(3, 1\.5, 2\) has "1\.5", not a non-negative integer/],
+    [
+      npy('neg.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, -2, -2), }", f32(12)),
+      /\.npy shape \(3, -2, -2\) has "-2", not a non-negative integer/,
+    ],
+    [
+      npy('frac.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 1.5, 2), }", f32(9)),
+      /\.npy shape \(3, 1\.5, 2\) has "1\.5", not a non-negative integer/,
+    ],
     [npy('word.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, abc, 4), }", f32(12)), /\.npy shape \(3, abc, 4\) has "abc"/],
     [npy('empty.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 0, 0), }"), /not a usable mean image: shape \(3, 0, 0\) has an empty side/],
     [npy('nan.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 40, 40), }", f32(4800, NaN)), /not a usable mean image: value 0 is NaN/],
@@ -67,7 +78,10 @@ test('a mean .npy whose header claims negative, fractional or unreadable sides, 
 test('import --mean refuses a mean image the model cannot use (not square, or smaller than its input), as export does', () => {
   writeFileSync(p('rect.npy'), encodeNpy(new Float32Array(3 * 64 * 40), [3, 64, 40]));
   writeFileSync(p('small.npy'), encodeNpy(new Float32Array(3 * 8 * 8), [3, 8, 8]));
-  for (const [file, shape] of [['rect.npy', '3x64x40'], ['small.npy', '3x8x8']]) {
+  for (const [file, shape] of [
+    ['rect.npy', '3x64x40'],
+    ['small.npy', '3x8x8'],
+  ]) {
     const r = cli(dir, ['import', '--from', 'onnx', p('model.onnx'), '--mean', p(file), '--out', p(`imported-${file}`)]);
     assert.equal(r.status, 2, r.stderr);
     clearError(r.stderr, new RegExp(`${file}: a mean image of 3xSxS with S >= 35 is needed for this model, this one is ${shape}`));
@@ -82,10 +96,20 @@ test('an ONNX model whose tensors live in an external file is refused by predict
     const t = model.graph!.initializer!.find((x) => x.name === 'fc8.bias')!;
     t.rawData = new Uint8Array(0);
     t.dataLocation = 1; // EXTERNAL
-    t.externalData = [{ key: 'location', value: location }, { key: 'offset', value: '0' }, { key: 'length', value: '16' }];
+    t.externalData = [
+      { key: 'location', value: location },
+      { key: 'offset', value: '0' },
+      { key: 'length', value: '16' },
+    ];
     writeFileSync(p('external.onnx'), encodeModel(model));
-    const expected = new RegExp(`external\\.onnx: tensor "fc8\\.bias" keeps its data in an external file \\(${JSON.stringify(location).replace(/[./]/g, '\\$&')}\\); only self-contained models are read`);
-    for (const args of [['predict', '--model', p('external.onnx'), p('photo.jpg')], ['import', '--from', 'onnx', p('external.onnx'), '--out', p('imported-external')], ['serve', '--model', `m=${p('external.onnx')}`, '--port', '0']]) {
+    const expected = new RegExp(
+      `external\\.onnx: tensor "fc8\\.bias" keeps its data in an external file \\(${JSON.stringify(location).replace(/[./]/g, '\\$&')}\\); only self-contained models are read`,
+    );
+    for (const args of [
+      ['predict', '--model', p('external.onnx'), p('photo.jpg')],
+      ['import', '--from', 'onnx', p('external.onnx'), '--out', p('imported-external')],
+      ['serve', '--model', `m=${p('external.onnx')}`, '--port', '0'],
+    ]) {
       const r = cli(dir, args);
       assert.equal(r.status, 2, `${args[0]} ${location}: ${r.stderr}`);
       clearError(r.stderr, expected, `${args[0]} ${location}`);
@@ -100,20 +124,34 @@ test('NaN or infinite weights: a checkpoint is refused by export and validate, a
   const inf = initParameters(spec, 1);
   inf['fc8.bias'][2] = Infinity;
   // Written as a damaged file would be: the save path refuses such weights too.
-  for (const [name, w, value, at] of [['nan', nan, 'NaN', 'conv1.weight[5]'], ['inf', inf, 'Infinity', 'fc8.bias[2]']] as const) {
+  for (const [name, w, value, at] of [
+    ['nan', nan, 'NaN', 'conv1.weight[5]'],
+    ['inf', inf, 'Infinity', 'fc8.bias[2]'],
+  ] as const) {
     assert.throws(() => saveCheckpoint(p(`ckpt-${name}`), { spec, weights: w, state: {} }), new RegExp(`${at.replace(/[[\].]/g, '\\$&')} is ${value}`));
     writeFileSync(p(`ckpt-${name}.safetensors`), damagedSafetensors(w));
-    for (const args of [['export', '--weights', p(`ckpt-${name}.safetensors`), '--out', p('x.onnx')], ['validate', '--weights', p(`ckpt-${name}.safetensors`), '--data', p('data')]]) {
+    for (const args of [
+      ['export', '--weights', p(`ckpt-${name}.safetensors`), '--out', p('x.onnx')],
+      ['validate', '--weights', p(`ckpt-${name}.safetensors`), '--data', p('data')],
+    ]) {
       const r = cli(dir, args);
       assert.equal(r.status, 2, `${args[0]} ${name}: ${r.stderr}`);
       clearError(r.stderr, new RegExp(`${at.replace(/[[\].]/g, '\\$&')} is ${value}: weights are finite numbers`), `${args[0]} ${name}`);
       assert.equal(r.stdout.length, 0);
     }
     writeFileSync(p(`${name}.onnx`), encodeModel(lowerInference(spec, w, { meanChannels: [100, 110, 120] })));
-    for (const args of [['predict', '--model', p(`${name}.onnx`), p('photo.jpg')], ['serve', '--model', `m=${p(`${name}.onnx`)}`, '--port', '0']]) {
+    for (const args of [
+      ['predict', '--model', p(`${name}.onnx`), p('photo.jpg')],
+      ['serve', '--model', `m=${p(`${name}.onnx`)}`, '--port', '0'],
+    ]) {
       const r = cli(dir, args);
       assert.equal(r.status, 2, `${args[0]} ${name}: ${r.stderr}`);
-      clearError(r.stderr, new RegExp(`initializer "${at.split('[')[0].replace('.', '\\.')}" holds ${value} at index ${at.match(/\d+(?=\])/)![0]}: the model's weights are damaged`));
+      clearError(
+        r.stderr,
+        new RegExp(
+          `initializer "${at.split('[')[0].replace('.', '\\.')}" holds ${value} at index ${at.match(/\d+(?=\])/)![0]}: the model's weights are damaged`,
+        ),
+      );
       assert.equal(r.stdout.length, 0);
     }
   }

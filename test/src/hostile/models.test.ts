@@ -44,7 +44,9 @@ const specWith = (change: Record<string, unknown>) => JSON.stringify({ ...spec, 
 
 test('predict refuses a model whose metadata was edited, naming the file and the field (exit 2, nothing on stdout)', async () => {
   const image = join(root, 'photo.jpg');
-  await sharp({ create: { width: 60, height: 50, channels: 3, background: '#a05030' } }).jpeg().toFile(image);
+  await sharp({ create: { width: 60, height: 50, channels: 3, background: '#a05030' } })
+    .jpeg()
+    .toFile(image);
   const ok = cli(['predict', '--model', withMetadata('good', {}), image]);
   assert.equal(ok.status, 0, ok.stderr);
   assert.match(ok.stdout, /photo\.jpg: [abcd] \d+\.\d\d%/);
@@ -59,11 +61,27 @@ test('predict refuses a model whose metadata was edited, naming the file and the
     ['size-huge', { [META.imageSize]: '999999999' }, /metadata alexnet_stream\.image_size: "999999999", expected an integer from the input size 35 to 2048/],
     ['size-text', { [META.imageSize]: '4e1' }, /metadata alexnet_stream\.image_size: "4e1"/],
     ['input-kind', { [META.input]: 'pixels' }, /metadata alexnet_stream\.input: "pixels", expected "data" or "image"/],
-    ['spec-classes', { [META.spec]: specWith({ numClasses: 6 }) }, /metadata alexnet_stream\.model_spec: numClasses is 6 but the last layer \(fc8\) gives \[4\]/],
-    ['spec-graph', { [META.spec]: specWith({ numClasses: 6, layers: fc8(6) }), [META.classNames]: undefined }, /the graph's output "logits" does not match its metadata \(6 classes\): it is \[N, 4\]/],
-    ['spec-input', { [META.spec]: specWith({ inputSize: 1_000_000_000 }) }, /metadata alexnet_stream\.model_spec: spec\.inputSize is 1000000000, expected an integer from 1 to 1024/],
+    [
+      'spec-classes',
+      { [META.spec]: specWith({ numClasses: 6 }) },
+      /metadata alexnet_stream\.model_spec: numClasses is 6 but the last layer \(fc8\) gives \[4\]/,
+    ],
+    [
+      'spec-graph',
+      { [META.spec]: specWith({ numClasses: 6, layers: fc8(6) }), [META.classNames]: undefined },
+      /the graph's output "logits" does not match its metadata \(6 classes\): it is \[N, 4\]/,
+    ],
+    [
+      'spec-input',
+      { [META.spec]: specWith({ inputSize: 1_000_000_000 }) },
+      /metadata alexnet_stream\.model_spec: spec\.inputSize is 1000000000, expected an integer from 1 to 1024/,
+    ],
     ['spec-layer', { [META.spec]: specWith({ layers: [null] }) }, /metadata alexnet_stream\.model_spec: layers\[0\] is null, expected a layer object/],
-    ['spec-kind', { [META.spec]: specWith({ layers: spec.layers.map((l, i) => (i === 1 ? { ...l, kind: 'gelu' } : l)) }) }, /layers\[1\] \(relu1\)\.kind is "gelu", expected conv, relu/],
+    [
+      'spec-kind',
+      { [META.spec]: specWith({ layers: spec.layers.map((l, i) => (i === 1 ? { ...l, kind: 'gelu' } : l)) }) },
+      /layers\[1\] \(relu1\)\.kind is "gelu", expected conv, relu/,
+    ],
     ['spec-json', { [META.spec]: '{"specVersion": 1,' }, /metadata alexnet_stream\.model_spec is not valid JSON/],
     ['spec-missing', { [META.spec]: undefined }, /no alexnet-stream model spec in the metadata/],
     ['input-size', { [META.inputSize]: '99' }, /metadata alexnet_stream\.input_size: "99", but the spec's input size is 35/],
@@ -83,7 +101,10 @@ test('predict refuses a model whose metadata was edited, naming the file and the
   });
   const r = cli(['predict', '--model', graphEdited, image]);
   assert.equal(r.status, 2, r.stderr);
-  assert.match(r.stderr, /graph-input\.onnx: the graph's input does not match its metadata: metadata says "data" \[N, 3, 35, 35\], the graph has "data" \[N, 3, 99, 35\]/);
+  assert.match(
+    r.stderr,
+    /graph-input\.onnx: the graph's input does not match its metadata: metadata says "data" \[N, 3, 35, 35\], the graph has "data" \[N, 3, 99, 35\]/,
+  );
 });
 
 test('checkpoints whose state.json or safetensors metadata lie are refused on load (export: exit 2, naming the file)', () => {
@@ -94,7 +115,11 @@ test('checkpoints whose state.json or safetensors metadata lie are refused on lo
   const edits: [string, Record<string, unknown>, RegExp][] = [
     ['class count', { spec: { ...spec, numClasses: 7 } }, /state\.json: its model spec is not usable: numClasses is 7 but the last layer \(fc8\) gives \[4\]/],
     ['input size', { spec: { ...spec, inputSize: 1e9 } }, /state\.json: its model spec is not usable: spec\.inputSize is 1000000000/],
-    ['layer', { spec: { ...spec, layers: [...spec.layers.slice(0, -1), { kind: 'fc', name: 'fc8', outFeatures: 4 }] } }, /state\.json: its model spec is not usable: layers\[11\] \(fc8\)\.weightInit is undefined/],
+    [
+      'layer',
+      { spec: { ...spec, layers: [...spec.layers.slice(0, -1), { kind: 'fc', name: 'fc8', outFeatures: 4 }] } },
+      /state\.json: its model spec is not usable: layers\[11\] \(fc8\)\.weightInit is undefined/,
+    ],
     ['class names', { classNames: [{ name: 'a' }, 'b', 'c', 'd'] }, /state\.json classNames is not a list of 4 strings/],
   ];
   for (const [what, change, message] of edits) {

@@ -21,12 +21,19 @@ let demo: string;
 
 before(() => {
   demo = demoData(dir);
-  const r = sh(dir, `${A} scan ${demo}/train > items.msgpack && ${A} decode --size 32 < items.msgpack > images.msgpack && ${A} mean --out mean.npy < images.msgpack | ${A} batch --size 8 --out-dir data`);
+  const r = sh(
+    dir,
+    `${A} scan ${demo}/train > items.msgpack && ${A} decode --size 32 < items.msgpack > images.msgpack && ${A} mean --out mean.npy < images.msgpack | ${A} batch --size 8 --out-dir data`,
+  );
   assert.deepEqual(r.status, [0, 0], r.stderr);
 });
 
 test('--out /dev/full: the device stays a device and the error is one line (ENOSPC), exit 2', () => {
-  for (const script of [`${A} mean --out /dev/full < images.msgpack > /dev/null`, `${A} mean --out /dev/full data`, `${A} inspect data --contact-sheet /dev/full > /dev/null`]) {
+  for (const script of [
+    `${A} mean --out /dev/full < images.msgpack > /dev/null`,
+    `${A} mean --out /dev/full data`,
+    `${A} inspect data --contact-sheet /dev/full > /dev/null`,
+  ]) {
     const r = sh(dir, script);
     assert.deepEqual(r.status, [2], `${script}: ${r.stderr}`);
     clearError(r.stderr, /\/dev\/full: cannot write to a character device: no space left on device \(ENOSPC\)/, script);
@@ -51,7 +58,7 @@ test('--out a symbolic link writes its target (the link stays); a dangling link 
   assert.deepEqual(readFileSync(file('targets/new.npy')), expected);
 });
 
-test('--out a FIFO is written through to its reader; a folder or this command\'s stdout is refused', async () => {
+test("--out a FIFO is written through to its reader; a folder or this command's stdout is refused", async () => {
   execFileSync('mkfifo', [file('out.fifo')]);
   const r = sh(dir, `(cat out.fifo > from-fifo.npy &) ; ${A} mean --out out.fifo data`);
   assert.deepEqual(r.status, [0], r.stderr);
@@ -70,12 +77,22 @@ test('--out a FIFO is written through to its reader; a folder or this command\'s
 });
 
 test('stdout closed early (EPIPE) is a quiet stop; stdout full (ENOSPC) is one clear line, exit 2', () => {
-  for (const script of [`${A} read data | true`, `${A} scan ${demo}/train | true`, `${A} decode --size 32 < items.msgpack | true`, `${A} read data | head -c 10 > /dev/null`]) {
+  for (const script of [
+    `${A} read data | true`,
+    `${A} scan ${demo}/train | true`,
+    `${A} decode --size 32 < items.msgpack | true`,
+    `${A} read data | head -c 10 > /dev/null`,
+  ]) {
     const r = sh(dir, script);
     assert.equal(r.status[0], 0, `${script}: ${r.stderr}`);
     assert.equal(r.stderr.replace(/alexnet-stream scan: \d+ of \d+ items, \d+ classes\n/, ''), '', script);
   }
-  for (const script of [`${A} read data > /dev/full`, `${A} inspect data > /dev/full`, `${A} read data | ${A} inspect --json > /dev/full`, `${A} scan ${demo}/train > /dev/full`]) {
+  for (const script of [
+    `${A} read data > /dev/full`,
+    `${A} inspect data > /dev/full`,
+    `${A} read data | ${A} inspect --json > /dev/full`,
+    `${A} scan ${demo}/train > /dev/full`,
+  ]) {
     const r = sh(dir, script);
     assert.equal(r.status[r.status.length - 1], 2, `${script}: ${r.stderr}`);
     clearError(r.stderr, /cannot write to stdout: no space left on device \(ENOSPC\)/, script);
@@ -90,7 +107,11 @@ test('read DATA | mean --out m.npy | head -c 100: the mean stage says m.npy was 
 });
 
 test('an output under /proc (or any folder that cannot be created) is a clear error at once, not a spin', () => {
-  for (const args of [['prepare', '--train', `${demo}/train`, '--out', '/proc/foo', '--size', '16'], ['mean', '--out', '/proc/foo/m.npy', 'data'], ['make-demo-data', '--out', '/proc/foo/demo']]) {
+  for (const args of [
+    ['prepare', '--train', `${demo}/train`, '--out', '/proc/foo', '--size', '16'],
+    ['mean', '--out', '/proc/foo/m.npy', 'data'],
+    ['make-demo-data', '--out', '/proc/foo/demo'],
+  ]) {
     const started = Date.now();
     const r = cli(dir, args, { timeoutMs: 30_000 });
     assert.equal(r.signal, null, `${args[0]} did not finish`);
@@ -116,13 +137,17 @@ function bigData(): string {
 test('a second prepare on the same --out is refused while the first runs; the first completes', async () => {
   const big = bigData();
   const out = file('raced');
-  const first = spawn(process.execPath, [CLI, 'prepare', '--train', `${big}/train`, '--out', out, '--size', '128', '--batch-size', '8', '--concurrency', '1'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const first = spawn(process.execPath, [CLI, 'prepare', '--train', `${big}/train`, '--out', out, '--size', '128', '--batch-size', '8', '--concurrency', '1'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let firstErr = '';
   first.stderr!.on('data', (d) => (firstErr += d));
   const firstExit = new Promise<number | null>((r) => first.once('exit', r));
   for (let i = 0; i < 2000 && !existsSync(`${out}.partial`); i++) await new Promise((r) => setTimeout(r, 10));
   assert.ok(existsSync(`${out}.partial`), 'the first run started');
-  const second = spawnSync(process.execPath, [CLI, 'prepare', '--train', `${big}/train`, '--out', out, '--size', '128', '--batch-size', '8'], { encoding: 'utf8' });
+  const second = spawnSync(process.execPath, [CLI, 'prepare', '--train', `${big}/train`, '--out', out, '--size', '128', '--batch-size', '8'], {
+    encoding: 'utf8',
+  });
   assert.equal(second.status, 2, second.stderr);
   clearError(second.stderr, new RegExp(`raced\\.lock: held by process ${first.pid} on .*prepare --out .*raced.*; another prepare is building`));
   assert.equal(await firstExit, 0, firstErr);
@@ -136,13 +161,22 @@ test('a lock of a live process is respected (its partial dir kept); a lock of a 
   const out = file('locked');
   const holder = spawn('sleep', ['60'], { stdio: 'ignore' });
   try {
-    writeFileSync(`${out}.lock`, JSON.stringify({ pid: holder.pid, host: hostname(), startTime: processStartTime(holder.pid!), purpose: 'prepare --out locked', since: new Date().toISOString() }));
+    writeFileSync(
+      `${out}.lock`,
+      JSON.stringify({
+        pid: holder.pid,
+        host: hostname(),
+        startTime: processStartTime(holder.pid!),
+        purpose: 'prepare --out locked',
+        since: new Date().toISOString(),
+      }),
+    );
     mkdirSync(`${out}.partial`);
     writeFileSync(`${out}.partial/.prepare-partial`, `${holder.pid}\n`);
     const r = cli(dir, ['prepare', '--train', `${demo}/train`, '--out', out, '--size', '16', '--batch-size', '8']);
     assert.equal(r.status, 2, r.stderr);
     clearError(r.stderr, new RegExp(`held by process ${holder.pid}`));
-    assert.ok(existsSync(`${out}.partial/.prepare-partial`), 'the live run\'s work is not deleted');
+    assert.ok(existsSync(`${out}.partial/.prepare-partial`), "the live run's work is not deleted");
   } finally {
     holder.kill('SIGKILL');
   }
@@ -157,7 +191,11 @@ test('prepare killed with SIGKILL at four points: every rerun breaks the stale l
   const big = bigData();
   for (const [k, delayMs] of [300, 1000, 2000, 3000].entries()) {
     const out = file(`killed-${k}`);
-    const child = spawn(process.execPath, [CLI, 'prepare', '--train', `${big}/train`, '--val-split', '0.2', '--out', out, '--size', '128', '--batch-size', '4', '--concurrency', '1'], { stdio: 'ignore' });
+    const child = spawn(
+      process.execPath,
+      [CLI, 'prepare', '--train', `${big}/train`, '--val-split', '0.2', '--out', out, '--size', '128', '--batch-size', '4', '--concurrency', '1'],
+      { stdio: 'ignore' },
+    );
     const exited = new Promise((r) => child.once('exit', r));
     await new Promise((r) => setTimeout(r, delayMs));
     child.kill('SIGKILL'); // no effect if it already finished

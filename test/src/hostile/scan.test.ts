@@ -17,7 +17,12 @@ import { A, clearError, cli, scratch, sh } from './stream-fixtures';
 const dir = scratch('scan');
 
 async function jpeg(path: string, value: number): Promise<void> {
-  writeFileSync(path, await sharp({ create: { width: 24, height: 16, channels: 3, background: { r: value, g: 255 - value, b: 40 } } }).jpeg().toBuffer());
+  writeFileSync(
+    path,
+    await sharp({ create: { width: 24, height: 16, channels: 3, background: { r: value, g: 255 - value, b: 40 } } })
+      .jpeg()
+      .toBuffer(),
+  );
 }
 
 /** ds/a/1.jpg, ds/b/2.jpg (two real files), plus whatever `extra` adds. */
@@ -41,7 +46,13 @@ test('a link up the tree (ln -s .. ds/b/up): 2 images with their own labels, a w
   const root = await dataset('up', (r) => symlinkSync('..', join(r, 'b', 'up')));
   const { status, items, stderr } = await scan(root);
   assert.deepEqual(status, [0], stderr);
-  assert.deepEqual(items.map((i) => [i.key, i.label]), [['a/1.jpg', 0], ['b/2.jpg', 1]]);
+  assert.deepEqual(
+    items.map((i) => [i.key, i.label]),
+    [
+      ['a/1.jpg', 0],
+      ['b/2.jpg', 1],
+    ],
+  );
   clearError(stderr, /scan: warning: skipped \S*b\/up: the same folder as \S*up, already scanned \(a link loop or a duplicate\)/);
 });
 
@@ -58,7 +69,13 @@ test('two loops and a class folder linked to another class: bounded, each folder
   assert.deepEqual(status, [0], stderr);
   assert.ok(Date.now() - started < 20_000, 'ends promptly');
   // classes a, b, c: c keeps its label 2 but lists nothing (its images are a's)
-  assert.deepEqual(items.map((i) => [i.key, i.label]), [['a/1.jpg', 0], ['b/2.jpg', 1]]);
+  assert.deepEqual(
+    items.map((i) => [i.key, i.label]),
+    [
+      ['a/1.jpg', 0],
+      ['b/2.jpg', 1],
+    ],
+  );
   assert.match(stderr, /class folder \S*\/c is the same folder as \S*\/a \(a link\); its label 2 is kept, with no images of its own/);
   assert.match(stderr, /skipped \S*a\/self: the same folder as/);
   assert.match(stderr, /skipped \S*deeper\/top: the same folder as/);
@@ -85,7 +102,11 @@ test('a broken link and a loop of file links are skipped with a warning each, no
 });
 
 test('class folder names that classes.txt cannot keep (newline, leading space) are refused before anything is written', async () => {
-  for (const [name, bad] of [['newline', 'dog\ncat'], ['space', ' cat'], ['tab', 'c\tat']]) {
+  for (const [name, bad] of [
+    ['newline', 'dog\ncat'],
+    ['space', ' cat'],
+    ['tab', 'c\tat'],
+  ]) {
     const root = await dataset(`names-${name}`, (r) => mkdirSync(join(r, bad)));
     const s = sh(dir, `${A} scan ${root} > /dev/null`);
     assert.deepEqual(s.status, [2], s.stderr);
@@ -115,7 +136,14 @@ test('what held: class folders with spaces inside their names, hidden entries an
   await jpeg(join(root, '.hidden', 'h.jpg'), 90);
   const { status, items } = await scan(root);
   assert.deepEqual(status, [0]);
-  assert.deepEqual(items.map((i) => [i.key, i.label]), [['a/1.jpg', 0], ['b/2.jpg', 1], ['golden retriever/g.jpg', 2]]);
+  assert.deepEqual(
+    items.map((i) => [i.key, i.label]),
+    [
+      ['a/1.jpg', 0],
+      ['b/2.jpg', 1],
+      ['golden retriever/g.jpg', 2],
+    ],
+  );
   const p = cli(dir, ['prepare', '--train', root, '--out', join(dir, 'held-data'), '--size', '16', '--batch-size', '2']);
   assert.equal(p.status, 0, p.stderr);
   assert.equal(readFileSync(join(dir, 'held-data', 'classes.txt'), 'utf8'), 'a\nb\ngolden retriever\n');
@@ -146,5 +174,11 @@ test('Caffe list lines the stream format cannot carry (a label past int32, a NUL
   const r = sh(dir, `${A} scan --list held.txt --root ${root}`);
   assert.deepEqual(r.status, [0], r.stderr);
   const items = (await decodeRecords(r.stdout)).filter((x): x is ItemRecord => x.type === 'item');
-  assert.deepEqual(items.map((i) => [i.key, i.label]), [['a/1.jpg', 0], ['with space/x y.jpg', 1]]);
+  assert.deepEqual(
+    items.map((i) => [i.key, i.label]),
+    [
+      ['a/1.jpg', 0],
+      ['with space/x y.jpg', 1],
+    ],
+  );
 });

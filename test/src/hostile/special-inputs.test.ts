@@ -59,7 +59,10 @@ const DEVICE_WORDS = /not a regular file \(a character device\)/;
 
 test('ONNX models: predict and import --from onnx refuse a FIFO, /dev/zero or a folder as the model', () => {
   writeFileSync(p('photo.jpg'), Buffer.alloc(0)); // never read: the model is refused first
-  for (const [model, words] of [[FIFO, FIFO_WORDS], ['/dev/zero', DEVICE_WORDS]] as const) {
+  for (const [model, words] of [
+    [FIFO, FIFO_WORDS],
+    ['/dev/zero', DEVICE_WORDS],
+  ] as const) {
     refused(['predict', '--model', model, 'photo.jpg'], new RegExp(`${model}: cannot read the ONNX model \\(${words.source}\\)`));
     refused(['import', '--from', 'onnx', model, '--out', p('imported')], new RegExp(`${model}: cannot read the ONNX model \\(${words.source}\\)`));
   }
@@ -67,9 +70,18 @@ test('ONNX models: predict and import --from onnx refuse a FIFO, /dev/zero or a 
 });
 
 test('checkpoints: a weights file or state.json that is a FIFO or /dev/zero is refused by export, validate and train --resume', () => {
-  refused(['export', '--weights', p('ckpt-weights-fifo'), '--out', p('x.onnx')], new RegExp(`weights\\.safetensors: cannot read the weights file: ${FIFO_WORDS.source}`));
-  refused(['export', '--weights', p('ckpt-weights-zero'), '--out', p('x.onnx')], new RegExp(`weights\\.safetensors: cannot read the weights file: ${DEVICE_WORDS.source}`));
-  refused(['export', '--weights', p('ckpt-state-fifo'), '--out', p('x.onnx')], new RegExp(`state\\.json: cannot read the checkpoint state: ${FIFO_WORDS.source}`));
+  refused(
+    ['export', '--weights', p('ckpt-weights-fifo'), '--out', p('x.onnx')],
+    new RegExp(`weights\\.safetensors: cannot read the weights file: ${FIFO_WORDS.source}`),
+  );
+  refused(
+    ['export', '--weights', p('ckpt-weights-zero'), '--out', p('x.onnx')],
+    new RegExp(`weights\\.safetensors: cannot read the weights file: ${DEVICE_WORDS.source}`),
+  );
+  refused(
+    ['export', '--weights', p('ckpt-state-fifo'), '--out', p('x.onnx')],
+    new RegExp(`state\\.json: cannot read the checkpoint state: ${FIFO_WORDS.source}`),
+  );
   refused(['export', '--weights', FIFO, '--out', p('x.onnx')], new RegExp(`cannot read the weights file: ${FIFO_WORDS.source}`));
   refused(['validate', '--weights', p('ckpt-weights-fifo'), '--data', p('data')], new RegExp(`cannot read the weights file: ${FIFO_WORDS.source}`));
 });
@@ -81,7 +93,10 @@ test('a weights file larger than its model can need is refused before it is read
   copyFileSync(join(p('ckpt'), STATE_FILE), join(big, STATE_FILE));
   writeFileSync(join(big, WEIGHTS_FILE), Buffer.alloc(0));
   execFileSync('truncate', ['-s', String(200 << 20), join(big, WEIGHTS_FILE)]); // sparse: takes no disk
-  refused(['export', '--weights', big, '--out', p('x.onnx')], /weights\.safetensors: cannot read the weights file: file is 200\.0 MiB, more than the 95\.4 MiB a weights file may take/);
+  refused(
+    ['export', '--weights', big, '--out', p('x.onnx')],
+    /weights\.safetensors: cannot read the weights file: file is 200\.0 MiB, more than the 95\.4 MiB a weights file may take/,
+  );
 });
 
 test('train: a config, a spec_file or a weights_dir under /proc that cannot be used fails at once', () => {
@@ -91,8 +106,14 @@ test('train: a config, a spec_file or a weights_dir under /proc that cannot be u
     writeFileSync(p(name), `${[`data_dir: ${p('data')}`, 'batch_size: 8', 'n_epochs: 1', ...lines].join('\n')}\n`);
     return p(name);
   };
-  refused(['train', '--config', config('spec-fifo.yaml', [`weights_dir: ${p('w1')}`, `spec_file: ${FIFO}`])], new RegExp(`cannot read the model spec \\(spec_file\\): ${FIFO_WORDS.source}`));
-  refused(['train', '--config', config('proc.yaml', ['weights_dir: /proc/no-such-dir/weights', `spec_file: ${p('tiny.json')}`])], /\/proc\/no-such-dir.*cannot create/);
+  refused(
+    ['train', '--config', config('spec-fifo.yaml', [`weights_dir: ${p('w1')}`, `spec_file: ${FIFO}`])],
+    new RegExp(`cannot read the model spec \\(spec_file\\): ${FIFO_WORDS.source}`),
+  );
+  refused(
+    ['train', '--config', config('proc.yaml', ['weights_dir: /proc/no-such-dir/weights', `spec_file: ${p('tiny.json')}`])],
+    /\/proc\/no-such-dir.*cannot create/,
+  );
 });
 
 test('report: a val_record.json or train_log.jsonl that is a FIFO is refused, never waited for', () => {
@@ -100,7 +121,10 @@ test('report: a val_record.json or train_log.jsonl that is a FIFO is refused, ne
     const w = p(`report-${file}`);
     mkdirSync(w);
     symlinkSync(FIFO, join(w, file));
-    refused(['report', '--weights-dir', w, '--out', p('r.html')], new RegExp(`${file}: cannot read the (validation record|training log): ${FIFO_WORDS.source}`));
+    refused(
+      ['report', '--weights-dir', w, '--out', p('r.html')],
+      new RegExp(`${file}: cannot read the (validation record|training log): ${FIFO_WORDS.source}`),
+    );
   }
 });
 
@@ -124,8 +148,14 @@ test('import --from theano-npy: a seed .npy that is a FIFO is refused; import --
 });
 
 test('serve: a --token-file that is a FIFO or /dev/zero is refused at start', () => {
-  refused(['serve', '--model', `m=${p('model.onnx')}`, '--port', '0', '--token-file', FIFO], new RegExp(`--token-file ${FIFO}: cannot read it \\(${FIFO_WORDS.source}\\)`));
-  refused(['serve', '--model', `m=${p('model.onnx')}`, '--port', '0', '--token-file', '/dev/zero'], new RegExp(`--token-file /dev/zero: cannot read it \\(${DEVICE_WORDS.source}\\)`));
+  refused(
+    ['serve', '--model', `m=${p('model.onnx')}`, '--port', '0', '--token-file', FIFO],
+    new RegExp(`--token-file ${FIFO}: cannot read it \\(${FIFO_WORDS.source}\\)`),
+  );
+  refused(
+    ['serve', '--model', `m=${p('model.onnx')}`, '--port', '0', '--token-file', '/dev/zero'],
+    new RegExp(`--token-file /dev/zero: cannot read it \\(${DEVICE_WORDS.source}\\)`),
+  );
 });
 
 test('prepare: a lock file that is a FIFO is reported as unreadable (exit 2), never waited for', () => {

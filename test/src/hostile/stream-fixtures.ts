@@ -28,7 +28,13 @@ export function sh(dir: string, script: string, input?: Buffer): PipelineRun {
 
 /** The CLI with arguments (no shell), in `dir`. */
 export function cli(dir: string, args: string[], options: { input?: Buffer; timeoutMs?: number } = {}) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { cwd: dir, input: options.input, timeout: options.timeoutMs ?? 120_000, maxBuffer: 1 << 28, env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' } });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: dir,
+    input: options.input,
+    timeout: options.timeoutMs ?? 120_000,
+    maxBuffer: 1 << 28,
+    env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' },
+  });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr?.toString() ?? '' };
 }
 

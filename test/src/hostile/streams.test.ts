@@ -31,13 +31,16 @@ async function recordEnds(bytes: Buffer): Promise<number[]> {
 
 before(async () => {
   const demo = demoData(dir);
-  const r = sh(dir, [
-    `${A} scan ${demo}/train --shuffle --seed 2 > items.msgpack`,
-    `${A} decode --size 32 < items.msgpack > images.msgpack`,
-    `${A} mean --out mean.npy < images.msgpack | ${A} batch --size 8 --out-dir data`,
-    `${A} read data > batches.msgpack`,
-    `${A} augment --mean mean.npy --crop 28 < batches.msgpack > f32.msgpack`,
-  ].join(' && '));
+  const r = sh(
+    dir,
+    [
+      `${A} scan ${demo}/train --shuffle --seed 2 > items.msgpack`,
+      `${A} decode --size 32 < items.msgpack > images.msgpack`,
+      `${A} mean --out mean.npy < images.msgpack | ${A} batch --size 8 --out-dir data`,
+      `${A} read data > batches.msgpack`,
+      `${A} augment --mean mean.npy --crop 28 < batches.msgpack > f32.msgpack`,
+    ].join(' && '),
+  );
   assert.deepEqual(r.status, [0], r.stderr);
 });
 
@@ -65,7 +68,13 @@ test('every consumer refuses a stream cut at a record boundary or inside a recor
     for (const [input, command, outputs] of consumers) {
       const r = sh(dir, `${command} < ${input}-${cut}.msgpack`);
       assert.deepEqual(r.status, [2], `${command} < ${input}-${cut}: ${r.stderr}`);
-      clearError(r.stderr, cut === 'boundary' ? /stdin: the \w+ stream from alexnet-stream \w+ ended after \d+ records? without its trailer/ : /stdin: the \w+ stream .*ends in the middle of record \d+/, command);
+      clearError(
+        r.stderr,
+        cut === 'boundary'
+          ? /stdin: the \w+ stream from alexnet-stream \w+ ended after \d+ records? without its trailer/
+          : /stdin: the \w+ stream .*ends in the middle of record \d+/,
+        command,
+      );
       for (const o of outputs) assert.ok(!existsSync(file(o)), `${o} must not be written by ${command} < ${input}-${cut}`);
       if (command.includes('summary.json')) assert.equal(readFileSync(file('summary.json'), 'utf8'), '', 'no summary of part of a stream');
       if (command.includes('summary.txt')) assert.equal(readFileSync(file('summary.txt'), 'utf8'), '');
@@ -73,7 +82,7 @@ test('every consumer refuses a stream cut at a record boundary or inside a recor
   }
 });
 
-test('the issue\'s pipeline: scan | head -c | decode | mean | batch fails at decode and after, writes no mean and no index', () => {
+test("the issue's pipeline: scan | head -c | decode | mean | batch fails at decode and after, writes no mean and no index", () => {
   const demo = join(dir, 'demo');
   const half = Math.floor(readFileSync(file('items.msgpack')).length / 2);
   const r = sh(dir, `${A} scan ${demo}/train | head -c ${half} | ${A} decode --size 32 | ${A} mean --out issue.npy | ${A} batch --size 16 --out-dir issue`);
@@ -106,7 +115,10 @@ test('kill -9 of decode mid-run: mean and batch fail, name decode, and write not
   const [meanCode, batchCode] = [await meanDone, await batchDone];
   assert.equal(meanCode, 2, meanErr);
   assert.equal(batchCode, 2, batchErr);
-  clearError(meanErr, /stdin: the image stream from alexnet-stream decode (ended after \d+ records without its trailer|ends in the middle of record \d+).*(alexnet-stream decode .*stopped before finishing|was the producer killed)/);
+  clearError(
+    meanErr,
+    /stdin: the image stream from alexnet-stream decode (ended after \d+ records without its trailer|ends in the middle of record \d+).*(alexnet-stream decode .*stopped before finishing|was the producer killed)/,
+  );
   assert.ok(!existsSync(file('killed.npy')), 'no mean.npy');
   assert.ok(!existsSync(file('killed/index.json')), 'no index.json');
 });
@@ -134,9 +146,32 @@ test('a record lost or added on the way, or two streams concatenated, is refused
 test('a record claiming a 4 GiB field is refused when its length prefix arrives, not after buffering it', async () => {
   const header = packRecord(makeHeader('image', { imageSize: 32 }));
   // {type: 'image', data: <bin32 of 0xfffffff0 bytes>…}: the claim, then silence on an open pipe
-  const claim = Buffer.from([0x82, 0xa4, ...Buffer.from('type'), 0xa5, ...Buffer.from('image'), 0xa4, ...Buffer.from('data'), 0xc6, 0xff, 0xff, 0xff, 0xf0, 1, 2, 3]);
-  for (const [stage, head] of [['batch', header], ['mean', header], ['inspect', packRecord(makeHeader('image'))]] as const) {
-    const child = spawn(process.execPath, [CLI, stage, ...(stage === 'batch' ? ['--size', '4'] : stage === 'mean' ? ['--out', 'huge.npy'] : [])], { cwd: dir, stdio: ['pipe', 'ignore', 'pipe'] });
+  const claim = Buffer.from([
+    0x82,
+    0xa4,
+    ...Buffer.from('type'),
+    0xa5,
+    ...Buffer.from('image'),
+    0xa4,
+    ...Buffer.from('data'),
+    0xc6,
+    0xff,
+    0xff,
+    0xff,
+    0xf0,
+    1,
+    2,
+    3,
+  ]);
+  for (const [stage, head] of [
+    ['batch', header],
+    ['mean', header],
+    ['inspect', packRecord(makeHeader('image'))],
+  ] as const) {
+    const child = spawn(process.execPath, [CLI, stage, ...(stage === 'batch' ? ['--size', '4'] : stage === 'mean' ? ['--out', 'huge.npy'] : [])], {
+      cwd: dir,
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
     let err = '';
     child.stderr!.on('data', (d) => (err += d));
     child.stdin!.on('error', () => undefined);
@@ -204,7 +239,15 @@ test('garbage, empty and foreign input on stdin of every stage: exit 2 and one c
     for (const stage of stages) {
       const r = sh(dir, `${A} ${stage} < ${input} > /dev/null`);
       assert.deepEqual(r.status, [2], `${stage} < ${input}: ${r.stderr}`);
-      clearError(r.stderr, input === 'empty.bin' ? /empty stream \(no header\)/ : input === 'legacy.msgpack' ? /written by an older alexnet-stream, before streams ended with a trailer/ : /stdin/, `${stage} < ${input}`);
+      clearError(
+        r.stderr,
+        input === 'empty.bin'
+          ? /empty stream \(no header\)/
+          : input === 'legacy.msgpack'
+            ? /written by an older alexnet-stream, before streams ended with a trailer/
+            : /stdin/,
+        `${stage} < ${input}`,
+      );
       assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
     }
   }
@@ -216,7 +259,19 @@ test('train --stdin: garbage, an empty or cut-short stream, image records: exit 
   await writeFixtureDataDir({ dir: data, classes: 4, trainPerClass: 10, valPerClass: 3, size: 40, batchSize: 32 });
   const spec = writeSpecFile(file('tiny.json'), tinySpec(4, 35));
   const config = (name: string) => {
-    writeFileSync(file(`${name}.yaml`), [`data_dir: ${data}`, `weights_dir: ${file(`w-${name}`)}`, `spec_file: ${spec}`, 'batch_size: 8', 'n_epochs: 1', 'print_freq: 100', 'seed: 1', 'intra_op_threads: 1'].join('\n'));
+    writeFileSync(
+      file(`${name}.yaml`),
+      [
+        `data_dir: ${data}`,
+        `weights_dir: ${file(`w-${name}`)}`,
+        `spec_file: ${spec}`,
+        'batch_size: 8',
+        'n_epochs: 1',
+        'print_freq: 100',
+        'seed: 1',
+        'intra_op_threads: 1',
+      ].join('\n'),
+    );
     return file(`${name}.yaml`);
   };
   const f32 = sh(dir, `${A} read ${data} | ${A} augment --mean ${data}/mean.npy --crop 35 --seed 2 > train32.msgpack`);

@@ -34,7 +34,13 @@ function listAll(dir: string): string[] {
 /** Run the CLI in a sandbox of empty HOME/TMPDIR/XDG/cwd; returns the result and what appeared there. */
 function runIsolated(args: string[]) {
   const sandbox = mkdtempSync(join(root, 'sandbox-'));
-  const dirs = { HOME: join(sandbox, 'home'), TMPDIR: join(sandbox, 'tmp'), XDG_CACHE_HOME: join(sandbox, 'cache'), XDG_CONFIG_HOME: join(sandbox, 'config'), cwd: join(sandbox, 'cwd') };
+  const dirs = {
+    HOME: join(sandbox, 'home'),
+    TMPDIR: join(sandbox, 'tmp'),
+    XDG_CACHE_HOME: join(sandbox, 'cache'),
+    XDG_CONFIG_HOME: join(sandbox, 'config'),
+    cwd: join(sandbox, 'cwd'),
+  };
   for (const d of Object.values(dirs)) mkdirSync(d);
   const { cwd, ...env } = dirs;
   // ORT_DISABLE_TELEMETRY is removed from the environment: the program itself must set it.
@@ -55,9 +61,14 @@ function setup() {
     mkdirSync(out);
     const spec = writeSpecFile(join(root, 'tiny.json'), tinySpec(4, 35));
     const config = join(root, 'config.yaml');
-    writeFileSync(config, [`data_dir: ${data}`, `weights_dir: ${join(out, 'weights')}`, `spec_file: ${spec}`, 'batch_size: 8', 'n_epochs: 1', 'intra_op_threads: 1'].join('\n'));
+    writeFileSync(
+      config,
+      [`data_dir: ${data}`, `weights_dir: ${join(out, 'weights')}`, `spec_file: ${spec}`, 'batch_size: 8', 'n_epochs: 1', 'intra_op_threads: 1'].join('\n'),
+    );
     const image = join(root, 'photo.jpg');
-    await sharp({ create: { width: 50, height: 40, channels: 3, background: '#806040' } }).jpeg().toFile(image);
+    await sharp({ create: { width: 50, height: 40, channels: 3, background: '#806040' } })
+      .jpeg()
+      .toFile(image);
     return { data, config, ckpt: join(out, 'weights', 'epoch-0001'), model: join(out, 'model.onnx'), image, out };
   })();
   return fixtures;
@@ -93,7 +104,12 @@ test('no module loads onnxruntime-node except through loadOnnxRuntime()', () => 
       else if (/\.(ts|js|mjs|cjs)$/.test(name) && relative(REPO, path) !== allowed) {
         const text = readFileSync(path, 'utf8');
         // A value import, a require or a dynamic import of the package (type-only imports load nothing).
-        if (/^\s*import\s+(?!type\b)[^;]*from\s+['"]onnxruntime-node['"]|require\(\s*['"]onnxruntime-node['"]\s*\)|import\(\s*['"]onnxruntime-node['"]\s*\)/m.test(text)) offenders.push(relative(REPO, path));
+        if (
+          /^\s*import\s+(?!type\b)[^;]*from\s+['"]onnxruntime-node['"]|require\(\s*['"]onnxruntime-node['"]\s*\)|import\(\s*['"]onnxruntime-node['"]\s*\)/m.test(
+            text,
+          )
+        )
+          offenders.push(relative(REPO, path));
       }
     }
   };
@@ -131,7 +147,11 @@ test('a worker thread loads onnxruntime only when the main thread turned telemet
     const r = spawnSync(process.execPath, ['-e', script(mainDisables)], { encoding: 'utf8', env });
     assert.equal(r.status, 0, r.stderr);
     if (mainDisables) assert.equal(r.stdout.trim(), 'ran');
-    else assert.match(r.stdout, /refused: onnxruntime was loaded in a worker thread, but its telemetry switch \(ORT_DISABLE_TELEMETRY=1\) is not in the process environment/);
+    else
+      assert.match(
+        r.stdout,
+        /refused: onnxruntime was loaded in a worker thread, but its telemetry switch \(ORT_DISABLE_TELEMETRY=1\) is not in the process environment/,
+      );
     assert.deepEqual([...listAll(env.HOME!), ...listAll(env.TMPDIR!)], [], `nothing written (main thread disables: ${mainDisables})`);
   }
 });

@@ -34,11 +34,24 @@ function data(): Promise<void> {
 
 function configValues(weightsDir: string, over: Partial<TrainConfig> = {}): Partial<TrainConfig> {
   // One intra-op thread: the same float operations in every run, so runs compare bit for bit.
-  return { data_dir: dataDir, weights_dir: join(root, weightsDir), spec_file: specFile, batch_size: 8, n_epochs: 3, learning_rate: 0.01, print_freq: 2, seed: 3, intra_op_threads: 1, ...over };
+  return {
+    data_dir: dataDir,
+    weights_dir: join(root, weightsDir),
+    spec_file: specFile,
+    batch_size: 8,
+    n_epochs: 3,
+    learning_rate: 0.01,
+    print_freq: 2,
+    seed: 3,
+    intra_op_threads: 1,
+    ...over,
+  };
 }
 
 function sameWeights(a: NamedTensors, b: NamedTensors): boolean {
-  return Object.keys(b).every((n) => Buffer.from(a[n].buffer, a[n].byteOffset, a[n].byteLength).equals(Buffer.from(b[n].buffer, b[n].byteOffset, b[n].byteLength)));
+  return Object.keys(b).every((n) =>
+    Buffer.from(a[n].buffer, a[n].byteOffset, a[n].byteLength).equals(Buffer.from(b[n].buffer, b[n].byteOffset, b[n].byteLength)),
+  );
 }
 
 test('a trainer killed while it replaces a checkpoint: --resume continues from the newest whole one and ends where an uninterrupted run ends', async () => {
@@ -48,7 +61,11 @@ test('a trainer killed while it replaces a checkpoint: --resume continues from t
   const final = loadCheckpoint(join(root, 'ref', 'epoch-0003'));
   // Kill points: before the old epoch-0002 is moved aside (nothing committed yet), between the
   // two renames (no epoch-0002 in place: the case that lost checkpoints), while the old one is deleted.
-  for (const [step, newest] of [['move-old-aside', 7], ['rename-into-place', 10], ['unlink-old-file', 10]] as const) {
+  for (const [step, newest] of [
+    ['move-old-aside', 7],
+    ['rename-into-place', 10],
+    ['unlink-old-file', 10],
+  ] as const) {
     const name = `killed-${step}`;
     const values = configValues(name);
     // --max-iters 7 writes epoch-0002 in the middle of epoch 2; the resumed run replaces it at the end of epoch 2.
@@ -57,12 +74,20 @@ test('a trainer killed while it replaces a checkpoint: --resume continues from t
     assert.equal(child.signal, 'SIGKILL', `${step}: ${child.stderr}`);
     const notices: string[] = [];
     const resumed = await runTraining(resolveConfig(values), { resume: true, onNotice: (m) => notices.push(m) });
-    assert.match(notices.join('\n'), new RegExp(`resuming from .*epoch-0002: epoch \\d( \\+ \\d iterations)?, iteration ${newest}`), `${step}: resumed from the newest whole checkpoint`);
+    assert.match(
+      notices.join('\n'),
+      new RegExp(`resuming from .*epoch-0002: epoch \\d( \\+ \\d iterations)?, iteration ${newest}`),
+      `${step}: resumed from the newest whole checkpoint`,
+    );
     assert.equal(resumed.state.iteration, 15);
     const ckpt = loadCheckpoint(join(root, name, 'epoch-0003'));
     assert.ok(sameWeights(ckpt.weights, final.weights), `${step}: weights equal an uninterrupted run's`);
     assert.ok(sameWeights(ckpt.momentum!, final.momentum!), `${step}: momentum equals an uninterrupted run's`);
-    assert.deepEqual(readdirSync(join(root, name)).filter((n) => n.startsWith('.')), [], `${step}: nothing left behind`);
+    assert.deepEqual(
+      readdirSync(join(root, name)).filter((n) => n.startsWith('.')),
+      [],
+      `${step}: nothing left behind`,
+    );
   }
 });
 
@@ -72,7 +97,12 @@ function cli(args: string[]) {
 
 function writeConfig(name: string, weightsDir: string, over: Partial<TrainConfig> = {}): string {
   const path = join(root, `${name}.yaml`);
-  writeFileSync(path, `${Object.entries(configValues(weightsDir, over)).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join('\n')}\n`);
+  writeFileSync(
+    path,
+    `${Object.entries(configValues(weightsDir, over))
+      .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+      .join('\n')}\n`,
+  );
   return path;
 }
 
@@ -87,8 +117,14 @@ test('after a NaN loss the advice works: --resume with a lower --lr continues fr
   const diverged = cli(['train', '--config', config, '--resume', '--lr', '100000']);
   assert.equal(diverged.status, 1, diverged.stderr);
   assert.match(diverged.stderr, /--resume: learning rate 100000 \(given for this run\) replaces the checkpoint's 0\.01 from iteration 6 on/);
-  assert.match(diverged.stderr, /the loss is (NaN|Infinity|-Infinity); training stopped[^.]*\. .*epoch-0001 is the last checkpoint, intact: resume from it with a lower learning rate, e\.g\. `train … --resume --lr 10000` \(or --set learning_rate=10000\): a learning rate given with --resume replaces the checkpoint's \(100000\)/);
-  assert.deepEqual(listCheckpoints(join(root, 'w-nan')).map((c) => c.epoch), [1]);
+  assert.match(
+    diverged.stderr,
+    /the loss is (NaN|Infinity|-Infinity); training stopped[^.]*\. .*epoch-0001 is the last checkpoint, intact: resume from it with a lower learning rate, e\.g\. `train … --resume --lr 10000` \(or --set learning_rate=10000\): a learning rate given with --resume replaces the checkpoint's \(100000\)/,
+  );
+  assert.deepEqual(
+    listCheckpoints(join(root, 'w-nan')).map((c) => c.epoch),
+    [1],
+  );
   // Do as the message says, with a sane lr.
   const fixed = cli(['train', '--config', config, '--resume', '--lr', '0.001', '--epochs', '2']);
   assert.equal(fixed.status, 0, fixed.stderr);
@@ -123,13 +159,20 @@ test('--resume from a checkpoint without momentum.safetensors is refused (exit 2
   unlinkSync(join(root, 'w-nomom', 'epoch-0001', 'momentum.safetensors'));
   const r = cli(['train', '--config', config, '--resume', '--epochs', '2']);
   assert.equal(r.status, 2, r.stderr);
-  assert.match(r.stderr, /--resume: .*epoch-0001 has no momentum\.safetensors .*would restart the momentum at zero and change the run\. Restore the file, resume with use_momentum: false, or start a new run from these weights with --init /);
-  assert.deepEqual(listCheckpoints(join(root, 'w-nomom')).map((c) => c.epoch), [1], 'nothing trained');
+  assert.match(
+    r.stderr,
+    /--resume: .*epoch-0001 has no momentum\.safetensors .*would restart the momentum at zero and change the run\. Restore the file, resume with use_momentum: false, or start a new run from these weights with --init /,
+  );
+  assert.deepEqual(
+    listCheckpoints(join(root, 'w-nomom')).map((c) => c.epoch),
+    [1],
+    'nothing trained',
+  );
   const plainSgd = cli(['train', '--config', config, '--resume', '--epochs', '2', '--set', 'use_momentum=false']);
   assert.equal(plainSgd.status, 0, plainSgd.stderr);
 });
 
-test('a model whose classes are not the data\'s is refused by train and validate alike (one rule)', async () => {
+test("a model whose classes are not the data's is refused by train and validate alike (one rule)", async () => {
   await data();
   const three = join(root, 'data3');
   await writeFixtureDataDir({ dir: three, classes: 3, trainPerClass: 4, valPerClass: 2, size: 40, batchSize: 4 });
@@ -139,11 +182,21 @@ test('a model whose classes are not the data\'s is refused by train and validate
   assert.equal(validate.status, 2, validate.stderr);
   assert.match(validate.stderr, /data3\/index\.json: the "val" set names 3 classes but the model \(.*6 classes.*\) has 6/);
   assert.equal(validate.stdout, '', 'no result printed');
-  const train = cli(['train', '--config', writeConfig('six', 'w-six', { data_dir: three, num_classes: 6, spec_file: writeSpecFile(join(root, 'six.json'), six) })]);
+  const train = cli([
+    'train',
+    '--config',
+    writeConfig('six', 'w-six', { data_dir: three, num_classes: 6, spec_file: writeSpecFile(join(root, 'six.json'), six) }),
+  ]);
   assert.equal(train.status, 2, train.stderr);
   assert.match(train.stderr, /data3\/index\.json: the "train" set names 3 classes but the config \(num_classes 6\) has 6/);
   // The matching model is accepted by validate.
-  const ok = cli(['validate', '--weights', saveCheckpoint(join(root, 'three', 'epoch-0001'), { spec: tinySpec(3, 35), weights: initParameters(tinySpec(3, 35), 1), state: {} }), '--data', three]);
+  const ok = cli([
+    'validate',
+    '--weights',
+    saveCheckpoint(join(root, 'three', 'epoch-0001'), { spec: tinySpec(3, 35), weights: initParameters(tinySpec(3, 35), 1), state: {} }),
+    '--data',
+    three,
+  ]);
   assert.equal(ok.status, 0, ok.stderr);
 });
 
@@ -158,7 +211,11 @@ test('--resume from a checkpoint whose state.json lies about its position is ref
   const cases: [string, (s: Record<string, unknown>) => void, RegExp][] = [
     // ended "done" at once with exit 0 before
     ['epochs', (s) => (s.epochsCompleted = 1e12), /state\.json: the state is at epoch 1000000000000 \+ 2 iterations, but the checkpoint is epoch-0002/],
-    ['past the epoch', (s) => Object.assign(s, { iterationInEpoch: 999, iteration: 1004 }), /state\.json: it stopped after iteration 999 of epoch 2, but an epoch of this data has 5 iterations/],
+    [
+      'past the epoch',
+      (s) => Object.assign(s, { iterationInEpoch: 999, iteration: 1004 }),
+      /state\.json: it stopped after iteration 999 of epoch 2, but an epoch of this data has 5 iterations/,
+    ],
     ['future lr change', (s) => (s.lastLrChangeEpoch = 99), /state\.json: "lastLrChangeEpoch" 99 is after the 1 epochs completed/],
     ['iteration', (s) => (s.iteration = 1), /state\.json: "iteration" 1 is less than the 1 epochs and 2 iterations it completed/],
     // silently dropped before

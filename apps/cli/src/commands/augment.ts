@@ -25,10 +25,10 @@ export function register(program: Command): void {
       'For each uint8 NCHW batch on stdin: subtract the mean image (the full CxHxW mean, before cropping),\n' +
         'mirror horizontally (with --mirror, probability 1/2), crop --crop x --crop, and write float32 NCHW\n' +
         'batches on stdout. Crop offsets are drawn per image (default) or once per batch (--per-batch, the\n' +
-        'seed\'s batch_crop_mirror); --center takes the fixed center crop without mirroring (validation:\n' +
+        "seed's batch_crop_mirror); --center takes the fixed center crop without mirroring (validation:\n" +
         'offset 14 for 256 -> 227). Draws come from a seeded generator: the same --seed gives the same crops.',
     )
-    .requiredOption('--mean <file>', 'mean image .npy (float32 or float64, C x H x W), e.g. from `mean` or the seed\'s img_mean.npy')
+    .requiredOption('--mean <file>', "mean image .npy (float32 or float64, C x H x W), e.g. from `mean` or the seed's img_mean.npy")
     .option('--crop <n>', 'crop side in pixels', parseInteger('--crop'), 227)
     .option('--mirror', 'mirror each image (or batch, with --per-batch) with probability 1/2')
     .option('--center', 'center crop, no mirror (validation)')

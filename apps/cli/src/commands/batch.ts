@@ -37,27 +37,39 @@ export function register(program: Command): void {
     .option('--drop-last', 'drop the last batch if it is smaller than --size')
     .option('--no-fsync', 'do not fsync shards before renaming (faster; safe against a killed process, not a power cut)')
     .action(
-      action('batch', async (opts: BatchCliOptions) => {
-        const input = stdinRecords(['image'], undefined, 'batch');
-        const stage = new BatchStage({ batchSize: opts.size, dropLast: opts.dropLast });
-        const progress = new Progress({ label: 'batch', unit: 'batches' });
-        stage.on('data', (r: { type: string }) => r.type === 'batch' && progress.tick());
-        try {
-          if (opts.outDir) {
-            const writer = new ShardWriter({ dir: opts.outDir, prefix: opts.prefix, batchSize: opts.size, batchesPerShard: opts.batchesPerShard, fsync: opts.fsync });
-            writer.on('written', (batch: BatchRecord) => stage.assembler.recycle(batch.data));
-            await pipeline(input, stage, writer);
-            const e = writer.entry!;
-            process.stderr.write(`alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})${e.skipped ? `; ${e.skipped} source items are not in it (undecodable, or dropped)` : ''}\n`);
-          } else {
-            const { encoder, done } = stdoutRecords();
-            // together: when the pipeline fails, `done` rejects too and must not go unhandled
-            await Promise.all([pipeline(input, stage, encoder), done]);
+      action(
+        'batch',
+        async (opts: BatchCliOptions) => {
+          const input = stdinRecords(['image'], undefined, 'batch');
+          const stage = new BatchStage({ batchSize: opts.size, dropLast: opts.dropLast });
+          const progress = new Progress({ label: 'batch', unit: 'batches' });
+          stage.on('data', (r: { type: string }) => r.type === 'batch' && progress.tick());
+          try {
+            if (opts.outDir) {
+              const writer = new ShardWriter({
+                dir: opts.outDir,
+                prefix: opts.prefix,
+                batchSize: opts.size,
+                batchesPerShard: opts.batchesPerShard,
+                fsync: opts.fsync,
+              });
+              writer.on('written', (batch: BatchRecord) => stage.assembler.recycle(batch.data));
+              await pipeline(input, stage, writer);
+              const e = writer.entry!;
+              process.stderr.write(
+                `alexnet-stream batch: ${e.images} images in ${e.batches} batches (${e.partialBatches} partial) in ${e.shards.length} shards under ${opts.outDir} (prefix ${opts.prefix})${e.skipped ? `; ${e.skipped} source items are not in it (undecodable, or dropped)` : ''}\n`,
+              );
+            } else {
+              const { encoder, done } = stdoutRecords();
+              // together: when the pipeline fails, `done` rejects too and must not go unhandled
+              await Promise.all([pipeline(input, stage, encoder), done]);
+            }
+          } finally {
+            progress.stop();
           }
-        } finally {
-          progress.stop();
-        }
-        if (stage.assembler.dropped) process.stderr.write(`alexnet-stream batch: dropped the last ${stage.assembler.dropped} images (--drop-last)\n`);
-      }, { batchSize: '--size', dir: '--out-dir' }),
+          if (stage.assembler.dropped) process.stderr.write(`alexnet-stream batch: dropped the last ${stage.assembler.dropped} images (--drop-last)\n`);
+        },
+        { batchSize: '--size', dir: '--out-dir' },
+      ),
     );
 }

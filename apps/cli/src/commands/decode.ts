@@ -17,7 +17,6 @@ interface DecodeCliOptions {
   maxFileBytes?: number;
 }
 
-
 export function register(program: Command): void {
   program
     .command('decode')
@@ -33,9 +32,17 @@ export function register(program: Command): void {
     .option('--size <n>', 'output height and width in pixels', parseInteger('--size'), 256)
     .option('--resize <mode>', 'squash: whole image to size x size (the seed); center-crop: shorter side to size, then the center', 'squash')
     .option('--concurrency <n>', 'files read and decoded at once (default: 2x the CPU cores)', parseInteger('--concurrency'))
-    .option('--workers <n>', 'worker threads that read, decode and resize plain JPEGs beside the main thread (0: none; default: one per core)', parseInteger('--workers'))
+    .option(
+      '--workers <n>',
+      'worker threads that read, decode and resize plain JPEGs beside the main thread (0: none; default: one per core)',
+      parseInteger('--workers'),
+    )
     .option('--strict', 'exit with status 1 if any file was skipped')
-    .option('--max-file-bytes <n>', `skip image files larger than this (bytes; k, M, G suffixes; default ${DEFAULT_MAX_IMAGE_FILE_BYTES >> 20}M)`, parseByteSize('--max-file-bytes'))
+    .option(
+      '--max-file-bytes <n>',
+      `skip image files larger than this (bytes; k, M, G suffixes; default ${DEFAULT_MAX_IMAGE_FILE_BYTES >> 20}M)`,
+      parseByteSize('--max-file-bytes'),
+    )
     .action(
       action('decode', async (opts: DecodeCliOptions) => {
         tuneSharpForDecoding(); // this process only decodes: no libvips operation cache

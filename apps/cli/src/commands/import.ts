@@ -55,14 +55,19 @@ type Importer = (source: string, opts: ImportOptions) => Imported;
 
 /** theano_alexnet's `save_weights` layout: W_i_N.npy / W0_i_N.npy … in one folder. */
 function fromTheanoNpy(source: string, opts: ImportOptions): Imported {
-  if (!existsSync(source) || !statSync(source).isDirectory()) throw new InputError(`${source}: not a directory (expected the seed's weights folder with W_0_N.npy …)`);
+  if (!existsSync(source) || !statSync(source).isDirectory())
+    throw new InputError(`${source}: not a directory (expected the seed's weights folder with W_0_N.npy …)`);
   if (opts.epoch === undefined) {
     const epochs = theanoEpochs(source);
-    throw new UsageError(`--from theano-npy needs --epoch N (${epochs.length ? `epochs found in ${source}: ${epochs.join(', ')}` : `no W_0_N.npy / W0_0_N.npy files in ${source}`})`);
+    throw new UsageError(
+      `--from theano-npy needs --epoch N (${epochs.length ? `epochs found in ${source}: ${epochs.join(', ')}` : `no W_0_N.npy / W0_0_N.npy files in ${source}`})`,
+    );
   }
   const epochs = theanoEpochs(source);
   if (!epochs.includes(opts.epoch)) {
-    throw new InputError(`${source}: no weights of epoch ${opts.epoch} (W_0_${opts.epoch}.npy or W0_0_${opts.epoch}.npy); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`);
+    throw new InputError(
+      `${source}: no weights of epoch ${opts.epoch} (W_0_${opts.epoch}.npy or W0_0_${opts.epoch}.npy); ${epochs.length ? `epochs found there: ${epochs.join(', ')}` : 'no seed weight files there at all'}`,
+    );
   }
   const preset = opts.preset ?? 'theano-alexnet';
   if (!isPresetName(preset)) throw invalidParameter('--preset', `one of ${PRESETS.join(', ')}`, preset);
@@ -81,12 +86,22 @@ function fromTheanoNpy(source: string, opts: ImportOptions): Imported {
     ...(lr !== undefined ? { lr } : {}),
     imported: { from: 'theano-npy', source, epoch: opts.epoch, flipped: opts.flip },
   };
-  return { spec, weights, state, notes: [opts.flip ? 'conv kernels flipped (Theano cuDNN true convolution -> cross-correlation)' : 'conv kernels not flipped (--no-flip)'] };
+  return {
+    spec,
+    weights,
+    state,
+    notes: [opts.flip ? 'conv kernels flipped (Theano cuDNN true convolution -> cross-correlation)' : 'conv kernels not flipped (--no-flip)'],
+  };
 }
 
 /** Any ONNX AlexNet of the presets (ours, the Model Zoo's bvlcalexnet, torchvision exports): onnx-export recognises it by structure. */
 function fromOnnx(source: string, opts: ImportOptions): Imported {
-  for (const [flag, given] of [['--epoch', opts.epoch], ['--preset', opts.preset], ['--num-classes', opts.numClasses], ['--input-size', opts.inputSize]] as const) {
+  for (const [flag, given] of [
+    ['--epoch', opts.epoch],
+    ['--preset', opts.preset],
+    ['--num-classes', opts.numClasses],
+    ['--input-size', opts.inputSize],
+  ] as const) {
     if (given !== undefined) throw new UsageError(`${flag} does not apply to --from onnx (the model's structure decides)`);
   }
   // Anything else there (a folder, a FIFO, a device) is refused by the bounded reader, saying what it is.
@@ -139,7 +154,7 @@ function isLink(path: string): boolean {
 export function register(program: Command): void {
   program
     .command('import')
-    .summary('import weights from the seed\'s .npy files or an ONNX model into a checkpoint')
+    .summary("import weights from the seed's .npy files or an ONNX model into a checkpoint")
     .description(
       [
         'Read weights in another layout and write a checkpoint directory',
@@ -150,7 +165,7 @@ export function register(program: Command): void {
         '  theano-npy  <dir> of theano_alexnet save_weights files: W_i_N.npy, b_i_N.npy',
         '              (W0_/W1_/b0_/b1_ halves for grouped layers), conv W c01b',
         '              (in, kh, kw, out), fc W (n_in, n_out). Kernels are flipped',
-        '              (Theano\'s cuDNN dnn_conv is a true convolution) unless --no-flip.',
+        "              (Theano's cuDNN dnn_conv is a true convolution) unless --no-flip.",
         '  onnx        <model.onnx>: an AlexNet of the presets, found by structure.',
         '',
         'Example:',
@@ -159,15 +174,15 @@ export function register(program: Command): void {
         '    --mean ~/data/img_mean.npy --mean-out data/mean.npy',
       ].join('\n'),
     )
-    .argument('<source>', 'the seed\'s weights folder (theano-npy) or an .onnx file (onnx)')
+    .argument('<source>', "the seed's weights folder (theano-npy) or an .onnx file (onnx)")
     .requiredOption('--from <format>', `source format: ${Object.keys(IMPORTERS).join(', ')}`)
     .requiredOption('--out <ckpt-dir>', 'checkpoint directory to write (e.g. weights/epoch-0065)')
     .option('--epoch <n>', 'theano-npy: the epoch N of the files to read', parseInteger('--epoch'))
     .option('--preset <name>', `theano-npy: model preset (${PRESETS.join(', ')}); default theano-alexnet`)
     .option('--num-classes <k>', 'theano-npy: class count (default: from the softmax bias b_7_N.npy)', parseInteger('--num-classes'))
-    .option('--input-size <n>', 'theano-npy: network input (crop) size (default: the preset\'s, 227)', parseInteger('--input-size'))
+    .option('--input-size <n>', "theano-npy: network input (crop) size (default: the preset's, 227)", parseInteger('--input-size'))
     .option('--no-flip', 'theano-npy: do not flip conv kernels (weights from a cross-correlating backend, e.g. cuda-convnet)')
-    .option('--mean <file>', 'also import a mean image (the seed\'s img_mean.npy, float32 (3, H, W); (H, W, 3) is transposed)')
+    .option('--mean <file>', "also import a mean image (the seed's img_mean.npy, float32 (3, H, W); (H, W, 3) is transposed)")
     .option('--mean-out <file>', 'where to write it as our mean.npy (default: <ckpt-dir>/mean.npy)')
     .option('--force', 'replace an existing checkpoint directory written by alexnet-stream (in one atomic step; any other directory or file is refused)')
     .action(
@@ -183,7 +198,9 @@ export function register(program: Command): void {
         if (opts.mean) mean = importMeanImage(opts.mean);
         // The rule export and train apply to this model's mean image: square, at least its input size.
         if (mean && (mean.shape[1] !== mean.shape[2] || mean.shape[1] < imported.spec.inputSize)) {
-          throw new InputError(`${opts.mean}: a mean image of 3xSxS with S >= ${imported.spec.inputSize} is needed for this model, this one is ${mean.shape.join('x')}`);
+          throw new InputError(
+            `${opts.mean}: a mean image of 3xSxS with S >= ${imported.spec.inputSize} is needed for this model, this one is ${mean.shape.join('x')}`,
+          );
         }
         const meanNpy = mean ? encodeNpy(mean.data, mean.shape) : undefined;
         const dir = saveCheckpoint(opts.out, { spec: imported.spec, weights: imported.weights, state: imported.state }, meanInside ? { meanNpy } : {});

@@ -18,8 +18,23 @@ export type Register = (program: Command, context?: CommandContext) => void;
 
 /** Command names in the order `--help` lists them; each is also its module's file name. */
 export const COMMAND_NAMES = [
-  'scan', 'decode', 'make-demo-data', 'mean', 'batch', 'read', 'augment', 'inspect', 'prepare',
-  'import', 'export', 'predict', 'validate', 'serve', 'train', 'report', 'worker',
+  'scan',
+  'decode',
+  'make-demo-data',
+  'mean',
+  'batch',
+  'read',
+  'augment',
+  'inspect',
+  'prepare',
+  'import',
+  'export',
+  'predict',
+  'validate',
+  'serve',
+  'train',
+  'report',
+  'worker',
 ] as const;
 
 export function loadCommand(name: (typeof COMMAND_NAMES)[number]): Register {

@@ -23,7 +23,7 @@ export function register(program: Command): void {
     .description(
       'Without <shard-dir>: read image records (or uint8 batch records) on stdin, write them unchanged on\n' +
         'stdout, and when the input ends write their per-pixel mean (accumulated in float64) to --out as a\n' +
-        'float32 CxHxW .npy (the seed\'s img_mean.npy layout). With <shard-dir>: the mean of the set --prefix,\n' +
+        "float32 CxHxW .npy (the seed's img_mean.npy layout). With <shard-dir>: the mean of the set --prefix,\n" +
         'nothing on stdout. The file is written to a temp name and renamed, so it is never half-written,\n' +
         'and only once the input has ended with its trailer: a stream cut short upstream (a killed stage)\n' +
         'is an error (exit 2) and writes no mean; so is stdout closing before the stream ended.',
@@ -57,7 +57,9 @@ export function register(program: Command): void {
         }
         const mean = stage.accumulator.mean();
         await writeMeanNpy(opts.out, mean);
-        process.stderr.write(`alexnet-stream mean: ${stage.accumulator.count} images, ${mean.channels}x${mean.height}x${mean.width} mean written to ${opts.out}\n`);
+        process.stderr.write(
+          `alexnet-stream mean: ${stage.accumulator.count} images, ${mean.channels}x${mean.height}x${mean.width} mean written to ${opts.out}\n`,
+        );
       }),
     );
 }

@@ -36,14 +36,14 @@ export function register(program: Command): void {
     .summary('top-k classes of images with an exported ONNX model')
     .description(
       'Decode each image as the pipeline does (squash to 256x256), take the center crop, subtract the\n' +
-        'mean (--mean, else the per-channel means in the model\'s metadata), run the model in batches\n' +
+        "mean (--mean, else the per-channel means in the model's metadata), run the model in batches\n" +
         'and print the top-k classes with probabilities: one line per image, or JSON lines with --json.\n' +
         'Files that do not decode are skipped with a message on stderr, and the exit code is then 2.\n\n' +
         'Example: alexnet-stream predict --model alexnet.onnx --topk 5 photos/*.jpg',
     )
     .argument('<image...>', 'image files (JPEG, PNG, WebP, TIFF, GIF)')
     .requiredOption('--model <model.onnx>', 'model written by `alexnet-stream export`')
-    .option('--labels <classes.txt>', 'class names, one per line (default: the model\'s)')
+    .option('--labels <classes.txt>', "class names, one per line (default: the model's)")
     .option('--topk <k>', 'classes per image', parseInteger('--topk'), 5)
     .option('--json', 'JSON lines: {"path", "top": [{"index", "label", "prob"}]}')
     .option('--batch-size <n>', 'images per inference batch', parseInteger('--batch-size'), 32)
@@ -51,23 +51,28 @@ export function register(program: Command): void {
     .option('--threads <n>', 'onnxruntime intra-op threads (default: the number of cores)', parseInteger('--threads'))
     .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; docs/gpus.md', parseDeviceList)
     .action(
-      action('predict', async (images: string[], opts: PredictCliOptions) => {
-        const { skipped, unanswered } = await runPredict(images, {
-          model: opts.model,
-          decoder: pipelineDecoder,
-          classNames: opts.labels ? await readClassNames(opts.labels) : undefined,
-          topk: opts.topk,
-          json: opts.json,
-          batchSize: opts.batchSize,
-          mean: opts.mean ? await readMeanNpy(opts.mean) : undefined,
-          threads: opts.threads,
-          devices: opts.devices,
-          onSkip: (path, why) => process.stderr.write(`alexnet-stream predict: skipped ${path}: ${why}\n`),
-          onUnanswered: (path, why) => process.stderr.write(`alexnet-stream predict: skipped ${path}: ${why}\n`),
-        });
-        if (skipped > 0) process.stderr.write(`alexnet-stream predict: ${skipped} of ${images.length} files were not decodable images (see above)\n`);
-        if (unanswered > 0) process.stderr.write(`alexnet-stream predict: the model gave no usable answer for ${unanswered} of ${images.length} images (see above)\n`);
-        if (skipped + unanswered > 0) return 2;
-      }, { classNames: '--labels', intraOpNumThreads: '--threads' }),
+      action(
+        'predict',
+        async (images: string[], opts: PredictCliOptions) => {
+          const { skipped, unanswered } = await runPredict(images, {
+            model: opts.model,
+            decoder: pipelineDecoder,
+            classNames: opts.labels ? await readClassNames(opts.labels) : undefined,
+            topk: opts.topk,
+            json: opts.json,
+            batchSize: opts.batchSize,
+            mean: opts.mean ? await readMeanNpy(opts.mean) : undefined,
+            threads: opts.threads,
+            devices: opts.devices,
+            onSkip: (path, why) => process.stderr.write(`alexnet-stream predict: skipped ${path}: ${why}\n`),
+            onUnanswered: (path, why) => process.stderr.write(`alexnet-stream predict: skipped ${path}: ${why}\n`),
+          });
+          if (skipped > 0) process.stderr.write(`alexnet-stream predict: ${skipped} of ${images.length} files were not decodable images (see above)\n`);
+          if (unanswered > 0)
+            process.stderr.write(`alexnet-stream predict: the model gave no usable answer for ${unanswered} of ${images.length} images (see above)\n`);
+          if (skipped + unanswered > 0) return 2;
+        },
+        { classNames: '--labels', intraOpNumThreads: '--threads' },
+      ),
     );
 }

@@ -25,7 +25,6 @@ interface PrepareCliOptions {
   strict?: boolean;
 }
 
-
 export function register(program: Command): void {
   program
     .command('prepare')
@@ -33,7 +32,7 @@ export function register(program: Command): void {
     .description(
       'Scan --train (one folder per class), shuffle it (--seed), decode every image to --size x --size,\n' +
         'and write train shards, val shards, the mean image of the training images (mean.npy), classes.txt\n' +
-        'and prepare.json into --out: the seed\'s generate_data.sh in one command. Validation images come\n' +
+        "and prepare.json into --out: the seed's generate_data.sh in one command. Validation images come\n" +
         'from --val (class folders, or a flat folder with a Caffe list --val-list) or from a seeded\n' +
         '--val-split fraction of the training images. Unreadable images are skipped with a warning.\n' +
         'Work happens in <out>.partial/ and is renamed to <out> when complete: rerun after an interruption\n' +

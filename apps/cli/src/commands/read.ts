@@ -37,7 +37,9 @@ export function register(program: Command): void {
         // together: when the pipeline fails, `done` rejects too and must not go unhandled
         await Promise.all([pipeline(reader, encoder), done]);
         if (reader.selectedShards === 0) {
-          process.stderr.write(`alexnet-stream read: warning: --shard ${opts.shard!.index}/${opts.shard!.count} selects none of the ${reader.set!.shards.length} shards; wrote a header only\n`);
+          process.stderr.write(
+            `alexnet-stream read: warning: --shard ${opts.shard!.index}/${opts.shard!.count} selects none of the ${reader.set!.shards.length} shards; wrote a header only\n`,
+          );
         }
       }),
     );

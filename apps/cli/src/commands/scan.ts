@@ -30,7 +30,7 @@ export function register(program: Command): void {
     )
     .argument('[dir]', 'data set folder with one sub-folder per class')
     .option('--list <file>', 'Caffe-style list file ("relative/path label" per line) instead of class folders')
-    .option('--root <dir>', 'folder the paths in --list are relative to (default: the list file\'s folder)')
+    .option('--root <dir>', "folder the paths in --list are relative to (default: the list file's folder)")
     .option('--classes <file>', 'class names, one per line in label order (with --list; checks labels and names them)')
     .option('--shuffle', 'shuffle the items (seeded: the same --seed gives the same order everywhere)')
     .option('--seed <n>', 'shuffle seed', parseInteger('--seed'), 0)
@@ -51,7 +51,9 @@ export function register(program: Command): void {
         }
         const source = opts.list ?? dir!;
         if (list.items.length === 0) {
-          throw new InputError(`${source}: no images found (looked for ${opts.list ? 'lines in the list' : 'files with an image extension in class sub-folders'})`);
+          throw new InputError(
+            `${source}: no images found (looked for ${opts.list ? 'lines in the list' : 'files with an image extension in class sub-folders'})`,
+          );
         }
         const items = selectItems(list.items, { shuffle: opts.shuffle, seed: opts.seed, shard: opts.shard, limit: opts.limit });
         if (items.length === 0) process.stderr.write(`alexnet-stream scan: warning: the selection (--shard/--limit) is empty; writing a header only\n`);
@@ -61,7 +63,9 @@ export function register(program: Command): void {
         });
         const { encoder, done } = stdoutRecords();
         await Promise.all([pipeline(Readable.from(wholeStream(header, items), { objectMode: true, highWaterMark: 16 }), encoder), done]);
-        process.stderr.write(`alexnet-stream scan: ${items.length} of ${list.items.length} items${list.classNames.length ? `, ${list.classNames.length} classes` : ''}\n`);
+        process.stderr.write(
+          `alexnet-stream scan: ${items.length} of ${list.items.length} items${list.classNames.length ? `, ${list.classNames.length} classes` : ''}\n`,
+        );
       }),
     );
 }

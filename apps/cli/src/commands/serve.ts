@@ -69,7 +69,10 @@ export function register(program: Command): void {
         'Example: alexnet-stream serve --model alexnet=model.onnx --port 8080\n' +
         '         curl --data-binary @cat.jpg -H "Content-Type: image/jpeg" localhost:8080/v1/models/alexnet:classify',
     )
-    .requiredOption('--model <[name=]path.onnx>', 'a model to serve (repeat for several); name defaults to the file name', (v: string, prev: string[] = []) => [...prev, v])
+    .requiredOption('--model <[name=]path.onnx>', 'a model to serve (repeat for several); name defaults to the file name', (v: string, prev: string[] = []) => [
+      ...prev,
+      v,
+    ])
     .option('--host <address>', 'address to bind (a non-loopback one warns unless --token-file is given)', '127.0.0.1')
     .option('--port <n>', 'port (0: any free port, logged)', parseInteger('--port'), 8080)
     .option('--workers <n>', 'inference worker threads (default 1)', parseInteger('--workers'))
@@ -88,37 +91,41 @@ export function register(program: Command): void {
     .option('--labels <classes.txt>', 'class names for models without them in their metadata')
     .option('--mean <r,g,b|mean.npy>', 'per-channel means (pixel units) or a mean image, for models without one')
     .option('--std <r,g,b>', 'per-channel standard deviations (pixel units), for models without metadata')
-    .option('--size <n>', 'side images are resized to before the center crop (default: the model\'s, else 256)', parseInteger('--size'))
+    .option('--size <n>', "side images are resized to before the center crop (default: the model's, else 256)", parseInteger('--size'))
     .option('--resize <mode>', `how images are resized: ${RESIZE_MODES.join(' or ')} (default squash)`)
     .action(
-      action('serve', async (flags: ServeFlags, command: Command) => {
-        // Loaded here: other commands do not pay for fastify and the worker pools.
-        const { parseModelArg, readTokenFile, runServer } = require('@alexnet-stream/serve') as typeof import('@alexnet-stream/serve');
-        const models = flags.model.map((spec) => {
-          const { name, path } = parseModelArg(spec);
-          return { name, path, labels: flags.labels, mean: flags.mean, std: flags.std, size: flags.size, resize: flags.resize };
-        });
-        const code = await runServer({
-          models,
-          host: flags.host,
-          port: flags.port,
-          workers: flags.workers,
-          threadsPerWorker: flags.threads,
-          decodeWorkers: flags.decodeWorkers,
-          maxBatch: flags.maxBatch,
-          maxQueueDelayMs: flags.maxQueueDelayMs,
-          maxQueue: flags.maxQueue,
-          timeoutMs: flags.timeoutMs,
-          bodyLimitBytes: Math.round(flags.bodyLimitMb * 1024 * 1024),
-          maxPixels: flags.maxPixels,
-          maxImagesPerRequest: flags.maxImages,
-          token: flags.tokenFile ? readTokenFile(flags.tokenFile) : undefined,
-          drainTimeoutMs: flags.drainTimeoutMs,
-          logLevel: flags.logLevel as never,
-          // What the running server tells clients and logs names its options by these flags.
-          optionNames: Object.fromEntries(RUNTIME_OPTIONS.map((key) => [key, flagNamer(command, serveNames)(key)])),
-        });
-        return code;
-      }, serveNames),
+      action(
+        'serve',
+        async (flags: ServeFlags, command: Command) => {
+          // Loaded here: other commands do not pay for fastify and the worker pools.
+          const { parseModelArg, readTokenFile, runServer } = require('@alexnet-stream/serve') as typeof import('@alexnet-stream/serve');
+          const models = flags.model.map((spec) => {
+            const { name, path } = parseModelArg(spec);
+            return { name, path, labels: flags.labels, mean: flags.mean, std: flags.std, size: flags.size, resize: flags.resize };
+          });
+          const code = await runServer({
+            models,
+            host: flags.host,
+            port: flags.port,
+            workers: flags.workers,
+            threadsPerWorker: flags.threads,
+            decodeWorkers: flags.decodeWorkers,
+            maxBatch: flags.maxBatch,
+            maxQueueDelayMs: flags.maxQueueDelayMs,
+            maxQueue: flags.maxQueue,
+            timeoutMs: flags.timeoutMs,
+            bodyLimitBytes: Math.round(flags.bodyLimitMb * 1024 * 1024),
+            maxPixels: flags.maxPixels,
+            maxImagesPerRequest: flags.maxImages,
+            token: flags.tokenFile ? readTokenFile(flags.tokenFile) : undefined,
+            drainTimeoutMs: flags.drainTimeoutMs,
+            logLevel: flags.logLevel as never,
+            // What the running server tells clients and logs names its options by these flags.
+            optionNames: Object.fromEntries(RUNTIME_OPTIONS.map((key) => [key, flagNamer(command, serveNames)(key)])),
+          });
+          return code;
+        },
+        serveNames,
+      ),
     );
 }

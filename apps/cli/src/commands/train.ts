@@ -120,13 +120,20 @@ class TrainRenderer {
     switch (e.type) {
       case 'start': {
         const per = Number.isFinite(e.iterationsPerEpoch) ? `${e.iterationsPerEpoch} iterations per epoch` : 'batches from stdin';
-        this.line(`${e.epochs} epochs, ${per}${e.worldSize > 1 ? `, ${e.worldSize} workers` : ''}; starting at iteration ${e.state.iteration}, lr ${lrText(e.state.lr)}`);
+        this.line(
+          `${e.epochs} epochs, ${per}${e.worldSize > 1 ? `, ${e.worldSize} workers` : ''}; starting at iteration ${e.state.iteration}, lr ${lrText(e.state.lr)}`,
+        );
         break;
       }
       case 'epoch-start':
         this.bar?.stop();
         this.bar = this.tty
-          ? new Progress({ label: `epoch ${e.epoch}`, unit: 'iters', total: Number.isFinite(e.iterations) ? e.iterations - e.startIteration : undefined, enabled: true })
+          ? new Progress({
+              label: `epoch ${e.epoch}`,
+              unit: 'iters',
+              total: Number.isFinite(e.iterations) ? e.iterations - e.startIteration : undefined,
+              enabled: true,
+            })
           : undefined;
         break;
       case 'step':
@@ -144,7 +151,9 @@ class TrainRenderer {
       case 'validation':
         this.bar?.stop();
         this.bar = undefined;
-        this.line(`epoch ${e.result.epoch} validation: top-1 error ${pct(e.result.top1Error)}, top-5 error ${pct(e.result.top5Error)}, loss ${e.result.loss.toFixed(4)} (${e.result.images} images)`);
+        this.line(
+          `epoch ${e.result.epoch} validation: top-1 error ${pct(e.result.top1Error)}, top-5 error ${pct(e.result.top5Error)}, loss ${e.result.loss.toFixed(4)} (${e.result.images} images)`,
+        );
         break;
       case 'lr':
         this.line(`learning rate -> ${lrText(e.lr)} after epoch ${e.epoch} (${e.reason})`);
@@ -176,7 +185,7 @@ export function register(program: Command, context: CommandContext = {}): void {
     .command('train')
     .summary('train AlexNet on a data dir (or float32 batches on stdin), with validation, checkpoints and resume')
     .description(
-      'Train from a config file (the seed\'s config.yaml keys plus ours; see docs/training.md), flags override it.\n' +
+      "Train from a config file (the seed's config.yaml keys plus ours; see docs/training.md), flags override it.\n" +
         'Every print_freq iterations a line on stderr; every epoch a validation (top-1, top-5, loss) appended\n' +
         'to <weights_dir>/val_record.json; a checkpoint <weights_dir>/epoch-NNNN/ every snapshot_freq epochs.\n' +
         '--max-iters stops at exactly that iteration with a checkpoint; --resume continues exactly from one.\n' +
@@ -188,68 +197,82 @@ export function register(program: Command, context: CommandContext = {}): void {
     .option('--init <checkpoint>', 'start from pretrained weights (checkpoint dir or .safetensors); fc8 of another class count is re-initialised')
     .option('--max-iters <n>', 'stop when the iteration count reaches n, writing a checkpoint of that exact state', parseInteger('--max-iters', 0))
     .option('--epochs <n>', 'n_epochs', parseInteger('--epochs', 1))
-    .option('--resume [epoch]', 'continue from the latest checkpoint in weights_dir (or that epoch\'s)', parseResume)
+    .option('--resume [epoch]', "continue from the latest checkpoint in weights_dir (or that epoch's)", parseResume)
     .option('--engine <name>', `engine: ${ENGINE_NAMES.join(' or ')}`)
     .option('--devices <list>', 'devices, comma-separated: cpu, webgpu, cuda:0, … (one worker each); docs/gpus.md')
     .option('--batch-size <n>', 'batch_size', parseInteger('--batch-size', 1))
-    .option('--lr <x>', 'learning_rate; with --resume it replaces the checkpoint\'s lr (e.g. after a NaN loss)', parseNumber('--lr', 0, 1e6))
+    .option('--lr <x>', "learning_rate; with --resume it replaces the checkpoint's lr (e.g. after a NaN loss)", parseNumber('--lr', 0, 1e6))
     .option('--seed <n>', 'seed', parseInteger('--seed', 0, 0xffffffff))
     .option('--stdin', 'train on float32 batch records from stdin (read | augment | train --stdin)')
     .option('--set <key=value>', 'any config key (repeatable), e.g. --set lr_policy=auto --set lr_step=[10,20]', collectSet, [])
-    .option('--workers <n>', 'n local worker processes averaging weights over ZeroMQ (default: one per --devices entry); docs/multi-worker.md', parseInteger('--workers', 1))
-    .option('--sync-momentum', 'sync_momentum: with several workers, average the momentum velocities too at each sync (default: they stay local, as in the seed)')
+    .option(
+      '--workers <n>',
+      'n local worker processes averaging weights over ZeroMQ (default: one per --devices entry); docs/multi-worker.md',
+      parseInteger('--workers', 1),
+    )
+    .option(
+      '--sync-momentum',
+      'sync_momentum: with several workers, average the momentum velocities too at each sync (default: they stay local, as in the seed)',
+    )
     .action(
-      action('train', async (opts: TrainCliOptions, command: Command) => {
-        const file = opts.config ? await readConfigFile(opts.config) : {};
-        const overrides = overridesFrom(opts);
-        // A learning rate on the command line of a resumed run replaces the checkpoint's lr (the
-        // library says so on stderr); the config keeps the run's configured initial lr, so that
-        // the next plain --resume does not take the flag's value for a change of config.
-        const resuming = opts.resume !== undefined ? opts.resume !== false : resolveConfig(file, overrides).resume_train;
-        const learningRate = resuming ? overrides.learning_rate : undefined;
-        if (resuming) delete overrides.learning_rate;
-        const resolved = resolveConfig(file, overrides);
-        // A device this machine cannot have fails here, in one line, before any data is read.
-        if (resolved.engine === 'onnxruntime') checkDevices(resolved.devices);
-        // Multi-worker (docs/multi-worker.md): launch local workers, or be one.
-        const worker = context.trainWorker;
-        const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
-        if (workers > 1) return launchLocalWorkers({ workers, devices: resolved.devices, trainArgs: process.argv.slice(3) });
-        const config = worker ? worker.adjust(resolved) : resolved;
-        const group = worker ? await worker.join(config) : undefined;
-        const renderer = new TrainRenderer();
-        try {
-          const result = await runTraining(config, {
-            group,
-            maxIters: opts.maxIters,
-            resume: opts.resume,
-            init: opts.init,
-            learningRate,
-            stdinRecords: opts.stdin ? stdinRecords(['batch'], undefined, 'train --stdin') : undefined,
-            onEvent: worker?.quiet ? undefined : renderer.onEvent,
-            onNotice: worker?.quiet ? undefined : renderer.notice,
-            nameParameter: flagNamer(command, TRAIN_NAMES),
-          });
-          if (worker?.quiet) return;
-          const best = result.state.valRecord.reduce<(typeof result.state.valRecord)[number] | undefined>((b, r) => (!b || r.top1Error < b.top1Error ? r : b), undefined);
-          const last = result.state.valRecord[result.state.valRecord.length - 1];
-          process.stdout.write(
-            `${JSON.stringify({
-              stopReason: result.stopReason,
-              epochsCompleted: result.state.epochsCompleted,
-              iteration: result.state.iteration,
-              lr: result.state.lr,
-              checkpoint: result.lastCheckpoint ?? null,
-              weightsDir: result.weightsDir,
-              lastValidation: last ?? null,
-              bestValidation: best ?? null,
-              imagesPerSecond: result.trainSeconds > 0 ? result.imagesRun / result.trainSeconds : null,
-              waitFraction: result.waitFraction,
-            })}\n`,
-          );
-        } finally {
-          renderer.stop();
-        }
-      }, TRAIN_NAMES),
+      action(
+        'train',
+        async (opts: TrainCliOptions, command: Command) => {
+          const file = opts.config ? await readConfigFile(opts.config) : {};
+          const overrides = overridesFrom(opts);
+          // A learning rate on the command line of a resumed run replaces the checkpoint's lr (the
+          // library says so on stderr); the config keeps the run's configured initial lr, so that
+          // the next plain --resume does not take the flag's value for a change of config.
+          const resuming = opts.resume !== undefined ? opts.resume !== false : resolveConfig(file, overrides).resume_train;
+          const learningRate = resuming ? overrides.learning_rate : undefined;
+          if (resuming) delete overrides.learning_rate;
+          const resolved = resolveConfig(file, overrides);
+          // A device this machine cannot have fails here, in one line, before any data is read.
+          if (resolved.engine === 'onnxruntime') checkDevices(resolved.devices);
+          // Multi-worker (docs/multi-worker.md): launch local workers, or be one.
+          const worker = context.trainWorker;
+          const workers = worker ? 1 : localWorkerCount(resolved, opts.workers);
+          if (workers > 1) return launchLocalWorkers({ workers, devices: resolved.devices, trainArgs: process.argv.slice(3) });
+          const config = worker ? worker.adjust(resolved) : resolved;
+          const group = worker ? await worker.join(config) : undefined;
+          const renderer = new TrainRenderer();
+          try {
+            const result = await runTraining(config, {
+              group,
+              maxIters: opts.maxIters,
+              resume: opts.resume,
+              init: opts.init,
+              learningRate,
+              stdinRecords: opts.stdin ? stdinRecords(['batch'], undefined, 'train --stdin') : undefined,
+              onEvent: worker?.quiet ? undefined : renderer.onEvent,
+              onNotice: worker?.quiet ? undefined : renderer.notice,
+              nameParameter: flagNamer(command, TRAIN_NAMES),
+            });
+            if (worker?.quiet) return;
+            const best = result.state.valRecord.reduce<(typeof result.state.valRecord)[number] | undefined>(
+              (b, r) => (!b || r.top1Error < b.top1Error ? r : b),
+              undefined,
+            );
+            const last = result.state.valRecord[result.state.valRecord.length - 1];
+            process.stdout.write(
+              `${JSON.stringify({
+                stopReason: result.stopReason,
+                epochsCompleted: result.state.epochsCompleted,
+                iteration: result.state.iteration,
+                lr: result.state.lr,
+                checkpoint: result.lastCheckpoint ?? null,
+                weightsDir: result.weightsDir,
+                lastValidation: last ?? null,
+                bestValidation: best ?? null,
+                imagesPerSecond: result.trainSeconds > 0 ? result.imagesRun / result.trainSeconds : null,
+                waitFraction: result.waitFraction,
+              })}\n`,
+            );
+          } finally {
+            renderer.stop();
+          }
+        },
+        TRAIN_NAMES,
+      ),
     );
 }

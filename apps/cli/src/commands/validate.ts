@@ -85,10 +85,17 @@ export async function runValidate(opts: ValidateOptions): Promise<ValidationResu
   const mean = await readMeanNpy(join(opts.data, 'mean.npy'));
   const [c, h, w] = set.imageShape;
   if (c !== spec.inputChannels || h < spec.inputSize || w < spec.inputSize) {
-    throw new InputError(`${opts.data}: ${set.imageShape.join('x')} images cannot give the model's ${spec.inputChannels}x${spec.inputSize}x${spec.inputSize} center crop`);
+    throw new InputError(
+      `${opts.data}: ${set.imageShape.join('x')} images cannot give the model's ${spec.inputChannels}x${spec.inputSize}x${spec.inputSize} center crop`,
+    );
   }
   // The rule train applies (model-alexnet data-fit.ts): a model of other classes is refused.
-  checkDataClasses([{ name: `"${opts.prefix}" set`, labelCount: set.labelCount, classNames: set.classNames }], spec.numClasses, join(opts.data, 'index.json'), `the model (${loaded.source}: ${describeSpec(spec)})`);
+  checkDataClasses(
+    [{ name: `"${opts.prefix}" set`, labelCount: set.labelCount, classNames: set.classNames }],
+    spec.numClasses,
+    join(opts.data, 'index.json'),
+    `the model (${loaded.source}: ${describeSpec(spec)})`,
+  );
   const model = await InferenceModel.fromModel(lowerInference(spec, loaded.weights), loaded.source, { intraOpNumThreads: opts.threads, devices: opts.devices });
   const bs = opts.batchSize;
   const crop = spec.inputSize;
@@ -144,7 +151,7 @@ export function register(program: Command): void {
     .description(
       'Evaluate a checkpoint on a shard set (center crop, no mirror, dropout off, the mean image\n' +
         '<data-dir>/mean.npy) with onnxruntime: top-1 error, top-5 error and cross-entropy loss, as the\n' +
-        'seed\'s validate_performance.py. Progress on stderr; the result on stdout.\n\n' +
+        "seed's validate_performance.py. Progress on stderr; the result on stdout.\n\n" +
         'Example: alexnet-stream validate --weights weights/epoch-0065 --data shards/',
     )
     .requiredOption('--weights <ckpt>', 'checkpoint directory (epoch-NNNN) or weights .safetensors file')
@@ -157,16 +164,22 @@ export function register(program: Command): void {
     .option('--devices <list>', 'where onnxruntime runs, in preference order: cpu (default), webgpu, cuda:0; docs/gpus.md', parseDeviceList)
     .option('--json', 'print the result as one JSON object')
     .action(
-      action('validate', async (opts: ValidateOptions) => {
-        if (!opts.prefix.trim()) throw new UsageError('Expected a shard set name for --prefix but received ""');
-        const r = await runValidate(opts);
-        if (opts.json) {
-          process.stdout.write(`${JSON.stringify({ prefix: opts.prefix, images: r.images, top1Error: r.top1Error, top5Error: r.top5Error, loss: r.loss, model: r.spec })}\n`);
-        } else {
-          process.stdout.write(
-            `${opts.prefix}: ${r.images} images, top-1 error ${(100 * r.top1Error).toFixed(2)}%, top-5 error ${(100 * r.top5Error).toFixed(2)}%, loss ${r.loss.toFixed(4)}\n`,
-          );
-        }
-      }, { intraOpNumThreads: '--threads', expectedSpec: '--preset' }),
+      action(
+        'validate',
+        async (opts: ValidateOptions) => {
+          if (!opts.prefix.trim()) throw new UsageError('Expected a shard set name for --prefix but received ""');
+          const r = await runValidate(opts);
+          if (opts.json) {
+            process.stdout.write(
+              `${JSON.stringify({ prefix: opts.prefix, images: r.images, top1Error: r.top1Error, top5Error: r.top5Error, loss: r.loss, model: r.spec })}\n`,
+            );
+          } else {
+            process.stdout.write(
+              `${opts.prefix}: ${r.images} images, top-1 error ${(100 * r.top1Error).toFixed(2)}%, top-5 error ${(100 * r.top5Error).toFixed(2)}%, loss ${r.loss.toFixed(4)}\n`,
+            );
+          }
+        },
+        { intraOpNumThreads: '--threads', expectedSpec: '--preset' },
+      ),
     );
 }

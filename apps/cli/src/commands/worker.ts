@@ -42,19 +42,24 @@ export function register(program: Command): void {
         'the coordinator from ALEXNET_STREAM_COORDINATOR or MASTER_ADDR + MASTER_PORT.\n' +
         `Example: ${PROGRAM} worker --rank 1 --world-size 2 --coordinator tcp://10.0.0.1:5555 --config config.yaml`,
     )
-    .option('--rank <r>', 'this worker\'s rank, 0..n-1', parseInteger('--rank'))
+    .option('--rank <r>', "this worker's rank, 0..n-1", parseInteger('--rank'))
     .option('--world-size <n>', 'number of workers', parseInteger('--world-size'))
     .option('--coordinator <endpoint>', 'tcp://HOST:PORT (rank 0 binds it; HOST must reach rank 0) or ipc:///path (one host)')
-    .option('--peer-timeout-ms <ms>', 'a silent or dead peer stops the run within this bound (default: ALEXNET_STREAM_PEER_TIMEOUT_MS, else 30000)', parseInteger('--peer-timeout-ms'), defaultPeerTimeoutMs())
+    .option(
+      '--peer-timeout-ms <ms>',
+      'a silent or dead peer stops the run within this bound (default: ALEXNET_STREAM_PEER_TIMEOUT_MS, else 30000)',
+      parseInteger('--peer-timeout-ms'),
+      defaultPeerTimeoutMs(),
+    )
     .option('--rendezvous-timeout-ms <ms>', 'how long to wait for all workers to start', parseInteger('--rendezvous-timeout-ms'), 120_000)
     .option('--transfer <precision>', 'weights on the wire: fp32 (exact) or fp16 (half the bytes; rounds weights to float16 at each sync)', 'fp32')
     .option('--frame-kb <kb>', 'ZeroMQ message size for weight frames', parseInteger('--frame-kb', 4, 1 << 20), 4096)
     .option('--advertise-host <host>', 'address other hosts reach this worker at (default: ALEXNET_STREAM_HOST, else the first non-loopback IPv4)')
     .option('--local-world-size <n>', 'workers on this host, to split its cores (default: from the launcher, else 1)', parseInteger('--local-world-size', 1))
-    .option('--device <device>', 'this worker\'s device (cpu, webgpu, cuda:0, …), overriding the config\'s devices')
+    .option('--device <device>', "this worker's device (cpu, webgpu, cuda:0, …), overriding the config's devices")
     .allowUnknownOption()
     .allowExcessArguments()
-    .argument('[train-options...]', 'the train command\'s options (see train --help)')
+    .argument('[train-options...]', "the train command's options (see train --help)")
     .action(
       action('worker', async (trainArgs: string[], opts: WorkerCliOptions) => {
         const launch = resolveLaunch({ rank: opts.rank, worldSize: opts.worldSize, coordinator: opts.coordinator });

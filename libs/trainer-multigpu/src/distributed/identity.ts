@@ -11,7 +11,10 @@ export type IdentityHashes = Record<string, string>;
 export function hashIdentity(fields: Record<string, unknown>): IdentityHashes {
   const out: IdentityHashes = {};
   for (const key of Object.keys(fields).sort()) {
-    out[key] = createHash('sha256').update(canonicalJson(fields[key]) ?? 'undefined').digest('hex').slice(0, 16);
+    out[key] = createHash('sha256')
+      .update(canonicalJson(fields[key]) ?? 'undefined')
+      .digest('hex')
+      .slice(0, 16);
   }
   return out;
 }

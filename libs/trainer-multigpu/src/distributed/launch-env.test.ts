@@ -10,7 +10,10 @@ describe('resolveLaunch', () => {
     assert.deepEqual([l.rank, l.worldSize, l.coordinator, l.source.rank], [1, 4, 'tcp://10.0.0.1:5555', 'rank']);
   });
   it('reads OpenMPI, then Slurm; the coordinator from ALEXNET_STREAM_COORDINATOR or MASTER_ADDR/PORT', () => {
-    const mpi = resolveLaunch({}, { OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_LOCAL_SIZE: '2', ALEXNET_STREAM_COORDINATOR: 'ipc:///tmp/x' });
+    const mpi = resolveLaunch(
+      {},
+      { OMPI_COMM_WORLD_RANK: '1', OMPI_COMM_WORLD_SIZE: '2', OMPI_COMM_WORLD_LOCAL_SIZE: '2', ALEXNET_STREAM_COORDINATOR: 'ipc:///tmp/x' },
+    );
     assert.deepEqual([mpi.rank, mpi.worldSize, mpi.localWorldSize, mpi.source.rank, mpi.coordinator], [1, 2, 2, 'OMPI_COMM_WORLD_RANK', 'ipc:///tmp/x']);
     const slurm = resolveLaunch({}, { SLURM_PROCID: '5', SLURM_NTASKS: '8', MASTER_ADDR: 'node01', MASTER_PORT: '29500' });
     assert.deepEqual([slurm.rank, slurm.worldSize, slurm.coordinator], [5, 8, 'tcp://node01:29500']);
@@ -26,7 +29,10 @@ describe('resolveLaunch', () => {
       }
     }, /No rank: pass --rank /);
     assert.throws(() => resolveLaunch({ rank: 0, worldSize: 2 }, {}), /No coordinator/);
-    assert.throws(() => resolveLaunch({}, { SLURM_PROCID: '2', SLURM_NTASKS: '2', MASTER_ADDR: 'h', MASTER_PORT: '1' }), /Rank 2 \(from SLURM_PROCID\) must be below the world size 2 \(from SLURM_NTASKS\)/);
+    assert.throws(
+      () => resolveLaunch({}, { SLURM_PROCID: '2', SLURM_NTASKS: '2', MASTER_ADDR: 'h', MASTER_PORT: '1' }),
+      /Rank 2 \(from SLURM_PROCID\) must be below the world size 2 \(from SLURM_NTASKS\)/,
+    );
     assert.throws(() => resolveLaunch({}, { OMPI_COMM_WORLD_RANK: 'x', OMPI_COMM_WORLD_SIZE: '2' }), UsageError);
   });
   it('parses endpoints', () => {

@@ -59,7 +59,8 @@ export function resolveLaunch(flags: LaunchFlags, env: NodeJS.ProcessEnv = proce
   }
   if (!coordinator) {
     throw new UsageError(
-      (name) => `No coordinator: pass ${name('coordinator')} tcp://HOST:PORT (rank 0 binds it, the others connect) or set ALEXNET_STREAM_COORDINATOR or MASTER_ADDR and MASTER_PORT`,
+      (name) =>
+        `No coordinator: pass ${name('coordinator')} tcp://HOST:PORT (rank 0 binds it, the others connect) or set ALEXNET_STREAM_COORDINATOR or MASTER_ADDR and MASTER_PORT`,
     );
   }
   parseEndpoint(coordinator.value, coordinator.name);

@@ -30,7 +30,10 @@ describe('planRing', () => {
     assert.deepEqual(sizes, [1000, 1000, 1000, 1000]);
     // Frames shrink so that even a tiny model gives every rank a share.
     const small = planRing([8], 4, 1 << 20);
-    assert.deepEqual(small.segments.map((s) => s.length), [1, 1, 1, 1]);
+    assert.deepEqual(
+      small.segments.map((s) => s.length),
+      [1, 1, 1, 1],
+    );
   });
 
   it('planFrames refuses a frame size below 1', () => {

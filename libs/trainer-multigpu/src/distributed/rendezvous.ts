@@ -71,7 +71,11 @@ export async function rendezvous(z: ZeroMq, o: RendezvousOptions): Promise<Forme
       made.push(router);
       control = await coordinate(router, hello, o);
     } else {
-      const dealer = new z.Dealer({ ...sockOpts, linger: CONTROL_LINGER_MS, routingId: `rank${o.rank}-${process.pid}-${Math.random().toString(36).slice(2, 10)}` });
+      const dealer = new z.Dealer({
+        ...sockOpts,
+        linger: CONTROL_LINGER_MS,
+        routingId: `rank${o.rank}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`,
+      });
       made.push(dealer);
       control = await join(dealer, hello, o);
     }
@@ -122,7 +126,9 @@ async function coordinate(router: zmq.Router, own: Hello, o: RendezvousOptions):
   };
   if (ids.length < o.worldSize - 1) {
     const missing = [...Array(o.worldSize).keys()].filter((r) => r !== 0 && !hellos.has(r));
-    await refuse(`only ${hellos.size + 1} of ${o.worldSize} ranks joined within ${Math.round(o.rendezvousTimeoutMs / 1000)} s; missing rank(s) ${missing.join(', ')}`);
+    await refuse(
+      `only ${hellos.size + 1} of ${o.worldSize} ranks joined within ${Math.round(o.rendezvousTimeoutMs / 1000)} s; missing rank(s) ${missing.join(', ')}`,
+    );
   }
   if (problems.length) await refuse(`workers refused: ${problems.join('; ')}`);
   const endpoints = [own.dataEndpoint];

@@ -15,7 +15,10 @@ function inputs(worldSize: number, sizes: number[], round: number) {
   return [...Array(worldSize).keys()].map((rank) => fixtureTensors(sizes, rank, round));
 }
 
-const sorted = (t: Record<string, Float32Array>) => Object.keys(t).sort().map((k) => t[k]);
+const sorted = (t: Record<string, Float32Array>) =>
+  Object.keys(t)
+    .sort()
+    .map((k) => t[k]);
 
 describe('ring all-reduce (in memory)', () => {
   for (const worldSize of [2, 3, 4, 5]) {
@@ -46,7 +49,8 @@ describe('ring all-reduce (in memory)', () => {
       }
       // Each rank sends 2(n-1)/n of the model per average: the ring's point.
       const total = sizes.reduce((a, b) => a + b, 0) * 4;
-      for (const bytes of sentBytes) assert.ok(Math.abs(bytes / 2 - (2 * (worldSize - 1) * total) / worldSize) <= 2 * 7 * 4 * worldSize, `sent ${bytes / 2} per average`);
+      for (const bytes of sentBytes)
+        assert.ok(Math.abs(bytes / 2 - (2 * (worldSize - 1) * total) / worldSize) <= 2 * 7 * 4 * worldSize, `sent ${bytes / 2} per average`);
     });
   }
 
@@ -66,7 +70,7 @@ describe('ring all-reduce (in memory)', () => {
     assert.ok(maxErr > 0, 'fp16 transfer rounded nothing: was it used?');
   });
 
-  it('broadcast copies rank 0\'s arrays to every rank, exactly', async () => {
+  it("broadcast copies rank 0's arrays to every rank, exactly", async () => {
     const sizes = [3, 300, 17];
     const { rings } = memoryRings({ worldSize: 4, frameElements: 64 });
     const work = inputs(4, sizes, 1);
@@ -83,7 +87,10 @@ describe('ring all-reduce (in memory)', () => {
     assert.ok(rejected.length >= 1);
     for (const r of rejected) {
       assert.ok(r.reason instanceof ProtocolError);
-      assert.match((r.reason as Error).message, /expected frame \(op 0, phase \d, step \d, frame \d, \d+ bytes\) from rank \d but got .*the ranks disagree on the tensors or the call order/);
+      assert.match(
+        (r.reason as Error).message,
+        /expected frame \(op 0, phase \d, step \d, frame \d, \d+ bytes\) from rank \d but got .*the ranks disagree on the tensors or the call order/,
+      );
     }
     assert.ok(errors.length >= 1, 'the group was told (it stops every rank)');
   });

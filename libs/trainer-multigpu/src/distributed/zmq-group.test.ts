@@ -106,54 +106,60 @@ describe('ZmqWorkerGroup (real sockets, one process per rank)', { concurrency: 2
     [2, 'tcp'],
     [3, 'ipc'],
   ] as const) {
-    it(`averages weights across ${worldSize} ranks over ${transport}: matches a float64 hand sum, bit-identical on every rank${worldSize === 3 ? '; broadcast and metrics' : ''}`, TIMEOUT, async () => {
-      // Odd sizes, a size smaller than the world, and frames (7 floats) that divide nothing.
-      const sizes = [1, 5, 37, 1000, 3];
-      const coordinator = transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : ipcEndpoint();
-      const rounds = 2;
-      const alsoCollectives = worldSize === 3;
-      const { workers, exits } = await runGroup(worldSize, { coordinator, sizes, rounds, frameElements: 7, alsoCollectives });
-      exits.forEach((e, r) => assert.equal(e.code, 0, `rank ${r} failed: ${workers[r].stderr}`));
-      if (alsoCollectives) {
-        // broadcastWeights: every rank ends with rank 0's tensors, exactly.
-        const want = checksumTensors(fixtureTensors(sizes, 0, 0));
-        workers.forEach((w, r) => assert.equal(w.lines.find((l) => l.broadcastChecksum)?.broadcastChecksum, want, `broadcast, rank ${r}`));
-        // averageMetrics: ranks send [r, 10r + 1, r == 0 ? NaN : 1]; means [1, 11, NaN] everywhere.
-        for (const w of workers) assert.deepEqual(w.lines.find((l) => l.values)?.values, [1, 11, 'NaN']);
-      }
-      for (let round = 0; round < rounds; round++) {
-        const results = workers.map((w) => w.lines.find((l) => l.round === round)!);
-        // Bit-identical replicas: one checksum for all ranks.
-        assert.equal(new Set(results.map((r) => r.checksum)).size, 1, `round ${round}: checksums differ across ranks`);
-        const inputs = [...Array(worldSize).keys()].map((rank) => fixtureTensors(sizes, rank, round));
-        const names = Object.keys(inputs[0]).sort();
-        names.forEach((name, t) => {
-          const got = decode((results[0].data as string[])[t]);
-          assert.equal(got.length, sizes[t]);
-          for (let i = 0; i < got.length; i++) {
-            let sum = 0;
-            let magnitude = 0;
-            for (const input of inputs) {
-              sum += input[name][i];
-              magnitude += Math.abs(input[name][i]);
+    it(
+      `averages weights across ${worldSize} ranks over ${transport}: matches a float64 hand sum, bit-identical on every rank${worldSize === 3 ? '; broadcast and metrics' : ''}`,
+      TIMEOUT,
+      async () => {
+        // Odd sizes, a size smaller than the world, and frames (7 floats) that divide nothing.
+        const sizes = [1, 5, 37, 1000, 3];
+        const coordinator = transport === 'tcp' ? `tcp://127.0.0.1:${await freePort()}` : ipcEndpoint();
+        const rounds = 2;
+        const alsoCollectives = worldSize === 3;
+        const { workers, exits } = await runGroup(worldSize, { coordinator, sizes, rounds, frameElements: 7, alsoCollectives });
+        exits.forEach((e, r) => assert.equal(e.code, 0, `rank ${r} failed: ${workers[r].stderr}`));
+        if (alsoCollectives) {
+          // broadcastWeights: every rank ends with rank 0's tensors, exactly.
+          const want = checksumTensors(fixtureTensors(sizes, 0, 0));
+          workers.forEach((w, r) => assert.equal(w.lines.find((l) => l.broadcastChecksum)?.broadcastChecksum, want, `broadcast, rank ${r}`));
+          // averageMetrics: ranks send [r, 10r + 1, r == 0 ? NaN : 1]; means [1, 11, NaN] everywhere.
+          for (const w of workers) assert.deepEqual(w.lines.find((l) => l.values)?.values, [1, 11, 'NaN']);
+        }
+        for (let round = 0; round < rounds; round++) {
+          const results = workers.map((w) => w.lines.find((l) => l.round === round)!);
+          // Bit-identical replicas: one checksum for all ranks.
+          assert.equal(new Set(results.map((r) => r.checksum)).size, 1, `round ${round}: checksums differ across ranks`);
+          const inputs = [...Array(worldSize).keys()].map((rank) => fixtureTensors(sizes, rank, round));
+          const names = Object.keys(inputs[0]).sort();
+          names.forEach((name, t) => {
+            const got = decode((results[0].data as string[])[t]);
+            assert.equal(got.length, sizes[t]);
+            for (let i = 0; i < got.length; i++) {
+              let sum = 0;
+              let magnitude = 0;
+              for (const input of inputs) {
+                sum += input[name][i];
+                magnitude += Math.abs(input[name][i]);
+              }
+              // The ring adds the n float32 values in a fixed order, then divides by n. Each of the
+              // n-1 additions errs by at most 2^-24·|partial sum| ≤ 2^-24·Σ|x|, the division by
+              // 2^-24·|mean|: in all ≤ 2^-24·Σ|x| after dividing by n (the float64 reference is exact
+              // to far better than that).
+              const tolerance = 2 ** -24 * magnitude + 1e-30;
+              assert.ok(Math.abs(got[i] - sum / worldSize) <= tolerance, `${name}[${i}]: got ${got[i]}, want ${sum / worldSize} ± ${tolerance}`);
             }
-            // The ring adds the n float32 values in a fixed order, then divides by n. Each of the
-            // n-1 additions errs by at most 2^-24·|partial sum| ≤ 2^-24·Σ|x|, the division by
-            // 2^-24·|mean|: in all ≤ 2^-24·Σ|x| after dividing by n (the float64 reference is exact
-            // to far better than that).
-            const tolerance = 2 ** -24 * magnitude + 1e-30;
-            assert.ok(Math.abs(got[i] - sum / worldSize) <= tolerance, `${name}[${i}]: got ${got[i]}, want ${sum / worldSize} ± ${tolerance}`);
-          }
-        });
-      }
-    });
+          });
+        }
+      },
+    );
   }
 
   it('a worker killed with SIGKILL: the others exit non-zero within the peer timeout, naming the lost rank', TIMEOUT, async () => {
     const peerTimeoutMs = 4000;
     const worldSize = 4;
     const coordinator = ipcEndpoint();
-    const workers = [...Array(worldSize).keys()].map((rank) => startWorker({ rank, worldSize, coordinator, scenario: 'forever', sizes: [50_000], peerTimeoutMs }));
+    const workers = [...Array(worldSize).keys()].map((rank) =>
+      startWorker({ rank, worldSize, coordinator, scenario: 'forever', sizes: [50_000], peerTimeoutMs }),
+    );
     await Promise.all(workers.map((w) => w.waitFor((l) => l.event === 'synced')));
     const victim = 2;
     const killedAt = Date.now();

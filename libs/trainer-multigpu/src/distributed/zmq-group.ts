@@ -264,13 +264,21 @@ export class ZmqWorkerGroup implements WorkerGroup {
 
   async averageWeights(tensors: NamedTensors): Promise<NamedTensors> {
     this.throwIfFailed();
-    await this.ring?.allReduceMean(Object.keys(tensors).sort().map((k) => tensors[k]));
+    await this.ring?.allReduceMean(
+      Object.keys(tensors)
+        .sort()
+        .map((k) => tensors[k]),
+    );
     return tensors;
   }
 
   async broadcastWeights(tensors: NamedTensors): Promise<NamedTensors> {
     this.throwIfFailed();
-    await this.ring?.broadcast(Object.keys(tensors).sort().map((k) => tensors[k]));
+    await this.ring?.broadcast(
+      Object.keys(tensors)
+        .sort()
+        .map((k) => tensors[k]),
+    );
     return tensors;
   }
 

@@ -42,7 +42,9 @@ export interface ConvGeometry {
  */
 export function convolve(b: GraphBuilder, nchwcBlock: number, x: string, w: string, bias: string | undefined, geo: ConvGeometry): string {
   const { c, o, k, g } = geo;
-  const cg = c / g, og = o / g, B = nchwcBlock;
+  const cg = c / g,
+    og = o / g,
+    B = nchwcBlock;
   const attrs = { kernel_shape: ints([k, k]), strides: ints([geo.stride, geo.stride]), pads: pads2(geo.pad), group: int(g) };
   const inputs = (xIn: string, wIn: string) => (bias ? [xIn, wIn, bias] : [xIn, wIn]);
   const imageInput = g === 1 && c < B; // MLAS' "NCHW convolution": input not blocked
@@ -109,9 +111,13 @@ export function convInputGrad(b: GraphBuilder, lowering: LoweringOptions, geomet
  */
 function inputGradByFlippedConv(b: GraphBuilder, nchwcBlock: number, geometry: ConvGradGeometry, dy: string, weight: string): string {
   const { c, o, p, k, g, cg, og } = sizes(geometry);
-  const swapped = g === 1
-    ? b.op('Transpose', [weight], { perm: ints([1, 0, 2, 3]) })
-    : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [weight, b.int64s([g, og, cg, k, k])])], { perm: ints([0, 2, 1, 3, 4]) }), b.int64s([c, og, k, k])]);
+  const swapped =
+    g === 1
+      ? b.op('Transpose', [weight], { perm: ints([1, 0, 2, 3]) })
+      : b.op('Reshape', [
+          b.op('Transpose', [b.op('Reshape', [weight, b.int64s([g, og, cg, k, k])])], { perm: ints([0, 2, 1, 3, 4]) }),
+          b.int64s([c, og, k, k]),
+        ]);
   const flipped = b.op('Slice', [swapped, b.int64s([-1, -1]), b.int64s([-(k + 1), -(k + 1)]), b.int64s([2, 3]), b.int64s([-1, -1])]);
   return convolve(b, nchwcBlock, dy, flipped, undefined, { c: o, o: c, k, g, stride: 1, pad: k - 1 - p });
 }
@@ -120,7 +126,13 @@ function inputGradByFlippedConv(b: GraphBuilder, nchwcBlock: number, geometry: C
 function inputGradByConvTranspose(b: GraphBuilder, geometry: ConvGradGeometry, dy: string, weight: string): string {
   const { h, w, ho, wo, s, p, k, g } = sizes(geometry);
   const outputPadding = [h - (s * (ho - 1) + k - 2 * p), w - (s * (wo - 1) + k - 2 * p)];
-  return b.op('ConvTranspose', [dy, weight], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(g), output_padding: ints(outputPadding) });
+  return b.op('ConvTranspose', [dy, weight], {
+    kernel_shape: ints([k, k]),
+    strides: ints([s, s]),
+    pads: pads2(p),
+    group: int(g),
+    output_padding: ints(outputPadding),
+  });
 }
 
 /** dW of a conv: Gemms over taps (through SpaceToDepth when strided, ungrouped and not portable), or the dilated Conv. */
@@ -144,7 +156,8 @@ export function convWeightGrad(b: GraphBuilder, lowering: LoweringOptions, geome
 function weightGradBySpaceToDepthGemms(b: GraphBuilder, geometry: ConvGradGeometry, dy: string, x: string): string {
   const { c, h, w, o, ho, wo, s, p, k } = sizes(geometry);
   const kb = Math.ceil(k / s);
-  const hb = ho - 1 + kb, wb = wo - 1 + kb; // blocks the windows touch
+  const hb = ho - 1 + kb,
+    wb = wo - 1 + kb; // blocks the windows touch
   const padEnd = [s * hb - h - p, s * wb - w - p];
   let xp = b.op('Pad', [x, b.int64s([0, 0, p, p, 0, 0, Math.max(0, padEnd[0]), Math.max(0, padEnd[1])])]);
   if (padEnd[0] < 0 || padEnd[1] < 0) xp = b.op('Slice', [xp, b.int64s([0, 0]), b.int64s([s * hb, s * wb]), b.int64s([2, 3])]);
@@ -178,7 +191,8 @@ function weightGradByTapGemms(b: GraphBuilder, geometry: ConvGradGeometry, dy: s
     const slices: string[] = [];
     for (let i = 0; i < k; i++) {
       for (let j = 0; j < k; j++) {
-        const starts = [gi * cg, i, j], ends = [(gi + 1) * cg, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1];
+        const starts = [gi * cg, i, j],
+          ends = [(gi + 1) * cg, i + s * (ho - 1) + 1, j + s * (wo - 1) + 1];
         slices.push(b.op('Reshape', [b.op('Slice', [xp, b.int64s(starts), b.int64s(ends), b.int64s([0, 2, 3]), b.int64s([1, s, s])]), b.int64s([cg, -1])]));
       }
     }
@@ -196,9 +210,10 @@ function weightGradByTapGemms(b: GraphBuilder, geometry: ConvGradGeometry, dy: s
  */
 function weightGradByDilatedConv(b: GraphBuilder, geometry: ConvGradGeometry, dy: string, x: string): string {
   const { h, w, ho, wo, s, p, k, g, cg } = sizes(geometry);
-  const xt = g === 1
-    ? b.op('Transpose', [x], { perm: ints([1, 0, 2, 3]) })
-    : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [x, b.int64s([0, g, cg, h, w])])], { perm: ints([2, 1, 0, 3, 4]) }), b.int64s([cg, -1, h, w])]);
+  const xt =
+    g === 1
+      ? b.op('Transpose', [x], { perm: ints([1, 0, 2, 3]) })
+      : b.op('Reshape', [b.op('Transpose', [b.op('Reshape', [x, b.int64s([0, g, cg, h, w])])], { perm: ints([2, 1, 0, 3, 4]) }), b.int64s([cg, -1, h, w])]);
   const dyt = b.op('Transpose', [dy], { perm: ints([1, 0, 2, 3]) });
   let dw = b.op('Conv', [xt, dyt], { dilations: ints([s, s]), pads: pads2(p), group: int(g), strides: ints([1, 1]) }); // [C/g, O, Hk, Wk]
   const hk = h + 2 * p - s * (ho - 1);

@@ -18,20 +18,38 @@ import { maxRelativeError, randomArray, runModel } from './graph.test-util';
 const ort = loadOnnxRuntime();
 const TOLERANCE = 1e-5;
 
-function dwF64(x: Float32Array, dy: Float32Array, n: number, c: number, size: number, o: number, out: number, k: number, s: number, p: number, g: number): Float64Array {
-  const cg = c / g, og = o / g;
+function dwF64(
+  x: Float32Array,
+  dy: Float32Array,
+  n: number,
+  c: number,
+  size: number,
+  o: number,
+  out: number,
+  k: number,
+  s: number,
+  p: number,
+  g: number,
+): Float64Array {
+  const cg = c / g,
+    og = o / g;
   const dw = new Float64Array(o * cg * k * k);
   for (let oc = 0; oc < o; oc++) {
     const gi = Math.floor(oc / og);
-    for (let ci = 0; ci < cg; ci++) for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
-      let sum = 0;
-      for (let b = 0; b < n; b++) for (let y = 0; y < out; y++) for (let xo = 0; xo < out; xo++) {
-        const r = s * y + i - p, col = s * xo + j - p;
-        if (r < 0 || r >= size || col < 0 || col >= size) continue;
-        sum += dy[((b * o + oc) * out + y) * out + xo] * x[((b * c + gi * cg + ci) * size + r) * size + col];
-      }
-      dw[((oc * cg + ci) * k + i) * k + j] = sum;
-    }
+    for (let ci = 0; ci < cg; ci++)
+      for (let i = 0; i < k; i++)
+        for (let j = 0; j < k; j++) {
+          let sum = 0;
+          for (let b = 0; b < n; b++)
+            for (let y = 0; y < out; y++)
+              for (let xo = 0; xo < out; xo++) {
+                const r = s * y + i - p,
+                  col = s * xo + j - p;
+                if (r < 0 || r >= size || col < 0 || col >= size) continue;
+                sum += dy[((b * o + oc) * out + y) * out + xo] * x[((b * c + gi * cg + ci) * size + r) * size + col];
+              }
+          dw[((oc * cg + ci) * k + i) * k + j] = sum;
+        }
   }
   return dw;
 }
@@ -41,7 +59,18 @@ const cases = [
   { name: '5x5 stride 1 pad 2 group 2 on 7x7 (conv2-like)', n: 2, c: 4, size: 7, o: 6, k: 5, s: 1, p: 2, g: 2 },
   { name: '3x3 stride 2 pad 0 on 9x9, group 2', n: 2, c: 4, size: 9, o: 2, k: 3, s: 2, p: 0, g: 2 },
   { name: '11x11 stride 4 on 27x27 through SpaceToDepth (conv1-like, input cropped)', n: 2, c: 3, size: 27, o: 4, k: 11, s: 4, p: 0, g: 1, spaceToDepth: true },
-  { name: '5x5 stride 2 pad 2 on 10x10 through SpaceToDepth (input padded at the end)', n: 2, c: 2, size: 10, o: 3, k: 5, s: 2, p: 2, g: 1, spaceToDepth: true },
+  {
+    name: '5x5 stride 2 pad 2 on 10x10 through SpaceToDepth (input padded at the end)',
+    n: 2,
+    c: 2,
+    size: 10,
+    o: 3,
+    k: 5,
+    s: 2,
+    p: 2,
+    g: 1,
+    spaceToDepth: true,
+  },
 ];
 
 for (const cc of cases) {
@@ -51,12 +80,21 @@ for (const cc of cases) {
   const [taps, cg] = cc.spaceToDepth ? [kb * kb, cc.s * cc.s * cc.c] : [cc.k * cc.k, cc.c / cc.g];
   const pixels = out * out;
   // One chunk; and a bound that fits 2 taps per chunk (several chunks, the last one shorter or not).
-  for (const [label, maxFloats] of [['one chunk', undefined], ['chunks of 2 taps', 2 * cg * pixels]] as const) {
+  for (const [label, maxFloats] of [
+    ['one chunk', undefined],
+    ['chunks of 2 taps', 2 * cg * pixels],
+  ] as const) {
     test(`dW by Gather im2col, ${cc.name}, ${label}: equals the float64 sum`, async () => {
       const b = new GraphBuilder('dw-gather');
       b.input('x', 'float32', ['N', cc.c, cc.size, cc.size]);
       b.input('dy', 'float32', ['N', cc.o, out, out]);
-      const dw = (cc.spaceToDepth ? stridedConvWeightGradByGather : convWeightGradByGather)(b, 'x', 'dy', { inShape: [cc.c, cc.size, cc.size], outShape: [cc.o, out, out], kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g }, maxFloats);
+      const dw = (cc.spaceToDepth ? stridedConvWeightGradByGather : convWeightGradByGather)(
+        b,
+        'x',
+        'dy',
+        { inShape: [cc.c, cc.size, cc.size], outShape: [cc.o, out, out], kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g },
+        maxFloats,
+      );
       b.output(dw, 'float32', [cc.o, cc.c / cc.g, cc.k, cc.k], 'dw');
       const model = b.model();
       const gathers = model.graph!.node!.filter((node) => node.opType === 'Gather').length;

@@ -39,13 +39,22 @@ export interface WeightGradGeometry {
 }
 
 /** dW [O, C/g, k, k] of a conv from its input `x` [N, C, H, W] and output gradient `dy` [N, O, Ho, Wo]. */
-export function convWeightGradByGather(b: GraphBuilder, x: string, dy: string, geo: WeightGradGeometry, maxFloatsPerImage = MAX_GATHER_FLOATS_PER_IMAGE): string {
+export function convWeightGradByGather(
+  b: GraphBuilder,
+  x: string,
+  dy: string,
+  geo: WeightGradGeometry,
+  maxFloatsPerImage = MAX_GATHER_FLOATS_PER_IMAGE,
+): string {
   const [c, h, w] = geo.inShape;
   const [o, ho, wo] = geo.outShape;
   const { kernel: k, stride: s, pad: p, group: g } = geo;
-  const cg = c / g, og = o / g;
-  const hp = h + 2 * p, wp = w + 2 * p;
-  const pixels = ho * wo, taps = k * k;
+  const cg = c / g,
+    og = o / g;
+  const hp = h + 2 * p,
+    wp = w + 2 * p;
+  const pixels = ho * wo,
+    taps = k * k;
   // [N, C, H, W] → [g, N, H, W, Cg] → pad H, W → [g, N, Hp·Wp, Cg]
   const xg = b.op('Transpose', [b.op('Reshape', [x, b.int64s([0, g, cg, h, w])])], { perm: ints([1, 0, 3, 4, 2]) });
   const xp = p > 0 ? b.op('Pad', [xg, b.int64s([0, 0, p, p, 0, 0, 0, p, p, 0])]) : xg;
@@ -83,18 +92,31 @@ export function convWeightGradByGather(b: GraphBuilder, x: string, dy: string, g
  * [O, c, (bi, di), (bj, dj)] and cropped to k×k. Each gathered run is s²·C floats (48 for conv1)
  * instead of C (3): the Gather copies bigger blocks.
  */
-export function stridedConvWeightGradByGather(b: GraphBuilder, x: string, dy: string, geo: WeightGradGeometry, maxFloatsPerImage = MAX_GATHER_FLOATS_PER_IMAGE): string {
+export function stridedConvWeightGradByGather(
+  b: GraphBuilder,
+  x: string,
+  dy: string,
+  geo: WeightGradGeometry,
+  maxFloatsPerImage = MAX_GATHER_FLOATS_PER_IMAGE,
+): string {
   const [c, h, w] = geo.inShape;
   const [o, ho, wo] = geo.outShape;
   const { kernel: k, stride: s, pad: p } = geo;
   if (geo.group !== 1) throw new Error('stridedConvWeightGradByGather: group 1 only');
   const kb = Math.ceil(k / s);
-  const hb = ho - 1 + kb, wb = wo - 1 + kb; // blocks the windows touch
+  const hb = ho - 1 + kb,
+    wb = wo - 1 + kb; // blocks the windows touch
   const padEnd = [s * hb - h - p, s * wb - w - p];
   let xp = b.op('Pad', [x, b.int64s([0, 0, p, p, 0, 0, Math.max(0, padEnd[0]), Math.max(0, padEnd[1])])]);
   if (padEnd[0] < 0 || padEnd[1] < 0) xp = b.op('Slice', [xp, b.int64s([0, 0]), b.int64s([s * hb, s * wb]), b.int64s([2, 3])]);
   const blocks = b.op('SpaceToDepth', [xp], { blocksize: int(s) }); // [N, s²C, hb, wb], channels (di, dj, c)
-  const dwBlocks = convWeightGradByGather(b, blocks, dy, { inShape: [s * s * c, hb, wb], outShape: geo.outShape, kernel: kb, stride: 1, pad: 0, group: 1 }, maxFloatsPerImage);
+  const dwBlocks = convWeightGradByGather(
+    b,
+    blocks,
+    dy,
+    { inShape: [s * s * c, hb, wb], outShape: geo.outShape, kernel: kb, stride: 1, pad: 0, group: 1 },
+    maxFloatsPerImage,
+  );
   // [O, (di, dj, c), bi, bj] → [O, c, bi, di, bj, dj] → [O, c, kb·s, kb·s] → crop to k×k
   const reordered = b.op('Transpose', [b.op('Reshape', [dwBlocks, b.int64s([o, s, s, c, kb, kb])])], { perm: ints([0, 3, 4, 1, 5, 2]) });
   const dwPadded = b.op('Reshape', [reordered, b.int64s([o, c, kb * s, kb * s])]);

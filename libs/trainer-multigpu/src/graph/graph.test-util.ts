@@ -37,7 +37,8 @@ export function randomArray(rng: Rng, size: number, scale = 1): Float32Array {
 
 /** max |a − b| / max |b|: one relative measure for a whole tensor. */
 export function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let maxDiff = 0, maxRef = 1e-30;
+  let maxDiff = 0,
+    maxRef = 1e-30;
   for (let i = 0; i < b.length; i++) {
     maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
     maxRef = Math.max(maxRef, Math.abs(b[i]));
@@ -65,7 +66,14 @@ export interface OneLayer {
  * A graph of one layer's rule: inputs `x` [N, …inShape], `dy` [N, …outShape] (and `weight`,
  * `bias`, `mask` as the layer needs); outputs `y` and the rule's `dx`, `dWeight`, `dBias`.
  */
-export function oneLayerGraph(layer: LayerSpec, n: number, inShape: Shape, outShape: Shape, paramShapes?: { weight: number[]; bias: number[] }, lowering: LoweringOptions = DEFAULT_LOWERING): OneLayer {
+export function oneLayerGraph(
+  layer: LayerSpec,
+  n: number,
+  inShape: Shape,
+  outShape: Shape,
+  paramShapes?: { weight: number[]; bias: number[] },
+  lowering: LoweringOptions = DEFAULT_LOWERING,
+): OneLayer {
   const b = new GraphBuilder(`rule-${layer.kind}`);
   const inputs: Record<string, number[]> = { x: [n, ...inShape], dy: [n, ...outShape] };
   const ctx: RuleContext = { b, mode: 'train', lowering, inShape, outShape };
@@ -89,10 +97,22 @@ export function oneLayerGraph(layer: LayerSpec, n: number, inShape: Shape, outSh
 
 // ---- float64 reference ops (NCHW, straight from the ONNX definitions) for finite differences ----
 
-export function convF64(x: ArrayLike<number>, xShape: number[], w: ArrayLike<number>, b: ArrayLike<number>, out: number, k: number, s: number, p: number, g: number): Float64Array {
+export function convF64(
+  x: ArrayLike<number>,
+  xShape: number[],
+  w: ArrayLike<number>,
+  b: ArrayLike<number>,
+  out: number,
+  k: number,
+  s: number,
+  p: number,
+  g: number,
+): Float64Array {
   const [n, c, h, wd] = xShape;
-  const oh = Math.floor((h + 2 * p - k) / s) + 1, ow = Math.floor((wd + 2 * p - k) / s) + 1;
-  const cg = c / g, og = out / g;
+  const oh = Math.floor((h + 2 * p - k) / s) + 1,
+    ow = Math.floor((wd + 2 * p - k) / s) + 1;
+  const cg = c / g,
+    og = out / g;
   const y = new Float64Array(n * out * oh * ow);
   for (let ni = 0; ni < n; ni++)
     for (let o = 0; o < out; o++)
@@ -118,7 +138,9 @@ export function convF64(x: ArrayLike<number>, xShape: number[], w: ArrayLike<num
 
 export function lrnF64(x: ArrayLike<number>, shape: number[], size: number, alpha: number, beta: number, bias: number): Float64Array {
   const [n, c, h, w] = shape;
-  const hw = h * w, lo = Math.floor((size - 1) / 2), hi = Math.ceil((size - 1) / 2);
+  const hw = h * w,
+    lo = Math.floor((size - 1) / 2),
+    hi = Math.ceil((size - 1) / 2);
   const y = new Float64Array(n * c * hw);
   for (let ni = 0; ni < n; ni++)
     for (let ci = 0; ci < c; ci++)

@@ -61,7 +61,8 @@ for (const pc of poolCases) {
           const vals: number[] = [];
           for (let a = 0; a < layer.kernel; a++)
             for (let b2 = 0; b2 < layer.kernel; b2++) {
-              const r = y * layer.stride - layer.pad + a, q = xx * layer.stride - layer.pad + b2;
+              const r = y * layer.stride - layer.pad + a,
+                q = xx * layer.stride - layer.pad + b2;
               if (r >= 0 && r < h && q >= 0 && q < h) vals.push(x[(i * h + r) * h + q]);
             }
           const m = Math.max(...vals);
@@ -75,7 +76,10 @@ test('a tie inside one window: the first maximum in row-major order takes the wh
   const layer: MaxPoolLayer = { kind: 'maxpool', name: 'p', kernel: 2, stride: 2, pad: 0 };
   // One 2x2 window [[1, 5], [5, 0]]: the maximum 5 is at (0, 1) and (1, 0); (0, 1) comes first.
   const g = oneLayerGraph(layer, 1, [1, 2, 2], [1, 1, 1], undefined, PORTABLE_LOWERING);
-  const out = await runModel(g.model, { x: new ort.Tensor('float32', Float32Array.of(1, 5, 5, 0), [1, 1, 2, 2]), dy: new ort.Tensor('float32', Float32Array.of(3), [1, 1, 1, 1]) });
+  const out = await runModel(g.model, {
+    x: new ort.Tensor('float32', Float32Array.of(1, 5, 5, 0), [1, 1, 2, 2]),
+    dy: new ort.Tensor('float32', Float32Array.of(3), [1, 1, 1, 1]),
+  });
   assert.deepEqual(Array.from(out.dx), [0, 3, 0, 0]);
 });
 
@@ -87,8 +91,16 @@ for (const preset of PRESETS) {
     const weights = initParameters(spec, 2);
     const feeds: Record<string, Ort.Tensor> = {
       // Integer-valued pixels: equal activations (ties) happen in the pools
-      data: new ort.Tensor('float32', Float32Array.from({ length: n * 3 * 67 * 67 }, () => Math.round(60 * (2 * rng.nextFloat() - 1))), [n, 3, 67, 67]),
-      labels: new ort.Tensor('int32', Int32Array.from({ length: n }, () => rng.nextInt(10)), [n]),
+      data: new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: n * 3 * 67 * 67 }, () => Math.round(60 * (2 * rng.nextFloat() - 1))),
+        [n, 3, 67, 67],
+      ),
+      labels: new ort.Tensor(
+        'int32',
+        Int32Array.from({ length: n }, () => rng.nextInt(10)),
+        [n],
+      ),
       lr: new ort.Tensor('float32', Float32Array.of(0.01), []),
     };
     const graphs = [DEFAULT_LOWERING, PORTABLE_LOWERING].map((l) => buildGraph(spec, 'train', DEFAULT_OPTIMIZER, l));
@@ -96,9 +108,18 @@ for (const preset of PRESETS) {
       feeds[p.name] = new ort.Tensor('float32', weights[p.name], p.shape);
       feeds[velocityName(p.name)] = new ort.Tensor('float32', randomArray(rng, sizeOf(p.shape), 1e-3), p.shape);
     }
-    for (const m of graphs[0].masks) feeds[m.input] = new ort.Tensor('float32', Float32Array.from({ length: n * sizeOf(m.shape) }, () => (rng.nextFloat() < m.rate ? 0 : 1 / (1 - m.rate))), [n, ...m.shape]);
+    for (const m of graphs[0].masks)
+      feeds[m.input] = new ort.Tensor(
+        'float32',
+        Float32Array.from({ length: n * sizeOf(m.shape) }, () => (rng.nextFloat() < m.rate ? 0 : 1 / (1 - m.rate))),
+        [n, ...m.shape],
+      );
     const [want, got] = await Promise.all(graphs.map((g) => runModel(g.model, feeds)));
-    for (const metric of ['loss', 'top1_errors', 'top5_errors']) assert.ok(Math.abs(got[metric][0] - want[metric][0]) <= 1e-6 * Math.max(1, Math.abs(want[metric][0])), `${metric}: ${got[metric][0]} vs ${want[metric][0]}`);
+    for (const metric of ['loss', 'top1_errors', 'top5_errors'])
+      assert.ok(
+        Math.abs(got[metric][0] - want[metric][0]) <= 1e-6 * Math.max(1, Math.abs(want[metric][0])),
+        `${metric}: ${got[metric][0]} vs ${want[metric][0]}`,
+      );
     for (const p of graphs[0].params) {
       const before = weights[p.name];
       const delta = (w: Float32Array) => Float32Array.from(w, (v, i) => v - before[i]);
@@ -113,7 +134,10 @@ test('the portable graph has no node the WebGPU provider lacks (MaxPool Indices,
   const spec = reducedSpec('theano-alexnet', 67, 10);
   const graph = buildGraph(spec, 'train', DEFAULT_OPTIMIZER, PORTABLE_LOWERING).model.graph!;
   const nodes = graph.node ?? [];
-  assert.ok(nodes.every((n) => n.opType !== 'MaxPool' || n.output!.length === 1), 'a MaxPool with an Indices output');
+  assert.ok(
+    nodes.every((n) => n.opType !== 'MaxPool' || n.output!.length === 1),
+    'a MaxPool with an Indices output',
+  );
   for (const op of ['SpaceToDepth', 'LogSoftmax', 'TopK', 'Loop', 'ScatterElements']) assert.ok(!nodes.some((n) => n.opType === op), `a ${op} node`);
   assert.ok(!nodes.some((n) => n.domain && n.domain !== ''), 'a node outside the ONNX domain');
   const int64Casts = nodes.filter((n) => n.opType === 'Cast' && n.attribute!.some((a) => a.name === 'to' && Number(a.i) === 7));

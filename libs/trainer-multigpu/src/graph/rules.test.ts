@@ -32,14 +32,26 @@ const FD_TOLERANCE = 1e-4;
 
 type Tensors = Record<string, Float32Array>;
 
-async function runRule(layer: LayerSpec, n: number, inShape: Shape, outShape: Shape, values: Tensors, paramShapes?: { weight: number[]; bias: number[] }, lowering: LoweringOptions = DEFAULT_LOWERING) {
+async function runRule(
+  layer: LayerSpec,
+  n: number,
+  inShape: Shape,
+  outShape: Shape,
+  values: Tensors,
+  paramShapes?: { weight: number[]; bias: number[] },
+  lowering: LoweringOptions = DEFAULT_LOWERING,
+) {
   const { model, inputs } = oneLayerGraph(layer, n, inShape, outShape, paramShapes, lowering);
   const feeds = Object.fromEntries(Object.entries(inputs).map(([name, shape]) => [name, new ort.Tensor('float32', values[name], shape)]));
   return runModel(model, feeds);
 }
 
 /** tfjs: grads of Σ f(args)·dy w.r.t. every arg, NCHW in and out. */
-function tfGrads(f: (...args: tf.Tensor[]) => tf.Tensor, args: { data: Float32Array; shape: number[] }[], dy: Float32Array): { y: Float32Array; grads: Float32Array[] } {
+function tfGrads(
+  f: (...args: tf.Tensor[]) => tf.Tensor,
+  args: { data: Float32Array; shape: number[] }[],
+  dy: Float32Array,
+): { y: Float32Array; grads: Float32Array[] } {
   return tf.tidy(() => {
     const ts = args.map((a) => tf.tensor(a.data, a.shape));
     const y = f(...ts);
@@ -52,11 +64,19 @@ function tfGrads(f: (...args: tf.Tensor[]) => tf.Tensor, args: { data: Float32Ar
 function tfConv(l: ConvLayer) {
   return (x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) => {
     const p = l.pad;
-    const xh = tf.pad(tf.transpose(x, [0, 2, 3, 1]), [[0, 0], [p, p], [p, p], [0, 0]]) as tf.Tensor4D;
+    const xh = tf.pad(tf.transpose(x, [0, 2, 3, 1]), [
+      [0, 0],
+      [p, p],
+      [p, p],
+      [0, 0],
+    ]) as tf.Tensor4D;
     const wh = tf.transpose(w, [2, 3, 1, 0]) as tf.Tensor4D; // OIHW → HWIO
     const xs = l.group === 1 ? [xh] : tf.split(xh, l.group, 3);
     const ws = l.group === 1 ? [wh] : tf.split(wh, l.group, 3);
-    const y = tf.concat(xs.map((xi, i) => tf.conv2d(xi as tf.Tensor4D, ws[i] as tf.Tensor4D, l.stride, 'valid')), 3);
+    const y = tf.concat(
+      xs.map((xi, i) => tf.conv2d(xi as tf.Tensor4D, ws[i] as tf.Tensor4D, l.stride, 'valid')),
+      3,
+    );
     return tf.transpose(tf.add(y, b), [0, 3, 1, 2]);
   };
 }
@@ -80,10 +100,21 @@ type ConvCase = (typeof convCases)[number];
 
 /** One conv layer of `cc`, batch 2, with seeded random input, weights, bias and output gradient. */
 function convSetup(cc: ConvCase, seed: number) {
-  const layer: ConvLayer = { kind: 'conv', name: 'c', outChannels: cc.out, kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } };
+  const layer: ConvLayer = {
+    kind: 'conv',
+    name: 'c',
+    outChannels: cc.out,
+    kernel: cc.k,
+    stride: cc.s,
+    pad: cc.p,
+    group: cc.g,
+    weightInit: { dist: 'constant', value: 0 },
+    biasInit: { dist: 'constant', value: 0 },
+  };
   const n = 2;
   const o = windowOutputSize(cc.size, cc.k, cc.s, cc.p);
-  const inShape = [cc.c, cc.size, cc.size], outShape = [cc.out, o, o];
+  const inShape = [cc.c, cc.size, cc.size],
+    outShape = [cc.out, o, o];
   const paramShapes = { weight: [cc.out, cc.c / cc.g, cc.k, cc.k], bias: [cc.out] };
   const rng = new Rng(seed);
   const values: Tensors = {
@@ -99,7 +130,15 @@ function convSetup(cc: ConvCase, seed: number) {
 async function assertConvMatchesTfjs(cc: ConvCase, setup: ReturnType<typeof convSetup>, lowering: LoweringOptions) {
   const { layer, n, inShape, outShape, paramShapes, values } = setup;
   const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
-  const want = tfGrads(tfConv(layer), [{ data: values.x, shape: [n, ...inShape] }, { data: values.weight, shape: paramShapes.weight }, { data: values.bias, shape: [cc.out] }], values.dy);
+  const want = tfGrads(
+    tfConv(layer),
+    [
+      { data: values.x, shape: [n, ...inShape] },
+      { data: values.weight, shape: paramShapes.weight },
+      { data: values.bias, shape: [cc.out] },
+    ],
+    values.dy,
+  );
   assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE, `y: ${maxRelativeError(got.y, want.y)}`);
   for (const [i, name] of (['dx', 'dWeight', 'dBias'] as const).entries()) {
     const err = maxRelativeError(got[name], want.grads[i]);
@@ -107,30 +146,32 @@ async function assertConvMatchesTfjs(cc: ConvCase, setup: ReturnType<typeof conv
   }
 }
 
-for (const cc of convCases) for (const [variant, lowering] of loweringVariants) {
-  const setup = convSetup(cc, 1);
-  const { layer, n, inShape, outShape, paramShapes, values } = setup;
+for (const cc of convCases)
+  for (const [variant, lowering] of loweringVariants) {
+    const setup = convSetup(cc, 1);
+    const { layer, n, inShape, outShape, paramShapes, values } = setup;
 
-  test(`conv ${cc.name} (${variant}): dX, dW, db equal tfjs autodiff`, () => assertConvMatchesTfjs(cc, setup, lowering));
+    test(`conv ${cc.name} (${variant}): dX, dW, db equal tfjs autodiff`, () => assertConvMatchesTfjs(cc, setup, lowering));
 
-  test(`conv ${cc.name} (${variant}): dX, dW, db equal float64 central differences`, async () => {
-    const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
-    const xShape = [n, ...inShape];
-    const objective = (x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number>) => dot(convF64(x, xShape, w, b, cc.out, cc.k, cc.s, cc.p, cc.g), values.dy);
-    const dirRng = new Rng(2);
-    const checks: [string, Float32Array, (t: Float64Array) => number, Float32Array][] = [
-      ['dx', got.dx, (t) => objective(t, values.weight, values.bias), values.x],
-      ['dWeight', got.dWeight, (t) => objective(values.x, t, values.bias), values.weight],
-      ['dBias', got.dBias, (t) => objective(values.x, values.weight, t), values.bias],
-    ];
-    for (const [name, grad, f, theta] of checks) {
-      const v = randomArray(dirRng, theta.length);
-      const fd = directionalDerivative(f, theta, v);
-      const scale = grad.reduce((s, g, i) => s + Math.abs(g * v[i]), 0);
-      assert.ok(Math.abs(dot(grad, v) - fd) < FD_TOLERANCE * scale, `${name}: ⟨g,v⟩ ${dot(grad, v)} vs finite difference ${fd}`);
-    }
-  });
-}
+    test(`conv ${cc.name} (${variant}): dX, dW, db equal float64 central differences`, async () => {
+      const got = await runRule(layer, n, inShape, outShape, values, paramShapes, lowering);
+      const xShape = [n, ...inShape];
+      const objective = (x: ArrayLike<number>, w: ArrayLike<number>, b: ArrayLike<number>) =>
+        dot(convF64(x, xShape, w, b, cc.out, cc.k, cc.s, cc.p, cc.g), values.dy);
+      const dirRng = new Rng(2);
+      const checks: [string, Float32Array, (t: Float64Array) => number, Float32Array][] = [
+        ['dx', got.dx, (t) => objective(t, values.weight, values.bias), values.x],
+        ['dWeight', got.dWeight, (t) => objective(values.x, t, values.bias), values.weight],
+        ['dBias', got.dBias, (t) => objective(values.x, values.weight, t), values.bias],
+      ];
+      for (const [name, grad, f, theta] of checks) {
+        const v = randomArray(dirRng, theta.length);
+        const fd = directionalDerivative(f, theta, v);
+        const scale = grad.reduce((s, g, i) => s + Math.abs(g * v[i]), 0);
+        assert.ok(Math.abs(dot(grad, v) - fd) < FD_TOLERANCE * scale, `${name}: ⟨g,v⟩ ${dot(grad, v)} vs finite difference ${fd}`);
+      }
+    });
+  }
 
 // onnxruntime's NCHWc kernels (forward and stride-1 dX) need channel counts in whole blocks of 8
 // (AVX2) or 16 (AVX-512): these cases fit both, one per path of `convolve` (image input not
@@ -155,7 +196,9 @@ for (const cc of nchwcCases) {
 }
 
 test('relu: dX = dY·(Y > 0) equals tfjs autodiff', async () => {
-  const shape = [3, 4, 4], n = 2, rng = new Rng(3);
+  const shape = [3, 4, 4],
+    n = 2,
+    rng = new Rng(3);
   const values = { x: randomArray(rng, n * sizeOf(shape)), dy: randomArray(rng, n * sizeOf(shape)) };
   const got = await runRule({ kind: 'relu', name: 'r' }, n, shape, shape, values);
   const want = tfGrads((x) => tf.relu(x), [{ data: values.x, shape: [n, ...shape] }], values.dy);
@@ -166,10 +209,17 @@ test('relu: dX = dY·(Y > 0) equals tfjs autodiff', async () => {
 
 for (const size of [7, 8, 13]) {
   test(`maxpool 3x3/2 (overlapping windows) on ${size}x${size}: Indices + ScatterElements(add) equals tfjs autodiff`, async () => {
-    const c = 3, n = 2, o = windowOutputSize(size, 3, 2, 0), rng = new Rng(size);
+    const c = 3,
+      n = 2,
+      o = windowOutputSize(size, 3, 2, 0),
+      rng = new Rng(size);
     const values = { x: randomArray(rng, n * c * size * size), dy: randomArray(rng, n * c * o * o) };
     const got = await runRule({ kind: 'maxpool', name: 'p', kernel: 3, stride: 2, pad: 0 }, n, [c, size, size], [c, o, o], values);
-    const want = tfGrads((x) => tf.transpose(tf.maxPool(tf.transpose(x, [0, 2, 3, 1]) as tf.Tensor4D, 3, 2, 'valid'), [0, 3, 1, 2]), [{ data: values.x, shape: [n, c, size, size] }], values.dy);
+    const want = tfGrads(
+      (x) => tf.transpose(tf.maxPool(tf.transpose(x, [0, 2, 3, 1]) as tf.Tensor4D, 3, 2, 'valid'), [0, 3, 1, 2]),
+      [{ data: values.x, shape: [n, c, size, size] }],
+      values.dy,
+    );
     assert.deepEqual(got.y, want.y);
     // Each input element receives the sum of at most 4 window gradients (overlap): exact up to
     // the order of those few additions.
@@ -183,14 +233,21 @@ const lrnCases = [
   { name: 'size 3', size: 3, alpha: 0.3, beta: 0.6, bias: 1.5, scale: 2 },
 ];
 for (const lc of lrnCases) {
-  const c = 7, h = 3, n = 2, shape = [c, h, h];
+  const c = 7,
+    h = 3,
+    n = 2,
+    shape = [c, h, h];
   const layer: LayerSpec = { kind: 'lrn', name: 'n', size: lc.size, alpha: lc.alpha, beta: lc.beta, bias: lc.bias };
   const rng = new Rng(4);
   const values = { x: randomArray(rng, n * sizeOf(shape), lc.scale), dy: randomArray(rng, n * sizeOf(shape)) };
 
   test(`lrn (${lc.name}): closed-form backward equals tfjs autodiff (alpha/size)`, async () => {
     const got = await runRule(layer, n, shape, shape, values);
-    const f = (x: tf.Tensor) => tf.transpose(tf.localResponseNormalization(tf.transpose(x, [0, 2, 3, 1]) as tf.Tensor4D, (lc.size - 1) / 2, lc.bias, lc.alpha / lc.size, lc.beta), [0, 3, 1, 2]);
+    const f = (x: tf.Tensor) =>
+      tf.transpose(
+        tf.localResponseNormalization(tf.transpose(x, [0, 2, 3, 1]) as tf.Tensor4D, (lc.size - 1) / 2, lc.bias, lc.alpha / lc.size, lc.beta),
+        [0, 3, 1, 2],
+      );
     const want = tfGrads(f, [{ data: values.x, shape: [n, ...shape] }], values.dy);
     assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE, `y: ${maxRelativeError(got.y, want.y)}`);
     assert.ok(maxRelativeError(got.dx, want.grads[0]) < TF_TOLERANCE, `dx: ${maxRelativeError(got.dx, want.grads[0])}`);
@@ -211,11 +268,22 @@ for (const lc of lrnCases) {
 }
 
 test('fc: dX = dY·W, dW = dYᵀ·X, db = Σ dY equal tfjs autodiff', async () => {
-  const n = 3, fin = 20, fout = 7, rng = new Rng(6);
+  const n = 3,
+    fin = 20,
+    fout = 7,
+    rng = new Rng(6);
   const layer: LayerSpec = { kind: 'fc', name: 'f', outFeatures: fout, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } };
   const values = { x: randomArray(rng, n * fin), weight: randomArray(rng, fout * fin), bias: randomArray(rng, fout), dy: randomArray(rng, n * fout) };
   const got = await runRule(layer, n, [fin], [fout], values, { weight: [fout, fin], bias: [fout] });
-  const want = tfGrads((x, w, b) => tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true), b), [{ data: values.x, shape: [n, fin] }, { data: values.weight, shape: [fout, fin] }, { data: values.bias, shape: [fout] }], values.dy);
+  const want = tfGrads(
+    (x, w, b) => tf.add(tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D, false, true), b),
+    [
+      { data: values.x, shape: [n, fin] },
+      { data: values.weight, shape: [fout, fin] },
+      { data: values.bias, shape: [fout] },
+    ],
+    values.dy,
+  );
   assert.ok(maxRelativeError(got.y, want.y) < TF_TOLERANCE);
   for (const [i, name] of (['dx', 'dWeight', 'dBias'] as const).entries()) {
     assert.ok(maxRelativeError(got[name], want.grads[i]) < TF_TOLERANCE, `${name}: ${maxRelativeError(got[name], want.grads[i])}`);
@@ -223,17 +291,27 @@ test('fc: dX = dY·W, dW = dYᵀ·X, db = Σ dY equal tfjs autodiff', async () =
 });
 
 test('dropout: forward and backward multiply by the same (scaled) mask', async () => {
-  const n = 2, f = 10, rng = new Rng(7);
+  const n = 2,
+    f = 10,
+    rng = new Rng(7);
   const mask = Float32Array.from({ length: n * f }, () => (rng.nextFloat() >= 0.5 ? 2 : 0));
   const values = { x: randomArray(rng, n * f), dy: randomArray(rng, n * f), mask };
   const got = await runRule({ kind: 'dropout', name: 'd', rate: 0.5 }, n, [f], [f], values);
-  assert.deepEqual(got.y, values.x.map((v, i) => v * mask[i]));
-  assert.deepEqual(got.dx, values.dy.map((v, i) => v * mask[i]));
+  assert.deepEqual(
+    got.y,
+    values.x.map((v, i) => v * mask[i]),
+  );
+  assert.deepEqual(
+    got.dx,
+    values.dy.map((v, i) => v * mask[i]),
+  );
   assert.ok(mask.includes(0) && mask.includes(2)); // both branches exercised
 });
 
 test('flatten: backward reshapes dY back to C×H×W', async () => {
-  const n = 2, shape = [2, 3, 3], rng = new Rng(8);
+  const n = 2,
+    shape = [2, 3, 3],
+    rng = new Rng(8);
   const values = { x: randomArray(rng, n * 18), dy: randomArray(rng, n * 18) };
   const got = await runRule({ kind: 'flatten', name: 'fl' }, n, shape, [18], values);
   assert.deepEqual(got.y, values.x);

@@ -169,7 +169,10 @@ const maxpool: Rule<MaxPoolLayer> = {
     if (ctx.lowering.maxPoolGrad === 'compare') return { dx: maxPoolGradByCompare(ctx, l, dy, x, y) };
     const shape = b.op('Shape', [x]);
     const zeros = b.op('Reshape', [b.op('ConstantOfShape', [shape]), b.int64s([-1])]);
-    const flat = b.op('ScatterElements', [zeros, b.op('Reshape', [indices, b.int64s([-1])]), b.op('Reshape', [dy, b.int64s([-1])])], { axis: int(0), reduction: str('add') });
+    const flat = b.op('ScatterElements', [zeros, b.op('Reshape', [indices, b.int64s([-1])]), b.op('Reshape', [dy, b.int64s([-1])])], {
+      axis: int(0),
+      reduction: str('add'),
+    });
     return { dx: b.op('Reshape', [flat, shape]) };
   },
 };
@@ -189,7 +192,10 @@ const maxpool: Rule<MaxPoolLayer> = {
 function maxPoolGradByCompare({ b, inShape, outShape }: RuleContext, l: MaxPoolLayer, dy: string, x: string, y: string): string {
   const [c, h, w] = inShape;
   const [, ho, wo] = outShape;
-  const k = l.kernel, s = l.stride, p = l.pad, taps = k * k;
+  const k = l.kernel,
+    s = l.stride,
+    p = l.pad,
+    taps = k * k;
   const xp = p > 0 ? b.op('Pad', [x, b.int64s([0, 0, p, p, 0, 0, p, p]), b.scalar(-3.4e38)]) : x;
   const one = b.scalar(1);
   let claimed = '';
@@ -208,7 +214,13 @@ function maxPoolGradByCompare({ b, inShape, outShape }: RuleContext, l: MaxPoolL
   for (let ch = 0; ch < c; ch++) for (let t = 0; t < taps; t++) kernel[(ch * taps + t) * taps + t] = 1;
   const oneHot = b.constant(kernel, [c * taps, 1, k, k], 'maxpool_scatter');
   const outputPadding = [h - (s * (ho - 1) + k - 2 * p), w - (s * (wo - 1) + k - 2 * p)];
-  return b.op('ConvTranspose', [stacked, oneHot], { kernel_shape: ints([k, k]), strides: ints([s, s]), pads: pads2(p), group: int(c), output_padding: ints(outputPadding) });
+  return b.op('ConvTranspose', [stacked, oneHot], {
+    kernel_shape: ints([k, k]),
+    strides: ints([s, s]),
+    pads: pads2(p),
+    group: int(c),
+    output_padding: ints(outputPadding),
+  });
 }
 
 const lrn: Rule<LrnLayer> = {

@@ -38,7 +38,8 @@ export function steppedTrainGraph(train: BuiltGraph): BuiltGraph {
   const outputs = new Map((graph.output ?? []).map((v) => [v.name!, v]));
   const stateSet = new Set(state);
   const perStepInputs = [...inputs.keys()].filter((name) => !stateSet.has(name));
-  for (const name of [...state.map(newName), ...STEP_METRICS]) if (!outputs.has(name)) throw new Error(`steppedTrainGraph: the train graph has no output ${name}`);
+  for (const name of [...state.map(newName), ...STEP_METRICS])
+    if (!outputs.has(name)) throw new Error(`steppedTrainGraph: the train graph has no output ${name}`);
 
   // The body: (iter, cond, state...) → (cond, new state..., metrics...), Loop's signature.
   const gathers: onnx.INodeProto[] = perStepInputs.map((name) => ({
@@ -62,7 +63,12 @@ export function steppedTrainGraph(train: BuiltGraph): BuiltGraph {
   b.input(STEP_COUNT, 'int64', []);
   for (const name of perStepInputs) b.inputLike(stepInputName(name), inputs.get(name)!, ['K']);
   for (const name of state) b.inputLike(initialName(name), inputs.get(name)!);
-  b.node('Loop', [STEP_COUNT, '', ...state.map(initialName)], { body: { graph: body } }, { outputs: [...state.map(finalName), ...STEP_METRICS.map(stepMetricName)], name: 'steps' });
+  b.node(
+    'Loop',
+    [STEP_COUNT, '', ...state.map(initialName)],
+    { body: { graph: body } },
+    { outputs: [...state.map(finalName), ...STEP_METRICS.map(stepMetricName)], name: 'steps' },
+  );
   for (const name of state) b.output(finalName(name), 'float32', shapeOf(inputs.get(name)!));
   for (const m of STEP_METRICS) b.output(stepMetricName(m), 'float32', ['K']);
   const model = b.model({ docString: `${train.model.docString ?? 'training graph'}, run for \`steps\` steps in a Loop` });

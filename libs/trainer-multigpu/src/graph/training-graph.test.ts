@@ -118,22 +118,26 @@ function _tfjsSoftmaxCrossEntropyValue(tf: Awaited<ReturnType<typeof loadTfjs>>[
   return value;
 }
 
-const wholeNetLowerings: [string, LoweringOptions][] = [['', DEFAULT_LOWERING], [', dW by Gather im2col', { ...DEFAULT_LOWERING, convWeightGrad: 'gather' }]];
-for (const preset of ['theano-alexnet', 'bvlc-alexnet'] as const) for (const [variant, lowering] of wholeNetLowerings) {
-  test(`${preset} (reduced widths, 67x67, dropout${variant}): gradient graph equals tfjs autodiff for every parameter`, async (t) => {
-    const c = cases[preset];
-    const got = await runModel(buildGraph(c.spec, 'gradients', undefined, lowering).model, ortFeeds(c));
-    const want = await tfjsReference(c, true);
-    assert.ok(Math.abs(got.loss[0] - want.loss) < LOSS_TOLERANCE * Math.max(1, want.loss), `loss ${got.loss[0]} vs ${want.loss}`);
-    const errors: string[] = [];
-    for (const p of parameterList(c.spec)) {
-      const err = maxRelativeError(got[gradName(p.name)], want.grads[p.name]);
-      errors.push(`${p.name} ${err.toExponential(1)}`);
-      assert.ok(err < GRAD_TOLERANCE, `${p.name}: relative error ${err.toExponential(2)}`);
-    }
-    t.diagnostic(`relative errors: ${errors.join(', ')}`);
-  });
-}
+const wholeNetLowerings: [string, LoweringOptions][] = [
+  ['', DEFAULT_LOWERING],
+  [', dW by Gather im2col', { ...DEFAULT_LOWERING, convWeightGrad: 'gather' }],
+];
+for (const preset of ['theano-alexnet', 'bvlc-alexnet'] as const)
+  for (const [variant, lowering] of wholeNetLowerings) {
+    test(`${preset} (reduced widths, 67x67, dropout${variant}): gradient graph equals tfjs autodiff for every parameter`, async (t) => {
+      const c = cases[preset];
+      const got = await runModel(buildGraph(c.spec, 'gradients', undefined, lowering).model, ortFeeds(c));
+      const want = await tfjsReference(c, true);
+      assert.ok(Math.abs(got.loss[0] - want.loss) < LOSS_TOLERANCE * Math.max(1, want.loss), `loss ${got.loss[0]} vs ${want.loss}`);
+      const errors: string[] = [];
+      for (const p of parameterList(c.spec)) {
+        const err = maxRelativeError(got[gradName(p.name)], want.grads[p.name]);
+        errors.push(`${p.name} ${err.toExponential(1)}`);
+        assert.ok(err < GRAD_TOLERANCE, `${p.name}: relative error ${err.toExponential(2)}`);
+      }
+      t.diagnostic(`relative errors: ${errors.join(', ')}`);
+    });
+  }
 
 /**
  * Label smoothing: the graph's hand-written backward, (softmax − q)/N with q = (1 − ε)·onehot + ε/K,
@@ -181,7 +185,7 @@ for (const portable of [false, true]) {
       assert.ok(err < GRAD_TOLERANCE, `${p.name}: relative error ${err.toExponential(2)}`);
     }
     // Smoothing really changes the gradient (so the check above could fail): fc8's moves by > 1%.
-    assert.ok(maxRelativeError(plain.grads['fc8.weight'], want.grads['fc8.weight']) > 1e-2, 'ε = 0.2 changes fc8\'s gradient');
+    assert.ok(maxRelativeError(plain.grads['fc8.weight'], want.grads['fc8.weight']) > 1e-2, "ε = 0.2 changes fc8's gradient");
     t.diagnostic(`relative errors: ${errors.join(', ')}`);
   });
 }
@@ -215,8 +219,12 @@ for (const [label, optimizer] of optimizers) {
     for (const p of params) {
       // W' − W (the step) to the gradient tolerance of its size, plus W's own float32 rounding
       // (a few ulps of |W|: W' is stored in float32, and a small step is below W's precision).
-      const w0 = c.weights[p.name], wGot = got[newName(p.name)], wWant = want.weights[p.name];
-      let maxDiff = 0, maxDelta = 0, maxW = 0;
+      const w0 = c.weights[p.name],
+        wGot = got[newName(p.name)],
+        wWant = want.weights[p.name];
+      let maxDiff = 0,
+        maxDelta = 0,
+        maxW = 0;
       for (let i = 0; i < w0.length; i++) {
         maxDiff = Math.max(maxDiff, Math.abs(wGot[i] - wWant[i]));
         maxDelta = Math.max(maxDelta, Math.abs(wWant[i] - w0[i]));
@@ -245,7 +253,17 @@ test('eval graph: loss and top-1/top-5 error counts equal tfjs (no dropout), log
 
 test('error counts on a hand-made case: label ranks 1, 2, 6 and 5 of 6 classes', async () => {
   // A one-layer net: fc with identity weights and zero bias, so logits = the input features.
-  const spec: ModelSpec = { specVersion: 1, preset: 'theano-alexnet', inputChannels: 1, inputSize: 1, numClasses: 6, layers: [{ kind: 'flatten', name: 'f' }, { kind: 'fc', name: 'fc', outFeatures: 6, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } }] };
+  const spec: ModelSpec = {
+    specVersion: 1,
+    preset: 'theano-alexnet',
+    inputChannels: 1,
+    inputSize: 1,
+    numClasses: 6,
+    layers: [
+      { kind: 'flatten', name: 'f' },
+      { kind: 'fc', name: 'fc', outFeatures: 6, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } },
+    ],
+  };
   const model = buildGraph({ ...spec, inputChannels: 6 }, 'eval').model;
   const logits = Float32Array.of(9, 1, 2, 3, 4, 5, /**/ 5, 9, 1, 2, 3, 4, /**/ 9, 8, 7, 6, 5, 4, /**/ 9, 8, 7, 6, 5, 4);
   const labels = Int32Array.of(0, 0, 5, 4); // ranks 1, 2, 6, 5
@@ -271,8 +289,14 @@ test('full-size theano-alexnet 227x227: the training graph builds and loads in o
   const session = await ort.InferenceSession.create(encodeModel(graph.model), { graphOptimizationLevel: 'basic', logSeverityLevel: 3 });
   try {
     const params = parameterList(spec);
-    assert.deepEqual([...session.inputNames].sort(), ['data', 'labels', 'lr', maskName('drop6'), maskName('drop7'), ...params.map((p) => p.name), ...params.map((p) => velocityName(p.name))].sort());
-    assert.deepEqual([...session.outputNames].sort(), ['loss', 'top1_errors', 'top5_errors', ...params.map((p) => newName(p.name)), ...params.map((p) => newName(velocityName(p.name)))].sort());
+    assert.deepEqual(
+      [...session.inputNames].sort(),
+      ['data', 'labels', 'lr', maskName('drop6'), maskName('drop7'), ...params.map((p) => p.name), ...params.map((p) => velocityName(p.name))].sort(),
+    );
+    assert.deepEqual(
+      [...session.outputNames].sort(),
+      ['loss', 'top1_errors', 'top5_errors', ...params.map((p) => newName(p.name)), ...params.map((p) => newName(velocityName(p.name)))].sort(),
+    );
   } finally {
     await session.release();
   }

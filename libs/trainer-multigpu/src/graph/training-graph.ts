@@ -50,7 +50,13 @@ interface TapeEntry {
   needDx: boolean;
 }
 
-export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: OptimizerConfig, lowering: LoweringOptions = DEFAULT_LOWERING, loss: LossConfig = DEFAULT_LOSS): BuiltGraph {
+export function buildGraph(
+  spec: ModelSpec,
+  kind: GraphKind,
+  optimizer?: OptimizerConfig,
+  lowering: LoweringOptions = DEFAULT_LOWERING,
+  loss: LossConfig = DEFAULT_LOSS,
+): BuiltGraph {
   if (kind === 'train' && !optimizer) throw new Error('buildGraph: a train graph needs an optimizer config');
   const smoothing = kind === 'eval' ? 0 : loss.labelSmoothing;
   if (!(smoothing >= 0 && smoothing < 1)) throw new Error(`buildGraph: label smoothing must be in [0, 1), got ${smoothing}`);
@@ -94,7 +100,9 @@ export function buildGraph(spec: ModelSpec, kind: GraphKind, optimizer?: Optimiz
   const numClasses = spec.numClasses;
   const k = Math.min(5, numClasses);
   const batch = b.op('Cast', [b.op('Gather', [b.op('Shape', [logits]), b.int64s([0])], { axis: int(0) })], { to: int(1) }); // [1] float
-  const { onehot, logp, top1Hits, topKHits } = lowering.portableOps ? portableLossTerms(b, logits, labels, numClasses, k) : lossTerms(b, logits, labels, numClasses, k);
+  const { onehot, logp, top1Hits, topKHits } = lowering.portableOps
+    ? portableLossTerms(b, logits, labels, numClasses, k)
+    : lossTerms(b, logits, labels, numClasses, k);
   // The targets: one-hot, or with label smoothing ε, (1 − ε)·onehot + ε/K (rows still sum to 1,
   // so d(−Σ q·log softmax)/d logits = softmax − q, as for one-hot targets).
   const target = smoothing > 0 ? b.op('Add', [b.op('Mul', [onehot, b.scalar(1 - smoothing)]), b.scalar(smoothing / numClasses)]) : onehot;
@@ -153,7 +161,11 @@ interface LossTerms {
 /** With the ops the CPU runs fastest: int64 labels against class ids, LogSoftmax, TopK's indices. */
 function lossTerms(b: GraphBuilder, logits: string, labels: string, numClasses: number, k: number): LossTerms {
   const labels64 = b.op('Unsqueeze', [b.op('Cast', [labels], { to: int(7) }), b.int64s([1])]); // [N, 1] int64
-  const classIds = b.constant(Array.from({ length: numClasses }, (_, i) => i), [1, numClasses], 'class_ids');
+  const classIds = b.constant(
+    Array.from({ length: numClasses }, (_, i) => i),
+    [1, numClasses],
+    'class_ids',
+  );
   const onehot = b.op('Cast', [b.op('Equal', [labels64, classIds])], { to: int(1) }); // [N, K] float
   const logp = b.op('LogSoftmax', [logits], { axis: int(1) });
   const [, topIdx] = b.node('TopK', [logits, b.int64s([k])], { axis: int(1) }, { outputs: 2 });
@@ -172,7 +184,11 @@ function lossTerms(b: GraphBuilder, logits: string, labels: string, numClasses: 
  */
 function portableLossTerms(b: GraphBuilder, logits: string, labels: string, numClasses: number, k: number): LossTerms {
   const labelsF = b.op('Unsqueeze', [b.op('Cast', [labels], { to: int(1) }), b.int64s([1])]); // [N, 1] float
-  const classIds = b.constant(Float32Array.from({ length: numClasses }, (_, i) => i), [1, numClasses], 'class_ids');
+  const classIds = b.constant(
+    Float32Array.from({ length: numClasses }, (_, i) => i),
+    [1, numClasses],
+    'class_ids',
+  );
   const onehot = b.op('Cast', [b.op('Equal', [labelsF, classIds])], { to: int(1) }); // [N, K] float
   const shifted = b.op('Sub', [logits, b.op('ReduceMax', [logits], { axes: ints([1]), keepdims: int(1) })]);
   const logp = b.op('Sub', [shifted, b.op('Log', [b.op('ReduceSum', [b.op('Exp', [shifted]), b.int64s([1])], { keepdims: int(1) })])]);

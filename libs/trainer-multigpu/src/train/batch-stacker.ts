@@ -26,7 +26,8 @@ export class BatchStacker {
   }
 
   add(batch: EngineBatch): void {
-    if (!this.accepts(batch)) throw new Error(`BatchStacker: a batch of ${batch.size} images cannot join ${this.count} of ${this.size} (capacity ${this.capacity})`);
+    if (!this.accepts(batch))
+      throw new Error(`BatchStacker: a batch of ${batch.size} images cannot join ${this.count} of ${this.size} (capacity ${this.capacity})`);
     if (this.count === 0) {
       this.size = batch.size;
       this.valuesPerBatch = batch.data.length;

@@ -5,7 +5,18 @@ import { CONFIG_KEYS, defaultConfig, editDistance, parseConfigText, resolveConfi
 
 test('a seed-style config.yaml parses; defaults fill the rest; mean_file defaults to <data_dir>/mean.npy', () => {
   const file = parseConfigText(
-    ['resume_train: False', 'n_epochs: 65', 'learning_rate: 0.01', 'lr_policy: step', 'lr_step: [20, 40, 60]', 'batch_size: 256', 'use_momentum: True', 'momentum: 0.9', 'weight_decay: 0.0005', 'data_dir: /data/imagenet'].join('\n'),
+    [
+      'resume_train: False',
+      'n_epochs: 65',
+      'learning_rate: 0.01',
+      'lr_policy: step',
+      'lr_step: [20, 40, 60]',
+      'batch_size: 256',
+      'use_momentum: True',
+      'momentum: 0.9',
+      'weight_decay: 0.0005',
+      'data_dir: /data/imagenet',
+    ].join('\n'),
     'config.yaml',
   );
   const config = resolveConfig(file, { batch_size: 128 });
@@ -19,11 +30,14 @@ test('a seed-style config.yaml parses; defaults fill the rest; mean_file default
 });
 
 test('an unknown key is refused with the nearest known key suggested', () => {
-  assert.throws(() => parseConfigText('lerning_rate: 0.1\n', 'c.yaml'), (err: unknown) => {
-    assert.ok(err instanceof UsageError);
-    assert.match(err.message, /c\.yaml: unknown key "lerning_rate"; did you mean "learning_rate"\?/);
-    return true;
-  });
+  assert.throws(
+    () => parseConfigText('lerning_rate: 0.1\n', 'c.yaml'),
+    (err: unknown) => {
+      assert.ok(err instanceof UsageError);
+      assert.match(err.message, /c\.yaml: unknown key "lerning_rate"; did you mean "learning_rate"\?/);
+      return true;
+    },
+  );
   assert.equal(suggestKey('snapshot_frequency'), 'snapshot_freq');
   assert.equal(suggestKey('batchsize'), 'batch_size');
   assert.equal(suggestKey('zzzzzzzzzzzz'), undefined, 'nothing plausible: no suggestion');
@@ -52,7 +66,7 @@ test('normalisation: a scalar lr_step becomes a sorted list, devices may be comm
   assert.deepEqual(resolveConfig(parseConfigText('', 'empty.yaml')), defaultConfig());
 });
 
-test('the time-to-accuracy keys: input_scale forms, warm-up, cosine/poly floor, label smoothing, kaiming-all; defaults are the seed\'s recipe', () => {
+test("the time-to-accuracy keys: input_scale forms, warm-up, cosine/poly floor, label smoothing, kaiming-all; defaults are the seed's recipe", () => {
   const d = defaultConfig();
   assert.equal(d.input_scale, null, 'raw mean-subtracted pixels, as the seed');
   assert.equal(d.lr_warmup_epochs, 0);
@@ -64,7 +78,11 @@ test('the time-to-accuracy keys: input_scale forms, warm-up, cosine/poly floor, 
   assert.deepEqual(parseConfigText('input_scale: [0.0171, 0.0175, 0.0174]\n', 'c.yaml').input_scale, [0.0171, 0.0175, 0.0174]);
   assert.equal(parseConfigText('input_scale: null\n', 'c.yaml').input_scale, null);
   for (const bad of ['input_scale: 0', 'input_scale: [1, -2, 1]', 'input_scale: []', 'input_scale: std', 'input_scale: [1, x]']) {
-    assert.throws(() => parseConfigText(`${bad}\n`, 'c.yaml'), /expected "auto", null, a number > 0 or a list of numbers > 0 \(one per channel\) for input_scale/, bad);
+    assert.throws(
+      () => parseConfigText(`${bad}\n`, 'c.yaml'),
+      /expected "auto", null, a number > 0 or a list of numbers > 0 \(one per channel\) for input_scale/,
+      bad,
+    );
   }
   const c = resolveConfig(parseConfigText('lr_policy: cosine\nlr_warmup_epochs: 0.5\nlr_min: 0.0001\nlabel_smoothing: 0.1\ninit: kaiming-all\n', 'c.yaml'));
   assert.equal(c.lr_policy, 'cosine');
@@ -76,11 +94,23 @@ test('the time-to-accuracy keys: input_scale forms, warm-up, cosine/poly floor, 
   assert.throws(() => parseConfigText('label_smoothing: 1\n', 'c.yaml'), /expected a number >= 0 and <= 0.99 for label_smoothing but received 1/);
   assert.throws(() => parseConfigText('lr_warmup_epochs: -1\n', 'c.yaml'), /expected a number >= 0 and <= 1000 for lr_warmup_epochs/);
   assert.throws(() => parseConfigText('lr_power: 0\n', 'c.yaml'), /expected a number > 0 and <= 100 for lr_power/);
-  assert.throws(() => resolveConfig({ lr_policy: 'cosine', learning_rate: 0.01, lr_min: 0.01 }), /lr_min 0.01 must be below learning_rate 0.01: lr_policy cosine decays/);
+  assert.throws(
+    () => resolveConfig({ lr_policy: 'cosine', learning_rate: 0.01, lr_min: 0.01 }),
+    /lr_min 0.01 must be below learning_rate 0.01: lr_policy cosine decays/,
+  );
   assert.equal(resolveConfig({ lr_policy: 'step', learning_rate: 0.01, lr_min: 0.5 }).lr_min, 0.5, 'lr_min means nothing to step: not refused');
   // Typos and other trainers' names for the new keys get the key suggested.
-  for (const [given, want] of [['lr_warmup_epoch', 'lr_warmup_epochs'], ['warmup_epochs', 'lr_warmup_epochs'], ['lr_warmup', 'lr_warmup_epochs'], ['min_lr', 'lr_min'],
-    ['label_smooth', 'label_smoothing'], ['smoothing', 'label_smoothing'], ['input_scal', 'input_scale'], ['normalize', 'input_scale'], ['lr_pwer', 'lr_power']] as const) {
+  for (const [given, want] of [
+    ['lr_warmup_epoch', 'lr_warmup_epochs'],
+    ['warmup_epochs', 'lr_warmup_epochs'],
+    ['lr_warmup', 'lr_warmup_epochs'],
+    ['min_lr', 'lr_min'],
+    ['label_smooth', 'label_smoothing'],
+    ['smoothing', 'label_smoothing'],
+    ['input_scal', 'input_scale'],
+    ['normalize', 'input_scale'],
+    ['lr_pwer', 'lr_power'],
+  ] as const) {
     assert.equal(suggestKey(given), want, given);
   }
   assert.throws(() => parseConfigText('warmup_epochs: 1\n', 'c.yaml'), /unknown key "warmup_epochs"; did you mean "lr_warmup_epochs"\?/);

@@ -116,9 +116,14 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
     seed: true,
     type: { kind: 'enum', values: LR_POLICIES },
     default: 'step',
-    doc: '`step`: divide by 10 after the epochs in lr_step; `auto`: divide by 10 when validation error stops improving (both the seed\'s, per epoch); ours, per iteration: `cosine`: from learning_rate down to lr_min along a half cosine over the run\'s n_epochs; `poly`: learning_rate · (1 − progress)^lr_power down to lr_min (Caffe\'s `poly`)',
+    doc: "`step`: divide by 10 after the epochs in lr_step; `auto`: divide by 10 when validation error stops improving (both the seed's, per epoch); ours, per iteration: `cosine`: from learning_rate down to lr_min along a half cosine over the run's n_epochs; `poly`: learning_rate · (1 − progress)^lr_power down to lr_min (Caffe's `poly`)",
   },
-  lr_adapt_threshold: { seed: true, type: { kind: 'number', min: 0 }, default: 0.01, doc: '`auto`: divide lr when top-1 error fell by less than this over the last two epochs' },
+  lr_adapt_threshold: {
+    seed: true,
+    type: { kind: 'number', min: 0 },
+    default: 0.01,
+    doc: '`auto`: divide lr when top-1 error fell by less than this over the last two epochs',
+  },
   lr_step: { seed: true, type: { kind: 'integer-list', min: 1 }, default: [20, 40], doc: '`step`: epochs after which lr is divided by 10' },
   rand_crop: { seed: true, type: { kind: 'boolean' }, default: true, doc: 'random crop + mirror for training (false: center crop)' },
   shuffle: { seed: true, type: { kind: 'boolean' }, default: true, doc: 'shuffle the batch order every epoch (deterministic from seed and epoch)' },
@@ -138,28 +143,56 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
   train_prefix: { type: { kind: 'string' }, default: 'train', doc: 'shard prefix of the training set' },
   val_prefix: { type: { kind: 'string' }, default: 'val', doc: 'shard prefix of the validation set' },
   preset: { type: { kind: 'enum', values: PRESETS }, default: 'theano-alexnet', doc: 'model-alexnet preset' },
-  spec_file: { type: { kind: 'string', nullable: true }, default: null, doc: 'a JSON model spec (model-alexnet `ModelSpec`) instead of preset/input_size/dropout/lrn; its class count must match the data' },
-  num_classes: { type: { kind: 'integer', min: 2, nullable: true }, default: null, doc: 'classes; null = the data\'s class count (when given, must match the data)' },
-  image_size: { type: { kind: 'integer', min: 1, nullable: true }, default: null, doc: 'expected stored image side (256 for ImageNet); null = whatever the data has' },
-  input_size: { type: { kind: 'integer', min: 1, nullable: true }, default: null, doc: 'crop / network input side; null = the preset\'s (227)' },
+  spec_file: {
+    type: { kind: 'string', nullable: true },
+    default: null,
+    doc: 'a JSON model spec (model-alexnet `ModelSpec`) instead of preset/input_size/dropout/lrn; its class count must match the data',
+  },
+  num_classes: {
+    type: { kind: 'integer', min: 2, nullable: true },
+    default: null,
+    doc: "classes; null = the data's class count (when given, must match the data)",
+  },
+  image_size: {
+    type: { kind: 'integer', min: 1, nullable: true },
+    default: null,
+    doc: 'expected stored image side (256 for ImageNet); null = whatever the data has',
+  },
+  input_size: { type: { kind: 'integer', min: 1, nullable: true }, default: null, doc: "crop / network input side; null = the preset's (227)" },
   dropout: { type: { kind: 'number', min: 0, max: 0.99 }, default: 0.5, doc: 'dropout rate of fc6/fc7 (0 removes dropout)' },
   lrn: { type: { kind: 'boolean' }, default: true, doc: 'keep the LRN layers of the preset' },
-  init: { type: { kind: 'enum', values: INIT_SCHEMES }, default: 'preset', doc: 'weight init: `preset` (the seed\'s fixed stds); `kaiming`: He-normal after the first layer (conv1 keeps the preset\'s std, for raw-scale pixels); `kaiming-all`: He-normal in every layer, for inputs of unit scale (`input_scale`)' },
+  init: {
+    type: { kind: 'enum', values: INIT_SCHEMES },
+    default: 'preset',
+    doc: "weight init: `preset` (the seed's fixed stds); `kaiming`: He-normal after the first layer (conv1 keeps the preset's std, for raw-scale pixels); `kaiming-all`: He-normal in every layer, for inputs of unit scale (`input_scale`)",
+  },
   input_scale: {
     type: { kind: 'input-scale' },
     default: null,
-    doc: 'multiply the mean-subtracted input by this, per channel: `auto` = 1/std of the training data\'s mean-subtracted pixels (torchvision\'s `Normalize(mean, std)`), a number, or one per channel (`[0.0171, 0.0175, 0.0174]`); null = the seed\'s raw pixels. Kept with the checkpoints and folded into conv1 by export and validate: exported models take pixels − mean as before',
+    doc: "multiply the mean-subtracted input by this, per channel: `auto` = 1/std of the training data's mean-subtracted pixels (torchvision's `Normalize(mean, std)`), a number, or one per channel (`[0.0171, 0.0175, 0.0174]`); null = the seed's raw pixels. Kept with the checkpoints and folded into conv1 by export and validate: exported models take pixels − mean as before",
   },
-  lr_warmup_epochs: { type: { kind: 'number', min: 0, max: 1000 }, default: 0, doc: 'linear warm-up from learning_rate/k to learning_rate over the first k iterations (this many epochs\' worth, fractions allowed), per iteration, under any lr_policy' },
+  lr_warmup_epochs: {
+    type: { kind: 'number', min: 0, max: 1000 },
+    default: 0,
+    doc: "linear warm-up from learning_rate/k to learning_rate over the first k iterations (this many epochs' worth, fractions allowed), per iteration, under any lr_policy",
+  },
   lr_min: { type: { kind: 'number', min: 0, max: MAX_LEARNING_RATE }, default: 0, doc: '`cosine`/`poly`: the learning rate the schedule ends at (its floor)' },
   lr_power: { type: { kind: 'number', min: 0, exclusiveMin: true, max: 100 }, default: 1, doc: '`poly`: the exponent of (1 − progress); 1 = linear decay' },
-  label_smoothing: { type: { kind: 'number', min: 0, max: 0.99 }, default: 0, doc: 'training loss against (1 − ε)·one-hot + ε/classes targets (PyTorch\'s `CrossEntropyLoss(label_smoothing=ε)`); validation loss stays plain cross-entropy' },
+  label_smoothing: {
+    type: { kind: 'number', min: 0, max: 0.99 },
+    default: 0,
+    doc: "training loss against (1 − ε)·one-hot + ε/classes targets (PyTorch's `CrossEntropyLoss(label_smoothing=ε)`); validation loss stays plain cross-entropy",
+  },
   bias_lr_multiplier: { type: { kind: 'number', min: 0, max: 1e6 }, default: 2, doc: 'biases learn at this multiple of lr (the seed: 2)' },
   seed: { type: { kind: 'integer', min: 0, max: 0xffffffff }, default: 1234, doc: 'seeds weight init, data order, crops and dropout' },
   engine: { type: { kind: 'enum', values: ENGINE_NAMES }, default: 'onnxruntime', doc: 'training engine' },
-  devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: 'devices of this worker\'s engine (`cpu`, `webgpu`, `cuda:0`; docs/gpus.md)' },
+  devices: { type: { kind: 'string-list' }, default: ['cpu'], doc: "devices of this worker's engine (`cpu`, `webgpu`, `cuda:0`; docs/gpus.md)" },
   sync_every: { type: { kind: 'integer', min: 1 }, default: 1, doc: 'multi-worker: average weights every this many iterations' },
-  sync_momentum: { type: { kind: 'boolean' }, default: false, doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed); needs `use_momentum`' },
+  sync_momentum: {
+    type: { kind: 'boolean' },
+    default: false,
+    doc: 'multi-worker: average the momentum velocities too at each sync (false: they stay local, as in the seed); needs `use_momentum`',
+  },
   intra_op_threads: { type: { kind: 'integer', min: 0, max: 1024 }, default: 0, doc: 'onnxruntime intra-op threads; 0 = its default (all cores)' },
   queue_depth: { type: { kind: 'integer', min: 2, max: 64 }, default: 3, doc: 'batch buffers between loader and engine (memory = queue_depth x batch)' },
   steps_per_run: {
@@ -167,7 +200,7 @@ export const CONFIG_KEYS: Record<ConfigKey, KeySpec> = {
     default: 8,
     doc: 'onnxruntime: SGD steps per engine run (an ONNX Loop), so that the 488 MB of weights and velocities leave onnxruntime once per run, not per step (memory: steps_per_run x batch for the stacked batches; the Loop also keeps a second copy of the state in onnxruntime); on webgpu always 1: the state stays on the GPU instead',
   },
-  verify_shards: { type: { kind: 'boolean' }, default: true, doc: 'check each shard\'s sha256 against index.json when reading it' },
+  verify_shards: { type: { kind: 'boolean' }, default: true, doc: "check each shard's sha256 against index.json when reading it" },
 };
 
 export const CONFIG_KEY_NAMES = Object.keys(CONFIG_KEYS) as ConfigKey[];
@@ -268,7 +301,8 @@ export function checkConfigValue(key: ConfigKey, value: unknown, where: string):
   const fail = (): never => {
     throw new UsageError(`${where}: expected ${expected(type)} for ${key} but received ${describe(value)}`);
   };
-  const isInteger = (v: unknown, min: number, max?: number): boolean => typeof v === 'number' && Number.isSafeInteger(v) && v >= min && (max === undefined || v <= max);
+  const isInteger = (v: unknown, min: number, max?: number): boolean =>
+    typeof v === 'number' && Number.isSafeInteger(v) && v >= min && (max === undefined || v <= max);
   switch (type.kind) {
     case 'boolean':
       if (typeof value !== 'boolean') fail();
@@ -296,8 +330,13 @@ export function checkConfigValue(key: ConfigKey, value: unknown, where: string):
       if (isInteger(value, type.min)) return [value];
       return fail();
     case 'string-list':
-      if (typeof value === 'string' && value.trim() !== '' && !value.includes('\0')) return value.split(',').map((s) => s.trim()).filter(Boolean);
-      if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string' && v !== '' && !v.includes('\0'))) return (value as string[]).slice();
+      if (typeof value === 'string' && value.trim() !== '' && !value.includes('\0'))
+        return value
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean);
+      if (Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === 'string' && v !== '' && !v.includes('\0')))
+        return (value as string[]).slice();
       return fail();
     case 'input-scale': {
       const positive = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v > 0;
@@ -338,7 +377,8 @@ export function parseConfigText(text: string, name: string): Partial<TrainConfig
     throw new UsageError(`${name}: not valid YAML (${(err as Error).message.split('\n')[0]})`);
   }
   if (raw === null || raw === undefined) return {};
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw new UsageError(`${name}: expected a mapping of config keys at the top level but received ${describe(raw)}`);
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    throw new UsageError(`${name}: expected a mapping of config keys at the top level but received ${describe(raw)}`);
   return validateConfigValues(raw as Record<string, unknown>, name);
 }
 
@@ -373,7 +413,9 @@ export function resolveConfig(file: Partial<TrainConfig>, overrides: Partial<Tra
     throw new UsageError('sync_momentum: true needs use_momentum: true (plain SGD has no velocities to average)');
   }
   if ((c.lr_policy === 'cosine' || c.lr_policy === 'poly') && c.lr_min >= c.learning_rate) {
-    throw new UsageError(`lr_min ${c.lr_min} must be below learning_rate ${c.learning_rate}: lr_policy ${c.lr_policy} decays from learning_rate down to lr_min`);
+    throw new UsageError(
+      `lr_min ${c.lr_min} must be below learning_rate ${c.learning_rate}: lr_policy ${c.lr_policy} decays from learning_rate down to lr_min`,
+    );
   }
   if (c.mean_file === null && c.data_dir !== null) c.mean_file = join(c.data_dir, 'mean.npy');
   c.lr_step = [...c.lr_step].sort((a, b) => a - b);

@@ -88,10 +88,13 @@ function fieldProblem(entry: unknown, fields: Record<string, { kind: FieldKind; 
       return `"${key}" is missing`;
     }
     const ok =
-      kind === 'count' ? typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
-      : kind === 'number' ? typeof v === 'number'
-      : kind === 'metric' ? typeof v === 'number' || v === null
-      : typeof v === 'string';
+      kind === 'count'
+        ? typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+        : kind === 'number'
+          ? typeof v === 'number'
+          : kind === 'metric'
+            ? typeof v === 'number' || v === null
+            : typeof v === 'string';
     if (!ok) {
       const expected = kind === 'count' ? 'an integer >= 0' : kind === 'number' ? 'a number' : kind === 'metric' ? 'a number or null' : 'a string';
       return `"${key}" is ${JSON.stringify(v) ?? String(v)}, expected ${expected}`;

@@ -80,7 +80,10 @@ export async function writeFixtureDataDir(options: FixtureOptions): Promise<stri
   const trainLabels = rng.shuffle(Array.from({ length: classes * (options.trainPerClass ?? 10) }, (_, i) => i % classes));
   const valLabels = Array.from({ length: classes * (options.valPerClass ?? 3) }, (_, i) => i % classes);
   const mean = new MeanAccumulator();
-  for (const [prefix, labels] of [['train', trainLabels], ['val', valLabels]] as const) {
+  for (const [prefix, labels] of [
+    ['train', trainLabels],
+    ['val', valLabels],
+  ] as const) {
     const records: StreamRecord[] = [...wholeStream(makeHeader('batch', { classNames }), batches(labels, classes, size, batchSize, rng, prefix))];
     if (prefix === 'train') for (const r of records) if (r.type === 'batch') mean.addBatch(r);
     const writer = new ShardWriter({ dir: options.dir, prefix, batchSize, batchesPerShard: options.batchesPerShard ?? 1, fsync: false, classNames });

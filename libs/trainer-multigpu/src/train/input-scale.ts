@@ -54,7 +54,8 @@ export async function computeInputStd(source: InputStdSource): Promise<number[]>
         for (let c = 0; c < channels; c++) {
           const at = (i * channels + c) * plane;
           const m = mean.data.subarray(c * plane, (c + 1) * plane);
-          let s = 0, ss = 0;
+          let s = 0,
+            ss = 0;
           for (let j = 0; j < plane; j++) {
             const d = pixels[at + j] - m[j];
             s += d;
@@ -77,12 +78,17 @@ export async function computeInputStd(source: InputStdSource): Promise<number[]>
  * The factors for a fresh run: a configured list (one number: every channel), or for `auto`
  * 1/std from `computeStd()`. A channel with (almost) no variation has no usable std: refused.
  */
-export async function resolveInputScale(setting: InputScaleSetting, channels: number, computeStd: () => Promise<number[]>): Promise<{ scale: number[] | undefined; std?: number[] }> {
+export async function resolveInputScale(
+  setting: InputScaleSetting,
+  channels: number,
+  computeStd: () => Promise<number[]>,
+): Promise<{ scale: number[] | undefined; std?: number[] }> {
   if (setting === null) return { scale: undefined };
   if (setting === 'auto') {
     const std = await computeStd();
     const flat = std.findIndex((s) => !(s > 1e-3));
-    if (flat >= 0) throw new InputError(`input_scale: auto: channel ${flat} of the training images does not vary (std ${std[flat]}): give input_scale as numbers instead`, {
+    if (flat >= 0)
+      throw new InputError(`input_scale: auto: channel ${flat} of the training images does not vary (std ${std[flat]}): give input_scale as numbers instead`, {
         code: 'ERR_INPUT_SCALE',
       });
     return { scale: std.map((s) => 1 / s), std };

@@ -44,7 +44,10 @@ async function runPass(passId: number, request: PassRequest): Promise<void> {
       }
       const produced = await producer.produce(j, new Float32Array(buffer));
       const data = new Float32Array(buffer, 0, produced.size * 3 * setup.crop * setup.crop);
-      port.postMessage({ type: 'batch', passId, index: produced.index, size: produced.size, data, labels: produced.labels }, [buffer, produced.labels.buffer as ArrayBuffer]);
+      port.postMessage({ type: 'batch', passId, index: produced.index, size: produced.size, data, labels: produced.labels }, [
+        buffer,
+        produced.labels.buffer as ArrayBuffer,
+      ]);
     }
     port.postMessage({ type: 'end', passId });
   } catch (err) {

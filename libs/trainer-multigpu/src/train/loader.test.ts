@@ -9,7 +9,10 @@ import { writeFixtureDataDir } from './fixtures.test-util';
 import { type BatchStream, InlineLoader, type LoadedBatch, ThreadedLoader } from './loader';
 import { type LoaderSetup, planEpoch } from './loader-core';
 
-async function withData(fn: (dir: string, train: ShardSetEntry, val: ShardSetEntry) => Promise<void>, options: { batchesPerShard?: number } = {}): Promise<void> {
+async function withData(
+  fn: (dir: string, train: ShardSetEntry, val: ShardSetEntry) => Promise<void>,
+  options: { batchesPerShard?: number } = {},
+): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'loader-'));
   try {
     // 4 classes x 10 train images in stored batches of 8 (last one partial: 40 = 5 x 8), 12 val images.
@@ -22,7 +25,22 @@ async function withData(fn: (dir: string, train: ShardSetEntry, val: ShardSetEnt
 }
 
 function setupFor(dir: string, train: ShardSetEntry, val: ShardSetEntry, over: Partial<LoaderSetup> = {}): LoaderSetup {
-  return { dir, meanFile: join(dir, 'mean.npy'), sets: { train, val }, batchSize: 6, crop: 35, seed: 11, shuffle: true, randCrop: true, perBatch: false, rank: 0, worldSize: 1, verify: true, queueDepth: 3, ...over };
+  return {
+    dir,
+    meanFile: join(dir, 'mean.npy'),
+    sets: { train, val },
+    batchSize: 6,
+    crop: 35,
+    seed: 11,
+    shuffle: true,
+    randCrop: true,
+    perBatch: false,
+    rank: 0,
+    worldSize: 1,
+    verify: true,
+    queueDepth: 3,
+    ...over,
+  };
 }
 
 async function drain(stream: BatchStream): Promise<Array<{ index: number; size: number; data: Float32Array; labels: Int32Array }>> {
@@ -68,7 +86,11 @@ test('the worker thread gives bit-identical batches to the inline loader, and st
       const suffix = await drain(threaded.open({ prefix: 'train', epoch: 2, startIteration: 4, train: true }));
       assert.deepEqual(suffix, a.slice(4), 'resume at iteration 4 of epoch 2 = the uninterrupted epoch from there');
       const e3 = await drain(threaded.open({ prefix: 'train', epoch: 3, startIteration: 0, train: true }));
-      assert.notDeepEqual(e3.map((x) => x.data), a.map((x) => x.data), 'epoch 3 differs (order and crops)');
+      assert.notDeepEqual(
+        e3.map((x) => x.data),
+        a.map((x) => x.data),
+        'epoch 3 differs (order and crops)',
+      );
       // Re-batching: every training image is one of the 40, each label count matches the data.
       const labels = a.flatMap((x) => [...x.labels]);
       assert.equal(labels.length, 36);
@@ -83,12 +105,20 @@ test('validation batches are center crops of the stored images minus the mean, i
     const loader = new ThreadedLoader(setupFor(dir, train, val, { batchSize: 4 }));
     try {
       const got = await drain(loader.open({ prefix: 'val', epoch: 1, startIteration: 0, train: false }));
-      assert.deepEqual(got.map((b) => b.size), [4, 4, 4]);
+      assert.deepEqual(
+        got.map((b) => b.size),
+        [4, 4, 4],
+      );
       // Independent computation of the first 4 val images: stored batch 0 holds val images 0..7.
       const mean = await readMeanNpy(join(dir, 'mean.npy'));
       const shard = await readShard(dir, val, val.shards[0]);
       const first = shard.batches[0];
-      const four = { ...first, shape: [4, 3, 40, 40] as [number, number, number, number], data: (first.data as Uint8Array).subarray(0, 4 * 3 * 40 * 40), labels: first.labels.subarray(0, 4) };
+      const four = {
+        ...first,
+        shape: [4, 3, 40, 40] as [number, number, number, number],
+        data: (first.data as Uint8Array).subarray(0, 4 * 3 * 40 * 40),
+        labels: first.labels.subarray(0, 4),
+      };
       const expected = cropMirrorSubtract(four, mean, planCrops(4, { crop: 35, height: 40, width: 40, center: true }, new Rng(0)));
       assert.deepEqual(got[0].data, expected);
       assert.deepEqual([...got[0].labels], [...first.labels.subarray(0, 4)]);
@@ -139,11 +169,14 @@ test('a damaged shard is an InputError naming the file, raised from next()', asy
     const loader = new ThreadedLoader(setupFor(dir, train, val, { shuffle: false }));
     try {
       const stream = loader.open({ prefix: 'train', epoch: 1, startIteration: 0, train: true });
-      await assert.rejects(() => drain(stream), (err: Error & { exitCode?: number }) => {
-        assert.match(err.message, /train-00000\.msgpack/);
-        assert.equal(err.exitCode, 2);
-        return true;
-      });
+      await assert.rejects(
+        () => drain(stream),
+        (err: Error & { exitCode?: number }) => {
+          assert.match(err.message, /train-00000\.msgpack/);
+          assert.equal(err.exitCode, 2);
+          return true;
+        },
+      );
     } finally {
       await loader.close();
     }

@@ -302,13 +302,15 @@ export class StdinBatchStream implements BatchStream {
       if (record.type === 'header') continue;
       if (record.type === 'trailer') return false;
       if (record.type !== 'batch') throw new InputError(`${where}: train --stdin reads batch records, not ${record.type} records`);
-      if (record.dtype !== 'float32') throw new InputError(`${where}: train --stdin reads augmented float32 batches, this one is ${record.dtype} (pipe through augment first)`);
+      if (record.dtype !== 'float32')
+        throw new InputError(`${where}: train --stdin reads augmented float32 batches, this one is ${record.dtype} (pipe through augment first)`);
       const [n, c, h, w] = record.shape;
       if (c !== 3 || h !== this.crop || w !== this.crop) {
         throw new InputError(`${where}: ${c}x${h}x${w} images but the network takes 3x${this.crop}x${this.crop} (augment --crop ${this.crop})`);
       }
       for (const label of record.labels) {
-        if (!(label >= 0 && label < this.numClasses)) throw new InputError(`${where}: label ${label} outside 0..${this.numClasses - 1} (num_classes ${this.numClasses})`);
+        if (!(label >= 0 && label < this.numClasses))
+          throw new InputError(`${where}: label ${label} outside 0..${this.numClasses - 1} (num_classes ${this.numClasses})`);
       }
       const data = record.data as Float32Array;
       if (this.inputScale) applyInputScale(data, n, c, h * w, this.inputScale);
@@ -360,7 +362,12 @@ export class StdinBatchStream implements BatchStream {
       filled += count;
     }
     if (filled === 0) return null;
-    return { index: this.index++, size: filled, data: filled === this.batchSize ? data : data.subarray(0, filled * this.imageLength), labels: filled === this.batchSize ? labels : labels.subarray(0, filled) };
+    return {
+      index: this.index++,
+      size: filled,
+      data: filled === this.batchSize ? data : data.subarray(0, filled * this.imageLength),
+      labels: filled === this.batchSize ? labels : labels.subarray(0, filled),
+    };
   }
 
   release(_batch: LoadedBatch): void {}

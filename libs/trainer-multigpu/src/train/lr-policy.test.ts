@@ -35,13 +35,24 @@ test('auto: divided when top-1 error fell by less than the threshold over two ep
   assert.equal(lrAfterEpoch(auto, d.lr, 5, [0.5, 0.497, 0.495, 0.495, 0.495], 3).changed, true);
 });
 
-const schedule = (over: Partial<LrScheduleConfig>): LrScheduleConfig => ({ ...step, lr_step: [], n_epochs: 4, lr_warmup_epochs: 0, lr_min: 0, lr_power: 1, ...over });
+const schedule = (over: Partial<LrScheduleConfig>): LrScheduleConfig => ({
+  ...step,
+  lr_step: [],
+  n_epochs: 4,
+  lr_warmup_epochs: 0,
+  lr_min: 0,
+  lr_power: 1,
+  ...over,
+});
 
 test('lrAtIteration: linear warm-up from base/W to base over W = round(lr_warmup_epochs · iterations per epoch) steps, under any policy', () => {
   // 10 iterations per epoch, 0.5 epochs of warm-up: W = 5, lrs base·1/5 … base·5/5, then base.
   const base = Math.fround(0.01);
   const lrs = Array.from({ length: 8 }, (_, t) => lrAtIteration(schedule({ lr_warmup_epochs: 0.5 }), base, t, 10));
-  assert.deepEqual(lrs, [1, 2, 3, 4, 5, 5, 5, 5].map((k) => Math.fround((base * k) / 5)));
+  assert.deepEqual(
+    lrs,
+    [1, 2, 3, 4, 5, 5, 5, 5].map((k) => Math.fround((base * k) / 5)),
+  );
   assert.equal(warmupIterations({ lr_warmup_epochs: 0.01 }, 10), 1, 'any warm-up is at least one step');
   assert.equal(warmupIterations({ lr_warmup_epochs: 0 }, 10), 0);
   // step without warm-up: the base lr as is, whatever the epoch length (stdin: Infinity).
@@ -50,7 +61,8 @@ test('lrAtIteration: linear warm-up from base/W to base over W = round(lr_warmup
 });
 
 test('lrAtIteration cosine: base at the first step after warm-up, (base + lr_min)/2 half way, just above lr_min at the last; poly with its power', () => {
-  const base = 0.1, floor = 0.001;
+  const base = 0.1,
+    floor = 0.001;
   // 4 epochs of 10 iterations, 1 epoch of warm-up: W = 10, the decay spans T − W = 30 steps.
   const c = schedule({ lr_policy: 'cosine', lr_warmup_epochs: 1, lr_min: floor });
   assert.equal(lrAtIteration(c, base, 9, 10), Math.fround(base), 'the last warm-up step reaches base');

@@ -59,7 +59,9 @@ export function scheduleNeedsEpochLength(config: Pick<LrScheduleConfig, 'lr_poli
 export function lrAtIteration(config: LrScheduleConfig, baseLr: number, iteration: number, iterationsPerEpoch: number): number {
   if (!scheduleNeedsEpochLength(config)) return baseLr;
   if (!(iterationsPerEpoch > 0 && Number.isFinite(iterationsPerEpoch))) {
-    throw new RangeError(`lrAtIteration: lr_policy ${config.lr_policy} with lr_warmup_epochs ${config.lr_warmup_epochs} needs a finite epoch length, got ${iterationsPerEpoch}`);
+    throw new RangeError(
+      `lrAtIteration: lr_policy ${config.lr_policy} with lr_warmup_epochs ${config.lr_warmup_epochs} needs a finite epoch length, got ${iterationsPerEpoch}`,
+    );
   }
   const warmup = warmupIterations(config, iterationsPerEpoch);
   if (iteration < warmup) return Math.fround((baseLr * (iteration + 1)) / warmup);

@@ -8,7 +8,16 @@ const val: ValidationResult[] = [
   { epoch: 2, iteration: 20, top1Error: 0.3, top5Error: 0.1, loss: 0.9, images: 40, lr: 0.01 },
   { epoch: 3, iteration: 30, top1Error: 0.35, top5Error: 0.05, loss: 1.0, images: 40, lr: 0.001 },
 ];
-const log: TrainLogEntry[] = [5, 10, 15, 20, 25, 30].map((iteration, i) => ({ iteration, epoch: Math.ceil(iteration / 10), loss: 2 - 0.25 * i, top1Error: 0.8 - 0.1 * i, lr: 0.01, imagesPerSecond: 100, waitFraction: 0.01, time: '' }));
+const log: TrainLogEntry[] = [5, 10, 15, 20, 25, 30].map((iteration, i) => ({
+  iteration,
+  epoch: Math.ceil(iteration / 10),
+  loss: 2 - 0.25 * i,
+  top1Error: 0.8 - 0.1 * i,
+  lr: 0.01,
+  imagesPerSecond: 100,
+  waitFraction: 0.01,
+  time: '',
+}));
 
 test('the SVG holds every point of every curve at its scaled position', () => {
   const svg = buildReportSvg({ valRecord: val, trainLog: log });
@@ -21,7 +30,9 @@ test('the SVG holds every point of every curve at its scaled position', () => {
   // Loss chart, y: 0..2 (the largest loss) onto 276 (320 − 44)..34: y = 276 − 121·loss.
   // Train losses 2, 1.75, 1.5, 1.25, 1, 0.75 at iterations 5, 10, …, 30:
   assert.ok(
-    svg.includes('data-name="train loss" fill="none" stroke="#1f77b4" stroke-width="2" points="64.00,34.00 185.20,64.25 306.40,94.50 427.60,124.75 548.80,155.00 670.00,185.25"'),
+    svg.includes(
+      'data-name="train loss" fill="none" stroke="#1f77b4" stroke-width="2" points="64.00,34.00 185.20,64.25 306.40,94.50 427.60,124.75 548.80,155.00 670.00,185.25"',
+    ),
     'train loss polyline',
   );
   // Validation losses 1.5, 0.9, 1.0 at iterations 10, 20, 30:

@@ -74,7 +74,9 @@ export function lineChart(options: ChartOptions): string {
   const x = scaleLinear(xMin, xMax, MARGIN.left, width - MARGIN.right);
   const y = scaleLinear(yMin, yMax, top + height - MARGIN.bottom, top + MARGIN.top);
   const parts: string[] = [`<g class="chart" data-title="${escapeXml(options.title)}">`];
-  parts.push(`<text x="${width / 2 - MARGIN.right / 2}" y="${top + 20}" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(options.title)}</text>`);
+  parts.push(
+    `<text x="${width / 2 - MARGIN.right / 2}" y="${top + 20}" text-anchor="middle" font-size="15" font-weight="bold">${escapeXml(options.title)}</text>`,
+  );
   const x0 = MARGIN.left;
   const x1 = width - MARGIN.right;
   const yBottom = top + height - MARGIN.bottom;
@@ -82,11 +84,15 @@ export function lineChart(options: ChartOptions): string {
   parts.push(`<rect x="${x0}" y="${yTop}" width="${x1 - x0}" height="${yBottom - yTop}" fill="#fff" stroke="#999"/>`);
   for (const t of niceTicks(yMin, yMax)) {
     const ty = coord(y(t));
-    parts.push(`<line x1="${x0}" x2="${x1}" y1="${ty}" y2="${ty}" stroke="#eee"/><text x="${x0 - 6}" y="${ty}" dy="4" text-anchor="end" font-size="11">${fmt(t)}</text>`);
+    parts.push(
+      `<line x1="${x0}" x2="${x1}" y1="${ty}" y2="${ty}" stroke="#eee"/><text x="${x0 - 6}" y="${ty}" dy="4" text-anchor="end" font-size="11">${fmt(t)}</text>`,
+    );
   }
   for (const t of niceTicks(xMin, xMax)) {
     const tx = coord(x(t));
-    parts.push(`<line x1="${tx}" x2="${tx}" y1="${yBottom}" y2="${yBottom + 4}" stroke="#999"/><text x="${tx}" y="${yBottom + 17}" text-anchor="middle" font-size="11">${fmt(t)}</text>`);
+    parts.push(
+      `<line x1="${tx}" x2="${tx}" y1="${yBottom}" y2="${yBottom + 4}" stroke="#999"/><text x="${tx}" y="${yBottom + 17}" text-anchor="middle" font-size="11">${fmt(t)}</text>`,
+    );
   }
   parts.push(`<text x="${(x0 + x1) / 2}" y="${yBottom + 36}" text-anchor="middle" font-size="12">${escapeXml(options.xLabel)}</text>`);
   parts.push(`<text transform="translate(16 ${(yTop + yBottom) / 2}) rotate(-90)" text-anchor="middle" font-size="12">${escapeXml(options.yLabel)}</text>`);
@@ -94,13 +100,20 @@ export function lineChart(options: ChartOptions): string {
     const pts = s.points.filter(([px, py]) => Number.isFinite(px) && Number.isFinite(py));
     const path = pts.map(([px, py]) => `${coord(x(px))},${coord(y(py))}`).join(' ');
     if (pts.length) {
-      parts.push(`<polyline class="series" data-name="${escapeXml(s.name)}" fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${path}"/>`);
+      parts.push(
+        `<polyline class="series" data-name="${escapeXml(s.name)}" fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${path}"/>`,
+      );
     }
     if (s.markers) {
-      for (const [px, py] of pts) parts.push(`<circle cx="${coord(x(px))}" cy="${coord(y(py))}" r="3" fill="${s.color}"><title>${escapeXml(s.name)} at ${fmt(px)}: ${fmt(py)}</title></circle>`);
+      for (const [px, py] of pts)
+        parts.push(
+          `<circle cx="${coord(x(px))}" cy="${coord(y(py))}" r="3" fill="${s.color}"><title>${escapeXml(s.name)} at ${fmt(px)}: ${fmt(py)}</title></circle>`,
+        );
     }
     const ly = yTop + 14 + i * 18;
-    parts.push(`<line x1="${x1 + 10}" x2="${x1 + 30}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/><text x="${x1 + 36}" y="${ly}" dy="4" font-size="12">${escapeXml(s.name)}</text>`);
+    parts.push(
+      `<line x1="${x1 + 10}" x2="${x1 + 30}" y1="${ly}" y2="${ly}" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/><text x="${x1 + 36}" y="${ly}" dy="4" font-size="12">${escapeXml(s.name)}</text>`,
+    );
   });
   parts.push('</g>');
   return parts.join('\n');
@@ -170,7 +183,8 @@ function special(v: number): string | undefined {
   return undefined;
 }
 const pct = (v: number): string =>
-  special(v) ?? (Math.abs(v) < 1e6 ? `${(100 * v).toFixed(2)}%` : Number.isFinite(100 * v) ? `${(100 * v).toExponential(2)}%` : `${v.toExponential(2)} (as a fraction)`);
+  special(v) ??
+  (Math.abs(v) < 1e6 ? `${(100 * v).toFixed(2)}%` : Number.isFinite(100 * v) ? `${(100 * v).toExponential(2)}%` : `${v.toExponential(2)} (as a fraction)`);
 const decimals = (v: number, digits: number): string => special(v) ?? (Math.abs(v) < 1e15 ? v.toFixed(digits) : v.toExponential(3));
 
 export function buildReportHtml(input: ReportInput, svg = buildReportSvg(input)): string {
@@ -178,7 +192,10 @@ export function buildReportHtml(input: ReportInput, svg = buildReportSvg(input))
   const best = bestEpoch(input.valRecord);
   const last = input.valRecord[input.valRecord.length - 1];
   const rows = input.valRecord
-    .map((r) => `<tr${best && r.epoch === best.epoch ? ' class="best"' : ''}><td>${r.epoch}</td><td>${r.iteration}</td><td>${pct(r.top1Error)}</td><td>${pct(r.top5Error)}</td><td>${decimals(r.loss, 4)}</td><td>${r.lr ?? '–'}</td></tr>`)
+    .map(
+      (r) =>
+        `<tr${best && r.epoch === best.epoch ? ' class="best"' : ''}><td>${r.epoch}</td><td>${r.iteration}</td><td>${pct(r.top1Error)}</td><td>${pct(r.top5Error)}</td><td>${decimals(r.loss, 4)}</td><td>${r.lr ?? '–'}</td></tr>`,
+    )
     .join('\n');
   const config = input.config
     ? Object.entries(input.config)
@@ -200,7 +217,9 @@ th{background:#f0f0f0}tr.best{background:#e8f5e9;font-weight:bold}.config td{tex
       ? `Best epoch: <strong>${best.epoch}</strong> (iteration ${best.iteration}): top-1 error ${pct(best.top1Error)}, top-5 error ${pct(best.top5Error)}, loss ${decimals(best.loss, 4)}.`
       : 'No validation results yet.'
   }${last ? ` Last epoch: ${last.epoch}, top-1 error ${pct(last.top1Error)}.` : ''}${
-    lastLog ? ` Last logged iteration: ${lastLog.iteration} (${decimals(lastLog.imagesPerSecond, 1)} img/s, engine waited ${pct(lastLog.waitFraction)} of the time).` : ''
+    lastLog
+      ? ` Last logged iteration: ${lastLog.iteration} (${decimals(lastLog.imagesPerSecond, 1)} img/s, engine waited ${pct(lastLog.waitFraction)} of the time).`
+      : ''
   }</p>
 ${svg}
 <h2>Validation per epoch</h2>

@@ -93,10 +93,14 @@ export async function checkData(config: TrainConfig, needTrain: boolean): Promis
   const where = `${join(dir, 'index.json')}`;
   if (channels !== 3) throw new InputError(`${where}: images have ${channels} channels, AlexNet takes 3 (RGB)`);
   if (config.image_size !== null && (height !== config.image_size || width !== config.image_size)) {
-    throw new InputError(`${where}: the data holds ${height}x${width} images but the config says image_size ${config.image_size}; use data of that size or change image_size`);
+    throw new InputError(
+      `${where}: the data holds ${height}x${width} images but the config says image_size ${config.image_size}; use data of that size or change image_size`,
+    );
   }
   if (val && train && (val.imageShape[1] !== height || val.imageShape[2] !== width)) {
-    throw new InputError(`${where}: "${config.val_prefix}" images are ${val.imageShape[1]}x${val.imageShape[2]} but "${config.train_prefix}" images are ${height}x${width}`);
+    throw new InputError(
+      `${where}: "${config.val_prefix}" images are ${val.imageShape[1]}x${val.imageShape[2]} but "${config.train_prefix}" images are ${height}x${width}`,
+    );
   }
   const dataClasses = Math.max(train?.labelCount ?? 0, val?.labelCount ?? 0);
   const numClasses = config.num_classes ?? dataClasses;
@@ -109,7 +113,9 @@ export async function checkData(config: TrainConfig, needTrain: boolean): Promis
   const meanFile = config.mean_file ?? join(dir, 'mean.npy');
   const mean = await readMeanNpy(meanFile);
   if (mean.channels !== channels || mean.height !== height || mean.width !== width) {
-    throw new InputError(`${meanFile}: the mean image is ${mean.channels}x${mean.height}x${mean.width} but the data's images are ${channels}x${height}x${width}; use the mean of this data (mean_file)`);
+    throw new InputError(
+      `${meanFile}: the mean image is ${mean.channels}x${mean.height}x${mean.width} but the data's images are ${channels}x${height}x${width}; use the mean of this data (mean_file)`,
+    );
   }
   return { train, val, numClasses, imageSize: [height, width] };
 }

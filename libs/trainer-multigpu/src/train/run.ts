@@ -120,7 +120,13 @@ async function lockWeightsDir(weightsDir: string): Promise<{ release(): Promise<
 }
 
 /** The run, under the weights_dir lock (rank 0) or beside rank 0's (the other ranks). */
-async function trainLocked(config: TrainConfig, options: RunTrainingOptions, resume: boolean | number, data: DataInfo, spec: ModelSpec): Promise<RunTrainingResult> {
+async function trainLocked(
+  config: TrainConfig,
+  options: RunTrainingOptions,
+  resume: boolean | number,
+  data: DataInfo,
+  spec: ModelSpec,
+): Promise<RunTrainingResult> {
   const nameParameter = options.nameParameter ?? ((p: string) => p);
   const notice = (m: string | MessageRender) => options.onNotice?.(typeof m === 'string' ? m : m(nameParameter));
   const group = options.group ?? new SingleProcessGroup();
@@ -173,12 +179,14 @@ function checkRunOptions(options: RunTrainingOptions, resume: boolean | number):
   if (typeof resume === 'number') check.integer('resume', resume, { min: 0 });
   if (options.stdinRecords !== undefined && resume !== false) {
     throw new UsageError(
-      (name) => `${name('resume')} cannot continue a ${name('stdinRecords')} run (a stream cannot be rewound to the saved position); train from the data dir instead`,
+      (name) =>
+        `${name('resume')} cannot continue a ${name('stdinRecords')} run (a stream cannot be rewound to the saved position); train from the data dir instead`,
     );
   }
   if (options.init && resume !== false) {
     throw new UsageError(
-      (name) => `${name('init')} and ${name('resume')} exclude each other: ${name('resume')} continues a run, ${name('init')} starts a new one from pretrained weights`,
+      (name) =>
+        `${name('init')} and ${name('resume')} exclude each other: ${name('resume')} continues a run, ${name('init')} starts a new one from pretrained weights`,
     );
   }
 }

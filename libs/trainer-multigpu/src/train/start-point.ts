@@ -81,9 +81,13 @@ export function initFromPretrained(spec: ModelSpec, path: string, seed: number, 
     throw new InputError(`${path}: the pretrained weights (${describeSpec(loaded.spec)}) do not fit the model (${describeSpec(spec)}): ${problems.join('; ')}`);
   }
   if (reinit.length) {
-    notice((name) => `${name('init')}: ${lastLayer} re-initialised for ${spec.numClasses} classes (the pretrained model has ${loaded.spec.numClasses}); every other layer is pretrained`);
+    notice(
+      (name) =>
+        `${name('init')}: ${lastLayer} re-initialised for ${spec.numClasses} classes (the pretrained model has ${loaded.spec.numClasses}); every other layer is pretrained`,
+    );
   }
-  const from = loaded.inputScale, to = inputScale;
+  const from = loaded.inputScale,
+    to = inputScale;
   if ((from ?? []).join() !== (to ?? []).join()) {
     notice(
       (name) =>
@@ -145,7 +149,8 @@ function resumedInputScale(setting: TrainConfig['input_scale'], saved: number[] 
   if (setting === null) {
     if (saved) {
       throw new UsageError(
-        (name) => `${name('resume')}: ${path} was trained with input_scale ${scaleText(saved)} but the config has none: resume with input_scale: auto (the checkpoint's factors are used)`,
+        (name) =>
+          `${name('resume')}: ${path} was trained with input_scale ${scaleText(saved)} but the config has none: resume with input_scale: auto (the checkpoint's factors are used)`,
       );
     }
     return undefined;
@@ -198,7 +203,13 @@ export interface StartOptions {
 }
 
 /** A new run (refused over existing checkpoints) or a resumed one (`resume`). */
-export async function startPoint(config: TrainConfig, spec: ModelSpec, fingerprint: DataFingerprint, data: DataInfo, options: StartOptions): Promise<StartPoint> {
+export async function startPoint(
+  config: TrainConfig,
+  spec: ModelSpec,
+  fingerprint: DataFingerprint,
+  data: DataInfo,
+  options: StartOptions,
+): Promise<StartPoint> {
   return options.resume === false ? freshStart(config, spec, data, options) : resumeFrom(config, spec, fingerprint, options);
 }
 
@@ -208,7 +219,8 @@ async function freshStart(config: TrainConfig, spec: ModelSpec, data: DataInfo, 
   if (existing.length && options.rank === 0) {
     const epochs = existing.map((c) => `epoch ${c.epoch}`).join(', ');
     throw new UsageError(
-      (name) => `${weightsDir} already holds checkpoints (${epochs}): ${name('resume')} to continue that run, or use another ${name('weights_dir')} for a new one`,
+      (name) =>
+        `${weightsDir} already holds checkpoints (${epochs}): ${name('resume')} to continue that run, or use another ${name('weights_dir')} for a new one`,
       { code: 'ERR_CHECKPOINTS_EXIST' },
     );
   }
@@ -223,14 +235,16 @@ async function freshStart(config: TrainConfig, spec: ModelSpec, data: DataInfo, 
 async function freshInputScale(config: TrainConfig, spec: ModelSpec, data: DataInfo, notice: StartOptions['notice']): Promise<number[] | undefined> {
   const resolved = await resolveInputScale(config.input_scale, spec.inputChannels, async () => {
     if (!data.train || !config.data_dir) {
-      throw new UsageError('input_scale: auto computes the scale from data_dir\'s training set, and there is none: give input_scale as numbers');
+      throw new UsageError("input_scale: auto computes the scale from data_dir's training set, and there is none: give input_scale as numbers");
     }
     const mean = await readMeanNpy(config.mean_file ?? join(config.data_dir, 'mean.npy'));
     return computeInputStd({ dir: config.data_dir, set: data.train, mean, verify: config.verify_shards });
   });
   if (resolved.std) {
     const std = resolved.std.map((v) => v.toFixed(2)).join(', ');
-    notice(`input_scale: auto: std of the mean-subtracted training pixels ${std} per channel -> input scale ${resolved.scale!.map((v) => v.toPrecision(4)).join(', ')}`);
+    notice(
+      `input_scale: auto: std of the mean-subtracted training pixels ${std} per channel -> input scale ${resolved.scale!.map((v) => v.toPrecision(4)).join(', ')}`,
+    );
   }
   return resolved.scale;
 }
@@ -255,7 +269,8 @@ function resumeFrom(config: TrainConfig, spec: ModelSpec, fingerprint: DataFinge
   const loaded = loadCheckpoint(path);
   if (!sameJson(loaded.spec, spec)) {
     throw new UsageError(
-      (name) => `${name('resume')}: ${path} holds ${describeSpec(loaded.spec)} but the config describes ${describeSpec(spec)}; resume with the config the run was started with`,
+      (name) =>
+        `${name('resume')}: ${path} holds ${describeSpec(loaded.spec)} but the config describes ${describeSpec(spec)}; resume with the config the run was started with`,
     );
   }
   // Momentum is part of the optimizer's state, as in torch.optim: resuming without it would
@@ -272,7 +287,9 @@ function resumeFrom(config: TrainConfig, spec: ModelSpec, fingerprint: DataFinge
   const state = restoreState(loaded.state, join(path, 'state.json'), entry.epoch);
   const dropoutRng = own(own(loaded.state, 'rng'), 'dropout');
   if (dropoutRng === undefined && spec.layers.some((l) => l.kind === 'dropout' && l.rate > 0)) {
-    notice((name) => `${name('resume')}: ${path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`);
+    notice(
+      (name) => `${name('resume')}: ${path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`,
+    );
   }
   checkDataUnchanged(path, loaded.state, fingerprint, state, notice);
   const savedEpochs = own(own(loaded.state, 'config'), 'n_epochs');
@@ -285,12 +302,20 @@ function resumeFrom(config: TrainConfig, spec: ModelSpec, fingerprint: DataFinge
   }
   applyLearningRate(config, loaded.state, state, options);
   const lr = Number(state.lr.toPrecision(6));
-  notice(`resuming from ${path}: epoch ${state.epochsCompleted}${state.iterationInEpoch ? ` + ${state.iterationInEpoch} iterations` : ''}, iteration ${state.iteration}, lr ${lr}`);
+  notice(
+    `resuming from ${path}: epoch ${state.epochsCompleted}${state.iterationInEpoch ? ` + ${state.iterationInEpoch} iterations` : ''}, iteration ${state.iteration}, lr ${lr}`,
+  );
   return { weights: loaded.weights, momentum: loaded.momentum, state, dropoutRng, resumedFrom: path, ...(inputScale ? { inputScale } : {}) };
 }
 
 /** Settings that decide the data order: a change is refused inside an epoch (the position means nothing then), else a notice. */
-function checkDataUnchanged(path: string, saved: Record<string, unknown>, fingerprint: DataFingerprint, state: TrainState, notice: StartOptions['notice']): void {
+function checkDataUnchanged(
+  path: string,
+  saved: Record<string, unknown>,
+  fingerprint: DataFingerprint,
+  state: TrainState,
+  notice: StartOptions['notice'],
+): void {
   const before = own(saved, 'data') as Partial<DataFingerprint> | undefined;
   const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => own(before, k) !== fingerprint[k]) : [];
   if (changed.length && state.iterationInEpoch > 0) {
@@ -303,7 +328,9 @@ function checkDataUnchanged(path: string, saved: Record<string, unknown>, finger
     );
   }
   if (changed.length) {
-    notice((name) => `${name('resume')}: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`);
+    notice(
+      (name) => `${name('resume')}: ${changed.join(', ')} changed since the checkpoint; training continues, but not exactly as the original run would have`,
+    );
   }
 }
 

@@ -117,7 +117,18 @@ export interface ValSource {
 export interface TrainLoopOptions {
   config: Pick<
     TrainConfig,
-    'n_epochs' | 'print_freq' | 'print_train_error' | 'snapshot_freq' | 'sync_every' | 'sync_momentum' | 'lr_policy' | 'lr_step' | 'lr_adapt_threshold' | 'lr_warmup_epochs' | 'lr_min' | 'lr_power'
+    | 'n_epochs'
+    | 'print_freq'
+    | 'print_train_error'
+    | 'snapshot_freq'
+    | 'sync_every'
+    | 'sync_momentum'
+    | 'lr_policy'
+    | 'lr_step'
+    | 'lr_adapt_threshold'
+    | 'lr_warmup_epochs'
+    | 'lr_min'
+    | 'lr_power'
   >;
   spec: ModelSpec;
   engine: TrainingEngine;
@@ -145,7 +156,11 @@ function cloneState(s: TrainState): TrainState {
 }
 
 /** Sum validation metrics over a pass, averaged (then re-multiplied) over the worker group. */
-export async function validate(engine: TrainingEngine, stream: BatchStream, group: WorkerGroup): Promise<{ top1Error: number; top5Error: number; loss: number; images: number }> {
+export async function validate(
+  engine: TrainingEngine,
+  stream: BatchStream,
+  group: WorkerGroup,
+): Promise<{ top1Error: number; top5Error: number; loss: number; images: number }> {
   let lossSum = 0;
   let top1 = 0;
   let top5 = 0;
@@ -351,7 +366,10 @@ class TrainingLoop {
     const s = this.s;
     if (this.o.val) {
       await this.validateEpoch(epoch);
-      this.applyLrPolicy(epoch, s.valRecord.map((r) => r.top1Error));
+      this.applyLrPolicy(
+        epoch,
+        s.valRecord.map((r) => r.top1Error),
+      );
     } else if (config.lr_policy === 'step') {
       this.applyLrPolicy(epoch, []);
     }
@@ -366,7 +384,9 @@ class TrainingLoop {
     // loss still looks finite (dead ReLUs hide it): stop before they become a checkpoint.
     if (v.images > 0 && !Number.isFinite(v.loss)) {
       const advice = this.divergenceAdvice(s.lr);
-      throw new TrainingDivergedError((name) => `epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${advice(name)}`);
+      throw new TrainingDivergedError(
+        (name) => `epoch ${epoch} validation: the loss is ${v.loss}; training stopped before this epoch's checkpoint. ${advice(name)}`,
+      );
     }
     s.valRecord.push(result);
     if (this.isRoot) {

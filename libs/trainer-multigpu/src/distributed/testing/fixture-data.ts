@@ -11,4 +11,3 @@ export function fixtureTensors(sizes: number[], rank: number, round: number, see
   });
   return out;
 }
-

@@ -41,7 +41,9 @@ async function main(): Promise<void> {
     for (let round = 0; round < (args.rounds ?? 1); round++) {
       const tensors = fixtureTensors(args.sizes, group.rank, round, args.seed);
       await group.averageWeights(tensors);
-      const data = Object.keys(tensors).sort().map((k) => Buffer.from(tensors[k].buffer).toString('base64'));
+      const data = Object.keys(tensors)
+        .sort()
+        .map((k) => Buffer.from(tensors[k].buffer).toString('base64'));
       print({ rank: group.rank, round, checksum: checksumTensors(tensors), data });
     }
     if (args.alsoCollectives) {

@@ -46,7 +46,8 @@ test('webgpu: steps with dropout, evaluation and the state equal the CPU engine;
   assert.ok(gpu instanceof OrtDeviceEngine);
   assert.equal(gpu.stepsPerRun, 1);
   assert.equal(gpu.stateOnDevice, false);
-  for (const [i, size] of [4, 3].entries()) { // a partial batch too: the graphs' batch dimension is symbolic
+  for (const [i, size] of [4, 3].entries()) {
+    // a partial batch too: the graphs' batch dimension is symbolic
     const batch = batchOf(s, size, 10 + i);
     const want = await cpu.step(batch, 0.01);
     const got = await gpu.step(batch, 0.01);
@@ -70,7 +71,11 @@ test('webgpu: steps with dropout, evaluation and the state equal the CPU engine;
   gpu.setRngState(cpu.getRngState());
   assert.equal(gpu.stateOnDevice, false);
   const roundTrip = gpu.getWeights();
-  for (const [name, w] of Object.entries(cpu.getWeights())) assert.ok(roundTrip[name].every((v, i) => v === w[i]), `${name}: set then get is not exact`);
+  for (const [name, w] of Object.entries(cpu.getWeights()))
+    assert.ok(
+      roundTrip[name].every((v, i) => v === w[i]),
+      `${name}: set then get is not exact`,
+    );
   const before = cpu.getWeights();
   const batch = batchOf(s, 4, 42);
   await cpu.step(batch, 0.02);

@@ -93,13 +93,15 @@ export class OrtDeviceEngine implements TrainingEngine {
     if (this.maxBatch !== undefined && size > this.maxBatch) {
       throw new InputError(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`, { code: 'ERR_BATCH_SHAPE' });
     }
-    const s = this.spec.inputSize, c = this.spec.inputChannels;
+    const s = this.spec.inputSize,
+      c = this.spec.inputChannels;
     if (data.length !== size * this.imageSize) {
       throw new InputError(`batch: data has ${data.length} values, expected ${size}x${c}x${s}x${s} = ${size * this.imageSize}`, { code: 'ERR_BATCH_SHAPE' });
     }
     if (labels.length !== size) throw new InputError(`batch: ${labels.length} labels for ${size} images`, { code: 'ERR_BATCH_SHAPE' });
     const k = this.spec.numClasses;
-    for (let i = 0; i < labels.length; i++) if (!(labels[i] >= 0 && labels[i] < k)) throw new InputError(`batch: label ${labels[i]} of image ${i} is outside [0, ${k})`, { code: 'ERR_BATCH_SHAPE' });
+    for (let i = 0; i < labels.length; i++)
+      if (!(labels[i] >= 0 && labels[i] < k)) throw new InputError(`batch: label ${labels[i]} of image ${i} is outside [0, ${k})`, { code: 'ERR_BATCH_SHAPE' });
   }
 
   private batchFeeds(batch: EngineBatch): Record<string, Ort.Tensor> {
@@ -187,7 +189,10 @@ export class OrtDeviceEngine implements TrainingEngine {
         feeds[p.name] = this.weights[p.name];
         feeds[velocityName(p.name)] = this.velocities?.[p.name] ?? this.weights[p.name];
       }
-      const out = this.download.run(feeds, onDevice.map((p) => `${stateName(p.name)}.host`));
+      const out = this.download.run(
+        feeds,
+        onDevice.map((p) => `${stateName(p.name)}.host`),
+      );
       for (const p of onDevice) result[p.name] = out[`${stateName(p.name)}.host`].data as Float32Array;
     }
     return Object.fromEntries(params.map((p) => [p.name, result[p.name]]));
@@ -199,7 +204,9 @@ export class OrtDeviceEngine implements TrainingEngine {
 
   getVelocities(): NamedTensors {
     if (!this.velocities) {
-      return Object.fromEntries(this.trainGraph.params.map((p) => [p.name, this.keptVelocities ? Float32Array.from(this.keptVelocities[p.name]) : new Float32Array(sizeOf(p.shape))]));
+      return Object.fromEntries(
+        this.trainGraph.params.map((p) => [p.name, this.keptVelocities ? Float32Array.from(this.keptVelocities[p.name]) : new Float32Array(sizeOf(p.shape))]),
+      );
     }
     return this.fetch(this.velocities, velocityName);
   }
@@ -261,7 +268,11 @@ function releaseDevice(set: Record<string, Ort.Tensor> | undefined): void {
  * device-engine.test.ts fails if that changes.
  */
 export class SyncSession {
-  private readonly session: { loadModel(b: ArrayBuffer, o: number, l: number, opts: object): void; run(f: object, fe: object, o: object): Record<string, Ort.Tensor>; dispose(): void };
+  private readonly session: {
+    loadModel(b: ArrayBuffer, o: number, l: number, opts: object): void;
+    run(f: object, fe: object, o: object): Record<string, Ort.Tensor>;
+    dispose(): void;
+  };
   constructor(model: Uint8Array, options: Ort.InferenceSession.SessionOptions) {
     loadOnnxRuntime();
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -289,22 +300,32 @@ export async function createOrtDeviceEngine(
 ): Promise<OrtDeviceEngine> {
   const ort = loadOnnxRuntime();
   if (options.verbose && options.stepsPerRun !== undefined && options.stepsPerRun !== 1) {
-    process.stderr.write(`onnxruntime: webgpu runs one step per run (the WebGPU provider has no Loop kernel; the state stays on the GPU between runs instead): steps_per_run ${options.stepsPerRun} is ignored\n`);
+    process.stderr.write(
+      `onnxruntime: webgpu runs one step per run (the WebGPU provider has no Loop kernel; the state stays on the GPU between runs instead): steps_per_run ${options.stepsPerRun} is ignored\n`,
+    );
   }
   const lowering: LoweringOptions = { ...PORTABLE_LOWERING, ...options.lowering };
   const trainGraph = buildGraph(spec, 'train', options.optimizer, lowering, checkLoss({ ...DEFAULT_LOSS, ...options.loss }));
   const evalGraph = buildGraph(spec, 'eval', undefined, lowering);
-  const state = trainGraph.params.flatMap((p) => [{ name: p.name, shape: p.shape }, { name: velocityName(p.name), shape: p.shape }]);
+  const state = trainGraph.params.flatMap((p) => [
+    { name: p.name, shape: p.shape },
+    { name: velocityName(p.name), shape: p.shape },
+  ]);
   const stateOutputs = trainGraph.params.flatMap((p) => [newName(p.name), ...(trainGraph.hasVelocities ? [newName(velocityName(p.name))] : [])]);
   const t0 = Date.now();
   const trainSession = await createSession(trainGraph, {
     ...sessionOptions,
-    preferredOutputLocation: { ...Object.fromEntries(stateOutputs.map((n) => [n, 'gpu-buffer' as const])), ...Object.fromEntries(METRICS.map((m) => [m, 'cpu' as const])) },
+    preferredOutputLocation: {
+      ...Object.fromEntries(stateOutputs.map((n) => [n, 'gpu-buffer' as const])),
+      ...Object.fromEntries(METRICS.map((m) => [m, 'cpu' as const])),
+    },
   });
   const evalSession = await createSession(evalGraph, { ...sessionOptions, enableProfiling: false });
   const download = new SyncSession(downloadGraph(state), { ...sessionOptions, enableProfiling: false });
   if (options.verbose) {
-    process.stderr.write(`onnxruntime: training + evaluation graphs for ${spec.preset} ${spec.inputSize}x${spec.inputSize} on webgpu loaded in ${Date.now() - t0} ms (state kept on the GPU)\n`);
+    process.stderr.write(
+      `onnxruntime: training + evaluation graphs for ${spec.preset} ${spec.inputSize}x${spec.inputSize} on webgpu loaded in ${Date.now() - t0} ms (state kept on the GPU)\n`,
+    );
   }
   return new OrtDeviceEngine(spec, ort, trainGraph, trainSession, evalSession, download, weights, options.optimizer, options.seed, options.batchSize);
 }

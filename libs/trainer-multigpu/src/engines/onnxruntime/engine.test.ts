@@ -36,7 +36,9 @@ function weightsOf(spec: ModelSpec): NamedTensors {
 
 function assertClose(got: NamedTensors, want: NamedTensors, before: NamedTensors, what: string): void {
   for (const name of Object.keys(want)) {
-    let maxDiff = 0, maxDelta = 0, maxW = 0;
+    let maxDiff = 0,
+      maxDelta = 0,
+      maxW = 0;
     for (let i = 0; i < want[name].length; i++) {
       maxDiff = Math.max(maxDiff, Math.abs(got[name][i] - want[name][i]));
       maxDelta = Math.max(maxDelta, Math.abs(want[name][i] - before[name][i]));
@@ -68,7 +70,12 @@ test('two steps with dropout equal tfjs autodiff + sgdUpdateReference (same seed
     ({ weights, velocities } = sgdUpdateReference(weights, ref.grads, velocities, lr, DEFAULT_OPTIMIZER, roles));
     assertClose(engine.getWeights(), weights, before, `step ${i} weights`);
   }
-  assertClose(engine.getVelocities(), velocities, Object.fromEntries(Object.keys(velocities).map((k) => [k, new Float32Array(velocities[k].length)])), 'velocities');
+  assertClose(
+    engine.getVelocities(),
+    velocities,
+    Object.fromEntries(Object.keys(velocities).map((k) => [k, new Float32Array(velocities[k].length)])),
+    'velocities',
+  );
   await engine.dispose();
 });
 
@@ -102,7 +109,8 @@ test('partial batches, evaluate, and exact resume from weights + velocities + rn
 function stacked(batches: EngineBatch[]): BatchGroup {
   const data = new Float32Array(batches.reduce((n, b) => n + b.data.length, 0));
   const labels = new Int32Array(batches.reduce((n, b) => n + b.labels.length, 0));
-  let d = 0, l = 0;
+  let d = 0,
+    l = 0;
   for (const b of batches) {
     data.set(b.data, d);
     labels.set(b.labels, l);
@@ -177,7 +185,10 @@ test('devices map to execution providers; CUDA without the CUDA binaries is expl
     await engine.dispose(); // this onnxruntime-node has CUDA: nothing to explain
   } catch (err) {
     assert.equal((err as { exitCode?: number }).exitCode, 2);
-    assert.match((err as Error).message, /^cuda: (this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9|the CUDA provider did not start)/);
+    assert.match(
+      (err as Error).message,
+      /^cuda: (this onnxruntime-node has no CUDA provider — reinstall with ONNXRUNTIME_NODE_INSTALL=cuda12, needs CUDA 12 and cuDNN 9|the CUDA provider did not start)/,
+    );
     assert.doesNotMatch((err as Error).message, /\n/);
   }
 });

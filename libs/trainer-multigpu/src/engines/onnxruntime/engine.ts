@@ -188,13 +188,13 @@ export class OrtEngine implements TrainingEngine {
     if (this.maxBatch !== undefined && size > this.maxBatch) {
       throw new InputError(`batch: ${size} images, more than the engine's batchSize ${this.maxBatch}`, { code: 'ERR_BATCH_SHAPE' });
     }
-    const s = this.spec.inputSize, c = this.spec.inputChannels;
+    const s = this.spec.inputSize,
+      c = this.spec.inputChannels;
     const stacked = count > 1 ? `${count} batches of ` : '';
     if (data.length !== count * size * this.imageSize) {
-      throw new InputError(
-        `batch: data has ${data.length} values, expected ${stacked}${size}x${c}x${s}x${s} = ${count * size * this.imageSize}`,
-        { code: 'ERR_BATCH_SHAPE' },
-      );
+      throw new InputError(`batch: data has ${data.length} values, expected ${stacked}${size}x${c}x${s}x${s} = ${count * size * this.imageSize}`, {
+        code: 'ERR_BATCH_SHAPE',
+      });
     }
     if (labels.length !== count * size) throw new InputError(`batch: ${labels.length} labels for ${stacked}${size} images`, { code: 'ERR_BATCH_SHAPE' });
     const k = this.spec.numClasses;
@@ -257,7 +257,11 @@ export class OrtEngine implements TrainingEngine {
       [stepInputName('lr')]: new ort.Tensor('float32', this.lrs.subarray(0, count), [count]),
       ...this.drawMasks(count, size),
     };
-    const fetches: Record<string, Ort.Tensor | null> = { [stepMetricName('loss')]: null, [stepMetricName('top1_errors')]: null, [stepMetricName('top5_errors')]: null };
+    const fetches: Record<string, Ort.Tensor | null> = {
+      [stepMetricName('loss')]: null,
+      [stepMetricName('top1_errors')]: null,
+      [stepMetricName('top5_errors')]: null,
+    };
     // The state goes in and comes out in the same buffers (ParamBuffers says why that is safe).
     for (const p of this.trainGraph.params) {
       feeds[initialName(p.name)] = fetches[finalName(p.name)] = this.weights.tensors[p.name];
@@ -293,7 +297,9 @@ export class OrtEngine implements TrainingEngine {
   }
   getVelocities(): NamedTensors {
     if (!this.velocities) {
-      return Object.fromEntries(this.trainGraph.params.map((p) => [p.name, this.keptVelocities ? Float32Array.from(this.keptVelocities[p.name]) : new Float32Array(sizeOf(p.shape))]));
+      return Object.fromEntries(
+        this.trainGraph.params.map((p) => [p.name, this.keptVelocities ? Float32Array.from(this.keptVelocities[p.name]) : new Float32Array(sizeOf(p.shape))]),
+      );
     }
     return copyOut(this.velocities);
   }
@@ -344,10 +350,9 @@ export function checkNamed(what: string, params: ParamInfo[], values: NamedTenso
       throw new InputError(`${what}: missing parameter ${p.name} (Float32Array of shape [${p.shape.join(', ')}])`, { code: 'ERR_WEIGHTS_MISMATCH' });
     }
     if (v.length !== sizeOf(p.shape)) {
-      throw new InputError(
-        `${what}: ${p.name} has ${v.length} values, expected ${sizeOf(p.shape)} (shape [${p.shape.join(', ')}])`,
-        { code: 'ERR_WEIGHTS_MISMATCH' },
-      );
+      throw new InputError(`${what}: ${p.name} has ${v.length} values, expected ${sizeOf(p.shape)} (shape [${p.shape.join(', ')}])`, {
+        code: 'ERR_WEIGHTS_MISMATCH',
+      });
     }
   }
 }
@@ -392,9 +397,8 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
     return createOrtDeviceEngine(spec, weights, { ...options, optimizer, seed }, sessionOptions);
   }
   // NCHWc kernels are onnxruntime's CPU kernels; a GPU provider gets the portable graph.
-  const lowering: LoweringOptions = device === 'cpu'
-    ? { ...DEFAULT_LOWERING, nchwcBlock: await nchwcBlockSize(), ...options.lowering }
-    : { ...PORTABLE_LOWERING, ...options.lowering };
+  const lowering: LoweringOptions =
+    device === 'cpu' ? { ...DEFAULT_LOWERING, nchwcBlock: await nchwcBlockSize(), ...options.lowering } : { ...PORTABLE_LOWERING, ...options.lowering };
   const stepsPerRun = check.integer('stepsPerRun', options.stepsPerRun ?? 8, { min: 1 });
   const loss = checkLoss({ ...DEFAULT_LOSS, ...options.loss });
   const trainGraph = steppedTrainGraph(buildGraph(spec, 'train', optimizer, lowering, loss));
@@ -403,7 +407,9 @@ export async function createOrtEngine(spec: ModelSpec, weights: NamedTensors, op
   const trainSession = await createSession(trainGraph, sessionOptions);
   const evalSession = await createSession(evalGraph, { ...sessionOptions, enableProfiling: false });
   if (options.verbose) {
-    process.stderr.write(`onnxruntime: training + evaluation graphs for ${spec.preset} ${spec.inputSize}x${spec.inputSize} loaded in ${Date.now() - t0} ms (${sessionOptions.intraOpNumThreads} threads)\n`);
+    process.stderr.write(
+      `onnxruntime: training + evaluation graphs for ${spec.preset} ${spec.inputSize}x${spec.inputSize} loaded in ${Date.now() - t0} ms (${sessionOptions.intraOpNumThreads} threads)\n`,
+    );
   }
   return new OrtEngine(spec, trainGraph, trainSession, evalSession, weights, optimizer, seed, options.batchSize, stepsPerRun);
 }

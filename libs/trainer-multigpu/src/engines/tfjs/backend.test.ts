@@ -27,7 +27,14 @@ function fakePackage(root: string, name: string, body: string) {
 }
 
 test('without the native packages: pure-JS tfjs on the cpu backend, reported on stderr when verbose', () => {
-  const resolves = (name: string) => { try { require.resolve(name); return true; } catch { return false; } };
+  const resolves = (name: string) => {
+    try {
+      require.resolve(name);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const { out, stderr } = runChild();
   assert.equal(out.sum, 3);
   if (resolves('@tensorflow/tfjs-node-gpu') || resolves('@tensorflow/tfjs-node')) {

@@ -36,7 +36,9 @@ export function loadTfjs(options: LoadTfjsOptions = {}): Promise<LoadedTfjs> {
       if (options.verbose) process.stderr.write(`tfjs: using ${result.packageName} (backend ${result.backend})\n`);
       return result;
     });
-    loaded.catch(() => { loaded = undefined; }); // a failed load may be retried
+    loaded.catch(() => {
+      loaded = undefined;
+    }); // a failed load may be retried
   }
   return loaded;
 }

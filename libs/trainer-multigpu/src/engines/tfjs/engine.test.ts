@@ -24,13 +24,37 @@ type ParamRole = ParamInfo['role'];
  * → fc → ReLU → dropout → fc. 207 parameters.
  */
 const tinySpec: ModelSpec = {
-  specVersion: 1, preset: 'theano-alexnet', inputChannels: 3, inputSize: 9, numClasses: 4,
+  specVersion: 1,
+  preset: 'theano-alexnet',
+  inputChannels: 3,
+  inputSize: 9,
+  numClasses: 4,
   layers: [
-    { kind: 'conv', name: 'conv1', outChannels: 4, kernel: 3, stride: 2, pad: 1, group: 1, weightInit: { dist: 'normal', std: 0.3 }, biasInit: { dist: 'normal', std: 0.1 } },
+    {
+      kind: 'conv',
+      name: 'conv1',
+      outChannels: 4,
+      kernel: 3,
+      stride: 2,
+      pad: 1,
+      group: 1,
+      weightInit: { dist: 'normal', std: 0.3 },
+      biasInit: { dist: 'normal', std: 0.1 },
+    },
     { kind: 'relu', name: 'relu1' },
     { kind: 'maxpool', name: 'pool1', kernel: 3, stride: 2, pad: 0 },
     { kind: 'lrn', name: 'norm1', size: 3, alpha: 1.5, beta: 0.75, bias: 1 },
-    { kind: 'conv', name: 'conv2', outChannels: 4, kernel: 2, stride: 1, pad: 0, group: 2, weightInit: { dist: 'normal', std: 0.5 }, biasInit: { dist: 'normal', std: 0.1 } },
+    {
+      kind: 'conv',
+      name: 'conv2',
+      outChannels: 4,
+      kernel: 2,
+      stride: 1,
+      pad: 0,
+      group: 2,
+      weightInit: { dist: 'normal', std: 0.5 },
+      biasInit: { dist: 'normal', std: 0.1 },
+    },
     { kind: 'relu', name: 'relu2' },
     { kind: 'flatten', name: 'flatten' },
     { kind: 'fc', name: 'fc1', outFeatures: 6, weightInit: { dist: 'normal', std: 0.5 }, biasInit: { dist: 'normal', std: 0.1 } },
@@ -79,14 +103,19 @@ test('autodiff gradients (through conv, pool, LRN, grouped conv, fc, dropout) ma
     const fd = new Float64Array(w64[p.name].length);
     for (let i = 0; i < fd.length; i++) {
       const saved = w64[p.name][i];
-      w64[p.name][i] = saved + h; const up = loss();
-      w64[p.name][i] = saved - h; const down = loss();
+      w64[p.name][i] = saved + h;
+      const up = loss();
+      w64[p.name][i] = saved - h;
+      const down = loss();
       w64[p.name][i] = saved;
       fd[i] = (up - down) / (2 * h);
     }
     const err = maxRelativeError(tfResult.grads[p.name], fd);
     assert.ok(err < 1e-4, `${p.name}: max error ${err} of max |grad|`);
-    assert.ok(fd.some((v) => Math.abs(v) > 1e-4), `${p.name}: gradient is ~0, the check would be vacuous`);
+    assert.ok(
+      fd.some((v) => Math.abs(v) > 1e-4),
+      `${p.name}: gradient is ~0, the check would be vacuous`,
+    );
   }
 });
 
@@ -102,19 +131,25 @@ test('sgdUpdateReference: hand-computed momentum, Nesterov and plain SGD steps',
   // momentum: g' = 0.5 + 0.01·2 = 0.52; v = 0.09 − 0.052 = 0.038; W = 2.038
   //           bias: v = 0.09 − 0.2·0.5 = −0.01; b = 0.99
   let u = sgdUpdateReference(w, g, v, 0.1, base, r);
-  close(u.velocities.a[0], 0.038); close(u.weights.a[0], 2.038);
-  close(u.velocities.b[0], -0.01); close(u.weights.b[0], 0.99);
+  close(u.velocities.a[0], 0.038);
+  close(u.weights.a[0], 2.038);
+  close(u.velocities.b[0], -0.01);
+  close(u.weights.b[0], 0.99);
 
   // Nesterov (seed): v = 0.81·0.1 − 1.9·0.1·0.52 = 0.081 − 0.0988 = −0.0178; W = 1.9822
   //           bias: v = 0.081 − 1.9·0.2·0.5 = −0.109; b = 0.891
   u = sgdUpdateReference(w, g, v, 0.1, { ...base, nesterov: true }, r);
-  close(u.velocities.a[0], -0.0178); close(u.weights.a[0], 1.9822);
-  close(u.velocities.b[0], -0.109); close(u.weights.b[0], 0.891);
+  close(u.velocities.a[0], -0.0178);
+  close(u.weights.a[0], 1.9822);
+  close(u.velocities.b[0], -0.109);
+  close(u.weights.b[0], 0.891);
 
   // plain SGD: W = 2 − 0.1·0.52 = 1.948; b = 1 − 0.2·0.5 = 0.9; velocities unchanged
   u = sgdUpdateReference(w, g, v, 0.1, { ...base, useMomentum: false }, r);
-  close(u.weights.a[0], 1.948); close(u.weights.b[0], 0.9);
-  close(u.velocities.a[0], 0.1); close(u.velocities.b[0], 0.1);
+  close(u.weights.a[0], 1.948);
+  close(u.weights.b[0], 0.9);
+  close(u.velocities.a[0], 0.1);
+  close(u.velocities.b[0], 0.1);
   assert.equal(w.a[0], 2); // inputs untouched
 });
 
@@ -135,7 +170,8 @@ for (const [label, optimizer] of [
 
     const ref = await tfGradients(w0, batch, new Rng(rngState as never)); // the same dropout draws
     const want = sgdUpdateReference(w0, ref.grads, v0, lr, optimizer, roles);
-    const gotW = engine.getWeights(), gotV = engine.getVelocities();
+    const gotW = engine.getWeights(),
+      gotV = engine.getVelocities();
     for (const name of Object.keys(roles)) {
       // float32 tfjs ops vs float64-then-rounded: a few ulps of the values involved.
       assert.ok(maxRelativeError(gotW[name], want.weights[name]) < 1e-6, `${name} weights`);
@@ -165,7 +201,8 @@ test('evaluate: no dropout, no update, deterministic, equals the naive forward',
   const engine = await createTfjsEngine(tinySpec, w, { optimizer: DEFAULT_OPTIMIZER, seed: 11 });
   const batch = tinyBatch(12);
   const rng = engine.getRngState();
-  const a = await engine.evaluate(batch), b = await engine.evaluate(batch);
+  const a = await engine.evaluate(batch),
+    b = await engine.evaluate(batch);
   assert.deepEqual(a, b);
   assert.deepEqual(engine.getRngState(), rng); // no masks drawn
   assert.deepEqual(engine.getWeights(), w);
@@ -203,7 +240,7 @@ test('weights, velocities and RNG state: copies in and out; same state, same ste
   await assert.rejects(a.evaluate(batch), /after dispose/);
 });
 
-test('top-k error counts: k = min(5, numClasses), ties in the label\'s favour', () => {
+test("top-k error counts: k = min(5, numClasses), ties in the label's favour", () => {
   // 2 images, 6 classes
   const logits = [0, 1, 2, 3, 4, 5, /**/ 5, 5, 1, 1, 1, 1];
   assert.equal(countTopKErrors(logits, [5, 0], 6, 1), 0);

@@ -42,7 +42,6 @@ export async function createTfjsEngine(spec: ModelSpec, weights: NamedTensors, o
   return new TfjsEngine(tf, backend, spec, weights, optimizer, options.seed, loss);
 }
 
-
 class TfjsEngine implements TrainingEngine {
   readonly name: string;
   private readonly params: Record<string, tfjs.Variable> = {};
@@ -52,7 +51,15 @@ class TfjsEngine implements TrainingEngine {
   private rng: Rng;
   private disposed = false;
 
-  constructor(private readonly tf: Tf, backend: string, readonly spec: ModelSpec, weights: NamedTensors, private readonly optimizer: OptimizerConfig, seed: number, private readonly loss: LossConfig = DEFAULT_LOSS) {
+  constructor(
+    private readonly tf: Tf,
+    backend: string,
+    readonly spec: ModelSpec,
+    weights: NamedTensors,
+    private readonly optimizer: OptimizerConfig,
+    seed: number,
+    private readonly loss: LossConfig = DEFAULT_LOSS,
+  ) {
     this.name = `tfjs-${backend}`;
     this.rng = new Rng(seed);
     const initial = weightsToTensors(tf, spec, weights); // validates names and sizes
@@ -70,13 +77,13 @@ class TfjsEngine implements TrainingEngine {
     const { inputChannels: c, inputSize: s, numClasses } = this.spec;
     check.integer('batch.size', batch.size, { min: 1 });
     if (batch.data.length !== batch.size * c * s * s) {
-      throw new InputError(
-        `batch: ${batch.data.length} values for ${batch.size} images of ${c}x${s}x${s} (expected ${batch.size * c * s * s})`,
-        { code: 'ERR_BATCH_SHAPE' },
-      );
+      throw new InputError(`batch: ${batch.data.length} values for ${batch.size} images of ${c}x${s}x${s} (expected ${batch.size * c * s * s})`, {
+        code: 'ERR_BATCH_SHAPE',
+      });
     }
     if (batch.labels.length !== batch.size) throw new InputError(`batch: ${batch.labels.length} labels for ${batch.size} images`, { code: 'ERR_BATCH_SHAPE' });
-    for (const label of batch.labels) if (!(label >= 0 && label < numClasses)) throw new InputError(`batch: label ${label} outside 0..${numClasses - 1}`, { code: 'ERR_BATCH_SHAPE' });
+    for (const label of batch.labels)
+      if (!(label >= 0 && label < numClasses)) throw new InputError(`batch: label ${label} outside 0..${numClasses - 1}`, { code: 'ERR_BATCH_SHAPE' });
     return this.tf.tensor4d(batch.data, [batch.size, c, s, s], 'float32');
   }
 
@@ -95,13 +102,19 @@ class TfjsEngine implements TrainingEngine {
     check.number('lr', lr, { min: 0 });
     const tf = this.tf;
     const x = this.input(batch);
-    const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, { training: true, rng: this.rng, labelSmoothing: this.loss.labelSmoothing });
+    const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, this.spec, this.params, x, batch.labels, {
+      training: true,
+      rng: this.rng,
+      labelSmoothing: this.loss.labelSmoothing,
+    });
     const lossValue = (await loss.data())[0];
     const logitValues = await logits.data();
     const o = this.optimizer;
     tf.tidy(() => {
       for (const name of Object.keys(this.params)) {
-        const w = this.params[name], v = this.velocities[name], g = grads[name];
+        const w = this.params[name],
+          v = this.velocities[name],
+          g = grads[name];
         const isWeight = this.roles[name] === 'weight';
         const lrHere = isWeight ? lr : o.biasLrMultiplier * lr;
         const gEff = isWeight && o.weightDecay !== 0 ? tf.add(g, tf.mul(w, o.weightDecay)) : g;
@@ -135,10 +148,18 @@ class TfjsEngine implements TrainingEngine {
     return this.metrics(lossValue, logitValues, batch);
   }
 
-  getWeights(): NamedTensors { return this.read(this.params); }
-  setWeights(weights: NamedTensors): void { this.write(this.params, weights, 'setWeights'); }
-  getVelocities(): NamedTensors { return this.read(this.velocities); }
-  setVelocities(velocities: NamedTensors): void { this.write(this.velocities, velocities, 'setVelocities'); }
+  getWeights(): NamedTensors {
+    return this.read(this.params);
+  }
+  setWeights(weights: NamedTensors): void {
+    this.write(this.params, weights, 'setWeights');
+  }
+  getVelocities(): NamedTensors {
+    return this.read(this.velocities);
+  }
+  setVelocities(velocities: NamedTensors): void {
+    this.write(this.velocities, velocities, 'setVelocities');
+  }
 
   private read(vars: Record<string, tfjs.Variable>): NamedTensors {
     this.checkAlive();
@@ -154,10 +175,9 @@ class TfjsEngine implements TrainingEngine {
       const size = this.shapes[name].reduce((a, b) => a * b, 1);
       if (!values[name]) throw new InputError(`${what}: missing ${name}`, { code: 'ERR_WEIGHTS_MISMATCH' });
       if (values[name].length !== size) {
-        throw new InputError(
-          `${what}: ${name} has ${values[name].length} values, expected ${size} (shape [${this.shapes[name].join(', ')}])`,
-          { code: 'ERR_WEIGHTS_MISMATCH' },
-        );
+        throw new InputError(`${what}: ${name} has ${values[name].length} values, expected ${size} (shape [${this.shapes[name].join(', ')}])`, {
+          code: 'ERR_WEIGHTS_MISMATCH',
+        });
       }
     }
     for (const [name, v] of Object.entries(vars)) {
@@ -168,11 +188,19 @@ class TfjsEngine implements TrainingEngine {
     }
   }
 
-  getRngState(): RngState { return this.rng.state(); }
+  getRngState(): RngState {
+    return this.rng.state();
+  }
 
   setRngState(state: unknown): void {
     const s = state as RngState;
-    if (!s || !Array.isArray(s.s) || s.s.length !== 4 || !s.s.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32) || !(s.spareNormal === null || typeof s.spareNormal === 'number')) {
+    if (
+      !s ||
+      !Array.isArray(s.s) ||
+      s.s.length !== 4 ||
+      !s.s.every((x) => Number.isInteger(x) && x >= 0 && x < 2 ** 32) ||
+      !(s.spareNormal === null || typeof s.spareNormal === 'number')
+    ) {
       throw new InvalidParameterError('state', '{ s: [4 uint32], spareNormal: number | null } (from getRngState)', state);
     }
     this.rng = new Rng(s);

@@ -22,7 +22,14 @@ function specOf(inputChannels: number, inputSize: number, layers: LayerSpec[], n
   return { specVersion: 1, preset: 'theano-alexnet', inputChannels, inputSize, numClasses, layers };
 }
 
-async function runForward(spec: ModelSpec, weights: Record<string, Float32Array>, input: Float32Array, n: number, training = false, masks?: Record<string, Float32Array>) {
+async function runForward(
+  spec: ModelSpec,
+  weights: Record<string, Float32Array>,
+  input: Float32Array,
+  n: number,
+  training = false,
+  masks?: Record<string, Float32Array>,
+) {
   const { tf } = await loadTfjs();
   const params = weightsToTensors(tf, spec, weights);
   const x = tf.tensor4d(input, [n, spec.inputChannels, spec.inputSize, spec.inputSize]);
@@ -47,7 +54,17 @@ const convCases = [
 for (const cc of convCases) {
   test(`conv (${cc.name}) equals a naive convolution loop`, async () => {
     const spec = specOf(cc.c, cc.size, [
-      { kind: 'conv', name: 'c', outChannels: cc.out, kernel: cc.k, stride: cc.s, pad: cc.p, group: cc.g, weightInit: { dist: 'normal', std: 1 }, biasInit: { dist: 'normal', std: 1 } },
+      {
+        kind: 'conv',
+        name: 'c',
+        outChannels: cc.out,
+        kernel: cc.k,
+        stride: cc.s,
+        pad: cc.p,
+        group: cc.g,
+        weightInit: { dist: 'normal', std: 1 },
+        biasInit: { dist: 'normal', std: 1 },
+      },
       { kind: 'flatten', name: 'f' },
     ]);
     const rng = new Rng(11);
@@ -55,7 +72,16 @@ for (const cc of convCases) {
     const input = randomArray(rng, n * cc.c * cc.size * cc.size);
     const w = initWeightsForTest(spec, 5);
     const got = await runForward(spec, w, input, n);
-    const want = conv2dNaive({ data: Float64Array.from(input), shape: [n, cc.c, cc.size, cc.size] }, w['c.weight'], w['c.bias'], cc.out, cc.k, cc.s, cc.p, cc.g);
+    const want = conv2dNaive(
+      { data: Float64Array.from(input), shape: [n, cc.c, cc.size, cc.size] },
+      w['c.weight'],
+      w['c.bias'],
+      cc.out,
+      cc.k,
+      cc.s,
+      cc.p,
+      cc.g,
+    );
     assert.deepEqual(got.shape, [n, want.data.length / n]); // flatten of NCHW
     assert.ok(maxRelativeError(got.data, want.data) < OP_TOLERANCE, `rel err ${maxRelativeError(got.data, want.data)}`);
   });
@@ -64,7 +90,17 @@ for (const cc of convCases) {
 test('grouped conv: output block j depends only on input block j', async () => {
   // Hand case: 2 input channels, group 2, 1x1 kernels w = [2, 3], bias [0, 0]: y0 = 2·x0, y1 = 3·x1.
   const spec = specOf(2, 1, [
-    { kind: 'conv', name: 'c', outChannels: 2, kernel: 1, stride: 1, pad: 0, group: 2, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } },
+    {
+      kind: 'conv',
+      name: 'c',
+      outChannels: 2,
+      kernel: 1,
+      stride: 1,
+      pad: 0,
+      group: 2,
+      weightInit: { dist: 'constant', value: 0 },
+      biasInit: { dist: 'constant', value: 0 },
+    },
     { kind: 'flatten', name: 'f' },
   ]);
   const got = await runForward(spec, { 'c.weight': Float32Array.of(2, 3), 'c.bias': Float32Array.of(0, 0) }, Float32Array.of(5, 7), 1);
@@ -73,7 +109,10 @@ test('grouped conv: output block j depends only on input block j', async () => {
 
 for (const pad of [0, 1]) {
   test(`maxpool 3x3/2 (overlapping, pad ${pad}) equals a naive loop`, async () => {
-    const spec = specOf(3, 9, [{ kind: 'maxpool', name: 'p', kernel: 3, stride: 2, pad }, { kind: 'flatten', name: 'f' }]);
+    const spec = specOf(3, 9, [
+      { kind: 'maxpool', name: 'p', kernel: 3, stride: 2, pad },
+      { kind: 'flatten', name: 'f' },
+    ]);
     const n = 2;
     // negative values too, so that −∞ (not 0) padding matters when pad > 0
     const input = randomArray(new Rng(3), n * 3 * 81);
@@ -85,7 +124,10 @@ for (const pad of [0, 1]) {
 }
 
 test('maxpool hand case: 4x4 → 1x1 windows overlap at the middle row/column', async () => {
-  const spec = specOf(1, 5, [{ kind: 'maxpool', name: 'p', kernel: 3, stride: 2, pad: 0 }, { kind: 'flatten', name: 'f' }]);
+  const spec = specOf(1, 5, [
+    { kind: 'maxpool', name: 'p', kernel: 3, stride: 2, pad: 0 },
+    { kind: 'flatten', name: 'f' },
+  ]);
   // 5x5 input 0..24: windows at (0,0), (0,2), (2,0), (2,2); each max is its bottom-right corner
   const input = Float32Array.from({ length: 25 }, (_, i) => i);
   const got = await runForward(spec, {}, input, 1);
@@ -94,7 +136,10 @@ test('maxpool hand case: 4x4 → 1x1 windows overlap at the middle row/column', 
 
 test('LRN hand case: size 3, alpha 3, beta 1, bias 1 on channels [1, 2, 3]', async () => {
   // y_c = x_c / (1 + 3/3 · Σ_{window} x²): windows {0,1}, {0,1,2}, {1,2}: 1/(1+5), 2/(1+14), 3/(1+13)
-  const spec = specOf(3, 1, [{ kind: 'lrn', name: 'n', size: 3, alpha: 3, beta: 1, bias: 1 }, { kind: 'flatten', name: 'f' }]);
+  const spec = specOf(3, 1, [
+    { kind: 'lrn', name: 'n', size: 3, alpha: 3, beta: 1, bias: 1 },
+    { kind: 'flatten', name: 'f' },
+  ]);
   const got = await runForward(spec, {}, Float32Array.of(1, 2, 3), 1);
   const want = [1 / 6, 2 / 15, 3 / 14];
   assert.ok(maxRelativeError(got.data, want) < OP_TOLERANCE, `${Array.from(got.data)} vs ${want}`);
@@ -117,7 +162,10 @@ test("LRN with the seed's constants is x / (2 + 1e-4 Σ x²)^0.75 (α not divide
 });
 
 test('LRN (size 5, AlexNet-like values) equals the closed form by loops', async () => {
-  const spec = specOf(8, 3, [{ kind: 'lrn', name: 'n', size: 5, alpha: 1e-2, beta: 0.75, bias: 1 }, { kind: 'flatten', name: 'f' }]);
+  const spec = specOf(8, 3, [
+    { kind: 'lrn', name: 'n', size: 5, alpha: 1e-2, beta: 0.75, bias: 1 },
+    { kind: 'flatten', name: 'f' },
+  ]);
   const n = 2;
   const input = randomArray(new Rng(4), n * 8 * 9, 10);
   const got = await runForward(spec, {}, input, n);
@@ -134,11 +182,20 @@ test('flatten is channel-major (C, H, W), as an NCHW reshape', async () => {
 });
 
 test('fc is x·Wᵀ + b with W [out, in]', async () => {
-  const spec = specOf(1, 2, [{ kind: 'flatten', name: 'f' }, { kind: 'fc', name: 'fc', outFeatures: 2, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } }]);
+  const spec = specOf(1, 2, [
+    { kind: 'flatten', name: 'f' },
+    { kind: 'fc', name: 'fc', outFeatures: 2, weightInit: { dist: 'constant', value: 0 }, biasInit: { dist: 'constant', value: 0 } },
+  ]);
   // x = [1, 2, 3, 4]; W rows [1, 0, 0, 0] and [0, 1, 1, 1]; b = [10, 20] → [11, 29]
-  const got = await runForward(spec, { 'fc.weight': Float32Array.of(1, 0, 0, 0, 0, 1, 1, 1), 'fc.bias': Float32Array.of(10, 20) }, Float32Array.of(1, 2, 3, 4), 1);
+  const got = await runForward(
+    spec,
+    { 'fc.weight': Float32Array.of(1, 0, 0, 0, 0, 1, 1, 1), 'fc.bias': Float32Array.of(10, 20) },
+    Float32Array.of(1, 2, 3, 4),
+    1,
+  );
   assert.deepEqual(Array.from(got.data), [11, 29]);
-  const w = randomArray(new Rng(2), 3 * 4), b = randomArray(new Rng(3), 3);
+  const w = randomArray(new Rng(2), 3 * 4),
+    b = randomArray(new Rng(3), 3);
   const spec3 = { ...spec, layers: [spec.layers[0], { ...spec.layers[1], outFeatures: 3 } as LayerSpec] };
   const got3 = await runForward(spec3, { 'fc.weight': w, 'fc.bias': b }, Float32Array.of(1, 2, 3, 4), 1);
   assert.ok(maxRelativeError(got3.data, fcNaive({ data: Float64Array.of(1, 2, 3, 4), shape: [1, 4] }, w, b, 3).data) < OP_TOLERANCE);
@@ -167,7 +224,10 @@ test('dropout: identity when not training; x·mask/(1−p) with a given mask; se
   };
   // The drawn mask is drawDropoutMask(rng) for the same seed: the documented draw order.
   const expectMask = drawDropoutMask(new Rng(8), [1, 4], 0.75);
-  assert.deepEqual(draw(8), Array.from(x, (v, i) => v * expectMask[i] * 4));
+  assert.deepEqual(
+    draw(8),
+    Array.from(x, (v, i) => v * expectMask[i] * 4),
+  );
   assert.deepEqual(draw(8), draw(8));
   assert.throws(() => tfjsForward(tf, spec, params, input, { training: true }), /needs dropoutMasks\.d or an rng/);
   tf.dispose([input, ...Object.values(params)]);

@@ -100,7 +100,15 @@ function applyLayer(tf: Tf, layer: LayerSpec, x: tfjs.Tensor, weights: TfParams,
       const w = param(weights, `${layer.name}.weight`); // OIHW [out, in/g, kh, kw]
       const b = param(weights, `${layer.name}.bias`); // [out]
       const wHwio = tf.transpose(w, [2, 3, 1, 0]) as tfjs.Tensor4D; // [kh, kw, in/g, out]
-      const padded = layer.pad > 0 ? tf.pad(x4, [[0, 0], [layer.pad, layer.pad], [layer.pad, layer.pad], [0, 0]]) : x4; // zero padding
+      const padded =
+        layer.pad > 0
+          ? tf.pad(x4, [
+              [0, 0],
+              [layer.pad, layer.pad],
+              [layer.pad, layer.pad],
+              [0, 0],
+            ])
+          : x4; // zero padding
       const xs = layer.group === 1 ? [padded] : tf.split(padded, layer.group, 3);
       const ws = layer.group === 1 ? [wHwio] : tf.split(wHwio, layer.group, 3);
       const ys = xs.map((xg, g) => tf.conv2d(xg as tfjs.Tensor4D, ws[g] as tfjs.Tensor4D, layer.stride, 'valid'));
@@ -113,7 +121,19 @@ function applyLayer(tf: Tf, layer: LayerSpec, x: tfjs.Tensor, weights: TfParams,
       // Floor-mode output size; padding (if any) with −∞ so that it never wins the max, as
       // ONNX MaxPool's pads do.
       const x4 = x as tfjs.Tensor4D;
-      const padded = layer.pad > 0 ? tf.pad(x4, [[0, 0], [layer.pad, layer.pad], [layer.pad, layer.pad], [0, 0]], -Infinity) : x4;
+      const padded =
+        layer.pad > 0
+          ? tf.pad(
+              x4,
+              [
+                [0, 0],
+                [layer.pad, layer.pad],
+                [layer.pad, layer.pad],
+                [0, 0],
+              ],
+              -Infinity,
+            )
+          : x4;
       return tf.maxPool(padded, layer.kernel, layer.stride, 'valid');
     }
     case 'lrn': {

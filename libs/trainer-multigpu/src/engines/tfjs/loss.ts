@@ -38,7 +38,14 @@ export interface TfjsLossAndGradients {
  * ONNX training graph's backward is tested against. With `training: true`, dropout masks come
  * from `options.dropoutMasks` or are drawn from `options.rng` (as the engine does).
  */
-export function tfjsLossAndGradients(tf: Tf, spec: ModelSpec, params: TfParams, input: tfjs.Tensor4D, labels: Int32Array, options: TfjsLossOptions): TfjsLossAndGradients {
+export function tfjsLossAndGradients(
+  tf: Tf,
+  spec: ModelSpec,
+  params: TfParams,
+  input: tfjs.Tensor4D,
+  labels: Int32Array,
+  options: TfjsLossOptions,
+): TfjsLossAndGradients {
   const { loss, logits, grads } = tfjsLossAndGradientTensors(tf, spec, params, input, labels, options);
   const out: TfjsLossAndGradients = { loss: loss.dataSync()[0], logits: Float32Array.from(logits.dataSync()), grads: {} };
   for (const [name, g] of Object.entries(grads)) out.grads[name] = Float32Array.from(g.dataSync());
@@ -52,23 +59,36 @@ export interface TfjsLossOptions extends TfjsForwardOptions {
 }
 
 /** As `tfjsLossAndGradients`, leaving everything as tensors (the caller disposes them). */
-export function tfjsLossAndGradientTensors(tf: Tf, spec: ModelSpec, params: TfParams, input: tfjs.Tensor4D, labels: Int32Array, options: TfjsLossOptions): { loss: tfjs.Scalar; logits: tfjs.Tensor2D; grads: TfParams } {
+export function tfjsLossAndGradientTensors(
+  tf: Tf,
+  spec: ModelSpec,
+  params: TfParams,
+  input: tfjs.Tensor4D,
+  labels: Int32Array,
+  options: TfjsLossOptions,
+): { loss: tfjs.Scalar; logits: tfjs.Tensor2D; grads: TfParams } {
   const names = parameterList(spec).map((p) => p.name);
   let logits: tfjs.Tensor2D | undefined;
   const f = (...ps: tfjs.Tensor[]): tfjs.Scalar => {
     const byName: TfParams = {};
-    names.forEach((n, i) => { byName[n] = ps[i]; });
+    names.forEach((n, i) => {
+      byName[n] = ps[i];
+    });
     const y = tfjsForward(tf, spec, byName, input, options);
     logits = tf.keep(y);
     return tfjsSoftmaxCrossEntropy(tf, y, labels, options.labelSmoothing ?? 0);
   };
-  const { value, grads } = tf.valueAndGrads(f)(names.map((n) => {
-    const p = params[n];
-    if (!p) throw new Error(`tfjsLossAndGradients: missing parameter ${n}`);
-    return p;
-  }));
+  const { value, grads } = tf.valueAndGrads(f)(
+    names.map((n) => {
+      const p = params[n];
+      if (!p) throw new Error(`tfjsLossAndGradients: missing parameter ${n}`);
+      return p;
+    }),
+  );
   const out: TfParams = {};
-  names.forEach((n, i) => { out[n] = grads[i]; });
+  names.forEach((n, i) => {
+    out[n] = grads[i];
+  });
   return { loss: value, logits: logits!, grads: out };
 }
 
@@ -80,7 +100,10 @@ export function countTopKErrors(logits: ArrayLike<number>, labels: ArrayLike<num
   let errors = 0;
   for (let i = 0; i < labels.length; i++) {
     const own = logits[i * numClasses + labels[i]];
-    if (Number.isNaN(own)) { errors++; continue; } // a diverged net is wrong, not right
+    if (Number.isNaN(own)) {
+      errors++;
+      continue;
+    } // a diverged net is wrong, not right
     let higher = 0;
     for (let j = 0; j < numClasses; j++) if (logits[i * numClasses + j] > own) higher++;
     if (higher >= k) errors++;

@@ -8,13 +8,17 @@ import { Rng } from '@alexnet-stream/core';
 import { type ModelSpec, parameterList, type InitRule } from '@alexnet-stream/model-alexnet';
 
 export type Arr = Float64Array | Float32Array;
-export interface Act { data: Float64Array; shape: number[] } // NCHW or [N, F]
+export interface Act {
+  data: Float64Array;
+  shape: number[];
+} // NCHW or [N, F]
 
 export function conv2dNaive(x: Act, w: Arr, b: Arr, outChannels: number, kernel: number, stride: number, pad: number, group: number): Act {
   const [n, c, h, wd] = x.shape;
   const oh = Math.floor((h + 2 * pad - kernel) / stride) + 1;
   const ow = Math.floor((wd + 2 * pad - kernel) / stride) + 1;
-  const cinG = c / group, coutG = outChannels / group;
+  const cinG = c / group,
+    coutG = outChannels / group;
   const out = new Float64Array(n * outChannels * oh * ow);
   for (let ni = 0; ni < n; ni++)
     for (let o = 0; o < outChannels; o++) {
@@ -51,7 +55,8 @@ export function maxPoolNaive(x: Act, kernel: number, stride: number, pad: number
         let m = -Infinity;
         for (let ky = 0; ky < kernel; ky++)
           for (let kx = 0; kx < kernel; kx++) {
-            const iy = y * stride - pad + ky, ix = xo * stride - pad + kx;
+            const iy = y * stride - pad + ky,
+              ix = xo * stride - pad + kx;
             if (iy < 0 || iy >= h || ix < 0 || ix >= wd) continue; // padding never wins
             m = Math.max(m, x.data[(p * h + iy) * wd + ix]);
           }
@@ -65,7 +70,8 @@ export function lrnNaive(x: Act, size: number, alpha: number, beta: number, bias
   const [n, c, h, wd] = x.shape;
   const hw = h * wd;
   const out = new Float64Array(x.data.length);
-  const lo = Math.floor((size - 1) / 2), hi = Math.ceil((size - 1) / 2);
+  const lo = Math.floor((size - 1) / 2),
+    hi = Math.ceil((size - 1) / 2);
   for (let ni = 0; ni < n; ni++)
     for (let ci = 0; ci < c; ci++)
       for (let p = 0; p < hw; p++) {
@@ -94,12 +100,24 @@ export function naiveForward(spec: ModelSpec, weights: Record<string, Arr>, inpu
   let x: Act = { data: Float64Array.from(input), shape: [n, spec.inputChannels, spec.inputSize, spec.inputSize] };
   for (const l of spec.layers) {
     switch (l.kind) {
-      case 'conv': x = conv2dNaive(x, weights[`${l.name}.weight`], weights[`${l.name}.bias`], l.outChannels, l.kernel, l.stride, l.pad, l.group); break;
-      case 'relu': x = { data: x.data.map((v) => (Math.max(v , 0))), shape: x.shape }; break;
-      case 'maxpool': x = maxPoolNaive(x, l.kernel, l.stride, l.pad); break;
-      case 'lrn': x = lrnNaive(x, l.size, l.alpha, l.beta, l.bias); break;
-      case 'flatten': x = { data: x.data, shape: [x.shape[0], x.data.length / x.shape[0]] }; break; // NCHW memory order
-      case 'fc': x = fcNaive(x, weights[`${l.name}.weight`], weights[`${l.name}.bias`], l.outFeatures); break;
+      case 'conv':
+        x = conv2dNaive(x, weights[`${l.name}.weight`], weights[`${l.name}.bias`], l.outChannels, l.kernel, l.stride, l.pad, l.group);
+        break;
+      case 'relu':
+        x = { data: x.data.map((v) => Math.max(v, 0)), shape: x.shape };
+        break;
+      case 'maxpool':
+        x = maxPoolNaive(x, l.kernel, l.stride, l.pad);
+        break;
+      case 'lrn':
+        x = lrnNaive(x, l.size, l.alpha, l.beta, l.bias);
+        break;
+      case 'flatten':
+        x = { data: x.data, shape: [x.shape[0], x.data.length / x.shape[0]] };
+        break; // NCHW memory order
+      case 'fc':
+        x = fcNaive(x, weights[`${l.name}.weight`], weights[`${l.name}.bias`], l.outFeatures);
+        break;
       case 'dropout': {
         const m = masks?.[l.name];
         if (m) x = { data: x.data.map((v, i) => (v * m[i]) / (1 - l.rate)), shape: x.shape };
@@ -155,7 +173,8 @@ export function randomArray(rng: Rng, size: number, scale = 1): Float32Array {
 
 /** max |a − b| / max(max |b|, floor): one relative measure for a whole tensor. */
 export function maxRelativeError(a: ArrayLike<number>, b: ArrayLike<number>, floor = 1e-12): number {
-  let maxDiff = 0, maxRef = floor;
+  let maxDiff = 0,
+    maxRef = floor;
   for (let i = 0; i < b.length; i++) {
     maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
     maxRef = Math.max(maxRef, Math.abs(b[i]));

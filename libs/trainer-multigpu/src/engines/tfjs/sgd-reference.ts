@@ -42,9 +42,12 @@ export function sgdUpdateReference(
   const out: SgdUpdate = { weights: {}, velocities: {} };
   const mu = optimizer.momentum;
   for (const [name, role] of Object.entries(paramRoles)) {
-    const w = weights[name], g = grads[name], v = velocities[name];
+    const w = weights[name],
+      g = grads[name],
+      v = velocities[name];
     if (!w || !g || !v) throw new Error(`sgdUpdateReference: ${name} missing from ${!w ? 'weights' : !g ? 'grads' : 'velocities'}`);
-    if (g.length !== w.length || v.length !== w.length) throw new Error(`sgdUpdateReference: ${name}: sizes differ (weights ${w.length}, grads ${g.length}, velocities ${v.length})`);
+    if (g.length !== w.length || v.length !== w.length)
+      throw new Error(`sgdUpdateReference: ${name}: sizes differ (weights ${w.length}, grads ${g.length}, velocities ${v.length})`);
     const decay = role === 'weight' ? optimizer.weightDecay : 0;
     const lrHere = role === 'weight' ? lr : optimizer.biasLrMultiplier * lr;
     const newW = new Float32Array(w.length);
