@@ -46,9 +46,12 @@ function runIsolated(args: string[]) {
   // ORT_DISABLE_TELEMETRY is removed from the environment: the program itself must set it.
   const parentEnv = { ...process.env };
   delete parentEnv.ORT_DISABLE_TELEMETRY;
+  const startedMs = Date.now();
   const r = spawnSync(process.execPath, [CLI, ...args], { cwd, encoding: 'utf8', env: { ...parentEnv, ...env, ALEXNET_STREAM_PROGRESS: '0' } });
   const written = Object.entries(dirs).flatMap(([name, dir]) => listAll(dir).map((p) => `${name}/${p}`));
-  const strayLog = ['/tmp', tmpdir()].map((d) => join(d, `mat-debug-${r.pid}.log`)).filter((p) => existsSync(p));
+  // A log of this pid written during this run: a stale file of an earlier process that had the
+  // same pid (pids are reused) is not this run's. 1 s of slack for coarse file timestamps.
+  const strayLog = ['/tmp', tmpdir()].map((d) => join(d, `mat-debug-${r.pid}.log`)).filter((p) => existsSync(p) && statSync(p).mtimeMs >= startedMs - 1000);
   return { r, written, strayLog };
 }
 
