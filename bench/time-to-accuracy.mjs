@@ -102,17 +102,31 @@ function run(command, args, { env = process.env, onLine } = {}) {
 }
 
 /** Train with the project's CLI; per epoch: top-1, seconds since the process started and since training started. */
+/**
+ * glibc malloc settings for the training processes (docs/speed.md "What a run costs besides its
+ * steps"): onnxruntime-node copies every output into a new buffer after a run, and above glibc's
+ * mmap threshold each copy faults in fresh pages; with these, freed memory is reused instead
+ * (1.12x img per CPU-second at 113x113 in bench:ab). They act only when a process starts with
+ * them, so the bench gives them to the train commands it starts (both recipes alike); a value
+ * already in the environment is kept, and BENCH_MALLOC=0 leaves glibc's defaults.
+ */
+const MALLOC_ENV = process.env.BENCH_MALLOC === '0' ? {} : { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '4294967295' };
+const trainEnv = () => ({ ...MALLOC_ENV, ...process.env });
+
 async function trainRun(name, dir, config, extraArgs, workDir) {
   const weightsDir = join(workDir, 'runs', dir);
   rmSync(weightsDir, { recursive: true, force: true }); // this bench's own output of an earlier run
   const epochs = [];
   let trainingStart;
   const rates = [];
-  log(`\n== ${name}: alexnet-stream train --config ${config.replace(`${root}/`, '')} ${extraArgs.join(' ')}`);
+  const env = trainEnv();
+  const mallocText = ['MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_'].map((k) => `${k}=${env[k] ?? '(unset)'}`).join(' ');
+  log(`\n== ${name}: ${mallocText} alexnet-stream train --config ${config.replace(`${root}/`, '')} ${extraArgs.join(' ')}`);
   const { stdout, seconds } = await run(
     process.execPath,
     [CLI, 'train', '--config', config, '--data', join(workDir, 'data'), '--weights-dir', weightsDir, ...extraArgs],
     {
+      env,
       onLine: (line, t) => {
         if (/: \d+ epochs, \d+ iterations per epoch; starting at/.test(line)) trainingStart = t;
         const it = / ([\d.]+) img\/s, waited/.exec(line);
