@@ -17,12 +17,13 @@
 //   AB_QUIET_CORES (1.3): also report the ratios over the rounds where both sides kept more cores busy;
 //   AB_PROFILE=<dir>: afterwards, one onnxruntime profile per side, summarized by op type.
 import { createRequire } from 'node:module';
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { summarizeProfile } from './lib/ort-profile.mjs';
 const require = createRequire(import.meta.url);
 const { alexnetSpec, initParameters } = require('../libs/model-alexnet/dist/index.js');
 require('../libs/onnx-export/dist/index.js').loadOnnxRuntime(); // telemetry off before onnxruntime loads
@@ -114,21 +115,6 @@ async function makeChildSide(name, opts, envText) {
   };
 }
 
-function summarizeProfile(path) {
-  const events = JSON.parse(readFileSync(path, 'utf8'));
-  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
-  const last = runs[runs.length - 1];
-  const byOp = new Map();
-  let total = 0;
-  for (const e of events) {
-    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < last.ts || e.ts > last.ts + last.dur) continue;
-    if (e.args.op_name === 'Loop') continue;
-    byOp.set(e.args.op_name, (byOp.get(e.args.op_name) ?? 0) + e.dur);
-    total += e.dur;
-  }
-  return { runMs: last.dur / 1000, kernelMs: total / 1000, ops: [...byOp].sort((x, y) => y[1] - x[1]) };
-}
-
 if (process.argv[2] === '--serve') {
   // Child side (makeChildSide): build, warm up, then one round per line read; JSON lines out.
   const side = await makeSide('child', JSON.parse(process.argv[3]));
@@ -196,7 +182,6 @@ if (process.env.AB_PROFILE && !a.child) {
     const file = readdirSync(dir).find((f) => f.startsWith(s.name) && f.endsWith('.json'));
     const p = summarizeProfile(join(dir, file));
     log(`profile ${s.name} (${join(dir, file)}): run ${p.runMs.toFixed(0)} ms (${s.perRun} steps), kernel time ${p.kernelMs.toFixed(0)} ms`);
-    for (const [op, us] of p.ops.slice(0, 16))
-      log(`  ${op.padEnd(18)} ${(us / 1000).toFixed(1).padStart(8)} ms ${((100 * us) / 1000 / p.kernelMs).toFixed(1).padStart(5)}%`);
+    for (const { op, ms, share } of p.ops.slice(0, 16)) log(`  ${op.padEnd(18)} ${ms.toFixed(1).padStart(8)} ms ${(100 * share).toFixed(1).padStart(5)}%`);
   }
 }

@@ -34,6 +34,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { summarizeProfile } from './lib/ort-profile.mjs';
 const require = createRequire(import.meta.url);
 const { alexnetSpec, initParameters, trainingMacs } = require('../libs/model-alexnet/dist/index.js');
 const { GraphBuilder, encodeModel, loadOnnxRuntime } = require('../libs/onnx-export/dist/index.js');
@@ -232,26 +233,6 @@ async function gemmPeakGflops(reps = 3, size = 2048) {
   return (2 * size ** 3) / (best / 1000) / 1e9;
 }
 
-/** Kernel time per op type over the last `model_run` in an onnxruntime profile. */
-function summarizeProfile(path) {
-  const events = JSON.parse(readFileSync(path, 'utf8'));
-  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
-  const last = runs[runs.length - 1];
-  const byOp = new Map();
-  let total = 0;
-  for (const e of events) {
-    if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || e.ts < last.ts || e.ts > last.ts + last.dur) continue;
-    if (e.args.op_name === 'Loop') continue; // the steps' Loop node: its time is its body's ops, counted one by one
-    byOp.set(e.args.op_name, (byOp.get(e.args.op_name) ?? 0) + e.dur);
-    total += e.dur;
-  }
-  return {
-    stepMs: last.dur / 1000,
-    kernelMs: total / 1000,
-    ops: [...byOp].sort((a, b) => b[1] - a[1]).map(([op, us]) => ({ op, ms: us / 1000, share: us / total })),
-  };
-}
-
 const tmp = mkdtempSync(join(tmpdir(), 'bench-train-'));
 /** The targets of issue 14, checked on this run's medians. */
 const targets = [];
@@ -435,7 +416,7 @@ try {
   await profiled.dispose();
   const file = readdirSync(tmp).find((f) => f.startsWith('train') && f.endsWith('.json'));
   const profile = summarizeProfile(join(tmp, file));
-  log(`profile of one step at batch ${batch}: ${profile.stepMs.toFixed(0)} ms, kernel time ${profile.kernelMs.toFixed(0)} ms by op type:`);
+  log(`profile of one step at batch ${batch}: ${profile.runMs.toFixed(0)} ms, kernel time ${profile.kernelMs.toFixed(0)} ms by op type:`);
   for (const { op, ms, share } of profile.ops.slice(0, 14)) log(`  ${op.padEnd(16)} ${ms.toFixed(0).padStart(7)} ms  ${(100 * share).toFixed(1).padStart(5)}%`);
   log(`targets (issue 14), on ${cpus()[0]?.model ?? 'unknown CPU'}, ${availableParallelism()} cores:`);
   for (const line of targets) log(line);
