@@ -5,7 +5,7 @@
  * how it is read back (`readWeightsFile`, bounded by what the model can take; `toWeights`,
  * F16 widened). The checkpoint directory around these files is checkpoint.ts's.
  */
-import { float16ToFloat32, getOwn, InputError, type NamedTensors, readUserFileSync, setOwn } from '@alexnet-stream/core';
+import { firstNonFinite, float16ToFloat32, getOwn, InputError, type NamedTensors, readUserFileSync, setOwn } from '@alexnet-stream/core';
 import { type ModelSpec, parameterCount, parameterList } from './spec';
 import { specProblem } from './spec-check';
 import { decodeSafetensors, encodeSafetensors, MAX_HEADER_BYTES, type SafeTensor, type Safetensors } from './safetensors';
@@ -80,15 +80,6 @@ export function validateWeights(spec: ModelSpec, weights: Record<string, Float32
       throw new InputError(`${source}: ${name}[${at}] is ${data[at]}: ${why}`, { code: 'ERR_CHECKPOINT' });
     }
   }
-}
-
-/** Index of the first NaN or infinite value of `data`, or -1. */
-function firstNonFinite(data: Float32Array): number {
-  for (let i = 0; i < data.length; i++) {
-    // x - x is 0 for every finite x, NaN for NaN and ±Infinity: one subtraction per value.
-    if (data[i] - data[i] !== 0) return i;
-  }
-  return -1;
 }
 
 /** The key of the input scale in state.json and in the safetensors `__metadata__` (JSON there). */

@@ -4,7 +4,7 @@
  * numbers in `opset_import`, so it writes opset-17 models that onnxruntime 1.30 loads.
  */
 import { onnx } from 'onnx-proto';
-import { InputError } from '@alexnet-stream/core';
+import { firstNonFinite, InputError } from '@alexnet-stream/core';
 
 export { onnx };
 export type ModelProto = onnx.IModelProto;
@@ -63,7 +63,7 @@ export function decodeModel(bytes: Uint8Array, name = 'model'): onnx.ModelProto 
  */
 function nonFiniteInitializer(graph: onnx.IGraphProto): { name: string; index: number; value: number } | undefined {
   for (const t of graph.initializer ?? []) {
-    let values: ArrayLike<number> | undefined;
+    let values: Float32Array | Float64Array | undefined;
     if (t.dataType === TensorType.FLOAT || t.dataType === TensorType.DOUBLE) {
       const raw = t.rawData;
       const width = t.dataType === TensorType.FLOAT ? 4 : 8;
@@ -73,13 +73,12 @@ function nonFiniteInitializer(graph: onnx.IGraphProto): { name: string; index: n
         const bytes = raw.byteOffset % width === 0 ? raw : new Uint8Array(raw.subarray(0, count * width));
         values = width === 4 ? new Float32Array(bytes.buffer, bytes.byteOffset, count) : new Float64Array(bytes.buffer, bytes.byteOffset, count);
       } else {
-        values = t.dataType === TensorType.FLOAT ? (t.floatData ?? []) : (t.doubleData ?? []);
+        values = t.dataType === TensorType.FLOAT ? Float32Array.from(t.floatData ?? []) : Float64Array.from(t.doubleData ?? []);
       }
     }
     if (!values) continue;
-    for (let i = 0; i < values.length; i++) {
-      if (!Number.isFinite(values[i])) return { name: t.name ?? '', index: i, value: values[i] };
-    }
+    const index = firstNonFinite(values);
+    if (index >= 0) return { name: t.name ?? '', index, value: values[index] };
   }
   return undefined;
 }
@@ -114,10 +113,9 @@ function externalTensor(graph: onnx.IGraphProto, depth: number, name: string): o
 export function tensorToFloat32(tensor: TensorProto): Float32Array {
   if (tensor.dataType !== TensorType.FLOAT) throw new OnnxFormatError(`initializer ${tensor.name}: data type ${tensor.dataType} is not float32`);
   if (tensor.rawData && tensor.rawData.length > 0) {
+    // A copy: the weights must not keep the whole file's buffer alive, nor share its bytes.
     const raw = tensor.rawData;
-    const copy = new Uint8Array(raw.length);
-    copy.set(raw);
-    return new Float32Array(copy.buffer);
+    return new Float32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.length));
   }
   return Float32Array.from(tensor.floatData ?? []);
 }

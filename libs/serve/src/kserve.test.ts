@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { buildInferResponse, firstNonFinite, parseInfer, splitBinaryBody } from './kserve';
+import { buildInferResponse, parseInfer, splitBinaryBody } from './kserve';
 import type { ModelDescription } from './model-description';
 import { HttpError } from './errors';
 
@@ -169,31 +169,4 @@ test('buildInferResponse: JSON outputs, binary outputs after the header in order
   assert.deepEqual(Array.from(floats(json.binary[0])), Array.from(prob));
   const cls = JSON.parse(buildInferResponse(model, '3', undefined, [{ name: 'prob', binary: false, classification: 2 }], tensors).json);
   assert.deepEqual(cls.outputs, [{ name: 'prob', datatype: 'BYTES', shape: [1, 2], data: [`${prob[1]}:1:b`, `${prob[3]}:3:d`] }]);
-});
-
-test('firstNonFinite: the first NaN or infinity at any position (the unrolled sum and its tail), none in large finite tensors', () => {
-  const bytesOf = (v: Float32Array) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
-  for (const n of [0, 1, 7, 8, 9, 17, 1000]) {
-    const v = new Float32Array(n).map((_, i) => Math.sin(i) * 1e3);
-    assert.equal(firstNonFinite(bytesOf(v)), -1, `${n} finite values`);
-    for (const at of new Set([0, Math.floor(n / 2), n - 1].filter((k) => k >= 0 && k < n))) {
-      for (const bad of [Number.NaN, Infinity, -Infinity]) {
-        const w = v.slice();
-        w[at] = bad;
-        assert.equal(firstNonFinite(bytesOf(w)), at, `${bad} at ${at} of ${n}`);
-      }
-    }
-  }
-  // +inf and -inf together (their sum is NaN, still found), the first one named.
-  const both = new Float32Array(64);
-  both[40] = Infinity;
-  both[41] = -Infinity;
-  assert.equal(firstNonFinite(bytesOf(both)), 40);
-  // The largest finite float32s, many of them: the float64 sum does not overflow.
-  assert.equal(firstNonFinite(bytesOf(new Float32Array(200_000).fill(3.4028234663852886e38))), -1);
-  assert.equal(firstNonFinite(bytesOf(new Float32Array(200_000).fill(-3.4028234663852886e38))), -1);
-  // Unaligned bytes (copied first), as before.
-  const raw = new Uint8Array(4 * 10 + 1);
-  new DataView(raw.buffer).setFloat32(1 + 4 * 3, Number.NaN, true);
-  assert.equal(firstNonFinite(raw.subarray(1)), 3);
 });

@@ -12,6 +12,7 @@
  *
  * Every bad request is a 400 whose message names the field (`inputs[0].shape`, ...).
  */
+import { firstNonFinite, float32View } from '@alexnet-stream/core';
 import { topK } from '@alexnet-stream/onnx-export';
 import { badRequest, HttpError } from './errors';
 import type { ModelDescription, TensorSignature } from './model-description';
@@ -171,7 +172,7 @@ export function parseInfer(
       throw badRequest(`${field}.parameters.binary_data_size is ${size}; shape [${input.shape}] of ${expected.datatype} is ${byteLength} bytes`);
     if (binary.length !== size) throw badRequest(`the binary part is ${binary.length} bytes; inputs declare ${size} (parameters.binary_data_size)`);
     if (expected.datatype === 'FP32') {
-      const at = firstNonFinite(binary);
+      const at = firstNonFinite(float32View(binary));
       if (at >= 0) throw badRequest(`${field}: the binary value at element ${at} is not a finite FP32 number`);
     }
     data = binary;
@@ -186,46 +187,6 @@ export function parseInfer(
     data = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
   }
   return { id: body.id, n, data, outputs };
-}
-
-/**
- * Index of the first NaN or infinite float32 (little-endian) in `bytes`, or -1.
- *
- * Every binary tensor is checked (618 KB per AlexNet image), so the common case is a sum: the
- * float64 sum of finite float32 values cannot overflow (|sum| <= n x 3.4e38, finite for any n
- * below 1e269), and a NaN or infinity makes it NaN or infinite (+inf + -inf is NaN), so the sum
- * is finite exactly when every value is. Eight independent sums let the adds overlap (about 3x
- * faster than a compare per value); only a tensor that fails is scanned for the index.
- */
-export function firstNonFinite(bytes: Uint8Array): number {
-  const aligned = bytes.byteOffset % 4 === 0 ? bytes : new Uint8Array(bytes); // a copy only when unaligned
-  const values = new Float32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength >> 2);
-  const n = values.length;
-  const whole = n - (n & 7);
-  let s0 = 0,
-    s1 = 0,
-    s2 = 0,
-    s3 = 0,
-    s4 = 0,
-    s5 = 0,
-    s6 = 0,
-    s7 = 0;
-  let i = 0;
-  for (; i < whole; i += 8) {
-    s0 += values[i];
-    s1 += values[i + 1];
-    s2 += values[i + 2];
-    s3 += values[i + 3];
-    s4 += values[i + 4];
-    s5 += values[i + 5];
-    s6 += values[i + 6];
-    s7 += values[i + 7];
-  }
-  for (; i < n; i++) s0 += values[i];
-  const sum = s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7;
-  if (sum - sum === 0) return -1;
-  for (let k = 0; k < n; k++) if (values[k] - values[k] !== 0) return k;
-  return -1;
 }
 
 /** Split a binary-extension body: the JSON header (parsed) and the bytes after it. */
@@ -283,7 +244,7 @@ export function buildInferResponse(
     // JSON has no NaN (it would be written null) and a score string "NaN:3" is no answer: a model
     // whose weights overflow on these inputs fails the request, saying so. Raw bytes carry NaN as it is.
     if (!r.binary || r.classification) {
-      const at = firstNonFinite(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      const at = firstNonFinite(float32View(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)));
       if (at >= 0)
         throw new HttpError(
           500,
