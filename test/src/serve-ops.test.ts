@@ -62,6 +62,8 @@ function install(from: string | Buffer, to: string): void {
 }
 
 interface Outcome {
+  /** The X-Request-Id sent (the server logs it). */
+  id: string;
   started: number;
   finished: number;
   status?: number;
@@ -77,13 +79,14 @@ function load(url: string, concurrency: number, weightsOf: (version: string) => 
   let n = 0;
   const client = async () => {
     while (!stopped) {
+      const id = `load-${n}`;
       const k = n++ % images.length;
-      const o: Outcome = { started: performance.now(), finished: 0 };
+      const o: Outcome = { id, started: performance.now(), finished: 0 };
       outcomes.push(o);
       try {
         const res = await fetch(`${url}/v1/models/live:classify?topk=1`, {
           method: 'POST',
-          headers: { 'content-type': 'image/jpeg' },
+          headers: { 'content-type': 'image/jpeg', 'x-request-id': id },
           body: readFileSync(images[k]),
         });
         o.status = res.status;
@@ -172,7 +175,8 @@ test('reload under load: the load endpoint and SIGHUP swap models with no failed
 });
 
 test('SIGTERM under load: the requests in progress are answered, later ones get 503 (or find the port closed), exit 0', async () => {
-  const server = await startServe(['--model', `live=${modelA}`, '--max-queue-delay-ms', '30'], root);
+  // Trace level: the server logs each arrival ("request received") with the client's id.
+  const server = await startServe(['--model', `live=${modelA}`, '--max-queue-delay-ms', '30', '--log-level', 'trace'], root);
   const traffic = load(server.url, 16, () => 'A', true);
   await new Promise((r) => setTimeout(r, 1500));
   const signalAt = performance.now();
@@ -180,12 +184,27 @@ test('SIGTERM under load: the requests in progress are answered, later ones get 
   const code = await server.exited;
   await traffic.done;
   assert.equal(code, 0, server.log.slice(-5).join('\n'));
+  const received = new Set(
+    server.log.flatMap((line) => {
+      const entry = line.startsWith('{') ? (JSON.parse(line) as { msg?: string; reqId?: string }) : {};
+      return entry.msg === 'request received' && entry.reqId ? [entry.reqId] : [];
+    }),
+  );
   const { outcomes } = traffic;
+  assert.ok(
+    outcomes.filter((o) => o.status === 200).every((o) => received.has(o.id)),
+    'the trace log names every answered request',
+  );
   const before = outcomes.filter((o) => o.started < signalAt);
   const after = outcomes.filter((o) => o.started >= signalAt);
-  // Accepted before the signal: answered, correctly (a 503 is allowed only if it arrived after the signal).
+  // Sent before the signal: answered, correctly (a 503 is allowed only if it arrived after the
+  // signal). The one exception is HTTP/1.1's keep-alive race: a request written onto an idle
+  // connection just as the closing server shuts that connection was never read by it (it has no
+  // "request received" line), and the client sees the socket close; every request the server
+  // did receive is answered.
   for (const o of before) {
-    assert.ok(o.error === undefined, `a request sent before SIGTERM failed: ${o.error}`);
+    if (o.error !== undefined && !received.has(o.id) && /ECONNRESET|UND_ERR_SOCKET/.test(o.error)) continue;
+    assert.ok(o.error === undefined, `request ${o.id}, sent before SIGTERM and received by the server, failed: ${o.error}`);
     assert.ok((o.status === 200 && o.correct) || o.status === 503, `status ${o.status}, correct ${o.correct}`);
   }
   const answeredAfterSignal = before.filter((o) => o.status === 200 && o.finished > signalAt).length;

@@ -92,6 +92,9 @@ export function installRequestHooks(app: FastifyInstance, { options, metrics, tr
     const state: RequestState = { arrivedAt, deadline: arrivedAt + options.timeoutMs, abort: new AbortController(), admitted: false };
     request.state = state;
     reply.header('x-request-id', request.id);
+    // At trace level, arrivals too: with the debug line per answer, a request that was received
+    // but never answered shows up as an arrival without an answer.
+    request.log.trace({ method: request.method, url: request.url }, 'request received');
     const path = request.url.split('?')[0];
     if (authorized && !HEALTH_ROUTES.has(path) && !authorized(request.headers.authorization)) {
       reply.header('www-authenticate', 'Bearer');
