@@ -12,3 +12,4 @@ export * from './output-file';
 export * from './atomic-file';
 export * from './lock-file';
 export * from './check';
+export * from './schema';
