@@ -96,6 +96,18 @@ test('an unknown key of a strict object gets the nearest known key, or the list 
   assert.throws(() => parseWithSchema(config, { lr: 1 }, { ...options, suggestKey }), { message: /unknown key "lr"; did you mean "learning_rate"\?/ });
 });
 
+test("a check the schema gave no words of its own is described from the issue, never with zod's wording", () => {
+  const plain = z.object({ n: z.number().min(1), tags: z.array(z.string()).min(1), kind: z.enum(['a', 'b']), ok: z.literal(true) });
+  const options = { where: 'p.json', errorClass: InputError };
+  const good = { n: 1, tags: ['x'], kind: 'a', ok: true };
+  assert.throws(() => parseWithSchema(plain, 5, options), { message: 'p.json: expected an object but received 5' });
+  assert.throws(() => parseWithSchema(plain, { ...good, n: 0 }, options), { message: 'p.json: expected a value >= 1 for n but received 0' });
+  assert.throws(() => parseWithSchema(plain, { ...good, tags: 'x' }, options), { message: 'p.json: expected a list for tags but received "x"' });
+  assert.throws(() => parseWithSchema(plain, { ...good, tags: [] }, options), { message: 'p.json: expected a list of length >= 1 for tags but received []' });
+  assert.throws(() => parseWithSchema(plain, { ...good, kind: 'c' }, options), { message: 'p.json: expected one of "a", "b" for kind but received "c"' });
+  assert.throws(() => parseWithSchema(plain, { ...good, ok: false }, options), { message: 'p.json: expected true for ok but received false' });
+});
+
 test('pathText, describeReceived, editDistance and nearestKey', () => {
   assert.equal(pathText(['prefixes', 'train', 'shards', 3, 'file']), 'prefixes.train.shards[3].file');
   assert.equal(pathText(['prefixes', 'my set', '__proto__']), 'prefixes["my set"].__proto__');

@@ -25,6 +25,13 @@ export type Zod = typeof z;
 
 let zod: Zod | undefined;
 
+/**
+ * The declared fields of a loose object's output type, without its `[key: string]: unknown`:
+ * files read back keep fields they do not describe (a rewrite must not drop them), while code
+ * that writes one is still checked field by field (a misspelt field is an error).
+ */
+export type KnownFields<T> = { [K in keyof T as string extends K ? never : K]: T[K] };
+
 /** zod's `z`, loaded on first use (see the module comment for why not at start-up). */
 export function loadZod(): Zod {
   zod ??= (require('zod') as { z: Zod }).z;
@@ -115,7 +122,8 @@ export interface SchemaParseOptions {
  * key is the likeliest cause of the rest.
  */
 export function parseWithSchema<S extends z.ZodType>(schema: S, value: unknown, options: SchemaParseOptions): z.output<S> {
-  const result = schema.safeParse(value);
+  // Checks a schema gave no words of its own get them from the issue (see `expectedOf`).
+  const result = schema.safeParse(value, { error: expectedOf });
   if (result.success) return result.data;
   const issues = result.error.issues;
   const first = issues.find((issue) => issue.code === 'unrecognized_keys') ?? issues[0];
@@ -144,6 +152,30 @@ function describeIssue(schema: z.ZodType, input: unknown, issue: Issue, options:
   if (!path.length) return `${where}: expected ${issue.message} but received ${describeReceived(input)}`;
   if (!found.present) return `${where}: ${pathText(path)} is missing (expected ${issue.message})`;
   return `${where}: expected ${issue.message} for ${pathText(path)} but received ${describeReceived(found.value)}`;
+}
+
+/** "an integer", "a number >= 1", "one of "a", "b"": what an issue says was expected, for a check the schema did not describe. */
+function expectedOf(issue: z.core.$ZodRawIssue): string {
+  const a = (noun: string) => (/^[aeiou]/.test(noun) ? `an ${noun}` : `a ${noun}`);
+  const limit = (bound: unknown, inclusive: boolean | undefined, op: '>' | '<') => `${op}${inclusive ? '=' : ''} ${String(bound)}`;
+  switch (issue.code) {
+    case 'invalid_type':
+      return issue.expected === 'array' ? 'a list' : a(issue.expected);
+    case 'too_small':
+      return issue.origin === 'array' || issue.origin === 'string'
+        ? `${issue.origin === 'array' ? 'a list' : 'a string'} of length ${limit(issue.minimum, issue.inclusive, '>')}`
+        : `a value ${limit(issue.minimum, issue.inclusive, '>')}`;
+    case 'too_big':
+      return issue.origin === 'array' || issue.origin === 'string'
+        ? `${issue.origin === 'array' ? 'a list' : 'a string'} of length ${limit(issue.maximum, issue.inclusive, '<')}`
+        : `a value ${limit(issue.maximum, issue.inclusive, '<')}`;
+    case 'invalid_value':
+      return issue.values.length === 1 ? JSON.stringify(issue.values[0]) : `one of ${issue.values.map((v) => JSON.stringify(v)).join(', ')}`;
+    case 'invalid_format':
+      return `a string in ${issue.format} format`;
+    default:
+      return 'a valid value';
+  }
 }
 
 /** `batch_size`, `shards[3].bytes`, `prefixes["my set"]`: a path as JavaScript would write it. */
