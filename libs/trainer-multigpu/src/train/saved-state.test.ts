@@ -48,7 +48,7 @@ test('a state.json as the trainer writes it parses back; the loop state comes fr
   // An older checkpoint: no val_record, data, rng or config; a NaN metric saved as null.
   const { val_record: _v, data: _d, rng: _r, config: _c, ...bare } = written();
   assert.deepEqual(restoreState(parseSavedState(bare, PATH), PATH, 2).valRecord, []);
-  const nan = parseSavedState({ ...written(), val_record: [{ ...result(1), loss: null, top1Error: 1e999 }] }, PATH);
+  const nan = parseSavedState({ ...written(), val_record: [{ ...result(1), loss: null, top1Error: JSON.parse('1e999') as number }] }, PATH);
   assert.ok(Number.isNaN(nan.val_record![0].loss), 'null (what JSON makes of NaN) reads back as NaN');
   assert.equal(nan.val_record![0].top1Error, Infinity);
 });
@@ -92,7 +92,7 @@ test('val_record.json and train_log.jsonl read back as written, key order includ
     const log = readFileSync(join(dir, 'train_log.jsonl'), 'utf8');
     assert.deepEqual(await readTrainLog(dir), [entry(2), entry(4), entry(6)]);
     await truncateTrainLog(dir, 4);
-    assert.equal(readFileSync(join(dir, 'train_log.jsonl'), 'utf8'), log.split('\n').slice(0, 2).join('\n') + '\n');
+    assert.equal(readFileSync(join(dir, 'train_log.jsonl'), 'utf8'), `${log.split('\n').slice(0, 2).join('\n')}\n`);
     writeFileSync(join(dir, VAL_RECORD_JSON), JSON.stringify([{ ...result(1), epoch: -1 }]));
     await assert.rejects(readValRecord(dir), {
       message: `${join(dir, VAL_RECORD_JSON)}: entry 1 (line 1): expected an integer >= 0 for epoch but received -1; not a validation result (epoch, iteration, top1Error, top5Error, loss)`,
