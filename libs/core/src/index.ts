@@ -13,3 +13,4 @@ export * from './atomic-file';
 export * from './lock-file';
 export * from './check';
 export * from './finite';
+export * from './schema';

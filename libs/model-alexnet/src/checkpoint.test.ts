@@ -205,6 +205,16 @@ test('loading bad checkpoints: clear InputErrors naming the file', () => {
   writeFileSync(join(dir, WEIGHTS_FILE), w);
   writeFileSync(join(dir, STATE_FILE), '{"epoch": 1,');
   assert.throws(() => loadCheckpoint(dir), /state.json: not valid JSON/);
+  writeFileSync(join(dir, STATE_FILE), '[1]');
+  assert.throws(() => loadCheckpoint(dir), {
+    code: 'ERR_CHECKPOINT',
+    message: /state\.json: expected a checkpoint's state \(a JSON object\) but received \[1\]$/,
+  });
+  writeFileSync(join(dir, STATE_FILE), JSON.stringify({ format: 'alexnet-stream-checkpoint/9', epoch: 1 }));
+  assert.throws(
+    () => loadCheckpoint(dir),
+    /state\.json: expected "alexnet-stream-checkpoint\/1" \(the format this version reads\) for format but received "alexnet-stream-checkpoint\/9"/,
+  );
   writeFileSync(join(dir, STATE_FILE), JSON.stringify({ spec: other, epoch: 1 }));
   assert.throws(() => loadCheckpoint(dir), /state.json describes theano-alexnet, 5 classes.*but weights.safetensors was written for theano-alexnet, 3 classes/);
   writeFileSync(join(dir, STATE_FILE), JSON.stringify({ spec: { specVersion: 1, layers: [] }, epoch: 1 }));

@@ -31,8 +31,10 @@ import {
   describeWriteError,
   getOwn,
   InputError,
+  lazySchema,
   type NamedTensors,
   OutputError,
+  parseWithSchema,
   readUserFileSync,
   sameJson,
 } from '@alexnet-stream/core';
@@ -62,6 +64,25 @@ export const MEAN_FILE = 'mean.npy';
 export const CHECKPOINT_FILES: readonly string[] = [WEIGHTS_FILE, MOMENTUM_FILE, MEAN_FILE, STATE_FILE];
 /** A state.json is a few kB (the spec, the config, a val_record of one entry per epoch); far more is not one. */
 export const MAX_STATE_FILE_BYTES = 64 << 20;
+
+/**
+ * What a checkpoint's state.json holds besides the trainer's state (`Checkpoint.state`, whose
+ * own schema is the trainer's): the format tag, the model spec (checked field by field by
+ * spec-check.ts through `parseSpec`, not here) and the input scale (its channel count is checked
+ * against the spec by `checkInputScale`). Loose: every other field is the trainer's.
+ */
+const checkpointStateSchema = lazySchema((z) => {
+  const SCALE = 'a list of numbers > 0, one per input channel (or null)';
+  const factor = z.number({ error: SCALE }).gt(0, { error: SCALE });
+  return z.looseObject(
+    {
+      format: z.literal(CHECKPOINT_FORMAT, { error: `${JSON.stringify(CHECKPOINT_FORMAT)} (the format this version reads)` }).optional(),
+      spec: z.unknown(),
+      [INPUT_SCALE_KEY]: z.array(factor, { error: SCALE }).min(1, { error: SCALE }).nullable().optional(),
+    },
+    { error: "a checkpoint's state (a JSON object)" },
+  );
+});
 
 export interface Checkpoint {
   spec: ModelSpec;
@@ -295,14 +316,17 @@ export function loadCheckpoint(dirOrFile: string, expectedSpec?: ModelSpec): Loa
       if (err instanceof InputError) throw err;
       throw new InputError(`${statePath}: not valid JSON (${(err as Error).message})`, { code: 'ERR_CHECKPOINT', cause: err });
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new InputError(`${statePath}: not a JSON object`, { code: 'ERR_CHECKPOINT' });
-    }
-    const { format, spec, [INPUT_SCALE_KEY]: scale, ...rest } = parsed as Record<string, unknown>;
+    const {
+      format: _format,
+      spec,
+      [INPUT_SCALE_KEY]: scale,
+      ...rest
+    } = parseWithSchema(checkpointStateSchema(), parsed, {
+      where: statePath,
+      errorClass: InputError,
+      code: 'ERR_CHECKPOINT',
+    });
     stateScale = scale;
-    if (format !== undefined && format !== CHECKPOINT_FORMAT) {
-      throw new InputError(`${statePath}: checkpoint format ${JSON.stringify(format)}, this version reads ${CHECKPOINT_FORMAT}`, { code: 'ERR_CHECKPOINT' });
-    }
     if (spec !== undefined) stateSpec = parseSpec(spec, statePath);
     state = rest;
   }

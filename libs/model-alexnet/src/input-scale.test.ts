@@ -164,7 +164,13 @@ test('checkpoints keep the input scale in state.json and the safetensors metadat
     writeFileSync(join(dir, STATE_FILE), JSON.stringify({ ...state, [INPUT_SCALE_KEY]: undefined }));
     assert.throws(() => loadCheckpoint(dir), /has no input_scale but .*weights.safetensors was written with/);
     writeFileSync(join(dir, STATE_FILE), JSON.stringify({ ...state, [INPUT_SCALE_KEY]: [1, 'x', 1] }));
-    assert.throws(() => loadCheckpoint(dir), /state.json \(input_scale\): input scale \[1,"x",1\] is not 3 finite numbers > 0/);
+    assert.throws(() => loadCheckpoint(dir), {
+      code: 'ERR_CHECKPOINT',
+      message: /state\.json: expected a list of numbers > 0, one per input channel \(or null\) for input_scale\[1\] but received "x"$/,
+    });
+    // Well-formed, but not one factor per channel of this model: checked against the spec.
+    writeFileSync(join(dir, STATE_FILE), JSON.stringify({ ...state, [INPUT_SCALE_KEY]: [1, 1] }));
+    assert.throws(() => loadCheckpoint(dir), /state.json \(input_scale\): input scale \[1,1\] is not 3 finite numbers > 0/);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -243,6 +243,39 @@ test('a corrupt or truncated shard is refused naming the file; --no-verify still
     await assert.rejects(readShardIndex(dir), /not an alexnet-stream shard index/);
   }));
 
+test('index.json entries are checked by the schema: the field, what was expected and what it holds; fields it does not describe survive a rewrite', () =>
+  withDir(async (dir) => {
+    await writeShards(dir, images(8), 4);
+    const path = join(dir, 'index.json');
+    const written = JSON.parse(await readFile(path, 'utf8')) as { prefixes: { train: Record<string, unknown> } };
+    const lie = async (change: Partial<Record<string, unknown>>) => {
+      await writeFile(path, JSON.stringify({ ...written, prefixes: { train: { ...written.prefixes.train, ...change } } }));
+      return readShardIndex(dir);
+    };
+    const shards = written.prefixes.train.shards as Record<string, unknown>[];
+    await assert.rejects(lie({ labelCount: -1 }), {
+      code: 'ERR_SHARD_INDEX',
+      message: `${path} prefix "train": expected an integer from 0 to 2147483648 for labelCount but received -1; the index is damaged or was not written by alexnet-stream`,
+    });
+    await assert.rejects(
+      lie({ shards: [{ ...shards[0], sha256: 7 }, shards[1]] }),
+      /expected a sha256 digest \(a string\) for shards\[0\]\.sha256 but received 7/,
+    );
+    await assert.rejects(
+      lie({ shards: [{ ...shards[0], file: '.hidden' }, shards[1]] }),
+      /expected a plain file name .* for shards\[0\]\.file but received "\.hidden"/,
+    );
+    await assert.rejects(lie({ imageShape: [3, 2] }), /expected \[C, H, W\] with sides from 1 to 16384 for imageShape but received \[3, 2\]/);
+    await assert.rejects(lie({ dtype: undefined }), /prefix "train": dtype is missing \(expected "uint8"\)/);
+    await assert.rejects(lie({ batches: 3 }), /prefix "train": shards hold 8 images in 2 batches but the entry says 8 in 3; the index is damaged/);
+    // A field this version does not describe is kept when another prefix's entry is written.
+    const before = await lie({ fromANewerVersion: { x: 1 } });
+    await updateShardIndex(dir, 'copy', shardSet(before, 'train'));
+    const index = JSON.parse(await readFile(path, 'utf8')) as { prefixes: Record<string, Record<string, unknown>> };
+    assert.deepEqual(Object.keys(index.prefixes).sort(), ['copy', 'train']);
+    assert.deepEqual(index.prefixes.train.fromANewerVersion, { x: 1 });
+  }));
+
 test('shuffle is deterministic per seed; --shard i/N parts are disjoint and cover the set', () =>
   withDir(async (dir) => {
     assert.deepEqual(planShardOrder(10, { shuffle: true, seed: 3 }), planShardOrder(10, { shuffle: true, seed: 3 }));

@@ -31,47 +31,104 @@
  */
 import { stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { acquireLock, check, describeReadError, InputError, readRegularFileAsync, writeFileAtomic } from '@alexnet-stream/core';
+import type { z } from 'zod';
+import {
+  acquireLock,
+  check,
+  describeReadError,
+  InputError,
+  type KnownFields,
+  lazySchema,
+  parseWithSchema,
+  readRegularFileAsync,
+  statementIssue,
+  writeFileAtomic,
+  type Zod,
+} from '@alexnet-stream/core';
 import { MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MAX_LABEL } from './record-validation';
 
 export const SHARD_INDEX_SCHEMA = 'alexnet-stream/shards/1';
 export const SHARD_INDEX_FILE = 'index.json';
 
-/** One shard file as listed in the index. */
-export interface ShardFileEntry {
-  file: string;
-  batches: number;
-  images: number;
-  bytes: number;
-  sha256: string;
+/**
+ * An index entry: everything written under one prefix (`train`, `val`, …) and its shard files.
+ * The schema describes what a reader relies on, with the bounds of the stream format
+ * (record-validation): what `read` puts in a header from here must be a header every reader
+ * takes (a batchSize of 1e9 was passed on and refused downstream). Entries are loose objects:
+ * fields this version does not know are kept when the index is rewritten for another prefix.
+ */
+function buildShardSetSchema(z: Zod) {
+  const COUNT = 'an integer >= 0';
+  const count = z.int({ error: COUNT }).min(0, { error: COUNT });
+  const between = (min: number, max: number) => {
+    const expected = `an integer from ${min} to ${max}`;
+    return z.int({ error: expected }).min(min, { error: expected }).max(max, { error: expected });
+  };
+  const SHAPE = `[C, H, W] with sides from 1 to ${MAX_IMAGE_SIDE}`;
+  const SIDE = `an image side from 1 to ${MAX_IMAGE_SIDE}`;
+  const side = z.int({ error: SIDE }).min(1, { error: SIDE }).max(MAX_IMAGE_SIDE, { error: SIDE });
+  const PLAIN = 'a plain file name (no folder, not starting with ".")';
+  const shardFile = z.looseObject({
+    file: z.string({ error: PLAIN }).refine((f) => f !== '' && f === basename(f) && !f.startsWith('.'), { error: PLAIN }),
+    batches: count,
+    images: count,
+    bytes: count,
+    sha256: z.string({ error: 'a sha256 digest (a string)' }),
+  });
+  return z
+    .looseObject(
+      {
+        dtype: z.literal('uint8', { error: '"uint8"' }),
+        layout: z.literal('NCHW', { error: '"NCHW"' }),
+        batchSize: between(1, MAX_BATCH_SIZE),
+        /** [channels, height, width] of every image. */
+        imageShape: z.tuple([side, side, side], { error: SHAPE }),
+        /** Number of classes: class names' count when known, else the largest label + 1 (int32 labels). */
+        labelCount: between(0, MAX_LABEL + 1),
+        classNames: z.array(z.string({ error: 'a list of strings' }), { error: 'a list of strings' }).optional(),
+        images: count,
+        batches: count,
+        /** 1 when the last batch is smaller than `batchSize` (kept, marked `partial`), else 0. */
+        partialBatches: count,
+        batchesPerShard: count,
+        checksum: z.literal('sha256', { error: '"sha256"' }),
+        shards: z.array(shardFile, { error: 'a list of shard files' }),
+        createdAt: z.string({ error: 'a date (ISO 8601 text)' }),
+        producer: z.string({ error: 'a string' }).optional(),
+        /**
+         * Source items that did not become images of this set (undecodable files, images dropped
+         * by --drop-last), as the input stream's trailer counted them; absent in older indexes.
+         */
+        skipped: count.optional(),
+      },
+      { error: 'a shard set entry (an object)' },
+    )
+    .superRefine((entry, ctx) => {
+      const files = new Set<string>();
+      let images = 0;
+      let batches = 0;
+      for (const shard of entry.shards) {
+        // Listed twice, one shard would be read twice and the file meant in its place never.
+        if (files.has(shard.file)) return ctx.addIssue(statementIssue(`shard file ${JSON.stringify(shard.file)} is listed twice`));
+        files.add(shard.file);
+        images += shard.images;
+        batches += shard.batches;
+      }
+      if (images !== entry.images || batches !== entry.batches) {
+        ctx.addIssue(statementIssue(`shards hold ${images} images in ${batches} batches but the entry says ${entry.images} in ${entry.batches}`));
+      }
+    });
 }
+
+/** The schema of an index entry (built on first use: core's schema.ts says why). */
+export const shardSetSchema = lazySchema(buildShardSetSchema);
 
 /** Everything written under one prefix (`train`, `val`, …). */
-export interface ShardSetEntry {
-  dtype: 'uint8';
-  layout: 'NCHW';
-  batchSize: number;
-  /** [channels, height, width] of every image. */
-  imageShape: [number, number, number];
-  /** Number of classes: class names' count when known, else the largest label + 1. */
-  labelCount: number;
-  classNames?: string[];
-  images: number;
-  batches: number;
-  /** 1 when the last batch is smaller than `batchSize` (kept, marked `partial`), else 0. */
-  partialBatches: number;
-  batchesPerShard: number;
-  checksum: 'sha256';
-  shards: ShardFileEntry[];
-  createdAt: string;
-  producer?: string;
-  /**
-   * Source items that did not become images of this set (undecodable files, images dropped
-   * by --drop-last), as the input stream's trailer counted them; absent in older indexes.
-   */
-  skipped?: number;
-}
+export type ShardSetEntry = KnownFields<z.output<ReturnType<typeof buildShardSetSchema>>>;
+/** One shard file as listed in the index. */
+export type ShardFileEntry = ShardSetEntry['shards'][number];
 
+/** `index.json`: the schema tag and an entry per prefix (checked by parseShardIndex, each entry by shardSetSchema). */
 export interface ShardIndex {
   schema: typeof SHARD_INDEX_SCHEMA;
   prefixes: Record<string, ShardSetEntry>;
@@ -98,50 +155,12 @@ function isObject(value: unknown): value is Record<string, unknown> {
 }
 
 function validateEntry(entry: unknown, where: string): ShardSetEntry {
-  const fail = (what: string): never => {
-    throw new InputError(`${where}: ${what}; the index is damaged or was not written by alexnet-stream`, { code: 'ERR_SHARD_INDEX' });
-  };
-  if (!isObject(entry)) return fail('entry is not an object');
-  const e = entry;
-  if (e.dtype !== 'uint8' || e.layout !== 'NCHW') fail(`dtype/layout ${JSON.stringify(e.dtype)}/${JSON.stringify(e.layout)} (expected uint8/NCHW)`);
-  for (const name of ['batchSize', 'labelCount', 'images', 'batches', 'partialBatches', 'batchesPerShard']) {
-    if (!Number.isInteger(e[name]) || (e[name] as number) < 0) fail(`"${name}" is not a non-negative integer`);
-  }
-  // The bounds of the stream format (record-validation): what `read` puts in a header from here
-  // must be a header every reader takes (a batchSize of 1e9 was passed on and refused downstream).
-  if ((e.batchSize as number) < 1 || (e.batchSize as number) > MAX_BATCH_SIZE) fail(`"batchSize" ${e.batchSize} is not from 1 to ${MAX_BATCH_SIZE}`);
-  if ((e.labelCount as number) > MAX_LABEL + 1) fail(`"labelCount" ${e.labelCount} is more than int32 labels can name`);
-  const shape = e.imageShape;
-  if (!Array.isArray(shape) || shape.length !== 3 || !shape.every((d) => Number.isInteger(d) && d >= 1 && d <= MAX_IMAGE_SIDE))
-    fail(`"imageShape" is not [C, H, W] with sides from 1 to ${MAX_IMAGE_SIDE}`);
-  if (e.classNames !== undefined && !(Array.isArray(e.classNames) && e.classNames.every((n) => typeof n === 'string')))
-    fail('"classNames" is not a list of strings');
-  if (e.skipped !== undefined && (!Number.isInteger(e.skipped) || (e.skipped as number) < 0)) fail('"skipped" is not a non-negative integer');
-  if (!Array.isArray(e.shards)) fail('"shards" is not a list');
-  let images = 0;
-  let batches = 0;
-  const files = new Set<string>();
-  for (const s of e.shards as unknown[]) {
-    if (
-      !isObject(s) ||
-      typeof s.file !== 'string' ||
-      typeof s.sha256 !== 'string' ||
-      !Number.isInteger(s.bytes) ||
-      !Number.isInteger(s.images) ||
-      !Number.isInteger(s.batches)
-    ) {
-      fail(`shard entry ${JSON.stringify(s)} lacks file/bytes/images/batches/sha256`);
-    }
-    const file = (s as Record<string, unknown>).file as string;
-    if (file !== basename(file) || file.startsWith('.')) fail(`shard file name ${JSON.stringify(file)} is not a plain file name`);
-    // Listed twice, one shard would be read twice and the file meant in its place never.
-    if (files.has(file)) fail(`shard file ${JSON.stringify(file)} is listed twice`);
-    files.add(file);
-    images += (s as Record<string, number>).images;
-    batches += (s as Record<string, number>).batches;
-  }
-  if (images !== e.images || batches !== e.batches) fail(`shards hold ${images} images in ${batches} batches but the entry says ${e.images} in ${e.batches}`);
-  return e as unknown as ShardSetEntry;
+  return parseWithSchema(shardSetSchema(), entry, {
+    where,
+    errorClass: InputError,
+    code: 'ERR_SHARD_INDEX',
+    hint: 'the index is damaged or was not written by alexnet-stream',
+  });
 }
 
 /** Parse and validate the text of an `index.json`; `name` appears in errors. */
@@ -157,7 +176,8 @@ export function parseShardIndex(text: string, name: string): ShardIndex {
       code: 'ERR_SHARD_INDEX',
     });
   }
-  // No prototype: a prefix named `__proto__` is an ordinary key here, never the object's prototype.
+  // No prototype: a prefix named `__proto__` is an ordinary key here, never the object's prototype
+  // (and each entry is parsed on its own: a zod record would drop that key without a word).
   const prefixes: Record<string, ShardSetEntry> = Object.create(null) as Record<string, ShardSetEntry>;
   for (const [prefix, entry] of Object.entries(raw.prefixes)) prefixes[prefix] = validateEntry(entry, `${name} prefix "${prefix}"`);
   return { schema: SHARD_INDEX_SCHEMA, prefixes };

@@ -92,10 +92,10 @@ test('shard prefixes, index.json prefixes and state.json fields named after Obje
   const statePath = join(weightsDir, 'epoch-0001', 'state.json');
   const state = JSON.parse(readFileSync(statePath, 'utf8')) as Record<string, unknown>;
   const edits: [string, Record<string, unknown>, RegExp][] = [
-    ['negative iteration', { iteration: -3 }, /state\.json: "iteration" is -3, expected a count/],
-    ['no lr', { lr: undefined }, /state\.json lacks "lr"/],
-    ['bad val_record', { val_record: [{ epoch: 'one' }] }, /state\.json \(val_record\): entry 1: "epoch" is "one", expected an integer >= 0/],
-    ['member names', { val_record: JSON.parse('[{"__proto__": {"epoch": 1}, "constructor": 2}]') }, /state\.json \(val_record\): entry 1: "epoch" is missing/],
+    ['negative iteration', { iteration: -3 }, /state\.json: expected a count \(an integer >= 0\) for iteration but received -3/],
+    ['no lr', { lr: undefined }, /state\.json: lr is missing \(expected a learning rate > 0 and <= 1000000\)/],
+    ['bad val_record', { val_record: [{ epoch: 'one' }] }, /state\.json: expected an integer >= 0 for val_record\[0\]\.epoch but received "one"/],
+    ['member names', { val_record: JSON.parse('[{"__proto__": {"epoch": 1}, "constructor": 2}]') }, /state\.json: val_record\[0\]\.epoch is missing/],
     ['dropout rng', { rng: { dropout: { s: [1] } } }, /state\.json: rng\.dropout is not a dropout RNG state/],
   ];
   for (const [what, change, message] of edits) {

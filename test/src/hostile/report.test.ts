@@ -47,18 +47,23 @@ test('a malformed val_record.json or train_log.jsonl is refused naming the file,
       'val entry missing a field',
       pretty([goodVal[0], { epoch: 2, iteration: 20, top5Error: 0.1, loss: 1 }]),
       undefined,
-      /val_record\.json: entry 2 \(line 11\): "top1Error" is missing/,
+      /val_record\.json: entry 2 \(line 11\): top1Error is missing \(expected a number or null\); not a validation result/,
     ],
     [
       'val entry of the wrong type',
       pretty([goodVal[0], { ...goodVal[1], loss: 'low' }]),
       undefined,
-      /val_record\.json: entry 2 \(line 11\): "loss" is "low", expected a number or null/,
+      /val_record\.json: entry 2 \(line 11\): expected a number or null for loss but received "low"/,
     ],
-    ['val entry not an object', pretty([goodVal[0], 7]), undefined, /val_record\.json: entry 2 \(line 11\): not a JSON object/],
+    ['val entry not an object', pretty([goodVal[0], 7]), undefined, /val_record\.json: entry 2 \(line 11\): expected a JSON object but received 7/],
     ['log line not JSON', undefined, `${logLine(2)}\n{"iteration": 4,\n${logLine(6)}\n`, /train_log\.jsonl:2: not valid JSON/],
-    ['log field missing', undefined, `${logLine(2)}\n${logLine(4)}\n{"iteration": 6, "epoch": 1, "loss": 1}\n`, /train_log\.jsonl:3: "lr" is missing/],
-    ['log field wrong type', undefined, `${logLine(2)}\n${logLine(4, [1])}\n`, /train_log\.jsonl:2: "loss" is \[1\], expected a number or null/],
+    [
+      'log field missing',
+      undefined,
+      `${logLine(2)}\n${logLine(4)}\n{"iteration": 6, "epoch": 1, "loss": 1}\n`,
+      /train_log\.jsonl:3: lr is missing \(expected a number\); not a training log entry/,
+    ],
+    ['log field wrong type', undefined, `${logLine(2)}\n${logLine(4, [1])}\n`, /train_log\.jsonl:2: expected a number or null for loss but received \[1\]/],
   ];
   for (const [what, val, log, message] of cases) {
     const { r, out } = report(weightsDir(val, log));

@@ -219,7 +219,7 @@ test('--resume from a checkpoint whose state.json lies about its position is ref
     ['future lr change', (s) => (s.lastLrChangeEpoch = 99), /state\.json: "lastLrChangeEpoch" 99 is after the 1 epochs completed/],
     ['iteration', (s) => (s.iteration = 1), /state\.json: "iteration" 1 is less than the 1 epochs and 2 iterations it completed/],
     // silently dropped before
-    ['val_record', (s) => (s.val_record = 5), /state\.json: "val_record" is not a list of validation results/],
+    ['val_record', (s) => (s.val_record = 5), /state\.json: expected a list of validation results for val_record but received 5/],
   ];
   for (const [what, change, pattern] of cases) {
     const state = JSON.parse(original) as Record<string, unknown>;

@@ -1,6 +1,6 @@
 /**
  * `train --config config.yaml [flags]`: the seed's train.py. Wiring only: flags → config
- * overrides (validated by the same table as the YAML file), the library's `runTraining`, and
+ * overrides (validated by the same schema as the YAML file), the library's `runTraining`, and
  * its events rendered on stderr (lines every print_freq iterations; a progress bar on a TTY).
  * stdout gets one JSON line at the end (the summary), for scripts.
  */
@@ -9,7 +9,7 @@ import { invalidParameter, UsageError } from '@alexnet-stream/core';
 import {
   checkConfigValue,
   type ConfigKey,
-  CONFIG_KEYS,
+  isConfigKey,
   readConfigFile,
   resolveConfig,
   runTraining,
@@ -66,7 +66,7 @@ function parseSetOption(item: string): [ConfigKey, unknown] {
   const eq = item.indexOf('=');
   if (eq <= 0) throw invalidParameter('--set', 'key=value (a config key and a YAML value)', item);
   const key = item.slice(0, eq).trim();
-  if (!Object.hasOwn(CONFIG_KEYS, key)) {
+  if (!isConfigKey(key)) {
     const suggestion = suggestKey(key);
     throw new UsageError(`--set: unknown config key "${key}"${suggestion ? `; did you mean "${suggestion}"?` : ''}`);
   }
@@ -76,7 +76,7 @@ function parseSetOption(item: string): [ConfigKey, unknown] {
   } catch {
     value = item.slice(eq + 1);
   }
-  return [key as ConfigKey, checkConfigValue(key as ConfigKey, value, `--set ${key}`)];
+  return [key, checkConfigValue(key, value, `--set ${key}`)];
 }
 
 function overridesFrom(opts: TrainCliOptions): Partial<TrainConfig> {

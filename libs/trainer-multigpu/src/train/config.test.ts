@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { UsageError } from '@alexnet-stream/core';
-import { CONFIG_KEYS, defaultConfig, editDistance, parseConfigText, resolveConfig, suggestKey } from './config';
+import { configKeys, defaultConfig, parseConfigText, resolveConfig, suggestKey } from './config';
 
 test('a seed-style config.yaml parses; defaults fill the rest; mean_file defaults to <data_dir>/mean.npy', () => {
   const file = parseConfigText(
@@ -24,7 +24,7 @@ test('a seed-style config.yaml parses; defaults fill the rest; mean_file default
   assert.deepEqual(config.lr_step, [20, 40, 60]);
   assert.equal(config.batch_size, 128, 'flags override the file');
   assert.equal(config.mean_file, '/data/imagenet/mean.npy');
-  assert.equal(config.print_freq, CONFIG_KEYS.print_freq.default);
+  assert.equal(config.print_freq, configKeys().print_freq.default);
   assert.equal(config.engine, 'onnxruntime');
   assert.equal(config.resume_train, false, "YAML 1.1's False reads as false (the seed's spelling)");
 });
@@ -114,10 +114,4 @@ test("the time-to-accuracy keys: input_scale forms, warm-up, cosine/poly floor, 
     assert.equal(suggestKey(given), want, given);
   }
   assert.throws(() => parseConfigText('warmup_epochs: 1\n', 'c.yaml'), /unknown key "warmup_epochs"; did you mean "lr_warmup_epochs"\?/);
-});
-
-test('editDistance is Levenshtein', () => {
-  assert.equal(editDistance('kitten', 'sitting'), 3);
-  assert.equal(editDistance('', 'abc'), 3);
-  assert.equal(editDistance('same', 'same'), 0);
 });

@@ -11,14 +11,26 @@
  * back on); train_log.jsonl is appended to, and on resume cut back to the resumed iteration. A
  * reader ignores a torn last line (a process killed mid-append).
  *
- * Reading back validates every entry (these files can be edited, damaged or foreign): a wrong
- * field is an InputError naming the file, the line and the field. Extreme numbers are valid
+ * Reading back validates every entry against its schema (these files can be edited, damaged or
+ * foreign): a wrong field is an InputError naming the file, the line and the field. Extreme numbers are valid
  * (1e308, negative, ±Infinity from a `1e999` literal) and a metric may be null (what
  * JSON.stringify makes of NaN: a validation pass over no images); the report renders them.
  */
 import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describeWriteError, encodeNpy, InputError, makeDirectorySync, OutputError, readErrorCode, readUserFile, writeFileAtomic } from '@alexnet-stream/core';
+import {
+  describeWriteError,
+  encodeNpy,
+  InputError,
+  lazySchema,
+  makeDirectorySync,
+  OutputError,
+  parseWithSchema,
+  readErrorCode,
+  readUserFile,
+  writeFileAtomic,
+  type Zod,
+} from '@alexnet-stream/core';
 import type { TrainLogEntry, ValidationResult } from './trainer';
 
 export const VAL_RECORD_JSON = 'val_record.json';
@@ -75,74 +87,64 @@ function arrayElementOffsets(text: string): number[] {
   return out;
 }
 
-type FieldKind = 'count' | 'number' | 'metric' | 'string';
-
-/** Check `fields` of one JSON object; returns the first problem in words, or undefined. */
-function fieldProblem(entry: unknown, fields: Record<string, { kind: FieldKind; optional?: boolean }>): string | undefined {
-  if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) return 'not a JSON object';
-  for (const [key, { kind, optional }] of Object.entries(fields)) {
-    const present = Object.hasOwn(entry, key);
-    const v = present ? (entry as Record<string, unknown>)[key] : undefined;
-    if (!present || v === undefined) {
-      if (optional) continue;
-      return `"${key}" is missing`;
-    }
-    const ok =
-      kind === 'count'
-        ? typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
-        : kind === 'number'
-          ? typeof v === 'number'
-          : kind === 'metric'
-            ? typeof v === 'number' || v === null
-            : typeof v === 'string';
-    if (!ok) {
-      const expected = kind === 'count' ? 'an integer >= 0' : kind === 'number' ? 'a number' : kind === 'metric' ? 'a number or null' : 'a string';
-      return `"${key}" is ${JSON.stringify(v) ?? String(v)}, expected ${expected}`;
-    }
-  }
-  return undefined;
+/**
+ * The entries of val_record.json (and of a checkpoint's state.json `val_record`) and of
+ * train_log.jsonl, as zod schemas. Fields are listed in the order the trainer writes them, which
+ * is the order of a parsed entry's keys (a rewritten file reads the same). Numbers are any JSON
+ * number (±Infinity from a `1e999` literal included); a metric may be null, read back as NaN.
+ */
+function buildRunFileSchemas(z: Zod) {
+  const COUNT = 'an integer >= 0';
+  const count = z.int({ error: COUNT }).min(0, { error: COUNT });
+  const number = z.custom<number>((v) => typeof v === 'number', { error: 'a number' });
+  const metric = z.custom<number | null>((v) => typeof v === 'number' || v === null, { error: 'a number or null' }).transform((v) => v ?? Number.NaN);
+  const validationResult = z.looseObject(
+    {
+      epoch: count,
+      iteration: count,
+      top1Error: metric,
+      top5Error: metric,
+      loss: metric,
+      images: count.optional(),
+      lr: number.optional(),
+    },
+    { error: 'a JSON object' },
+  );
+  const trainLogEntry = z.looseObject(
+    {
+      iteration: count,
+      epoch: count,
+      loss: metric,
+      top1Error: metric.optional(),
+      images: number.optional(),
+      lr: number,
+      imagesPerSecond: number,
+      waitFraction: number,
+      time: z.string({ error: 'a string' }).optional(),
+    },
+    { error: 'a JSON object' },
+  );
+  return { validationResult, trainLogEntry };
 }
 
-const VALIDATION_FIELDS = {
-  epoch: { kind: 'count' },
-  iteration: { kind: 'count' },
-  top1Error: { kind: 'metric' },
-  top5Error: { kind: 'metric' },
-  loss: { kind: 'metric' },
-  images: { kind: 'count', optional: true },
-  lr: { kind: 'number', optional: true },
-} as const;
-
-const LOG_FIELDS = {
-  iteration: { kind: 'count' },
-  epoch: { kind: 'count' },
-  loss: { kind: 'metric' },
-  top1Error: { kind: 'metric', optional: true },
-  images: { kind: 'number', optional: true },
-  lr: { kind: 'number' },
-  imagesPerSecond: { kind: 'number' },
-  waitFraction: { kind: 'number' },
-  time: { kind: 'string', optional: true },
-} as const;
-
-/** null metrics (JSON's NaN) back to NaN, so that every consumer sees numbers. */
-function numbersOf<T>(entry: Record<string, unknown>, metrics: string[]): T {
-  const out: Record<string, unknown> = { ...entry };
-  for (const m of metrics) if (out[m] === null) out[m] = NaN;
-  return out as T;
-}
+/** The schemas of val_record entries and train log lines (built on first use: core's schema.ts says why). */
+export const runFileSchemas = lazySchema(buildRunFileSchemas);
 
 /**
- * Validate a parsed val_record (from val_record.json or a checkpoint's state.json): every entry
- * a ValidationResult. `where(i)` names entry i in messages. Throws an InputError naming the
- * entry and the field.
+ * Validate a parsed val_record (from val_record.json): every entry a ValidationResult. `where(i)`
+ * names entry i in messages. Throws an InputError naming the entry and the field. (Entries written
+ * before `images` and `lr` were recorded lack them; the report shows those as unknown.)
  */
 export function checkValRecord(entries: unknown[], source: string, where: (i: number) => string = (i) => `entry ${i + 1}`): ValidationResult[] {
-  return entries.map((entry, i) => {
-    const problem = fieldProblem(entry, VALIDATION_FIELDS);
-    if (problem) throw new InputError(`${source}: ${where(i)}: ${problem}; not a validation result (epoch, iteration, top1Error, top5Error, loss)`);
-    return numbersOf<ValidationResult>(entry as Record<string, unknown>, ['top1Error', 'top5Error', 'loss']);
-  });
+  const schema = runFileSchemas().validationResult;
+  return entries.map(
+    (entry, i) =>
+      parseWithSchema(schema, entry, {
+        where: `${source}: ${where(i)}`,
+        errorClass: InputError,
+        hint: 'not a validation result (epoch, iteration, top1Error, top5Error, loss)',
+      }) as ValidationResult,
+  );
 }
 
 /** A val_record.json holds one small entry per epoch; a train log one line per `print_freq` iterations. */
@@ -206,9 +208,12 @@ export async function readTrainLog(weightsDir: string): Promise<TrainLogEntry[]>
       if (i === torn) return; // a line torn by a kill: skip it
       throw new InputError(`${path}:${i + 1}: not valid JSON (${(err as Error).message}); each line of a training log is one JSON object`);
     }
-    const problem = fieldProblem(entry, LOG_FIELDS);
-    if (problem) throw new InputError(`${path}:${i + 1}: ${problem}; not a training log entry (iteration, epoch, loss, lr, imagesPerSecond, waitFraction)`);
-    out.push(numbersOf<TrainLogEntry>(entry as Record<string, unknown>, ['loss', 'top1Error']));
+    const parsed = parseWithSchema(runFileSchemas().trainLogEntry, entry, {
+      where: `${path}:${i + 1}`,
+      errorClass: InputError,
+      hint: 'not a training log entry (iteration, epoch, loss, lr, imagesPerSecond, waitFraction)',
+    });
+    out.push(parsed as TrainLogEntry);
   });
   return out;
 }

@@ -22,37 +22,13 @@ import {
   rescaleInputScale,
 } from '@alexnet-stream/model-alexnet';
 import { readMeanNpy } from '@alexnet-stream/stream-io';
-import { MAX_LEARNING_RATE, type TrainConfig } from './config';
-import { checkValRecord } from './files';
+import type { TrainConfig } from './config';
 import { computeInputStd, resolveInputScale } from './input-scale';
 import type { DataInfo } from './run-data';
-import { initialState, type TrainState } from './trainer';
+import { type DataFingerprint, parseSavedState, type SavedState } from './saved-state';
+import { initialState, type TrainState, type ValidationResult } from './trainer';
 
-/** The saved form of the loop state plus what an exact resume must compare. */
-export interface SavedTrainState extends Record<string, unknown> {
-  epoch: number;
-  epochsCompleted: number;
-  iterationInEpoch: number;
-  iteration: number;
-  lr: number;
-  lastLrChangeEpoch: number;
-  val_record: TrainState['valRecord'];
-  config: TrainConfig;
-  rng: { dropout: unknown; loader: { seed: number; epoch: number; position: number; scheme: string } };
-  data: DataFingerprint;
-  engine: string;
-  savedAt: string;
-}
-
-export interface DataFingerprint {
-  trainImages: number | null;
-  valImages: number | null;
-  batchSize: number;
-  worldSize: number;
-  iterationsPerEpoch: number | null;
-  shuffle: boolean;
-  seed: number;
-}
+export { type DataFingerprint, type SavedState, type SavedTrainState, parseSavedState } from './saved-state';
 
 /** The directory a state is saved in: `epoch-N` for a finished epoch N, and for a position inside epoch N. */
 export function checkpointEpoch(state: Pick<TrainState, 'epochsCompleted' | 'iterationInEpoch'>): number {
@@ -101,44 +77,30 @@ export function initFromPretrained(spec: ModelSpec, path: string, seed: number, 
 const scaleText = (v: readonly number[] | undefined): string => (v ? `[${v.join(', ')}]` : 'none');
 
 /**
- * The loop's state from a checkpoint's state.json (input: it can be edited or come from another
- * checkpoint). Beyond each field's type: the position must be the one the checkpoint's name
- * says (`epoch-0002` holds epoch 2, or a run stopped inside it), the last lr change cannot lie in
- * the future, and a val_record, when there, is a list: an edited `epochsCompleted` of 1e12 made
- * a resume of epoch 2 end at once "done" with exit 0, a val_record of 5 was silently dropped.
+ * The loop's state from a checkpoint's state.json, parsed by `parseSavedState` (each field's
+ * type and range). Beyond those: the position must be the one the checkpoint's name says
+ * (`epoch-0002` holds epoch 2, or a run stopped inside it), and the iteration count and the last
+ * lr change must fit it: an edited `epochsCompleted` of 1e12 made a resume of epoch 2 end at
+ * once "done" with exit 0, a val_record of 5 was silently dropped.
  */
-export function restoreState(saved: Record<string, unknown>, path: string, checkpointName: number): TrainState {
+export function restoreState(saved: SavedState, path: string, checkpointName: number): TrainState {
   const bad = (message: string) => new InputError(message, { code: 'ERR_CHECKPOINT' });
-  const num = (key: string): number => {
-    const v = Object.hasOwn(saved, key) ? saved[key] : undefined;
-    if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(`${path}: state.json lacks "${key}" (not written by alexnet-stream train?)`);
-    return v;
-  };
-  const count = (key: string): number => {
-    const v = num(key);
-    if (!Number.isSafeInteger(v) || v < 0) throw bad(`${path}: "${key}" is ${v}, expected a count (an integer >= 0)`);
-    return v;
-  };
-  const lr = num('lr');
-  if (!(lr > 0 && lr <= MAX_LEARNING_RATE)) throw bad(`${path}: "lr" is ${lr}, expected a learning rate > 0 and <= ${MAX_LEARNING_RATE}`);
-  const record = Object.hasOwn(saved, 'val_record') ? saved.val_record : [];
-  if (!Array.isArray(record)) throw bad(`${path}: "val_record" is not a list of validation results`);
-  const position = { epochsCompleted: count('epochsCompleted'), iterationInEpoch: count('iterationInEpoch') };
-  if (checkpointEpoch(position) !== checkpointName) {
+  const { epochsCompleted, iterationInEpoch, iteration, lr, lastLrChangeEpoch } = saved;
+  if (checkpointEpoch({ epochsCompleted, iterationInEpoch }) !== checkpointName) {
     throw bad(
-      `${path}: the state is at epoch ${position.epochsCompleted}${position.iterationInEpoch ? ` + ${position.iterationInEpoch} iterations` : ''}, ` +
+      `${path}: the state is at epoch ${epochsCompleted}${iterationInEpoch ? ` + ${iterationInEpoch} iterations` : ''}, ` +
         `but the checkpoint is ${checkpointDirName(checkpointName)}: its files come from another checkpoint, or were edited`,
     );
   }
-  const iteration = count('iteration');
-  if (iteration < position.epochsCompleted + position.iterationInEpoch) {
-    throw bad(`${path}: "iteration" ${iteration} is less than the ${position.epochsCompleted} epochs and ${position.iterationInEpoch} iterations it completed`);
+  if (iteration < epochsCompleted + iterationInEpoch) {
+    throw bad(`${path}: "iteration" ${iteration} is less than the ${epochsCompleted} epochs and ${iterationInEpoch} iterations it completed`);
   }
-  const lastLrChangeEpoch = count('lastLrChangeEpoch');
-  if (lastLrChangeEpoch > position.epochsCompleted) {
-    throw bad(`${path}: "lastLrChangeEpoch" ${lastLrChangeEpoch} is after the ${position.epochsCompleted} epochs completed`);
+  if (lastLrChangeEpoch > epochsCompleted) {
+    throw bad(`${path}: "lastLrChangeEpoch" ${lastLrChangeEpoch} is after the ${epochsCompleted} epochs completed`);
   }
-  return { ...position, iteration, lr, lastLrChangeEpoch, valRecord: checkValRecord(record, `${path} (val_record)`) };
+  // Entries written before `images` and `lr` were recorded lack them (the report shows them as unknown).
+  const valRecord = (saved.val_record ?? []) as ValidationResult[];
+  return { epochsCompleted, iterationInEpoch, iteration, lr, lastLrChangeEpoch, valRecord };
 }
 
 /**
@@ -173,11 +135,6 @@ function resumedInputScale(setting: TrainConfig['input_scale'], saved: number[] 
     }
   }
   return saved;
-}
-
-/** A field of a JSON object read back from disk, without the prototype chain. */
-function own(value: unknown, key: string): unknown {
-  return typeof value === 'object' && value !== null && Object.hasOwn(value, key) ? (value as Record<string, unknown>)[key] : undefined;
 }
 
 /** What a run starts from. */
@@ -284,23 +241,25 @@ function resumeFrom(config: TrainConfig, spec: ModelSpec, fingerprint: DataFinge
     );
   }
   const inputScale = resumedInputScale(config.input_scale, loaded.inputScale, spec.inputChannels, path);
-  const state = restoreState(loaded.state, join(path, 'state.json'), entry.epoch);
-  const dropoutRng = own(own(loaded.state, 'rng'), 'dropout');
+  const statePath = join(path, 'state.json');
+  const saved = parseSavedState(loaded.state, statePath);
+  const state = restoreState(saved, statePath, entry.epoch);
+  const dropoutRng = saved.rng?.dropout;
   if (dropoutRng === undefined && spec.layers.some((l) => l.kind === 'dropout' && l.rate > 0)) {
     notice(
       (name) => `${name('resume')}: ${path} holds no dropout RNG state: dropout masks start afresh, so the run is no longer exactly the uninterrupted one`,
     );
   }
-  checkDataUnchanged(path, loaded.state, fingerprint, state, notice);
-  const savedEpochs = own(own(loaded.state, 'config'), 'n_epochs');
-  if ((config.lr_policy === 'cosine' || config.lr_policy === 'poly') && typeof savedEpochs === 'number' && savedEpochs !== config.n_epochs) {
+  checkDataUnchanged(path, saved, fingerprint, state, notice);
+  const savedEpochs = saved.config?.n_epochs;
+  if ((config.lr_policy === 'cosine' || config.lr_policy === 'poly') && savedEpochs !== undefined && savedEpochs !== config.n_epochs) {
     notice(
       (name) =>
         `${name('resume')}: n_epochs ${savedEpochs} -> ${config.n_epochs}: lr_policy ${config.lr_policy} now decays over ${config.n_epochs} epochs, ` +
         `from where the schedule stands at iteration ${state.iteration}`,
     );
   }
-  applyLearningRate(config, loaded.state, state, options);
+  applyLearningRate(config, saved, state, options);
   const lr = Number(state.lr.toPrecision(6));
   notice(
     `resuming from ${path}: epoch ${state.epochsCompleted}${state.iterationInEpoch ? ` + ${state.iterationInEpoch} iterations` : ''}, iteration ${state.iteration}, lr ${lr}`,
@@ -309,17 +268,11 @@ function resumeFrom(config: TrainConfig, spec: ModelSpec, fingerprint: DataFinge
 }
 
 /** Settings that decide the data order: a change is refused inside an epoch (the position means nothing then), else a notice. */
-function checkDataUnchanged(
-  path: string,
-  saved: Record<string, unknown>,
-  fingerprint: DataFingerprint,
-  state: TrainState,
-  notice: StartOptions['notice'],
-): void {
-  const before = own(saved, 'data') as Partial<DataFingerprint> | undefined;
-  const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => own(before, k) !== fingerprint[k]) : [];
-  if (changed.length && state.iterationInEpoch > 0) {
-    const changes = changed.map((k) => `${own(before, k)} -> ${fingerprint[k]}`).join(', ');
+function checkDataUnchanged(path: string, saved: SavedState, fingerprint: DataFingerprint, state: TrainState, notice: StartOptions['notice']): void {
+  const before = saved.data;
+  const changed = before ? (['trainImages', 'batchSize', 'worldSize', 'shuffle', 'seed'] as const).filter((k) => before[k] !== fingerprint[k]) : [];
+  if (before && changed.length && state.iterationInEpoch > 0) {
+    const changes = changed.map((k) => `${before[k]} -> ${fingerprint[k]}`).join(', ');
     const epoch = state.epochsCompleted + 1;
     throw new UsageError(
       (name) =>
@@ -338,9 +291,9 @@ function checkDataUnchanged(
  * An explicit learning rate replaces the checkpoint's (the schedule goes on from it): one given
  * for this run, or a config learning_rate that differs from the one the run was configured with.
  */
-function applyLearningRate(config: TrainConfig, saved: Record<string, unknown>, state: TrainState, options: StartOptions): void {
-  const configuredLr = own(own(saved, 'config'), 'learning_rate');
-  const configChanged = typeof configuredLr === 'number' && config.learning_rate !== configuredLr;
+function applyLearningRate(config: TrainConfig, saved: SavedState, state: TrainState, options: StartOptions): void {
+  const configuredLr = saved.config?.learning_rate;
+  const configChanged = configuredLr !== undefined && config.learning_rate !== configuredLr;
   const newLr = options.learningRate ?? (configChanged ? config.learning_rate : undefined);
   if (newLr === undefined || Math.fround(newLr) === state.lr) return;
   const why = options.learningRate !== undefined ? 'given for this run' : `the config's learning_rate; the run was configured with ${configuredLr}`;
