@@ -25,11 +25,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { convertFashionMnist, DEFAULT_SOURCE } from './tta/fashion-mnist.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(root, 'apps/cli/bin/alexnet-stream.js');
+const { describeAllocatorEnv, withTrainingAllocator } = createRequire(import.meta.url)(join(root, 'libs/core/dist/index.js'));
 const RECIPE = join(root, 'libs/trainer-multigpu/config/small-data.yaml');
 const DEMO = join(root, 'libs/trainer-multigpu/config/demo.yaml');
 
@@ -103,15 +105,12 @@ function run(command, args, { env = process.env, onLine } = {}) {
 
 /** Train with the project's CLI; per epoch: top-1, seconds since the process started and since training started. */
 /**
- * glibc malloc settings for the training processes (docs/speed.md "What a run costs besides its
- * steps"): onnxruntime-node copies every output into a new buffer after a run, and above glibc's
- * mmap threshold each copy faults in fresh pages; with these, freed memory is reused instead
- * (1.12x img per CPU-second at 113x113 in bench:ab). They act only when a process starts with
- * them, so the bench gives them to the train commands it starts (both recipes alike); a value
- * already in the environment is kept, and BENCH_MALLOC=0 leaves glibc's defaults.
+ * The training allocator settings (core's allocator-env.ts, docs/speed.md "What a run costs
+ * besides its steps"), given to the train commands this bench starts (both recipes alike), as
+ * `npm run demo` and multi-worker runs do; a value already in the environment is kept, and
+ * BENCH_MALLOC=0 leaves glibc's defaults.
  */
-const MALLOC_ENV = process.env.BENCH_MALLOC === '0' ? {} : { MALLOC_MMAP_MAX_: '0', MALLOC_TRIM_THRESHOLD_: '4294967295' };
-const trainEnv = () => ({ ...MALLOC_ENV, ...process.env });
+const trainEnv = () => (process.env.BENCH_MALLOC === '0' ? { ...process.env } : withTrainingAllocator(process.env));
 
 async function trainRun(name, dir, config, extraArgs, workDir) {
   const weightsDir = join(workDir, 'runs', dir);
@@ -120,7 +119,7 @@ async function trainRun(name, dir, config, extraArgs, workDir) {
   let trainingStart;
   const rates = [];
   const env = trainEnv();
-  const mallocText = ['MALLOC_MMAP_MAX_', 'MALLOC_TRIM_THRESHOLD_'].map((k) => `${k}=${env[k] ?? '(unset)'}`).join(' ');
+  const mallocText = describeAllocatorEnv(env);
   log(`\n== ${name}: ${mallocText} alexnet-stream train --config ${config.replace(`${root}/`, '')} ${extraArgs.join(' ')}`);
   const { stdout, seconds } = await run(
     process.execPath,

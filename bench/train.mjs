@@ -40,7 +40,7 @@ const { alexnetSpec, initParameters, trainingMacs } = require('../libs/model-ale
 const { GraphBuilder, encodeModel, loadOnnxRuntime } = require('../libs/onnx-export/dist/index.js');
 const ort = loadOnnxRuntime(); // telemetry off before onnxruntime loads (libs/onnx-export/src/onnxruntime.ts)
 const { createOrtEngine } = require('../libs/trainer-multigpu/dist/engines/onnxruntime/engine.js');
-const { Rng } = require('../libs/core/dist/index.js');
+const { describeAllocatorEnv, Rng, TRAINING_ALLOCATOR_ENV } = require('../libs/core/dist/index.js');
 
 const batch = Number(process.env.BENCH_BATCH ?? 32);
 const bigBatch = Number(process.env.BENCH_BIG_BATCH ?? 128);
@@ -157,6 +157,9 @@ function torchEnv() {
   const env = { ...process.env };
   delete env.OPENBLAS_CORETYPE;
   delete env.OPENBLAS_L2_SIZE;
+  // Our training allocator settings (core's allocator-env), when this bench was started with
+  // them, are ours: PyTorch runs with glibc's defaults, as its users run it.
+  for (const name of Object.keys(TRAINING_ALLOCATOR_ENV)) delete env[name];
   return env;
 }
 
@@ -247,6 +250,9 @@ try {
     `bench:train on ${cpu}, ${availableParallelism()} cores (${isa}); load average ${loadavg()
       .map((v) => v.toFixed(2))
       .join(' ')}`,
+  );
+  log(
+    `our engine runs in this process, whose allocator settings are ${describeAllocatorEnv(process.env)} (docs/speed.md: start the bench with TRAINING_ALLOCATOR_ENV's values to measure them; PyTorch runs without them)`,
   );
   log(
     `theano-alexnet 227x227, 1000 classes, batch ${batch}; and 113x113, 10 classes, no dropout, batch ${smallBatch}; ${threads} intra-op threads, ${rounds} rounds x ${steps} steps per side`,

@@ -6,9 +6,11 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const { TRAINING_ALLOCATOR_ENV } = createRequire(import.meta.url)(join(root, 'libs/core/dist/index.js'));
 const cli = join(root, 'apps/cli/bin/alexnet-stream.js');
 const out = join(root, 'demo-out');
 // The small-data recipe (unit-scale inputs, He init, warm-up, cosine decay: docs/training.md
@@ -31,11 +33,15 @@ const DEMO_TRAIN_ARGS = [
 ];
 const timings = [];
 
-function run(title, args, { capture = false } = {}) {
-  process.stderr.write(`\n== ${title}\n$ alexnet-stream ${args.join(' ')}\n`);
+function run(title, args, { capture = false, env = {} } = {}) {
+  const envText = Object.entries(env)
+    .map(([name, value]) => `${name}=${value} `)
+    .join('');
+  process.stderr.write(`\n== ${title}\n$ ${envText}alexnet-stream ${args.join(' ')}\n`);
   const started = Date.now();
   const result = spawnSync(process.execPath, [cli, ...args], {
     cwd: root,
+    env: { ...process.env, ...env },
     stdio: ['ignore', capture ? 'pipe' : 'inherit', 'inherit'],
     encoding: 'utf8',
     maxBuffer: 64 * 1024 * 1024,
@@ -77,7 +83,13 @@ process.stdout.write(
     { capture: true },
   ),
 );
-const trainSummary = run('train (onnxruntime engine; validation every epoch)', ['train', '--config', config, ...DEMO_TRAIN_ARGS], { capture: true });
+// With the training allocator settings (docs/speed.md "What a run costs besides its steps"); a
+// variable the caller's environment sets is kept as it is.
+const allocatorEnv = Object.fromEntries(Object.entries(TRAINING_ALLOCATOR_ENV).filter(([name]) => process.env[name] === undefined));
+const trainSummary = run('train (onnxruntime engine; validation every epoch)', ['train', '--config', config, ...DEMO_TRAIN_ARGS], {
+  capture: true,
+  env: allocatorEnv,
+});
 run('report: loss and error curves', ['report', '--weights-dir', 'demo-out/weights', '--out', 'demo-out/report.html']);
 
 const summary = JSON.parse(trainSummary.trim().split('\n').pop());

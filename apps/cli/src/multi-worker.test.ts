@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { hashIdentity, differingFields, resolveConfig } from '@alexnet-stream/trainer-multigpu';
-import { localWorkerCount, makeTrainWorker, workerIdentity } from './multi-worker';
+import { launchLocalWorkers, localWorkerCount, makeTrainWorker, workerIdentity } from './multi-worker';
 
 describe('multi-worker CLI helpers', () => {
   it('launches one worker per device, or --workers on one device; refuses a mismatch', () => {
@@ -28,5 +31,33 @@ describe('multi-worker CLI helpers', () => {
     assert.deepEqual(config.devices, ['cuda:1']);
     assert.ok(config.intra_op_threads >= 1);
     assert.equal(w.adjust(resolveConfig({ intra_op_threads: 3 })).intra_op_threads, 3, 'an explicit thread count is kept');
+  });
+
+  it('starts the workers with the training allocator settings, keeping a variable the environment sets', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'workers-env-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    // A stand-in for the CLI: each "worker" writes the allocator variables it was started with.
+    const bin = join(dir, 'fake-cli.js');
+    writeFileSync(
+      bin,
+      `const rank = process.argv[process.argv.indexOf('--rank') + 1];
+require('node:fs').writeFileSync(${JSON.stringify(dir)} + '/env-' + rank + '.json', JSON.stringify({
+  GLIBC_TUNABLES: process.env.GLIBC_TUNABLES, MALLOC_MMAP_MAX_: process.env.MALLOC_MMAP_MAX_, MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ }));`,
+    );
+    const saved = process.env.MALLOC_TRIM_THRESHOLD_;
+    process.env.MALLOC_TRIM_THRESHOLD_ = '123';
+    try {
+      assert.equal(await launchLocalWorkers({ workers: 2, devices: ['cpu'], trainArgs: [], binPath: bin }), 0);
+    } finally {
+      if (saved === undefined) delete process.env.MALLOC_TRIM_THRESHOLD_;
+      else process.env.MALLOC_TRIM_THRESHOLD_ = saved;
+    }
+    for (const rank of [0, 1]) {
+      assert.deepEqual(JSON.parse(readFileSync(join(dir, `env-${rank}.json`), 'utf8')), {
+        GLIBC_TUNABLES: process.env.GLIBC_TUNABLES ?? 'glibc.malloc.hugetlb=1',
+        MALLOC_MMAP_MAX_: process.env.MALLOC_MMAP_MAX_ ?? '0',
+        MALLOC_TRIM_THRESHOLD_: '123',
+      });
+    }
   });
 });

@@ -13,7 +13,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readRegularFileSync, UsageError } from '@alexnet-stream/core';
+import { readRegularFileSync, UsageError, withTrainingAllocator } from '@alexnet-stream/core';
 import {
   checksumTensors,
   joinGroup,
@@ -185,7 +185,11 @@ export async function launchLocalWorkers(options: LaunchOptions): Promise<number
         ...options.trainArgs,
       ];
       // Rank 0 speaks for the group on our stdout/stderr; the others are quiet but for errors.
-      const child = spawn(process.execPath, args, { stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'] });
+      // Workers start with the training allocator settings (core's allocator-env: fewer page faults).
+      const child = spawn(process.execPath, args, {
+        stdio: ['ignore', rank === 0 ? 'inherit' : 'ignore', 'inherit'],
+        env: withTrainingAllocator(process.env),
+      });
       children.push(child);
       return new Promise<number>((resolve) => {
         child.on('error', (err) => {

@@ -13,4 +13,5 @@ export * from './atomic-file';
 export * from './lock-file';
 export * from './check';
 export * from './finite';
+export * from './allocator-env';
 export * from './schema';
