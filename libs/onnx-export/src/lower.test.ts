@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
@@ -235,8 +235,9 @@ test('topK: the k largest, largest first, earliest index on ties', () => {
   assert.deepEqual(topK(v, 1, 2, 5), [1, 0]);
 });
 
-test('writeOnnx is atomic and readOnnx names a truncated or missing file', () => {
+test('writeOnnx is atomic and readOnnx names a truncated or missing file', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'onnx-files-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
   const spec = reducedSpec('torchvision-alexnet');
   const path = join(dir, 'm.onnx');
   const bytes = writeOnnx(path, lowerInference(spec, randomWeights(spec, 1)));
