@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { initParameters, saveCheckpoint } from '@alexnet-stream/model-alexnet';
+import { isConfigKey, parseConfigText, readConfigFile, resolveConfig, runTraining } from '@alexnet-stream/trainer-multigpu';
 import { tinySpec, writeFixtureDataDir, writeSpecFile } from '@alexnet-stream/trainer-multigpu/testing';
 
 const CLI = resolve(__dirname, '../../../apps/cli/bin/alexnet-stream.js');
@@ -23,23 +24,46 @@ function cli(args: string[]) {
   return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, ALEXNET_STREAM_PROGRESS: '0' } });
 }
 
+/**
+ * The library refuses it as bad input (exit code 2 in the CLI) with `message`. Cases go through
+ * the library in-process; each kind of case still gets spawned CLI runs for the exit code and the
+ * one clear line (a spawned `train` costs ~0.5 CPU-s even when it refuses at once).
+ */
+async function assertLibraryRefusal(run: () => unknown, message: RegExp, what: string): Promise<void> {
+  await assert.rejects(
+    async () => run(),
+    (err: Error & { exitCode?: number }) => {
+      assert.equal(err.exitCode, 2, `${what}: ${err.message}`);
+      assert.match(err.message, message, what);
+      return true;
+    },
+  );
+}
+
 function assertCleanRefusal(r: ReturnType<typeof cli>, message: RegExp, what: string): void {
   assert.equal(r.status, 2, `${what}: ${r.stderr}`);
   assert.match(r.stderr, message, what);
   assert.doesNotMatch(r.stderr, /Cannot read properties|at .*\.js:\d+|TypeError/, `${what}: no internal error`);
 }
 
-test('config keys named after Object members are unknown keys, in the file and in --set', () => {
-  for (const key of MEMBER_NAMES) {
+test('config keys named after Object members are unknown keys, in the file and in --set', async () => {
+  for (const [i, key] of MEMBER_NAMES.entries()) {
     const file = join(root, `${key}.yaml`);
     writeFileSync(file, `${key}: 1\n`);
-    assertCleanRefusal(cli(['train', '--config', file]), new RegExp(`${key}\\.yaml: unknown key "${key}"`), `config ${key}`);
-    assertCleanRefusal(cli(['train', '--set', `${key}=1`]), new RegExp(`--set: unknown config key "${key}"`), `--set ${key}`);
+    // The library: the config reader refuses the key, and --set's key check (isConfigKey) does not know it.
+    await assertLibraryRefusal(() => readConfigFile(file), new RegExp(`${key}\\.yaml: unknown key "${key}"`), `readConfigFile ${key}`);
+    assert.equal(isConfigKey(key), false, `isConfigKey(${key})`);
+    // The CLI, spawned: the file and --set take turns.
+    if (i % 2 === 0) assertCleanRefusal(cli(['train', '--config', file]), new RegExp(`${key}\\.yaml: unknown key "${key}"`), `config ${key}`);
+    else assertCleanRefusal(cli(['train', '--set', `${key}=1`]), new RegExp(`--set: unknown config key "${key}"`), `--set ${key}`);
   }
-  // A nested mapping under __proto__ sets nothing (it is refused as a key).
-  const nested = join(root, 'nested.yaml');
-  writeFileSync(nested, '__proto__:\n  batch_size: 3\n');
-  assertCleanRefusal(cli(['train', '--config', nested]), /unknown key "__proto__"/, 'nested __proto__');
+  // A nested mapping under __proto__ sets nothing (it is refused as a key), in the file and in --set.
+  await assertLibraryRefusal(
+    () => parseConfigText('__proto__:\n  batch_size: 3\n', 'nested.yaml'),
+    /nested\.yaml: unknown key "__proto__"/,
+    'nested __proto__',
+  );
+  assertCleanRefusal(cli(['train', '--set', '__proto__={batch_size: 3}']), /--set: unknown config key "__proto__"/, '--set nested __proto__');
 });
 
 test('a YAML alias bomb is refused at once; values of the wrong type name the key', () => {
@@ -65,15 +89,19 @@ test('shard prefixes, index.json prefixes and state.json fields named after Obje
   await writeFixtureDataDir({ dir: data, classes: 4, trainPerClass: 4, valPerClass: 2, size: 40, batchSize: 8 });
   const spec = writeSpecFile(join(root, 'tiny.json'), tinySpec(4, 35));
   const ckpt = saveCheckpoint(join(root, 'ckpt', 'epoch-0001'), { spec: tinySpec(4, 35), weights: initParameters(tinySpec(4, 35), 1), state: {} });
-  for (const key of ['constructor', '__proto__', 'toString']) {
+  for (const [i, key] of ['constructor', '__proto__', 'toString'].entries()) {
     const file = join(root, `prefix-${key}.yaml`);
     writeFileSync(file, `data_dir: ${data}\nspec_file: ${spec}\ntrain_prefix: "${key}"\n`);
-    assertCleanRefusal(
-      cli(['train', '--config', file]),
-      new RegExp(`index\\.json: no complete shard set with prefix "${key}" \\(it has "train", "val"`),
-      `train_prefix ${key}`,
-    );
-    assertCleanRefusal(cli(['validate', '--weights', ckpt, '--data', data, '--prefix', key]), /no complete shard set with prefix/, `validate --prefix ${key}`);
+    const message = new RegExp(`index\\.json: no complete shard set with prefix "${key}" \\(it has "train", "val"`);
+    await assertLibraryRefusal(async () => runTraining(resolveConfig(await readConfigFile(file))), message, `runTraining train_prefix ${key}`);
+    // The CLI, spawned: train and validate take turns.
+    if (i % 2 === 0) assertCleanRefusal(cli(['train', '--config', file]), message, `train_prefix ${key}`);
+    else
+      assertCleanRefusal(
+        cli(['validate', '--weights', ckpt, '--data', data, '--prefix', key]),
+        /no complete shard set with prefix/,
+        `validate --prefix ${key}`,
+      );
   }
   // An index.json that lists a set named __proto__: an ordinary set, listed by name.
   const index = JSON.parse(readFileSync(join(data, 'index.json'), 'utf8')) as { prefixes: Record<string, unknown> };
@@ -88,7 +116,7 @@ test('shard prefixes, index.json prefixes and state.json fields named after Obje
   const weightsDir = join(root, 'weights');
   const config = join(root, 'resume.yaml');
   writeFileSync(config, `data_dir: ${data}\nspec_file: ${spec}\nweights_dir: ${weightsDir}\nbatch_size: 8\nn_epochs: 1\nintra_op_threads: 1\n`);
-  assert.equal(cli(['train', '--config', config]).status, 0);
+  await runTraining(resolveConfig(await readConfigFile(config)));
   const statePath = join(weightsDir, 'epoch-0001', 'state.json');
   const state = JSON.parse(readFileSync(statePath, 'utf8')) as Record<string, unknown>;
   const edits: [string, Record<string, unknown>, RegExp][] = [
@@ -98,9 +126,12 @@ test('shard prefixes, index.json prefixes and state.json fields named after Obje
     ['member names', { val_record: JSON.parse('[{"__proto__": {"epoch": 1}, "constructor": 2}]') }, /state\.json: val_record\[0\]\.epoch is missing/],
     ['dropout rng', { rng: { dropout: { s: [1] } } }, /state\.json: rng\.dropout is not a dropout RNG state/],
   ];
-  for (const [what, change, message] of edits) {
+  for (const [i, [what, change, message]] of edits.entries()) {
     writeFileSync(statePath, JSON.stringify({ ...state, ...change }));
-    assertCleanRefusal(cli(['train', '--config', config, '--resume', '--epochs', '2']), message, what);
+    const resumed = resolveConfig(await readConfigFile(config), { n_epochs: 2 });
+    await assertLibraryRefusal(() => runTraining(resumed, { resume: true }), message, what);
+    // Two of them through the CLI, spawned.
+    if (i % 3 === 0) assertCleanRefusal(cli(['train', '--config', config, '--resume', '--epochs', '2']), message, what);
   }
 });
 

@@ -10,9 +10,10 @@ import assert from 'node:assert/strict';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { initParameters, parameterList, saveCheckpoint } from '@alexnet-stream/model-alexnet';
+import { importMeanImage, initParameters, loadCheckpoint, parameterList, saveCheckpoint } from '@alexnet-stream/model-alexnet';
 import { decodeModel, encodeModel, lowerInference } from '@alexnet-stream/onnx-export';
 import { encodeNpy } from '@alexnet-stream/core';
+import { readMeanNpy, readShardIndex } from '@alexnet-stream/stream-io';
 import { tinySpec, writeFixtureDataDir } from '@alexnet-stream/trainer-multigpu/testing';
 import { A, clearError, cli, scratch, sh } from './stream-fixtures';
 
@@ -31,6 +32,23 @@ function npy(name: string, header: string, data = Buffer.alloc(0)): string {
   return p(name);
 }
 
+/**
+ * The library refuses it as bad input (an error with exit code 2, the CLI's rule for input
+ * errors) with a message matching `pattern`. Every case goes through the library readers here,
+ * in-process; each CLI command still gets some cases spawned, for its exit code, its one-line
+ * message and what it leaves behind (a spawned command costs ~0.35 CPU-s).
+ */
+async function refusedInProcess(run: () => unknown, pattern: RegExp, what: string): Promise<void> {
+  await assert.rejects(
+    async () => run(),
+    (err: Error & { exitCode?: number }) => {
+      assert.equal(err.exitCode, 2, `${what}: ${err.message}`);
+      assert.match(err.message, pattern, what);
+      return true;
+    },
+  );
+}
+
 before(async () => {
   await writeFixtureDataDir({ dir: p('data'), classes: 4, trainPerClass: 4, valPerClass: 2, size: 40, batchSize: 8 });
   saveCheckpoint(p('ckpt'), { spec, weights, state: {} });
@@ -43,7 +61,7 @@ before(async () => {
     .toFile(p('photo.jpg'));
 });
 
-test('a mean .npy whose header claims negative, fractional or unreadable sides, or whose values are NaN or infinite, is refused by every reader', () => {
+test('a mean .npy whose header claims negative, fractional or unreadable sides, or whose values are NaN or infinite, is refused by every reader', async () => {
   const f32 = (n: number, value = 0) => Buffer.from(new Float32Array(n).fill(value).buffer);
   const cases: [string, RegExp][] = [
     [
@@ -59,19 +77,28 @@ test('a mean .npy whose header claims negative, fractional or unreadable sides, 
     [npy('nan.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 40, 40), }", f32(4800, NaN)), /not a usable mean image: value 0 is NaN/],
     [npy('inf.npy', "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 40, 40), }", f32(4800, -Infinity)), /not a usable mean image: value 0 is -Infinity/],
   ];
-  for (const [path, pattern] of cases) {
+  for (const [i, [path, pattern]] of cases.entries()) {
     const name = path.slice(dir.length + 1);
-    const augment = sh(dir, `${A} read data | ${A} augment --mean ${name} --crop 35 > /dev/null`);
-    assert.equal(augment.status[1], 2, `augment --mean ${name}: ${augment.stderr}`);
-    clearError(augment.stderr, pattern, `augment --mean ${name}`);
-    const exported = cli(dir, ['export', '--weights', p('ckpt'), '--mean', path, '--out', p(`${name}.onnx`)]);
-    assert.equal(exported.status, 2, `export --mean ${name}: ${exported.stderr}`);
-    clearError(exported.stderr, pattern, `export --mean ${name}`);
-    assert.ok(!existsSync(p(`${name}.onnx`)), 'no model written');
-    const imported = cli(dir, ['import', '--from', 'onnx', p('model.onnx'), '--mean', path, '--out', p(`imported-${name}`)]);
-    assert.equal(imported.status, 2, `import --mean ${name}: ${imported.stderr}`);
-    clearError(imported.stderr, pattern, `import --mean ${name}`);
-    assert.ok(!existsSync(p(`imported-${name}`)), 'no checkpoint written');
+    // The two readers: stream-io's (augment, export, train) and the importer's (import --mean).
+    await refusedInProcess(() => readMeanNpy(path), pattern, `readMeanNpy ${name}`);
+    await refusedInProcess(() => importMeanImage(path), pattern, `importMeanImage ${name}`);
+    // Each command, spawned, with two of the cases.
+    const command = ['augment', 'export', 'import'][i % 3];
+    if (command === 'augment') {
+      const augment = sh(dir, `${A} read data | ${A} augment --mean ${name} --crop 35 > /dev/null`);
+      assert.equal(augment.status[1], 2, `augment --mean ${name}: ${augment.stderr}`);
+      clearError(augment.stderr, pattern, `augment --mean ${name}`);
+    } else if (command === 'export') {
+      const exported = cli(dir, ['export', '--weights', p('ckpt'), '--mean', path, '--out', p(`${name}.onnx`)]);
+      assert.equal(exported.status, 2, `export --mean ${name}: ${exported.stderr}`);
+      clearError(exported.stderr, pattern, `export --mean ${name}`);
+      assert.ok(!existsSync(p(`${name}.onnx`)), 'no model written');
+    } else {
+      const imported = cli(dir, ['import', '--from', 'onnx', p('model.onnx'), '--mean', path, '--out', p(`imported-${name}`)]);
+      assert.equal(imported.status, 2, `import --mean ${name}: ${imported.stderr}`);
+      clearError(imported.stderr, pattern, `import --mean ${name}`);
+      assert.ok(!existsSync(p(`imported-${name}`)), 'no checkpoint written');
+    }
   }
 });
 
@@ -91,7 +118,12 @@ test('import --mean refuses a mean image the model cannot use (not square, or sm
 
 test('an ONNX model whose tensors live in an external file is refused by predict, import and serve, before onnxruntime reads any path', () => {
   writeFileSync(p('secret.bin'), 'sixteen bytes!!!');
-  for (const location of ['/etc/hostname', '../../../etc/hostname', 'secret.bin']) {
+  const commands = [
+    ['predict', '--model', p('external.onnx'), p('photo.jpg')],
+    ['import', '--from', 'onnx', p('external.onnx'), '--out', p('imported-external')],
+    ['serve', '--model', `m=${p('external.onnx')}`, '--port', '0'],
+  ];
+  for (const [i, location] of ['/etc/hostname', '../../../etc/hostname', 'secret.bin'].entries()) {
     const model = decodeModel(encodeModel(lowerInference(spec, weights, { meanChannels: [100, 110, 120] })));
     const t = model.graph!.initializer!.find((x) => x.name === 'fc8.bias')!;
     t.rawData = new Uint8Array(0);
@@ -101,24 +133,25 @@ test('an ONNX model whose tensors live in an external file is refused by predict
       { key: 'offset', value: '0' },
       { key: 'length', value: '16' },
     ];
-    writeFileSync(p('external.onnx'), encodeModel(model));
+    const bytes = encodeModel(model);
+    writeFileSync(p('external.onnx'), bytes);
     const expected = new RegExp(
       `external\\.onnx: tensor "fc8\\.bias" keeps its data in an external file \\(${JSON.stringify(location).replace(/[./]/g, '\\$&')}\\); only self-contained models are read`,
     );
-    for (const args of [
-      ['predict', '--model', p('external.onnx'), p('photo.jpg')],
-      ['import', '--from', 'onnx', p('external.onnx'), '--out', p('imported-external')],
-      ['serve', '--model', `m=${p('external.onnx')}`, '--port', '0'],
-    ]) {
-      const r = cli(dir, args);
-      assert.equal(r.status, 2, `${args[0]} ${location}: ${r.stderr}`);
-      clearError(r.stderr, expected, `${args[0]} ${location}`);
-      assert.doesNotMatch(r.stderr, /onnxruntime/, 'refused before onnxruntime saw it');
-    }
+    // The parser every command reads models with refuses each location; each command, spawned, one of them.
+    assert.throws(
+      () => decodeModel(bytes, p('external.onnx')),
+      (err: Error & { exitCode?: number }) => err.exitCode === 2 && expected.test(err.message),
+    );
+    const args = commands[i];
+    const r = cli(dir, args);
+    assert.equal(r.status, 2, `${args[0]} ${location}: ${r.stderr}`);
+    clearError(r.stderr, expected, `${args[0]} ${location}`);
+    assert.doesNotMatch(r.stderr, /onnxruntime/, 'refused before onnxruntime saw it');
   }
 });
 
-test('NaN or infinite weights: a checkpoint is refused by export and validate, a model by predict and serve; nothing prints "NaN%"', () => {
+test('NaN or infinite weights: a checkpoint is refused by export and validate, a model by predict and serve; nothing prints "NaN%"', async () => {
   const nan = initParameters(spec, 1);
   nan['conv1.weight'][5] = NaN;
   const inf = initParameters(spec, 1);
@@ -130,30 +163,31 @@ test('NaN or infinite weights: a checkpoint is refused by export and validate, a
   ] as const) {
     assert.throws(() => saveCheckpoint(p(`ckpt-${name}`), { spec, weights: w, state: {} }), new RegExp(`${at.replace(/[[\].]/g, '\\$&')} is ${value}`));
     writeFileSync(p(`ckpt-${name}.safetensors`), damagedSafetensors(w));
-    for (const args of [
-      ['export', '--weights', p(`ckpt-${name}.safetensors`), '--out', p('x.onnx')],
-      ['validate', '--weights', p(`ckpt-${name}.safetensors`), '--data', p('data')],
-    ]) {
-      const r = cli(dir, args);
-      assert.equal(r.status, 2, `${args[0]} ${name}: ${r.stderr}`);
-      clearError(r.stderr, new RegExp(`${at.replace(/[[\].]/g, '\\$&')} is ${value}: weights are finite numbers`), `${args[0]} ${name}`);
-      assert.equal(r.stdout.length, 0);
-    }
-    writeFileSync(p(`${name}.onnx`), encodeModel(lowerInference(spec, w, { meanChannels: [100, 110, 120] })));
-    for (const args of [
-      ['predict', '--model', p(`${name}.onnx`), p('photo.jpg')],
-      ['serve', '--model', `m=${p(`${name}.onnx`)}`, '--port', '0'],
-    ]) {
-      const r = cli(dir, args);
-      assert.equal(r.status, 2, `${args[0]} ${name}: ${r.stderr}`);
-      clearError(
-        r.stderr,
-        new RegExp(
-          `initializer "${at.split('[')[0].replace('.', '\\.')}" holds ${value} at index ${at.match(/\d+(?=\])/)![0]}: the model's weights are damaged`,
-        ),
-      );
-      assert.equal(r.stdout.length, 0);
-    }
+    const checkpointMessage = new RegExp(`${at.replace(/[[\].]/g, '\\$&')} is ${value}: weights are finite numbers`);
+    // The checkpoint reader refuses both; export gets the NaN one spawned, validate the infinite one.
+    await refusedInProcess(() => loadCheckpoint(p(`ckpt-${name}.safetensors`)), checkpointMessage, `loadCheckpoint ${name}`);
+    const checkpointArgs =
+      name === 'nan'
+        ? ['export', '--weights', p(`ckpt-${name}.safetensors`), '--out', p('x.onnx')]
+        : ['validate', '--weights', p(`ckpt-${name}.safetensors`), '--data', p('data')];
+    const c = cli(dir, checkpointArgs);
+    assert.equal(c.status, 2, `${checkpointArgs[0]} ${name}: ${c.stderr}`);
+    clearError(c.stderr, checkpointMessage, `${checkpointArgs[0]} ${name}`);
+    assert.equal(c.stdout.length, 0);
+    assert.ok(!existsSync(p('x.onnx')), 'no model written');
+    const model = encodeModel(lowerInference(spec, w, { meanChannels: [100, 110, 120] }));
+    writeFileSync(p(`${name}.onnx`), model);
+    const modelMessage = new RegExp(
+      `initializer "${at.split('[')[0].replace('.', '\\.')}" holds ${value} at index ${at.match(/\d+(?=\])/)![0]}: the model's weights are damaged`,
+    );
+    // The model parser refuses both; predict gets the NaN one spawned, serve the infinite one.
+    await refusedInProcess(() => decodeModel(model, p(`${name}.onnx`)), modelMessage, `decodeModel ${name}`);
+    const modelArgs =
+      name === 'nan' ? ['predict', '--model', p(`${name}.onnx`), p('photo.jpg')] : ['serve', '--model', `m=${p(`${name}.onnx`)}`, '--port', '0'];
+    const r = cli(dir, modelArgs);
+    assert.equal(r.status, 2, `${modelArgs[0]} ${name}: ${r.stderr}`);
+    clearError(r.stderr, modelMessage, `${modelArgs[0]} ${name}`);
+    assert.equal(r.stdout.length, 0);
   }
 });
 
@@ -206,13 +240,19 @@ test('an index.json that claims a batch size or image side past the format, or l
   ];
   writeFileSync(p('index-train.yaml'), `${['batch_size: 8', 'n_epochs: 1', `spec_file: ${p('tiny.json')}`].join('\n')}\n`);
   writeFileSync(p('tiny.json'), JSON.stringify(spec));
-  for (const [name, change, pattern] of cases) {
+  for (const [i, [name, change, pattern]] of cases.entries()) {
     const data = lie(name, change);
-    const read = sh(dir, `${A} read ${data} > /dev/null`);
-    assert.deepEqual(read.status, [2], `${name}: ${read.stderr}`);
-    clearError(read.stderr, pattern, `read ${name}`);
-    const trained = cli(dir, ['train', '--config', p('index-train.yaml'), '--set', `data_dir=${data}`, '--set', `weights_dir=${p(`index-w-${name}`)}`]);
-    assert.equal(trained.status, 2, `${name}: ${trained.stderr}`);
-    clearError(trained.stderr, pattern, `train ${name}`);
+    // The index reader (read, train, validate) refuses every case; read and train, spawned, take turns.
+    await refusedInProcess(() => readShardIndex(data), pattern, `readShardIndex ${name}`);
+    if (i % 2 === 0) {
+      const read = sh(dir, `${A} read ${data} > /dev/null`);
+      assert.deepEqual(read.status, [2], `${name}: ${read.stderr}`);
+      clearError(read.stderr, pattern, `read ${name}`);
+    } else {
+      const trained = cli(dir, ['train', '--config', p('index-train.yaml'), '--set', `data_dir=${data}`, '--set', `weights_dir=${p(`index-w-${name}`)}`]);
+      assert.equal(trained.status, 2, `${name}: ${trained.stderr}`);
+      clearError(trained.stderr, pattern, `train ${name}`);
+      assert.ok(!existsSync(p(`index-w-${name}`)), 'no weights folder made');
+    }
   }
 });
