@@ -5,10 +5,10 @@
  * truncated files, a foreign ONNX graph, non-images) checked for a clear message, exit code 2
  * and nothing written.
  */
-import { before, test } from 'node:test';
+import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
@@ -28,6 +28,7 @@ import { loadTfjs, tfjsForward, weightsToTensors } from '@alexnet-stream/trainer
 
 const CLI = resolve(__dirname, '../../apps/cli/bin/alexnet-stream.js');
 const root = mkdtempSync(join(tmpdir(), 'export-predict-'));
+after(() => rmSync(root, { recursive: true, force: true }));
 const demo = join(root, 'demo');
 const data = join(root, 'data');
 const ckpt = join(root, 'ckpt');

@@ -1,6 +1,6 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { NamedTensors } from '@alexnet-stream/core';
@@ -11,6 +11,8 @@ import { lowerInference } from './lower';
 import { writeOnnx } from './files';
 
 const dir = mkdtempSync(join(tmpdir(), 'import-onnx-'));
+// Full-size models: 1.4 GB of files per run, removed at the end.
+after(() => rmSync(dir, { recursive: true, force: true }));
 
 const made = new Map<string, NamedTensors>();
 
